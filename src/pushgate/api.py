@@ -1,0 +1,211 @@
+"""The logic HTTP API: push to everyone or to a room, join and leave rooms.
+
+Routes (all answer JSON; see README.md for the bodies)::
+
+    POST /push/all    val, tag        -> 200 {"ok":true,"delivered":N}
+    POST /push/room   val, tag, id    -> 200 {"ok":true,"room":ID,"delivered":N}
+    POST /room/join   id, wsId        -> 200 {"ok":true,"room":ID,"wsId":W,"alreadyMember":B}
+    POST /room/leave  id, wsId        -> 200 {"ok":true,"room":ID,"wsId":W,"wasMember":B}
+    GET  /healthz                     -> 200 while the process serves
+    GET  /stats                       -> connection and room counts
+
+Fields come from an ``application/x-www-form-urlencoded`` body (as ``curl -d``
+sends them), from a JSON object body, or from the query string; a body field wins
+over a query field of the same name, and the first of repeated form fields wins.
+
+Errors: 400 missing or invalid field (named in ``field``), 404 unknown wsId or
+path, 405 wrong method, 409 room cap reached, 413 body too large, 415 other
+content types. Every error body is ``{"ok":false,"error":"..."}``.
+"""
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from pushgate import __version__
+from pushgate.commands import Membership, PushAll, PushRoom
+from pushgate.errors import InvalidField, PushgateError, RoomLimitExceeded, UnknownConnection
+from pushgate.node import Node
+
+log = logging.getLogger("pushgate.api")
+
+NODE_KEY = web.AppKey("node", Node)
+STARTED_KEY = web.AppKey("started", float)
+MAX_FORM_FIELDS = 64
+
+_compact = partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build_api(node: Node, *, max_body_bytes: int) -> web.Application:
+    """The logic API as an aiohttp application bound to ``node``."""
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors_as_json])
+    app[NODE_KEY] = node
+    app[STARTED_KEY] = time.monotonic()
+    app.router.add_post("/push/all", push_all)
+    app.router.add_post("/push/room", push_room)
+    app.router.add_post("/room/join", room_join)
+    app.router.add_post("/room/leave", room_leave)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/stats", stats)
+    return app
+
+
+def ok(body: dict[str, object], status: int = 200) -> web.Response:
+    return web.json_response({"ok": True, **body}, status=status, dumps=_compact)
+
+
+def error(status: int, message: str, **extra: object) -> web.Response:
+    return web.json_response(
+        {"ok": False, "error": message, **extra}, status=status, dumps=_compact
+    )
+
+
+# Handlers
+
+
+async def push_all(request: web.Request) -> web.Response:
+    push = PushAll.from_fields(await read_fields(request))
+    delivered = await request.app[NODE_KEY].push_all(push)
+    return ok({"delivered": delivered})
+
+
+async def push_room(request: web.Request) -> web.Response:
+    push = PushRoom.from_fields(await read_fields(request))
+    delivered = await request.app[NODE_KEY].push_room(push)
+    return ok({"room": push.room, "delivered": delivered})
+
+
+async def room_join(request: web.Request) -> web.Response:
+    join = Membership.from_fields(await read_fields(request))
+    change = await request.app[NODE_KEY].join(join)
+    return ok({"room": join.room, "wsId": join.conn, "alreadyMember": not change.changed})
+
+
+async def room_leave(request: web.Request) -> web.Response:
+    leave = Membership.from_fields(await read_fields(request))
+    change = await request.app[NODE_KEY].leave(leave)
+    return ok({"room": leave.room, "wsId": leave.conn, "wasMember": change.changed})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return ok({"status": "serving"})
+
+
+async def stats(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    return ok(
+        {
+            "version": __version__,
+            "uptimeSeconds": round(time.monotonic() - request.app[STARTED_KEY], 3),
+            "connections": node.connection_count(),
+            "rooms": len(node.room_sizes()),
+        }
+    )
+
+
+# Request fields
+
+
+async def read_fields(request: web.Request) -> dict[str, object]:
+    """The request's fields: query string, then the body's (form or JSON) over them."""
+    fields: dict[str, object] = {}
+    for name, value in request.query.items():
+        fields.setdefault(name, value)
+    if request.body_exists:
+        body = await request.read()  # raises 413 past client_max_size
+        if body:
+            fields.update(_parse_body(request.content_type, body))
+    return fields
+
+
+def _parse_body(content_type: str, body: bytes) -> dict[str, object]:
+    if content_type == "application/x-www-form-urlencoded":
+        return _parse_form(body)
+    if content_type == "application/json" or content_type.endswith("+json"):
+        return _parse_json(body)
+    raise web.HTTPUnsupportedMediaType(
+        text=f"unsupported Content-Type {content_type!r}: send "
+        "application/x-www-form-urlencoded or application/json"
+    )
+
+
+def _parse_form(body: bytes) -> dict[str, object]:
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except UnicodeDecodeError:
+        raise _bad_body("the form body is not valid UTF-8") from None
+    except ValueError:
+        raise _bad_body(f"the form body has more than {MAX_FORM_FIELDS} fields") from None
+    fields: dict[str, object] = {}
+    for name, value in pairs:
+        fields.setdefault(name, value)
+    return fields
+
+
+def _parse_json(body: bytes) -> dict[str, object]:
+    try:
+        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _bad_body("the body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise _bad_body("the JSON body must be an object of fields")
+    return value
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _bad_body(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=message)
+
+
+# Errors
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into a JSON body with a status code that means something."""
+    try:
+        return await handler(request)
+    except InvalidField as exc:
+        return error(400, f"{exc.field} {exc.message}", field=exc.field)
+    except UnknownConnection as exc:
+        return error(404, str(exc), field="wsId")
+    except RoomLimitExceeded as exc:
+        return error(409, str(exc), field="id")
+    except PushgateError as exc:
+        log.warning("%s %s failed: %s", request.method, request.path, exc)
+        return error(503, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error(exc.status, _http_error_message(exc, request))
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error(500, "internal error; the server log has the details")
+
+
+def _http_error_message(exc: web.HTTPException, request: web.Request) -> str:
+    if exc.status == 404:
+        return f"no such endpoint: {request.path}"
+    if exc.status == 405:
+        allowed = exc.headers.get("Allow", "")
+        return f"method {request.method} is not allowed on {request.path}; use {allowed}"
+    if exc.text and not exc.text.startswith(f"{exc.status}:"):
+        return exc.text
+    return exc.reason

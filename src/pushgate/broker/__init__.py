@@ -1,0 +1,5 @@
+"""Brokers move opaque bytes between the nodes of a cluster, by topic."""
+
+from pushgate.broker.base import Broker, BrokerHandler
+
+__all__ = ["Broker", "BrokerHandler"]

@@ -1,0 +1,195 @@
+"""Every setting of ``pushgate serve``, with its default, its environment variable
+and its help text, in one table.
+
+Precedence: a command-line option, else the environment variable
+``PUSHGATE_<NAME>``, else the default.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pushgate.connection import ConnectionSettings
+from pushgate.errors import ConfigError
+
+ENV_PREFIX = "PUSHGATE_"
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The settings of one pushgate process."""
+
+    # Listening
+    ws_host: str = "0.0.0.0"
+    ws_port: int = 8888
+    api_host: str = "127.0.0.1"
+    api_port: int = 9999
+    broker: str = "memory://"
+    # Heartbeat
+    heartbeat: float = 10.0
+    idle_timeout: float = 30.0
+    # Timeouts
+    handshake_timeout: float = 10.0
+    close_timeout: float = 5.0
+    shutdown_timeout: float = 10.0
+    # Limits
+    max_message_bytes: int = 4 * KIB
+    max_body_bytes: int = 1 * MIB
+    max_output_bytes: int = 4 * MIB
+    max_rooms_per_conn: int = 100
+    # Logging
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        for name in ("ws_port", "api_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"--{_flag(name)} must be a port from 0 to 65535, got {port}")
+        for name in ("heartbeat", "idle_timeout", "handshake_timeout", "close_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{_flag(name)} must be more than 0 seconds")
+        if self.shutdown_timeout < 0:
+            raise ConfigError("--shutdown-timeout must be 0 seconds or more")
+        if self.idle_timeout <= self.heartbeat:
+            raise ConfigError(
+                f"--idle-timeout ({self.idle_timeout:g} s) must be longer than --heartbeat "
+                f"({self.heartbeat:g} s), or clients that PING on time would be closed"
+            )
+        for name in ("max_message_bytes", "max_body_bytes", "max_output_bytes"):
+            if getattr(self, name) < 64:
+                raise ConfigError(f"--{_flag(name)} must be at least 64 bytes")
+        if self.max_rooms_per_conn < 1:
+            raise ConfigError("--max-rooms-per-conn must be at least 1")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        if not self.broker.startswith("memory://"):
+            raise ConfigError(
+                f"--broker {self.broker!r} is not supported; this version has memory:// only"
+            )
+
+    def connection_settings(self) -> ConnectionSettings:
+        return ConnectionSettings(
+            heartbeat=self.heartbeat,
+            # A client that PINGs every `heartbeat` seconds is never pinged; one that
+            # does not (a browser) is pinged half-way to the idle timeout.
+            ping_after=self.idle_timeout / 2,
+            idle_timeout=self.idle_timeout,
+            handshake_timeout=self.handshake_timeout,
+            close_timeout=self.close_timeout,
+            max_message_bytes=self.max_message_bytes,
+            max_output_bytes=self.max_output_bytes,
+        )
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting as the command line shows it."""
+
+    name: str
+    parse: Callable[[str], Any]
+    metavar: str
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + _flag(self.name)
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def parse_size(text: str) -> int:
+    """Bytes, with an optional K/KiB or M/MiB suffix: ``4096``, ``64K``, ``4MiB``."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = 1
+    if value.endswith("K"):
+        scale, value = KIB, value[:-1]
+    elif value.endswith("M"):
+        scale, value = MIB, value[:-1]
+    try:
+        return int(value) * scale
+    except ValueError:
+        raise ValueError(f"not a size in bytes: {text!r}") from None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("ws_host", str, "HOST", "address the WebSocket gateway listens on"),
+    Option(
+        "ws_port", int, "PORT", "port of the gateway; clients connect to ws://HOST:PORT/connect"
+    ),
+    Option("api_host", str, "HOST", "address the logic HTTP API listens on (keep it private)"),
+    Option("api_port", int, "PORT", "port of the logic HTTP API"),
+    Option("broker", str, "URL", "message broker; memory:// keeps everything in this process"),
+    Option("heartbeat", float, "SECONDS", "PING interval announced in the welcome frame"),
+    Option(
+        "idle_timeout",
+        float,
+        "SECONDS",
+        "close (1011) a connection that sent nothing, not even a pong, for this long; "
+        "a silent connection is sent a protocol ping half-way",
+    ),
+    Option(
+        "handshake_timeout",
+        float,
+        "SECONDS",
+        "time a new TCP connection has to complete the WebSocket handshake",
+    ),
+    Option(
+        "close_timeout",
+        float,
+        "SECONDS",
+        "time a client has to answer a close frame before its TCP connection is dropped",
+    ),
+    Option(
+        "shutdown_timeout",
+        float,
+        "SECONDS",
+        "on SIGTERM/SIGINT, time to let connections close and output drain",
+    ),
+    Option(
+        "max_message_bytes",
+        parse_size,
+        "BYTES",
+        "largest client message; a larger one closes the connection with 1009",
+    ),
+    Option("max_body_bytes", parse_size, "BYTES", "largest logic API request body; more is 413"),
+    Option(
+        "max_output_bytes",
+        parse_size,
+        "BYTES",
+        "bytes held unsent for one client beyond the kernel's buffers; a client that "
+        "reads too slowly to stay under it is closed with 1008, the others never wait",
+    ),
+    Option("max_rooms_per_conn", int, "N", "rooms one connection may be in at once; more is 409"),
+    Option("log_level", str.lower, "LEVEL", f"log level: {', '.join(LOG_LEVELS)}"),
+)
+
+
+def default_of(name: str) -> object:
+    return Config.__dataclass_fields__[name].default
+
+
+def from_sources(cli: Mapping[str, object], env: Mapping[str, str]) -> Config:
+    """Build a Config from parsed command-line values (None when not given) and the
+    environment. Raises ConfigError naming the variable or option at fault."""
+    values: dict[str, object] = {}
+    for option in OPTIONS:
+        given = cli.get(option.name)
+        if given is not None:
+            values[option.name] = given
+        elif option.env in env:
+            try:
+                values[option.name] = option.parse(env[option.env])
+            except ValueError as exc:
+                raise ConfigError(f"{option.env}={env[option.env]!r}: {exc}") from None
+    return Config(**values)  # type: ignore[arg-type]

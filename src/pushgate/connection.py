@@ -1,0 +1,352 @@
+"""One client's WebSocket connection: the asyncio edge around the websockets
+library's sans-I/O ``ServerProtocol``.
+
+Theory of operation
+-------------------
+
+Bytes from the socket go to ``ServerProtocol.receive_data``; the events it parses
+(the handshake request, then frames) are handled here, and whatever it wants to
+send (handshake response, pongs to protocol pings, close frames) is written back.
+
+Outgoing messages take two paths that share one per-connection queue, so order
+is kept:
+
+- **Fan-out** (:meth:`WebSocketConnection.send`, the hub's :class:`~pushgate.hub.Sink`):
+  the frame bytes, already framed once for all recipients, are appended to the
+  queue and the connection is marked in the :class:`Outbox`. Once per turn of the
+  event loop the outbox writes each marked connection's queue in a single
+  ``transport.write``: several pushes to one socket cost one system call.
+- **Replies** (PONG, protocol output): appended to the same queue, which is
+  written at once.
+
+Backpressure is per connection and never waits: the transport's high-water mark
+is the ``max_output_bytes`` limit, and when a client reads too slowly for the
+bytes held for it to stay under it, ``pause_writing`` fires and that connection
+alone is closed with 1008 (its close frame queued behind what it already has).
+Nothing ever awaits a client.
+
+Timers are not per connection: the gateway's sweeper calls :meth:`check_timers`
+on every connection about four times per shortest timeout.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from pushgate import __version__
+from pushgate.errors import ClientFrameError
+from pushgate.framing import text_frame
+from pushgate.ids import ConnId, new_conn_id
+from pushgate.wire import (
+    CLOSE_HEARTBEAT_TIMEOUT,
+    CLOSE_POLICY_VIOLATION,
+    PONG,
+    TYPE_HEARTBEAT,
+    encode_welcome,
+    parse_client_message,
+)
+
+if TYPE_CHECKING:
+    from pushgate.hub import Sink
+    from pushgate.node import Node
+
+log = logging.getLogger("pushgate.gateway")
+# websockets logs every open and close at INFO; pushgate logs those itself at DEBUG.
+_protocol_log = logging.getLogger("pushgate.websocket")
+
+ENDPOINT = "/connect"
+SERVER_HEADER = f"pushgate/{__version__}"
+PONG_FRAME = text_frame(PONG)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """What every connection of one gateway shares. Durations are in seconds."""
+
+    # Heartbeat
+    heartbeat: float  # the PING interval advertised to clients in the welcome frame
+    ping_after: float  # send a protocol ping to a connection silent this long
+    idle_timeout: float  # close a connection silent this long, with 1011
+    # Timeouts
+    handshake_timeout: float  # from TCP accept to a complete WebSocket handshake
+    close_timeout: float  # from starting a close to dropping the TCP connection
+    # Limits
+    max_message_bytes: int  # a client message over this closes it with 1009
+    max_output_bytes: int  # bytes held unsent for one client before it is closed with 1008
+
+
+class Outbox:
+    """Writes each connection's queued frames once per turn of the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[WebSocketConnection] = []
+
+    def mark(self, conn: "WebSocketConnection") -> None:
+        if not self._dirty:
+            self._loop.call_soon(self._flush)
+        self._dirty.append(conn)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+
+class ConnectionRegistry:
+    """Every live TCP connection of a gateway, open or not yet; the sweeper's list."""
+
+    def __init__(self) -> None:
+        self.connections: set[WebSocketConnection] = set()
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    def add(self, conn: "WebSocketConnection") -> None:
+        self.connections.add(conn)
+        self.empty.clear()
+
+    def discard(self, conn: "WebSocketConnection") -> None:
+        self.connections.discard(conn)
+        if not self.connections:
+            self.empty.set()
+
+
+class WebSocketConnection(asyncio.Protocol):
+    """One client socket, from TCP accept to connection lost."""
+
+    def __init__(
+        self,
+        node: "Node",
+        settings: ConnectionSettings,
+        outbox: Outbox,
+        registry: ConnectionRegistry,
+    ) -> None:
+        self._node = node
+        self._settings = settings
+        self._outbox = outbox
+        self._registry = registry
+        self._loop = asyncio.get_running_loop()
+        self._proto = ServerProtocol(max_size=settings.max_message_bytes, logger=_protocol_log)
+        self._transport: asyncio.Transport | None = None
+        self._pending: list[bytes] = []
+        self._fragments: list[bytes] = []
+        self.conn_id: ConnId | None = None  # set once the handshake succeeds
+        self.peer = "?"
+        # True while fan-out may queue frames here: open and not closing.
+        self._accepting = False
+        self._in_hub = False
+        # Clocks (loop.time())
+        self.connected_at = self.last_seen = self._loop.time()
+        self._pinged_at = 0.0
+        self._closing_since: float | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=self._settings.max_output_bytes)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self._registry.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = self._loop.time()
+        proto = self._proto
+        proto.receive_data(data)
+        for event in proto.events_received():
+            if isinstance(event, Frame):
+                self._on_frame(event)
+            elif isinstance(event, Request):
+                self._on_handshake(event)
+        self._write_protocol_output()
+
+    def eof_received(self) -> bool | None:
+        self._proto.receive_eof()
+        self._write_protocol_output()
+        return None  # the transport closes itself once its buffer is written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._accepting = False
+        self._pending.clear()
+        self._leave_hub()
+        self._registry.discard(self)
+        if self.conn_id is not None:
+            log.debug("closed %s from %s (%s)", self.conn_id, self.peer, self._close_summary())
+
+    def pause_writing(self) -> None:
+        """The bytes held for this client passed ``max_output_bytes``: it is too slow."""
+        if not self._accepting:
+            return
+        self._accepting = False  # no more fan-out to it, from this instant
+        assert self._transport is not None
+        limit = self._settings.max_output_bytes
+        log.info(
+            "closing %s from %s: slow consumer, %d bytes unsent (limit %d)",
+            self.conn_id,
+            self.peer,
+            self._transport.get_write_buffer_size(),
+            limit,
+        )
+        # Not from inside transport.write(): on the next turn of the loop.
+        reason = f"slow consumer: over {limit} bytes unsent"
+        self._loop.call_soon(self.close, CLOSE_POLICY_VIOLATION, reason)
+
+    def resume_writing(self) -> None:
+        pass
+
+    # Sink: fan-out
+
+    def send(self, frame: bytes) -> None:
+        """Queue a frame; the outbox writes it on this turn of the event loop."""
+        if self._accepting:
+            pending = self._pending
+            pending.append(frame)
+            if len(pending) == 1:
+                self._outbox.mark(self)
+
+    def flush(self) -> None:
+        """Write everything queued for this connection in one write."""
+        pending = self._pending
+        if not pending:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            pending.clear()
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        transport.write(data)
+
+    # Closing
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake; the TCP connection is dropped after
+        ``close_timeout`` if the client does not complete it."""
+        if self._proto.state is State.OPEN:
+            self._proto.send_close(code, reason)
+            self._write_protocol_output()
+        elif self._proto.state is State.CONNECTING and self._transport is not None:
+            self._transport.abort()
+
+    def check_timers(self, now: float) -> None:
+        """Called by the gateway's sweeper: heartbeat, and every timeout."""
+        settings = self._settings
+        state = self._proto.state
+        if self._closing_since is not None:
+            if now - self._closing_since >= settings.close_timeout:
+                self.abort()
+        elif state is State.OPEN:
+            silent = now - self.last_seen
+            if silent >= settings.idle_timeout:
+                log.info(
+                    "closing %s from %s: heartbeat timeout, silent for %.1f s",
+                    self.conn_id,
+                    self.peer,
+                    silent,
+                )
+                self.close(CLOSE_HEARTBEAT_TIMEOUT, f"heartbeat timeout: silent for {silent:.0f} s")
+            elif silent >= settings.ping_after and self._pinged_at < self.last_seen:
+                self._pinged_at = now
+                self._proto.send_ping(b"")
+                self._write_protocol_output()
+        elif state is State.CONNECTING and now - self.connected_at >= settings.handshake_timeout:
+            log.debug("dropped %s: no WebSocket handshake within the timeout", self.peer)
+            self.abort()
+
+    # Internals
+
+    def _on_handshake(self, request: Request) -> None:
+        proto = self._proto
+        if request.path.partition("?")[0] != ENDPOINT:
+            response = proto.reject(404, f"Not Found: the WebSocket endpoint is {ENDPOINT}\n")
+        else:
+            response = proto.accept(request)
+        response.headers["Server"] = SERVER_HEADER
+        proto.send_response(response)
+        self._write_protocol_output()  # the 101 goes out before the welcome frame
+        if response.status_code != 101:
+            log.debug("refused handshake from %s: %d", self.peer, response.status_code)
+            return
+        conn_id = self.conn_id = new_conn_id()
+        self._pending.append(text_frame(encode_welcome(conn_id, self._settings.heartbeat)))
+        self._accepting = True
+        self._node.connection_opened(conn_id, self)
+        self._in_hub = True
+        log.debug("opened %s from %s", conn_id, self.peer)
+
+    def _on_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._on_message(bytes(frame.data))
+            else:
+                self._fragments = [bytes(frame.data)]
+        elif opcode is Opcode.CONT:
+            # The protocol has checked that a fragmented message is in progress.
+            self._fragments.append(bytes(frame.data))
+            if frame.fin:
+                data = b"".join(self._fragments)
+                self._fragments = []
+                self._on_message(data)
+
+    def _on_message(self, data: bytes) -> None:
+        if self._proto.state is not State.OPEN:
+            return  # a close or an error earlier in the same read
+        try:
+            message = parse_client_message(data)
+        except ClientFrameError as exc:
+            log.info("closing %s from %s: %d %s", self.conn_id, self.peer, exc.code, exc.reason)
+            self._proto.fail(exc.code, exc.reason)
+            return
+        if message.type == TYPE_HEARTBEAT:
+            self._pending.append(PONG_FRAME)
+        # Other types are ignored: room for client messages of later versions.
+
+    def _write_protocol_output(self) -> None:
+        """Write what the protocol wants sent, behind what is queued, and act on its state."""
+        proto = self._proto
+        end_of_stream = False
+        for chunk in proto.data_to_send():
+            if chunk:
+                self._pending.append(chunk)
+            else:
+                end_of_stream = True
+        self.flush()
+        if proto.state is not State.OPEN and self._in_hub:
+            self._accepting = False
+            self._leave_hub()
+        if self._closing_since is None and proto.close_expected():
+            self._closing_since = self._loop.time()
+        if end_of_stream and self._transport is not None:
+            self._transport.close()  # after the buffered bytes are written
+
+    def _leave_hub(self) -> None:
+        if self._in_hub and self.conn_id is not None:
+            self._in_hub = False
+            self._node.connection_closed(self.conn_id)
+
+    def abort(self) -> None:
+        """Drop the TCP connection now, discarding anything unsent."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _close_summary(self) -> str:
+        proto = self._proto
+        if proto.close_rcvd is not None:
+            return f"client sent {proto.close_rcvd.code}"
+        if proto.close_sent is not None:
+            return f"server sent {proto.close_sent.code}"
+        return "no close frame"
+
+
+if TYPE_CHECKING:
+    _: type[Sink] = WebSocketConnection

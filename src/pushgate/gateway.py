@@ -1,0 +1,103 @@
+"""The WebSocket gateway: listens on ``ws://HOST:PORT/connect`` and runs the
+connections' timers.
+
+Shutdown follows a fixed recipe: stop accepting; send every open connection a close
+frame with 1001; wait up to ``shutdown_timeout`` for the clients to complete the
+closing handshake (their queued output drains meanwhile); drop whatever is left.
+"""
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from pushgate.connection import (
+    ConnectionRegistry,
+    ConnectionSettings,
+    Outbox,
+    WebSocketConnection,
+)
+from pushgate.node import Node
+from pushgate.wire import CLOSE_GOING_AWAY
+
+log = logging.getLogger("pushgate.gateway")
+
+# The sweeper visits every connection this many times per shortest timeout.
+SWEEPS_PER_TIMEOUT = 4
+MAX_SWEEP_INTERVAL = 1.0
+LISTEN_BACKLOG = 4096
+
+
+class Gateway:
+    """Accepts WebSocket clients and hands them to the node."""
+
+    def __init__(self, node: Node, settings: ConnectionSettings) -> None:
+        self._node = node
+        self._settings = settings
+        self._registry = ConnectionRegistry()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen; raises OSError when the address cannot be bound."""
+        loop = asyncio.get_running_loop()
+        outbox = Outbox(loop)
+        settings, node, registry = self._settings, self._node, self._registry
+        self._server = await loop.create_server(
+            lambda: WebSocketConnection(node, settings, outbox, registry),
+            host,
+            port,
+            backlog=LISTEN_BACKLOG,
+            reuse_address=True,
+        )
+        self._sweeper = asyncio.create_task(self._sweep(), name="pushgate-sweeper")
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [] if self._server is None else list(self._server.sockets)
+
+    @property
+    def connection_count(self) -> int:
+        """Live TCP connections, including those still in the handshake or closing."""
+        return len(self._registry.connections)
+
+    async def close(self, grace_period: float) -> None:
+        """Stop accepting, close every connection with 1001, wait up to ``grace_period`` seconds."""
+        if self._server is not None:
+            self._server.close()
+        connections = list(self._registry.connections)
+        if connections:
+            log.info("closing %d connections with 1001", len(connections))
+        for conn in connections:
+            conn.close(CLOSE_GOING_AWAY, "server shutting down")
+        try:
+            await asyncio.wait_for(self._registry.empty.wait(), grace_period)
+        except TimeoutError:
+            left = list(self._registry.connections)
+            log.warning(
+                "%d connections did not close within %g s; dropping them", len(left), grace_period
+            )
+            for conn in left:
+                conn.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _sweep(self) -> None:
+        settings = self._settings
+        shortest = min(
+            settings.ping_after,
+            settings.idle_timeout,
+            settings.handshake_timeout,
+            settings.close_timeout,
+        )
+        interval = min(MAX_SWEEP_INTERVAL, shortest / SWEEPS_PER_TIMEOUT)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for conn in list(self._registry.connections):
+                conn.check_timers(now)

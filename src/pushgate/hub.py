@@ -1,0 +1,124 @@
+"""The local connections of one gateway and the rooms they are in; fan-out.
+
+The hub hands an already-encoded frame to each recipient's :class:`Sink`. A sink
+only queues the bytes (see :mod:`pushgate.connection`), so a fan-out to N
+connections is N method calls and never waits for any of them: a slow client
+costs the others nothing.
+
+Pure and synchronous: nothing here awaits.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from pushgate.errors import RoomLimitExceeded, UnknownConnection
+from pushgate.ids import ConnId, RoomId
+from pushgate.rooms import Rooms
+
+
+class Sink(Protocol):
+    """Where the hub puts frames for one connection.
+
+    Contract: :meth:`send` returns at once, never raises, and never calls back into
+    the hub (the hub may be iterating its members while it runs). Frames handed to
+    one sink go out in the order they were handed over.
+    """
+
+    def send(self, frame: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChange:
+    """What a join or leave did: whether membership changed, and whether the room
+    was created (first member) or emptied (last member left)."""
+
+    changed: bool
+    room_boundary: bool
+
+
+class Hub:
+    """Open connections by wsId, and room membership. Fan-out lives here."""
+
+    def __init__(self, *, max_rooms_per_conn: int) -> None:
+        self.max_rooms_per_conn = max_rooms_per_conn
+        self._sinks: dict[ConnId, Sink] = {}
+        self._rooms: Rooms[Sink] = Rooms()
+
+    # Connections
+
+    def register(self, conn: ConnId, sink: Sink) -> None:
+        """Add an open connection; it receives every later broadcast."""
+        if conn in self._sinks:
+            raise ValueError(f"wsId {conn} is already registered")
+        self._sinks[conn] = sink
+
+    def unregister(self, conn: ConnId) -> list[RoomId]:
+        """Remove a connection and take it out of every room at once.
+
+        Returns the rooms this left empty. Unregistering twice is harmless.
+        """
+        if self._sinks.pop(conn, None) is None:
+            return []
+        return self._rooms.discard_all(conn)
+
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._sinks
+
+    def __len__(self) -> int:
+        return len(self._sinks)
+
+    def conn_ids(self) -> Iterator[ConnId]:
+        return iter(self._sinks)
+
+    # Rooms
+
+    def join(self, room: RoomId, conn: ConnId) -> MembershipChange:
+        """Put an open connection in a room; joining twice changes nothing.
+
+        Raises :class:`UnknownConnection` for a wsId that is not open here and
+        :class:`RoomLimitExceeded` when the connection is at the per-connection cap.
+        """
+        sink = self._sinks.get(conn)
+        if sink is None:
+            raise UnknownConnection(conn)
+        if self._rooms.count_rooms_of(conn) >= self.max_rooms_per_conn and room not in (
+            self._rooms.rooms_of(conn)
+        ):
+            raise RoomLimitExceeded(conn, self.max_rooms_per_conn)
+        added, created = self._rooms.add(room, conn, sink)
+        return MembershipChange(added, created)
+
+    def leave(self, room: RoomId, conn: ConnId) -> MembershipChange:
+        """Take an open connection out of a room; leaving a room one is not in is no error.
+
+        Raises :class:`UnknownConnection` for a wsId that is not open here.
+        """
+        if conn not in self._sinks:
+            raise UnknownConnection(conn)
+        removed, emptied = self._rooms.discard(room, conn)
+        return MembershipChange(removed, emptied)
+
+    def rooms_of(self, conn: ConnId) -> frozenset[RoomId]:
+        return self._rooms.rooms_of(conn)
+
+    def room_sizes(self) -> dict[RoomId, int]:
+        return self._rooms.sizes()
+
+    def room_size(self, room: RoomId) -> int:
+        return self._rooms.size(room)
+
+    # Fan-out
+
+    def broadcast(self, frame: bytes) -> int:
+        """Hand ``frame`` to every open connection; return how many got it."""
+        for sink in self._sinks.values():
+            sink.send(frame)
+        return len(self._sinks)
+
+    def send_room(self, room: RoomId, frame: bytes) -> int:
+        """Hand ``frame`` to every member of ``room``; return how many got it."""
+        members = self._rooms.members(room)
+        for sink in members:
+            sink.send(frame)
+        return self._rooms.size(room)
