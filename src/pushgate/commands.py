@@ -20,6 +20,9 @@ from pushgate.wire import MAX_PUSH_TAG, MIN_PUSH_TAG
 
 ROOM_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,20}")
+_UUID_TEXT = re.compile(
+    r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}"
+)
 
 Fields = Mapping[str, object]
 
@@ -94,11 +97,8 @@ def parse_room_id(value: object) -> RoomId:
 
 def parse_conn_id(value: object) -> ConnId:
     """A wsId as the welcome frame gives it: a UUID (any letter case is accepted)."""
-    if isinstance(value, str) and 32 <= len(value) <= 45:
-        try:
-            return ConnId(str(uuid.UUID(value)))
-        except ValueError:
-            pass
+    if isinstance(value, str) and _UUID_TEXT.fullmatch(value):
+        return ConnId(str(uuid.UUID(value)))
     raise InvalidField("wsId", f"must be a UUID as sent in the welcome frame, got {_show(value)}")
 
 

@@ -61,6 +61,10 @@ class Gateway:
         """Live TCP connections, including those still in the handshake or closing."""
         return len(self._registry.connections)
 
+    async def wait_empty(self) -> None:
+        """Return once no connection is left, open, opening or closing."""
+        await self._registry.empty.wait()
+
     async def close(self, grace_period: float) -> None:
         """Stop accepting, close every connection with 1001, wait up to ``grace_period`` seconds."""
         if self._server is not None:
@@ -71,7 +75,7 @@ class Gateway:
         for conn in connections:
             conn.close(CLOSE_GOING_AWAY, "server shutting down")
         try:
-            await asyncio.wait_for(self._registry.empty.wait(), grace_period)
+            await asyncio.wait_for(self.wait_empty(), grace_period)
         except TimeoutError:
             left = list(self._registry.connections)
             log.warning(

@@ -1,0 +1,290 @@
+"""The Broker contract: one behaviour suite that every broker implementation must pass.
+
+Each test gets ``broker_factory``, parametrized over the implementations. A factory
+makes brokers that share one bus (each broker is one node of a cluster) and knows how
+to wait until everything published so far has been delivered (``settle``), which is
+what lets a test say that something was *not* delivered without sleeping.
+
+To add an implementation (e.g. Redis), write a class with the :class:`BrokerFactory`
+methods and add it to ``FACTORIES``; skip in its constructor if its server is absent.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+import pytest
+
+from pushgate.broker.base import Broker
+from pushgate.broker.memory import MemoryBroker, MemoryBus
+
+# Upper bound on waiting for a delivery that must happen; never reached when it works.
+DELIVERY_TIMEOUT = 5.0
+TOPIC = "room:lobby"
+OTHER_TOPIC = "room:game"
+
+
+class BrokerFactory(Protocol):
+    """Makes broker nodes on one shared bus, and cleans them up."""
+
+    def __call__(self) -> Broker:
+        """A new, not yet started broker: another node on the same bus."""
+        ...
+
+    async def settle(self) -> None:
+        """Return once everything published so far has reached every subscriber it will."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every broker this factory made (some may already be closed)."""
+        ...
+
+
+class MemoryBrokerFactory:
+    """MemoryBrokers on one MemoryBus; delivery is synchronous, so settling is free."""
+
+    def __init__(self) -> None:
+        self.bus = MemoryBus()
+        self.made: list[MemoryBroker] = []
+
+    def __call__(self) -> Broker:
+        broker = MemoryBroker(self.bus)
+        self.made.append(broker)
+        return broker
+
+    async def settle(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        for broker in self.made:
+            await broker.close()
+
+
+FACTORIES: dict[str, Callable[[], BrokerFactory]] = {
+    "memory": MemoryBrokerFactory,
+}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+async def broker_factory(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
+    """A factory of broker nodes on a fresh shared bus, for each implementation."""
+    factory = FACTORIES[request.param]()
+    try:
+        yield factory
+    finally:
+        await factory.aclose()
+
+
+class Recorder:
+    """A BrokerHandler that records deliveries and reports ``reach`` connections each."""
+
+    def __init__(self, reach: int = 1) -> None:
+        self.reach = reach
+        self.received: list[tuple[str, bytes]] = []
+        self._arrived = asyncio.Event()
+
+    def on_message(self, topic: str, payload: bytes) -> int:
+        self.received.append((topic, payload))
+        self._arrived.set()
+        return self.reach
+
+    @property
+    def payloads(self) -> list[bytes]:
+        return [payload for _, payload in self.received]
+
+    async def wait_for(self, count: int) -> None:
+        """Return once at least ``count`` messages have arrived (or time out)."""
+        async with asyncio.timeout(DELIVERY_TIMEOUT):
+            while len(self.received) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+
+async def started(factory: BrokerFactory, *topics: str, reach: int = 1) -> tuple[Broker, Recorder]:
+    """A started broker node, subscribed to ``topics``, with its recording handler."""
+    broker = factory()
+    recorder = Recorder(reach)
+    await broker.start(recorder)
+    for topic in topics:
+        await broker.subscribe(topic)
+    return broker, recorder
+
+
+async def test_subscriber_receives_a_payload_exactly_once(broker_factory: BrokerFactory) -> None:
+    """A node subscribed to a topic receives a payload published there, once."""
+    publisher, _ = await started(broker_factory)
+    _, subscriber = await started(broker_factory, TOPIC)
+    await publisher.publish(TOPIC, b"hello")
+    await subscriber.wait_for(1)
+    await broker_factory.settle()
+    assert subscriber.received == [(TOPIC, b"hello")]
+
+
+async def test_publisher_subscribed_to_its_own_topic_receives_it(
+    broker_factory: BrokerFactory,
+) -> None:
+    """A single node that publishes on a topic it subscribes to gets its own push back."""
+    broker, recorder = await started(broker_factory, TOPIC)
+    await broker.publish(TOPIC, b"loop")
+    await recorder.wait_for(1)
+    await broker_factory.settle()
+    assert recorder.received == [(TOPIC, b"loop")]
+
+
+async def test_payload_bytes_arrive_unchanged(broker_factory: BrokerFactory) -> None:
+    """Payloads are opaque: any bytes, not only UTF-8, arrive exactly as published."""
+    publisher, _ = await started(broker_factory)
+    _, subscriber = await started(broker_factory, TOPIC)
+    payload = bytes(range(256)) + "中文".encode()
+    await publisher.publish(TOPIC, payload)
+    await subscriber.wait_for(1)
+    assert subscriber.payloads == [payload]
+
+
+async def test_node_not_subscribed_receives_nothing(broker_factory: BrokerFactory) -> None:
+    """A node subscribed only to other topics receives nothing published on this one."""
+    publisher, publisher_rec = await started(broker_factory)
+    _, subscriber = await started(broker_factory, TOPIC)
+    _, bystander = await started(broker_factory, OTHER_TOPIC)
+    await publisher.publish(TOPIC, b"for the lobby")
+    await subscriber.wait_for(1)
+    await broker_factory.settle()
+    assert bystander.received == []
+    assert publisher_rec.received == []
+
+
+async def test_nothing_arrives_after_unsubscribe(broker_factory: BrokerFactory) -> None:
+    """Once a node unsubscribes from a topic it receives nothing more from it."""
+    publisher, _ = await started(broker_factory)
+    subscriber_broker, subscriber = await started(broker_factory, TOPIC)
+    await publisher.publish(TOPIC, b"before")
+    await subscriber.wait_for(1)
+    await subscriber_broker.unsubscribe(TOPIC)
+    delivered = await publisher.publish(TOPIC, b"after")
+    await broker_factory.settle()
+    assert subscriber.payloads == [b"before"]
+    if delivered is not None:
+        assert delivered == 0
+
+
+async def test_unsubscribing_one_topic_keeps_the_others(broker_factory: BrokerFactory) -> None:
+    """Unsubscribing from one topic leaves the node's other subscriptions working."""
+    publisher, _ = await started(broker_factory)
+    subscriber_broker, subscriber = await started(broker_factory, TOPIC, OTHER_TOPIC)
+    await subscriber_broker.unsubscribe(TOPIC)
+    await publisher.publish(TOPIC, b"lobby")
+    await publisher.publish(OTHER_TOPIC, b"game")
+    await subscriber.wait_for(1)
+    await broker_factory.settle()
+    assert subscriber.received == [(OTHER_TOPIC, b"game")]
+
+
+async def test_unsubscribing_a_topic_never_subscribed_is_harmless(
+    broker_factory: BrokerFactory,
+) -> None:
+    """Unsubscribing from a topic not subscribed raises nothing and changes nothing."""
+    publisher, _ = await started(broker_factory)
+    subscriber_broker, subscriber = await started(broker_factory, TOPIC)
+    await subscriber_broker.unsubscribe(OTHER_TOPIC)
+    await publisher.publish(TOPIC, b"still here")
+    await subscriber.wait_for(1)
+    assert subscriber.payloads == [b"still here"]
+
+
+async def test_subscribing_twice_is_the_same_as_once(broker_factory: BrokerFactory) -> None:
+    """A node subscribed twice to a topic still receives each payload once."""
+    publisher, _ = await started(broker_factory)
+    subscriber_broker, subscriber = await started(broker_factory, TOPIC, TOPIC)
+    delivered = await publisher.publish(TOPIC, b"once")
+    await subscriber.wait_for(1)
+    await broker_factory.settle()
+    assert subscriber.payloads == [b"once"]
+    if delivered is not None:
+        assert delivered == 1
+    await subscriber_broker.unsubscribe(TOPIC)
+    await publisher.publish(TOPIC, b"gone")
+    await broker_factory.settle()
+    assert subscriber.payloads == [b"once"]
+
+
+async def test_two_subscribed_nodes_each_receive_it_once(broker_factory: BrokerFactory) -> None:
+    """Every node subscribed to a topic receives the payload, each exactly once."""
+    publisher, _ = await started(broker_factory)
+    _, first = await started(broker_factory, TOPIC)
+    _, second = await started(broker_factory, TOPIC)
+    await publisher.publish(TOPIC, b"both")
+    await first.wait_for(1)
+    await second.wait_for(1)
+    await broker_factory.settle()
+    assert first.received == [(TOPIC, b"both")]
+    assert second.received == [(TOPIC, b"both")]
+
+
+async def test_payloads_from_one_publisher_arrive_in_publish_order(
+    broker_factory: BrokerFactory,
+) -> None:
+    """Payloads one node publishes on a topic reach every subscriber in publish order."""
+    publisher, _ = await started(broker_factory)
+    _, first = await started(broker_factory, TOPIC)
+    _, second = await started(broker_factory, TOPIC)
+    payloads = [f"push {n}".encode() for n in range(100)]
+    for payload in payloads:
+        await publisher.publish(TOPIC, payload)
+    await first.wait_for(len(payloads))
+    await second.wait_for(len(payloads))
+    await broker_factory.settle()
+    assert first.payloads == payloads
+    assert second.payloads == payloads
+
+
+async def test_publish_reports_how_many_connections_it_reached(
+    broker_factory: BrokerFactory,
+) -> None:
+    """Where a broker reports counts, publish returns the sum of every handler's reach."""
+    publisher, _ = await started(broker_factory, OTHER_TOPIC, reach=100)
+    _, first = await started(broker_factory, TOPIC, reach=3)
+    _, second = await started(broker_factory, TOPIC, reach=4)
+    delivered = await publisher.publish(TOPIC, b"count me")
+    await first.wait_for(1)
+    await second.wait_for(1)
+    if delivered is not None:
+        assert delivered == 7
+
+
+async def test_publish_to_a_topic_nobody_subscribes_reaches_nobody(
+    broker_factory: BrokerFactory,
+) -> None:
+    """Publishing where nobody listens succeeds, and counts zero where counts are reported."""
+    publisher, publisher_rec = await started(broker_factory, OTHER_TOPIC)
+    delivered = await publisher.publish(TOPIC, b"into the void")
+    await broker_factory.settle()
+    assert publisher_rec.received == []
+    if delivered is not None:
+        assert delivered == 0
+
+
+async def test_memory_broker_reports_counts() -> None:
+    """The memory broker always knows how many connections a publish reached."""
+    bus = MemoryBus()
+    publisher, subscriber = MemoryBroker(bus), MemoryBroker(bus)
+    await publisher.start(Recorder())
+    await subscriber.start(Recorder(reach=5))
+    await subscriber.subscribe(TOPIC)
+    assert await publisher.publish(TOPIC, b"x") == 5
+    assert await publisher.publish(OTHER_TOPIC, b"x") == 0
+
+
+async def test_close_stops_delivery(broker_factory: BrokerFactory) -> None:
+    """A closed node receives nothing more, while other subscribers still do."""
+    publisher, _ = await started(broker_factory)
+    closing_broker, closing = await started(broker_factory, TOPIC, OTHER_TOPIC)
+    _, staying = await started(broker_factory, TOPIC)
+    await publisher.publish(TOPIC, b"before")
+    await closing.wait_for(1)
+    await closing_broker.close()
+    await publisher.publish(TOPIC, b"after")
+    await publisher.publish(OTHER_TOPIC, b"after")
+    await staying.wait_for(2)
+    await broker_factory.settle()
+    assert closing.payloads == [b"before"]
+    assert staying.payloads == [b"before", b"after"]

@@ -1,0 +1,258 @@
+"""Test helpers: real servers on free loopback ports, and real clients.
+
+Every wait is bounded by a multiple of ``UNIT`` seconds (``PUSHGATE_TEST_UNIT``,
+default 1.0), so a slow machine can scale them all at once.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
+from websockets.frames import Close, Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+from pushgate.app import PushServer
+from pushgate.config import Config
+
+UNIT = float(os.environ.get("PUSHGATE_TEST_UNIT", "1.0"))
+LOOPBACK = "127.0.0.1"
+
+# Short timers so that heartbeat and timeout tests run in about a second.
+FAST_TIMERS = {
+    "heartbeat": 0.2,
+    "idle_timeout": 0.6,
+    "handshake_timeout": 0.5,
+    "close_timeout": 0.5,
+    "shutdown_timeout": 2.0,
+}
+
+
+@dataclass
+class Running:
+    """A PushServer started on free ports, with its URLs."""
+
+    server: PushServer
+    ws_url: str
+    api_url: str
+
+    @property
+    def ws_port(self) -> int:
+        return self.server.ws_port
+
+
+@asynccontextmanager
+async def running_server(**overrides: Any) -> AsyncIterator[Running]:
+    """Start gateway and logic API in this event loop on free loopback ports."""
+    config = replace(
+        Config(ws_host=LOOPBACK, ws_port=0, api_host=LOOPBACK, api_port=0), **overrides
+    )
+    server = PushServer(config)
+    await server.start()
+    try:
+        yield Running(
+            server,
+            f"ws://{LOOPBACK}:{server.ws_port}/connect",
+            f"http://{LOOPBACK}:{server.api_port}",
+        )
+    finally:
+        await server.stop()
+
+
+async def open_client(ws_url: str, **kwargs: Any) -> tuple[ClientConnection, str]:
+    """Connect a websockets client and read its welcome; return it and its wsId."""
+    ws = await connect(ws_url, open_timeout=5 * UNIT, **kwargs)
+    welcome = json.loads(await asyncio.wait_for(ws.recv(), 5 * UNIT))
+    assert welcome["type"] == 0, welcome
+    return ws, welcome["data"]["wsId"]
+
+
+async def recv_json(ws: ClientConnection) -> Any:
+    return json.loads(await asyncio.wait_for(ws.recv(), 5 * UNIT))
+
+
+async def close_code_of(ws: ClientConnection) -> int | None:
+    """Wait until the server closes ``ws``; return the close code it sent."""
+    await asyncio.wait_for(ws.wait_closed(), 5 * UNIT)
+    return ws.close_code
+
+
+async def post(http: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    """POST and return (status, JSON body)."""
+    async with http.post(url, **kwargs) as response:
+        return response.status, await response.json()
+
+
+class RawClient:
+    """A WebSocket client that does only what a test tells it to.
+
+    It uses the websockets library's sans-I/O ClientProtocol for framing, but
+    writes nothing on its own: it answers no ping unless ``answer_pings`` is set,
+    so it can play a dead or silent peer.
+    """
+
+    def __init__(self, url: str, *, answer_pings: bool = False) -> None:
+        self.url = url
+        self.answer_pings = answer_pings
+        self.proto = ClientProtocol(parse_uri(url), max_size=None)
+        self.reader: asyncio.StreamReader
+        self.writer: asyncio.StreamWriter
+        self.response: Response | None = None
+        self._events: list[Any] = []
+
+    async def connect(self) -> Response:
+        uri = parse_uri(self.url)
+        self.reader, self.writer = await asyncio.open_connection(uri.host, uri.port)
+        self.proto.send_request(self.proto.connect())
+        self._write()
+        while self.response is None:
+            event = await self.next_event()
+            assert isinstance(event, Response), event
+            self.response = event
+        return self.response
+
+    async def next_event(self, timeout: float = 5 * UNIT) -> Any:
+        """The next event (Response or Frame); None once the stream has ended."""
+        async with asyncio.timeout(timeout):
+            while not self._events:
+                data = await self.reader.read(2**16)
+                if not data:
+                    self.proto.receive_eof()
+                    events = self.proto.events_received()
+                    if not events:
+                        return None
+                    self._events.extend(events)
+                    break
+                self.proto.receive_data(data)
+                self._events.extend(self.proto.events_received())
+                if self.answer_pings:
+                    self._write()
+                else:
+                    self.proto.data_to_send()  # drop automatic pongs
+        return self._events.pop(0)
+
+    async def next_frame(self, timeout: float = 5 * UNIT) -> Frame | None:
+        event = await self.next_event(timeout)
+        assert event is None or isinstance(event, Frame), event
+        return event
+
+    async def next_message(self, timeout: float = 5 * UNIT) -> Any:
+        """The next text message as JSON, skipping control frames."""
+        while True:
+            frame = await self.next_frame(timeout)
+            assert frame is not None, "connection ended"
+            if frame.opcode is Opcode.TEXT:
+                return json.loads(bytes(frame.data))
+
+    async def close_frame(self, timeout: float = 5 * UNIT) -> Close:
+        """Read until the server's close frame; return it."""
+        while True:
+            frame = await self.next_frame(timeout)
+            assert frame is not None, "connection ended without a close frame"
+            if frame.opcode is Opcode.CLOSE:
+                return Close.parse(frame.data)
+
+    def send_text(self, data: bytes) -> None:
+        self.proto.send_text(data)
+        self._write()
+
+    def send_binary(self, data: bytes) -> None:
+        self.proto.send_binary(data)
+        self._write()
+
+    def write_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def _write(self) -> None:
+        for chunk in self.proto.data_to_send():
+            if chunk:
+                self.writer.write(chunk)
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+# Subprocess servers
+
+READY = re.compile(r"ready: gateway ws://[^:]+:(\d+)/connect, logic API http://[^:]+:(\d+)")
+
+
+@dataclass
+class ServerProcess:
+    """``pushgate serve`` in a child process, on free ports it reported itself."""
+
+    process: asyncio.subprocess.Process
+    ws_port: int
+    api_port: int
+    log: list[str]
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{LOOPBACK}:{self.ws_port}/connect"
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+        return await asyncio.wait_for(self.process.wait(), 15 * UNIT)
+
+
+def pushgate_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pushgate", *args]
+
+
+@asynccontextmanager
+async def server_process(
+    *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[ServerProcess]:
+    """Run ``pushgate serve`` on port 0 (the kernel picks free ports) until the block ends."""
+    command = pushgate_command(
+        "serve", "--ws-host", LOOPBACK, "--ws-port", "0", "--api-port", "0", *args
+    )
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stderr is not None
+    log: list[str] = []
+    try:
+        async with asyncio.timeout(15 * UNIT):
+            while True:
+                line = (await process.stderr.readline()).decode()
+                if not line:
+                    raise AssertionError("pushgate exited before it was ready:\n" + "".join(log))
+                log.append(line)
+                match = READY.search(line)
+                if match:
+                    break
+        running = ServerProcess(process, int(match.group(1)), int(match.group(2)), log)
+        drain = asyncio.create_task(_collect(process.stderr, log))
+        try:
+            yield running
+        finally:
+            await running.stop()
+            await drain
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _collect(stream: asyncio.StreamReader, log: list[str]) -> None:
+    async for line in stream:
+        log.append(line.decode())

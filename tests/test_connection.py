@@ -1,0 +1,105 @@
+"""One connection's output path, driven through a fake transport (no sockets):
+frames queued in one turn of the event loop leave in one write, in order."""
+
+import asyncio
+from typing import Any
+
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.uri import parse_uri
+
+from pushgate.broker.memory import MemoryBroker
+from pushgate.config import Config
+from pushgate.connection import ConnectionRegistry, Outbox, WebSocketConnection
+from pushgate.hub import Hub
+from pushgate.node import TOPIC_ALL, Node
+
+
+class FakeTransport:
+    """Records writes; implements the slice of asyncio.Transport a connection uses."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 50000) if name == "peername" else default
+
+
+async def open_connection() -> tuple[Node, WebSocketConnection, FakeTransport, ClientProtocol]:
+    """A connection through its handshake; the transport's record starts empty after it."""
+    node = Node(Hub(max_rooms_per_conn=10), MemoryBroker())
+    await node.start()
+    conn = WebSocketConnection(
+        node,
+        Config().connection_settings(),
+        Outbox(asyncio.get_running_loop()),
+        ConnectionRegistry(),
+    )
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/connect"))
+    client.send_request(client.connect())
+    for chunk in client.data_to_send():
+        conn.data_received(chunk)
+    handshake = b"".join(transport.writes)
+    transport.writes.clear()
+    assert handshake.startswith(b"HTTP/1.1 101 ")
+    welcome = frames_in(client, handshake)
+    assert [f.opcode for f in welcome] == [Opcode.TEXT]
+    assert bytes(welcome[0].data).startswith(b'{"type":0,"data":{"wsId":"')
+    return node, conn, transport, client
+
+
+def frames_in(client: ClientProtocol, data: bytes) -> list[Frame]:
+    client.receive_data(data)
+    return [event for event in client.events_received() if isinstance(event, Frame)]
+
+
+async def test_handshake_then_welcome_in_that_order() -> None:
+    """The 101 response goes out before the welcome frame, and nothing else."""
+    await open_connection()  # asserts the order itself
+
+
+async def test_pushes_in_one_loop_turn_leave_in_one_write() -> None:
+    """Three pushes handed over in one turn of the loop cost one write, in order."""
+    node, _conn, transport, client = await open_connection()
+    for i in range(3):
+        node.on_message(TOPIC_ALL, b'{"type":2,"data":%d}\n' % i)
+    assert transport.writes == []  # nothing written inside the fan-out
+    await asyncio.sleep(0)  # one turn of the event loop
+    assert len(transport.writes) == 1
+    frames = frames_in(client, transport.writes[0])
+    assert [f.data for f in frames] == [b'{"type":2,"data":%d}\n' % i for i in range(3)]
+
+
+async def test_a_pong_goes_out_behind_pushes_already_queued() -> None:
+    """A reply to PING never overtakes a push queued before it."""
+    node, conn, transport, client = await open_connection()
+    node.on_message(TOPIC_ALL, b'{"type":2,"data":"first"}\n')
+    client.send_text(b'{"type":1,"data":"PING"}')
+    for chunk in client.data_to_send():
+        conn.data_received(chunk)
+    frames = frames_in(client, b"".join(transport.writes))
+    assert [f.data for f in frames] == [
+        b'{"type":2,"data":"first"}\n',
+        b'{"type":1,"data":"PONG"}\n',
+    ]

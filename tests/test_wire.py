@@ -1,0 +1,237 @@
+"""The client-facing message format: server frames to the byte, client frames parsed."""
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pushgate.errors import ClientFrameError
+from pushgate.ids import ConnId, RoomId
+from pushgate.wire import (
+    CLOSE_INVALID_DATA,
+    CLOSE_UNSUPPORTED_DATA,
+    PONG,
+    ClientMessage,
+    encode_push,
+    encode_welcome,
+    parse_client_message,
+)
+
+MAX_REASON_BYTES = 123
+WS_ID = ConnId("0b8f8a52-3c3e-4f0e-9d8e-2a3c7f1e5b6d")
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def assert_frame_error(payload: bytes, code: int) -> ClientFrameError:
+    """Parse ``payload``, expect a ClientFrameError with ``code``, and return it."""
+    with pytest.raises(ClientFrameError) as info:
+        parse_client_message(payload)
+    assert info.value.code == code
+    assert len(info.value.reason.encode("utf-8")) <= MAX_REASON_BYTES
+    return info.value
+
+
+def parse_or_error(payload: bytes) -> ClientMessage | ClientFrameError:
+    """The parsed message, or the ClientFrameError that parsing raised."""
+    try:
+        return parse_client_message(payload)
+    except ClientFrameError as exc:
+        return exc
+
+
+# Server messages
+
+
+def test_push_to_all_is_compact_json_with_a_newline() -> None:
+    """A push to all is compact JSON with type and data, then a newline."""
+    assert encode_push(3, "test push") == b'{"type":3,"data":"test push"}\n'
+
+
+def test_push_keeps_non_ascii_text_as_utf8() -> None:
+    """Non-ASCII text goes out as UTF-8 bytes, not as \\u escapes."""
+    assert encode_push(2, "héllo 中文 🎉") == '{"type":2,"data":"héllo 中文 🎉"}\n'.encode()
+
+
+def test_push_carries_any_json_value() -> None:
+    """A push's data may be an object, an array, a number or null, compactly encoded."""
+    val = {"a": [1, 2.5, None, True], "b": {"c": "d"}}
+    assert encode_push(7, val) == b'{"type":7,"data":{"a":[1,2.5,null,true],"b":{"c":"d"}}}\n'
+    assert encode_push(7, None) == b'{"type":7,"data":null}\n'
+
+
+def test_room_push_adds_the_room_key_last() -> None:
+    """A push to a room names the room after type and data."""
+    assert encode_push(3, "hi", RoomId("lobby")) == b'{"type":3,"data":"hi","room":"lobby"}\n'
+
+
+def test_push_to_all_has_no_room_key() -> None:
+    """A push to all never carries a room key, even when data is an object."""
+    frame = encode_push(3, {"x": 1})
+    assert b"room" not in frame
+
+
+def test_welcome_gives_wsid_and_integer_heartbeat() -> None:
+    """The welcome frame carries the wsId and a whole heartbeat as an integer."""
+    expected = f'{{"type":0,"data":{{"wsId":"{WS_ID}","heartbeat":10}}}}\n'.encode()
+    assert encode_welcome(WS_ID, 10) == expected
+    assert encode_welcome(WS_ID, 10.0) == expected
+
+
+def test_welcome_keeps_a_fractional_heartbeat() -> None:
+    """A fractional heartbeat interval is sent as a JSON number with its fraction."""
+    expected = f'{{"type":0,"data":{{"wsId":"{WS_ID}","heartbeat":2.5}}}}\n'.encode()
+    assert encode_welcome(WS_ID, 2.5) == expected
+
+
+def test_pong_is_the_heartbeat_reply() -> None:
+    """The PONG reply is exactly the Go server's bytes."""
+    assert PONG == b'{"type":1,"data":"PONG"}\n'
+
+
+# Client messages: accepted
+
+
+def test_ping_is_a_heartbeat() -> None:
+    """A client's PING parses as a heartbeat with its data."""
+    message = parse_client_message(b'{"type":1,"data":"PING"}')
+    assert message == ClientMessage(1, "PING")
+    assert message.is_heartbeat
+
+
+@pytest.mark.parametrize("msg_type", [0, 2, 42, -5, 2**53, 2**70])
+def test_any_integer_type_is_accepted(msg_type: int) -> None:
+    """Any integer type parses, and only type 1 counts as a heartbeat."""
+    message = parse_client_message(json.dumps({"type": msg_type, "data": 1}).encode())
+    assert message.type == msg_type
+    assert not message.is_heartbeat
+
+
+def test_data_is_optional() -> None:
+    """A message without data parses, with data None."""
+    assert parse_client_message(b'{"type":1}') == ClientMessage(1, None)
+
+
+def test_non_ascii_utf8_message_is_accepted() -> None:
+    """A UTF-8 message with non-ASCII text parses to that text."""
+    message = parse_client_message('{"type":5,"data":"中文 é"}'.encode())
+    assert message.data == "中文 é"
+
+
+# Client messages: rejected
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"\xff", b'{"type":1,"data":"\xc3"}', b"\xed\xa0\x80", b'{"type":1}\x80'],
+)
+def test_invalid_utf8_closes_with_1007(payload: bytes) -> None:
+    """A message that is not valid UTF-8 closes the connection with 1007."""
+    assert_frame_error(payload, CLOSE_INVALID_DATA)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"{", b"PING", b'{"type":1,}', b"{'type':1}", b'{"type":1} x', b"[" * 100_000],
+)
+def test_invalid_json_closes_with_1007(payload: bytes) -> None:
+    """A message that is not JSON closes the connection with 1007."""
+    assert_frame_error(payload, CLOSE_INVALID_DATA)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"type":1,"data":NaN}',
+        b'{"type":1,"data":Infinity}',
+        b'{"type":1,"data":-Infinity}',
+        b'{"type":NaN}',
+    ],
+)
+def test_nan_and_infinity_close_with_1007(payload: bytes) -> None:
+    """NaN and Infinity are not JSON: they close the connection with 1007."""
+    assert_frame_error(payload, CLOSE_INVALID_DATA)
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind"),
+    [
+        (b"[1]", "an array"),
+        (b'"PING"', "a string"),
+        (b"null", "null"),
+        (b"1", "a number"),
+        (b"true", "a boolean"),
+    ],
+)
+def test_non_object_json_closes_with_1003(payload: bytes, kind: str) -> None:
+    """Valid JSON that is not an object closes with 1003 and says what arrived."""
+    error = assert_frame_error(payload, CLOSE_UNSUPPORTED_DATA)
+    assert error.reason.endswith(kind)
+
+
+@pytest.mark.parametrize(
+    ("payload", "said"),
+    [
+        (b'{"data":"PING"}', "missing"),
+        (b'{"type":"1","data":"PING"}', "a string"),
+        (b'{"type":true}', "a boolean"),
+        (b'{"type":1.0}', "a number"),
+        (b'{"type":null}', "null"),
+        (b'{"type":{}}', "an object"),
+    ],
+)
+def test_missing_or_non_integer_type_closes_with_1003(payload: bytes, said: str) -> None:
+    """A message object without an integer type closes with 1003 and says why."""
+    error = assert_frame_error(payload, CLOSE_UNSUPPORTED_DATA)
+    assert said in error.reason
+
+
+@given(st.binary() | st.text().map(str.encode))
+def test_arbitrary_bytes_parse_or_close_with_1003_or_1007(payload: bytes) -> None:
+    """Whatever a client sends, parsing yields a message or a 1003/1007 close, nothing else."""
+    result = parse_or_error(payload)
+    if isinstance(result, ClientFrameError):
+        assert result.code in (CLOSE_UNSUPPORTED_DATA, CLOSE_INVALID_DATA)
+        assert len(result.reason.encode("utf-8")) <= MAX_REASON_BYTES
+    else:
+        assert isinstance(result, ClientMessage)
+        assert isinstance(result.type, int)
+        assert not isinstance(result.type, bool)
+
+
+@given(
+    msg_type=st.integers(),
+    data=json_values,
+    with_data=st.booleans(),
+    extra=st.dictionaries(st.text().filter(lambda k: k not in ("type", "data")), json_values),
+    ensure_ascii=st.booleans(),
+)
+def test_json_object_with_integer_type_round_trips(
+    msg_type: int,
+    data: object,
+    with_data: bool,
+    extra: dict[str, object],
+    ensure_ascii: bool,
+) -> None:
+    """Any JSON object with an integer type parses to that type and data."""
+    obj: dict[str, object] = {**extra, "type": msg_type}
+    if with_data:
+        obj["data"] = data
+    payload = json.dumps(obj, ensure_ascii=ensure_ascii).encode("utf-8")
+    message = parse_client_message(payload)
+    assert message.type == msg_type
+    assert message.data == (data if with_data else None)
