@@ -172,8 +172,9 @@ class RawClient:
         self.proto.send_binary(data)
         self._write()
 
-    def write_raw(self, data: bytes) -> None:
-        self.writer.write(data)
+    def send_close(self, code: int) -> None:
+        self.proto.send_close(code)
+        self._write()
 
     def _write(self) -> None:
         for chunk in self.proto.data_to_send():

@@ -212,8 +212,7 @@ async def test_disconnecting_leaves_every_room_at_once(
         )
         assert status == 200
     if how == "close frame":
-        raw.proto.send_close(1000)
-        raw._write()
+        raw.send_close(1000)
         assert (await raw.close_frame()).code == 1000
     else:
         raw.writer.transport.abort()

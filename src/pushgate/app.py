@@ -5,6 +5,7 @@
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 
@@ -98,7 +99,7 @@ def _port_of(sockets: list[socket.socket]) -> int:
 
 
 def _listen_error(what: str, host: str, port: int, exc: OSError) -> StartupError:
-    reason = exc.strerror or str(exc)
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
     return StartupError(f"cannot listen on {host}:{port} for the {what}: {reason}")
 
 

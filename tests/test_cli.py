@@ -1,0 +1,148 @@
+"""The ``pushgate`` command, run as a user runs it: in its own process."""
+
+import asyncio
+import shutil
+import signal
+import socket
+import subprocess
+
+import pytest
+from websockets.asyncio.client import connect
+
+from pushgate.cli import main
+from pushgate.config import OPTIONS
+from tests.helpers import (
+    LOOPBACK,
+    UNIT,
+    close_code_of,
+    open_client,
+    pushgate_command,
+    recv_json,
+    server_process,
+)
+
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+
+
+async def curl(line: str) -> str:
+    """Run a curl command line exactly as written (a shell parses the quotes)."""
+    process = await asyncio.create_subprocess_shell(
+        line, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 10 * UNIT)
+    assert process.returncode == 0, err
+    return out.decode()
+
+
+@needs_curl
+async def test_the_blogs_four_curl_lines_work() -> None:
+    """The blog's curl lines, verbatim but for the port, do what the blog says;
+    the wsId comes from the welcome frame."""
+    async with server_process() as server:
+        ws, ws_id = await open_client(server.ws_url)
+        api = f"http://0.0.0.0:{server.api_port}"
+
+        out = await curl(f'curl  {api}/push/all -X POST -d "val=test push&tag=3"')
+        assert out == '{"ok":true,"delivered":1}'
+        assert await ws.recv() == '{"type":3,"data":"test push"}\n'
+
+        out = await curl(f'curl {api}/room/join -X POST -d "id=1&wsId={ws_id}"')
+        assert '"ok":true' in out
+
+        out = await curl(f'curl  {api}/push/room -X POST -d "val=test push&tag=3&id=1"')
+        assert out == '{"ok":true,"room":"1","delivered":1}'
+        assert await recv_json(ws) == {"type": 3, "data": "test push", "room": "1"}
+
+        out = await curl(f'curl {api}/room/leave -X POST -d "id=1&wsId={ws_id}"')
+        assert '"wasMember":true' in out
+        out = await curl(f'curl  {api}/push/room -X POST -d "val=test push&tag=3&id=1"')
+        assert out == '{"ok":true,"room":"1","delivered":0}'
+        await ws.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_closes_every_connection_with_1001_and_exits_0(sig: int) -> None:
+    """SIGTERM or SIGINT: clients get a 1001 close frame, the process exits 0."""
+    async with server_process() as server:
+        clients = [await open_client(server.ws_url) for _ in range(3)]
+        assert await server.stop(sig) == 0
+        for ws, _ in clients:
+            assert await close_code_of(ws) == 1001
+        assert any("stopped" in line for line in server.log)
+
+
+async def test_options_can_come_from_the_environment() -> None:
+    """PUSHGATE_HEARTBEAT sets the heartbeat announced in the welcome frame."""
+    env = {"PUSHGATE_HEARTBEAT": "7", "PUSHGATE_IDLE_TIMEOUT": "20"}
+    async with server_process(env=env) as server, connect(server.ws_url) as ws:
+        welcome = await recv_json(ws)
+    assert welcome["data"]["heartbeat"] == 7
+
+
+async def test_a_port_in_use_is_one_line_and_exit_1() -> None:
+    """Starting on a busy port says which server and why, in one line, with no traceback."""
+    with socket.socket() as busy:
+        busy.bind((LOOPBACK, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            *pushgate_command(
+                "serve", "--ws-host", LOOPBACK, "--ws-port", str(port), "--api-port", "0"
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(process.communicate(), 15 * UNIT)
+    assert process.returncode == 1
+    lines = err.decode().strip().splitlines()
+    assert lines == [
+        f"pushgate: cannot listen on {LOOPBACK}:{port} for the gateway: Address already in use"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["serve", "--ws-port", "70000"], {}, "--ws-port must be a port"),
+        (["serve", "--heartbeat", "30", "--idle-timeout", "20"], {}, "--idle-timeout"),
+        (["serve"], {"PUSHGATE_MAX_BODY_BYTES": "lots"}, "PUSHGATE_MAX_BODY_BYTES"),
+        (["serve", "--broker", "kafka://x"], {}, "--broker"),
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_2(
+    argv: list[str],
+    env: dict[str, str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A setting pushgate cannot use is named in one line on stderr; exit status 2."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert message in err
+
+
+def test_serve_help_documents_every_option_and_its_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`pushgate serve --help` lists every option with its default and environment variable."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option in OPTIONS:
+        assert option.flag in text
+        assert option.env in text
+    for flag in ("--ws-host", "--ws-port", "--api-host", "--api-port", "--heartbeat"):
+        assert flag in text
+
+
+def test_version_runs_as_a_module() -> None:
+    """`python -m pushgate --version` prints the version."""
+    result = subprocess.run(
+        pushgate_command("--version"), capture_output=True, text=True, check=True
+    )
+    assert result.stdout.startswith("pushgate ")
