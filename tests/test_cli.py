@@ -1,10 +1,13 @@
 """The ``pushgate`` command, run as a user runs it: in its own process."""
 
 import asyncio
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -146,3 +149,24 @@ def test_version_runs_as_a_module() -> None:
         pushgate_command("--version"), capture_output=True, text=True, check=True
     )
     assert result.stdout.startswith("pushgate ")
+
+
+async def test_the_readmes_python_example_runs() -> None:
+    """README's Python client example, pointed at a real server, receives its push."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    match = re.search(r"```python\n(.*?)```", readme, re.S)
+    assert match is not None
+    async with server_process() as server:
+        code = (
+            match.group(1)
+            .replace("127.0.0.1:8888", f"127.0.0.1:{server.ws_port}")
+            .replace("127.0.0.1:9999", f"127.0.0.1:{server.api_port}")
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 15 * UNIT)
+    assert process.returncode == 0, err.decode()
+    assert (
+        "push: {'type': 3, 'data': {'headline': 'pushgate works'}, 'room': 'news'}" in out.decode()
+    )
