@@ -7,6 +7,7 @@ The tree::
     ├── UnknownConnection   no open connection has this wsId (HTTP 404)
     ├── RoomLimitExceeded   the connection is already in as many rooms as allowed (HTTP 409)
     ├── ClientFrameError    a client's WebSocket message is unusable (closes that connection)
+    ├── BrokerUnavailable   the broker cannot be reached, or a node did not answer (HTTP 503)
     ├── ConfigError         an option has a value pushgate cannot use
     └── StartupError        a server could not start (e.g. its port is in use)
 """
@@ -61,3 +62,10 @@ class ConfigError(PushgateError):
 
 class StartupError(PushgateError):
     """A server could not start; the message says which one and why."""
+
+
+class BrokerUnavailable(PushgateError):
+    """The broker cannot be reached, or another node did not answer in time.
+
+    Nothing was delivered, or it is unknown whether it was: the caller may retry.
+    """

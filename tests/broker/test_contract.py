@@ -5,18 +5,20 @@ makes brokers that share one bus (each broker is one node of a cluster) and know
 to wait until everything published so far has been delivered (``settle``), which is
 what lets a test say that something was *not* delivered without sleeping.
 
-To add an implementation (e.g. Redis), write a class with the :class:`BrokerFactory`
-methods and add it to ``FACTORIES``; skip in its constructor if its server is absent.
+To add an implementation, write a class with the :class:`BrokerFactory` methods and
+add it to ``FACTORIES``. The Redis one runs against a real redis-server it starts.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 import pytest
 
 from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
+from pushgate.broker.redis import RedisBroker
+from tests.redis_server import RedisServer
 
 # Upper bound on waiting for a delivery that must happen; never reached when it works.
 DELIVERY_TIMEOUT = 5.0
@@ -60,15 +62,54 @@ class MemoryBrokerFactory:
             await broker.close()
 
 
-FACTORIES: dict[str, Callable[[], BrokerFactory]] = {
-    "memory": MemoryBrokerFactory,
+class RedisBrokerFactory:
+    """RedisBrokers on a redis-server of their own; settling sends a marker through
+    each running node's own subscription and waits for it to come back."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self.made: list[RedisBroker] = []
+
+    @classmethod
+    async def create(cls) -> "RedisBrokerFactory":
+        server = RedisServer()
+        await server.start()
+        return cls(server)
+
+    def __call__(self) -> Broker:
+        broker = RedisBroker(self.server.url, prefix="test:", node_id=f"node{len(self.made)}")
+        self.made.append(broker)
+        return broker
+
+    async def settle(self) -> None:
+        for broker in self.made:
+            if broker.running:
+                await broker.sync()
+
+    async def aclose(self) -> None:
+        for broker in self.made:
+            await broker.close()
+        self.server.kill()
+
+
+async def _memory() -> BrokerFactory:
+    return MemoryBrokerFactory()
+
+
+async def _redis() -> BrokerFactory:
+    return await RedisBrokerFactory.create()
+
+
+FACTORIES: dict[str, Callable[[], Awaitable[BrokerFactory]]] = {
+    "memory": _memory,
+    "redis": _redis,
 }
 
 
 @pytest.fixture(params=sorted(FACTORIES))
 async def broker_factory(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
     """A factory of broker nodes on a fresh shared bus, for each implementation."""
-    factory = FACTORIES[request.param]()
+    factory = await FACTORIES[request.param]()
     try:
         yield factory
     finally:
