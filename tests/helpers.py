@@ -54,18 +54,18 @@ class Running:
 
 
 @asynccontextmanager
-async def running_server(**overrides: Any) -> AsyncIterator[Running]:
-    """Start gateway and logic API in this event loop on free loopback ports."""
+async def running_server(role: str = "serve", **overrides: Any) -> AsyncIterator[Running]:
+    """Start a node in ``role`` in this event loop on free loopback ports."""
     config = replace(
         Config(ws_host=LOOPBACK, ws_port=0, api_host=LOOPBACK, api_port=0), **overrides
     )
-    server = PushServer(config)
+    server = PushServer(config, role)
     await server.start()
     try:
         yield Running(
             server,
-            f"ws://{LOOPBACK}:{server.ws_port}/connect",
-            f"http://{LOOPBACK}:{server.api_port}",
+            f"ws://{LOOPBACK}:{server.ws_port}/connect" if role != "logic" else "",
+            f"http://{LOOPBACK}:{server.api_port}" if role != "gateway" else "",
         )
     finally:
         await server.stop()
@@ -189,7 +189,9 @@ class RawClient:
 
 # Subprocess servers
 
-READY = re.compile(r"ready: gateway ws://[^:]+:(\d+)/connect, logic API http://[^:]+:(\d+)")
+READY = re.compile(r" ready: ")
+WS_PORT = re.compile(r"gateway ws://[^:]+:(\d+)/connect")
+API_PORT = re.compile(r"logic API http://[^:]+:(\d+)")
 
 
 @dataclass
@@ -217,11 +219,11 @@ def pushgate_command(*args: str) -> list[str]:
 
 @asynccontextmanager
 async def server_process(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, role: str = "serve"
 ) -> AsyncIterator[ServerProcess]:
-    """Run ``pushgate serve`` on port 0 (the kernel picks free ports) until the block ends."""
+    """Run ``pushgate <role>`` on port 0 (the kernel picks free ports) until the block ends."""
     command = pushgate_command(
-        "serve", "--ws-host", LOOPBACK, "--ws-port", "0", "--api-port", "0", *args
+        role, "--ws-host", LOOPBACK, "--ws-port", "0", "--api-port", "0", *args
     )
     process = await asyncio.create_subprocess_exec(
         *command,
@@ -241,7 +243,13 @@ async def server_process(
                 match = READY.search(line)
                 if match:
                     break
-        running = ServerProcess(process, int(match.group(1)), int(match.group(2)), log)
+        ws_port, api_port = WS_PORT.search(line), API_PORT.search(line)
+        running = ServerProcess(
+            process,
+            int(ws_port.group(1)) if ws_port else 0,
+            int(api_port.group(1)) if api_port else 0,
+            log,
+        )
         drain = asyncio.create_task(_collect(process.stderr, log))
         try:
             yield running

@@ -7,6 +7,7 @@ Routes (all answer JSON; see README.md for the bodies)::
     POST /room/join   id, wsId        -> 200 {"ok":true,"room":ID,"wsId":W,"alreadyMember":B}
     POST /room/leave  id, wsId        -> 200 {"ok":true,"room":ID,"wsId":W,"wasMember":B}
     GET  /healthz                     -> 200 while the process serves
+    GET  /readyz                      -> 200 when the broker is ready, else 503
     GET  /stats                       -> connection and room counts
 
 Fields come from an ``application/x-www-form-urlencoded`` body (as ``curl -d``
@@ -29,7 +30,7 @@ from aiohttp import web
 
 from pushgate import __version__
 from pushgate.commands import Membership, PushAll, PushRoom
-from pushgate.errors import InvalidField, PushgateError, RoomLimitExceeded, UnknownConnection
+from pushgate.errors import BrokerUnavailable, InvalidField, RoomLimitExceeded, UnknownConnection
 from pushgate.node import Node
 
 log = logging.getLogger("pushgate.api")
@@ -52,6 +53,7 @@ def build_api(node: Node, *, max_body_bytes: int) -> web.Application:
     app.router.add_post("/room/join", room_join)
     app.router.add_post("/room/leave", room_leave)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/stats", stats)
     return app
 
@@ -95,6 +97,12 @@ async def room_leave(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     return ok({"status": "serving"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[NODE_KEY].ready:
+        return ok({"status": "ready"})
+    return error(503, "not ready: the broker is not connected and subscribed")
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -185,8 +193,8 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         return error(404, str(exc), field="wsId")
     except RoomLimitExceeded as exc:
         return error(409, str(exc), field="id")
-    except PushgateError as exc:
-        log.warning("%s %s failed: %s", request.method, request.path, exc)
+    except BrokerUnavailable as exc:
+        log.warning("%s %s: 503, %s", request.method, request.path, exc)
         return error(503, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:

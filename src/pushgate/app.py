@@ -1,6 +1,7 @@
 """The composition root: the one place that picks implementations and wires them.
 
-:class:`PushServer` runs the gateway and the logic API of one process on one node.
+:class:`PushServer` runs one node in one of three roles: ``serve`` (gateway and
+logic API), ``gateway`` (WebSocket clients only) or ``logic`` (HTTP API only).
 """
 
 import asyncio
@@ -16,43 +17,79 @@ from pushgate.api import build_api
 from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker
 from pushgate.config import Config
-from pushgate.errors import StartupError
+from pushgate.directory import Directory, LocalDirectory
+from pushgate.errors import BrokerUnavailable, StartupError
 from pushgate.gateway import Gateway
 from pushgate.hub import Hub
 from pushgate.node import Node
+
+ROLES = ("serve", "gateway", "logic")
 
 log = logging.getLogger("pushgate")
 
 HTTP_BACKLOG = 1024
 
 
-def make_broker(url: str) -> Broker:
-    """The broker named by a URL (``memory://``)."""
-    if url.startswith("memory://"):
-        return MemoryBroker()
-    raise StartupError(f"unsupported broker URL {url!r}")
+def make_node(config: Config, *, has_gateway: bool) -> Node:
+    """A node with the broker and directory the config names (imported lazily)."""
+    hub = Hub(max_rooms_per_conn=config.max_rooms_per_conn)
+    node_id = config.node_id or os.urandom(6).hex()
+    broker: Broker
+    directory: Directory
+    if config.clustered:
+        from pushgate.broker.redis import RedisBroker
+        from pushgate.broker.redis_directory import RedisDirectory
+
+        redis_broker = RedisBroker(config.broker, prefix=config.prefix, node_id=node_id)
+        directory = RedisDirectory(
+            redis_broker.client, prefix=config.prefix, ttl=config.node_ttl, local_conns=hub.conn_ids
+        )
+        broker = redis_broker
+    else:
+        broker, directory = MemoryBroker(), LocalDirectory()
+    return Node(
+        hub,
+        broker,
+        directory=directory,
+        node_id=node_id,
+        has_gateway=has_gateway,
+        control_timeout=config.control_timeout,
+    )
 
 
 class PushServer:
-    """Gateway and logic API in one process. ``start()``, then ``stop()``."""
+    """One node in a role (see ROLES). ``start()``, then ``stop()``."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, role: str = "serve") -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
         self.config = config
-        hub = Hub(max_rooms_per_conn=config.max_rooms_per_conn)
-        self.node = Node(hub, make_broker(config.broker))
+        self.role = role
+        self.node = make_node(config, has_gateway=role != "logic")
         self.gateway = Gateway(self.node, config.connection_settings())
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
 
     async def start(self) -> None:
-        """Start the node and both servers. Raises StartupError with a one-line reason."""
+        """Start the node and the role's servers. Raises StartupError with a one-line
+        reason. A broker that is not reachable yet is no error: the node serves,
+        answers 503 where it needs the broker, and catches up once it is back."""
         config = self.config
-        await self.node.start()
         try:
-            await self.gateway.start(config.ws_host, config.ws_port)
-        except OSError as exc:
-            await self.node.close()
-            raise _listen_error("gateway", config.ws_host, config.ws_port, exc) from None
+            await self.node.start()
+        except BrokerUnavailable as exc:
+            log.warning("%s; starting anyway, not ready until the broker answers", exc)
+        if self.role != "logic":
+            try:
+                await self.gateway.start(config.ws_host, config.ws_port)
+            except OSError as exc:
+                await self.node.close()
+                raise _listen_error("gateway", config.ws_host, config.ws_port, exc) from None
+        if self.role != "gateway":
+            await self._start_api()
+
+    async def _start_api(self) -> None:
+        config = self.config
         debug = logging.getLogger("pushgate.api").isEnabledFor(logging.DEBUG)
         self._runner = web.AppRunner(
             build_api(self.node, max_body_bytes=config.max_body_bytes),
@@ -91,6 +128,17 @@ class PushServer:
             await self._runner.cleanup()
         await self.node.close()
 
+    def describe(self) -> str:
+        """Where this node listens, for the ready line."""
+        parts = []
+        if self.role != "logic":
+            parts.append(f"gateway ws://{self.config.ws_host}:{self.ws_port}/connect")
+        if self.role != "gateway":
+            parts.append(f"logic API http://{self.config.api_host}:{self.api_port}")
+        broker = self.config.broker.rsplit("@", 1)[-1]  # never log a password
+        parts.append(f"node {self.node.node_id}, broker {broker}")
+        return ", ".join(parts)
+
 
 def _port_of(sockets: list[socket.socket]) -> int:
     for sock in sockets:
@@ -103,23 +151,15 @@ def _listen_error(what: str, host: str, port: int, exc: OSError) -> StartupError
     return StartupError(f"cannot listen on {host}:{port} for the {what}: {reason}")
 
 
-async def serve(config: Config) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully."""
-    server = PushServer(config)
+async def serve(config: Config, role: str = "serve") -> None:
+    """Run a node in ``role`` until SIGTERM or SIGINT, then stop gracefully."""
+    server = PushServer(config, role)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, sig, stop)
-    log.info(
-        "pushgate %s ready: gateway ws://%s:%d/connect, logic API http://%s:%d, broker %s",
-        __version__,
-        config.ws_host,
-        server.ws_port,
-        config.api_host,
-        server.api_port,
-        config.broker,
-    )
+    log.info("pushgate %s %s ready: %s", __version__, role, server.describe())
     await stop.wait()
     log.info("shutting down (up to %g s)", config.shutdown_timeout)
     await server.stop()

@@ -38,6 +38,37 @@ On SIGTERM or SIGINT the server stops accepting, closes every connection with
 """
 
 
+CLUSTER_EPILOG = """A cluster is several gateway and logic processes sharing one Redis:
+
+  pushgate gateway --broker redis://127.0.0.1:6379/0 --ws-port 8888
+  pushgate gateway --broker redis://127.0.0.1:6379/0 --ws-port 8889
+  pushgate logic   --broker redis://127.0.0.1:6379/0 --api-port 9999
+
+Gateways answer GET /healthz and /readyz on their WebSocket port, logic servers on
+their API port. Every option can also be set by the environment variable shown.
+"""
+
+ROLE_HELP = {
+    "serve": (
+        "run the gateway and the logic API in one process",
+        "Run the WebSocket gateway and the logic HTTP API in one process.",
+        SERVE_EPILOG,
+    ),
+    "gateway": (
+        "run only the WebSocket gateway (a cluster node)",
+        "Run only the WebSocket gateway: it holds client connections and their rooms, "
+        "and takes pushes, joins and leaves from the cluster's broker.",
+        CLUSTER_EPILOG,
+    ),
+    "logic": (
+        "run only the logic HTTP API (a cluster node)",
+        "Run only the logic HTTP API: it publishes pushes to the cluster's broker and "
+        "routes joins and leaves to the gateway that holds the wsId.",
+        CLUSTER_EPILOG,
+    ),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pushgate",
@@ -46,23 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pushgate {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser(
-        "serve",
-        help="run the gateway and the logic API in one process",
-        description="Run the WebSocket gateway and the logic HTTP API in one process.",
-        epilog=SERVE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    for option in OPTIONS:
-        default = default_of(option.name)
-        serve.add_argument(
-            option.flag,
-            dest=option.name,
-            type=option.parse,
-            metavar=option.metavar,
-            default=None,
-            help=f"{option.help} (default: {default}; env {option.env})",
+    for role, (summary, description, epilog) in ROLE_HELP.items():
+        sub = commands.add_parser(
+            role,
+            help=summary,
+            description=description,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        for option in OPTIONS:
+            default = default_of(option.name)
+            shown = f"default: {default}; " if default != "" else ""
+            sub.add_argument(
+                option.flag,
+                dest=option.name,
+                type=option.parse,
+                metavar=option.metavar,
+                default=None,
+                help=f"{option.help} ({shown}env {option.env})",
+            )
     return parser
 
 
@@ -80,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(config.log_level)
     from pushgate.app import serve
 
-    return run(lambda: serve(config))
+    role: str = args.command
+    return run(lambda: serve(config, role))
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> int:

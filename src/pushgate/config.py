@@ -27,6 +27,11 @@ class Config:
     api_host: str = "127.0.0.1"
     api_port: int = 9999
     broker: str = "memory://"
+    # Cluster
+    prefix: str = "pushgate:"
+    node_id: str = ""
+    node_ttl: float = 10.0
+    control_timeout: float = 2.0
     # Heartbeat
     heartbeat: float = 10.0
     idle_timeout: float = 30.0
@@ -64,10 +69,22 @@ class Config:
             raise ConfigError("--max-rooms-per-conn must be at least 1")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
-        if not self.broker.startswith("memory://"):
+        if not self.broker.startswith(BROKER_SCHEMES):
             raise ConfigError(
-                f"--broker {self.broker!r} is not supported; this version has memory:// only"
+                f"--broker {self.broker!r} is not supported: use memory:// or "
+                "redis://HOST:PORT/DB (rediss:// for TLS, unix:///path for a socket)"
             )
+        for name in ("node_ttl", "control_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{_flag(name)} must be more than 0 seconds")
+        if not self.prefix or any(c.isspace() for c in self.prefix):
+            raise ConfigError("--prefix must be a non-empty string without spaces")
+        if self.node_id and not self.node_id.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError("--node-id may hold letters, digits, - and _ only")
+
+    @property
+    def clustered(self) -> bool:
+        return not self.broker.startswith("memory://")
 
     def connection_settings(self) -> ConnectionSettings:
         return ConnectionSettings(
@@ -84,6 +101,7 @@ class Config:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+BROKER_SCHEMES = ("memory://", "redis://", "rediss://", "unix://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +147,28 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("api_host", str, "HOST", "address the logic HTTP API listens on (keep it private)"),
     Option("api_port", int, "PORT", "port of the logic HTTP API"),
-    Option("broker", str, "URL", "message broker; memory:// keeps everything in this process"),
+    Option(
+        "broker",
+        str,
+        "URL",
+        "message broker: memory:// keeps everything in this process; redis://HOST:PORT/DB "
+        "joins the cluster that shares that Redis (or Valkey)",
+    ),
+    Option("prefix", str, "TEXT", "prefix of every Redis key and channel; one per cluster"),
+    Option("node_id", str, "ID", "this node's name in the cluster (default: random)"),
+    Option(
+        "node_ttl",
+        float,
+        "SECONDS",
+        "a node that stops refreshing its Redis entries (killed) is forgotten after this, "
+        "and the wsIds it held stop resolving",
+    ),
+    Option(
+        "control_timeout",
+        float,
+        "SECONDS",
+        "time a logic node waits for the gateway holding a wsId to answer a join or leave",
+    ),
     Option("heartbeat", float, "SECONDS", "PING interval announced in the welcome frame"),
     Option(
         "idle_timeout",

@@ -30,12 +30,13 @@ on every connection about four times per shortest timeout.
 """
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
@@ -61,6 +62,7 @@ log = logging.getLogger("pushgate.gateway")
 _protocol_log = logging.getLogger("pushgate.websocket")
 
 ENDPOINT = "/connect"
+HEALTH_PATHS = ("/healthz", "/readyz")
 SERVER_HEADER = f"pushgate/{__version__}"
 PONG_FRAME = text_frame(PONG)
 
@@ -141,6 +143,8 @@ class WebSocketConnection(asyncio.Protocol):
         # True while fan-out may queue frames here: open and not closing.
         self._accepting = False
         self._in_hub = False
+        # True while the welcome (and all after it) waits for the wsId to be findable.
+        self._held = False
         # Clocks (loop.time())
         self.connected_at = self.last_seen = self._loop.time()
         self._pinged_at = 0.0
@@ -216,7 +220,7 @@ class WebSocketConnection(asyncio.Protocol):
     def flush(self) -> None:
         """Write everything queued for this connection in one write."""
         pending = self._pending
-        if not pending:
+        if not pending or self._held:
             return
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -266,10 +270,13 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _on_handshake(self, request: Request) -> None:
         proto = self._proto
-        if request.path.partition("?")[0] != ENDPOINT:
-            response = proto.reject(404, f"Not Found: the WebSocket endpoint is {ENDPOINT}\n")
-        else:
+        path = request.path.partition("?")[0]
+        if path == ENDPOINT:
             response = proto.accept(request)
+        elif path in HEALTH_PATHS:
+            response = self._health(path)
+        else:
+            response = proto.reject(404, f"Not Found: the WebSocket endpoint is {ENDPOINT}\n")
         response.headers["Server"] = SERVER_HEADER
         proto.send_response(response)
         self._write_protocol_output()  # the 101 goes out before the welcome frame
@@ -279,9 +286,35 @@ class WebSocketConnection(asyncio.Protocol):
         conn_id = self.conn_id = new_conn_id()
         self._pending.append(text_frame(encode_welcome(conn_id, self._settings.heartbeat)))
         self._accepting = True
-        self._node.connection_opened(conn_id, self)
+        registered = self._node.connection_opened(conn_id, self)
         self._in_hub = True
+        if registered is not None and not registered.done():
+            # In a cluster: send the welcome once other nodes can find the wsId, or
+            # after a while anyway, so a client never waits on a lost broker.
+            self._held = True
+            timer = self._loop.call_later(self._settings.handshake_timeout, self._release)
+
+            def on_registered(_: "asyncio.Future[None]") -> None:
+                timer.cancel()
+                self._release()
+
+            registered.add_done_callback(on_registered)
         log.debug("opened %s from %s", conn_id, self.peer)
+
+    def _health(self, path: str) -> Response:
+        """``/healthz``: the process serves. ``/readyz``: and its broker is ready."""
+        ready = path == "/healthz" or self._node.ready
+        status = "serving" if path == "/healthz" else ("ready" if ready else "not ready")
+        body = json.dumps({"ok": ready, "status": status}, separators=(",", ":"))
+        response = self._proto.reject(200 if ready else 503, body)
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            self.flush()
 
     def _on_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -320,6 +353,8 @@ class WebSocketConnection(asyncio.Protocol):
                 self._pending.append(chunk)
             else:
                 end_of_stream = True
+        if proto.state is not State.OPEN:
+            self._held = False  # a closing connection owes nobody a welcome
         self.flush()
         if proto.state is not State.OPEN and self._in_hub:
             self._accepting = False

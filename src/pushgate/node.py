@@ -8,24 +8,35 @@ same frame bytes are handed to every local recipient.
 A node subscribes to a room's topic while it has at least one local member in that
 room, and only then; :meth:`Node._sync_room` keeps the subscription in step with
 membership even when joins, leaves and disconnects interleave.
+
+In a cluster a join or leave may name a wsId held by another node. The node then
+finds the holder in the :class:`~pushgate.directory.Directory`, sends it a
+:class:`~pushgate.messages.Command` on its topic ``node:<id>``, and waits up to
+``control_timeout`` for the :class:`~pushgate.messages.Reply` on ``reply:<own id>``.
 """
 
 import asyncio
 import logging
+import os
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
 from pushgate.broker.base import Broker
 from pushgate.commands import Membership, PushAll, PushRoom
+from pushgate.directory import Directory, LocalDirectory
+from pushgate.errors import BrokerUnavailable, RoomLimitExceeded, UnknownConnection
 from pushgate.framing import text_frame
 from pushgate.hub import Hub, MembershipChange, Sink
 from pushgate.ids import ConnId, RoomId
+from pushgate.messages import Command, Op, Reply
 from pushgate.wire import encode_push
 
 log = logging.getLogger(__name__)
 
 TOPIC_ALL = "all"
 ROOM_TOPIC_PREFIX = "room:"
+NODE_TOPIC_PREFIX = "node:"
+REPLY_TOPIC_PREFIX = "reply:"
 
 
 def room_topic(room: RoomId) -> str:
@@ -35,22 +46,56 @@ def room_topic(room: RoomId) -> str:
 class Node:
     """Owns the hub and the broker; the logic API and the gateway both talk to it."""
 
-    def __init__(self, hub: Hub, broker: Broker) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        broker: Broker,
+        *,
+        directory: Directory | None = None,
+        node_id: str | None = None,
+        has_gateway: bool = True,
+        control_timeout: float = 2.0,
+    ) -> None:
         self.hub = hub
         self.broker = broker
+        self.directory: Directory = directory if directory is not None else LocalDirectory()
+        self.node_id = node_id or os.urandom(6).hex()
+        self.has_gateway = has_gateway
+        self.control_timeout = control_timeout
+        self._replies: dict[str, asyncio.Future[Reply]] = {}
         self._subscribed: set[str] = set()
         self._room_locks: dict[RoomId, tuple[asyncio.Lock, int]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        """Connect the broker and subscribe to what this node's roles need.
+
+        Raises BrokerUnavailable when the broker does not confirm the subscriptions.
+        """
         await self.broker.start(self)
-        await self.broker.subscribe(TOPIC_ALL)
+        await self.directory.start(self.node_id)
+        topics = [REPLY_TOPIC_PREFIX + self.node_id]
+        if self.has_gateway:
+            topics += [TOPIC_ALL, NODE_TOPIC_PREFIX + self.node_id]
+        # All at once: each is wanted even if the broker cannot confirm it yet.
+        results = await asyncio.gather(
+            *(self.broker.subscribe(topic) for topic in topics), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.directory.close()
         await self.broker.close()
+
+    @property
+    def ready(self) -> bool:
+        """The broker is connected and every subscription is confirmed."""
+        return self.broker.ready
 
     # The logic API's side
 
@@ -64,12 +109,23 @@ class Node:
         return await self.broker.publish(room_topic(request.room), payload)
 
     async def join(self, request: Membership) -> MembershipChange:
-        """Put a connection in a room; returns once pushes to the room reach it."""
+        """Put a connection, wherever it is held, in a room; returns once pushes to
+        the room reach it. Raises UnknownConnection, RoomLimitExceeded, BrokerUnavailable."""
+        if request.conn not in self.hub:
+            return await self._ask("join", request)
         change = self.hub.join(request.room, request.conn)
-        await self._sync_room(request.room)
+        try:
+            await self._sync_room(request.room)
+        except BrokerUnavailable:
+            if change.changed:  # undo: the caller is told it failed
+                self.hub.leave(request.room, request.conn)
+            raise
         return change
 
     async def leave(self, request: Membership) -> MembershipChange:
+        """Take a connection, wherever it is held, out of a room."""
+        if request.conn not in self.hub:
+            return await self._ask("leave", request)
         change = self.hub.leave(request.room, request.conn)
         if change.room_boundary:
             await self._sync_room(request.room)
@@ -83,11 +139,16 @@ class Node:
 
     # The gateway's side
 
-    def connection_opened(self, conn: ConnId, sink: Sink) -> None:
+    def connection_opened(self, conn: ConnId, sink: Sink) -> "asyncio.Future[None] | None":
+        """Register a new connection. Returns a future that completes once other
+        nodes can find it (None when they already can): the gateway holds the
+        welcome frame until then, so a wsId a client learns always resolves."""
         self.hub.register(conn, sink)
+        return self.directory.add(conn)
 
     def connection_closed(self, conn: ConnId) -> None:
         """Forget a connection and every room membership it had, at once."""
+        self.directory.discard(conn)
         for room in self.hub.unregister(conn):
             self._in_background(self._sync_room(room))
 
@@ -97,13 +158,78 @@ class Node:
     # The broker's side (BrokerHandler)
 
     def on_message(self, topic: str, payload: bytes) -> int:
-        frame = text_frame(payload)
         if topic == TOPIC_ALL:
-            return self.hub.broadcast(frame)
+            return self.hub.broadcast(text_frame(payload))
         if topic.startswith(ROOM_TOPIC_PREFIX):
-            return self.hub.send_room(RoomId(topic[len(ROOM_TOPIC_PREFIX) :]), frame)
-        log.warning("dropped a message on unexpected topic %r", topic)
+            room = RoomId(topic[len(ROOM_TOPIC_PREFIX) :])
+            return self.hub.send_room(room, text_frame(payload)) if self.hub.room_size(room) else 0
+        if topic.startswith(REPLY_TOPIC_PREFIX):
+            self._on_reply(payload)
+        elif topic.startswith(NODE_TOPIC_PREFIX):
+            self._on_command(payload)
+        else:
+            log.warning("dropped a message on unexpected topic %r", topic)
         return 0
+
+    # Joins and leaves for connections held by other nodes
+
+    async def _ask(self, op: Op, request: Membership) -> MembershipChange:
+        holder = await self.directory.locate(request.conn)
+        if holder is None or holder == self.node_id:
+            raise UnknownConnection(request.conn)
+        request_id = os.urandom(8).hex()
+        command = Command(op, request.room, request.conn, request_id, self.node_id)
+        waiter = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = waiter
+        try:
+            await self.broker.publish(NODE_TOPIC_PREFIX + holder, command.encode())
+            reply = await asyncio.wait_for(waiter, self.control_timeout)
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"node {holder}, which holds wsId {request.conn}, did not answer within "
+                f"{self.control_timeout:g} s"
+            ) from None
+        finally:
+            self._replies.pop(request_id, None)
+        if reply.status == "unknown":
+            raise UnknownConnection(request.conn)
+        if reply.status == "limit":
+            raise RoomLimitExceeded(request.conn, reply.limit)
+        return MembershipChange(reply.changed, False)
+
+    def _on_reply(self, payload: bytes) -> None:
+        try:
+            reply = Reply.decode(payload)
+        except (ValueError, KeyError, TypeError):
+            log.warning("dropped a malformed reply: %r", payload[:80])
+            return
+        waiter = self._replies.get(reply.request_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(reply)
+
+    def _on_command(self, payload: bytes) -> None:
+        try:
+            command = Command.decode(payload)
+        except (ValueError, KeyError, TypeError):
+            log.warning("dropped a malformed command: %r", payload[:80])
+            return
+        self._in_background(self._serve(command))
+
+    async def _serve(self, command: Command) -> None:
+        request = Membership(command.room, command.conn)
+        try:
+            if command.conn not in self.hub:
+                raise UnknownConnection(command.conn)
+            if command.op == "join":
+                change = await self.join(request)
+            else:
+                change = await self.leave(request)
+            reply = Reply(command.request_id, "ok", changed=change.changed)
+        except UnknownConnection:
+            reply = Reply(command.request_id, "unknown")
+        except RoomLimitExceeded as exc:
+            reply = Reply(command.request_id, "limit", limit=exc.limit)
+        await self.broker.publish(REPLY_TOPIC_PREFIX + command.reply_to, reply.encode())
 
     # Subscriptions follow membership
 

@@ -58,3 +58,8 @@ class Broker(Protocol):
     async def close(self) -> None:
         """Stop receiving anything and release the connection."""
         ...
+
+    @property
+    def ready(self) -> bool:
+        """Connected, and every subscription confirmed and delivering."""
+        ...

@@ -48,6 +48,10 @@ class MemoryBroker:
             if not handlers:
                 del self._bus.subscribers[topic]
 
+    @property
+    def ready(self) -> bool:
+        return self._handler is not None
+
     async def close(self) -> None:
         for topic in list(self._topics):
             await self.unsubscribe(topic)

@@ -165,8 +165,12 @@ class RedisBroker:
         while True:
             pubsub = self.client.pubsub()
             try:
-                await self._subscribe_all(pubsub)
+                channels = await self._subscribe_all(pubsub)
                 self._pubsub = pubsub
+                # Topics wanted while that SUBSCRIBE was in flight were not in it.
+                missing = {self.prefix + t for t in self._topics} - channels
+                if missing:
+                    await pubsub.subscribe(*missing)
                 if failing_since is not None:
                     log.info(
                         "Redis at %s is back after %.1f s; resubscribed to %d topics",
@@ -176,7 +180,7 @@ class RedisBroker:
                     )
                 failing_since = None
                 await self._read(pubsub)
-            except (RedisError, OSError, DeafSubscription) as exc:
+            except (RedisError, OSError, TimeoutError, DeafSubscription) as exc:
                 if failing_since is None:
                     failing_since = loop.time()
                     backoff = MIN_BACKOFF
@@ -191,10 +195,12 @@ class RedisBroker:
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _subscribe_all(self, pubsub: PubSub) -> None:
-        channels = [self._probe_channel, *(self.prefix + t for t in self._topics)]
+    async def _subscribe_all(self, pubsub: PubSub) -> set[str]:
+        """Subscribe a new connection to every wanted topic; return the channels sent."""
+        channels = {self._probe_channel, *(self.prefix + t for t in self._topics)}
         await asyncio.wait_for(pubsub.subscribe(*channels), CONNECT_TIMEOUT * 2)
         self._probe_seen = asyncio.get_running_loop().time()
+        return channels
 
     async def _read(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
@@ -205,7 +211,10 @@ class RedisBroker:
                 next_probe = now + self._probe_interval
                 if self._deaf():
                     raise DeafSubscription(f"no probe came back for {now - self._probe_seen:.1f} s")
-                await self.client.publish(self._probe_channel, b"")
+                # Bounded: on a frozen connection the publish itself may never return.
+                await asyncio.wait_for(
+                    self.client.publish(self._probe_channel, b""), self._probe_timeout
+                )
             message = await pubsub.get_message(timeout=max(0.0, next_probe - loop.time()))
             if message is not None:
                 self._on_redis_message(message)

@@ -1,0 +1,181 @@
+"""The cluster's directory in Redis: which live node holds which wsId.
+
+Keys (all under the configurable prefix)::
+
+    nodes                 SET of node ids that have announced themselves
+    node:<id>:alive       "1", expires after the node TTL unless refreshed
+    node:<id>:conns       SET of the wsIds that node holds; expires with it
+
+A node refreshes both expiries every third of the TTL, so the keys of a node that
+dies without a word (SIGKILL, power loss) vanish within one TTL and its wsIds stop
+resolving. If Redis lost our keys (a restart without persistence), the next refresh
+notices the alive key was gone and writes the whole local set again.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from itertools import islice
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from pushgate.directory import Directory
+from pushgate.errors import BrokerUnavailable
+from pushgate.ids import ConnId
+
+log = logging.getLogger("pushgate.directory")
+
+CHUNK = 1000
+RETRY_DELAY = 0.2
+
+# Find the live node holding ARGV[2]; forget dead nodes on the way.
+_LOCATE = """
+local nodes = redis.call('SMEMBERS', KEYS[1])
+for _, n in ipairs(nodes) do
+  if redis.call('EXISTS', ARGV[1] .. 'node:' .. n .. ':alive') == 1 then
+    if redis.call('SISMEMBER', ARGV[1] .. 'node:' .. n .. ':conns', ARGV[2]) == 1 then
+      return n
+    end
+  else
+    redis.call('SREM', KEYS[1], n)
+  end
+end
+return false
+"""
+
+
+class RedisDirectory:
+    """A Directory kept in Redis; writes are batched once per turn of the loop."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str,
+        ttl: float,
+        local_conns: Callable[[], Iterable[ConnId]],
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._refresh_every = ttl / 3
+        self._local_conns = local_conns
+        self._locate = client.register_script(_LOCATE)
+        self._node_id = ""
+        self._adds: set[ConnId] = set()
+        self._removes: set[ConnId] = set()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, node_id: str) -> None:
+        self._node_id = node_id
+        self._task = asyncio.create_task(self._run(), name="pushgate-directory")
+
+    def add(self, conn: ConnId) -> "asyncio.Future[None] | None":
+        self._removes.discard(conn)
+        self._adds.add(conn)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake.set()
+        return waiter
+
+    def discard(self, conn: ConnId) -> None:
+        self._adds.discard(conn)
+        self._removes.add(conn)
+        self._wake.set()
+
+    async def locate(self, conn: ConnId) -> str | None:
+        try:
+            node = await self._locate(keys=[self._prefix + "nodes"], args=[self._prefix, conn])
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot look up wsId {conn} in Redis: {exc}") from None
+        return None if node is None else bytes(node).decode()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RedisError, OSError):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.srem(self._prefix + "nodes", self._node_id)
+                pipe.delete(self._key("alive"), self._key("conns"))
+                await pipe.execute()
+        for waiter in self._waiters:
+            waiter.cancel()
+
+    # The writer task
+
+    async def _run(self) -> None:
+        full_sync = True
+        while True:
+            waiters, self._waiters = self._waiters, []
+            try:
+                if full_sync:
+                    await self._write_all()
+                    full_sync = False
+                else:
+                    full_sync = not await self._write_changes()
+            except (RedisError, OSError) as exc:
+                log.warning("cannot update the directory in Redis: %s; retrying", exc)
+                self._waiters[:0] = waiters
+                full_sync = True
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            if full_sync:
+                log.info("node %s was missing from Redis; announcing it again", self._node_id)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._refresh_every)
+
+    async def _write_all(self) -> None:
+        """Replace this node's entries with every connection it holds now."""
+        self._adds.clear()
+        self._removes.clear()
+        conns = iter(list(self._local_conns()))
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key("conns"))
+            while chunk := list(islice(conns, CHUNK)):
+                pipe.sadd(self._key("conns"), *chunk)
+            self._refresh(pipe)
+            await pipe.execute()
+
+    async def _write_changes(self) -> bool:
+        """Write adds and removes and refresh the expiries; False if our keys were gone."""
+        adds, self._adds = self._adds, set()
+        removes, self._removes = self._removes, set()
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(self._key("alive"), b"1", px=self._ttl_ms, get=True)
+            for chunk in _chunks(adds):
+                pipe.sadd(self._key("conns"), *chunk)
+            for chunk in _chunks(removes):
+                pipe.srem(self._key("conns"), *chunk)
+            self._refresh(pipe)
+            results = await pipe.execute()
+        return results[0] is not None
+
+    def _refresh(self, pipe: "Redis") -> None:
+        pipe.set(self._key("alive"), b"1", px=self._ttl_ms)
+        pipe.pexpire(self._key("conns"), self._ttl_ms)
+        pipe.sadd(self._prefix + "nodes", self._node_id)
+
+    def _key(self, name: str) -> str:
+        return f"{self._prefix}node:{self._node_id}:{name}"
+
+
+def _chunks(items: set[ConnId]) -> Iterable[list[ConnId]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, CHUNK)):
+        yield chunk
+
+
+if TYPE_CHECKING:
+    _: type[Directory] = RedisDirectory

@@ -1,0 +1,68 @@
+"""Control messages between the nodes of a cluster: a logic node asks the gateway
+that holds a connection to put it in or out of a room, and the gateway answers.
+
+Frozen dataclasses with their JSON form beside them. Pure: no I/O.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from pushgate.ids import ConnId, RoomId
+
+Op = Literal["join", "leave"]
+Status = Literal["ok", "unknown", "limit"]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Put ``conn`` in (``join``) or out of (``leave``) ``room``; answer on ``reply_to``."""
+
+    op: Op
+    room: RoomId
+    conn: ConnId
+    request_id: str
+    reply_to: str
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Command":
+        """Raises ValueError when the payload is not a command."""
+        data = json.loads(payload)
+        if not isinstance(data, dict) or data.get("op") not in ("join", "leave"):
+            raise ValueError(f"not a command: {payload[:80]!r}")
+        return cls(
+            op=data["op"],
+            room=RoomId(str(data["room"])),
+            conn=ConnId(str(data["conn"])),
+            request_id=str(data["request_id"]),
+            reply_to=str(data["reply_to"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The outcome of a Command: ``ok`` (with ``changed``), ``unknown`` wsId, or ``limit``."""
+
+    request_id: str
+    status: Status
+    changed: bool = False
+    limit: int = 0
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Reply":
+        """Raises ValueError when the payload is not a reply."""
+        data = json.loads(payload)
+        if not isinstance(data, dict) or data.get("status") not in ("ok", "unknown", "limit"):
+            raise ValueError(f"not a reply: {payload[:80]!r}")
+        return cls(
+            request_id=str(data["request_id"]),
+            status=data["status"],
+            changed=bool(data.get("changed", False)),
+            limit=int(data.get("limit", 0)),
+        )

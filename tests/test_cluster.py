@@ -1,0 +1,179 @@
+"""A cluster in one event loop: two gateway nodes and one logic node sharing a real
+redis-server. (test_cluster_processes.py runs the same roles as processes and kills
+things.)"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from tests.helpers import FAST_TIMERS, UNIT, Running, open_client, post, recv_json, running_server
+from tests.redis_server import RedisServer
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    gateways: list[Running]
+    logic: Running
+    prefix: str
+
+    @property
+    def api(self) -> str:
+        return self.logic.api_url
+
+
+async def start_cluster(stack: AsyncExitStack, redis: RedisServer, prefix: str) -> Cluster:
+    settings = {**FAST_TIMERS, "broker": redis.url, "prefix": prefix, "node_ttl": 2.0}
+    gateways = [
+        await stack.enter_async_context(running_server("gateway", **settings)) for _ in range(2)
+    ]
+    logic = await stack.enter_async_context(running_server("logic", **settings))
+    return Cluster(redis, gateways, logic, prefix)
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[RedisServer]:
+    server = RedisServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+async def cluster(redis: RedisServer) -> AsyncIterator[Cluster]:
+    async with AsyncExitStack() as stack:
+        yield await start_cluster(stack, redis, "c1:")
+
+
+async def test_push_all_reaches_every_connection_on_every_gateway_once(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    """push/all on the logic node reaches each connection of both gateways exactly once."""
+    clients = [await open_client(g.ws_url) for g in cluster.gateways for _ in range(3)]
+    for i in range(3):
+        status, body = await post(http, cluster.api + "/push/all", json={"val": i, "tag": 2})
+        assert (status, body) == (200, {"ok": True, "delivered": None})
+    for ws, _ in clients:
+        assert [(await recv_json(ws))["data"] for _ in range(3)] == [0, 1, 2]
+        await ws.send('{"type":1,"data":"PING"}')
+        assert await recv_json(ws) == {"type": 1, "data": "PONG"}  # and no extra copy before it
+        await ws.close()
+
+
+async def test_rooms_span_gateways_and_joins_route_to_the_holder(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    """Join and leave from the logic node work for wsIds on either gateway, and a
+    room push reaches each member once, wherever it is connected."""
+    a, a_id = await open_client(cluster.gateways[0].ws_url)
+    b, b_id = await open_client(cluster.gateways[1].ws_url)
+    outsider, _ = await open_client(cluster.gateways[1].ws_url)
+    for ws_id in (a_id, b_id):
+        status, body = await post(http, cluster.api + "/room/join", data={"id": "r", "wsId": ws_id})
+        assert (status, body["alreadyMember"]) == (200, False)
+    status, body = await post(http, cluster.api + "/room/join", data={"id": "r", "wsId": b_id})
+    assert (status, body["alreadyMember"]) == (200, True)
+
+    status, _ = await post(
+        http, cluster.api + "/push/room", json={"id": "r", "val": "hi", "tag": 3}
+    )
+    assert status == 200
+    for ws in (a, b):
+        assert await recv_json(ws) == {"type": 3, "data": "hi", "room": "r"}
+
+    status, body = await post(http, cluster.api + "/room/leave", data={"id": "r", "wsId": b_id})
+    assert (status, body["wasMember"]) == (200, True)
+    await post(http, cluster.api + "/push/room", json={"id": "r", "val": "again", "tag": 3})
+    assert await recv_json(a) == {"type": 3, "data": "again", "room": "r"}
+    for ws in (b, outsider):  # neither got anything: their next frame is the PONG
+        await ws.send('{"type":1,"data":"PING"}')
+        assert await recv_json(ws) == {"type": 1, "data": "PONG"}
+    for ws in (a, b, outsider):
+        await ws.close()
+
+
+async def test_an_unknown_wsid_is_404_cluster_wide(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    """A wsId no gateway holds is 404 from the logic node; a closed one too."""
+    ws, ws_id = await open_client(cluster.gateways[0].ws_url)
+    await ws.close()
+    await asyncio.wait_for(cluster.gateways[0].server.gateway.wait_empty(), 5 * UNIT)
+    for unknown in (ws_id, "3cc97117-aa4d-45bb-86db-a1d77e51283b"):
+        status, body = await post(
+            http, cluster.api + "/room/join", data={"id": "r", "wsId": unknown}
+        )
+        assert (status, body["field"]) == (404, "wsId")
+
+
+async def test_room_order_from_one_logic_node_is_kept(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    """Pushes one logic node accepts one after another reach a member in that order."""
+    ws, ws_id = await open_client(cluster.gateways[1].ws_url)
+    await post(http, cluster.api + "/room/join", data={"id": "ordered", "wsId": ws_id})
+    for i in range(100):
+        status, _ = await post(
+            http, cluster.api + "/push/room", json={"id": "ordered", "val": i, "tag": 2}
+        )
+        assert status == 200
+    assert [(await recv_json(ws))["data"] for _ in range(100)] == list(range(100))
+    await ws.close()
+
+
+async def test_a_gateway_subscribes_to_a_room_only_while_it_has_members_there(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    """Redis sends a gateway a room's pushes only while a local member is in the room."""
+    redis = Redis.from_url(cluster.redis.url)
+    channel = cluster.prefix + "room:watched"
+
+    async def subscribers() -> int:
+        counts = await redis.pubsub_numsub(channel)
+        return int(counts[0][1])
+
+    ws, ws_id = await open_client(cluster.gateways[0].ws_url)
+    assert await subscribers() == 0
+    await post(http, cluster.api + "/room/join", data={"id": "watched", "wsId": ws_id})
+    assert await subscribers() == 1  # the join answered only once it was subscribed
+    await post(http, cluster.api + "/room/leave", data={"id": "watched", "wsId": ws_id})
+    # Redis confirms an unsubscribe to the gateway, not to us: ask until it is done.
+    async with asyncio.timeout(5 * UNIT):
+        while await subscribers():  # noqa: ASYNC110 - no event to await in another process
+            await asyncio.sleep(0.01)
+    await ws.close()
+    await redis.aclose()
+
+
+async def test_two_clusters_share_one_redis_by_prefix(
+    redis: RedisServer, http: aiohttp.ClientSession
+) -> None:
+    """Clusters with different prefixes on one Redis do not see each other's pushes."""
+    async with AsyncExitStack() as stack:
+        first = await start_cluster(stack, redis, "first:")
+        second = await start_cluster(stack, redis, "second:")
+        ws, _ = await open_client(second.gateways[0].ws_url)
+        await post(http, first.api + "/push/all", json={"val": "for first", "tag": 2})
+        await post(http, second.api + "/push/all", json={"val": "for second", "tag": 2})
+        assert (await recv_json(ws))["data"] == "for second"
+        await ws.close()
+
+
+async def test_readiness_on_both_roles(cluster: Cluster, http: aiohttp.ClientSession) -> None:
+    """/readyz is 200 on the logic API and on each gateway's port once subscribed."""
+    urls = [cluster.api + "/readyz"]
+    urls += [
+        g.ws_url.replace("ws://", "http://").replace("/connect", "/readyz")
+        for g in cluster.gateways
+    ]
+    for url in urls:
+        async with http.get(url) as response:
+            assert response.status == 200, url
+            assert (await response.json())["ok"] is True
