@@ -31,7 +31,7 @@ UNIT = float(os.environ.get("PUSHGATE_TEST_UNIT", "1.0"))
 LOOPBACK = "127.0.0.1"
 
 # Short timers so that heartbeat and timeout tests run in about a second.
-FAST_TIMERS = {
+FAST_TIMERS: dict[str, Any] = {
     "heartbeat": 0.2,
     "idle_timeout": 0.6,
     "handshake_timeout": 0.5,
