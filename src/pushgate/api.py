@@ -4,6 +4,7 @@ Routes (all answer JSON; see README.md for the bodies)::
 
     POST /push/all    val, tag        -> 200 {"ok":true,"delivered":N}
     POST /push/room   val, tag, id    -> 200 {"ok":true,"room":ID,"delivered":N}
+    POST /push/user   val, tag, uid   -> 200 {"ok":true,"uid":UID,"delivered":N}
     POST /room/join   id, wsId        -> 200 {"ok":true,"room":ID,"wsId":W,"alreadyMember":B}
     POST /room/leave  id, wsId        -> 200 {"ok":true,"room":ID,"wsId":W,"wasMember":B}
     GET  /healthz                     -> 200 while the process serves
@@ -29,13 +30,17 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from pushgate import __version__
-from pushgate.commands import Membership, PushAll, PushRoom
+from pushgate.commands import Membership, PushAll, PushRoom, PushUser
 from pushgate.errors import BrokerUnavailable, InvalidField, RoomLimitExceeded, UnknownConnection
 from pushgate.node import Node
+from pushgate.security import ApiKeys
 
 log = logging.getLogger("pushgate.api")
 
 NODE_KEY = web.AppKey("node", Node)
+API_KEYS_KEY = web.AppKey("api_keys", ApiKeys)
+# Answered without an API key: probes must work, and reveal nothing.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 STARTED_KEY = web.AppKey("started", float)
 MAX_FORM_FIELDS = 64
 
@@ -43,13 +48,20 @@ _compact = partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_api(node: Node, *, max_body_bytes: int) -> web.Application:
-    """The logic API as an aiohttp application bound to ``node``."""
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors_as_json])
+def build_api(
+    node: Node, *, max_body_bytes: int, api_keys: ApiKeys | None = None
+) -> web.Application:
+    """The logic API as an aiohttp application bound to ``node``; with ``api_keys``,
+    every endpoint but the health checks needs one."""
+    app = web.Application(
+        client_max_size=max_body_bytes, middlewares=[_errors_as_json, _require_api_key]
+    )
     app[NODE_KEY] = node
+    app[API_KEYS_KEY] = api_keys or ApiKeys(())
     app[STARTED_KEY] = time.monotonic()
     app.router.add_post("/push/all", push_all)
     app.router.add_post("/push/room", push_room)
+    app.router.add_post("/push/user", push_user)
     app.router.add_post("/room/join", room_join)
     app.router.add_post("/room/leave", room_leave)
     app.router.add_get("/healthz", healthz)
@@ -81,6 +93,12 @@ async def push_room(request: web.Request) -> web.Response:
     push = PushRoom.from_fields(await read_fields(request))
     delivered = await request.app[NODE_KEY].push_room(push)
     return ok({"room": push.room, "delivered": delivered})
+
+
+async def push_user(request: web.Request) -> web.Response:
+    push = PushUser.from_fields(await read_fields(request))
+    delivered = await request.app[NODE_KEY].push_user(push)
+    return ok({"uid": push.user, "delivered": delivered})
 
 
 async def room_join(request: web.Request) -> web.Response:
@@ -180,6 +198,23 @@ def _bad_body(message: str) -> web.HTTPBadRequest:
 
 
 # Errors
+
+
+@web.middleware
+async def _require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """401 without a key, 403 with a wrong one, when keys are configured."""
+    keys = request.app[API_KEYS_KEY]
+    if keys and request.path not in PUBLIC_PATHS:
+        refusal = keys.check(request.headers.get("Authorization"))
+        if refusal is not None:
+            log.info(
+                "%s %s from %s: %d", request.method, request.path, request.remote, refusal.status
+            )
+            response = error(refusal.status, refusal.reason)
+            if refusal.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="pushgate"'
+            return response
+    return await handler(request)
 
 
 @web.middleware

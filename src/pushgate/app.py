@@ -18,10 +18,13 @@ from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker
 from pushgate.config import Config
 from pushgate.directory import Directory, LocalDirectory
-from pushgate.errors import BrokerUnavailable, StartupError
+from pushgate.errors import BrokerUnavailable, ConfigError, StartupError
+from pushgate.gatekeeper import Gatekeeper
 from pushgate.gateway import Gateway
 from pushgate.hub import Hub
+from pushgate.limits import ConnectionLimits
 from pushgate.node import Node
+from pushgate.security import ApiKeys, OriginPolicy, TokenVerifier, is_loopback
 
 ROLES = ("serve", "gateway", "logic")
 
@@ -57,6 +60,33 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
     )
 
 
+def make_gatekeeper(config: Config) -> Gatekeeper:
+    """The handshake checks the config asks for. Raises StartupError when the token
+    public key cannot be read."""
+    tokens = None
+    if config.token_secret:
+        tokens = TokenVerifier(secret=config.token_secret)
+    elif config.token_public_key:
+        try:
+            with open(config.token_public_key) as key_file:
+                tokens = TokenVerifier(public_key=key_file.read())
+        except OSError as exc:
+            raise StartupError(
+                f"cannot read --token-public-key {config.token_public_key}: {exc.strerror}"
+            ) from None
+        except ValueError as exc:
+            raise StartupError(f"--token-public-key {config.token_public_key}: {exc}") from None
+    return Gatekeeper(
+        origins=OriginPolicy(config.origins),
+        tokens=tokens,
+        require_token=config.require_token,
+        limits=ConnectionLimits(
+            config.max_connections, config.max_connections_per_ip, config.max_connects_per_second
+        ),
+        max_rooms_per_conn=config.max_rooms_per_conn,
+    )
+
+
 class PushServer:
     """One node in a role (see ROLES). ``start()``, then ``stop()``."""
 
@@ -65,8 +95,16 @@ class PushServer:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
         self.config = config
         self.role = role
+        if role != "gateway" and not config.api_keys and not is_loopback(config.api_host):
+            if not config.insecure:
+                raise ConfigError(
+                    f"refusing to serve the logic API on {config.api_host} without --api-key: "
+                    "anyone who can reach it could push to every client "
+                    "(set --api-key, or --insecure if that is what you mean)"
+                )
+            log.warning("the logic API on %s has no API key (--insecure)", config.api_host)
         self.node = make_node(config, has_gateway=role != "logic")
-        self.gateway = Gateway(self.node, config.connection_settings())
+        self.gateway = Gateway(self.node, config.connection_settings(), make_gatekeeper(config))
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
 
@@ -92,7 +130,9 @@ class PushServer:
         config = self.config
         debug = logging.getLogger("pushgate.api").isEnabledFor(logging.DEBUG)
         self._runner = web.AppRunner(
-            build_api(self.node, max_body_bytes=config.max_body_bytes),
+            build_api(
+                self.node, max_body_bytes=config.max_body_bytes, api_keys=ApiKeys(config.api_keys)
+            ),
             handle_signals=False,
             access_log=logging.getLogger("pushgate.api.access") if debug else None,
         )

@@ -87,15 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
         )
         for option in OPTIONS:
             default = default_of(option.name)
-            shown = f"default: {default}; " if default != "" else ""
-            sub.add_argument(
-                option.flag,
-                dest=option.name,
-                type=option.parse,
-                metavar=option.metavar,
-                default=None,
-                help=f"{option.help} ({shown}env {option.env})",
-            )
+            shown = f"default: {default}; " if default not in ("", False) else ""
+            help_text = f"{option.help} ({shown}env {option.env})"
+            if option.flag_only:
+                sub.add_argument(
+                    option.flag, dest=option.name, action="store_const", const=True, help=help_text
+                )
+            else:
+                sub.add_argument(
+                    option.flag,
+                    dest=option.name,
+                    type=option.parse,
+                    metavar=option.metavar,
+                    default=None,
+                    help=help_text,
+                )
     return parser
 
 
@@ -125,6 +131,9 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
     except StartupError as exc:
         print(f"pushgate: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"pushgate: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

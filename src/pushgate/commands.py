@@ -18,6 +18,7 @@ from pushgate.errors import InvalidField
 from pushgate.ids import ConnId, RoomId
 from pushgate.wire import MAX_PUSH_TAG, MIN_PUSH_TAG
 
+MAX_USER_ID_LENGTH = 128
 ROOM_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,20}")
 _UUID_TEXT = re.compile(
@@ -51,6 +52,23 @@ class PushRoom:
     def from_fields(cls, fields: Fields) -> "PushRoom":
         return cls(
             room=parse_room_id(_required(fields, "id")),
+            tag=parse_tag(_required(fields, "tag")),
+            val=_required(fields, "val"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PushUser:
+    """``POST /push/user``: send ``val`` with type ``tag`` to every connection of ``uid``."""
+
+    user: str
+    tag: int
+    val: object
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> "PushUser":
+        return cls(
+            user=parse_user_id(_required(fields, "uid")),
             tag=parse_tag(_required(fields, "tag")),
             val=_required(fields, "val"),
         )
@@ -100,6 +118,17 @@ def parse_conn_id(value: object) -> ConnId:
     if isinstance(value, str) and _UUID_TEXT.fullmatch(value):
         return ConnId(str(uuid.UUID(value)))
     raise InvalidField("wsId", f"must be a UUID as sent in the welcome frame, got {_show(value)}")
+
+
+def parse_user_id(value: object) -> str:
+    """A user id, as a token's ``sub`` carries it: 1-128 characters, no control characters."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and 1 <= len(value) <= MAX_USER_ID_LENGTH and value.isprintable():
+        return value
+    raise InvalidField(
+        "uid", f"must be 1-{MAX_USER_ID_LENGTH} printable characters, got {_show(value)}"
+    )
 
 
 def _required(fields: Fields, name: str) -> object:

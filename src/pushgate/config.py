@@ -44,6 +44,17 @@ class Config:
     max_body_bytes: int = 1 * MIB
     max_output_bytes: int = 4 * MIB
     max_rooms_per_conn: int = 100
+    max_connections: int = 0
+    max_connections_per_ip: int = 0
+    max_connects_per_second: float = 0.0
+    max_client_messages_per_second: int = 50
+    # Security
+    api_key: str = ""
+    insecure: bool = False
+    token_secret: str = ""
+    token_public_key: str = ""
+    require_token: bool = False
+    allowed_origins: str = "*"
     # Logging
     log_level: str = "info"
 
@@ -67,6 +78,18 @@ class Config:
                 raise ConfigError(f"--{_flag(name)} must be at least 64 bytes")
         if self.max_rooms_per_conn < 1:
             raise ConfigError("--max-rooms-per-conn must be at least 1")
+        for name in (
+            "max_connections",
+            "max_connections_per_ip",
+            "max_connects_per_second",
+            "max_client_messages_per_second",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be 0 (no limit) or more")
+        if self.token_secret and self.token_public_key:
+            raise ConfigError("give --token-secret or --token-public-key, not both")
+        if self.require_token and not (self.token_secret or self.token_public_key):
+            raise ConfigError("--require-token needs --token-secret or --token-public-key")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if not self.broker.startswith(BROKER_SCHEMES):
@@ -83,6 +106,14 @@ class Config:
             raise ConfigError("--node-id may hold letters, digits, - and _ only")
 
     @property
+    def api_keys(self) -> tuple[str, ...]:
+        return tuple(key.strip() for key in self.api_key.split(",") if key.strip())
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in self.allowed_origins.split(",") if o.strip())
+
+    @property
     def clustered(self) -> bool:
         return not self.broker.startswith("memory://")
 
@@ -97,6 +128,7 @@ class Config:
             close_timeout=self.close_timeout,
             max_message_bytes=self.max_message_bytes,
             max_output_bytes=self.max_output_bytes,
+            max_messages_per_second=self.max_client_messages_per_second,
         )
 
 
@@ -106,12 +138,13 @@ BROKER_SCHEMES = ("memory://", "redis://", "rediss://", "unix://")
 
 @dataclass(frozen=True, slots=True)
 class Option:
-    """One setting as the command line shows it."""
+    """One setting as the command line shows it. A ``flag`` takes no value."""
 
     name: str
     parse: Callable[[str], Any]
     metavar: str
     help: str
+    flag_only: bool = False
 
     @property
     def flag(self) -> str:
@@ -124,6 +157,16 @@ class Option:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+def parse_bool(text: str) -> bool:
+    """An environment variable's yes or no: 1/true/yes/on or 0/false/no/off."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a yes or no: {text!r}")
 
 
 def parse_size(text: str) -> int:
@@ -210,6 +253,62 @@ OPTIONS: tuple[Option, ...] = (
         "reads too slowly to stay under it is closed with 1008, the others never wait",
     ),
     Option("max_rooms_per_conn", int, "N", "rooms one connection may be in at once; more is 409"),
+    Option(
+        "max_connections", int, "N", "open connections in all; one more is refused (0: no limit)"
+    ),
+    Option(
+        "max_connections_per_ip",
+        int,
+        "N",
+        "open connections from one client address; one more is refused (0: no limit)",
+    ),
+    Option(
+        "max_connects_per_second",
+        float,
+        "RATE",
+        "new connections accepted per second, in bursts of up to one second's worth (0: no limit)",
+    ),
+    Option(
+        "max_client_messages_per_second",
+        int,
+        "N",
+        "messages one client may send per second; more closes it with 1008 (0: no limit)",
+    ),
+    Option(
+        "api_key",
+        str,
+        "KEYS",
+        "API keys (comma-separated, for rotation); the logic API then requires "
+        "Authorization: Bearer <key>",
+    ),
+    Option(
+        "insecure",
+        parse_bool,
+        "",
+        "allow the logic API on a non-loopback address without --api-key",
+        flag_only=True,
+    ),
+    Option("token_secret", str, "SECRET", "verify connection tokens (JWT, HS256) with this secret"),
+    Option(
+        "token_public_key",
+        str,
+        "FILE",
+        "verify connection tokens (JWT, RS256 or ES256) with the PEM public key in FILE",
+    ),
+    Option(
+        "require_token",
+        parse_bool,
+        "",
+        "refuse (401/403) WebSocket handshakes without a valid token",
+        flag_only=True,
+    ),
+    Option(
+        "allowed_origins",
+        str,
+        "ORIGINS",
+        "browser Origins allowed to connect, comma-separated, or * for any; requests "
+        "without an Origin header (programs) are always allowed",
+    ),
     Option("log_level", str.lower, "LEVEL", f"log level: {', '.join(LOG_LEVELS)}"),
 )
 

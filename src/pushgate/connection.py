@@ -43,9 +43,13 @@ from websockets.server import ServerProtocol
 from pushgate import __version__
 from pushgate.errors import ClientFrameError
 from pushgate.framing import text_frame
+from pushgate.gatekeeper import Gatekeeper
 from pushgate.ids import ConnId, new_conn_id
+from pushgate.limits import MessageRate
+from pushgate.security import Refusal
 from pushgate.wire import (
     CLOSE_HEARTBEAT_TIMEOUT,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_POLICY_VIOLATION,
     PONG,
     TYPE_HEARTBEAT,
@@ -81,6 +85,7 @@ class ConnectionSettings:
     # Limits
     max_message_bytes: int  # a client message over this closes it with 1009
     max_output_bytes: int  # bytes held unsent for one client before it is closed with 1008
+    max_messages_per_second: int = 0  # more from one client closes it with 1008; 0: no limit
 
 
 class Outbox:
@@ -128,8 +133,12 @@ class WebSocketConnection(asyncio.Protocol):
         settings: ConnectionSettings,
         outbox: Outbox,
         registry: ConnectionRegistry,
+        gatekeeper: Gatekeeper | None = None,
     ) -> None:
         self._node = node
+        self._gatekeeper = gatekeeper or Gatekeeper()
+        self._admitted_ip: str | None = None  # set while counted by the gatekeeper
+        self._rate = MessageRate()
         self._settings = settings
         self._outbox = outbox
         self._registry = registry
@@ -158,7 +167,9 @@ class WebSocketConnection(asyncio.Protocol):
         self._transport = transport
         transport.set_write_buffer_limits(high=self._settings.max_output_bytes)
         peer = transport.get_extra_info("peername")
+        self.ip = "?"
         if isinstance(peer, tuple) and len(peer) >= 2:
+            self.ip = str(peer[0])
             self.peer = f"{peer[0]}:{peer[1]}"
         self._registry.add(self)
 
@@ -166,11 +177,19 @@ class WebSocketConnection(asyncio.Protocol):
         self.last_seen = self._loop.time()
         proto = self._proto
         proto.receive_data(data)
-        for event in proto.events_received():
-            if isinstance(event, Frame):
-                self._on_frame(event)
-            elif isinstance(event, Request):
-                self._on_handshake(event)
+        try:
+            for event in proto.events_received():
+                if isinstance(event, Frame):
+                    self._on_frame(event)
+                elif isinstance(event, Request):
+                    self._on_handshake(event)
+        except Exception:
+            # A bug here must cost this connection only, and say so.
+            log.exception("internal error on the connection from %s; closing it", self.peer)
+            if proto.state is State.OPEN:
+                proto.fail(CLOSE_INTERNAL_ERROR, "internal error")
+            elif self._transport is not None:
+                self._transport.abort()
         self._write_protocol_output()
 
     def eof_received(self) -> bool | None:
@@ -183,6 +202,9 @@ class WebSocketConnection(asyncio.Protocol):
         self._pending.clear()
         self._leave_hub()
         self._registry.discard(self)
+        if self._admitted_ip is not None:
+            self._gatekeeper.release(self._admitted_ip)
+            self._admitted_ip = None
         if self.conn_id is not None:
             log.debug("closed %s from %s (%s)", self.conn_id, self.peer, self._close_summary())
 
@@ -271,8 +293,18 @@ class WebSocketConnection(asyncio.Protocol):
     def _on_handshake(self, request: Request) -> None:
         proto = self._proto
         path = request.path.partition("?")[0]
+        admitted = None
         if path == ENDPOINT:
             response = proto.accept(request)
+            if response.status_code == 101:
+                verdict = self._gatekeeper.check(request, self.ip, self._loop.time())
+                if isinstance(verdict, Refusal):
+                    log.info("refused a connection from %s: %s", self.peer, verdict.reason)
+                    response = proto.reject(verdict.status, verdict.reason + "\n")
+                else:
+                    admitted, self._admitted_ip = verdict, self.ip
+                    if verdict.subprotocol is not None:
+                        response.headers["Sec-WebSocket-Protocol"] = verdict.subprotocol
         elif path in HEALTH_PATHS:
             response = self._health(path)
         else:
@@ -283,10 +315,17 @@ class WebSocketConnection(asyncio.Protocol):
         if response.status_code != 101:
             log.debug("refused handshake from %s: %d", self.peer, response.status_code)
             return
+        assert admitted is not None
+        claims = admitted.claims
         conn_id = self.conn_id = new_conn_id()
         self._pending.append(text_frame(encode_welcome(conn_id, self._settings.heartbeat)))
         self._accepting = True
-        registered = self._node.connection_opened(conn_id, self)
+        registered = self._node.connection_opened(
+            conn_id,
+            self,
+            user=claims.user if claims else None,
+            rooms=claims.rooms if claims else (),
+        )
         self._in_hub = True
         if registered is not None and not registered.done():
             # In a cluster: send the welcome once other nodes can find the wsId, or
@@ -334,6 +373,15 @@ class WebSocketConnection(asyncio.Protocol):
     def _on_message(self, data: bytes) -> None:
         if self._proto.state is not State.OPEN:
             return  # a close or an error earlier in the same read
+        limit = self._settings.max_messages_per_second
+        if limit and self._rate.over(self._loop.time(), limit):
+            log.info(
+                "closing %s from %s: over %d messages per second", self.conn_id, self.peer, limit
+            )
+            self._proto.fail(
+                CLOSE_POLICY_VIOLATION, f"rate limit: over {limit} messages per second"
+            )
+            return
         try:
             message = parse_client_message(data)
         except ClientFrameError as exc:

@@ -17,6 +17,7 @@ from pushgate.connection import (
     Outbox,
     WebSocketConnection,
 )
+from pushgate.gatekeeper import Gatekeeper
 from pushgate.node import Node
 from pushgate.wire import CLOSE_GOING_AWAY
 
@@ -31,9 +32,12 @@ LISTEN_BACKLOG = 4096
 class Gateway:
     """Accepts WebSocket clients and hands them to the node."""
 
-    def __init__(self, node: Node, settings: ConnectionSettings) -> None:
+    def __init__(
+        self, node: Node, settings: ConnectionSettings, gatekeeper: Gatekeeper | None = None
+    ) -> None:
         self._node = node
         self._settings = settings
+        self._gatekeeper = gatekeeper or Gatekeeper()
         self._registry = ConnectionRegistry()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -43,8 +47,9 @@ class Gateway:
         loop = asyncio.get_running_loop()
         outbox = Outbox(loop)
         settings, node, registry = self._settings, self._node, self._registry
+        gatekeeper = self._gatekeeper
         self._server = await loop.create_server(
-            lambda: WebSocketConnection(node, settings, outbox, registry),
+            lambda: WebSocketConnection(node, settings, outbox, registry, gatekeeper),
             host,
             port,
             backlog=LISTEN_BACKLOG,

@@ -44,14 +44,19 @@ class Hub:
         self.max_rooms_per_conn = max_rooms_per_conn
         self._sinks: dict[ConnId, Sink] = {}
         self._rooms: Rooms[Sink] = Rooms()
+        # A user's connections, kept like a room per user (authenticated connections only).
+        self._users: Rooms[Sink] = Rooms()
 
     # Connections
 
-    def register(self, conn: ConnId, sink: Sink) -> None:
-        """Add an open connection; it receives every later broadcast."""
+    def register(self, conn: ConnId, sink: Sink, user: str | None = None) -> None:
+        """Add an open connection, of ``user`` if it authenticated as one; it receives
+        every later broadcast, and every push to its user."""
         if conn in self._sinks:
             raise ValueError(f"wsId {conn} is already registered")
         self._sinks[conn] = sink
+        if user is not None:
+            self._users.add(RoomId(user), conn, sink)
 
     def unregister(self, conn: ConnId) -> list[RoomId]:
         """Remove a connection and take it out of every room at once.
@@ -60,7 +65,17 @@ class Hub:
         """
         if self._sinks.pop(conn, None) is None:
             return []
+        self._users.discard_all(conn)
         return self._rooms.discard_all(conn)
+
+    def user_of(self, conn: ConnId) -> str | None:
+        for user in self._users.rooms_of(conn):
+            return user
+        return None
+
+    def user_size(self, user: str) -> int:
+        """How many open connections ``user`` has here."""
+        return self._users.size(RoomId(user))
 
     def __contains__(self, conn: object) -> bool:
         return conn in self._sinks
@@ -115,6 +130,12 @@ class Hub:
         for sink in self._sinks.values():
             sink.send(frame)
         return len(self._sinks)
+
+    def send_user(self, user: str, frame: bytes) -> int:
+        """Hand ``frame`` to every connection of ``user``; return how many got it."""
+        for sink in self._users.members(RoomId(user)):
+            sink.send(frame)
+        return self._users.size(RoomId(user))
 
     def send_room(self, room: RoomId, frame: bytes) -> int:
         """Hand ``frame`` to every member of ``room``; return how many got it."""

@@ -6,7 +6,7 @@ topic (``all`` or ``room:<id>``), framed once by each node that receives it, and
 same frame bytes are handed to every local recipient.
 
 A node subscribes to a room's topic while it has at least one local member in that
-room, and only then; :meth:`Node._sync_room` keeps the subscription in step with
+room, and only then; :meth:`Node._sync` keeps the subscription in step with
 membership even when joins, leaves and disconnects interleave.
 
 In a cluster a join or leave may name a wsId held by another node. The node then
@@ -18,11 +18,11 @@ finds the holder in the :class:`~pushgate.directory.Directory`, sends it a
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any
 
 from pushgate.broker.base import Broker
-from pushgate.commands import Membership, PushAll, PushRoom
+from pushgate.commands import Membership, PushAll, PushRoom, PushUser
 from pushgate.directory import Directory, LocalDirectory
 from pushgate.errors import BrokerUnavailable, RoomLimitExceeded, UnknownConnection
 from pushgate.framing import text_frame
@@ -35,12 +35,17 @@ log = logging.getLogger(__name__)
 
 TOPIC_ALL = "all"
 ROOM_TOPIC_PREFIX = "room:"
+USER_TOPIC_PREFIX = "user:"
 NODE_TOPIC_PREFIX = "node:"
 REPLY_TOPIC_PREFIX = "reply:"
 
 
 def room_topic(room: RoomId) -> str:
     return ROOM_TOPIC_PREFIX + room
+
+
+def user_topic(user: str) -> str:
+    return USER_TOPIC_PREFIX + user
 
 
 class Node:
@@ -64,7 +69,7 @@ class Node:
         self.control_timeout = control_timeout
         self._replies: dict[str, asyncio.Future[Reply]] = {}
         self._subscribed: set[str] = set()
-        self._room_locks: dict[RoomId, tuple[asyncio.Lock, int]] = {}
+        self._topic_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -108,6 +113,11 @@ class Node:
         payload = encode_push(request.tag, request.val, request.room)
         return await self.broker.publish(room_topic(request.room), payload)
 
+    async def push_user(self, request: PushUser) -> int | None:
+        """Publish a push to every connection of a user, wherever it is connected."""
+        payload = encode_push(request.tag, request.val)
+        return await self.broker.publish(user_topic(request.user), payload)
+
     async def join(self, request: Membership) -> MembershipChange:
         """Put a connection, wherever it is held, in a room; returns once pushes to
         the room reach it. Raises UnknownConnection, RoomLimitExceeded, BrokerUnavailable."""
@@ -115,7 +125,7 @@ class Node:
             return await self._ask("join", request)
         change = self.hub.join(request.room, request.conn)
         try:
-            await self._sync_room(request.room)
+            await self._sync(room_topic(request.room))
         except BrokerUnavailable:
             if change.changed:  # undo: the caller is told it failed
                 self.hub.leave(request.room, request.conn)
@@ -128,7 +138,7 @@ class Node:
             return await self._ask("leave", request)
         change = self.hub.leave(request.room, request.conn)
         if change.room_boundary:
-            await self._sync_room(request.room)
+            await self._sync(room_topic(request.room))
         return change
 
     def connection_count(self) -> int:
@@ -139,18 +149,48 @@ class Node:
 
     # The gateway's side
 
-    def connection_opened(self, conn: ConnId, sink: Sink) -> "asyncio.Future[None] | None":
-        """Register a new connection. Returns a future that completes once other
-        nodes can find it (None when they already can): the gateway holds the
-        welcome frame until then, so a wsId a client learns always resolves."""
-        self.hub.register(conn, sink)
-        return self.directory.add(conn)
+    def connection_opened(
+        self,
+        conn: ConnId,
+        sink: Sink,
+        *,
+        user: str | None = None,
+        rooms: Iterable[RoomId] = (),
+    ) -> "asyncio.Future[None] | None":
+        """Register a new connection, of ``user`` and in ``rooms`` if its token says so.
+
+        Returns a future that completes once other nodes can find it and pushes to
+        its user and rooms reach it (None when that is already so): the gateway
+        holds the welcome frame until then, so a wsId a client learns resolves.
+        """
+        self.hub.register(conn, sink, user)
+        topics = [room_topic(room) for room in rooms if self.hub.join(room, conn).room_boundary]
+        if user is not None and self.hub.user_size(user) == 1:
+            topics.append(user_topic(user))
+        registered = self.directory.add(conn)
+        if not topics:
+            return registered
+        return asyncio.ensure_future(self._settle_new(registered, topics))
+
+    async def _settle_new(
+        self, registered: "asyncio.Future[None] | None", topics: list[str]
+    ) -> None:
+        if registered is not None:
+            await registered
+        results = await asyncio.gather(*(self._sync(t) for t in topics), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("could not subscribe a new connection's topics: %s", result)
 
     def connection_closed(self, conn: ConnId) -> None:
         """Forget a connection and every room membership it had, at once."""
         self.directory.discard(conn)
-        for room in self.hub.unregister(conn):
-            self._in_background(self._sync_room(room))
+        user = self.hub.user_of(conn)
+        topics = [room_topic(room) for room in self.hub.unregister(conn)]
+        if user is not None and self.hub.user_size(user) == 0:
+            topics.append(user_topic(user))
+        for topic in topics:
+            self._in_background(self._sync(topic))
 
     def conn_ids(self) -> Iterator[ConnId]:
         return self.hub.conn_ids()
@@ -163,6 +203,9 @@ class Node:
         if topic.startswith(ROOM_TOPIC_PREFIX):
             room = RoomId(topic[len(ROOM_TOPIC_PREFIX) :])
             return self.hub.send_room(room, text_frame(payload)) if self.hub.room_size(room) else 0
+        if topic.startswith(USER_TOPIC_PREFIX):
+            user = topic[len(USER_TOPIC_PREFIX) :]
+            return self.hub.send_user(user, text_frame(payload)) if self.hub.user_size(user) else 0
         if topic.startswith(REPLY_TOPIC_PREFIX):
             self._on_reply(payload)
         elif topic.startswith(NODE_TOPIC_PREFIX):
@@ -233,19 +276,24 @@ class Node:
 
     # Subscriptions follow membership
 
-    async def _sync_room(self, room: RoomId) -> None:
-        """Subscribe to a room's topic if it has local members, else unsubscribe.
+    def _wanted(self, topic: str) -> bool:
+        """Whether this node should be subscribed to a room's or a user's topic now."""
+        if topic.startswith(ROOM_TOPIC_PREFIX):
+            return self.hub.room_size(RoomId(topic[len(ROOM_TOPIC_PREFIX) :])) > 0
+        return self.hub.user_size(topic[len(USER_TOPIC_PREFIX) :]) > 0
 
-        Each call reads the wanted state under the room's lock, so whatever order
+    async def _sync(self, topic: str) -> None:
+        """Subscribe to a room's or user's topic if it has local members, else unsubscribe.
+
+        Each call reads the wanted state under the topic's lock, so whatever order
         concurrent calls run in, the last one leaves the subscription matching the
         membership.
         """
-        topic = room_topic(room)
-        lock, users = self._room_locks.get(room, (asyncio.Lock(), 0))
-        self._room_locks[room] = (lock, users + 1)
+        lock, users = self._topic_locks.get(topic, (asyncio.Lock(), 0))
+        self._topic_locks[topic] = (lock, users + 1)
         try:
             async with lock:
-                wanted = self.hub.room_size(room) > 0
+                wanted = self._wanted(topic)
                 if wanted and topic not in self._subscribed:
                     await self.broker.subscribe(topic)
                     self._subscribed.add(topic)
@@ -253,11 +301,11 @@ class Node:
                     await self.broker.unsubscribe(topic)
                     self._subscribed.discard(topic)
         finally:
-            lock, users = self._room_locks[room]
+            lock, users = self._topic_locks[topic]
             if users == 1:
-                del self._room_locks[room]
+                del self._topic_locks[topic]
             else:
-                self._room_locks[room] = (lock, users - 1)
+                self._topic_locks[topic] = (lock, users - 1)
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -36,6 +36,7 @@ CLOSE_INVALID_DATA = 1007  # not UTF-8, or not JSON
 CLOSE_POLICY_VIOLATION = 1008  # slow consumer: too many bytes waiting to be sent to it
 CLOSE_MESSAGE_TOO_BIG = 1009  # a client message over the size limit
 CLOSE_HEARTBEAT_TIMEOUT = 1011  # silent for longer than the idle timeout
+CLOSE_INTERNAL_ERROR = 1011  # a bug on the server's side; its log has the details
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 

@@ -1,0 +1,181 @@
+"""Who may push and who may connect: API keys, connection tokens, Origin checks.
+
+Pure decisions, no I/O: the HTTP API and the gateway ask and act on the answer.
+Every refusal carries the HTTP status to answer with and a reason a person can read.
+"""
+
+import hmac
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from pushgate.commands import MAX_USER_ID_LENGTH, ROOM_ID_PATTERN
+from pushgate.ids import RoomId
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a request is refused, and the HTTP status that says so."""
+
+    status: int
+    reason: str
+
+
+class ApiKeys:
+    """The keys that may call the logic API (several, so keys can be rotated)."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self._keys = tuple(key.encode() for key in keys if key)
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def check(self, authorization: str | None) -> Refusal | None:
+        """None when ``Authorization: Bearer <key>`` holds a valid key; else 401 for
+        no key, 403 for a wrong one. Compares against every key in constant time."""
+        if not self._keys:
+            return None
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            return Refusal(401, "an API key is required: send Authorization: Bearer <key>")
+        candidate = given.strip().encode()
+        matched = False
+        for key in self._keys:  # no early exit: the time does not depend on which key
+            matched |= hmac.compare_digest(candidate, key)
+        return None if matched else Refusal(403, "the API key is not valid")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` keeps a server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What a valid connection token says about its holder."""
+
+    user: str | None
+    rooms: tuple[RoomId, ...]
+
+
+class TokenError(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
+class TokenVerifier:
+    """Checks connection tokens: JWTs signed with HS256 (a shared secret) or RS256 /
+    ES256 (a public key). ``exp`` is honoured when present; ``sub`` names the user;
+    ``rooms`` lists rooms to join on connect."""
+
+    def __init__(self, *, secret: str | None = None, public_key: str | None = None) -> None:
+        if (secret is None) == (public_key is None):
+            raise ValueError("give exactly one of secret and public_key")
+        if secret is not None:
+            self._key: Any = secret
+            self._algorithms = ["HS256"]
+        else:
+            assert public_key is not None
+            # The key's own type decides the one algorithm it verifies.
+            self._key = serialization.load_pem_public_key(public_key.encode())
+            if isinstance(self._key, rsa.RSAPublicKey):
+                self._algorithms = ["RS256"]
+            elif isinstance(self._key, ec.EllipticCurvePublicKey):
+                self._algorithms = ["ES256"]
+            else:
+                raise ValueError("the public key must be an RSA or an EC (P-256) key")
+
+    def verify(self, token: str, *, max_rooms: int) -> Claims:
+        """The token's claims; raises TokenError (403) when it is expired, forged or
+        malformed, or names rooms it may not."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                options={"require": [], "verify_aud": False},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError(Refusal(403, "the token has expired")) from None
+        except jwt.InvalidSignatureError:
+            raise TokenError(Refusal(403, "the token's signature is not valid")) from None
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise TokenError(Refusal(403, f"the token is not valid: {exc}")) from None
+        return Claims(_user_of(payload), _rooms_of(payload, max_rooms))
+
+
+def _user_of(payload: dict[str, Any]) -> str | None:
+    user = payload.get("sub")
+    if user is None:
+        return None
+    if (
+        not isinstance(user, str)
+        or not 1 <= len(user) <= MAX_USER_ID_LENGTH
+        or not user.isprintable()
+    ):
+        raise TokenError(
+            Refusal(403, f'the token\'s "sub" must be 1-{MAX_USER_ID_LENGTH} characters')
+        )
+    return user
+
+
+def _rooms_of(payload: dict[str, Any], max_rooms: int) -> tuple[RoomId, ...]:
+    rooms = payload.get("rooms", [])
+    if not isinstance(rooms, list) or not all(
+        isinstance(room, str) and ROOM_ID_PATTERN.fullmatch(room) for room in rooms
+    ):
+        raise TokenError(Refusal(403, 'the token\'s "rooms" must be a list of room ids'))
+    if len(rooms) > max_rooms:
+        raise TokenError(
+            Refusal(403, f"the token names {len(rooms)} rooms; a connection may be in {max_rooms}")
+        )
+    return tuple(RoomId(room) for room in dict.fromkeys(rooms))
+
+
+TOKEN_SUBPROTOCOL = "pushgate"
+
+
+def token_from(query: str, subprotocols: Sequence[str]) -> str | None:
+    """A connection token from ``?token=…`` or, for browsers, from the
+    ``Sec-WebSocket-Protocol`` header (offer ``pushgate`` and the token)."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs(query).get("token")
+    if values:
+        return values[0]
+    for offered in subprotocols:
+        if offered.count(".") == 2:  # header.payload.signature
+            return offered
+    return None
+
+
+class OriginPolicy:
+    """Which browser pages may open connections (cross-site WebSocket hijacking).
+
+    ``*`` allows every Origin. A request without an Origin header comes from a
+    program, not a browser page, and is always allowed.
+    """
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        origins = {origin.strip().rstrip("/").lower() for origin in allowed if origin.strip()}
+        self._any = "*" in origins
+        self._allowed = frozenset(origins - {"*"})
+
+    def check(self, origin: str | None) -> Refusal | None:
+        if origin is None or self._any:
+            return None
+        if origin.rstrip("/").lower() in self._allowed:
+            return None
+        return Refusal(403, f"Origin {origin} is not allowed to connect")
