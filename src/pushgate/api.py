@@ -10,6 +10,7 @@ Routes (all answer JSON; see README.md for the bodies)::
     GET  /healthz                     -> 200 while the process serves
     GET  /readyz                      -> 200 when the broker is ready, else 503
     GET  /stats                       -> connection and room counts
+    GET  /openapi.json                -> this API's OpenAPI 3.0 description
 
 Fields come from an ``application/x-www-form-urlencoded`` body (as ``curl -d``
 sends them), from a JSON object body, or from the query string; a body field wins
@@ -33,6 +34,7 @@ from pushgate import __version__
 from pushgate.commands import Membership, PushAll, PushRoom, PushUser
 from pushgate.errors import BrokerUnavailable, InvalidField, RoomLimitExceeded, UnknownConnection
 from pushgate.node import Node
+from pushgate.openapi import openapi_spec
 from pushgate.security import ApiKeys
 
 log = logging.getLogger("pushgate.api")
@@ -40,7 +42,7 @@ log = logging.getLogger("pushgate.api")
 NODE_KEY = web.AppKey("node", Node)
 API_KEYS_KEY = web.AppKey("api_keys", ApiKeys)
 # Answered without an API key: probes must work, and reveal nothing.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
 STARTED_KEY = web.AppKey("started", float)
 MAX_FORM_FIELDS = 64
 
@@ -67,6 +69,7 @@ def build_api(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/openapi.json", openapi)
     return app
 
 
@@ -133,6 +136,10 @@ async def stats(request: web.Request) -> web.Response:
             "rooms": len(node.room_sizes()),
         }
     )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_spec(__version__), dumps=_compact)
 
 
 # Request fields
