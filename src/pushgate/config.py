@@ -55,6 +55,8 @@ class Config:
     token_public_key: str = ""
     require_token: bool = False
     allowed_origins: str = "*"
+    # Testing
+    conformance_echo: bool = False
     # Logging
     log_level: str = "info"
 
@@ -129,6 +131,7 @@ class Config:
             max_message_bytes=self.max_message_bytes,
             max_output_bytes=self.max_output_bytes,
             max_messages_per_second=self.max_client_messages_per_second,
+            conformance_echo=self.conformance_echo,
         )
 
 
@@ -308,6 +311,14 @@ OPTIONS: tuple[Option, ...] = (
         "ORIGINS",
         "browser Origins allowed to connect, comma-separated, or * for any; requests "
         "without an Origin header (programs) are always allowed",
+    ),
+    Option(
+        "conformance_echo",
+        parse_bool,
+        "",
+        "also serve ws://HOST:PORT/echo, which echoes every message (for protocol "
+        "conformance tests such as Autobahn; not for production)",
+        flag_only=True,
     ),
     Option("log_level", str.lower, "LEVEL", f"log level: {', '.join(LOG_LEVELS)}"),
 )

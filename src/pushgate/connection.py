@@ -41,6 +41,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from pushgate import __version__
+from pushgate.console import static_file
 from pushgate.errors import ClientFrameError
 from pushgate.framing import text_frame
 from pushgate.gatekeeper import Gatekeeper
@@ -50,6 +51,7 @@ from pushgate.security import Refusal
 from pushgate.wire import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
     CLOSE_POLICY_VIOLATION,
     PONG,
     TYPE_HEARTBEAT,
@@ -66,7 +68,11 @@ log = logging.getLogger("pushgate.gateway")
 _protocol_log = logging.getLogger("pushgate.websocket")
 
 ENDPOINT = "/connect"
+ECHO_ENDPOINT = "/echo"
 HEALTH_PATHS = ("/healthz", "/readyz")
+BROWSER_CLIENT_PATH = "/static/pushgate.js"
+# An echo connection's largest message: Autobahn's case 9 sends up to 16 MiB.
+ECHO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SERVER_HEADER = f"pushgate/{__version__}"
 PONG_FRAME = text_frame(PONG)
 
@@ -86,6 +92,8 @@ class ConnectionSettings:
     max_message_bytes: int  # a client message over this closes it with 1009
     max_output_bytes: int  # bytes held unsent for one client before it is closed with 1008
     max_messages_per_second: int = 0  # more from one client closes it with 1008; 0: no limit
+    # Testing
+    conformance_echo: bool = False  # serve /echo, which echoes every message (Autobahn)
 
 
 class Outbox:
@@ -147,6 +155,8 @@ class WebSocketConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._pending: list[bytes] = []
         self._fragments: list[bytes] = []
+        self._fragmented_text = False
+        self._echo = False  # a --conformance-echo connection: echoes, no pushgate protocol
         self.conn_id: ConnId | None = None  # set once the handshake succeeds
         self.peer = "?"
         # True while fan-out may queue frames here: open and not closing.
@@ -305,8 +315,16 @@ class WebSocketConnection(asyncio.Protocol):
                     admitted, self._admitted_ip = verdict, self.ip
                     if verdict.subprotocol is not None:
                         response.headers["Sec-WebSocket-Protocol"] = verdict.subprotocol
+        elif path == ECHO_ENDPOINT and self._settings.conformance_echo:
+            response = proto.accept(request)
+            if response.status_code == 101:
+                self._echo = True
+                proto.max_message_size = ECHO_MAX_MESSAGE_BYTES
+                self._transport_set_unbounded()
         elif path in HEALTH_PATHS:
             response = self._health(path)
+        elif path == BROWSER_CLIENT_PATH:
+            response = self._browser_client()
         else:
             response = proto.reject(404, f"Not Found: the WebSocket endpoint is {ENDPOINT}\n")
         response.headers["Server"] = SERVER_HEADER
@@ -314,6 +332,8 @@ class WebSocketConnection(asyncio.Protocol):
         self._write_protocol_output()  # the 101 goes out before the welcome frame
         if response.status_code != 101:
             log.debug("refused handshake from %s: %d", self.peer, response.status_code)
+            return
+        if self._echo:
             return
         assert admitted is not None
         claims = admitted.claims
@@ -350,6 +370,20 @@ class WebSocketConnection(asyncio.Protocol):
         response.headers["Content-Type"] = "application/json"
         return response
 
+    def _browser_client(self) -> Response:
+        """pushgate.js, so a page can import the client from the gateway it talks to."""
+        body, content_type = static_file("pushgate.js")
+        response = self._proto.reject(200, "")
+        response.body = body
+        for name, value in (
+            ("Content-Length", str(len(body))),
+            ("Content-Type", content_type),
+        ):
+            del response.headers[name]
+            response.headers[name] = value
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
     def _release(self) -> None:
         if self._held:
             self._held = False
@@ -359,20 +393,24 @@ class WebSocketConnection(asyncio.Protocol):
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if frame.fin:
-                self._on_message(bytes(frame.data))
+                self._on_message(bytes(frame.data), opcode is Opcode.TEXT)
             else:
                 self._fragments = [bytes(frame.data)]
+                self._fragmented_text = opcode is Opcode.TEXT
         elif opcode is Opcode.CONT:
             # The protocol has checked that a fragmented message is in progress.
             self._fragments.append(bytes(frame.data))
             if frame.fin:
                 data = b"".join(self._fragments)
                 self._fragments = []
-                self._on_message(data)
+                self._on_message(data, self._fragmented_text)
 
-    def _on_message(self, data: bytes) -> None:
+    def _on_message(self, data: bytes, is_text: bool) -> None:
         if self._proto.state is not State.OPEN:
             return  # a close or an error earlier in the same read
+        if self._echo:
+            self._echo_message(data, is_text)
+            return
         limit = self._settings.max_messages_per_second
         if limit and self._rate.over(self._loop.time(), limit):
             log.info(
@@ -391,6 +429,24 @@ class WebSocketConnection(asyncio.Protocol):
         if message.type == TYPE_HEARTBEAT:
             self._pending.append(PONG_FRAME)
         # Other types are ignored: room for client messages of later versions.
+
+    def _echo_message(self, data: bytes, is_text: bool) -> None:
+        """--conformance-echo: send the message back as it came, once checked."""
+        if is_text:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                # RFC 6455 section 8.1: text must be UTF-8.
+                self._proto.fail(CLOSE_INVALID_DATA, f"invalid UTF-8 at byte {exc.start}")
+                return
+            self._proto.send_text(data)
+        else:
+            self._proto.send_binary(data)
+
+    def _transport_set_unbounded(self) -> None:
+        """Echo connections are tests, not clients: no slow-consumer bound."""
+        if self._transport is not None:
+            self._transport.set_write_buffer_limits(high=2**30)
 
     def _write_protocol_output(self) -> None:
         """Write what the protocol wants sent, behind what is queued, and act on its state."""
