@@ -167,6 +167,4 @@ async def test_the_readmes_python_example_runs() -> None:
         )
         out, err = await asyncio.wait_for(process.communicate(), 15 * UNIT)
     assert process.returncode == 0, err.decode()
-    assert (
-        "push: {'type': 3, 'data': {'headline': 'pushgate works'}, 'room': 'news'}" in out.decode()
-    )
+    assert "3 news {'headline': 'pushgate works'}" in out.decode()

@@ -230,3 +230,15 @@ async def test_a_client_close_is_echoed(server: Running) -> None:
     await ws.close(1000, "bye")
     assert ws.close_code == 1000
     assert json.dumps(ws.close_reason) == '"bye"'
+
+
+async def test_the_gateway_serves_the_browser_client(
+    server: Running, http: aiohttp.ClientSession
+) -> None:
+    """GET /static/pushgate.js on the gateway's port is the ES module, importable from any page."""
+    url = server.ws_url.replace("ws://", "http://").replace("/connect", "/static/pushgate.js")
+    async with http.get(url) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/javascript")
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert "export class PushgateClient" in await response.text()

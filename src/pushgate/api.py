@@ -10,6 +10,8 @@ Routes (all answer JSON; see README.md for the bodies)::
     GET  /healthz                     -> 200 while the process serves
     GET  /readyz                      -> 200 when the broker is ready, else 503
     GET  /stats                       -> connection and room counts
+    GET  /rooms?limit=N               -> this node's rooms and member counts, largest first
+    GET  /                            -> the console page (see console.py)
     GET  /openapi.json                -> this API's OpenAPI 3.0 description
 
 Fields come from an ``application/x-www-form-urlencoded`` body (as ``curl -d``
@@ -32,6 +34,7 @@ from aiohttp import web
 
 from pushgate import __version__
 from pushgate.commands import Membership, PushAll, PushRoom, PushUser
+from pushgate.console import add_console_routes
 from pushgate.errors import BrokerUnavailable, InvalidField, RoomLimitExceeded, UnknownConnection
 from pushgate.node import Node
 from pushgate.openapi import openapi_spec
@@ -41,8 +44,11 @@ log = logging.getLogger("pushgate.api")
 
 NODE_KEY = web.AppKey("node", Node)
 API_KEYS_KEY = web.AppKey("api_keys", ApiKeys)
-# Answered without an API key: probes must work, and reveal nothing.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+# Answered without an API key: probes must work, a browser cannot send a key to load
+# a page, and none of these reveals anything.
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/openapi.json"})
+PUBLIC_PREFIXES = ("/static/",)
+MAX_ROOMS_LISTED = 1000
 STARTED_KEY = web.AppKey("started", float)
 MAX_FORM_FIELDS = 64
 
@@ -69,7 +75,9 @@ def build_api(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/rooms", rooms)
     app.router.add_get("/openapi.json", openapi)
+    add_console_routes(app)
     return app
 
 
@@ -136,6 +144,19 @@ async def stats(request: web.Request) -> web.Response:
             "rooms": len(node.room_sizes()),
         }
     )
+
+
+async def rooms(request: web.Request) -> web.Response:
+    """This node's rooms with their member counts, largest first."""
+    text = request.query.get("limit", "100")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_ROOMS_LISTED:
+        raise InvalidField(
+            "limit", f"must be an integer from 1 to {MAX_ROOMS_LISTED}, got {text!r}"
+        )
+    sizes = request.app[NODE_KEY].room_sizes()
+    largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))[: int(text)]
+    listed = [{"id": room, "members": members} for room, members in largest]
+    return ok({"rooms": listed, "total": len(sizes)})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -211,7 +232,8 @@ def _bad_body(message: str) -> web.HTTPBadRequest:
 async def _require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     """401 without a key, 403 with a wrong one, when keys are configured."""
     keys = request.app[API_KEYS_KEY]
-    if keys and request.path not in PUBLIC_PATHS:
+    public = request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES)
+    if keys and not public:
         refusal = keys.check(request.headers.get("Authorization"))
         if refusal is not None:
             log.info(

@@ -15,6 +15,7 @@ from typing import Any
 from pushgate import __version__
 from pushgate.config import OPTIONS, default_of, from_sources
 from pushgate.errors import ConfigError, StartupError
+from pushgate.terminal import add_terminal_parsers, run_terminal
 
 DESCRIPTION = """\
 pushgate: a real-time WebSocket push server.
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                     default=None,
                     help=help_text,
                 )
+    add_terminal_parsers(commands)
     return parser
 
 
@@ -111,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if getattr(args, "terminal_command", None):
+        return run_terminal(args)
     try:
         config = from_sources(vars(args), os.environ)
     except ConfigError as exc:

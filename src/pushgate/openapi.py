@@ -163,6 +163,44 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 _ok({"status": {"type": "string"}}, ["status"]),
                 503,
             ),
+            "/rooms": {
+                "get": {
+                    "summary": "This node's rooms with their member counts, largest first",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "ok",
+                            "content": _json(
+                                _ok(
+                                    {
+                                        "rooms": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "required": ["id", "members"],
+                                                "properties": {
+                                                    "id": ROOM_ID,
+                                                    "members": {"type": "integer", "minimum": 1},
+                                                },
+                                            },
+                                        },
+                                        "total": {"type": "integer", "minimum": 0},
+                                    },
+                                    ["rooms", "total"],
+                                )
+                            ),
+                        },
+                        **_errors(400, 401, 403),
+                    },
+                }
+            },
             "/stats": _get(
                 "Connection and room counts",
                 _ok(

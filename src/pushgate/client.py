@@ -1,0 +1,467 @@
+"""The Python client of pushgate: a WebSocket connection that stays up, and the API.
+
+::
+
+    from pushgate.client import PushAPI, connect
+
+    async with PushAPI("http://127.0.0.1:9999") as api, connect(
+        "ws://127.0.0.1:8888/connect", api=api
+    ) as conn:
+        print("connected as", conn.ws_id)
+        await conn.join("news")              # and again after every reconnect
+        async for push in conn:              # Push(type=3, data=..., room="news")
+            print(push.type, push.room, push.data)
+
+What a caller must know:
+
+- ``async with connect(url)`` returns once the server's welcome has arrived, so
+  ``conn.ws_id`` and ``conn.heartbeat`` are set. A first connection that fails raises
+  :class:`ConnectError`; only later drops are retried.
+- The client sends ``{"type":1,"data":"PING"}`` every ``heartbeat`` seconds (the
+  server's interval, unless a number is given) and swallows the ``PONG``\\ s; ``async
+  for`` yields only pushes, as :class:`Push`.
+- When the connection drops (the server restarts, the network breaks, the server
+  closes it), the client reconnects with jittered exponential backoff. **A reconnect
+  is a new connection with a new wsId**, and the server forgets the old one's rooms:
+  rooms joined through :meth:`Connection.join` are joined again before the
+  connection counts as open; rooms joined by other means are the caller's to rejoin,
+  from ``on_state_change`` (called with :attr:`State.OPEN` after each (re)connect).
+  Pushes sent while no connection was open are lost.
+- Iteration ends after :meth:`Connection.close`, or when the connection drops and
+  ``reconnect=False``; ``conn.close_code`` then tells why.
+- Pushes wait in a queue of ``max_queue`` messages; while it is full the client stops
+  reading, and a server that then holds too much for it closes it (1008, slow
+  consumer), after which it reconnects.
+"""
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.typing import Subprotocol
+
+from pushgate.pushapi import (
+    APIConnectionError,
+    BadRequestError,
+    ConflictError,
+    JoinResult,
+    LeaveResult,
+    NotFoundError,
+    PayloadTooLargeError,
+    PushAPI,
+    PushAPIError,
+    PushResult,
+    ServiceUnavailableError,
+    Stats,
+    UnauthorizedError,
+)
+
+__all__ = [
+    "APIConnectionError",
+    "BadRequestError",
+    "ClientClosed",
+    "ConflictError",
+    "ConnectError",
+    "Connection",
+    "JoinResult",
+    "LeaveResult",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "Push",
+    "PushAPI",
+    "PushAPIError",
+    "PushResult",
+    "ServiceUnavailableError",
+    "State",
+    "Stats",
+    "UnauthorizedError",
+    "connect",
+]
+
+log = logging.getLogger("pushgate.client")
+
+PING = '{"type":1,"data":"PING"}'
+TYPE_WELCOME = 0
+TYPE_HEARTBEAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """A push: its ``type`` (the tag, 2 or more), its ``data`` (any JSON value), and
+    the ``room`` it was pushed to (None for a push to all)."""
+
+    type: int
+    data: object
+    room: str | None = None
+
+
+class State(enum.Enum):
+    """Where a :class:`Connection` is. OPEN means welcomed, and in its joined rooms."""
+
+    CONNECTING = "connecting"  # the first connection is being opened
+    OPEN = "open"
+    RECONNECTING = "reconnecting"  # dropped; waiting out the backoff or retrying
+    CLOSED = "closed"  # for good: closed by the caller, or dropped with reconnect=False
+
+
+class ConnectError(Exception):
+    """A connection could not be opened, or the server sent no valid welcome."""
+
+
+class ClientClosed(Exception):
+    """:meth:`Connection.recv` on a connection that is closed for good."""
+
+
+StateCallback = Callable[["Connection", State], Awaitable[None] | None]
+TokenSource = str | Callable[[], str | Awaitable[str]]
+
+_END = object()
+
+
+class Connection:
+    """One logical connection to a gateway, reopened as needed. Make it with
+    :func:`connect`; see the module docstring for the behaviour."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        heartbeat: bool | float,
+        reconnect: bool,
+        api: PushAPI | None,
+        token: TokenSource | None,
+        on_state_change: StateCallback | None,
+        backoff_initial: float,
+        backoff_max: float,
+        open_timeout: float,
+        max_queue: int,
+        max_message_bytes: int,
+    ) -> None:
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"url must start with ws:// or wss://, got {url!r}")
+        if backoff_initial <= 0 or backoff_max < backoff_initial:
+            raise ValueError("need 0 < backoff_initial <= backoff_max")
+        self.url = url
+        self.ws_id = ""
+        """The current connection's wsId; a new one after each reconnect."""
+        self.heartbeat = 0.0
+        """The PING interval the server announced, in seconds."""
+        self.state = State.CONNECTING
+        self.connects = 0
+        """How many times a connection was opened: 1, then one more per reconnect."""
+        self.close_code: int | None = None
+        """The close code of the last connection that ended (1006: no close frame)."""
+        self._heartbeat_option = heartbeat
+        self._reconnect = reconnect
+        self._api = api
+        self._token = token
+        self._on_state_change = on_state_change
+        self._backoff = (backoff_initial, backoff_max)
+        self._open_timeout = open_timeout
+        self._max_message_bytes = max_message_bytes
+        self._queue: asyncio.Queue[object] = asyncio.Queue(max_queue)
+        self._rooms: dict[str, None] = {}  # insertion-ordered set
+        self._ws: ClientConnection | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._done = False
+        self._closing = False
+
+    @property
+    def rooms(self) -> tuple[str, ...]:
+        """The rooms joined through :meth:`join`, rejoined after each reconnect."""
+        return tuple(self._rooms)
+
+    # Lifecycle
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the first connection and read its welcome. Raises :class:`ConnectError`."""
+        if self._runner is not None:
+            raise RuntimeError("this connection is already open")
+        await self._set_state(State.CONNECTING)
+        try:
+            self._ws = await self._open_once()
+        except ConnectError:
+            self._done = True
+            await self._set_state(State.CLOSED)
+            raise
+        await self._set_state(State.OPEN)
+        self._runner = asyncio.create_task(self._run(), name=f"pushgate client {self.url}")
+
+    async def close(self) -> None:
+        """Close for good (with code 1000): iteration ends once the queue is read."""
+        self._closing = True
+        if self._runner is not None and self._runner is not asyncio.current_task():
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        if self._ws is not None:
+            await self._ws.close()
+            self.close_code = self._ws.close_code
+            self._ws = None
+        if not self._done:
+            self._finish()
+            await self._set_state(State.CLOSED)
+
+    # Receiving
+
+    def __aiter__(self) -> AsyncIterator[Push]:
+        return self
+
+    async def __anext__(self) -> Push:
+        if self._done and self._queue.empty():
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)  # for any other reader
+            raise StopAsyncIteration
+        assert isinstance(item, Push)
+        return item
+
+    async def recv(self) -> Push:
+        """The next push; raises :class:`ClientClosed` once closed for good."""
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise ClientClosed(f"the connection to {self.url} is closed") from None
+
+    # Rooms (need the api argument)
+
+    async def join(self, room: str) -> JoinResult:
+        """Join ``room`` now, and again after every reconnect. Raises PushAPIError."""
+        result = await self._require_api().join(room, self.ws_id)
+        self._rooms[room] = None
+        return result
+
+    async def leave(self, room: str) -> LeaveResult:
+        """Leave ``room`` and stop rejoining it. Raises PushAPIError."""
+        self._rooms.pop(room, None)
+        return await self._require_api().leave(room, self.ws_id)
+
+    def _require_api(self) -> PushAPI:
+        if self._api is None:
+            raise RuntimeError("join and leave need connect(..., api=PushAPI(...))")
+        return self._api
+
+    # Internals
+
+    async def _run(self) -> None:
+        """Pump the open connection; when it drops, reconnect (or finish)."""
+        try:
+            while (ws := self._ws) is not None and not self._closing:
+                await self._pump(ws)
+                self.close_code = ws.close_code or 1006
+                log.info("connection %s closed (%s)", self.ws_id, self.close_code)
+                self._ws = None
+                if not self._reconnect or self._closing:
+                    break
+                await self._set_state(State.RECONNECTING)
+                if self._closing:  # close() called by the callback
+                    break
+                self._ws = await self._reopen()
+                await self._set_state(State.OPEN)
+        except Exception:
+            log.exception("pushgate client for %s failed", self.url)
+        finally:
+            if not self._closing:  # close() reports its own
+                self._finish()
+                await self._set_state(State.CLOSED)
+
+    async def _pump(self, ws: ClientConnection) -> None:
+        beat = asyncio.create_task(self._beat(ws)) if self._heartbeat_option else None
+        try:
+            async for frame in ws:
+                push = _parse_push(frame)
+                if push is not None:
+                    await self._queue.put(push)
+        except ConnectionClosed:
+            pass
+        finally:
+            if beat is not None:
+                beat.cancel()
+
+    async def _beat(self, ws: ClientConnection) -> None:
+        option = self._heartbeat_option
+        interval = self.heartbeat if option is True else float(option)
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.sleep(interval)
+                await ws.send(PING)
+
+    async def _reopen(self) -> ClientConnection:
+        """Open a new connection, retrying with full-jitter exponential backoff."""
+        initial, cap = self._backoff
+        attempt = 0
+        while True:
+            delay = random.uniform(0, min(cap, initial * 2**attempt))
+            await asyncio.sleep(delay)
+            try:
+                ws = await self._open_once()
+            except ConnectError as exc:
+                log.info("reconnect to %s failed: %s", self.url, exc)
+            else:
+                self._ws = ws  # so that close() closes it
+                try:
+                    await self._rejoin()
+                except PushAPIError as exc:
+                    log.warning("rejoining rooms as %s failed: %s", self.ws_id, exc)
+                    self._ws = None
+                    await ws.close()
+                else:
+                    return ws
+            attempt = min(attempt + 1, 30)
+
+    async def _rejoin(self) -> None:
+        if self._rooms:
+            api = self._require_api()
+            for room in list(self._rooms):
+                await api.join(room, self.ws_id)
+
+    async def _open_once(self) -> ClientConnection:
+        """One connection, welcomed: sets ws_id and heartbeat."""
+        subprotocols = None
+        if self._token is not None:
+            token = self._token() if callable(self._token) else self._token
+            if not isinstance(token, str):
+                token = await token
+            subprotocols = [Subprotocol("pushgate"), Subprotocol(token)]
+        try:
+            ws = await ws_connect(
+                self.url,
+                open_timeout=self._open_timeout,
+                max_size=self._max_message_bytes,
+                compression=None,
+                subprotocols=subprotocols,
+            )
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise ConnectError(f"cannot connect to {self.url}: {_reason(exc)}") from None
+        except InvalidURI as exc:
+            raise ValueError(str(exc)) from None
+        try:
+            async with asyncio.timeout(self._open_timeout):
+                frame = await ws.recv()
+            self.ws_id, self.heartbeat = _parse_welcome(frame)
+        except (ConnectionClosed, TimeoutError, ValueError) as exc:
+            await ws.close()
+            raise ConnectError(f"no welcome from {self.url}: {_reason(exc)}") from None
+        self.connects += 1
+        return ws
+
+    def _finish(self) -> None:
+        self._done = True
+        if not self._queue.full():
+            self._queue.put_nowait(_END)
+
+    async def _set_state(self, state: State) -> None:
+        self.state = state
+        callback = self._on_state_change
+        if callback is None:
+            return
+        try:
+            result = callback(self, state)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("on_state_change(%s) failed", state.name)
+
+
+def connect(
+    url: str,
+    *,
+    heartbeat: bool | float = True,
+    reconnect: bool = True,
+    api: PushAPI | None = None,
+    token: TokenSource | None = None,
+    on_state_change: StateCallback | None = None,
+    backoff_initial: float = 0.5,
+    backoff_max: float = 30.0,
+    open_timeout: float = 10.0,
+    max_queue: int = 1024,
+    max_message_bytes: int = 16 << 20,
+) -> Connection:
+    """A connection to the gateway at ``url`` (``ws://HOST:8888/connect``), opened by
+    ``async with`` (or ``await conn.open()``).
+
+    ``heartbeat``: True sends PING at the server's interval, a number at that many
+    seconds, False never (the server's protocol pings then keep it alive).
+    ``reconnect``: reopen a dropped connection, waiting a random time up to
+    ``backoff_initial`` seconds, doubling up to ``backoff_max``, between tries.
+    ``api``: the logic API, needed by :meth:`Connection.join` and :meth:`~Connection.leave`.
+    ``token``: a connection token (JWT) for a gateway that checks them, sent as the
+    WebSocket subprotocols ``["pushgate", token]``; a function (sync or async) is called
+    before every (re)connect, so an expiring token can be renewed.
+    ``on_state_change(conn, state)``: called (and awaited, if it returns an awaitable)
+    on each :class:`State` change; pushes wait while it runs after a reconnect.
+    """
+    return Connection(
+        url,
+        heartbeat=heartbeat,
+        reconnect=reconnect,
+        api=api,
+        token=token,
+        on_state_change=on_state_change,
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+        open_timeout=open_timeout,
+        max_queue=max_queue,
+        max_message_bytes=max_message_bytes,
+    )
+
+
+def _parse_welcome(frame: str | bytes) -> tuple[str, float]:
+    message = json.loads(frame)
+    if not isinstance(message, dict) or message.get("type") != TYPE_WELCOME:
+        raise ValueError(f"the first message is not a welcome: {str(frame)[:100]}")
+    data = message.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("wsId"), str):
+        raise ValueError("the welcome has no wsId")
+    heartbeat = data.get("heartbeat")
+    if not isinstance(heartbeat, int | float) or isinstance(heartbeat, bool) or heartbeat <= 0:
+        raise ValueError(f"the welcome's heartbeat is not a positive number: {heartbeat!r}")
+    return data["wsId"], float(heartbeat)
+
+
+def _parse_push(frame: str | bytes) -> Push | None:
+    """A push, or None for a PONG, a repeated welcome, or a message it cannot read."""
+    try:
+        message = json.loads(frame)
+    except ValueError:
+        log.warning("ignored a message that is not JSON: %r", frame[:100])
+        return None
+    if not isinstance(message, dict):
+        return None
+    kind = message.get("type")
+    if not isinstance(kind, int) or isinstance(kind, bool) or kind <= TYPE_HEARTBEAT:
+        return None
+    room = message.get("room")
+    return Push(kind, message.get("data"), room if isinstance(room, str) else None)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,287 @@
+// The pushgate console: a page to try the server without writing code.
+//
+// Query parameters: ?ws=ws://HOST:PORT/connect (default ws://<this page's host>:8888/connect)
+// and ?api=http://HOST:PORT (default: this page's own server). The API key is typed or
+// pasted by the person and kept in this page's memory only, like the connection token.
+
+import { PushAPI, PushgateClient, State } from "./pushgate.js";
+
+const MAX_MESSAGES = 500;
+const STATS_EVERY_MS = 1000;
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+const ui = {
+  state: $("state"),
+  wsId: $("ws-id"),
+  gatewayUrl: $("gateway-url"),
+  apiUrl: $("api-url"),
+  apiKey: $("api-key"),
+  token: $("token"),
+  connectButton: $("connect"),
+  roomInput: $("room-input"),
+  myRooms: $("my-rooms"),
+  noRooms: $("no-rooms"),
+  pushRoom: $("push-room"),
+  pushTag: $("push-tag"),
+  pushVal: $("push-val"),
+  pushJson: $("push-json"),
+  pushResult: $("push-result"),
+  messages: $("messages"),
+  messageCount: $("message-count"),
+  noMessages: $("no-messages"),
+  roomTable: $("room-table"),
+  statsNote: $("stats-note"),
+  notice: $("notice"),
+};
+
+ui.gatewayUrl.value = params.get("ws") || `ws://${location.hostname || "127.0.0.1"}:8888/connect`;
+ui.apiUrl.value = params.get("api") || "";
+
+let client = null;
+let received = 0;
+let roomsEndpoint = true; // GET /rooms, when the server has it: per-room member counts
+
+function api() {
+  return new PushAPI(ui.apiUrl.value.trim(), { apiKey: ui.apiKey.value.trim() || null });
+}
+
+// Connection
+
+function connect() {
+  disconnect();
+  client = new PushgateClient(ui.gatewayUrl.value.trim(), {
+    api: api(),
+    token: ui.token.value.trim() || null,
+  });
+  client.on("state", ({ state }) => showState(state));
+  client.on("open", ({ wsId, reconnected }) => {
+    ui.wsId.textContent = wsId;
+    if (reconnected) notify(`reconnected with a new wsId; rooms rejoined`, "info");
+  });
+  client.on("close", ({ code }) => {
+    if (client?.state === State.CONNECTING) {
+      notify(`cannot connect to ${client.url} (code ${code}); retrying. Does it need a token?`);
+    }
+  });
+  client.on("message", showMessage);
+  client.on("rooms", ({ rooms }) => showRooms(rooms));
+  client.on("error", ({ error }) => notify(String(error.message || error)));
+  client.connect().catch((error) => notify(String(error.message || error)));
+  window.pushgateConsole.client = client;
+}
+
+function disconnect() {
+  if (!client) return;
+  client.close();
+  client = null;
+  ui.wsId.textContent = "—";
+  showRooms([]);
+}
+
+function showState(state) {
+  ui.state.textContent = state;
+  ui.state.dataset.state = state;
+  ui.connectButton.textContent = state === State.CLOSED ? "Connect" : "Reconnect";
+  if (state !== State.OPEN) ui.wsId.textContent = state === State.CLOSED ? "—" : "…";
+}
+
+$("settings").addEventListener("submit", (event) => {
+  event.preventDefault();
+  connect();
+});
+
+// Keep the client's API settings in step with the fields.
+for (const input of [ui.apiUrl, ui.apiKey]) {
+  input.addEventListener("change", () => {
+    if (client) client.api = api();
+  });
+}
+
+// Rooms
+
+$("join-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const room = ui.roomInput.value.trim();
+  if (!client || client.state !== State.OPEN) return notify("not connected");
+  try {
+    await client.join(room);
+    ui.roomInput.value = "";
+    if (!ui.pushRoom.value) ui.pushRoom.value = room;
+  } catch (error) {
+    notify(`join ${room}: ${error.message}`);
+  }
+});
+
+function showRooms(rooms) {
+  ui.myRooms.replaceChildren(
+    ...rooms.map((room) => {
+      const item = document.createElement("li");
+      item.dataset.room = room;
+      const name = document.createElement("span");
+      name.textContent = room;
+      const leave = document.createElement("button");
+      leave.type = "button";
+      leave.textContent = "leave";
+      leave.title = `leave ${room}`;
+      leave.addEventListener("click", async () => {
+        try {
+          await client?.leave(room);
+        } catch (error) {
+          notify(`leave ${room}: ${error.message}`);
+        }
+      });
+      item.append(name, leave);
+      return item;
+    }),
+  );
+  ui.noRooms.hidden = rooms.length > 0;
+}
+
+// Push
+
+for (const radio of document.querySelectorAll('input[name="target"]')) {
+  radio.addEventListener("change", () => {
+    ui.pushRoom.disabled = pushTarget() !== "room";
+    if (!ui.pushRoom.disabled) ui.pushRoom.focus();
+  });
+}
+
+function pushTarget() {
+  return document.querySelector('input[name="target"]:checked').value;
+}
+
+$("push-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  let val = ui.pushVal.value;
+  if (ui.pushJson.checked) {
+    try {
+      val = JSON.parse(val);
+    } catch (error) {
+      return showPushResult(`the value is not JSON: ${error.message}`, true);
+    }
+  }
+  const tag = Number(ui.pushTag.value);
+  const room = ui.pushRoom.value.trim();
+  try {
+    const answer =
+      pushTarget() === "room" ? await api().pushRoom(room, val, tag) : await api().pushAll(val, tag);
+    const where = answer.room !== undefined ? ` in room ${answer.room}` : "";
+    const n = answer.delivered;
+    showPushResult(`delivered to ${n} connection${n === 1 ? "" : "s"}${where}`, false);
+  } catch (error) {
+    showPushResult(error.message, true);
+  }
+});
+
+function showPushResult(text, isError) {
+  ui.pushResult.textContent = text;
+  ui.pushResult.classList.toggle("error", isError);
+}
+
+// Messages
+
+function showMessage({ type, data, room, time }) {
+  received += 1;
+  ui.messageCount.textContent = String(received);
+  ui.noMessages.hidden = true;
+  const item = document.createElement("li");
+  item.className = "message fresh";
+  item.dataset.type = String(type);
+  item.dataset.room = room ?? "";
+  item.append(
+    cell("time", time.toTimeString().slice(0, 8) + "." + String(time.getMilliseconds()).padStart(3, "0")),
+    cell("type", `type ${type}`),
+    cell(room === null ? "room all" : "room", room === null ? "all" : room),
+    cell("data", typeof data === "string" ? data : JSON.stringify(data)),
+  );
+  ui.messages.prepend(item);
+  while (ui.messages.childElementCount > MAX_MESSAGES) ui.messages.lastElementChild.remove();
+}
+
+function cell(className, text) {
+  const span = document.createElement("span");
+  span.className = className;
+  span.textContent = text;
+  return span;
+}
+
+$("clear").addEventListener("click", () => {
+  ui.messages.replaceChildren();
+  received = 0;
+  ui.messageCount.textContent = "0";
+  ui.noMessages.hidden = false;
+});
+
+// Server
+
+async function refreshStats() {
+  if (document.hidden) return;
+  const server = api();
+  try {
+    const stats = await server.stats();
+    $("stat-connections").textContent = String(stats.connections);
+    $("stat-rooms").textContent = String(stats.rooms);
+    $("stat-version").textContent = stats.version ?? "—";
+    $("stat-uptime").textContent = formatUptime(stats.uptimeSeconds);
+    ui.statsNote.textContent = "";
+    ui.statsNote.classList.remove("error");
+  } catch (error) {
+    ui.statsNote.textContent = `stats: ${error.message}`;
+    ui.statsNote.classList.add("error");
+    return;
+  }
+  if (roomsEndpoint) await refreshRoomTable(server);
+}
+
+async function refreshRoomTable(server) {
+  try {
+    const answer = await server.request("GET", "/rooms");
+    const rows = Array.isArray(answer.rooms) ? answer.rooms : [];
+    ui.roomTable.tBodies[0].replaceChildren(
+      ...rows.map(({ id, members }) => {
+        const row = document.createElement("tr");
+        const name = document.createElement("td");
+        name.textContent = id;
+        const count = document.createElement("td");
+        count.textContent = String(members);
+        row.append(name, count);
+        return row;
+      }),
+    );
+    ui.roomTable.hidden = rows.length === 0;
+  } catch (error) {
+    if (error.status === 404) {
+      roomsEndpoint = false; // this server has no per-room counts: show the totals only
+      ui.roomTable.hidden = true;
+    }
+  }
+}
+
+function formatUptime(seconds) {
+  if (typeof seconds !== "number") return "—";
+  const s = Math.floor(seconds);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+// Notices
+
+let noticeTimer = 0;
+
+function notify(text, kind = "error") {
+  ui.notice.textContent = text;
+  ui.notice.className = kind === "info" ? "info" : "";
+  ui.notice.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => (ui.notice.hidden = true), 6000);
+}
+
+// Start
+
+window.pushgateConsole = { client: null, refreshStats };
+connect();
+refreshStats();
+setInterval(refreshStats, STATS_EVERY_MS);

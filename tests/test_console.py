@@ -1,0 +1,329 @@
+"""The console page and pushgate.js, in a real headless Chromium against a real server.
+
+Needs Debian's ``chromium`` (/usr/bin/chromium) and the Python package ``playwright``,
+which scripts/test installs; ``playwright install`` is never run. Set
+``PUSHGATE_SCREENSHOT=1`` to rewrite docs/console.png (it is written when missing).
+"""
+
+import importlib.util
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp import web
+
+from pushgate.api import build_api
+from pushgate.client import PushAPI
+from pushgate.console import add_console_routes
+from tests.dropping_proxy import DroppingProxy
+from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, running_server
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Page
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "console.png"
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+WAIT_MS = 10_000 * UNIT  # Playwright counts in milliseconds
+
+
+@asynccontextmanager
+async def console_for(server: Running) -> AsyncIterator[str]:
+    """The logic API of ``server``'s node with the console routes, on a free port;
+    yields the page's URL, pointed at the server's gateway."""
+    app = build_api(server.server.node, max_body_bytes=server.server.config.max_body_bytes)
+    add_console_routes(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, LOOPBACK, 0)
+    await site.start()
+    try:
+        yield f"http://{LOOPBACK}:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def require_browser() -> None:
+    """Fail, naming what to install, when Chromium or Playwright is missing."""
+    missing = []
+    if not Path(CHROMIUM).exists():
+        missing.append(f"{CHROMIUM} (the Debian package chromium)")
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("the Python package playwright")
+    if missing:
+        pytest.fail(
+            f"the browser tests need {' and '.join(missing)}: scripts/test installs them "
+            "(apt-get install chromium; pip install playwright; never `playwright install`)",
+            pytrace=False,
+        )
+
+
+def screenshot_wanted() -> bool:
+    """Write docs/console.png when it is missing, or when PUSHGATE_SCREENSHOT=1."""
+    if os.environ.get("PUSHGATE_SCREENSHOT") == "1" or not SCREENSHOT.exists():
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        return True
+    return False
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator["Browser"]:
+    """Headless Debian Chromium driven by Playwright; fails (never skips) when missing."""
+    require_browser()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=WAIT_MS
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def open_console(browser: "Browser", page_url: str, ws_url: str) -> tuple["Page", str]:
+    """A new tab on the console, connected; returns it and its wsId."""
+    from playwright.async_api import expect
+
+    page = await browser.new_page(viewport={"width": 1280, "height": 600})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(f"{page_url}/?ws={ws_url}", timeout=WAIT_MS)
+    await expect(page.locator("#state")).to_have_text("open", timeout=WAIT_MS)
+    ws_id = await page.locator("#ws-id").inner_text()
+    assert UUID.match(ws_id), ws_id
+    assert not errors, errors
+    return page, ws_id
+
+
+async def join(page: "Page", room: str) -> None:
+    from playwright.async_api import expect
+
+    await page.fill("#room-input", room)
+    await page.click("#join")
+    await expect(page.locator(f'#my-rooms li[data-room="{room}"]')).to_be_visible(timeout=WAIT_MS)
+
+
+async def push(page: "Page", value: str, *, room: str | None = None, tag: int = 3) -> None:
+    from playwright.async_api import expect
+
+    if room is None:
+        await page.check('input[name="target"][value="all"]')
+    else:
+        await page.check('input[name="target"][value="room"]')
+        await page.fill("#push-room", room)
+    await page.fill("#push-tag", str(tag))
+    await page.fill("#push-val", value)
+    await page.click("#push")
+    await expect(page.locator("#push-result")).to_contain_text("delivered to", timeout=WAIT_MS)
+
+
+async def test_the_page_connects_joins_pushes_and_shows_the_message(browser: "Browser") -> None:
+    """Open the console: wsId shown; join a room, push to it, the message appears live."""
+    from playwright.async_api import expect
+
+    async with running_server(**FAST_TIMERS) as server, console_for(server) as page_url:
+        page, ws_id = await open_console(browser, page_url, server.ws_url)
+        await join(page, "news")
+        assert server.server.node.room_sizes() == {"news": 1}
+
+        await push(page, "hello from the console", room="news", tag=5)
+        await expect(page.locator("#push-result")).to_have_text(
+            "delivered to 1 connection in room news"
+        )
+        newest = page.locator("#messages li").first
+        await expect(newest.locator(".data")).to_have_text(
+            "hello from the console", timeout=WAIT_MS
+        )
+        await expect(newest.locator(".room")).to_have_text("news")
+        await expect(newest.locator(".type")).to_have_text("type 5")
+        await expect(newest.locator(".time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d\.\d{3}$"))
+
+        # A push from outside the page (the Python client) arrives too, to "all".
+        async with PushAPI(server.api_url) as api:
+            await api.push_all({"headline": "pushgate works", "n": 42}, 3)
+        await expect(newest.locator(".data")).to_have_text(
+            '{"headline":"pushgate works","n":42}', timeout=WAIT_MS
+        )
+        await expect(newest.locator(".room")).to_have_text("all")
+        await expect(page.locator("#stat-connections")).to_have_text("1", timeout=WAIT_MS)
+        await expect(page.locator("#stat-rooms")).to_have_text("1", timeout=WAIT_MS)
+
+        await page.click('#my-rooms li[data-room="news"] button')
+        await expect(page.locator("#my-rooms li")).to_have_count(0, timeout=WAIT_MS)
+        assert server.server.node.room_sizes() == {}
+
+        await join(page, "news")  # for the picture
+        await expect(page.locator("#stat-rooms")).to_have_text("1", timeout=WAIT_MS)
+        if screenshot_wanted():
+            await page.screenshot(path=str(SCREENSHOT), full_page=True)
+        assert ws_id == await page.locator("#ws-id").inner_text()
+
+
+async def test_a_second_tab_sees_the_first_tabs_pushes(browser: "Browser") -> None:
+    """Two tabs: one pushes to all and to a room, the other (a member) shows both."""
+    from playwright.async_api import expect
+
+    async with running_server(**FAST_TIMERS) as server, console_for(server) as page_url:
+        watcher, watcher_id = await open_console(browser, page_url, server.ws_url)
+        pusher, pusher_id = await open_console(browser, page_url, server.ws_url)
+        assert watcher_id != pusher_id
+        await join(watcher, "lobby")
+        await expect(watcher.locator("#stat-connections")).to_have_text("2", timeout=WAIT_MS)
+
+        await push(pusher, "from the other tab")
+        await expect(watcher.locator("#messages li .data").first).to_have_text(
+            "from the other tab", timeout=WAIT_MS
+        )
+        await push(pusher, "to the lobby", room="lobby")
+        first = watcher.locator("#messages li").first
+        await expect(first.locator(".data")).to_have_text("to the lobby", timeout=WAIT_MS)
+        await expect(first.locator(".room")).to_have_text("lobby")
+        await expect(watcher.locator("#message-count")).to_have_text("2")
+        # The pusher is in no room: it got the push to all only.
+        await expect(pusher.locator("#messages li .data")).to_have_text(["from the other tab"])
+
+
+async def test_the_page_reconnects_with_a_new_ws_id_and_rejoins_its_rooms(
+    browser: "Browser",
+) -> None:
+    """The connection is cut: pushgate.js reconnects, shows the new wsId, rejoins."""
+    from playwright.async_api import expect
+
+    async with running_server(**FAST_TIMERS) as server, console_for(server) as page_url:
+        proxy = DroppingProxy(LOOPBACK, server.ws_port)
+        await proxy.start()
+        try:
+            page, first_id = await open_console(
+                browser, page_url, f"ws://{LOOPBACK}:{proxy.port}/connect"
+            )
+            await join(page, "news")
+            await proxy.drop()
+            await expect(page.locator("#ws-id")).not_to_have_text(first_id, timeout=WAIT_MS)
+            await expect(page.locator("#state")).to_have_text("open", timeout=WAIT_MS)
+            await expect(page.locator("#ws-id")).to_have_text(UUID)
+            assert server.server.node.room_sizes() == {"news": 1}
+            async with PushAPI(server.api_url) as api:
+                assert (await api.push_room("news", "after the cut", 3)).delivered == 1
+            await expect(page.locator("#messages li .data").first).to_have_text(
+                "after the cut", timeout=WAIT_MS
+            )
+        finally:
+            await proxy.close()
+
+
+async def test_a_gateway_that_requires_tokens_is_reached_with_the_token_field(
+    browser: "Browser",
+) -> None:
+    """No token: the page keeps retrying and says so; with one pasted, it connects."""
+    from playwright.async_api import expect
+
+    secret = "a-test-secret-of-at-least-32-bytes!!"
+    token = jwt.encode({"sub": "browser-user"}, secret, algorithm="HS256")
+    async with (
+        running_server(**FAST_TIMERS, token_secret=secret, require_token=True) as server,
+        console_for(server) as page_url,
+    ):
+        page = await browser.new_page()
+        await page.goto(f"{page_url}/?ws={server.ws_url}", timeout=WAIT_MS)
+        await expect(page.locator("#notice")).to_contain_text("cannot connect", timeout=WAIT_MS)
+        await expect(page.locator("#state")).to_have_text("connecting")
+
+        await page.fill("#token", token)
+        await page.click("#connect")
+        await expect(page.locator("#state")).to_have_text("open", timeout=WAIT_MS)
+        async with PushAPI(server.api_url) as api:
+            assert (await api.push_user("browser-user", "for you", 6)).delivered == 1
+        await expect(page.locator("#messages li .data")).to_have_text(["for you"], timeout=WAIT_MS)
+
+
+async def test_per_room_member_counts_are_shown_from_get_rooms(browser: "Browser") -> None:
+    """Where the server answers GET /rooms, the page lists each room's members; where
+    it answers 404, the page shows /stats' totals only.
+
+    The server has no GET /rooms yet: its answer is played by the browser here."""
+    from playwright.async_api import Route, expect
+
+    rooms_asked = 0
+
+    async def fake_rooms(route: Route) -> None:
+        nonlocal rooms_asked
+        rooms_asked += 1
+        body = '{"ok":true,"rooms":[{"id":"news","members":2},{"id":"sport","members":1}]}'
+        await route.fulfill(status=200, content_type="application/json", body=body)
+
+    async with running_server(**FAST_TIMERS) as server, console_for(server) as page_url:
+        page, _ = await open_console(browser, page_url, server.ws_url)
+        await expect(page.locator("#room-table")).to_be_hidden()
+        await expect(page.locator("#stat-connections")).to_have_text("1", timeout=WAIT_MS)
+
+        await page.route("**/rooms", fake_rooms)
+        await page.reload()
+        rows = page.locator("#room-table tbody tr")
+        await expect(rows).to_have_text(["news2", "sport1"], timeout=WAIT_MS)
+        assert rooms_asked >= 1
+
+
+async def test_the_api_key_typed_in_the_page_is_sent_as_a_bearer_header(
+    browser: "Browser",
+) -> None:
+    """The key the person pastes goes in Authorization; the served page holds none."""
+    async with running_server(**FAST_TIMERS) as server, console_for(server) as page_url:
+        page, _ = await open_console(browser, page_url, server.ws_url)
+        await page.fill("#api-key", "k-123")
+        await page.dispatch_event("#api-key", "change")
+        async with page.expect_request(
+            lambda request: (
+                request.url.endswith("/stats")
+                and request.headers.get("authorization") == "Bearer k-123"
+            ),
+            timeout=WAIT_MS,
+        ):
+            pass
+        async with aiohttp.ClientSession() as http, http.get(page_url + "/") as response:
+            html = await response.text()
+        assert "Bearer" not in html
+        assert 'id="api-key" type="password"' in html
+
+
+async def test_the_console_files_are_served_with_their_types_and_etags() -> None:
+    """/ is the page, /static/pushgate.js is text/javascript; 304 on a known ETag."""
+    async with (
+        running_server(**FAST_TIMERS) as server,
+        console_for(server) as page_url,
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.get(page_url + "/") as page:
+            assert page.status == 200
+            assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+        async with http.get(page_url + "/static/pushgate.js") as script:
+            assert script.status == 200
+            assert script.headers["Content-Type"] == "text/javascript; charset=utf-8"
+            assert script.headers["Access-Control-Allow-Origin"] == "*"
+            assert "export class PushgateClient" in await script.text()
+            etag = script.headers["ETag"]
+        headers = {"If-None-Match": etag}
+        async with http.get(page_url + "/static/pushgate.js", headers=headers) as again:
+            assert again.status == 304
+        async with http.get(page_url + "/static/../api.py") as outside:
+            assert outside.status == 404
+        async with http.get(page_url + "/static/nope.js") as unknown:
+            assert unknown.status == 404
