@@ -6,6 +6,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import FAST_TIMERS, Running, running_server
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -19,3 +20,14 @@ async def server() -> AsyncIterator[Running]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[RedisServer]:
+    """A redis-server of this test's own, on a free loopback port."""
+    server = RedisServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

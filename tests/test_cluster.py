@@ -37,16 +37,6 @@ async def start_cluster(stack: AsyncExitStack, redis: RedisServer, prefix: str) 
 
 
 @pytest.fixture
-async def redis() -> AsyncIterator[RedisServer]:
-    server = RedisServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
-@pytest.fixture
 async def cluster(redis: RedisServer) -> AsyncIterator[Cluster]:
     async with AsyncExitStack() as stack:
         yield await start_cluster(stack, redis, "c1:")

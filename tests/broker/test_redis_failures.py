@@ -2,25 +2,12 @@
 subscription that dies silently (python-socketio's "deaf worker") is noticed."""
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from pushgate.broker.redis import RedisBroker
 from tests.broker.test_contract import Recorder
 from tests.helpers import UNIT
 from tests.redis_server import RedisServer
 from tests.tcp_proxy import FreezableProxy
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[RedisServer]:
-    server = RedisServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 async def wait_until(predicate: "object", timeout: float) -> None:
