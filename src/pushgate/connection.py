@@ -135,6 +135,34 @@ class ConnectionRegistry:
 class WebSocketConnection(asyncio.Protocol):
     """One client socket, from TCP accept to connection lost."""
 
+    # Slots, not a __dict__: tens of thousands of these are alive at once.
+    __slots__ = (
+        "_accepting",
+        "_admitted_ip",
+        "_closing_since",
+        "_echo",
+        "_fragmented_text",
+        "_fragments",
+        "_gatekeeper",
+        "_held",
+        "_in_hub",
+        "_loop",
+        "_node",
+        "_outbox",
+        "_pending",
+        "_pinged_at",
+        "_proto",
+        "_rate",
+        "_registry",
+        "_settings",
+        "_transport",
+        "conn_id",
+        "connected_at",
+        "ip",
+        "last_seen",
+        "peer",
+    )
+
     def __init__(
         self,
         node: "Node",
@@ -158,7 +186,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._fragmented_text = False
         self._echo = False  # a --conformance-echo connection: echoes, no pushgate protocol
         self.conn_id: ConnId | None = None  # set once the handshake succeeds
-        self.peer = "?"
+        self.peer = self.ip = "?"
         # True while fan-out may queue frames here: open and not closing.
         self._accepting = False
         self._in_hub = False
@@ -177,7 +205,6 @@ class WebSocketConnection(asyncio.Protocol):
         self._transport = transport
         transport.set_write_buffer_limits(high=self._settings.max_output_bytes)
         peer = transport.get_extra_info("peername")
-        self.ip = "?"
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.ip = str(peer[0])
             self.peer = f"{peer[0]}:{peer[1]}"
