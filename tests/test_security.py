@@ -229,8 +229,12 @@ async def test_a_message_flood_is_closed_and_others_are_served() -> None:
         await honest.close()
 
 
-async def test_the_body_and_frame_limits_name_themselves(http: aiohttp.ClientSession) -> None:
-    """An oversized body is 413 and an oversized message 1009, each saying why."""
+async def test_the_body_and_frame_limits_name_themselves(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An oversized body is 413 and an oversized message 1009, each saying why, in the
+    answer and in the log."""
+    caplog.set_level(logging.INFO, logger="pushgate")
     async with running_server(**FAST_TIMERS, max_body_bytes=512, max_message_bytes=256) as server:
         status, body = await post(
             http, server.api_url + "/push/all", data={"val": "x" * 1000, "tag": "3"}
@@ -242,3 +246,5 @@ async def test_the_body_and_frame_limits_name_themselves(http: aiohttp.ClientSes
         assert await close_code_of(ws) == 1009
         assert ws.close_reason is not None
         assert "256" in ws.close_reason
+    assert "413, Maximum request body size 512 exceeded" in caplog.text
+    assert "1009" in caplog.text

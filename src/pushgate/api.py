@@ -256,6 +256,7 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     except UnknownConnection as exc:
         return error(404, str(exc), field="wsId")
     except RoomLimitExceeded as exc:
+        log.info("%s %s: 409, %s", request.method, request.path, exc)
         return error(409, str(exc), field="id")
     except BrokerUnavailable as exc:
         log.warning("%s %s: 503, %s", request.method, request.path, exc)
@@ -263,7 +264,12 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = error(exc.status, _http_error_message(exc, request))
+        message = _http_error_message(exc, request)
+        if exc.status == 413:  # a limit tripped: say so in the log too
+            log.info(
+                "%s %s from %s: 413, %s", request.method, request.path, request.remote, message
+            )
+        response = error(exc.status, message)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response

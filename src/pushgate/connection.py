@@ -490,6 +490,15 @@ class WebSocketConnection(asyncio.Protocol):
         if proto.state is not State.OPEN and self._in_hub:
             self._accepting = False
             self._leave_hub()
+            if proto.parser_exc is not None and proto.close_sent is not None:
+                # The protocol itself refused a frame (too big: 1009; malformed: 1002).
+                log.info(
+                    "closing %s from %s: %d %s",
+                    self.conn_id,
+                    self.peer,
+                    proto.close_sent.code,
+                    proto.close_sent.reason,
+                )
         if self._closing_since is None and proto.close_expected():
             self._closing_since = self._loop.time()
         if end_of_stream and self._transport is not None:
