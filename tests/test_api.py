@@ -246,3 +246,44 @@ async def test_error_bodies_are_json(server: Running, http: aiohttp.ClientSessio
         assert r.headers["Content-Type"].startswith("application/json")
         body = json.loads(await r.text())
     assert body == {"ok": False, "error": "val is required", "field": "val"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"tag":3,"val":"\\ud800"}', "val"),  # a lone surrogate: not sendable as UTF-8
+        (b'{"tag":3,"val":1e999}', "val"),  # a number too large for JSON
+    ],
+)
+async def test_a_val_json_cannot_carry_is_400(
+    server: Running, http: aiohttp.ClientSession, body: bytes, field: str
+) -> None:
+    """A value that cannot be sent as JSON text is refused naming val, not a 500."""
+    status, answer = await post(
+        http, server.api_url + "/push/all", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert (status, answer["field"]) == (400, field)
+
+
+@pytest.mark.parametrize("limit", ["\u00b2", "9" * 5000, "0", "abc"])
+async def test_a_bad_rooms_limit_is_400(
+    server: Running, http: aiohttp.ClientSession, limit: str
+) -> None:
+    """/rooms?limit= must be an integer from 1 to 1000."""
+    async with http.get(server.api_url + "/rooms", params={"limit": limit}) as response:
+        assert response.status == 400
+        assert (await response.json())["field"] == "limit"
+
+
+async def test_rooms_lists_the_largest_first(server: Running, http: aiohttp.ClientSession) -> None:
+    """/rooms gives each room's member count, largest first."""
+    clients = [await open_client(server.ws_url) for _ in range(3)]
+    for i, (_, ws_id) in enumerate(clients):
+        for room in ["big", "small"][: 1 if i else 2]:
+            await post(http, server.api_url + "/room/join", data={"id": room, "wsId": ws_id})
+    async with http.get(server.api_url + "/rooms") as response:
+        body = await response.json()
+    assert body["rooms"] == [{"id": "big", "members": 3}, {"id": "small", "members": 1}]
+    assert body["total"] == 2
+    for ws, _ in clients:
+        await ws.close()

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from pushgate.client import PushAPI
 from tests.helpers import FAST_TIMERS, UNIT, Running, open_client, post, recv_json, running_server
 from tests.redis_server import RedisServer
 
@@ -167,3 +168,74 @@ async def test_readiness_on_both_roles(cluster: Cluster, http: aiohttp.ClientSes
         async with http.get(url) as response:
             assert response.status == 200, url
             assert (await response.json())["ok"] is True
+
+
+async def test_garbage_on_the_nodes_channels_harms_nothing(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    """Malformed commands and replies published on Redis are dropped and logged; the
+    nodes stay ready and pushes keep flowing."""
+    redis = Redis.from_url(cluster.redis.url)
+    gateway_id = cluster.gateways[0].server.node.node_id
+    logic_id = cluster.logic.server.node.node_id
+    for channel, payload in [
+        (f"node:{gateway_id}", b"not json"),
+        (f"node:{gateway_id}", b'{"op":"join","room":"r"}'),
+        (f"reply:{logic_id}", b'{"request_id":"x","status":"ok","limit":1e999}'),
+        (f"reply:{logic_id}", b"[]"),
+    ]:
+        await redis.publish(cluster.prefix + channel, payload)
+    ws, ws_id = await open_client(cluster.gateways[0].ws_url)
+    status, _ = await post(http, cluster.api + "/room/join", data={"id": "r", "wsId": ws_id})
+    assert status == 200
+    await post(http, cluster.api + "/push/room", json={"id": "r", "val": "fine", "tag": 2})
+    assert (await recv_json(ws))["data"] == "fine"
+    for node in [*cluster.gateways, cluster.logic]:
+        assert node.server.node.ready
+    await ws.close()
+    await redis.aclose()
+
+
+async def test_a_burst_of_connections_gets_welcomes_at_once(cluster: Cluster) -> None:
+    """In a cluster the welcome waits until the wsId is findable; a burst of new
+    connections is announced together, not one refresh period at a time."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    clients = await asyncio.gather(*(open_client(cluster.gateways[0].ws_url) for _ in range(200)))
+    assert loop.time() - start < 2.0 * UNIT  # the refresh period alone is 0.67 s here
+    await asyncio.gather(*(ws.close() for ws, _ in clients))
+
+
+async def test_a_join_that_failed_leaves_no_subscription_behind(
+    redis: RedisServer, http: aiohttp.ClientSession
+) -> None:
+    """A join answered 503 (Redis did not confirm the subscription in time) is undone,
+    and once Redis answers again the node is not left subscribed to the room."""
+    settings = {**FAST_TIMERS, "broker": redis.url, "prefix": "p:", "node_ttl": 30.0}
+    async with running_server(**settings) as node:
+        client = Redis.from_url(redis.url)
+        ws, ws_id = await open_client(node.ws_url)
+        await client.execute_command("CLIENT", "PAUSE", "2500", "ALL")  # type: ignore[no-untyped-call]
+        status, body = await post(
+            http, node.api_url + "/room/join", data={"id": "leaky", "wsId": ws_id}
+        )
+        assert status == 503, body
+        assert "did not confirm" in body["error"]
+        assert node.server.node.room_sizes() == {}
+        async with asyncio.timeout(10 * UNIT):
+            while b"p:room:leaky" in await client.pubsub_channels():  # noqa: ASYNC110 - in Redis
+                await asyncio.sleep(0.05)
+        await ws.close()
+        await client.aclose()
+
+
+async def test_the_python_client_speaks_to_a_cluster(cluster: Cluster) -> None:
+    """PushAPI against a cluster: pushes answer delivered=None (Redis cannot count
+    connections), and arrive."""
+    async with PushAPI(cluster.api) as api:
+        ws, ws_id = await open_client(cluster.gateways[1].ws_url)
+        await api.join("c", ws_id)
+        result = await api.push_room("c", "hello", tag=3)
+        assert result.delivered is None
+        assert (await recv_json(ws))["data"] == "hello"
+        await ws.close()

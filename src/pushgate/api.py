@@ -25,6 +25,7 @@ content types. Every error body is ``{"ok":false,"error":"..."}``.
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -39,6 +40,7 @@ from pushgate.errors import BrokerUnavailable, InvalidField, RoomLimitExceeded, 
 from pushgate.node import Node
 from pushgate.openapi import openapi_spec
 from pushgate.security import ApiKeys
+from pushgate.wire import reject_constant
 
 log = logging.getLogger("pushgate.api")
 
@@ -49,6 +51,7 @@ API_KEYS_KEY = web.AppKey("api_keys", ApiKeys)
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/openapi.json"})
 PUBLIC_PREFIXES = ("/static/",)
 MAX_ROOMS_LISTED = 1000
+_LIMIT_TEXT = re.compile(r"[0-9]{1,4}")
 STARTED_KEY = web.AppKey("started", float)
 MAX_FORM_FIELDS = 64
 
@@ -141,7 +144,7 @@ async def stats(request: web.Request) -> web.Response:
             "version": __version__,
             "uptimeSeconds": round(time.monotonic() - request.app[STARTED_KEY], 3),
             "connections": node.connection_count(),
-            "rooms": len(node.room_sizes()),
+            "rooms": node.room_count(),
         }
     )
 
@@ -149,7 +152,7 @@ async def stats(request: web.Request) -> web.Response:
 async def rooms(request: web.Request) -> web.Response:
     """This node's rooms with their member counts, largest first."""
     text = request.query.get("limit", "100")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_ROOMS_LISTED:
+    if not _LIMIT_TEXT.fullmatch(text) or not 1 <= int(text) <= MAX_ROOMS_LISTED:
         raise InvalidField(
             "limit", f"must be an integer from 1 to {MAX_ROOMS_LISTED}, got {text!r}"
         )
@@ -209,16 +212,12 @@ def _parse_form(body: bytes) -> dict[str, object]:
 
 def _parse_json(body: bytes) -> dict[str, object]:
     try:
-        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(body.decode("utf-8"), parse_constant=reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise _bad_body("the body is not valid JSON") from None
     if not isinstance(value, dict):
         raise _bad_body("the JSON body must be an object of fields")
     return value
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _bad_body(message: str) -> web.HTTPBadRequest:

@@ -227,7 +227,8 @@ OPTIONS: tuple[Option, ...] = (
         "handshake_timeout",
         float,
         "SECONDS",
-        "time a new TCP connection has to complete the WebSocket handshake",
+        "time a new TCP connection has to complete the WebSocket handshake; in a "
+        "cluster, also the longest a welcome waits for the wsId to be announced",
     ),
     Option(
         "close_timeout",

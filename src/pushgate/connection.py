@@ -44,17 +44,16 @@ from pushgate import __version__
 from pushgate.console import static_file
 from pushgate.errors import ClientFrameError
 from pushgate.framing import text_frame
-from pushgate.gatekeeper import Gatekeeper
+from pushgate.gatekeeper import Admitted, Gatekeeper
 from pushgate.ids import ConnId, new_conn_id
 from pushgate.limits import MessageRate
-from pushgate.security import Refusal
+from pushgate.security import Claims, Refusal
 from pushgate.wire import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_INTERNAL_ERROR,
     CLOSE_INVALID_DATA,
     CLOSE_POLICY_VIOLATION,
     PONG,
-    TYPE_HEARTBEAT,
     encode_welcome,
     parse_client_message,
 )
@@ -111,7 +110,11 @@ class Outbox:
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
-            conn.flush()
+            try:
+                conn.flush()
+            except Exception:  # one connection's failure must not starve the rest
+                log.exception("writing to %s failed; dropping it", conn.peer)
+                conn.abort()
 
 
 class ConnectionRegistry:
@@ -145,6 +148,7 @@ class WebSocketConnection(asyncio.Protocol):
         "_fragments",
         "_gatekeeper",
         "_held",
+        "_held_bytes",
         "_in_hub",
         "_loop",
         "_node",
@@ -192,6 +196,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._in_hub = False
         # True while the welcome (and all after it) waits for the wsId to be findable.
         self._held = False
+        self._held_bytes = 0
         # Clocks (loop.time())
         self.connected_at = self.last_seen = self._loop.time()
         self._pinged_at = 0.0
@@ -256,7 +261,7 @@ class WebSocketConnection(asyncio.Protocol):
             "closing %s from %s: slow consumer, %d bytes unsent (limit %d)",
             self.conn_id,
             self.peer,
-            self._transport.get_write_buffer_size(),
+            self._transport.get_write_buffer_size() + self._held_bytes,
             limit,
         )
         # Not from inside transport.write(): on the next turn of the loop.
@@ -275,6 +280,10 @@ class WebSocketConnection(asyncio.Protocol):
             pending.append(frame)
             if len(pending) == 1:
                 self._outbox.mark(self)
+            if self._held:  # held output counts against the same bound
+                self._held_bytes += len(frame)
+                if self._held_bytes > self._settings.max_output_bytes:
+                    self.pause_writing()
 
     def flush(self) -> None:
         """Write everything queued for this connection in one write."""
@@ -322,32 +331,25 @@ class WebSocketConnection(asyncio.Protocol):
                 self._proto.send_ping(b"")
                 self._write_protocol_output()
         elif state is State.CONNECTING and now - self.connected_at >= settings.handshake_timeout:
-            log.debug("dropped %s: no WebSocket handshake within the timeout", self.peer)
+            log.info(
+                "dropped %s: no WebSocket handshake within %g s",
+                self.peer,
+                settings.handshake_timeout,
+            )
             self.abort()
 
     # Internals
 
     def _on_handshake(self, request: Request) -> None:
+        """Route the one HTTP request a connection makes, answer it, and open."""
         proto = self._proto
         path = request.path.partition("?")[0]
         admitted = None
         if path == ENDPOINT:
-            response = proto.accept(request)
-            if response.status_code == 101:
-                verdict = self._gatekeeper.check(request, self.ip, self._loop.time())
-                if isinstance(verdict, Refusal):
-                    log.info("refused a connection from %s: %s", self.peer, verdict.reason)
-                    response = proto.reject(verdict.status, verdict.reason + "\n")
-                else:
-                    admitted, self._admitted_ip = verdict, self.ip
-                    if verdict.subprotocol is not None:
-                        response.headers["Sec-WebSocket-Protocol"] = verdict.subprotocol
+            response, admitted = self._admit(request)
         elif path == ECHO_ENDPOINT and self._settings.conformance_echo:
             response = proto.accept(request)
-            if response.status_code == 101:
-                self._echo = True
-                proto.max_message_size = ECHO_MAX_MESSAGE_BYTES
-                self._transport_set_unbounded()
+            self._echo = response.status_code == 101
         elif path in HEALTH_PATHS:
             response = self._health(path)
         elif path == BROWSER_CLIENT_PATH:
@@ -358,25 +360,43 @@ class WebSocketConnection(asyncio.Protocol):
         proto.send_response(response)
         self._write_protocol_output()  # the 101 goes out before the welcome frame
         if response.status_code != 101:
-            log.debug("refused handshake from %s: %d", self.peer, response.status_code)
-            return
-        if self._echo:
-            return
-        assert admitted is not None
-        claims = admitted.claims
+            log.debug("answered %s from %s with %d", path, self.peer, response.status_code)
+        elif self._echo:
+            proto.max_message_size = ECHO_MAX_MESSAGE_BYTES
+            if self._transport is not None:  # a test peer, not a client: no output bound
+                self._transport.set_write_buffer_limits(high=2**30)
+        elif admitted is not None:
+            self._open(admitted.claims)
+
+    def _admit(self, request: Request) -> tuple[Response, Admitted | None]:
+        """A valid upgrade to /connect goes to the gatekeeper; refused, it gets the
+        gatekeeper's status and reason and no WebSocket."""
+        response = self._proto.accept(request)
+        if response.status_code != 101:
+            return response, None
+        verdict = self._gatekeeper.check(request, self.ip, self._loop.time())
+        if isinstance(verdict, Refusal):
+            log.info("refused a connection from %s: %s", self.peer, verdict.reason)
+            return self._proto.reject(verdict.status, verdict.reason + "\n"), None
+        self._admitted_ip = self.ip  # counted: released in connection_lost
+        if verdict.subprotocol is not None:
+            response.headers["Sec-WebSocket-Protocol"] = verdict.subprotocol
+        return response, verdict
+
+    def _open(self, claims: Claims | None) -> None:
+        """Register the new connection and queue its welcome."""
         conn_id = self.conn_id = new_conn_id()
         self._pending.append(text_frame(encode_welcome(conn_id, self._settings.heartbeat)))
-        self._accepting = True
+        self._accepting = self._in_hub = True  # before registering: a failure must unregister
         registered = self._node.connection_opened(
             conn_id,
             self,
             user=claims.user if claims else None,
             rooms=claims.rooms if claims else (),
         )
-        self._in_hub = True
         if registered is not None and not registered.done():
             # In a cluster: send the welcome once other nodes can find the wsId, or
-            # after a while anyway, so a client never waits on a lost broker.
+            # after the handshake timeout anyway, so a client never waits on a lost broker.
             self._held = True
             timer = self._loop.call_later(self._settings.handshake_timeout, self._release)
 
@@ -413,7 +433,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _release(self) -> None:
         if self._held:
-            self._held = False
+            self._held, self._held_bytes = False, 0
             self.flush()
 
     def _on_frame(self, frame: Frame) -> None:
@@ -453,7 +473,7 @@ class WebSocketConnection(asyncio.Protocol):
             log.info("closing %s from %s: %d %s", self.conn_id, self.peer, exc.code, exc.reason)
             self._proto.fail(exc.code, exc.reason)
             return
-        if message.type == TYPE_HEARTBEAT:
+        if message.is_heartbeat:
             self._pending.append(PONG_FRAME)
         # Other types are ignored: room for client messages of later versions.
 
@@ -469,11 +489,6 @@ class WebSocketConnection(asyncio.Protocol):
             self._proto.send_text(data)
         else:
             self._proto.send_binary(data)
-
-    def _transport_set_unbounded(self) -> None:
-        """Echo connections are tests, not clients: no slow-consumer bound."""
-        if self._transport is not None:
-            self._transport.set_write_buffer_limits(high=2**30)
 
     def _write_protocol_output(self) -> None:
         """Write what the protocol wants sent, behind what is queued, and act on its state."""

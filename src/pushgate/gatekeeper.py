@@ -60,6 +60,7 @@ class Gatekeeper:
             if value.strip()
         ]
         claims = None
+        token = None
         if self._tokens is not None:
             token = token_from(request.path.partition("?")[2], offered)
             if token is None:
@@ -73,15 +74,15 @@ class Gatekeeper:
         refusal = self._admission.admit(ip, now)
         if refusal is not None:
             return refusal
-        return Admitted(claims, _subprotocol(offered))
+        return Admitted(claims, _subprotocol(offered, token))
 
     def release(self, ip: str) -> None:
         self._admission.release(ip)
 
 
-def _subprotocol(offered: list[str]) -> str | None:
-    """Answer ``pushgate`` when offered; a browser that offered only its token must
-    get one of its offers back, so it gets that."""
+def _subprotocol(offered: list[str], token: str | None) -> str | None:
+    """Answer ``pushgate`` when offered. A browser that offered only its token must
+    get one of its offers back, so it gets that; anything else gets none."""
     if TOKEN_SUBPROTOCOL in offered:
         return TOKEN_SUBPROTOCOL
-    return offered[0] if offered else None
+    return token if token is not None and token in offered else None

@@ -120,6 +120,9 @@ class Hub:
     def room_sizes(self) -> dict[RoomId, int]:
         return self._rooms.sizes()
 
+    def room_count(self) -> int:
+        return len(self._rooms)
+
     def room_size(self, room: RoomId) -> int:
         return self._rooms.size(room)
 

@@ -27,8 +27,10 @@ class Admission:
         self.limits = limits
         self._per_ip: Counter[str] = Counter()
         self._open = 0
-        # Token bucket for new connections: up to one second's worth in a burst.
-        self._tokens = limits.max_connects_per_second
+        # Token bucket for new connections: up to one second's worth in a burst (and
+        # at least one, so that a rate below 1 per second still lets some in).
+        self._capacity = max(limits.max_connects_per_second, 1.0)
+        self._tokens = self._capacity
         self._refilled_at: float | None = None
 
     def admit(self, ip: str, now: float) -> Refusal | None:
@@ -43,7 +45,7 @@ class Admission:
         if limits.max_connects_per_second:
             rate = limits.max_connects_per_second
             if self._refilled_at is not None:
-                self._tokens = min(rate, self._tokens + (now - self._refilled_at) * rate)
+                self._tokens = min(self._capacity, self._tokens + (now - self._refilled_at) * rate)
             self._refilled_at = now
             if self._tokens < 1:
                 return Refusal(429, f"too many new connections: over {rate:g} per second (limit)")

@@ -11,7 +11,12 @@ from typing import Literal
 from pushgate.ids import ConnId, RoomId
 
 Op = Literal["join", "leave"]
-Status = Literal["ok", "unknown", "limit"]
+Status = Literal["ok", "unknown", "limit", "unavailable"]
+STATUSES = ("ok", "unknown", "limit", "unavailable")
+
+
+def _encode(message: "Command | Reply") -> bytes:
+    return json.dumps(asdict(message), separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +30,11 @@ class Command:
     reply_to: str
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return _encode(self)
 
     @classmethod
     def decode(cls, payload: bytes) -> "Command":
-        """Raises ValueError when the payload is not a command."""
+        """Raises ValueError (or another Exception) when the payload is not a command."""
         data = json.loads(payload)
         if not isinstance(data, dict) or data.get("op") not in ("join", "leave"):
             raise ValueError(f"not a command: {payload[:80]!r}")
@@ -44,25 +49,28 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """The outcome of a Command: ``ok`` (with ``changed``), ``unknown`` wsId, or ``limit``."""
+    """The outcome of a Command: ``ok`` (with ``changed``), ``unknown`` wsId, ``limit``
+    (the room cap), or ``unavailable`` (the holder could not do it; ``error`` says why)."""
 
     request_id: str
     status: Status
     changed: bool = False
     limit: int = 0
+    error: str = ""
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return _encode(self)
 
     @classmethod
     def decode(cls, payload: bytes) -> "Reply":
-        """Raises ValueError when the payload is not a reply."""
+        """Raises ValueError (or another Exception) when the payload is not a reply."""
         data = json.loads(payload)
-        if not isinstance(data, dict) or data.get("status") not in ("ok", "unknown", "limit"):
+        if not isinstance(data, dict) or data.get("status") not in STATUSES:
             raise ValueError(f"not a reply: {payload[:80]!r}")
         return cls(
             request_id=str(data["request_id"]),
             status=data["status"],
             changed=bool(data.get("changed", False)),
             limit=int(data.get("limit", 0)),
+            error=str(data.get("error", "")),
         )

@@ -16,9 +16,10 @@ finds the holder in the :class:`~pushgate.directory.Directory`, sends it a
 """
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from pushgate.broker.base import Broker
@@ -78,7 +79,8 @@ class Node:
         Raises BrokerUnavailable when the broker does not confirm the subscriptions.
         """
         await self.broker.start(self)
-        await self.directory.start(self.node_id)
+        if self.has_gateway:  # only a node that holds connections announces itself
+            await self.directory.start(self.node_id)
         topics = [REPLY_TOPIC_PREFIX + self.node_id]
         if self.has_gateway:
             topics += [TOPIC_ALL, NODE_TOPIC_PREFIX + self.node_id]
@@ -124,11 +126,14 @@ class Node:
         if request.conn not in self.hub:
             return await self._ask("join", request)
         change = self.hub.join(request.room, request.conn)
+        topic = room_topic(request.room)
         try:
-            await self._sync(room_topic(request.room))
+            await self._sync(topic)
         except BrokerUnavailable:
             if change.changed:  # undo: the caller is told it failed
-                self.hub.leave(request.room, request.conn)
+                with contextlib.suppress(UnknownConnection):  # it may have gone meanwhile
+                    self.hub.leave(request.room, request.conn)
+                self._in_background(self._sync(topic))  # and let go of the topic
             raise
         return change
 
@@ -146,6 +151,9 @@ class Node:
 
     def room_sizes(self) -> dict[RoomId, int]:
         return self.hub.room_sizes()
+
+    def room_count(self) -> int:
+        return self.hub.room_count()
 
     # The gateway's side
 
@@ -170,7 +178,7 @@ class Node:
         registered = self.directory.add(conn)
         if not topics:
             return registered
-        return asyncio.ensure_future(self._settle_new(registered, topics))
+        return self._in_background(self._settle_new(registered, topics))
 
     async def _settle_new(
         self, registered: "asyncio.Future[None] | None", topics: list[str]
@@ -191,9 +199,6 @@ class Node:
             topics.append(user_topic(user))
         for topic in topics:
             self._in_background(self._sync(topic))
-
-    def conn_ids(self) -> Iterator[ConnId]:
-        return self.hub.conn_ids()
 
     # The broker's side (BrokerHandler)
 
@@ -236,6 +241,8 @@ class Node:
             self._replies.pop(request_id, None)
         if reply.status == "unknown":
             raise UnknownConnection(request.conn)
+        if reply.status == "unavailable":
+            raise BrokerUnavailable(f"node {holder}: {reply.error}")
         if reply.status == "limit":
             raise RoomLimitExceeded(request.conn, reply.limit)
         return MembershipChange(reply.changed, False)
@@ -243,7 +250,7 @@ class Node:
     def _on_reply(self, payload: bytes) -> None:
         try:
             reply = Reply.decode(payload)
-        except (ValueError, KeyError, TypeError):
+        except Exception:
             log.warning("dropped a malformed reply: %r", payload[:80])
             return
         waiter = self._replies.get(reply.request_id)
@@ -253,7 +260,7 @@ class Node:
     def _on_command(self, payload: bytes) -> None:
         try:
             command = Command.decode(payload)
-        except (ValueError, KeyError, TypeError):
+        except Exception:
             log.warning("dropped a malformed command: %r", payload[:80])
             return
         self._in_background(self._serve(command))
@@ -272,6 +279,10 @@ class Node:
             reply = Reply(command.request_id, "unknown")
         except RoomLimitExceeded as exc:
             reply = Reply(command.request_id, "limit", limit=exc.limit)
+        except Exception as exc:  # the asker gets the reason, not a timeout
+            if not isinstance(exc, BrokerUnavailable):
+                log.exception("%s for %s failed", command.op, command.conn)
+            reply = Reply(command.request_id, "unavailable", error=str(exc) or type(exc).__name__)
         await self.broker.publish(REPLY_TOPIC_PREFIX + command.reply_to, reply.encode())
 
     # Subscriptions follow membership
@@ -289,17 +300,20 @@ class Node:
         concurrent calls run in, the last one leaves the subscription matching the
         membership.
         """
-        lock, users = self._topic_locks.get(topic, (asyncio.Lock(), 0))
+        entry = self._topic_locks.get(topic)
+        lock, users = entry if entry is not None else (asyncio.Lock(), 0)
         self._topic_locks[topic] = (lock, users + 1)
         try:
             async with lock:
                 wanted = self._wanted(topic)
                 if wanted and topic not in self._subscribed:
-                    await self.broker.subscribe(topic)
+                    # Recorded first: a broker that could not confirm still wants the
+                    # topic, so a later call must be able to unsubscribe it.
                     self._subscribed.add(topic)
+                    await self.broker.subscribe(topic)
                 elif not wanted and topic in self._subscribed:
-                    await self.broker.unsubscribe(topic)
                     self._subscribed.discard(topic)
+                    await self.broker.unsubscribe(topic)
         finally:
             lock, users = self._topic_locks[topic]
             if users == 1:
@@ -307,12 +321,14 @@ class Node:
             else:
                 self._topic_locks[topic] = (lock, users - 1)
 
-    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> "asyncio.Task[None]":
+        """Run ``coro`` as a task that close() cancels and whose failure is logged."""
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background_done)
+        return task
 
     def _background_done(self, task: "asyncio.Task[None]") -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("room subscription update failed", exc_info=task.exception())
+            log.error("background task %s failed", task.get_coro(), exc_info=task.exception())

@@ -97,11 +97,11 @@ _ERRORS: dict[int, type[PushAPIError]] = {
 
 @dataclass(frozen=True, slots=True)
 class PushResult:
-    """A push was accepted: ``delivered`` connections (on this node or cluster-wide,
-    as the server counts) were handed it. ``room`` or ``user`` names its target; both
-    are None for a push to all."""
+    """A push was accepted: ``delivered`` connections were handed it, or None when
+    the server cannot count them (a cluster: Redis knows nodes, not connections).
+    ``room`` or ``user`` names its target; both are None for a push to all."""
 
-    delivered: int
+    delivered: int | None
     room: str | None = None
     user: str | None = None
 
@@ -177,18 +177,18 @@ class PushAPI:
     async def push_all(self, val: object, tag: int) -> PushResult:
         """Push ``{"type":tag,"data":val}`` to every connection."""
         body = await self._request("POST", "/push/all", {"val": val, "tag": tag})
-        return PushResult(int(body["delivered"]))
+        return PushResult(_delivered(body))
 
     async def push_room(self, room: str, val: object, tag: int) -> PushResult:
         """Push ``{"type":tag,"data":val,"room":room}`` to the members of ``room``."""
         body = await self._request("POST", "/push/room", {"id": room, "val": val, "tag": tag})
-        return PushResult(int(body["delivered"]), str(body.get("room", room)))
+        return PushResult(_delivered(body), str(body.get("room", room)))
 
     async def push_user(self, user: str, val: object, tag: int) -> PushResult:
         """Push ``{"type":tag,"data":val}`` to every connection whose token's ``sub``
         is ``user``."""
         body = await self._request("POST", "/push/user", {"uid": user, "val": val, "tag": tag})
-        return PushResult(int(body["delivered"]), user=str(body.get("uid", user)))
+        return PushResult(_delivered(body), user=str(body.get("uid", user)))
 
     async def join(self, room: str, ws_id: str) -> JoinResult:
         """Put connection ``ws_id`` in ``room``; joining twice is no error."""
@@ -275,3 +275,8 @@ def _reason(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.strerror:
         return exc.os_error.strerror
     return str(exc) or type(exc).__name__
+
+
+def _delivered(body: dict[str, Any]) -> int | None:
+    delivered = body.get("delivered")
+    return None if delivered is None else int(delivered)

@@ -328,7 +328,9 @@ async def call_api(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _count(n: int) -> str:
+def _count(n: int | None) -> str:
+    if n is None:
+        return "the cluster"
     return f"{n} connection{'' if n == 1 else 's'}"
 
 

@@ -17,7 +17,7 @@ This module is pure: it knows nothing of sockets or of WebSocket framing.
 import json
 from dataclasses import dataclass
 
-from pushgate.errors import ClientFrameError
+from pushgate.errors import ClientFrameError, InvalidField
 from pushgate.ids import ConnId, RoomId
 
 TYPE_WELCOME = 0
@@ -47,10 +47,18 @@ def encode(message: dict[str, object]) -> bytes:
 
 
 def encode_push(tag: int, val: object, room: RoomId | None = None) -> bytes:
-    """Serialize a push once; the same bytes then go to every recipient."""
-    if room is None:
-        return encode({"type": tag, "data": val})
-    return encode({"type": tag, "data": val, "room": room})
+    """Serialize a push once; the same bytes then go to every recipient.
+
+    Raises InvalidField("val") for a value JSON cannot carry (a lone surrogate, a
+    number too large for a float).
+    """
+    message = (
+        {"type": tag, "data": val} if room is None else {"type": tag, "data": val, "room": room}
+    )
+    try:
+        return encode(message)
+    except ValueError as exc:  # UnicodeEncodeError is a ValueError too
+        raise InvalidField("val", f"cannot be sent as JSON text: {exc}") from None
 
 
 def encode_welcome(conn_id: ConnId, heartbeat: float) -> bytes:
@@ -85,7 +93,7 @@ def parse_client_message(payload: bytes) -> ClientMessage:
             CLOSE_INVALID_DATA, f"message is not valid UTF-8 (byte {exc.start})"
         ) from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=reject_constant)
     except (ValueError, RecursionError):
         raise ClientFrameError(CLOSE_INVALID_DATA, "message is not valid JSON") from None
     if not isinstance(value, dict):
@@ -104,7 +112,8 @@ def parse_client_message(payload: bytes) -> ClientMessage:
     return ClientMessage(msg_type, value.get("data"))
 
 
-def _reject_constant(name: str) -> object:
+def reject_constant(name: str) -> object:
+    """For json.loads(parse_constant=...): NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not JSON")
 
 

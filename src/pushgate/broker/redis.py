@@ -1,7 +1,8 @@
 """The Redis broker: nodes of a cluster share one Redis (or Valkey) server's pub/sub.
 
-The only module that imports ``redis``. Redis carries opaque bytes; every channel
-name starts with a configurable prefix, so several clusters can share one server.
+This module and ``redis_directory.py`` are the only ones that import ``redis``.
+Redis carries opaque bytes; every channel name starts with a configurable prefix,
+so several clusters can share one server.
 
 Theory of operation
 -------------------
@@ -110,6 +111,9 @@ class RedisBroker:
             await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_TIMEOUT)
         except TimeoutError:
             waiter.cancel()
+            waiters = self._waiters.get(channel, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
             raise BrokerUnavailable(
                 f"Redis at {self._where} did not confirm a subscription within "
                 f"{SUBSCRIBE_TIMEOUT:g} s"
@@ -167,10 +171,12 @@ class RedisBroker:
             try:
                 channels = await self._subscribe_all(pubsub)
                 self._pubsub = pubsub
-                # Topics wanted while that SUBSCRIBE was in flight were not in it.
-                missing = {self.prefix + t for t in self._topics} - channels
-                if missing:
-                    await pubsub.subscribe(*missing)
+                # Topics wanted, or dropped, while that SUBSCRIBE was in flight.
+                wanted = {self.prefix + t for t in self._topics} | {self._probe_channel}
+                if wanted - channels:
+                    await pubsub.subscribe(*(wanted - channels))
+                if channels - wanted:
+                    await pubsub.unsubscribe(*(channels - wanted))
                 if failing_since is not None:
                     log.info(
                         "Redis at %s is back after %.1f s; resubscribed to %d topics",
@@ -187,6 +193,10 @@ class RedisBroker:
                     log.warning(
                         "Redis at %s: %s; reconnecting", self._where, exc or type(exc).__name__
                     )
+            except Exception:
+                # A bug must not end the subscriber for good: say so, and start over.
+                log.exception("Redis subscriber failed; reconnecting")
+                failing_since = failing_since or loop.time()
             finally:
                 self._pubsub = None
                 self._confirmed.clear()
@@ -229,7 +239,12 @@ class RedisBroker:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
             elif self._handler is not None:
-                self._handler.on_message(channel[len(self.prefix) :], message["data"])
+                try:
+                    self._handler.on_message(channel[len(self.prefix) :], message["data"])
+                except Exception:
+                    log.exception(
+                        "dropped a message on %s that its handler could not take", channel
+                    )
         elif kind == "subscribe":
             self._confirmed.add(channel)
             if channel == self._probe_channel:

@@ -15,6 +15,7 @@ notices the alive key was gone and writes the whole local set again.
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import TYPE_CHECKING
@@ -29,7 +30,8 @@ from pushgate.ids import ConnId
 log = logging.getLogger("pushgate.directory")
 
 CHUNK = 1000
-RETRY_DELAY = 0.2
+RETRY_DELAY = 0.1
+MAX_RETRY_DELAY = 1.0
 
 # Find the live node holding ARGV[2]; forget dead nodes on the way.
 _LOCATE = """
@@ -112,7 +114,11 @@ class RedisDirectory:
 
     async def _run(self) -> None:
         full_sync = True
+        failing = False
+        delay = RETRY_DELAY
         while True:
+            # Cleared before the snapshot, so a change made during the write wakes us.
+            self._wake.clear()
             waiters, self._waiters = self._waiters, []
             try:
                 if full_sync:
@@ -120,19 +126,23 @@ class RedisDirectory:
                     full_sync = False
                 else:
                     full_sync = not await self._write_changes()
-            except (RedisError, OSError) as exc:
-                log.warning("cannot update the directory in Redis: %s; retrying", exc)
+            except Exception as exc:
+                if not failing:  # once per outage, not every retry
+                    log.warning("cannot update the directory in Redis: %s; retrying", exc)
+                failing, full_sync = True, True
                 self._waiters[:0] = waiters
-                full_sync = True
-                await asyncio.sleep(RETRY_DELAY)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, MAX_RETRY_DELAY)
                 continue
+            if failing:
+                log.info("the directory in Redis is up to date again")
+            failing, delay = False, RETRY_DELAY
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
             if full_sync:
                 log.info("node %s was missing from Redis; announcing it again", self._node_id)
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._refresh_every)
 
