@@ -9,14 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from pushgate.cli import main
 from pushgate.config import OPTIONS
 from tests.helpers import (
+    API_PORT,
     LOOPBACK,
     UNIT,
+    WS_PORT,
     close_code_of,
     open_client,
     pushgate_command,
@@ -168,3 +172,48 @@ async def test_the_readmes_python_example_runs() -> None:
         out, err = await asyncio.wait_for(process.communicate(), 15 * UNIT)
     assert process.returncode == 0, err.decode()
     assert "3 news {'headline': 'pushgate works'}" in out.decode()
+
+
+async def test_clients_cannot_take_the_last_open_file(http: aiohttp.ClientSession) -> None:
+    """Under an open-file limit of 160, the gateway accepts 60 connections and refuses
+    the rest with 503, and the logic API still has files to answer with."""
+    import resource
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (160, 160))
+
+    process = await asyncio.create_subprocess_exec(
+        *pushgate_command("serve", "--ws-host", LOOPBACK, "--ws-port", "0", "--api-port", "0"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=low_limit,
+    )
+    assert process.stderr is not None
+    clients = []
+    try:
+        lines: list[str] = []
+        async with asyncio.timeout(15 * UNIT):
+            while not any("accepting up to" in line for line in lines):
+                lines.append((await process.stderr.readline()).decode())
+                assert lines[-1], "pushgate exited:\n" + "".join(lines)
+        assert "accepting up to 60 WebSocket connections" in lines[-1]
+        ready = next(line for line in lines if " ready: " in line)
+        ws_port, api_port = WS_PORT.search(ready), API_PORT.search(ready)
+        assert ws_port is not None
+        assert api_port is not None
+        url = f"ws://{LOOPBACK}:{ws_port.group(1)}/connect"
+        refusals = []
+        for _ in range(80):
+            try:
+                clients.append((await open_client(url))[0])
+            except InvalidStatus as exc:
+                refusals.append(exc.response.status_code)
+        assert (len(clients), refusals) == (60, [503] * 20)
+        async with http.get(f"http://{LOOPBACK}:{api_port.group(1)}/stats") as response:
+            assert response.status == 200
+            assert (await response.json())["connections"] == 60
+    finally:
+        for ws in clients:
+            await ws.close()
+        process.terminate()
+        await process.wait()

@@ -5,6 +5,7 @@ logic API), ``gateway`` (WebSocket clients only) or ``logic`` (HTTP API only).
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -60,6 +61,43 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
     )
 
 
+# Open files kept free for the logic API, Redis and logs when clients are many.
+FD_RESERVE = 100
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft open-file limit to the hard one; return it.
+
+    Each connection is an open file: the default soft limit (often 1,024) would cap
+    the gateway long before memory or CPU do.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft if soft != resource.RLIM_INFINITY else 0
+
+
+def connection_cap(config: Config) -> int:
+    """--max-connections, or by default the open-file limit less a reserve, so that
+    clients can never take the last file the API or the broker needs."""
+    if config.max_connections:
+        return config.max_connections
+    try:
+        import resource
+    except ImportError:
+        return 0
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 0
+    return max(1, soft - FD_RESERVE)
+
+
 def make_gatekeeper(config: Config) -> Gatekeeper:
     """The handshake checks the config asks for. Raises StartupError when the token
     public key cannot be read."""
@@ -81,7 +119,7 @@ def make_gatekeeper(config: Config) -> Gatekeeper:
         tokens=tokens,
         require_token=config.require_token,
         limits=ConnectionLimits(
-            config.max_connections, config.max_connections_per_ip, config.max_connects_per_second
+            connection_cap(config), config.max_connections_per_ip, config.max_connects_per_second
         ),
         max_rooms_per_conn=config.max_rooms_per_conn,
     )
@@ -193,6 +231,7 @@ def _listen_error(what: str, host: str, port: int, exc: OSError) -> StartupError
 
 async def serve(config: Config, role: str = "serve") -> None:
     """Run a node in ``role`` until SIGTERM or SIGINT, then stop gracefully."""
+    raise_open_file_limit()
     server = PushServer(config, role)
     await server.start()
     stop = asyncio.Event()
@@ -200,6 +239,8 @@ async def serve(config: Config, role: str = "serve") -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, sig, stop)
     log.info("pushgate %s %s ready: %s", __version__, role, server.describe())
+    if role != "logic":
+        log.info("accepting up to %d WebSocket connections", connection_cap(config))
     await stop.wait()
     log.info("shutting down (up to %g s)", config.shutdown_timeout)
     await server.stop()

@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from pushgate import __version__
+from pushgate.bench.cli import add_bench_parser, run_bench
 from pushgate.config import OPTIONS, default_of, from_sources
 from pushgate.errors import ConfigError, StartupError
 from pushgate.terminal import add_terminal_parsers, run_terminal
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=help_text,
                 )
     add_terminal_parsers(commands)
+    add_bench_parser(commands)
     return parser
 
 
@@ -115,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if getattr(args, "terminal_command", None):
         return run_terminal(args)
+    if args.command == "bench":
+        return run_bench(args)
     try:
         config = from_sources(vars(args), os.environ)
     except ConfigError as exc:

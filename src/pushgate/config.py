@@ -258,7 +258,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("max_rooms_per_conn", int, "N", "rooms one connection may be in at once; more is 409"),
     Option(
-        "max_connections", int, "N", "open connections in all; one more is refused (0: no limit)"
+        "max_connections",
+        int,
+        "N",
+        "open connections in all; one more is refused with 503 (0: the open-file limit, "
+        "raised to its maximum at start, less 100 kept for the API and the broker)",
     ),
     Option(
         "max_connections_per_ip",

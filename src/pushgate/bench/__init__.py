@@ -1,0 +1,18 @@
+"""``pushgate bench``: a load generator and meter for pushgate (or any server that
+speaks the seed's protocol), loopback only.
+
+One run, as :mod:`pushgate.bench.runner` drives it:
+
+1. start ``pushgate serve`` in a child process on port 0 (or take the URLs and pids
+   of an external server), and read its CPU and RSS from ``/proc``;
+2. start client worker processes (:mod:`pushgate.bench.worker`), each holding a share
+   of the WebSocket connections over several loopback source addresses;
+3. put the connections in rooms over the logic API when the scenario needs it;
+4. push over the logic API (:mod:`pushgate.bench.pusher`), every push carrying its
+   send time and sequence number, while the workers count what arrives;
+5. account deliveries, losses and latency (:mod:`pushgate.bench.report`), and stop
+   every process it started, also on Ctrl-C or SIGTERM.
+
+The CLI entry points are :func:`pushgate.bench.cli.add_bench_parser` and
+:func:`pushgate.bench.cli.run_bench`.
+"""

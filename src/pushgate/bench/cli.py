@@ -1,0 +1,376 @@
+"""The ``pushgate bench`` subcommand: its options, and running it.
+
+Two entry points for pushgate's CLI: :func:`add_bench_parser` adds the subcommand
+to an ``add_subparsers()`` object; :func:`run_bench` runs the parsed arguments and
+returns the exit status: 0 done; 1 could not run (the message says why); 2 bad
+options; 3 a run lost or duplicated messages on clients the server did not close,
+or (with one sender, when order is defined) reordered them; 130 interrupted.
+"""
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+
+from pushgate.bench.children import kill_leftovers
+from pushgate.bench.options import MAX_DURATION, BenchError, BenchOptions, scenario_named
+from pushgate.bench.procstat import raise_fd_limit
+from pushgate.bench.progress import Progress
+from pushgate.bench.report import RunResult, table
+from pushgate.bench.runner import run_once
+from pushgate.bench.scenarios import SCENARIOS
+from pushgate.config import parse_size
+
+DESCRIPTION = """\
+Measure a push server on this machine: deliveries per second, server CPU per
+delivery, delivery latency, server memory per connection, and messages lost.
+
+By default it starts its own `pushgate serve` on free loopback ports, so that the
+server's CPU and RSS can be read from /proc; clients run in worker processes over
+several loopback source addresses (127.0.0.2, ...). Every push carries its send
+time and a sequence number; each client counts what it receives.
+"""
+
+EPILOG = (
+    "scenarios:\n"
+    + "".join(f"  {s.name:<10} {s.summary}\n" for s in SCENARIOS.values())
+    + f"""
+pacing: --rate 0 sends pushes back to back (each of --senders HTTP connections
+sends its next push as soon as the previous one was answered); --rate R schedules
+R pushes per second. A run ends after --pushes M or --duration S (at most
+{MAX_DURATION:g} s), then waits for the last deliveries (--drain-timeout).
+
+figures: server CPU is utime+stime of the server process(es) over the push phase;
+client CPU is the workers' own; latency is from the push's send time to its
+arrival at a client; RSS per connection is the server's RSS growth over the
+connect phase divided by the connections; lost counts pushes a client should have
+received but did not (those on clients the server closed are shown apart, with
+the close codes).
+
+examples:
+  pushgate bench broadcast --connections 1000 --rate 20 --pushes 200
+  pushgate bench room --connections 10000 --pushes 300 --repeat 3
+  pushgate bench idle --connections 19000 --duration 30 --workers 2
+  pushgate bench rooms --connections 5000 --rate 2000 --duration 10 --json
+  pushgate bench broadcast --ws-url ws://127.0.0.1:8888/connect \\
+      --api-url http://127.0.0.1:9999 --server-pid 12345
+
+Only loopback URLs are accepted. Ctrl-C stops the run and every process it started.
+"""
+)
+
+# Flags passed through to our own `pushgate serve` as they are.
+SERVER_FLAGS = (
+    ("--max-output-bytes", parse_size, "BYTES", "slow-client limit of the server"),
+    ("--heartbeat", float, "SECONDS", "PING interval the server announces"),
+    ("--idle-timeout", float, "SECONDS", "server closes connections silent this long"),
+    ("--close-timeout", float, "SECONDS", "server's closing-handshake timeout"),
+    ("--log-level", str, "LEVEL", "server log level"),
+)
+
+
+def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add the ``bench`` subcommand, with its options, to ``subparsers``."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure fan-out: deliveries/s, CPU per delivery, latency, RSS per connection",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "scenario_arg",
+        nargs="?",
+        metavar="SCENARIO",
+        choices=list(SCENARIOS),
+        default=None,
+        help=f"one of {', '.join(SCENARIOS)} (default: broadcast)",
+    )
+    parser.add_argument("--scenario", choices=list(SCENARIOS), help="the same, as an option")
+
+    load = parser.add_argument_group("load")
+    load.add_argument(
+        "-n",
+        "--connections",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="client connections (default: 1000)",
+    )
+    load.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="pushes per second; 0 sends them back to back (default: 0)",
+    )
+    load.add_argument(
+        "--pushes",
+        type=int,
+        metavar="M",
+        help="pushes per run (default: 100 for broadcast and room)",
+    )
+    load.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help="seconds of pushing, or of idling (default: 10 for rooms, idle, churn)",
+    )
+    load.add_argument(
+        "--size",
+        type=parse_size,
+        default=100,
+        metavar="BYTES",
+        help="bytes of each push's val (default: 100)",
+    )
+    load.add_argument(
+        "--senders",
+        type=int,
+        default=4,
+        metavar="K",
+        help="concurrent HTTP connections that push (default: 4)",
+    )
+    load.add_argument(
+        "--churn-rate",
+        type=float,
+        default=100.0,
+        metavar="R",
+        help="churn: connections opened (and closed) per second (default: 100)",
+    )
+    load.add_argument(
+        "--churn-lifetime",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="churn: seconds each churning connection stays open (default: 1)",
+    )
+
+    clients = parser.add_argument_group("clients")
+    clients.add_argument(
+        "--workers",
+        type=int,
+        metavar="W",
+        help="client worker processes (default: one per 15,000 connections, at least 2)",
+    )
+    clients.add_argument(
+        "--sources",
+        type=int,
+        default=8,
+        metavar="K",
+        help="loopback source addresses 127.0.0.2... to spread over (default: 8)",
+    )
+    clients.add_argument(
+        "--connect-concurrency",
+        type=int,
+        default=200,
+        metavar="K",
+        help="handshakes in flight per worker (default: 200)",
+    )
+    clients.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="per connection (default: 30)",
+    )
+    clients.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="stop waiting for deliveries after this long without one (default: 5)",
+    )
+    clients.add_argument(
+        "--client-ping",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help='send the application {"type":1,"data":"PING"} every S seconds '
+        "(default: 0, none; clients always answer protocol pings)",
+    )
+    clients.add_argument(
+        "--slow",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K clients stop reading for --slow-pause seconds when pushes "
+        "start, to exercise the slow-client policy (default: 0)",
+    )
+    clients.add_argument(
+        "--slow-pause",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="how long the --slow clients stop reading (default: 1)",
+    )
+
+    server = parser.add_argument_group(
+        "server under test",
+        "By default the bench starts `pushgate serve` itself; these flags pass through to it.",
+    )
+    for flag, parse, metavar, text in SERVER_FLAGS:
+        server.add_argument(flag, type=parse, metavar=metavar, help=text)
+    server.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="any other argument for `pushgate serve` (repeatable), "
+        "e.g. --server-arg=--max-rooms-per-conn=5",
+    )
+    server.add_argument(
+        "--ws-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="measure an external server: its gateway URL (repeatable: "
+        "connections are spread over the URLs)",
+    )
+    server.add_argument("--api-url", metavar="URL", help="the external server's logic API")
+    server.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="the external server's process(es), to read CPU and RSS (repeatable)",
+    )
+
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="K",
+        help="runs; the table shows each, their median and min-max (default: 1)",
+    )
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per run on stdout (the table goes to stderr)",
+    )
+    output.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+
+def options_from(args: argparse.Namespace) -> BenchOptions:
+    """BenchOptions from parsed arguments; raises BenchError on conflicts."""
+    if args.scenario and args.scenario_arg and args.scenario != args.scenario_arg:
+        raise BenchError(f"two scenarios given: {args.scenario_arg} and --scenario {args.scenario}")
+    server_args: list[str] = []
+    for flag, _, _, _ in SERVER_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            server_args += [flag, str(value)]
+    server_args += args.server_arg
+    return BenchOptions(
+        scenario=scenario_named(args.scenario or args.scenario_arg or "broadcast"),
+        connections=args.connections,
+        rate=args.rate,
+        pushes=args.pushes,
+        duration=args.duration,
+        size=args.size,
+        senders=args.senders,
+        repeat=args.repeat,
+        json=args.json,
+        quiet=args.quiet,
+        workers=args.workers,
+        sources=args.sources,
+        connect_concurrency=max(1, args.connect_concurrency),
+        connect_timeout=args.connect_timeout,
+        drain_timeout=args.drain_timeout,
+        client_ping=args.client_ping,
+        slow=args.slow,
+        slow_pause=args.slow_pause,
+        churn_rate=args.churn_rate,
+        churn_lifetime=args.churn_lifetime,
+        ws_urls=tuple(args.ws_url),
+        api_url=args.api_url,
+        server_pids=tuple(args.server_pid),
+        server_args=tuple(server_args),
+    )
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run ``pushgate bench`` as parsed from the command line; return the exit status."""
+    try:
+        opts = options_from(args)
+        opts.check(raise_fd_limit())
+    except BenchError as exc:
+        print(f"pushgate bench: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_main(opts))
+    except KeyboardInterrupt:  # a second Ctrl-C during the cleanup
+        print("\npushgate bench: interrupted", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"pushgate bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        kill_leftovers()
+
+
+async def _main(opts: BenchOptions) -> int:
+    # SIGTERM is handled like Ctrl-C: cancel the run, whose finally blocks stop
+    # every child process.
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await _runs(opts)
+    except asyncio.CancelledError:
+        print("\npushgate bench: interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def _runs(opts: BenchOptions) -> int:
+    progress = Progress(enabled=not opts.quiet)
+    results: list[RunResult] = []
+    for k in range(opts.repeat):
+        progress.prefix = f"[run {k + 1}/{opts.repeat}] " if opts.repeat > 1 else ""
+        result = await run_once(opts, progress)
+        results.append(result)
+        if opts.json:
+            print(result.to_json(), flush=True)
+    text = table(results, _title(opts))
+    print(text, file=sys.stderr if opts.json else sys.stdout, flush=True)
+    unexplained = [
+        r for r in results if r.lost > r.lost_on_closed or r.duplicates or r.out_of_order
+    ]
+    if unexplained:
+        print(
+            "pushgate bench: messages were lost, duplicated or reordered on clients the "
+            "server did not close",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
+
+
+def _title(opts: BenchOptions) -> str:
+    pace = f"{opts.rate:g} pushes/s" if opts.rate else "back to back"
+    if not opts.scenario.pushes:
+        load = f"{opts.push_duration:g} s idle"
+    elif opts.push_count is not None:
+        load = f"{opts.push_count:,} pushes {pace}, val {opts.size} B"
+    else:
+        load = f"{opts.push_duration:g} s of pushes {pace}, val {opts.size} B"
+    where = "external server" if opts.external else "own server"
+    return (
+        f"pushgate bench {opts.scenario.name}: {opts.connections:,} connections over "
+        f"{opts.worker_count} workers, {load}, {where}"
+    )
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

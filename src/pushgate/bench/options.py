@@ -1,0 +1,175 @@
+"""The options of one ``pushgate bench`` invocation, checked: bounds and loopback.
+
+Every count and duration has a ceiling, so no invocation can run unbounded, and
+every URL must name a loopback address: the bench opens thousands of connections
+and must never aim them at another machine.
+"""
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from pushgate.bench.scenarios import SCENARIOS, Scenario
+
+# Ceilings
+MAX_CONNECTIONS = 200_000
+MAX_PUSHES = 1_000_000
+MAX_DURATION = 600.0
+MAX_RATE = 100_000.0
+MAX_SIZE = 512 * 1024
+MIN_SIZE = 32  # room for "<19-digit ns> <seq> " and some padding
+MAX_REPEAT = 20
+MAX_WORKERS = 64
+MAX_SENDERS = 64
+MAX_SOURCES = 250
+# A worker keeps this many descriptors for itself (pipes, epoll, the Python runtime).
+WORKER_FD_RESERVE = 64
+CONNECTIONS_PER_WORKER = 15_000  # default share, under this machine's 20,000 fd cap
+
+
+class BenchError(Exception):
+    """The bench cannot run as asked; the message says why, in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """Everything one invocation was asked to do."""
+
+    scenario: Scenario
+    connections: int = 1000
+    # Pushes
+    rate: float = 0.0  # pushes per second; 0 sends them back to back
+    pushes: int | None = None
+    duration: float | None = None
+    size: int = 100  # bytes of each push's val
+    senders: int = 4  # concurrent HTTP connections that push
+    tag: int = 2
+    # Runs and output
+    repeat: int = 1
+    json: bool = False
+    quiet: bool = False
+    # Clients
+    workers: int | None = None
+    sources: int = 8  # loopback source addresses 127.0.0.2, 127.0.0.3, ...
+    connect_concurrency: int = 200  # handshakes in flight per worker
+    connect_timeout: float = 30.0  # per connection
+    drain_timeout: float = 5.0  # stop waiting once deliveries stall this long
+    client_ping: float = 0.0  # seconds between a client's application PINGs; 0: none
+    slow: int = 0  # clients that stop reading for slow_pause seconds when pushes start
+    slow_pause: float = 1.0
+    churn_rate: float = 100.0  # churn: connections opened (and later closed) per second
+    churn_lifetime: float = 1.0
+    # The server under test: our own child process unless ws_urls is given
+    ws_urls: tuple[str, ...] = ()
+    api_url: str | None = None
+    server_pids: tuple[int, ...] = ()
+    server_args: tuple[str, ...] = ()
+
+    @property
+    def external(self) -> bool:
+        return bool(self.ws_urls)
+
+    @property
+    def push_count(self) -> int | None:
+        """The number of pushes, when bounded by count rather than by time."""
+        if self.pushes is not None:
+            return self.pushes
+        if self.duration is not None:
+            return None
+        return self.scenario.default_pushes
+
+    @property
+    def push_duration(self) -> float | None:
+        if self.duration is not None:
+            return self.duration
+        if self.pushes is not None:
+            return None
+        return self.scenario.default_duration
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers is not None:
+            return self.workers
+        return max(2, -(-self.connections // CONNECTIONS_PER_WORKER))
+
+    def check(self, fd_limit: int) -> None:
+        """Raise BenchError when an option is out of bounds or a URL is not loopback."""
+        _within("--connections", self.connections, 1, MAX_CONNECTIONS)
+        _within("--rate", self.rate, 0, MAX_RATE)
+        if self.pushes is not None:
+            _within("--pushes", self.pushes, 1, MAX_PUSHES)
+        if self.duration is not None:
+            _within("--duration", self.duration, 0.1, MAX_DURATION)
+        if self.pushes is not None and self.duration is not None:
+            raise BenchError("give --pushes or --duration, not both")
+        if not self.scenario.pushes and self.pushes is not None:
+            raise BenchError(f"{self.scenario.name} sends no pushes: give --duration")
+        _within("--size", self.size, MIN_SIZE, MAX_SIZE)
+        _within("--repeat", self.repeat, 1, MAX_REPEAT)
+        _within("--senders", self.senders, 1, MAX_SENDERS)
+        _within("--sources", self.sources, 1, MAX_SOURCES)
+        _within("--connect-timeout", self.connect_timeout, 0.1, 600)
+        _within("--drain-timeout", self.drain_timeout, 0.1, 600)
+        _within("--churn-rate", self.churn_rate, 0.1, 10_000)
+        _within("--churn-lifetime", self.churn_lifetime, 0, 60)
+        _within("--slow", self.slow, 0, self.connections)
+        _within("--slow-pause", self.slow_pause, 0, 60)
+        _within("--client-ping", self.client_ping, 0, 3600)
+        if self.workers is not None:
+            _within("--workers", self.workers, 1, MAX_WORKERS)
+        per_worker = -(-self.connections // self.worker_count)
+        if per_worker > fd_limit - WORKER_FD_RESERVE:
+            raise BenchError(
+                f"{per_worker} connections per worker would pass the open-file limit "
+                f"({fd_limit}); use --workers {-(-self.connections // (fd_limit - 1000))} or more"
+            )
+        if self.external:
+            if self.api_url is None and self.scenario.pushes:
+                raise BenchError("--ws-url needs --api-url too, to push")
+            if self.scenario.needs_welcome and self.api_url is None:
+                raise BenchError(f"{self.scenario.name} needs --api-url to join rooms")
+            if self.server_args:
+                raise BenchError("--server-arg and the server flags only apply to its own server")
+        elif self.api_url is not None or self.server_pids:
+            raise BenchError("--api-url and --server-pid measure an external server: add --ws-url")
+        for url in self.ws_urls:
+            check_url(url, ("ws",), "--ws-url")
+        if self.api_url is not None:
+            check_url(self.api_url, ("http",), "--api-url")
+
+
+def _within(flag: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise BenchError(f"{flag} must be from {low:g} to {high:g}, got {value:g}")
+
+
+def check_url(url: str, schemes: tuple[str, ...], flag: str) -> None:
+    """Raise BenchError unless ``url`` has one of ``schemes`` and a loopback host."""
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        raise BenchError(f"{flag} {url!r}: expected a {' or '.join(schemes)}:// URL")
+    if parts.port is None:
+        raise BenchError(f"{flag} {url!r}: give the port explicitly")
+    if not is_loopback(parts.hostname or ""):
+        raise BenchError(
+            f"{flag} {url!r}: the bench only measures servers on this machine; "
+            "use a loopback address (127.0.0.1, ::1 or localhost)"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def scenario_named(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise BenchError(
+            f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}"
+        ) from None

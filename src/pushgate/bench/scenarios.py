@@ -1,0 +1,120 @@
+"""The scenarios: who is in which room, and where each push goes.
+
+Pure: a :class:`Plan` is built from the scenario and the indexes of the clients
+that opened, and answers the three questions a run asks of it: which joins to
+make, where push number ``seq`` goes, and how many pushes each client should
+therefore receive (the basis of loss accounting).
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+ALL = ""  # the target of a POST /push/all
+ROOM = "bench"  # the one room of the room scenario
+GROUP_SIZE = 10  # members of each group room in the rooms scenario
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """What a scenario does, as the CLI and the runner need to know it."""
+
+    name: str
+    summary: str
+    needs_welcome: bool  # it joins rooms, so it needs every client's wsId
+    pushes: bool  # it pushes (idle does not)
+    default_pushes: int | None = None
+    default_duration: float | None = None
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("broadcast", "N connections; POST /push/all", False, True, default_pushes=100),
+        Scenario(
+            "room", "N connections in one room; POST /push/room", True, True, default_pushes=100
+        ),
+        Scenario(
+            "rooms",
+            f"N connections, each in its own room and in one {GROUP_SIZE}-member group "
+            "room; pushes alternate between group rooms and own rooms, round robin",
+            True,
+            True,
+            default_duration=10.0,
+        ),
+        Scenario(
+            "idle",
+            "N idle connections: server RSS and CPU per connection",
+            False,
+            False,
+            default_duration=10.0,
+        ),
+        Scenario(
+            "churn",
+            "N connections receive POST /push/all while others open and close at "
+            "--churn-rate per second",
+            False,
+            True,
+            default_duration=10.0,
+        ),
+    )
+}
+
+
+class Plan:
+    """Rooms and push targets of one run, over the clients that opened."""
+
+    def __init__(self, scenario: Scenario, indexes: Iterable[int]) -> None:
+        self.scenario = scenario
+        self.indexes = sorted(indexes)
+        self._own: list[str] = []
+        self._groups: list[str] = []
+        if scenario.name == "rooms":
+            self._own = [own_room(i) for i in self.indexes]
+            self._groups = sorted({group_room(i) for i in self.indexes}, key=_room_number)
+
+    def joins(self) -> list[tuple[str, int]]:
+        """(room, client index) pairs to join before pushing."""
+        name = self.scenario.name
+        if name == "room":
+            return [(ROOM, i) for i in self.indexes]
+        if name == "rooms":
+            return [(room, i) for i in self.indexes for room in (own_room(i), group_room(i))]
+        return []
+
+    def target(self, seq: int) -> str:
+        """Where push ``seq`` (from 0) goes: a room id, or ALL."""
+        name = self.scenario.name
+        if name == "room":
+            return ROOM
+        if name == "rooms":
+            half = seq // 2
+            if seq % 2 == 0 and self._groups:
+                return self._groups[half % len(self._groups)]
+            return self._own[half % len(self._own)] if self._own else ALL
+        return ALL
+
+    def rooms_of(self, index: int) -> tuple[str, ...]:
+        """The targets whose pushes client ``index`` receives."""
+        name = self.scenario.name
+        if name == "room":
+            return (ROOM,)
+        if name == "rooms":
+            return (own_room(index), group_room(index))
+        return (ALL,)
+
+    def expected(self, accepted: Mapping[str, int]) -> dict[int, int]:
+        """Pushes each client should have received, given the pushes the server
+        accepted per target."""
+        return {i: sum(accepted.get(room, 0) for room in self.rooms_of(i)) for i in self.indexes}
+
+
+def own_room(index: int) -> str:
+    return f"c{index}"
+
+
+def group_room(index: int) -> str:
+    return f"g{index // GROUP_SIZE}"
+
+
+def _room_number(room: str) -> int:
+    return int(room[1:])

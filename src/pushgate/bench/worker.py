@@ -1,0 +1,400 @@
+"""A bench worker process: holds a share of the client connections and counts what
+they receive. Run as ``python -m pushgate.bench.worker``; the coordinator
+(:mod:`pushgate.bench.workers`) drives it.
+
+Protocol: one JSON object per line on stdin, each ``{"id": N, "cmd": NAME, ...}``;
+one reply per command on stdout, ``{"id": N, ...}`` or ``{"id": N, "error": TEXT}``.
+Commands run concurrently (``status`` answers while ``connect`` is still running).
+End of stdin means the coordinator is gone: the worker drops every connection and
+exits, so no worker outlives a bench that was killed.
+
+Commands: ``hello``, ``connect``, ``status``, ``mark``, ``report``, ``churn``,
+``churn_stop``, ``quit``; see the ``_cmd_*`` methods for their fields.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from pushgate.bench.histogram import Histogram
+from pushgate.bench.procstat import own_cpu_seconds, raise_fd_limit
+from pushgate.bench.wsclient import BenchClient, Counters, HandshakeError
+
+# Linux's IP_BIND_ADDRESS_NO_PORT (24): with a source address bound, let connect()
+# pick the port per destination, instead of bind() reserving one for every address.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+SLOW_RCVBUF = 4096  # a slow client's receive buffer: it fills after a few pushes
+STDIN_LIMIT = 64 * 1024 * 1024
+MAX_ERROR_KINDS = 20
+GIVE_UP_AFTER = 100  # failed connections, when more failed than opened
+
+Json = dict[str, Any]
+
+
+class Target:
+    """One gateway URL, resolved: where a client connects and what it asks for."""
+
+    def __init__(self, host: str, port: int, path: str) -> None:
+        self.host_header = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)  # IPv4 first
+        family, _, _, _, address = infos[0]
+        self.family = family
+        self.address = address
+        self.path = path
+
+
+async def open_client(
+    target: Target,
+    source: str | None,
+    client: BenchClient,
+    within: float,
+    *,
+    slow: bool = False,
+) -> None:
+    """Connect ``client`` from ``source`` (an address to bind, or None) and wait until
+    it is open, at most ``within`` seconds. Raises OSError, HandshakeError or TimeoutError."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(target.family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if source is not None and target.family == socket.AF_INET:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
+        if slow:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
+        async with asyncio.timeout(within):
+            await loop.sock_connect(sock, target.address)
+            await loop.create_connection(lambda: client, sock=sock)
+            await client.opened
+    except TimeoutError:
+        client.abort()
+        sock.close()
+        if client.upgraded and client.need_welcome:
+            raise HandshakeError(
+                "no welcome frame after the 101: this scenario needs the wsId of a "
+                '{"type":0,"data":{"wsId":...}} frame'
+            ) from None
+        raise
+    except BaseException:
+        client.abort()
+        sock.close()
+        raise
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+class Worker:
+    """The state of one worker process."""
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+        self.clients: list[BenchClient] = []
+        self.cpu_mark = 0.0
+        self.fd_limit = raise_fd_limit()
+        self.targets: list[Target] = []
+        self.sources: list[str | None] = [None]
+        self.slow: set[int] = set()
+        self.slow_pause = 1.0
+        self.churn_task: asyncio.Task[Json] | None = None
+        self.churn_stop = asyncio.Event()
+        self.ping_task: asyncio.Task[None] | None = None
+
+    # Commands
+
+    async def _cmd_hello(self, msg: Json) -> Json:
+        return {"pid": os.getpid(), "fd_limit": self.fd_limit}
+
+    async def _cmd_connect(self, msg: Json) -> Json:
+        """Open ``count`` clients numbered from ``first``. Fields: ``targets``
+        ([[host, port, path]]), ``sources`` (addresses to bind), ``concurrency``,
+        ``need_welcome``, ``timeout`` (per connection), ``slow`` (indexes of clients
+        that stop reading for ``slow_pause`` seconds once pushes start), ``ping``
+        (seconds between application PINGs, 0 for none)."""
+        self.targets = [Target(h, int(p), path) for h, p, path in msg["targets"]]
+        self.sources = list(msg.get("sources") or [None])
+        self.slow = set(msg.get("slow", []))
+        self.slow_pause = float(msg.get("slow_pause", 1.0))
+        first, count = int(msg["first"]), int(msg["count"])
+        need_welcome, timeout = bool(msg["need_welcome"]), float(msg["timeout"])
+        errors: Counter[str] = Counter()
+        hist = Histogram()
+        opened: list[BenchClient] = []
+        indexes = iter(range(first, first + count))
+        started = time.monotonic()
+
+        async def connect_some() -> None:
+            for index in indexes:
+                failed = sum(errors.values())
+                if failed >= GIVE_UP_AFTER and failed > len(opened):
+                    return  # the server refuses us: do not wait out every timeout
+                client = self._new_client(index, need_welcome=need_welcome)
+                t0 = time.monotonic()
+                try:
+                    await open_client(
+                        self._target(index),
+                        self._source(index),
+                        client,
+                        timeout,
+                        slow=index in self.slow,
+                    )
+                except (OSError, HandshakeError, TimeoutError) as exc:
+                    errors[describe(exc)] += 1
+                    continue
+                hist.add(int((time.monotonic() - t0) * 1e6))
+                opened.append(client)
+                self.clients.append(client)
+
+        concurrency = max(1, min(int(msg.get("concurrency", 100)), count))
+        await asyncio.gather(*(connect_some() for _ in range(concurrency)))
+        skipped = count - len(opened) - sum(errors.values())
+        if skipped:
+            errors["not tried: too many failures before"] += skipped
+        ping = float(msg.get("ping", 0))
+        if ping > 0 and self.ping_task is None:
+            self.ping_task = asyncio.create_task(self._ping_forever(ping))
+        return {
+            "indexes": [c.index for c in opened],
+            "failed": sum(errors.values()),
+            "errors": dict(errors.most_common(MAX_ERROR_KINDS)),
+            "elapsed_s": time.monotonic() - started,
+            "connect_us": hist.to_pairs(),
+            "ws_ids": [[c.index, c.ws_id] for c in opened if c.ws_id],
+        }
+
+    async def _cmd_status(self, msg: Json) -> Json:
+        return {
+            "open": self.counters.open,
+            "deliveries": self.counters.deliveries,
+            "last_ns": self.counters.last_ns,
+        }
+
+    async def _cmd_mark(self, msg: Json) -> Json:
+        """Start of the measured phase: zero the counters and the CPU meter, and make
+        the slow clients stop reading."""
+        self.counters.deliveries = 0
+        self.counters.last_ns = 0
+        self.counters.hist = Histogram()
+        loop = asyncio.get_running_loop()
+        for client in self.clients:
+            if client.index in self.slow and client.transport is not None:
+                client.transport.pause_reading()
+                loop.call_later(self.slow_pause, _resume, client)
+        self.cpu_mark = own_cpu_seconds()
+        return {}
+
+    async def _cmd_report(self, msg: Json) -> Json:
+        """Everything measured since ``mark``, and each client's own counts:
+        ``clients`` is ``[[index, received, out_of_order, close_code], ...]``."""
+        counters = self.counters
+        return {
+            "cpu_s": own_cpu_seconds() - self.cpu_mark,
+            "deliveries": counters.deliveries,
+            "last_ns": counters.last_ns,
+            "hist": counters.hist.to_pairs(),
+            "clients": [[c.index, c.received, c.out_of_order, c.close_code] for c in self.clients],
+        }
+
+    async def _cmd_churn(self, msg: Json) -> Json:
+        """Start opening ``rate`` clients per second, numbered from ``first``, each
+        closed after ``lifetime`` seconds; they are not counted as measured."""
+        if self.churn_task is not None:
+            raise RuntimeError("churn is already running")
+        self.targets = [Target(h, int(p), path) for h, p, path in msg["targets"]]
+        self.sources = list(msg.get("sources") or [None])
+        self.churn_stop.clear()
+        self.churn_task = asyncio.create_task(
+            self._churn(
+                float(msg["rate"]),
+                float(msg["lifetime"]),
+                int(msg["first"]),
+                float(msg["timeout"]),
+                int(msg.get("max_open", 10_000)),
+            )
+        )
+        return {}
+
+    async def _cmd_churn_stop(self, msg: Json) -> Json:
+        if self.churn_task is None:
+            return {"opened": 0, "failed": 0, "closed": 0, "errors": {}, "connect_us": []}
+        self.churn_stop.set()
+        result = await self.churn_task
+        self.churn_task = None
+        return result
+
+    async def _cmd_quit(self, msg: Json) -> Json:
+        self.drop_all()
+        return {}
+
+    # Internals
+
+    def _new_client(self, index: int, *, need_welcome: bool, measured: bool = True) -> BenchClient:
+        target = self._target(index)
+        return BenchClient(
+            index,
+            target.host_header,
+            target.path,
+            self.counters,
+            need_welcome=need_welcome,
+            measured=measured,
+        )
+
+    def _target(self, index: int) -> Target:
+        return self.targets[index % len(self.targets)]
+
+    def _source(self, index: int) -> str | None:
+        return self.sources[index % len(self.sources)]
+
+    async def _ping_forever(self, interval: float) -> None:
+        """Send each client the seed's application PING every ``interval`` seconds,
+        spread evenly: each one-second tick pings one slice of the clients."""
+        slices = max(1, round(interval))
+        tick = 0
+        while True:
+            await asyncio.sleep(interval / slices)
+            for client in self.clients[tick % slices :: slices]:
+                client.send_ping_message()
+            tick += 1
+
+    async def _churn(
+        self, rate: float, lifetime: float, first: int, within: float, max_open: int
+    ) -> Json:
+        errors: Counter[str] = Counter()
+        hist = Histogram()
+        stats = {"opened": 0, "closed": 0}
+        live: set[asyncio.Task[None]] = set()
+
+        async def one(index: int) -> None:
+            client = self._new_client(index, need_welcome=False, measured=False)
+            t0 = time.monotonic()
+            try:
+                await open_client(self._target(index), self._source(index), client, within)
+            except (OSError, HandshakeError, TimeoutError) as exc:
+                errors[describe(exc)] += 1
+                return
+            hist.add(int((time.monotonic() - t0) * 1e6))
+            stats["opened"] += 1
+            await asyncio.sleep(lifetime)
+            client.close()
+            try:
+                async with asyncio.timeout(within):
+                    await client.closed
+                stats["closed"] += 1
+            except TimeoutError:
+                errors["close timed out"] += 1
+                client.abort()
+
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        n = 0
+        while not self.churn_stop.is_set():
+            # Open-loop pacing: the n-th connection is due at start + n / rate.
+            delay = start + n / rate - loop.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self.churn_stop.wait()
+                continue
+            if len(live) < max_open:
+                task = asyncio.create_task(one(first + n))
+                live.add(task)
+                task.add_done_callback(live.discard)
+            else:
+                errors["skipped: too many churn connections open"] += 1
+            n += 1
+        # Let the last ones finish their life and close, within bounds.
+        if live:
+            _, pending = await asyncio.wait(live, timeout=lifetime + 2 * within)
+            for task in pending:
+                task.cancel()
+        return {
+            "opened": stats["opened"],
+            "closed": stats["closed"],
+            "failed": sum(v for k, v in errors.items() if not k.startswith("skipped")),
+            "errors": dict(errors.most_common(MAX_ERROR_KINDS)),
+            "connect_us": hist.to_pairs(),
+        }
+
+    def drop_all(self) -> None:
+        for client in self.clients:
+            client.abort()
+        if self.ping_task is not None:
+            self.ping_task.cancel()
+
+    # Dispatch
+
+    async def handle(self, msg: Json, reply: Callable[[Json], None]) -> None:
+        method: Callable[[Json], Coroutine[Any, Any, Json]] | None = getattr(
+            self, f"_cmd_{msg.get('cmd')}", None
+        )
+        try:
+            if method is None:
+                raise ValueError(f"unknown command {msg.get('cmd')!r}")
+            result = await method(msg)
+        except Exception as exc:
+            reply({"id": msg.get("id"), "error": describe(exc)})
+            return
+        reply({"id": msg.get("id"), **result})
+
+
+def _resume(client: BenchClient) -> None:
+    if client.transport is not None and not client.transport.is_closing():
+        client.transport.resume_reading()
+
+
+def _write_line(obj: Json) -> None:
+    sys.stdout.buffer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+    sys.stdout.buffer.flush()
+
+
+async def serve_stdin() -> None:
+    """Answer commands from stdin until it ends or ``quit`` arrives."""
+    worker = Worker()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=STDIN_LIMIT)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            raw = await reader.readline()
+            if not raw:
+                break
+            msg = json.loads(raw)
+            task = asyncio.create_task(worker.handle(msg, _write_line))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            if msg.get("cmd") == "quit":
+                await task
+                break
+    finally:
+        worker.drop_all()
+        for task in tasks:
+            task.cancel()
+
+
+def main() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(serve_stdin())
+    else:
+        uvloop.run(serve_stdin())
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
+        main()

@@ -1,0 +1,342 @@
+"""A lean WebSocket client for the bench workers: an asyncio protocol that does the
+opening handshake itself and then parses server frames by hand.
+
+Why not ``websockets``' ``ClientProtocol`` for every frame: its generator-based
+parser costs several microseconds per frame, and the clients share this machine's
+cores with the server they measure. Here a read that holds many frames (the server
+coalesces them) is walked in one loop, and a push is recognised without decoding
+its JSON: its ``data`` is the bench's own text ``"<send time ns> <seq> <pad>"``.
+What it does not need, it does not implement: no extensions, no subprotocols;
+fragmented messages are reassembled but rare.
+
+A client's life: ``connection_made`` sends the upgrade request; ``opened`` resolves
+once the 101 arrived (and the welcome frame, when ``need_welcome``); protocol pings
+are answered; a close frame from the server is echoed and its code kept in
+``close_code``; ``closed`` resolves when the TCP connection is gone.
+"""
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import time
+from typing import cast
+
+from websockets.frames import Frame, Opcode
+
+from pushgate.bench.histogram import SIGNIFICANT_BITS, Histogram
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_ABNORMAL = 1006  # no close frame: the TCP connection just ended
+MAX_HANDSHAKE_BYTES = 16 * 1024
+PING_MESSAGE = b'{"type":1,"data":"PING"}'
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING = 0, 1, 2, 8, 9
+
+
+class HandshakeError(Exception):
+    """The server refused or botched the WebSocket opening handshake."""
+
+
+class Counters:
+    """What every measured client of one worker adds to, on each delivery."""
+
+    __slots__ = ("deliveries", "hist", "last_ns", "open", "unmeasured")
+
+    def __init__(self) -> None:
+        self.open = 0  # measured clients past the handshake and not yet closed
+        self.deliveries = 0  # pushes received by measured clients
+        self.unmeasured = 0  # pushes received by churn clients, counted apart
+        self.last_ns = 0  # wall clock (time.time_ns) of the latest delivery
+        self.hist = Histogram()  # delivery latency in microseconds
+
+
+def client_frame(opcode: Opcode, payload: bytes) -> bytes:
+    """A masked frame, as every client-to-server frame must be (RFC 6455 5.3)."""
+    return Frame(opcode, payload).serialize(mask=True)
+
+
+def close_payload(code: int) -> bytes:
+    return code.to_bytes(2, "big")
+
+
+class BenchClient(asyncio.Protocol):
+    """One WebSocket connection to the server under test."""
+
+    def __init__(
+        self,
+        index: int,
+        host: str,
+        path: str,
+        counters: Counters,
+        *,
+        need_welcome: bool,
+        measured: bool = True,
+    ) -> None:
+        self.index = index
+        self.counters = counters
+        self.measured = measured
+        self.need_welcome = need_welcome
+        self.key = base64.b64encode(os.urandom(16))
+        self.request = (
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            ).encode()
+            + b"Sec-WebSocket-Key: "
+            + self.key
+            + b"\r\n\r\n"
+        )
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.ws_id: str | None = None
+        self.heartbeat: float | None = None
+        # Accounting
+        self.received = 0
+        self.last_seq = -1
+        self.out_of_order = 0
+        self.close_code: int | None = None  # set when the server closed us
+        # Parser state
+        self._handshaking = True
+        self._buf = b""
+        self._fragments: list[bytes] = []
+        self._closing = False  # we sent a close frame
+
+    @property
+    def upgraded(self) -> bool:
+        """The server answered the handshake with 101."""
+        return not self._handshaking
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        if self._handshaking:
+            data = self._on_handshake_data(data)
+            if not data:
+                return
+        self._on_frames(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.measured and not self._handshaking:
+            self.counters.open -= 1
+        if not self.opened.done():
+            reason = f"connection lost during the handshake: {exc or 'EOF'}"
+            self.opened.set_exception(HandshakeError(reason))
+        if self.close_code is None and not self._closing:
+            self.close_code = CLOSE_ABNORMAL
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # Commands from the worker
+
+    def send_ping_message(self) -> None:
+        """The application heartbeat a seed client sends: ``{"type":1,"data":"PING"}``."""
+        if self.transport is not None and not self._closing and not self.transport.is_closing():
+            self.transport.write(client_frame(Opcode.TEXT, PING_MESSAGE))
+
+    def close(self, code: int = 1000) -> None:
+        """Start the closing handshake; the server answers and drops the TCP connection."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._handshaking:
+            self.transport.abort()
+            return
+        if not self._closing:
+            self._closing = True
+            self.transport.write(client_frame(Opcode.CLOSE, close_payload(code)))
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # Handshake
+
+    def _on_handshake_data(self, data: bytes) -> bytes:
+        """Consume the 101 response; return the bytes after it (frames already)."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            if len(data) > MAX_HANDSHAKE_BYTES:
+                self._fail_handshake("response headers too long")
+            else:
+                self._buf = data
+            return b""
+        head, rest = data[:end], data[end + 4 :]
+        status_line, _, headers = head.partition(b"\r\n")
+        if status_line[9:12] != b"101":
+            self._fail_handshake(f"server answered {status_line.decode('latin-1')!r}, not 101")
+            return b""
+        expected = base64.b64encode(hashlib.sha1(self.key + GUID).digest())
+        if _header(headers, b"sec-websocket-accept") != expected:
+            self._fail_handshake("Sec-WebSocket-Accept does not match the key")
+            return b""
+        self._handshaking = False
+        if self.measured:
+            self.counters.open += 1
+        if not self.need_welcome:
+            self.opened.set_result(None)
+        return rest
+
+    def _fail_handshake(self, reason: str) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(HandshakeError(reason))
+        if self.transport is not None:
+            self.transport.abort()
+
+    # Frames
+
+    def _on_frames(self, buf: bytes) -> None:
+        """Walk every complete frame in ``buf``; keep a partial one for the next read.
+
+        This runs once per read and its loop once per delivery: the common case, a
+        final text frame holding a push, is handled inline (no call per frame)."""
+        now = time.time_ns()  # one arrival time for every frame of this read
+        counters = self.counters
+        pos, size = 0, len(buf)
+        while size - pos >= 2:
+            b0, length = buf[pos], buf[pos + 1]
+            if length & 0x80:
+                self._protocol_error("the server masked a frame")
+                return
+            start = pos + 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(buf[start : start + 2], "big")
+                start += 2
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buf[start : start + 8], "big")
+                start += 8
+            end = start + length
+            if end > size:
+                break
+            pos = end
+            if b0 != 0x81:  # not a final text frame
+                self._on_other_frame(b0, b0 & 0x0F, buf[start:end], now)
+                continue
+            # A push reads {"type":N,"data":"<sent ns> <seq> <pad>"...}; anything
+            # else (the welcome, a PONG, another layout) is decoded as JSON.
+            i = buf.find(b'"data":"', start, end) + 8
+            j = buf.find(b" ", i, end) if i > 7 else -1
+            k = buf.find(b" ", j + 1, end) if j > 0 else -1
+            try:
+                if k < 0:
+                    raise ValueError
+                sent, seq = int(buf[i:j]), int(buf[j + 1 : k])
+            except ValueError:
+                self._on_other_message(buf[start:end], now)
+                continue
+            if not self.measured:
+                counters.unmeasured += 1
+                continue
+            self.received += 1
+            if seq <= self.last_seq:
+                self.out_of_order += 1
+            self.last_seq = seq
+            counters.deliveries += 1
+            # Histogram.add, inlined.
+            latency = (now - sent) // 1000
+            if latency < 0:
+                latency = 0
+            shift = latency.bit_length() - SIGNIFICANT_BITS
+            if shift > 0:
+                latency = latency >> shift << shift
+            counts = counters.hist.counts
+            counts[latency] = counts.get(latency, 0) + 1
+            counters.last_ns = now
+        if pos < size:
+            self._buf = buf[pos:]
+
+    def _on_push(self, sent_ns: int, seq: int, now: int) -> None:
+        """A push found off the fast path (fragmented, or in another JSON layout)."""
+        counters = self.counters
+        if not self.measured:
+            counters.unmeasured += 1
+            return
+        self.received += 1
+        if seq <= self.last_seq:
+            self.out_of_order += 1
+        self.last_seq = seq
+        counters.deliveries += 1
+        counters.hist.add((now - sent_ns) // 1000)
+        counters.last_ns = now
+
+    def _on_other_message(self, payload: bytes, now: int) -> None:
+        """The welcome, a PONG, or a push in a layout the fast path does not know."""
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        data = message.get("data")
+        if message.get("type") == 0 and isinstance(data, dict):
+            ws_id, heartbeat = data.get("wsId"), data.get("heartbeat")
+            self.ws_id = ws_id if isinstance(ws_id, str) else None
+            self.heartbeat = float(heartbeat) if isinstance(heartbeat, int | float) else None
+            if self.need_welcome and not self.opened.done():
+                self.opened.set_result(None)
+        elif isinstance(data, str):
+            parts = data.split(" ", 2)
+            if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+                self._on_push(int(parts[0]), int(parts[1]), now)
+
+    def _on_other_frame(self, b0: int, opcode: int, payload: bytes, now: int) -> None:
+        fin = bool(b0 & 0x80)
+        if opcode in (OP_TEXT, OP_BINARY):  # the first of a fragmented message
+            self._fragments = [payload]
+            if fin:  # a binary message: decode it as text
+                self._fragments = []
+                self._on_other_message(payload, now)
+        elif opcode == OP_CONT:
+            self._fragments.append(payload)
+            if fin:
+                message = b"".join(self._fragments)
+                self._fragments = []
+                self._on_other_message(message, now)
+        elif opcode == OP_CLOSE:
+            self._on_close_frame(payload)
+        elif opcode == OP_PING and self.transport is not None:
+            self.transport.write(client_frame(Opcode.PONG, payload))
+        # OP_PONG and reserved opcodes: nothing to do.
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+        if self._closing:
+            return  # the echo of our own close; the server now drops the connection
+        self.close_code = code
+        self._closing = True
+        if self.transport is not None:
+            # Echo it (RFC 6455 5.5.1); the server closes the TCP connection first.
+            self.transport.write(client_frame(Opcode.CLOSE, payload[:2]))
+
+    def _protocol_error(self, reason: str) -> None:
+        """The server broke the protocol: drop the connection, as 1002 would."""
+        self.close_code = CLOSE_PROTOCOL_ERROR
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _header(headers: bytes, name: bytes) -> bytes | None:
+    """The value of a header (name in lower case) in a raw header block."""
+    for line in headers.split(b"\r\n"):
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            return value.strip()
+    return None
