@@ -2,9 +2,7 @@
 network failure or a restarting load balancer looks to a client: the socket just ends."""
 
 import asyncio
-import socket
 
-from tests.helpers import LOOPBACK
 from tests.tcp_proxy import FreezableProxy
 
 
@@ -17,10 +15,3 @@ class DroppingProxy(FreezableProxy):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def unused_port() -> int:
-    """A loopback port nothing listens on (bound once by the kernel, then released)."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])

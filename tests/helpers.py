@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -29,6 +30,14 @@ from pushgate.config import Config
 
 UNIT = float(os.environ.get("PUSHGATE_TEST_UNIT", "1.0"))
 LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound once by the kernel, then released)."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
 
 # Short timers so that heartbeat and timeout tests run in about a second.
 FAST_TIMERS: dict[str, Any] = {

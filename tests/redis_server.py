@@ -3,18 +3,11 @@ kill and restart on the same port."""
 
 import asyncio
 import shutil
-import socket
 import subprocess
 
 import pytest
 
-from tests.helpers import LOOPBACK, UNIT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+from tests.helpers import LOOPBACK, UNIT, free_port
 
 
 class RedisServer:

@@ -29,8 +29,16 @@ from pushgate.client import (
     UnauthorizedError,
     connect,
 )
-from tests.dropping_proxy import DroppingProxy, unused_port
-from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, pushgate_command, running_server
+from tests.dropping_proxy import DroppingProxy
+from tests.helpers import (
+    FAST_TIMERS,
+    LOOPBACK,
+    UNIT,
+    Running,
+    free_port,
+    pushgate_command,
+    running_server,
+)
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 BACKOFF_INITIAL = 0.05 * UNIT  # quick retries, so that reconnect tests take little time
@@ -216,7 +224,7 @@ async def test_on_state_change_may_close_the_connection(server: Running) -> None
 async def test_a_first_connection_that_fails_raises_connect_error() -> None:
     """Nothing listening: ConnectError at once, not a silent retry loop."""
     with pytest.raises(ConnectError, match="cannot connect to ws://"):
-        async with asyncio.timeout(5 * UNIT), connect(f"ws://{LOOPBACK}:{unused_port()}/connect"):
+        async with asyncio.timeout(5 * UNIT), connect(f"ws://{LOOPBACK}:{free_port()}/connect"):
             pass
 
 
@@ -314,7 +322,7 @@ async def test_with_api_keys_a_missing_or_wrong_key_raises_unauthorized() -> Non
 
 async def test_an_unreachable_api_raises_api_connection_error() -> None:
     """No server: APIConnectionError (a PushAPIError) with status None."""
-    async with PushAPI(f"http://{LOOPBACK}:{unused_port()}", timeout=5 * UNIT) as api:
+    async with PushAPI(f"http://{LOOPBACK}:{free_port()}", timeout=5 * UNIT) as api:
         with pytest.raises(APIConnectionError) as error:
             await api.push_all("x", 3)
     assert error.value.status is None
@@ -423,7 +431,7 @@ async def test_listen_json_prints_one_json_object_per_push(server: Running) -> N
 
 async def test_listen_to_nothing_is_one_line_and_status_1() -> None:
     """A gateway that is not there: one clear line on stderr, exit 1."""
-    status, out, err = await run_terminal("listen", f"ws://{LOOPBACK}:{unused_port()}/connect")
+    status, out, err = await run_terminal("listen", f"ws://{LOOPBACK}:{free_port()}/connect")
     assert (status, out) == (1, "")
     assert re.fullmatch(r"pushgate: cannot connect to ws://\S+: .+\n", err)
 
@@ -478,7 +486,7 @@ async def test_api_commands_fail_with_one_line_and_status_1_or_2(server: Running
     assert "required" in err
 
     status, _, err = await run_terminal(
-        "push", "all", "x", "--api", f"http://{LOOPBACK}:{unused_port()}"
+        "push", "all", "x", "--api", f"http://{LOOPBACK}:{free_port()}"
     )
     assert status == 1
     assert err.startswith("pushgate: cannot reach http://")

@@ -5,11 +5,11 @@ every URL must name a loopback address: the bench opens thousands of connections
 and must never aim them at another machine.
 """
 
-import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from pushgate.bench.scenarios import SCENARIOS, Scenario
+from pushgate.security import is_loopback
 
 # Ceilings
 MAX_CONNECTIONS = 200_000
@@ -155,15 +155,6 @@ def check_url(url: str, schemes: tuple[str, ...], flag: str) -> None:
             f"{flag} {url!r}: the bench only measures servers on this machine; "
             "use a loopback address (127.0.0.1, ::1 or localhost)"
         )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def scenario_named(name: str) -> Scenario:
