@@ -217,3 +217,11 @@ async def test_clients_cannot_take_the_last_open_file(http: aiohttp.ClientSessio
             await ws.close()
         process.terminate()
         await process.wait()
+
+
+def test_every_option_is_in_one_help_group() -> None:
+    """--help groups the options; none is missing from the groups, none is in two."""
+    from pushgate.config import OPTION_GROUPS
+
+    grouped = [name for _, names in OPTION_GROUPS for name in names]
+    assert sorted(grouped) == sorted(option.name for option in OPTIONS)

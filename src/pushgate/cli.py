@@ -14,7 +14,7 @@ from typing import Any
 
 from pushgate import __version__
 from pushgate.bench.cli import add_bench_parser, run_bench
-from pushgate.config import OPTIONS, default_of, from_sources
+from pushgate.config import OPTION_GROUPS, OPTIONS, default_of, from_sources
 from pushgate.errors import ConfigError, StartupError
 from pushgate.terminal import add_terminal_parsers, run_terminal
 
@@ -87,16 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        groups = {}
+        for title, names in OPTION_GROUPS:
+            group = sub.add_argument_group(title)
+            groups.update(dict.fromkeys(names, group))
         for option in OPTIONS:
+            group = groups[option.name]
             default = default_of(option.name)
             shown = f"default: {default}; " if default not in ("", False) else ""
             help_text = f"{option.help} ({shown}env {option.env})"
             if option.flag_only:
-                sub.add_argument(
+                group.add_argument(
                     option.flag, dest=option.name, action="store_const", const=True, help=help_text
                 )
             else:
-                sub.add_argument(
+                group.add_argument(
                     option.flag,
                     dest=option.name,
                     type=option.parse,

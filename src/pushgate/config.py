@@ -347,3 +347,42 @@ def from_sources(cli: Mapping[str, object], env: Mapping[str, str]) -> Config:
             except ValueError as exc:
                 raise ConfigError(f"{option.env}={env[option.env]!r}: {exc}") from None
     return Config(**values)  # type: ignore[arg-type]
+
+
+# How --help groups the options (every option is in exactly one group).
+OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("where to listen", ("ws_host", "ws_port", "api_host", "api_port")),
+    (
+        "cluster (see docs/cluster.md)",
+        ("broker", "prefix", "node_id", "node_ttl", "control_timeout"),
+    ),
+    (
+        "heartbeat and timeouts",
+        ("heartbeat", "idle_timeout", "handshake_timeout", "close_timeout", "shutdown_timeout"),
+    ),
+    (
+        "limits (see docs/security.md)",
+        (
+            "max_message_bytes",
+            "max_body_bytes",
+            "max_output_bytes",
+            "max_rooms_per_conn",
+            "max_connections",
+            "max_connections_per_ip",
+            "max_connects_per_second",
+            "max_client_messages_per_second",
+        ),
+    ),
+    (
+        "who may push and connect (see docs/security.md)",
+        (
+            "api_key",
+            "insecure",
+            "token_secret",
+            "token_public_key",
+            "require_token",
+            "allowed_origins",
+        ),
+    ),
+    ("testing and logs", ("conformance_echo", "log_level")),
+)
