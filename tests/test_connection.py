@@ -6,6 +6,7 @@ from typing import Any
 
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from pushgate.broker.memory import MemoryBroker
@@ -103,3 +104,44 @@ async def test_a_pong_goes_out_behind_pushes_already_queued() -> None:
         b'{"type":2,"data":"first"}\n',
         b'{"type":1,"data":"PONG"}\n',
     ]
+
+
+async def test_an_open_connection_keeps_no_handshake_request() -> None:
+    """Once open, a connection holds no copy of its handshake request (memory per
+    connection), and frames still parse."""
+    import gc
+
+    from websockets.http11 import Request
+
+    _node, conn, transport, client = await open_connection()
+    gc.collect()
+    assert [obj for obj in gc.get_objects() if isinstance(obj, Request)] == []
+    client.send_text(b'{"type":1,"data":"PING"}')
+    for chunk in client.data_to_send():
+        conn.data_received(chunk)
+    assert [f.data for f in frames_in(client, b"".join(transport.writes))] == [
+        b'{"type":1,"data":"PONG"}\n'
+    ]
+
+
+async def test_a_frame_sent_with_the_handshake_is_not_lost() -> None:
+    """A client that sends a message in the same packet as its handshake is answered."""
+    node = Node(Hub(max_rooms_per_conn=10), MemoryBroker())
+    await node.start()
+    conn = WebSocketConnection(
+        node,
+        Config().connection_settings(),
+        Outbox(asyncio.get_running_loop()),
+        ConnectionRegistry(),
+    )
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/connect"))
+    client.send_request(client.connect())
+    client.state = State.OPEN  # pretend the 101 came, to frame a message at once
+    client.send_text(b'{"type":1,"data":"PING"}')
+    conn.data_received(b"".join(client.data_to_send()))
+    data = b"".join(transport.writes)
+    body = data[data.index(b"\r\n\r\n") + 4 :]
+    reader = ClientProtocol(parse_uri("ws://127.0.0.1/connect"), state=State.OPEN)
+    assert [f.data for f in frames_in(reader, body)][-1] == b'{"type":1,"data":"PONG"}\n'
