@@ -45,8 +45,8 @@ class FakeTransport:
         return ("127.0.0.1", 50000) if name == "peername" else default
 
 
-async def open_connection() -> tuple[Node, WebSocketConnection, FakeTransport, ClientProtocol]:
-    """A connection through its handshake; the transport's record starts empty after it."""
+async def new_connection() -> tuple[Node, WebSocketConnection, FakeTransport, ClientProtocol]:
+    """A TCP connection made, and a client whose handshake request is ready to send."""
     node = Node(Hub(max_rooms_per_conn=10), MemoryBroker())
     await node.start()
     conn = WebSocketConnection(
@@ -59,6 +59,12 @@ async def open_connection() -> tuple[Node, WebSocketConnection, FakeTransport, C
     conn.connection_made(transport)  # type: ignore[arg-type]
     client = ClientProtocol(parse_uri("ws://127.0.0.1/connect"))
     client.send_request(client.connect())
+    return node, conn, transport, client
+
+
+async def open_connection() -> tuple[Node, WebSocketConnection, FakeTransport, ClientProtocol]:
+    """A connection through its handshake; the transport's record starts empty after it."""
+    node, conn, transport, client = await new_connection()
     for chunk in client.data_to_send():
         conn.data_received(chunk)
     handshake = b"".join(transport.writes)
@@ -126,18 +132,7 @@ async def test_an_open_connection_keeps_no_handshake_request() -> None:
 
 async def test_a_frame_sent_with_the_handshake_is_not_lost() -> None:
     """A client that sends a message in the same packet as its handshake is answered."""
-    node = Node(Hub(max_rooms_per_conn=10), MemoryBroker())
-    await node.start()
-    conn = WebSocketConnection(
-        node,
-        Config().connection_settings(),
-        Outbox(asyncio.get_running_loop()),
-        ConnectionRegistry(),
-    )
-    transport = FakeTransport()
-    conn.connection_made(transport)  # type: ignore[arg-type]
-    client = ClientProtocol(parse_uri("ws://127.0.0.1/connect"))
-    client.send_request(client.connect())
+    _node, conn, transport, client = await new_connection()
     client.state = State.OPEN  # pretend the 101 came, to frame a message at once
     client.send_text(b'{"type":1,"data":"PING"}')
     conn.data_received(b"".join(client.data_to_send()))
