@@ -9,6 +9,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -150,8 +151,6 @@ TOKEN_SUBPROTOCOL = "pushgate"
 def token_from(query: str, subprotocols: Sequence[str]) -> str | None:
     """A connection token from ``?token=…`` or, for browsers, from the
     ``Sec-WebSocket-Protocol`` header (offer ``pushgate`` and the token)."""
-    from urllib.parse import parse_qs
-
     values = parse_qs(query).get("token")
     if values:
         return values[0]
