@@ -61,11 +61,6 @@ class Gateway:
     def sockets(self) -> list[socket.socket]:
         return [] if self._server is None else list(self._server.sockets)
 
-    @property
-    def connection_count(self) -> int:
-        """Live TCP connections, including those still in the handshake or closing."""
-        return len(self._registry.connections)
-
     async def wait_empty(self) -> None:
         """Return once no connection is left, open, opening or closing."""
         await self._registry.empty.wait()

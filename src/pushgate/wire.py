@@ -29,12 +29,12 @@ MAX_PUSH_TAG = 2**53 - 1
 PONG = b'{"type":1,"data":"PONG"}\n'
 
 # WebSocket close codes pushgate sends (RFC 6455 section 7.4.1).
-CLOSE_NORMAL = 1000  # echo of a client's own close
+CLOSE_NORMAL = 1000  # echo of a client's own close (sent by the websockets protocol)
 CLOSE_GOING_AWAY = 1001  # the server is shutting down
 CLOSE_UNSUPPORTED_DATA = 1003  # valid JSON, but not a message object with an integer type
 CLOSE_INVALID_DATA = 1007  # not UTF-8, or not JSON
 CLOSE_POLICY_VIOLATION = 1008  # slow consumer: too many bytes waiting to be sent to it
-CLOSE_MESSAGE_TOO_BIG = 1009  # a client message over the size limit
+CLOSE_MESSAGE_TOO_BIG = 1009  # a client message over the limit (sent by the protocol)
 CLOSE_HEARTBEAT_TIMEOUT = 1011  # silent for longer than the idle timeout
 CLOSE_INTERNAL_ERROR = 1011  # a bug on the server's side; its log has the details
 
