@@ -46,6 +46,7 @@ FAST_TIMERS: dict[str, Any] = {
     "handshake_timeout": 0.5,
     "close_timeout": 0.5,
     "shutdown_timeout": 2.0,
+    "session_ttl": 0.5,
 }
 
 
@@ -88,8 +89,35 @@ async def open_client(ws_url: str, **kwargs: Any) -> tuple[ClientConnection, str
     return ws, welcome["data"]["wsId"]
 
 
+POSITION = re.compile(r',"seq":\d+,"epoch":"[0-9a-f]*"}\n$')
+
+
+def without_position(frame: str | bytes) -> str:
+    """A push frame as the original protocol has it: its stream position (the
+    ``seq`` and ``epoch`` keys, tested in tests/test_recovery.py) taken off."""
+    text = frame.decode() if isinstance(frame, bytes) else frame
+    return POSITION.sub("}\n", text)
+
+
 async def recv_json(ws: ClientConnection) -> Any:
-    return json.loads(await asyncio.wait_for(ws.recv(), 5 * UNIT))
+    """The next message as JSON, without a push's stream position."""
+    return json.loads(without_position(await asyncio.wait_for(ws.recv(), 5 * UNIT)))
+
+
+async def until_gone(
+    http: aiohttp.ClientSession, api_url: str, ws_id: str, timeout: float = 5 * UNIT
+) -> dict[str, Any]:
+    """Wait until a wsId's session has ended (a join for it answers 404); return that
+    answer. Polls: a session ends by the passing of its TTL, which no event announces."""
+    async with asyncio.timeout(timeout):
+        while True:
+            status, body = await post(
+                http, api_url + "/room/leave", data={"id": "probe", "wsId": ws_id}
+            )
+            if status == 404:
+                return body
+            assert status == 200, body
+            await asyncio.sleep(0.05)
 
 
 async def close_code_of(ws: ClientConnection) -> int | None:
@@ -163,7 +191,7 @@ class RawClient:
             frame = await self.next_frame(timeout)
             assert frame is not None, "connection ended"
             if frame.opcode is Opcode.TEXT:
-                return json.loads(bytes(frame.data))
+                return json.loads(without_position(bytes(frame.data)))
 
     async def close_frame(self, timeout: float = 5 * UNIT) -> Close:
         """Read until the server's close frame; return it."""

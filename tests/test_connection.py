@@ -14,6 +14,7 @@ from pushgate.config import Config
 from pushgate.connection import ConnectionRegistry, Outbox, WebSocketConnection
 from pushgate.hub import Hub
 from pushgate.node import TOPIC_ALL, Node
+from pushgate.streams import Publication
 
 
 class FakeTransport:
@@ -90,7 +91,7 @@ async def test_pushes_in_one_loop_turn_leave_in_one_write() -> None:
     """Three pushes handed over in one turn of the loop cost one write, in order."""
     node, _conn, transport, client = await open_connection()
     for i in range(3):
-        node.on_message(TOPIC_ALL, b'{"type":2,"data":%d}\n' % i)
+        node.on_publication(TOPIC_ALL, Publication(0, "", b'{"type":2,"data":%d}\n' % i))
     assert transport.writes == []  # nothing written inside the fan-out
     await asyncio.sleep(0)  # one turn of the event loop
     assert len(transport.writes) == 1
@@ -101,7 +102,7 @@ async def test_pushes_in_one_loop_turn_leave_in_one_write() -> None:
 async def test_a_pong_goes_out_behind_pushes_already_queued() -> None:
     """A reply to PING never overtakes a push queued before it."""
     node, conn, transport, client = await open_connection()
-    node.on_message(TOPIC_ALL, b'{"type":2,"data":"first"}\n')
+    node.on_publication(TOPIC_ALL, Publication(0, "", b'{"type":2,"data":"first"}\n'))
     client.send_text(b'{"type":1,"data":"PING"}')
     for chunk in client.data_to_send():
         conn.data_received(chunk)

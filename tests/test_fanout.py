@@ -4,7 +4,15 @@ import asyncio
 
 import aiohttp
 
-from tests.helpers import FAST_TIMERS, UNIT, RawClient, open_client, post, running_server
+from tests.helpers import (
+    FAST_TIMERS,
+    UNIT,
+    RawClient,
+    open_client,
+    post,
+    running_server,
+    without_position,
+)
 
 
 async def test_a_client_that_does_not_read_is_closed_with_1008_and_stalls_nobody(
@@ -14,7 +22,8 @@ async def test_a_client_that_does_not_read_is_closed_with_1008_and_stalls_nobody
     for it; a reading client gets every push, in order, and the API never hangs."""
     limit = 256 * 1024
     async with running_server(
-        **{**FAST_TIMERS, "close_timeout": 10.0}, max_output_bytes=limit
+        **{**FAST_TIMERS, "close_timeout": 10.0, "session_ttl": 0},  # 404 once let go
+        max_output_bytes=limit,
     ) as server:
         fast, _ = await open_client(server.ws_url, max_size=None)
         slow = RawClient(server.ws_url, answer_pings=True)
@@ -57,6 +66,6 @@ async def test_a_push_reaches_hundreds_of_connections_once_each(
             status, body = await post(http, server.api_url + "/push/all", json={"val": i, "tag": 9})
             assert (status, body["delivered"]) == (200, 300)
         for ws, _ in clients:
-            got = [await asyncio.wait_for(ws.recv(), 5 * UNIT) for _ in range(5)]
+            got = [without_position(await asyncio.wait_for(ws.recv(), 5 * UNIT)) for _ in range(5)]
             assert got == [f'{{"type":9,"data":{i}}}\n' for i in range(5)]
         await asyncio.gather(*(ws.close() for ws, _ in clients))

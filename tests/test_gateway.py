@@ -18,6 +18,7 @@ from tests.helpers import (
     post,
     recv_json,
     running_server,
+    until_gone,
 )
 
 
@@ -202,7 +203,8 @@ async def test_a_connection_that_never_handshakes_is_dropped(server: Running) ->
 async def test_disconnecting_leaves_every_room_at_once(
     server: Running, http: aiohttp.ClientSession, how: str
 ) -> None:
-    """However a client goes, it leaves all its rooms and its wsId stops resolving."""
+    """However a client goes, its connection leaves all its rooms at once; its session
+    waits for a resume (a join applies to it) and then ends, and its wsId is 404."""
     raw = RawClient(server.ws_url, answer_pings=True)
     await raw.connect()
     ws_id = (await raw.next_message())["data"]["wsId"]
@@ -218,8 +220,10 @@ async def test_disconnecting_leaves_every_room_at_once(
         raw.writer.transport.abort()
     await asyncio.wait_for(server.server.gateway.wait_empty(), 5 * UNIT)
     assert server.server.node.room_sizes() == {}
-    status, body = await post(http, server.api_url + "/room/join", data={"id": "a", "wsId": ws_id})
-    assert status == 404
+    status, body = await post(http, server.api_url + "/room/join", data={"id": "d", "wsId": ws_id})
+    assert status == 200, body  # the session, between connections
+    assert server.server.node.room_sizes() == {}  # no live member
+    body = await until_gone(http, server.api_url, ws_id)
     assert body["field"] == "wsId"
     await raw.aclose()
 

@@ -128,7 +128,7 @@ async def test_a_token_names_the_user_and_rooms_to_join(http: aiohttp.ClientSess
         )
         assert (status, body["delivered"]) == (200, 2)
         for ws in (alice_1, alice_2):
-            assert await recv_json(ws) == {"type": 4, "data": "hi"}
+            assert await recv_json(ws) == {"type": 4, "data": "hi", "user": "alice"}
         status, body = await post(
             http, server.api_url + "/push/room", json={"id": "news", "val": "n", "tag": 5}
         )

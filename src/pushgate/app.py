@@ -16,7 +16,7 @@ from aiohttp import web
 from pushgate import __version__
 from pushgate.api import build_api
 from pushgate.broker.base import Broker
-from pushgate.broker.memory import MemoryBroker
+from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.config import Config
 from pushgate.directory import Directory, LocalDirectory
 from pushgate.errors import BrokerUnavailable, ConfigError, StartupError
@@ -26,6 +26,7 @@ from pushgate.hub import Hub
 from pushgate.limits import ConnectionLimits
 from pushgate.node import Node
 from pushgate.security import ApiKeys, OriginPolicy, TokenVerifier, is_loopback
+from pushgate.sessions import MemorySessions, Sessions
 
 ROLES = ("serve", "gateway", "logic")
 
@@ -40,17 +41,32 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
     node_id = config.node_id or os.urandom(6).hex()
     broker: Broker
     directory: Directory
+    sessions: Sessions | None = None
     if config.clustered:
         from pushgate.broker.redis import RedisBroker
         from pushgate.broker.redis_directory import RedisDirectory
+        from pushgate.broker.redis_sessions import RedisSessions
 
-        redis_broker = RedisBroker(config.broker, prefix=config.prefix, node_id=node_id)
+        redis_broker = RedisBroker(
+            config.broker,
+            prefix=config.prefix,
+            node_id=node_id,
+            history_size=config.history_size,
+            history_ttl=config.history_ttl,
+        )
         directory = RedisDirectory(
             redis_broker.client, prefix=config.prefix, ttl=config.node_ttl, local_conns=hub.conn_ids
         )
         broker = redis_broker
+        if config.sessions:
+            sessions = RedisSessions(
+                redis_broker.client, prefix=config.prefix, ttl=config.session_ttl
+            )
     else:
-        broker, directory = MemoryBroker(), LocalDirectory()
+        bus = MemoryBus(history_size=config.history_size, history_ttl=config.history_ttl)
+        broker, directory = MemoryBroker(bus), LocalDirectory()
+        if config.sessions:
+            sessions = MemorySessions(config.session_ttl)
     return Node(
         hub,
         broker,
@@ -58,6 +74,8 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
         node_id=node_id,
         has_gateway=has_gateway,
         control_timeout=config.control_timeout,
+        sessions=sessions,
+        history=config.history_size > 0,
     )
 
 
@@ -196,11 +214,18 @@ class PushServer:
             raise RuntimeError("not listening")
         return int(self._runner.addresses[0][1])
 
-    async def stop(self) -> None:
-        """Graceful stop: stop accepting HTTP, close every WebSocket with 1001 and
-        let output drain (up to ``shutdown_timeout``), then close the API and broker."""
+    async def stop(self, *, drain: bool = False) -> None:
+        """Graceful stop: stop accepting HTTP, close every WebSocket and let output
+        drain (up to ``shutdown_timeout``), then close the API and broker.
+
+        ``drain`` (a signal): first report not ready, and close the WebSockets spread
+        over ``drain_seconds`` with 1012, which tells clients to resume elsewhere;
+        otherwise they are closed at once with 1001."""
+        self.node.draining = True
         if self._site is not None:
             await self._site.stop()
+        if drain:
+            await self.gateway.drain(self.config.drain_seconds)
         await self.gateway.close(self.config.shutdown_timeout)
         if self._runner is not None:
             await self._runner.cleanup()
@@ -242,8 +267,12 @@ async def serve(config: Config, role: str = "serve") -> None:
     if role != "logic":
         log.info("accepting up to %d WebSocket connections", connection_cap(config))
     await stop.wait()
-    log.info("shutting down (up to %g s)", config.shutdown_timeout)
-    await server.stop()
+    log.info(
+        "shutting down: draining connections over %g s, then up to %g s to close",
+        config.drain_seconds,
+        config.shutdown_timeout,
+    )
+    await server.stop(drain=True)
     log.info("stopped")
 
 

@@ -32,6 +32,10 @@ class Config:
     node_id: str = ""
     node_ttl: float = 10.0
     control_timeout: float = 2.0
+    # Recovery
+    history_size: int = 100
+    history_ttl: float = 300.0
+    session_ttl: float = 60.0
     # Heartbeat
     heartbeat: float = 10.0
     idle_timeout: float = 30.0
@@ -39,6 +43,7 @@ class Config:
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
     shutdown_timeout: float = 10.0
+    drain_seconds: float = 5.0
     # Limits
     max_message_bytes: int = 4 * KIB
     max_body_bytes: int = 1 * MIB
@@ -68,8 +73,13 @@ class Config:
         for name in ("heartbeat", "idle_timeout", "handshake_timeout", "close_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{_flag(name)} must be more than 0 seconds")
-        if self.shutdown_timeout < 0:
-            raise ConfigError("--shutdown-timeout must be 0 seconds or more")
+        for name in ("shutdown_timeout", "drain_seconds", "session_ttl"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be 0 seconds or more")
+        if self.history_size < 0:
+            raise ConfigError("--history-size must be 0 (no history) or more")
+        if self.history_ttl <= 0:
+            raise ConfigError("--history-ttl must be more than 0 seconds")
         if self.idle_timeout <= self.heartbeat:
             raise ConfigError(
                 f"--idle-timeout ({self.idle_timeout:g} s) must be longer than --heartbeat "
@@ -114,6 +124,10 @@ class Config:
     @property
     def origins(self) -> tuple[str, ...]:
         return tuple(o.strip() for o in self.allowed_origins.split(",") if o.strip())
+
+    @property
+    def sessions(self) -> bool:
+        return self.session_ttl > 0
 
     @property
     def clustered(self) -> bool:
@@ -215,6 +229,27 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
         "time a logic node waits for the gateway holding a wsId to answer a join or leave",
     ),
+    Option(
+        "history_size",
+        int,
+        "N",
+        "pushes each stream (all, a room, a user) keeps for clients that resume; "
+        "0 turns history, positions and recovery off (see docs/recovery.md)",
+    ),
+    Option(
+        "history_ttl",
+        float,
+        "SECONDS",
+        "how long a stream keeps its pushes after the last one; a client away longer "
+        "resumes without recovery (and is told so)",
+    ),
+    Option(
+        "session_ttl",
+        float,
+        "SECONDS",
+        "how long a session (wsId, rooms, user) waits for its client to resume after "
+        "its connection ends; 0: a connection's end is its session's end",
+    ),
     Option("heartbeat", float, "SECONDS", "PING interval announced in the welcome frame"),
     Option(
         "idle_timeout",
@@ -240,7 +275,14 @@ OPTIONS: tuple[Option, ...] = (
         "shutdown_timeout",
         float,
         "SECONDS",
-        "on SIGTERM/SIGINT, time to let connections close and output drain",
+        "on SIGTERM/SIGINT, after the drain, time to let connections close and output drain",
+    ),
+    Option(
+        "drain_seconds",
+        float,
+        "SECONDS",
+        "on SIGTERM/SIGINT, report not ready and close the connections spread over this "
+        "long with 1012 (service restart), so that clients resume elsewhere a few at a time",
     ),
     Option(
         "max_message_bytes",
@@ -357,8 +399,19 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("broker", "prefix", "node_id", "node_ttl", "control_timeout"),
     ),
     (
-        "heartbeat and timeouts",
-        ("heartbeat", "idle_timeout", "handshake_timeout", "close_timeout", "shutdown_timeout"),
+        "sessions and recovery (see docs/recovery.md)",
+        ("history_size", "history_ttl", "session_ttl"),
+    ),
+    (
+        "heartbeat, timeouts and stopping",
+        (
+            "heartbeat",
+            "idle_timeout",
+            "handshake_timeout",
+            "close_timeout",
+            "drain_seconds",
+            "shutdown_timeout",
+        ),
     ),
     (
         "limits (see docs/security.md)",

@@ -42,20 +42,24 @@ from websockets.server import ServerProtocol
 
 from pushgate import __version__
 from pushgate.console import static_file
-from pushgate.errors import ClientFrameError
+from pushgate.errors import BrokerUnavailable, ClientFrameError
 from pushgate.framing import text_frame
 from pushgate.gatekeeper import Admitted, Gatekeeper
 from pushgate.ids import ConnId, new_conn_id
 from pushgate.limits import MessageRate
 from pushgate.security import Claims, Refusal
+from pushgate.streams import Position
 from pushgate.wire import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_INTERNAL_ERROR,
     CLOSE_INVALID_DATA,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
     PONG,
+    ResumeRequest,
     encode_welcome,
     parse_client_message,
+    parse_resume,
 )
 
 if TYPE_CHECKING:
@@ -70,6 +74,10 @@ ENDPOINT = "/connect"
 ECHO_ENDPOINT = "/echo"
 HEALTH_PATHS = ("/healthz", "/readyz")
 BROWSER_CLIENT_PATH = "/static/pushgate.js"
+# A resume message names every stream of its session: allow it more than other messages.
+RESUME_MAX_MESSAGE_BYTES = 64 * 1024
+# Resume states
+NOT_RESUMING, AWAITING_RESUME, RESUMING = 0, 1, 2
 # An echo connection's largest message: Autobahn's case 9 sends up to 16 MiB.
 ECHO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SERVER_HEADER = f"pushgate/{__version__}"
@@ -142,6 +150,7 @@ class WebSocketConnection(asyncio.Protocol):
     __slots__ = (
         "_accepting",
         "_admitted_ip",
+        "_claims",
         "_closing_since",
         "_echo",
         "_fragmented_text",
@@ -158,6 +167,7 @@ class WebSocketConnection(asyncio.Protocol):
         "_proto",
         "_rate",
         "_registry",
+        "_resuming",
         "_settings",
         "_transport",
         "conn_id",
@@ -197,6 +207,9 @@ class WebSocketConnection(asyncio.Protocol):
         # True while the welcome (and all after it) waits for the wsId to be findable.
         self._held = False
         self._held_bytes = 0
+        # A connection opened with ?resume=1 waits for its resume message, then resumes.
+        self._resuming = NOT_RESUMING
+        self._claims: Claims | None = None
         # Clocks (loop.time())
         self.connected_at = self.last_seen = self._loop.time()
         self._pinged_at = 0.0
@@ -321,7 +334,12 @@ class WebSocketConnection(asyncio.Protocol):
                 self.abort()
         elif state is State.OPEN:
             silent = now - self.last_seen
-            if silent >= settings.idle_timeout:
+            if self._resuming == AWAITING_RESUME and now - self.connected_at >= (
+                settings.handshake_timeout
+            ):
+                log.info("closing %s: no resume message within the handshake timeout", self.peer)
+                self.close(CLOSE_POLICY_VIOLATION, "expected a resume message first")
+            elif silent >= settings.idle_timeout:
                 log.info(
                     "closing %s from %s: heartbeat timeout, silent for %.1f s",
                     self.conn_id,
@@ -372,7 +390,16 @@ class WebSocketConnection(asyncio.Protocol):
             if self._transport is not None:  # a test peer, not a client: no output bound
                 self._transport.set_write_buffer_limits(high=2**30)
         elif admitted is not None:
-            self._open(admitted.claims)
+            if "resume=" in request.path.partition("?")[2]:
+                # The client speaks first: its resume message (see _on_message).
+                self._resuming = AWAITING_RESUME
+                self._claims = admitted.claims
+                self._held = True
+                proto.max_message_size = max(
+                    self._settings.max_message_bytes, RESUME_MAX_MESSAGE_BYTES
+                )
+            else:
+                self._open(admitted.claims)
 
     def _forget_request(self) -> None:
         """Let the handshake request go: websockets' server parser keeps it (with its
@@ -399,17 +426,21 @@ class WebSocketConnection(asyncio.Protocol):
             response.headers["Sec-WebSocket-Protocol"] = verdict.subprotocol
         return response, verdict
 
-    def _open(self, claims: Claims | None) -> None:
-        """Register the new connection and queue its welcome."""
+    def _open(self, claims: Claims | None, reason: str | None = None) -> None:
+        """Register the new connection (a new session) and queue its welcome first."""
         conn_id = self.conn_id = new_conn_id()
-        self._pending.append(text_frame(encode_welcome(conn_id, self._settings.heartbeat)))
         self._accepting = self._in_hub = True  # before registering: a failure must unregister
-        registered = self._node.connection_opened(
+        opened = self._node.connection_opened(
             conn_id,
             self,
             user=claims.user if claims else None,
             rooms=claims.rooms if claims else (),
         )
+        welcome = encode_welcome(
+            conn_id, self._settings.heartbeat, session=opened.token, reason=reason
+        )
+        self._pending.insert(0, text_frame(welcome))
+        registered = opened.ready
         if registered is not None and not registered.done():
             # In a cluster: send the welcome once other nodes can find the wsId, or
             # after the handshake timeout anyway, so a client never waits on a lost broker.
@@ -422,6 +453,63 @@ class WebSocketConnection(asyncio.Protocol):
 
             registered.add_done_callback(on_registered)
         log.debug("opened %s from %s", conn_id, self.peer)
+
+    def _start_resume(self, data: bytes) -> None:
+        """The first message of a ?resume=1 connection: resume the session it names."""
+        self._proto.max_message_size = self._settings.max_message_bytes
+        try:
+            request = parse_resume(parse_client_message(data))
+        except ClientFrameError as exc:
+            log.info("closing %s: %d %s", self.peer, exc.code, exc.reason)
+            self._proto.fail(exc.code, exc.reason)
+            return
+        self._resuming = RESUMING
+        task = self._loop.create_task(self._resume(request))
+        task.add_done_callback(_log_failure)
+
+    async def _resume(self, request: ResumeRequest) -> None:
+        node, claims = self._node, self._claims
+        since = {stream: Position(e, s) for stream, (e, s) in request.since.items()}
+        user = claims.user if claims else None
+        self.conn_id = request.ws_id
+        try:
+            resumed = await node.resume(request.ws_id, request.session, since, self, user)
+        except BrokerUnavailable as exc:
+            log.info("resume of %s from %s failed: %s", request.ws_id, self.peer, exc)
+            self.close(CLOSE_TRY_AGAIN_LATER, "cannot resume now; retry")
+            return
+        finally:
+            self._resuming = NOT_RESUMING
+        alive = self._proto.state is State.OPEN and self._transport is not None
+        alive = alive and not self._transport.is_closing()  # type: ignore[union-attr]
+        if resumed is None:
+            self.conn_id = None
+            if alive:
+                log.info("%s could not resume %s: unknown session", self.peer, request.ws_id)
+                self._held = False
+                self._open(claims, reason="session expired, unknown, or not yours")
+            return
+        if not alive:  # it went while resuming: the session waits again
+            node.connection_closed(request.ws_id, self)
+            return
+        welcome = encode_welcome(
+            request.ws_id,
+            self._settings.heartbeat,
+            session=request.session,
+            resumed=True,
+            streams=resumed.streams,
+        )
+        self._pending[:0] = [text_frame(welcome), *map(text_frame, resumed.frames)]
+        self._accepting = self._in_hub = True
+        recovered = all(r.recovered for r in resumed.streams.values())
+        log.debug(
+            "resumed %s from %s: %d pushes replayed, %s",
+            request.ws_id,
+            self.peer,
+            len(resumed.frames),
+            "recovered" if recovered else "NOT recovered",
+        )
+        self._release()
 
     def _health(self, path: str) -> Response:
         """``/healthz``: the process serves. ``/readyz``: and its broker is ready."""
@@ -473,6 +561,9 @@ class WebSocketConnection(asyncio.Protocol):
             return  # a close or an error earlier in the same read
         if self._echo:
             self._echo_message(data, is_text)
+            return
+        if self._resuming == AWAITING_RESUME:
+            self._start_resume(data)
             return
         limit = self._settings.max_messages_per_second
         if limit and self._rate.over(self._loop.time(), limit):
@@ -538,7 +629,7 @@ class WebSocketConnection(asyncio.Protocol):
     def _leave_hub(self) -> None:
         if self._in_hub and self.conn_id is not None:
             self._in_hub = False
-            self._node.connection_closed(self.conn_id)
+            self._node.connection_closed(self.conn_id, self)
 
     def abort(self) -> None:
         """Drop the TCP connection now, discarding anything unsent."""
@@ -552,6 +643,11 @@ class WebSocketConnection(asyncio.Protocol):
         if proto.close_sent is not None:
             return f"server sent {proto.close_sent.code}"
         return "no close frame"
+
+
+def _log_failure(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a resume failed", exc_info=task.exception())
 
 
 if TYPE_CHECKING:

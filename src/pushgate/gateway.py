@@ -4,6 +4,10 @@ connections' timers.
 Shutdown follows a fixed recipe: stop accepting; send every open connection a close
 frame with 1001; wait up to ``shutdown_timeout`` for the clients to complete the
 closing handshake (their queued output drains meanwhile); drop whatever is left.
+
+A drain (on SIGTERM, before that recipe) stops accepting and closes the connections
+with 1012 (service restart) a slice at a time over ``drain_seconds``, so that their
+clients resume on the other gateways in a stream rather than in one stampede.
 """
 
 import asyncio
@@ -19,7 +23,7 @@ from pushgate.connection import (
 )
 from pushgate.gatekeeper import Gatekeeper
 from pushgate.node import Node
-from pushgate.wire import CLOSE_GOING_AWAY
+from pushgate.wire import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART
 
 log = logging.getLogger("pushgate.gateway")
 
@@ -27,6 +31,8 @@ log = logging.getLogger("pushgate.gateway")
 SWEEPS_PER_TIMEOUT = 4
 MAX_SWEEP_INTERVAL = 1.0
 LISTEN_BACKLOG = 4096
+# A drain closes a slice of the connections this often.
+DRAIN_STEP = 0.05
 
 
 class Gateway:
@@ -64,6 +70,22 @@ class Gateway:
     async def wait_empty(self) -> None:
         """Return once no connection is left, open, opening or closing."""
         await self._registry.empty.wait()
+
+    async def drain(self, seconds: float) -> None:
+        """Stop accepting, and close every connection with 1012, spread over ``seconds``."""
+        if self._server is not None:
+            self._server.close()
+        connections = list(self._registry.connections)
+        if not connections:
+            return
+        log.info("draining: closing %d connections with 1012 over %g s", len(connections), seconds)
+        steps = max(1, int(seconds / DRAIN_STEP))
+        per_step = -(-len(connections) // steps)  # ceiling division
+        for start in range(0, len(connections), per_step):
+            for conn in connections[start : start + per_step]:
+                conn.close(CLOSE_SERVICE_RESTART, "service restart: resume elsewhere")
+            if start + per_step < len(connections):
+                await asyncio.sleep(DRAIN_STEP)
 
     async def close(self, grace_period: float) -> None:
         """Stop accepting, close every connection with 1001, wait up to ``grace_period`` seconds."""

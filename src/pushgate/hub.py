@@ -68,6 +68,10 @@ class Hub:
         self._users.discard_all(conn)
         return self._rooms.discard_all(conn)
 
+    def sink(self, conn: ConnId) -> Sink | None:
+        """The open connection with this wsId, if there is one here."""
+        return self._sinks.get(conn)
+
     def user_of(self, conn: ConnId) -> str | None:
         for user in self._users.rooms_of(conn):
             return user

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pushgate.ids import ConnId, RoomId
 
-Op = Literal["join", "leave"]
+Op = Literal["join", "leave", "evict"]
 Status = Literal["ok", "unknown", "limit", "unavailable"]
 STATUSES = ("ok", "unknown", "limit", "unavailable")
 
@@ -21,7 +21,10 @@ def _encode(message: "Command | Reply") -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """Put ``conn`` in (``join``) or out of (``leave``) ``room``; answer on ``reply_to``."""
+    """Put ``conn`` in (``join``) or out of (``leave``) ``room``; answer on ``reply_to``.
+
+    ``evict``: close the local connection of session ``conn`` if ``reply_to`` (then
+    the holder, not a node) still holds it; another connection resumed it. No reply."""
 
     op: Op
     room: RoomId
@@ -36,7 +39,7 @@ class Command:
     def decode(cls, payload: bytes) -> "Command":
         """Raises ValueError (or another Exception) when the payload is not a command."""
         data = json.loads(payload)
-        if not isinstance(data, dict) or data.get("op") not in ("join", "leave"):
+        if not isinstance(data, dict) or data.get("op") not in ("join", "leave", "evict"):
             raise ValueError(f"not a command: {payload[:80]!r}")
         return cls(
             op=data["op"],

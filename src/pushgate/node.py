@@ -13,6 +13,25 @@ In a cluster a join or leave may name a wsId held by another node. The node then
 finds the holder in the :class:`~pushgate.directory.Directory`, sends it a
 :class:`~pushgate.messages.Command` on its topic ``node:<id>``, and waits up to
 ``control_timeout`` for the :class:`~pushgate.messages.Reply` on ``reply:<own id>``.
+
+Streams and sessions (docs/recovery.md)
+---------------------------------------
+
+With history on, every push arrives as a :class:`~pushgate.streams.Publication` with
+its stream position. The node's :class:`~pushgate.streams.StreamGuard` checks that
+each follows the last one delivered on its stream: a gap (a message lost while the
+broker reconnected) is filled from history before anything later on that stream is
+delivered (:meth:`Node._repair`); what cannot be filled is told to the clients on the
+stream with a notice frame, never passed over silently.
+
+With sessions on, a connection's wsId names a session kept in
+:class:`~pushgate.sessions.Sessions`. A resume (:meth:`Node.resume`) claims the
+session, puts the connection back in its rooms with its output held, subscribes,
+reads each stream's history after the client's position, waits until every push
+published before that read has reached this node (``Broker.sync``), and then, in one
+synchronous step, hands the connection the pushes it missed followed by those that
+arrived live meanwhile (captured per stream, :attr:`Node._captures`), each once, and
+lets live fan-out reach it from the next push on.
 """
 
 import asyncio
@@ -20,6 +39,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pushgate.broker.base import Broker
@@ -30,7 +50,14 @@ from pushgate.framing import text_frame
 from pushgate.hub import Hub, MembershipChange, Sink
 from pushgate.ids import ConnId, RoomId
 from pushgate.messages import Command, Op, Reply
-from pushgate.wire import encode_push
+from pushgate.sessions import Session, Sessions, holder_node, new_token
+from pushgate.streams import History, Position, Publication, StreamGuard, Verdict
+from pushgate.wire import (
+    CLOSE_SESSION_TAKEN,
+    StreamReport,
+    encode_notice,
+    encode_push,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +76,29 @@ def user_topic(user: str) -> str:
     return USER_TOPIC_PREFIX + user
 
 
+# How long a session write (a detach) may hold up a stop.
+SESSION_FLUSH_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A new connection's session token (None: sessions off), and a future that
+    completes once its welcome may go out (None: at once)."""
+
+    token: str | None
+    ready: "asyncio.Future[None] | None"
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A resume that succeeded: the session, each stream's report, and the frames
+    the client missed, in order per stream, to send right after the welcome."""
+
+    session: Session
+    streams: dict[str, StreamReport]
+    frames: list[bytes]
+
+
 class Node:
     """Owns the hub and the broker; the logic API and the gateway both talk to it."""
 
@@ -61,9 +111,14 @@ class Node:
         node_id: str | None = None,
         has_gateway: bool = True,
         control_timeout: float = 2.0,
+        sessions: Sessions | None = None,
+        history: bool = True,
     ) -> None:
         self.hub = hub
         self.broker = broker
+        self.sessions = sessions  # None: sessions are off
+        self.history = history
+        self.draining = False
         self.directory: Directory = directory if directory is not None else LocalDirectory()
         self.node_id = node_id or os.urandom(6).hex()
         self.has_gateway = has_gateway
@@ -72,6 +127,19 @@ class Node:
         self._subscribed: set[str] = set()
         self._topic_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # Session writes a stop waits for (a detach must reach the store).
+        self._session_writes: set[asyncio.Task[None]] = set()
+        # Streams: the last position delivered on each, and the ones being repaired
+        # (what arrived meanwhile waits here, in order).
+        self.guard = StreamGuard()
+        self._repairs: dict[str, list[Publication]] = {}
+        # Streams some resume is capturing live pushes of: (how many resumes, pushes).
+        self._captures: dict[str, tuple[int, list[Publication]]] = {}
+        # The holder (<node id>.<nonce>) of each session a local connection holds.
+        self._holders: dict[ConnId, str] = {}
+        self._position_queries: dict[str, asyncio.Future[History]] = {}
+        self.gaps_filled = 0
+        self.gaps_lost = 0
 
     async def start(self) -> None:
         """Connect the broker and subscribe to what this node's roles need.
@@ -81,6 +149,8 @@ class Node:
         await self.broker.start(self)
         if self.has_gateway:  # only a node that holds connections announces itself
             await self.directory.start(self.node_id)
+        if self.sessions is not None:
+            await self.sessions.start()
         topics = [REPLY_TOPIC_PREFIX + self.node_id]
         if self.has_gateway:
             topics += [TOPIC_ALL, NODE_TOPIC_PREFIX + self.node_id]
@@ -93,42 +163,56 @@ class Node:
                 raise result
 
     async def close(self) -> None:
+        if self._session_writes:  # detaches: the sessions must stay resumable
+            await asyncio.wait(list(self._session_writes), timeout=SESSION_FLUSH_TIMEOUT)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.sessions is not None:
+            await self.sessions.close()
         await self.directory.close()
         await self.broker.close()
 
     @property
     def ready(self) -> bool:
-        """The broker is connected and every subscription is confirmed."""
-        return self.broker.ready
+        """The broker is connected, every subscription confirmed, and not draining."""
+        return self.broker.ready and not self.draining
 
     # The logic API's side
 
     async def push_all(self, request: PushAll) -> int | None:
-        """Publish a push to every connection in the cluster; see Broker.publish."""
-        return await self.broker.publish(TOPIC_ALL, encode_push(request.tag, request.val))
+        """Publish a push to every connection in the cluster; see Broker.publish_push."""
+        return await self.broker.publish_push(TOPIC_ALL, encode_push(request.tag, request.val))
 
     async def push_room(self, request: PushRoom) -> int | None:
         """Publish a push to every member of a room, wherever it is connected."""
         payload = encode_push(request.tag, request.val, request.room)
-        return await self.broker.publish(room_topic(request.room), payload)
+        return await self.broker.publish_push(room_topic(request.room), payload)
 
     async def push_user(self, request: PushUser) -> int | None:
         """Publish a push to every connection of a user, wherever it is connected."""
-        payload = encode_push(request.tag, request.val)
-        return await self.broker.publish(user_topic(request.user), payload)
+        payload = encode_push(request.tag, request.val, user=request.user)
+        return await self.broker.publish_push(user_topic(request.user), payload)
 
     async def join(self, request: Membership) -> MembershipChange:
-        """Put a connection, wherever it is held, in a room; returns once pushes to
-        the room reach it. Raises UnknownConnection, RoomLimitExceeded, BrokerUnavailable."""
+        """Put a connection, wherever it is held, in a room, or a detached session in
+        it; returns once pushes to the room reach it (or wait in history for it).
+        Raises UnknownConnection, RoomLimitExceeded, BrokerUnavailable."""
         if request.conn not in self.hub:
-            return await self._ask("join", request)
+            return await self._elsewhere("join", request)
         change = self.hub.join(request.room, request.conn)
         topic = room_topic(request.room)
         try:
             await self._sync(topic)
+            if change.changed and self.sessions is not None:
+                position = await self._position(topic)
+                await self.sessions.add_stream(
+                    request.conn,
+                    topic,
+                    position,
+                    only_detached=False,
+                    max_rooms=self.hub.max_rooms_per_conn,
+                )
         except BrokerUnavailable:
             if change.changed:  # undo: the caller is told it failed
                 with contextlib.suppress(UnknownConnection):  # it may have gone meanwhile
@@ -138,13 +222,61 @@ class Node:
         return change
 
     async def leave(self, request: Membership) -> MembershipChange:
-        """Take a connection, wherever it is held, out of a room."""
+        """Take a connection, wherever it is held, or a detached session, out of a room."""
         if request.conn not in self.hub:
-            return await self._ask("leave", request)
+            return await self._elsewhere("leave", request)
         change = self.hub.leave(request.room, request.conn)
         if change.room_boundary:
             await self._sync(room_topic(request.room))
+        if change.changed and self.sessions is not None:
+            await self.sessions.remove_stream(
+                request.conn, room_topic(request.room), only_detached=False
+            )
         return change
+
+    async def _elsewhere(self, op: Op, request: Membership) -> MembershipChange:
+        """A join or leave for a wsId not held here: its holder's, or its session's."""
+        holder = await self.directory.locate(request.conn)
+        if holder is not None and holder != self.node_id:
+            return await self._ask(op, request, holder)
+        if self.sessions is None:
+            raise UnknownConnection(request.conn)
+        topic = room_topic(request.room)
+        if op == "join":
+            position = await self._position(topic)
+            # No live node holds the connection: the session is detached, or its holder
+            # died (its entry then outlives it by up to the session TTL), or it is being
+            # resumed right now and not yet findable (the one case a join can miss).
+            added = await self.sessions.add_stream(
+                request.conn,
+                topic,
+                position,
+                only_detached=False,
+                max_rooms=self.hub.max_rooms_per_conn,
+            )
+            if added == "limit":
+                raise RoomLimitExceeded(request.conn, self.hub.max_rooms_per_conn)
+            result: str = added
+        else:
+            result = await self.sessions.remove_stream(request.conn, topic, only_detached=False)
+        if result == "unknown":
+            raise UnknownConnection(request.conn)
+        if result == "held":  # resumed meanwhile, not yet findable: the caller retries
+            raise BrokerUnavailable(f"wsId {request.conn} is resuming; retry")
+        return MembershipChange(result in ("added", "removed"), False)
+
+    async def _position(self, topic: str) -> Position:
+        """Where a stream is now, as far as pushes delivered here go. Callers that ask
+        at the same time share one read (a burst of connections, one query)."""
+        last = self.guard.last(topic)
+        if last is not None:
+            return last
+        query = self._position_queries.get(topic)
+        if query is None:
+            query = asyncio.ensure_future(self.broker.history(topic, None))
+            self._position_queries[topic] = query
+            query.add_done_callback(lambda _: self._position_queries.pop(topic, None))
+        return (await asyncio.shield(query)).position
 
     def connection_count(self) -> int:
         return len(self.hub)
@@ -164,34 +296,62 @@ class Node:
         *,
         user: str | None = None,
         rooms: Iterable[RoomId] = (),
-    ) -> "asyncio.Future[None] | None":
-        """Register a new connection, of ``user`` and in ``rooms`` if its token says so.
+    ) -> Opened:
+        """Register a new connection, of ``user`` and in ``rooms`` if its token says
+        so, and start its session.
 
-        Returns a future that completes once other nodes can find it and pushes to
-        its user and rooms reach it (None when that is already so): the gateway
-        holds the welcome frame until then, so a wsId a client learns resolves.
+        The returned future completes once other nodes can find it, pushes to its
+        user and rooms reach it, and its session can be resumed: the gateway holds
+        the welcome frame until then, so a wsId a client learns resolves.
         """
         self.hub.register(conn, sink, user)
-        topics = [room_topic(room) for room in rooms if self.hub.join(room, conn).room_boundary]
-        if user is not None and self.hub.user_size(user) == 1:
-            topics.append(user_topic(user))
+        joined = [room_topic(room) for room in rooms if self.hub.join(room, conn).changed]
+        streams = [TOPIC_ALL, *joined]
+        if user is not None:
+            streams.append(user_topic(user))
         registered = self.directory.add(conn)
-        if not topics:
-            return registered
-        return self._in_background(self._settle_new(registered, topics))
+        token = None
+        if self.sessions is not None:
+            token = new_token()
+            self._holders[conn] = holder = self._new_holder()
+            ready = self._in_background(
+                self._settle_new(registered, streams, (conn, token, user, holder))
+            )
+            return Opened(token, ready)
+        if len(streams) == 1:
+            return Opened(None, registered)
+        return Opened(None, self._in_background(self._settle_new(registered, streams, None)))
 
     async def _settle_new(
-        self, registered: "asyncio.Future[None] | None", topics: list[str]
+        self,
+        registered: "asyncio.Future[None] | None",
+        streams: list[str],
+        session: tuple[ConnId, str, str | None, str] | None,
     ) -> None:
         if registered is not None:
             await registered
-        results = await asyncio.gather(*(self._sync(t) for t in topics), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._sync(t) for t in streams if t != TOPIC_ALL), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, BaseException):
                 log.warning("could not subscribe a new connection's topics: %s", result)
+        if session is None or self.sessions is None:
+            return
+        conn, token, user, holder = session
+        try:
+            positions = await asyncio.gather(*(self._position(t) for t in streams))
+            await self.sessions.create(
+                conn, token, user, dict(zip(streams, positions, strict=True)), holder
+            )
+        except BrokerUnavailable as exc:
+            log.warning("session %s cannot be resumed: %s", conn, exc)
 
-    def connection_closed(self, conn: ConnId) -> None:
-        """Forget a connection and every room membership it had, at once."""
+    def connection_closed(self, conn: ConnId, sink: Sink | None = None) -> None:
+        """Forget a connection and every room membership it had, at once; its session
+        (if any) waits for a resume."""
+        if sink is not None and self.hub.sink(conn) is not sink:
+            return  # another connection has its session now
         self.directory.discard(conn)
         user = self.hub.user_of(conn)
         topics = [room_topic(room) for room in self.hub.unregister(conn)]
@@ -199,18 +359,138 @@ class Node:
             topics.append(user_topic(user))
         for topic in topics:
             self._in_background(self._sync(topic))
+        holder = self._holders.pop(conn, None)
+        if holder is not None and self.sessions is not None:
+            task = self._in_background(self._detach(conn, holder))
+            self._session_writes.add(task)
+            task.add_done_callback(self._session_writes.discard)
+
+    async def _detach(self, conn: ConnId, holder: str) -> None:
+        assert self.sessions is not None
+        try:
+            await self.sessions.detach(conn, holder)
+        except BrokerUnavailable as exc:
+            log.warning("session %s: %s", conn, exc)
+
+    def _new_holder(self) -> str:
+        return f"{self.node_id}.{os.urandom(4).hex()}"
+
+    # Resuming a session
+
+    async def resume(
+        self, conn: ConnId, token: str, since: dict[str, Position], sink: Sink, user: str | None
+    ) -> Resumed | None:
+        """Take session ``conn`` over for ``sink`` if ``token`` is its token (and
+        ``user``, when the connection's token names one, is its user); None if it
+        cannot be resumed. The sink receives nothing until this returns: the caller
+        queues the welcome, then ``Resumed.frames``, then opens it to fan-out.
+
+        Raises BrokerUnavailable when the session or history cannot be read now.
+        """
+        if self.sessions is None:
+            return None
+        holder = self._new_holder()
+        session = await self.sessions.claim(conn, token, holder)
+        if session is None:
+            return None
+        if user is not None and session.user != user:
+            await self.sessions.detach(conn, holder)
+            return None
+        self._evict(conn, session.previous_holder)
+        topics = list(session.streams)
+        for topic in topics:
+            count, captured = self._captures.get(topic, (0, []))
+            self._captures[topic] = (count + 1, captured)
+        self._holders[conn] = holder
+        self.hub.register(conn, sink, session.user)
+        for room in session.rooms:
+            with contextlib.suppress(RoomLimitExceeded):
+                self.hub.join(RoomId(room), conn)
+        try:
+            registered = self.directory.add(conn)
+            if registered is not None:
+                await registered
+            await asyncio.gather(*(self._sync(t) for t in topics if t != TOPIC_ALL))
+            starts = {t: since.get(t, session.streams[t]) for t in topics}
+            histories = await asyncio.gather(*(self.broker.history(t, starts[t]) for t in topics))
+            await self.broker.sync()  # every push read above has reached us, or is captured
+            while repairing := [t for t in topics if t in self._repairs]:
+                await asyncio.sleep(0.01)  # a gap being filled on one of these streams
+                if self.hub.sink(conn) is not sink:
+                    break
+            if self.hub.sink(conn) is not sink:
+                return None  # the connection went meanwhile
+            return self._catch_up(
+                session, starts, dict(zip(topics, histories, strict=True)), repairing
+            )
+        except BaseException:
+            self.connection_closed(conn, sink)
+            raise
+        finally:
+            for topic in topics:
+                count, captured = self._captures[topic]
+                if count == 1:
+                    del self._captures[topic]
+                else:
+                    self._captures[topic] = (count - 1, captured)
+
+    def _catch_up(
+        self,
+        session: Session,
+        starts: dict[str, Position],
+        histories: dict[str, History],
+        unsettled: list[str],
+    ) -> Resumed:
+        """History, then what was captured live, each push once: synchronous, so no
+        push can slip between this and live fan-out."""
+        frames: list[bytes] = []
+        reports: dict[str, StreamReport] = {}
+        for topic, history in histories.items():
+            start = starts[topic]
+            last = start if start.epoch == history.position.epoch else Position("", 0)
+            for pub in history.publications:
+                frames.append(pub.data)
+                last = pub.position
+            recovered = history.complete and topic not in unsettled
+            for pub in self._captures[topic][1]:
+                if pub.epoch != last.epoch:
+                    recovered = recovered and last.epoch == ""
+                elif pub.seq <= last.seq:
+                    continue
+                elif pub.seq != last.seq + 1:
+                    recovered = False
+                frames.append(pub.data)
+                last = pub.position
+            if last.epoch == "":
+                last = history.position
+            reports[topic] = StreamReport(recovered, last.epoch, last.seq)
+        return Resumed(session, reports, frames)
+
+    def _evict(self, conn: ConnId, previous: str) -> None:
+        """Close the connection that held a session before it was resumed (4001)."""
+        if not previous:
+            return
+        node = holder_node(previous)
+        if node != self.node_id:
+            command = Command("evict", RoomId(""), conn, os.urandom(8).hex(), previous)
+            self._in_background(self._send_evict(node, command))
+            return
+        if self._holders.get(conn) == previous:
+            sink = self.hub.sink(conn)
+            close = getattr(sink, "close", None)
+            if callable(close):
+                log.info("session %s resumed by another connection; closing the old one", conn)
+                close(CLOSE_SESSION_TAKEN, "session resumed by another connection")
+            if self.hub.sink(conn) is sink:  # a sink that cannot close: just forget it
+                self.connection_closed(conn, sink)
+
+    async def _send_evict(self, node: str, command: Command) -> None:
+        with contextlib.suppress(BrokerUnavailable):
+            await self.broker.publish(NODE_TOPIC_PREFIX + node, command.encode())
 
     # The broker's side (BrokerHandler)
 
     def on_message(self, topic: str, payload: bytes) -> int:
-        if topic == TOPIC_ALL:
-            return self.hub.broadcast(text_frame(payload))
-        if topic.startswith(ROOM_TOPIC_PREFIX):
-            room = RoomId(topic[len(ROOM_TOPIC_PREFIX) :])
-            return self.hub.send_room(room, text_frame(payload)) if self.hub.room_size(room) else 0
-        if topic.startswith(USER_TOPIC_PREFIX):
-            user = topic[len(USER_TOPIC_PREFIX) :]
-            return self.hub.send_user(user, text_frame(payload)) if self.hub.user_size(user) else 0
         if topic.startswith(REPLY_TOPIC_PREFIX):
             self._on_reply(payload)
         elif topic.startswith(NODE_TOPIC_PREFIX):
@@ -219,12 +499,132 @@ class Node:
             log.warning("dropped a message on unexpected topic %r", topic)
         return 0
 
+    def on_publication(self, topic: str, pub: Publication) -> int:
+        if pub.seq:
+            repair = self._repairs.get(topic)
+            if repair is not None:
+                repair.append(pub)  # delivered in order once the gap is filled
+                return 0
+            verdict = self.guard.check(topic, pub)
+            if verdict is not Verdict.NEXT:
+                if verdict is Verdict.DUPLICATE:
+                    return 0
+                if verdict is Verdict.GAP:
+                    self._start_repair(topic, [pub])
+                    return 0
+                last = self.guard.last(topic)
+                log.warning(
+                    "stream %s: new epoch %s (was %s): its history was lost; telling its clients",
+                    topic,
+                    pub.epoch,
+                    last.epoch if last else "?",
+                )
+                self.gaps_lost += 1
+                self._notify(topic, StreamReport(False, pub.epoch, pub.seq))
+            self.guard.delivered(topic, pub.position)
+        return self._fan_out(topic, pub)
+
+    def on_reconnected(self) -> None:
+        """The broker lost messages while it reconnected: catch every stream up."""
+        for topic in self.guard.topics():
+            if topic not in self._repairs:
+                self._start_repair(topic, [])
+
+    def _fan_out(self, topic: str, pub: Publication) -> int:
+        capture = self._captures.get(topic)
+        if capture is not None:
+            capture[1].append(pub)
+        if topic == TOPIC_ALL:
+            return self.hub.broadcast(text_frame(pub.data))
+        if topic.startswith(ROOM_TOPIC_PREFIX):
+            room = RoomId(topic[len(ROOM_TOPIC_PREFIX) :])
+            return self.hub.send_room(room, text_frame(pub.data)) if self.hub.room_size(room) else 0
+        if topic.startswith(USER_TOPIC_PREFIX):
+            user = topic[len(USER_TOPIC_PREFIX) :]
+            return self.hub.send_user(user, text_frame(pub.data)) if self.hub.user_size(user) else 0
+        log.warning("dropped a push on unexpected topic %r", topic)
+        return 0
+
+    def _notify(self, topic: str, report: StreamReport) -> None:
+        """Tell the clients on a stream that pushes of it were lost."""
+        frame = text_frame(encode_notice({topic: report}))
+        if topic == TOPIC_ALL:
+            self.hub.broadcast(frame)
+        elif topic.startswith(ROOM_TOPIC_PREFIX):
+            self.hub.send_room(RoomId(topic[len(ROOM_TOPIC_PREFIX) :]), frame)
+        elif topic.startswith(USER_TOPIC_PREFIX):
+            self.hub.send_user(topic[len(USER_TOPIC_PREFIX) :], frame)
+
+    # Filling gaps
+
+    def _start_repair(self, topic: str, waiting: list[Publication]) -> None:
+        self._repairs[topic] = waiting
+        self._in_background(self._repair(topic))
+
+    async def _repair(self, topic: str) -> None:
+        """Deliver what a stream is missing from history, then what waited meanwhile."""
+        last = self.guard.last(topic)
+        history: History | None = None
+        error = ""
+        try:
+            history = await self.broker.history(topic, last)
+        except BrokerUnavailable as exc:
+            error = str(exc)
+        except BaseException:
+            self._finish_repair(topic, None, "")
+            raise
+        self._finish_repair(topic, history, error)
+
+    def _finish_repair(self, topic: str, history: History | None, error: str) -> None:
+        waiting = self._repairs.pop(topic, [])
+        last = self.guard.last(topic)
+        filled = 0
+        if history is not None and last is not None:
+            for pub in history.publications:
+                if pub.epoch == last.epoch and pub.seq > last.seq:
+                    if pub.seq != last.seq + 1:
+                        break
+                    self._fan_out(topic, pub)
+                    self.guard.delivered(topic, pub.position)
+                    last = pub.position
+                    filled += 1
+        lost = 0
+        for pub in waiting:
+            last = self.guard.last(topic)
+            if last is not None and pub.epoch == last.epoch:
+                if pub.seq <= last.seq:
+                    continue
+                lost += pub.seq - last.seq - 1
+            elif last is not None:
+                lost += 1  # a new epoch: how much is unknown
+            if lost:
+                self._notify(topic, StreamReport(False, pub.epoch, pub.seq))
+            self._fan_out(topic, pub)
+            self.guard.delivered(topic, pub.position)
+        if history is not None and not waiting and last is not None:
+            top = history.position
+            if top.epoch != last.epoch or top.seq > last.seq:
+                lost += 1  # history could not give what the stream has
+                self._notify(topic, StreamReport(False, top.epoch, top.seq))
+                self.guard.delivered(topic, top)
+        if filled or lost:
+            if lost:
+                self.gaps_lost += 1
+                log.warning(
+                    "stream %s: gap of %s pushes; %d filled from history, the rest lost%s; "
+                    "its clients were told",
+                    topic,
+                    filled + lost if lost else filled,
+                    filled,
+                    f" ({error})" if error else "",
+                )
+            else:
+                self.gaps_filled += 1
+                log.warning("stream %s: gap of %d pushes filled from history", topic, filled)
+
     # Joins and leaves for connections held by other nodes
 
-    async def _ask(self, op: Op, request: Membership) -> MembershipChange:
-        holder = await self.directory.locate(request.conn)
-        if holder is None or holder == self.node_id:
-            raise UnknownConnection(request.conn)
+    async def _ask(self, op: Op, request: Membership, holder: str) -> MembershipChange:
         request_id = os.urandom(8).hex()
         command = Command(op, request.room, request.conn, request_id, self.node_id)
         waiter = asyncio.get_running_loop().create_future()
@@ -266,6 +666,9 @@ class Node:
         self._in_background(self._serve(command))
 
     async def _serve(self, command: Command) -> None:
+        if command.op == "evict":
+            self._evict(command.conn, command.reply_to)
+            return
         request = Membership(command.room, command.conn)
         try:
             if command.conn not in self.hub:
@@ -313,6 +716,7 @@ class Node:
                     await self.broker.subscribe(topic)
                 elif not wanted and topic in self._subscribed:
                     self._subscribed.discard(topic)
+                    self.guard.forget(topic)
                     await self.broker.unsubscribe(topic)
         finally:
             lock, users = self._topic_locks[topic]

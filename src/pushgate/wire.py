@@ -8,6 +8,12 @@ byte-compatible with the original Go server's ``WriteJSON``::
     {"type":1,"data":"PONG"}                              reply to {"type":1,"data":"PING"}
     {"type":<tag>,"data":<val>}                           a push to all
     {"type":<tag>,"data":<val>,"room":"<id>"}             a push to one room
+    {"type":<tag>,"data":<val>,"user":"<uid>"}            a push to one user
+
+With history on, a push also carries its stream position, ``"seq"`` and ``"epoch"``
+(spliced in by the broker, see :mod:`pushgate.streams`); the welcome carries the
+session token, and a resume is answered by a welcome that reports, per stream,
+whether everything missed is replayed. docs/recovery.md is the protocol.
 
 Types 0 and 1 are reserved, so a push ``tag`` is an integer from 2 up.
 
@@ -37,6 +43,9 @@ CLOSE_POLICY_VIOLATION = 1008  # slow consumer: too many bytes waiting to be sen
 CLOSE_MESSAGE_TOO_BIG = 1009  # a client message over the limit (sent by the protocol)
 CLOSE_HEARTBEAT_TIMEOUT = 1011  # silent for longer than the idle timeout
 CLOSE_INTERNAL_ERROR = 1011  # a bug on the server's side; its log has the details
+CLOSE_SERVICE_RESTART = 1012  # the gateway is draining: resume at once, elsewhere
+CLOSE_TRY_AGAIN_LATER = 1013  # a resume could not be completed now (the broker is away)
+CLOSE_SESSION_TAKEN = 4001  # another connection resumed this session: do not reconnect
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -46,25 +55,119 @@ def encode(message: dict[str, object]) -> bytes:
     return _encoder.encode(message).encode() + b"\n"
 
 
-def encode_push(tag: int, val: object, room: RoomId | None = None) -> bytes:
+def encode_push(
+    tag: int, val: object, room: RoomId | None = None, user: str | None = None
+) -> bytes:
     """Serialize a push once; the same bytes then go to every recipient.
 
     Raises InvalidField("val") for a value JSON cannot carry (a lone surrogate, a
     number too large for a float).
     """
-    message = (
-        {"type": tag, "data": val} if room is None else {"type": tag, "data": val, "room": room}
-    )
+    message: dict[str, object] = {"type": tag, "data": val}
+    if room is not None:
+        message["room"] = room
+    elif user is not None:
+        message["user"] = user
     try:
         return encode(message)
     except ValueError as exc:  # UnicodeEncodeError is a ValueError too
         raise InvalidField("val", f"cannot be sent as JSON text: {exc}") from None
 
 
-def encode_welcome(conn_id: ConnId, heartbeat: float) -> bytes:
-    """The first message on every connection: the client's wsId and PING interval."""
+@dataclass(frozen=True, slots=True)
+class StreamReport:
+    """Whether a stream was recovered, and where it is now."""
+
+    recovered: bool
+    epoch: str
+    seq: int
+
+    def as_json(self) -> dict[str, object]:
+        return {"recovered": self.recovered, "epoch": self.epoch, "seq": self.seq}
+
+
+def encode_welcome(
+    conn_id: ConnId,
+    heartbeat: float,
+    *,
+    session: str | None = None,
+    resumed: bool = False,
+    streams: dict[str, StreamReport] | None = None,
+    reason: str | None = None,
+) -> bytes:
+    """The first message on every connection: the client's wsId and PING interval;
+    with sessions on, its session token and whether it resumed (and, when it did,
+    each stream's recovery)."""
     seconds = int(heartbeat) if float(heartbeat).is_integer() else heartbeat
-    return encode({"type": TYPE_WELCOME, "data": {"wsId": conn_id, "heartbeat": seconds}})
+    data: dict[str, object] = {"wsId": conn_id, "heartbeat": seconds}
+    if session is not None:
+        data["session"] = session
+        data["resumed"] = resumed
+    if streams is not None:
+        data["recovered"] = all(r.recovered for r in streams.values())
+        data["streams"] = {name: r.as_json() for name, r in streams.items()}
+    if reason is not None:
+        data["reason"] = reason
+    return encode({"type": TYPE_WELCOME, "data": data})
+
+
+def encode_notice(streams: dict[str, StreamReport]) -> bytes:
+    """A gap the server could not fill (or a lost history), told to every client on
+    those streams: the same bytes for all, so no wsId."""
+    return encode(
+        {
+            "type": TYPE_WELCOME,
+            "data": {
+                "recovered": all(r.recovered for r in streams.values()),
+                "streams": {name: r.as_json() for name, r in streams.items()},
+            },
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRequest:
+    """A client's first message on ``/connect?resume=1``."""
+
+    ws_id: ConnId
+    session: str
+    since: dict[str, tuple[str, int]]
+
+
+def parse_resume(message: "ClientMessage") -> ResumeRequest:
+    """Read a resume message: ``{"type":0,"data":{"wsId","session","since"}}``.
+
+    Raises :class:`ClientFrameError` (1003) naming what is wrong.
+    """
+    data = message.data
+    if message.type != TYPE_WELCOME or not isinstance(data, dict):
+        raise ClientFrameError(
+            CLOSE_UNSUPPORTED_DATA,
+            'expected a resume message {"type":0,"data":{"wsId","session","since"}} first',
+        )
+    ws_id, session, since = data.get("wsId"), data.get("session"), data.get("since", {})
+    if not isinstance(ws_id, str) or not isinstance(session, str):
+        raise ClientFrameError(
+            CLOSE_UNSUPPORTED_DATA, 'a resume needs "wsId" and "session" strings'
+        )
+    if not isinstance(since, dict):
+        raise ClientFrameError(CLOSE_UNSUPPORTED_DATA, '"since" must be an object')
+    positions: dict[str, tuple[str, int]] = {}
+    for stream, position in since.items():
+        if (
+            not isinstance(position, list)
+            or len(position) != 2
+            or not isinstance(position[0], str)
+            or not isinstance(position[1], int)
+            or isinstance(position[1], bool)
+            or position[1] < 0
+        ):
+            raise ClientFrameError(
+                CLOSE_UNSUPPORTED_DATA,
+                f'"since" of {stream[:80]!r} must be ["<epoch>", <seq>], got {position!r:.80}',
+            )
+        positions[stream] = (position[0], position[1])
+    return ResumeRequest(ConnId(ws_id), session, positions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import pytest
 from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.broker.redis import RedisBroker
+from pushgate.streams import Publication
 from tests.redis_server import RedisServer
 
 # Upper bound on waiting for a delivery that must happen; never reached when it works.
@@ -122,12 +123,21 @@ class Recorder:
     def __init__(self, reach: int = 1) -> None:
         self.reach = reach
         self.received: list[tuple[str, bytes]] = []
+        self.publications: list[tuple[str, Publication]] = []
+        self.reconnects = 0
         self._arrived = asyncio.Event()
 
     def on_message(self, topic: str, payload: bytes) -> int:
         self.received.append((topic, payload))
         self._arrived.set()
         return self.reach
+
+    def on_publication(self, topic: str, pub: Publication) -> int:
+        self.publications.append((topic, pub))
+        return self.on_message(topic, pub.data)
+
+    def on_reconnected(self) -> None:
+        self.reconnects += 1
 
     @property
     def payloads(self) -> list[bytes]:

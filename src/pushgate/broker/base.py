@@ -7,11 +7,24 @@ A broker carries opaque bytes on string topics. It knows nothing of rooms or
 connections: membership stays in each node's hub, and the node subscribes to a
 room's topic only while it has a local member there.
 
+Two kinds of traffic share it:
+
+- **Pushes** (:meth:`Broker.publish_push`, topics ``all``, ``room:<id>``,
+  ``user:<uid>``) go to streams: when history is on, the broker gives each push the
+  next :class:`~pushgate.streams.Position` of its topic's stream and keeps it in that
+  stream's history *in the same atomic step* as it publishes it, so a push is in
+  history if and only if it was published. Subscribers get a
+  :class:`~pushgate.streams.Publication` (``on_publication``).
+- **Control messages** (:meth:`Broker.publish`, joins and replies between nodes) are
+  fire and forget (``on_message``).
+
 Delivery contract, for every implementation:
 
-- **At most once.** A payload published on a topic reaches each node subscribed to
-  that topic at the time of publishing at most once; nothing is stored or replayed
-  for a node that was not subscribed or not reachable.
+- **At most once, live.** A payload published on a topic reaches each node subscribed
+  to that topic at the time of publishing at most once. What a node missed (it was
+  not subscribed, or a message was lost while the broker reconnected) is not
+  replayed by the broker: the node reads it from :meth:`Broker.history`, which is
+  how sessions resume and how a node fills a gap it sees in a stream's positions.
 - **Ordered per publisher and topic.** Two payloads published by one broker, one
   after the other (the first ``publish`` returned before the second was called), on
   the same topic, reach every subscriber in that order.
@@ -21,6 +34,8 @@ Delivery contract, for every implementation:
 
 from typing import Protocol
 
+from pushgate.streams import History, Position, Publication
+
 
 class BrokerHandler(Protocol):
     """Receives what a broker delivers to this node."""
@@ -28,6 +43,16 @@ class BrokerHandler(Protocol):
     def on_message(self, topic: str, payload: bytes) -> int:
         """Deliver ``payload`` published on ``topic``; return how many local
         connections it was handed to. Must not await or block."""
+        ...
+
+    def on_publication(self, topic: str, pub: Publication) -> int:
+        """Deliver a push published on a stream; like :meth:`on_message`. Without
+        history ``pub.seq`` is 0 and ``pub.epoch`` empty."""
+        ...
+
+    def on_reconnected(self) -> None:
+        """The broker's subscriptions were rebuilt after an outage: anything published
+        meanwhile did not arrive, and should be read from history."""
         ...
 
 
@@ -45,6 +70,22 @@ class Broker(Protocol):
         it (the memory broker can), else ``None``. Raises
         :class:`pushgate.errors.PushgateError` subclasses when it cannot publish.
         """
+        ...
+
+    async def publish_push(self, topic: str, message: bytes) -> int | None:
+        """Publish a push (JSON and a newline, see :mod:`pushgate.wire`) on ``topic``'s
+        stream: with history on, at the stream's next position, kept in its history.
+        Returns and raises as :meth:`publish`."""
+        ...
+
+    async def history(self, topic: str, since: Position | None) -> History:
+        """The pushes of ``topic`` kept after ``since``, and the stream's position now
+        (``since`` None: the position only). Raises like :meth:`publish`."""
+        ...
+
+    async def sync(self) -> None:
+        """Return once every push published before this call, on a topic this node is
+        subscribed to, has been handed to the handler. Raises like :meth:`publish`."""
         ...
 
     async def subscribe(self, topic: str) -> None:

@@ -2,19 +2,39 @@
 
 Several :class:`MemoryBroker` instances may share one :class:`MemoryBus`, which is
 how tests run several nodes in one process. Delivery is synchronous, so it is
-trivially ordered, and the delivered count is exact.
+trivially ordered and gap-free, and the delivered count is exact. The bus holds
+the streams' history (:class:`~pushgate.streams.MemoryHistory`): it lives as long
+as the process, and a new process starts every stream in a new epoch.
 """
 
+import time
 from typing import TYPE_CHECKING
 
 from pushgate.broker.base import Broker, BrokerHandler
+from pushgate.streams import History, MemoryHistory, Position, Publication
+
+# An idle stream's position is forgotten after this long (its epoch then changes).
+META_TTL = 3600.0
 
 
 class MemoryBus:
-    """The topics shared by every MemoryBroker built on it."""
+    """The topics and the history shared by every MemoryBroker built on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, history_size: int = 100, history_ttl: float = 300.0) -> None:
         self.subscribers: dict[str, dict[int, BrokerHandler]] = {}
+        self.history = MemoryHistory(size=history_size, ttl=history_ttl, meta_ttl=META_TTL)
+        self._next_expiry = 0.0
+
+    def publish(self, topic: str, message: bytes) -> tuple[Publication, dict[int, BrokerHandler]]:
+        now = time.monotonic()
+        if now >= self._next_expiry:  # idle streams go, at most once a minute
+            self._next_expiry = now + 60.0
+            self.history.expire(now)
+        if self.history.enabled:
+            pub = self.history.publish(topic, message, now)
+        else:
+            pub = Publication(0, "", message)
+        return pub, self.subscribers.get(topic) or {}
 
 
 class MemoryBroker:
@@ -33,6 +53,16 @@ class MemoryBroker:
         if not handlers:
             return 0
         return sum(handler.on_message(topic, payload) for handler in list(handlers.values()))
+
+    async def publish_push(self, topic: str, message: bytes) -> int | None:
+        pub, handlers = self._bus.publish(topic, message)
+        return sum(handler.on_publication(topic, pub) for handler in list(handlers.values()))
+
+    async def history(self, topic: str, since: Position | None) -> History:
+        return self._bus.history.read(topic, since, time.monotonic())
+
+    async def sync(self) -> None:
+        pass  # delivery is synchronous: everything published has been delivered
 
     async def subscribe(self, topic: str) -> None:
         if self._handler is None:

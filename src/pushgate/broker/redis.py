@@ -22,6 +22,22 @@ resubscribe to every wanted topic):
   python-socketio's "deaf worker"): every ``probe_interval`` the broker publishes a
   probe on its own probe channel; if none has come back within ``probe_timeout``,
   the subscription is declared deaf and rebuilt.
+
+After every rebuild the handler's ``on_reconnected`` is called: what was published
+meanwhile never arrived, and the node reads it from history.
+
+Streams and history
+-------------------
+
+A push is published by one Lua script (:data:`_PUBLISH`) that, atomically, takes the
+stream's next ``seq`` from its metadata hash (``<prefix>meta:{<topic>}``: epoch ``e``
+and last seq ``s``, a new epoch when the hash is gone), splices the position into
+the message, appends it to the stream's history (the Redis stream
+``<prefix>history:{<topic>}``, entry ids ``<seq>-0``, capped at ``history_size``,
+expiring ``history_ttl`` after the last push) and publishes it. So a push is in
+history if and only if it was published. On the channel a push travels as
+``b"<seq> <epoch> " + message`` (``b"0 - " + message`` with history off, when nothing
+is kept); a control message as ``b"!" + payload``: the first byte tells them apart.
 """
 
 import asyncio
@@ -39,6 +55,7 @@ from redis.retry import Retry
 
 from pushgate.broker.base import Broker, BrokerHandler
 from pushgate.errors import BrokerUnavailable
+from pushgate.streams import History, Position, Publication, history_after, new_epoch
 
 log = logging.getLogger("pushgate.broker")
 
@@ -46,6 +63,54 @@ MIN_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
 CONNECT_TIMEOUT = 1.0
 SUBSCRIBE_TIMEOUT = 2.0
+CONTROL_MARK = b"!"  # starts a control message on a channel; a push starts with a digit
+# An idle stream's position is kept this long (forgetting it changes its epoch).
+META_TTL_MS = 24 * 3600 * 1000
+
+# Take a stream's metadata (KEYS[1]), making it in epoch ARGV[1] if it is gone (a
+# stream never used, idle past META_TTL, or a Redis that restarted empty): then any
+# history left over (KEYS[2]) is of a lost epoch, and goes.
+_ENSURE_META = """
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+# Publish ARGV[3] on channel ARGV[4] at the stream's next position, kept in history
+# (ARGV[5] entries at most, for ARGV[6] ms). Returns {seq, epoch}.
+_PUBLISH = (
+    _ENSURE_META
+    + """
+local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
+local msg = ARGV[3]
+local data = string.sub(msg, 1, -3) .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}\\n'
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], seq .. '-0', 'd', data)
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PUBLISH', ARGV[4], seq .. ' ' .. epoch .. ' ' .. data)
+return {seq, epoch}
+"""
+)
+
+# The stream's position, and its history after seq ARGV[4] if ARGV[3] is its epoch
+# (all of it otherwise; ARGV[4] = -1: none). Returns {epoch, seq, {id, {'d', data}}...}.
+_HISTORY = (
+    _ENSURE_META
+    + """
+local seq = tonumber(redis.call('HGET', KEYS[1], 's'))
+local since = tonumber(ARGV[4])
+local entries = {}
+if since >= 0 and (ARGV[3] ~= epoch or since < seq) then
+  local start = '-'
+  if ARGV[3] == epoch then start = (since + 1) .. '-0' end
+  entries = redis.call('XRANGE', KEYS[2], start, '+')
+end
+return {epoch, seq, entries}
+"""
+)
 
 
 class DeafSubscription(Exception):
@@ -61,11 +126,15 @@ class RedisBroker:
         *,
         prefix: str,
         node_id: str,
+        history_size: int = 100,
+        history_ttl: float = 300.0,
         probe_interval: float = 1.0,
         probe_timeout: float = 3.0,
     ) -> None:
         self.url = url
         self.prefix = prefix
+        self.history_size = history_size
+        self._history_ttl_ms = max(1, int(history_ttl * 1000))
         self._probe_channel = f"{prefix}probe:{node_id}"
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
@@ -83,6 +152,8 @@ class RedisBroker:
         self._reader: asyncio.Task[None] | None = None
         self._probe_seen = 0.0
         self._syncs: dict[bytes, asyncio.Future[None]] = {}
+        self._publish_script = self.client.register_script(_PUBLISH)
+        self._history_script = self.client.register_script(_HISTORY)
 
     # Broker
 
@@ -92,10 +163,56 @@ class RedisBroker:
 
     async def publish(self, topic: str, payload: bytes) -> int | None:
         try:
-            await self.client.publish(self.prefix + topic, payload)
+            await self.client.publish(self.prefix + topic, CONTROL_MARK + payload)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot publish to Redis at {self._where}: {exc}") from None
         return None  # Redis knows how many nodes, not how many connections
+
+    async def publish_push(self, topic: str, message: bytes) -> int | None:
+        if self.history_size <= 0:
+            try:
+                await self.client.publish(self.prefix + topic, b"0 - " + message)
+            except (RedisError, OSError) as exc:
+                raise BrokerUnavailable(
+                    f"cannot publish to Redis at {self._where}: {exc}"
+                ) from None
+            return None
+        try:
+            await self._publish_script(
+                keys=self._stream_keys(topic),
+                args=[
+                    new_epoch(),
+                    META_TTL_MS,
+                    message,
+                    self.prefix + topic,
+                    self.history_size,
+                    self._history_ttl_ms,
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot publish to Redis at {self._where}: {exc}") from None
+        return None
+
+    async def history(self, topic: str, since: Position | None) -> History:
+        since_args: list[str | int] = ["", -1] if since is None else [since.epoch, since.seq]
+        try:
+            epoch_b, seq, entries = await self._history_script(
+                keys=self._stream_keys(topic), args=[new_epoch(), META_TTL_MS, *since_args]
+            )
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(
+                f"cannot read history from Redis at {self._where}: {exc}"
+            ) from None
+        epoch = bytes(epoch_b).decode()
+        kept = tuple(
+            Publication(int(bytes(entry_id).split(b"-")[0]), epoch, bytes(fields[1]))
+            for entry_id, fields in entries
+        )
+        return history_after(Position(epoch, int(seq)), kept, since)
+
+    def _stream_keys(self, topic: str) -> list[str]:
+        # The hash tag keeps a stream's keys in one slot of a Redis Cluster.
+        return [f"{self.prefix}meta:{{{topic}}}", f"{self.prefix}history:{{{topic}}}"]
 
     async def subscribe(self, topic: str) -> None:
         channel = self.prefix + topic
@@ -184,6 +301,8 @@ class RedisBroker:
                         loop.time() - failing_since,
                         len(self._topics),
                     )
+                    if self._handler is not None:
+                        self._handler.on_reconnected()
                 failing_since = None
                 await self._read(pubsub)
             except (RedisError, OSError, TimeoutError, DeafSubscription) as exc:
@@ -240,7 +359,7 @@ class RedisBroker:
                     waiter.set_result(None)
             elif self._handler is not None:
                 try:
-                    self._handler.on_message(channel[len(self.prefix) :], message["data"])
+                    self._deliver(channel[len(self.prefix) :], message["data"])
                 except Exception:
                     log.exception(
                         "dropped a message on %s that its handler could not take", channel
@@ -254,6 +373,18 @@ class RedisBroker:
                     waiter.set_result(None)
         elif kind == "unsubscribe":
             self._confirmed.discard(channel)
+
+    def _deliver(self, topic: str, data: bytes) -> None:
+        handler = self._handler
+        assert handler is not None
+        if data[:1] == CONTROL_MARK:
+            handler.on_message(topic, data[1:])
+            return
+        seq, epoch, message = data.split(b" ", 2)
+        if epoch == b"-":
+            handler.on_publication(topic, Publication(0, "", message))
+        else:
+            handler.on_publication(topic, Publication(int(seq), epoch.decode(), message))
 
     def _deaf(self) -> bool:
         return asyncio.get_running_loop().time() - self._probe_seen > self._probe_timeout

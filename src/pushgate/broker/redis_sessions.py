@@ -1,0 +1,223 @@
+"""The cluster's sessions in Redis, so that any gateway can resume any session.
+
+One hash per session, ``<prefix>session:{<wsId>}``::
+
+    t            SHA-256 of the session's token
+    u            its user ("" for none)
+    h            its holder, <node id>.<nonce>, or "" while detached
+    p:<stream>   "<epoch> <seq>": the stream's position when the session began to follow it
+
+A held session's key expires ``ttl + refresh`` after its holder last refreshed it
+(every ``refresh`` seconds, for every session it holds), so the sessions of a node
+that dies without a word (SIGKILL) stay resumable for at least ``ttl``. A detached
+one expires ``ttl`` after its connection ended. Every change that depends on the
+holder is one Lua script, so a claim, a detach and a join never undo each other.
+"""
+
+import asyncio
+import contextlib
+import logging
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from pushgate.errors import BrokerUnavailable
+from pushgate.ids import ConnId
+from pushgate.sessions import AddResult, RemoveResult, Session, Sessions, token_hash
+from pushgate.streams import Position
+
+log = logging.getLogger("pushgate.sessions")
+
+CHUNK = 500
+
+# Claim KEYS[1] for holder ARGV[2] if ARGV[1] is its token's hash; keep it ARGV[3] ms.
+_CLAIM = """
+local t = redis.call('HGET', KEYS[1], 't')
+if not t or t ~= ARGV[1] then return false end
+local previous = redis.call('HGET', KEYS[1], 'h')
+redis.call('HSET', KEYS[1], 'h', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {previous, redis.call('HGETALL', KEYS[1])}
+"""
+
+# Add field ARGV[1] = ARGV[2]; ARGV[3] '1': only while detached; ARGV[4]: room cap.
+_ADD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
+if ARGV[3] == '1' and redis.call('HGET', KEYS[1], 'h') ~= '' then return 'held' end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'already' end
+if string.sub(ARGV[1], 1, 7) == 'p:room:' then
+  local n = 0
+  for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(k, 1, 7) == 'p:room:' then n = n + 1 end
+  end
+  if n >= tonumber(ARGV[4]) then return 'limit' end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 'added'
+"""
+
+_REMOVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
+if ARGV[2] == '1' and redis.call('HGET', KEYS[1], 'h') ~= '' then return 'held' end
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then return 'removed' end
+return 'absent'
+"""
+
+# Detach KEYS[1] if holder ARGV[1] still holds it; it then ends after ARGV[2] ms.
+_DETACH = """
+if redis.call('HGET', KEYS[1], 'h') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'h', '')
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class RedisSessions:
+    """Sessions in Redis; see the module docstring."""
+
+    def __init__(self, client: Redis, *, prefix: str, ttl: float) -> None:
+        self.ttl = ttl
+        self._client = client
+        self._prefix = prefix
+        self.refresh = max(1.0, ttl / 3)
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._held_ttl_ms = int((ttl + self.refresh) * 1000)
+        self._claim = client.register_script(_CLAIM)
+        self._add = client.register_script(_ADD)
+        self._remove = client.register_script(_REMOVE)
+        self._detach = client.register_script(_DETACH)
+        self._held: dict[ConnId, str] = {}  # the sessions this node keeps alive, by holder
+        self._task: asyncio.Task[None] | None = None
+        self._creates: list[tuple[ConnId, dict[str, str], asyncio.Future[None]]] = []
+        self._writes: set[asyncio.Future[None]] = set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._refresh_held(), name="pushgate-sessions")
+
+    async def create(
+        self, ws_id: ConnId, token: str, user: str | None, streams: dict[str, Position], holder: str
+    ) -> None:
+        mapping: dict[str, str] = {"t": token_hash(token), "u": user or "", "h": holder}
+        for stream, position in streams.items():
+            mapping["p:" + stream] = f"{position.epoch} {position.seq}"
+        # Batched: the sessions created in one turn of the loop go in one pipeline.
+        waiter = asyncio.get_running_loop().create_future()
+        if not self._creates:
+            asyncio.get_running_loop().call_soon(self._flush_creates)
+        self._creates.append((ws_id, mapping, waiter))
+        await waiter
+        self._held[ws_id] = holder
+
+    def _flush_creates(self) -> None:
+        batch, self._creates = self._creates, []
+        task = asyncio.ensure_future(self._write_creates(batch))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_creates(
+        self, batch: list[tuple[ConnId, dict[str, str], "asyncio.Future[None]"]]
+    ) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for ws_id, mapping, _ in batch:
+                    key = self._key(ws_id)
+                    pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                    pipe.pexpire(key, self._held_ttl_ms)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            error = BrokerUnavailable(f"cannot record sessions in Redis: {exc}")
+            for _, _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(error)
+            return
+        for _, _, waiter in batch:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def claim(self, ws_id: ConnId, token: str, holder: str) -> Session | None:
+        found = await self._run(self._claim, ws_id, token_hash(token), holder, self._held_ttl_ms)
+        if not found:
+            return None
+        previous, flat = found
+        fields = {
+            bytes(k).decode(): bytes(v).decode() for k, v in zip(flat[::2], flat[1::2], strict=True)
+        }
+        streams = {}
+        for name, value in fields.items():
+            if name.startswith("p:"):
+                epoch, _, seq = value.partition(" ")
+                streams[name[2:]] = Position(epoch, int(seq))
+        self._held[ws_id] = holder
+        return Session(ws_id, fields.get("u") or None, streams, bytes(previous or b"").decode())
+
+    async def add_stream(
+        self,
+        ws_id: ConnId,
+        stream: str,
+        position: Position,
+        *,
+        only_detached: bool,
+        max_rooms: int,
+    ) -> AddResult:
+        value = f"{position.epoch} {position.seq}"
+        flag = "1" if only_detached else "0"
+        result = await self._run(self._add, ws_id, "p:" + stream, value, flag, max_rooms)
+        return _text(result)  # type: ignore[return-value]
+
+    async def remove_stream(
+        self, ws_id: ConnId, stream: str, *, only_detached: bool
+    ) -> RemoveResult:
+        flag = "1" if only_detached else "0"
+        result = await self._run(self._remove, ws_id, "p:" + stream, flag)
+        return _text(result)  # type: ignore[return-value]
+
+    async def detach(self, ws_id: ConnId, holder: str) -> None:
+        if self._held.get(ws_id) == holder:
+            del self._held[ws_id]
+        await self._run(self._detach, ws_id, holder, self._ttl_ms)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self, script: Any, ws_id: ConnId, *args: object) -> Any:
+        try:
+            return await script(keys=[self._key(ws_id)], args=list(args))
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot update session {ws_id} in Redis: {exc}") from None
+
+    async def _refresh_held(self) -> None:
+        """Keep every session this node holds from expiring, every ``refresh`` seconds."""
+        failing = False
+        while True:
+            await asyncio.sleep(self.refresh)
+            held = iter(list(self._held))
+            try:
+                while chunk := list(islice(held, CHUNK)):
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        for ws_id in chunk:
+                            pipe.pexpire(self._key(ws_id), self._held_ttl_ms)
+                        await pipe.execute()
+            except (RedisError, OSError) as exc:
+                if not failing:
+                    log.warning("cannot refresh the sessions held here in Redis: %s", exc)
+                failing = True
+            else:
+                failing = False
+
+    def _key(self, ws_id: ConnId) -> str:
+        return f"{self._prefix}session:{{{ws_id}}}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+if TYPE_CHECKING:
+    _: type[Sessions] = RedisSessions

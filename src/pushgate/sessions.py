@@ -1,0 +1,225 @@
+"""Sessions: a wsId names a session, which outlives one TCP connection.
+
+A session has a secret token (given to the client in its welcome), a user, and the
+streams it follows (``all``, ``user:<uid>``, ``room:<id>``), each with the position
+it had when the session started following it: a resuming client that received
+nothing from a stream resumes from there.
+
+A session is **held** by one connection (its ``holder``: the node's id and a nonce
+of that connection) or **detached**: its connection ended, and it waits
+``session_ttl`` seconds for a resume, then ends. Joins and leaves of a detached
+session change its streams in the store; those of a held session go to its holder,
+which writes them through.
+
+The :class:`Sessions` Protocol has two implementations: :class:`MemorySessions` (one
+process) and ``pushgate.broker.redis_sessions.RedisSessions`` (a cluster: any gateway
+can resume any session). Every method of both is safe against concurrent callers on
+other nodes: a claim, a detach and a join never undo each other.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from pushgate.ids import ConnId
+from pushgate.streams import Position
+
+ROOM_STREAM_PREFIX = "room:"
+
+AddResult = Literal["added", "already", "unknown", "limit", "held"]
+RemoveResult = Literal["removed", "absent", "unknown", "held"]
+
+
+def new_token() -> str:
+    """A session's secret: 144 random bits, URL-safe."""
+    return secrets.token_urlsafe(18)
+
+
+def token_hash(token: str) -> str:
+    """What the store keeps instead of the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def holder_node(holder: str) -> str:
+    """The node id in a holder (``<node id>.<nonce>``)."""
+    return holder.partition(".")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A session as a claim finds it: its user, its streams with their start
+    positions, and who held it before the claim ("" when it was detached)."""
+
+    ws_id: ConnId
+    user: str | None
+    streams: dict[str, Position]
+    previous_holder: str = ""
+
+    @property
+    def rooms(self) -> list[str]:
+        n = len(ROOM_STREAM_PREFIX)
+        return [s[n:] for s in self.streams if s.startswith(ROOM_STREAM_PREFIX)]
+
+
+class Sessions(Protocol):
+    """Where the sessions of a cluster are kept."""
+
+    ttl: float
+
+    async def start(self) -> None: ...
+
+    async def create(
+        self, ws_id: ConnId, token: str, user: str | None, streams: dict[str, Position], holder: str
+    ) -> None:
+        """Record a new session, held by ``holder``."""
+        ...
+
+    async def claim(self, ws_id: ConnId, token: str, holder: str) -> Session | None:
+        """Take the session over for ``holder`` if ``token`` is its token; None when
+        there is no such session (never was, or ended) or the token is wrong."""
+        ...
+
+    async def add_stream(
+        self,
+        ws_id: ConnId,
+        stream: str,
+        position: Position,
+        *,
+        only_detached: bool,
+        max_rooms: int,
+    ) -> AddResult:
+        """Make the session follow ``stream`` from ``position``. ``held`` (and nothing
+        done) when ``only_detached`` and a connection holds it; ``limit`` when it
+        would follow more than ``max_rooms`` rooms."""
+        ...
+
+    async def remove_stream(
+        self, ws_id: ConnId, stream: str, *, only_detached: bool
+    ) -> RemoveResult: ...
+
+    async def detach(self, ws_id: ConnId, holder: str) -> None:
+        """The connection of ``holder`` ended: the session waits ``ttl`` for a resume
+        (nothing happens if another holder has claimed it since)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _Entry:
+    token_hash: str
+    user: str | None
+    streams: dict[str, Position]
+    holder: str
+    expires_at: float = 0.0  # while detached
+    rooms: int = field(default=0)
+
+
+class MemorySessions:
+    """The sessions of one process, in a dict; detached ones end ``ttl`` after."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._entries: dict[ConnId, _Entry] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep(), name="pushgate-sessions")
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.ttl / 4))
+            self.expire()
+
+    async def create(
+        self, ws_id: ConnId, token: str, user: str | None, streams: dict[str, Position], holder: str
+    ) -> None:
+        rooms = sum(1 for s in streams if s.startswith(ROOM_STREAM_PREFIX))
+        self._entries[ws_id] = _Entry(token_hash(token), user, dict(streams), holder, rooms=rooms)
+
+    async def claim(self, ws_id: ConnId, token: str, holder: str) -> Session | None:
+        entry = self._live(ws_id)
+        if entry is None or not hmac.compare_digest(entry.token_hash, token_hash(token)):
+            return None
+        previous, entry.holder = entry.holder, holder
+        return Session(ws_id, entry.user, dict(entry.streams), previous)
+
+    async def add_stream(
+        self,
+        ws_id: ConnId,
+        stream: str,
+        position: Position,
+        *,
+        only_detached: bool,
+        max_rooms: int,
+    ) -> AddResult:
+        entry = self._live(ws_id)
+        if entry is None:
+            return "unknown"
+        if only_detached and entry.holder:
+            return "held"
+        if stream in entry.streams:
+            return "already"
+        is_room = stream.startswith(ROOM_STREAM_PREFIX)
+        if is_room and entry.rooms >= max_rooms:
+            return "limit"
+        entry.streams[stream] = position
+        entry.rooms += is_room
+        return "added"
+
+    async def remove_stream(
+        self, ws_id: ConnId, stream: str, *, only_detached: bool
+    ) -> RemoveResult:
+        entry = self._live(ws_id)
+        if entry is None:
+            return "unknown"
+        if only_detached and entry.holder:
+            return "held"
+        if entry.streams.pop(stream, None) is None:
+            return "absent"
+        entry.rooms -= stream.startswith(ROOM_STREAM_PREFIX)
+        return "removed"
+
+    async def detach(self, ws_id: ConnId, holder: str) -> None:
+        entry = self._entries.get(ws_id)
+        if entry is not None and entry.holder == holder:
+            entry.holder = ""
+            entry.expires_at = self._clock() + self.ttl
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    def expire(self) -> int:
+        """End the detached sessions whose time is up; return how many."""
+        now = self._clock()
+        ended = [w for w, e in self._entries.items() if not e.holder and e.expires_at <= now]
+        for ws_id in ended:
+            del self._entries[ws_id]
+        return len(ended)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def detached(self) -> int:
+        return sum(1 for e in self._entries.values() if not e.holder)
+
+    def _live(self, ws_id: ConnId) -> _Entry | None:
+        entry = self._entries.get(ws_id)
+        if entry is not None and not entry.holder and entry.expires_at <= self._clock():
+            del self._entries[ws_id]
+            return None
+        return entry
+
+
+if TYPE_CHECKING:
+    _: type[Sessions] = MemorySessions
