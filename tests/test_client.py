@@ -120,9 +120,13 @@ async def test_pings_every_heartbeat_and_swallows_the_pongs() -> None:
     ] * 2
 
 
-async def test_a_dropped_connection_reconnects_with_a_new_ws_id_and_rejoins() -> None:
-    """Cut under the client: it reconnects, gets a new wsId, and is back in its rooms."""
-    async with running_server(**FAST_TIMERS) as server:
+@pytest.mark.parametrize("session_ttl", [0.5, 0.0], ids=["sessions", "no sessions"])
+async def test_a_dropped_connection_reconnects_and_is_back_in_its_rooms(
+    session_ttl: float,
+) -> None:
+    """Cut under the client: it reconnects and is back in its rooms: the same wsId
+    (its session resumed), or with sessions off a new wsId, the rooms joined again."""
+    async with running_server(**{**FAST_TIMERS, "session_ttl": session_ttl}) as server:
         proxy = DroppingProxy(LOOPBACK, server.ws_port)
         await proxy.start()
         states = StateLog()
@@ -143,7 +147,8 @@ async def test_a_dropped_connection_reconnects_with_a_new_ws_id_and_rejoins() ->
                 await proxy.drop()
                 await states.wait_for(State.OPEN, count=2)
 
-                assert conn.ws_id != first_id
+                assert (conn.ws_id == first_id) is (session_ttl > 0)
+                assert conn.resumed is (session_ttl > 0)
                 assert UUID.match(conn.ws_id)
                 assert conn.connects == 2
                 assert conn.close_code == 1006  # no close frame: the socket just ended
@@ -253,7 +258,7 @@ async def test_a_token_goes_as_the_pushgate_subprotocol_and_is_renewed_per_conne
                 ) as conn,
             ):
                 assert (await api.push_user("alice", "hi alice", 4)).delivered == 1
-                assert await next_push(conn) == Push(4, "hi alice")
+                assert await next_push(conn) == Push(4, "hi alice", user="alice")
                 await proxy.drop()
                 await states.wait_for(State.OPEN, count=2)
                 assert len(issued) == 2

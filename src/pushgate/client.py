@@ -21,12 +21,18 @@ What a caller must know:
   server's interval, unless a number is given) and swallows the ``PONG``\\ s; ``async
   for`` yields only pushes, as :class:`Push`.
 - When the connection drops (the server restarts, the network breaks, the server
-  closes it), the client reconnects with jittered exponential backoff. **A reconnect
-  is a new connection with a new wsId**, and the server forgets the old one's rooms:
-  rooms joined through :meth:`Connection.join` are joined again before the
-  connection counts as open; rooms joined by other means are the caller's to rejoin,
-  from ``on_state_change`` (called with :attr:`State.OPEN` after each (re)connect).
-  Pushes sent while no connection was open are lost.
+  closes it), the client reconnects with jittered exponential backoff (at once after
+  1012, a gateway draining for a restart), to the next of its URLs if it was given
+  several, and **resumes its session** (docs/recovery.md): the same wsId, in the
+  same rooms, and every push sent meanwhile, once each and in order per stream,
+  before any new one. ``conn.recovered`` then says whether the server could give
+  everything; when it could not (the session expired, history was trimmed or lost),
+  ``conn.recovered`` is False and ``on_recovery`` is called: refetch your state.
+  A session that could not be resumed at all gives a new wsId: rooms joined through
+  :meth:`Connection.join` are joined again before the connection counts as open.
+- Pushes are delivered exactly once: a push whose position the client has already
+  seen is dropped. A close with 4001 (another connection resumed this session) ends
+  the connection for good.
 - Iteration ends after :meth:`Connection.close`, or when the connection drops and
   ``reconnect=False``; ``conn.close_code`` then tells why.
 - Pushes wait in a queue of ``max_queue`` messages; while it is full the client stops
@@ -41,8 +47,8 @@ import inspect
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
@@ -94,16 +100,28 @@ log = logging.getLogger("pushgate.client")
 PING = '{"type":1,"data":"PING"}'
 TYPE_WELCOME = 0
 TYPE_HEARTBEAT = 1
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_SESSION_TAKEN = 4001
 
 
 @dataclass(frozen=True, slots=True)
 class Push:
-    """A push: its ``type`` (the tag, 2 or more), its ``data`` (any JSON value), and
-    the ``room`` it was pushed to (None for a push to all)."""
+    """A push: its ``type`` (the tag, 2 or more), its ``data`` (any JSON value), the
+    ``room`` it was pushed to (None for a push to all or to a user), the ``user`` it
+    was pushed to, and its position in its stream (``seq`` 0 without history)."""
 
     type: int
     data: object
     room: str | None = None
+    user: str | None = None
+    seq: int = field(default=0, compare=False)
+    epoch: str = field(default="", compare=False)
+
+    @property
+    def stream(self) -> str:
+        if self.room is not None:
+            return "room:" + self.room
+        return "all" if self.user is None else "user:" + self.user
 
 
 class State(enum.Enum):
@@ -124,6 +142,7 @@ class ClientClosed(Exception):
 
 
 StateCallback = Callable[["Connection", State], Awaitable[None] | None]
+RecoveryCallback = Callable[["Connection", dict[str, bool]], Awaitable[None] | None]
 TokenSource = str | Callable[[], str | Awaitable[str]]
 
 _END = object()
@@ -135,7 +154,7 @@ class Connection:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         heartbeat: bool | float,
         reconnect: bool,
@@ -147,12 +166,29 @@ class Connection:
         open_timeout: float,
         max_queue: int,
         max_message_bytes: int,
+        on_recovery: RecoveryCallback | None = None,
     ) -> None:
-        if not url.startswith(("ws://", "wss://")):
-            raise ValueError(f"url must start with ws:// or wss://, got {url!r}")
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("give at least one gateway URL")
+        for each in urls:
+            if not each.startswith(("ws://", "wss://")):
+                raise ValueError(f"url must start with ws:// or wss://, got {each!r}")
         if backoff_initial <= 0 or backoff_max < backoff_initial:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
-        self.url = url
+        self.urls = urls
+        self.url = urls[0]
+        """The gateway URL of the current (or last) connection."""
+        self.session = ""
+        """The session's secret token (empty when the server has sessions off)."""
+        self.resumed = False
+        """Whether the last reconnect resumed the session (same wsId, same rooms)."""
+        self.recovered: bool | None = None
+        """Whether the last resume, and every gap since, recovered every push missed
+        (None before any resume)."""
+        self.positions: dict[str, tuple[str, int]] = {}
+        """The position of the last push received on each stream."""
+        self._on_recovery = on_recovery
         self.ws_id = ""
         """The current connection's wsId; a new one after each reconnect."""
         self.heartbeat = 0.0
@@ -277,6 +313,9 @@ class Connection:
                 self._ws = None
                 if not self._reconnect or self._closing:
                     break
+                if self.close_code == CLOSE_SESSION_TAKEN:
+                    log.warning("session %s was resumed by another connection", self.ws_id)
+                    break
                 await self._set_state(State.RECONNECTING)
                 if self._closing:  # close() called by the callback
                     break
@@ -294,13 +333,63 @@ class Connection:
         try:
             async for frame in ws:
                 push = _parse_push(frame)
-                if push is not None:
+                if push is None:
+                    await self._on_notice(frame)
+                elif self._is_new(push):
                     await self._queue.put(push)
         except ConnectionClosed:
             pass
         finally:
             if beat is not None:
                 beat.cancel()
+
+    def _is_new(self, push: Push) -> bool:
+        """Track the stream's position; False for a push already delivered."""
+        if not push.seq:
+            return True
+        stream = push.stream
+        known = self.positions.get(stream)
+        if known is not None and known[0] == push.epoch and push.seq <= known[1]:
+            return False
+        self.positions[stream] = (push.epoch, push.seq)
+        return True
+
+    async def _on_notice(self, frame: str | bytes) -> None:
+        """A type-0 frame after the welcome: streams the server could not recover."""
+        try:
+            message = json.loads(frame)
+            data = message["data"]
+            if message.get("type") != TYPE_WELCOME or data.get("recovered") is not False:
+                return
+            await self._apply_streams(data.get("streams") or {})
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return
+
+    async def _apply_streams(self, streams: dict[str, object]) -> None:
+        """Take the server's position for each stream it could not recover."""
+        report: dict[str, bool] = {}
+        for name, value in streams.items():
+            if not isinstance(value, dict):
+                continue
+            report[name] = bool(value.get("recovered"))
+            if not report[name]:
+                self.positions[name] = (str(value.get("epoch", "")), int(value.get("seq", 0)))
+        if all(report.values()):
+            return
+        self.recovered = False
+        lost = sorted(name for name, ok in report.items() if not ok)
+        log.warning("%s: pushes on %s could not be recovered", self.ws_id, ", ".join(lost))
+        await self._call_recovery(report)
+
+    async def _call_recovery(self, report: dict[str, bool]) -> None:
+        if self._on_recovery is None:
+            return
+        try:
+            result = self._on_recovery(self, report)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("on_recovery failed")
 
     async def _beat(self, ws: ClientConnection) -> None:
         option = self._heartbeat_option
@@ -314,15 +403,20 @@ class Connection:
         """Open a new connection, retrying with full-jitter exponential backoff."""
         initial, cap = self._backoff
         attempt = 0
+        at_once = self.close_code == CLOSE_SERVICE_RESTART
         while True:
-            delay = random.uniform(0, min(cap, initial * 2**attempt))
-            await asyncio.sleep(delay)
+            if not at_once:
+                await asyncio.sleep(random.uniform(0, min(cap, initial * 2**attempt)))
+            at_once = False
             try:
-                ws = await self._open_once()
+                ws = await self._open_once(resume=True)
             except ConnectError as exc:
                 log.info("reconnect to %s failed: %s", self.url, exc)
+                self._next_url()
             else:
                 self._ws = ws  # so that close() closes it
+                if self.resumed:
+                    return ws
                 try:
                     await self._rejoin()
                 except PushAPIError as exc:
@@ -339,17 +433,25 @@ class Connection:
             for room in list(self._rooms):
                 await api.join(room, self.ws_id)
 
-    async def _open_once(self) -> ClientConnection:
-        """One connection, welcomed: sets ws_id and heartbeat."""
+    def _next_url(self) -> None:
+        self.url = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
+
+    async def _open_once(self, resume: bool = False) -> ClientConnection:
+        """One connection, welcomed: sets ws_id and heartbeat. With ``resume`` (and a
+        session to resume) it asks for the session back; ``resumed`` says if it was."""
         subprotocols = None
         if self._token is not None:
             token = self._token() if callable(self._token) else self._token
             if not isinstance(token, str):
                 token = await token
             subprotocols = [Subprotocol("pushgate"), Subprotocol(token)]
+        resume = resume and bool(self.session)
+        url = self.url
+        if resume:
+            url += ("&" if "?" in url else "?") + "resume=1"
         try:
             ws = await ws_connect(
-                self.url,
+                url,
                 open_timeout=self._open_timeout,
                 max_size=self._max_message_bytes,
                 compression=None,
@@ -360,13 +462,41 @@ class Connection:
         except InvalidURI as exc:
             raise ValueError(str(exc)) from None
         try:
+            if resume:
+                since = {name: [e, s] for name, (e, s) in self.positions.items()}
+                await ws.send(
+                    json.dumps(
+                        {
+                            "type": TYPE_WELCOME,
+                            "data": {"wsId": self.ws_id, "session": self.session, "since": since},
+                        }
+                    )
+                )
             async with asyncio.timeout(self._open_timeout):
                 frame = await ws.recv()
-            self.ws_id, self.heartbeat = _parse_welcome(frame)
+            ws_id, self.heartbeat = _parse_welcome(frame)
         except (ConnectionClosed, TimeoutError, ValueError) as exc:
             await ws.close()
             raise ConnectError(f"no welcome from {self.url}: {_reason(exc)}") from None
+        data = json.loads(frame)["data"]
+        self.session = str(data.get("session") or "")
+        self.resumed = resume and bool(data.get("resumed")) and ws_id == self.ws_id
+        self.ws_id = ws_id
         self.connects += 1
+        if resume:
+            if self.resumed:
+                self.recovered = bool(data.get("recovered"))
+                log.info(
+                    "resumed %s (%s)", ws_id, "recovered" if self.recovered else "NOT recovered"
+                )
+                streams = data.get("streams") or {}
+                if not self.recovered:
+                    await self._apply_streams(streams)
+            else:
+                self.recovered = False
+                self.positions.clear()
+                log.warning("could not resume (%s); new wsId %s", data.get("reason"), ws_id)
+                await self._call_recovery({})
         return ws
 
     def _finish(self) -> None:
@@ -388,7 +518,7 @@ class Connection:
 
 
 def connect(
-    url: str,
+    url: str | Sequence[str],
     *,
     heartbeat: bool | float = True,
     reconnect: bool = True,
@@ -400,6 +530,7 @@ def connect(
     open_timeout: float = 10.0,
     max_queue: int = 1024,
     max_message_bytes: int = 16 << 20,
+    on_recovery: RecoveryCallback | None = None,
 ) -> Connection:
     """A connection to the gateway at ``url`` (``ws://HOST:8888/connect``), opened by
     ``async with`` (or ``await conn.open()``).
@@ -414,6 +545,10 @@ def connect(
     before every (re)connect, so an expiring token can be renewed.
     ``on_state_change(conn, state)``: called (and awaited, if it returns an awaitable)
     on each :class:`State` change; pushes wait while it runs after a reconnect.
+    ``url`` may be a list of gateway URLs: a failed connect moves to the next.
+    ``on_recovery(conn, streams)``: called when pushes could not be recovered (a
+    resume that could not give everything, or that got a new session, or a gap the
+    server could not fill); ``streams`` maps each stream to whether it was recovered.
     """
     return Connection(
         url,
@@ -427,6 +562,7 @@ def connect(
         open_timeout=open_timeout,
         max_queue=max_queue,
         max_message_bytes=max_message_bytes,
+        on_recovery=on_recovery,
     )
 
 
@@ -455,8 +591,16 @@ def _parse_push(frame: str | bytes) -> Push | None:
     kind = message.get("type")
     if not isinstance(kind, int) or isinstance(kind, bool) or kind <= TYPE_HEARTBEAT:
         return None
-    room = message.get("room")
-    return Push(kind, message.get("data"), room if isinstance(room, str) else None)
+    room, user = message.get("room"), message.get("user")
+    seq, epoch = message.get("seq"), message.get("epoch")
+    return Push(
+        kind,
+        message.get("data"),
+        room if isinstance(room, str) else None,
+        user if isinstance(user, str) else None,
+        seq if isinstance(seq, int) and not isinstance(seq, bool) else 0,
+        epoch if isinstance(epoch, str) else "",
+    )
 
 
 def _reason(exc: BaseException) -> str:

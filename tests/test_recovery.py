@@ -1,0 +1,185 @@
+"""Sessions that resume and recover what they missed (docs/recovery.md), in one
+process, over real sockets: a test TCP proxy cuts the client's connection."""
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import jwt
+from websockets.asyncio.client import connect as ws_connect
+
+from pushgate.client import Connection, PushAPI, State, connect
+from tests.dropping_proxy import DroppingProxy
+from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, open_client, post, running_server
+
+SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
+
+
+@asynccontextmanager
+async def proxied(server: Running) -> AsyncIterator[tuple[DroppingProxy, str]]:
+    """A proxy in front of the gateway, and the gateway URL through it."""
+    proxy = DroppingProxy(LOOPBACK, server.ws_port)
+    await proxy.start()
+    try:
+        yield proxy, f"ws://{LOOPBACK}:{proxy.port}/connect"
+    finally:
+        await proxy.close()
+
+
+async def next_pushes(conn: Connection, count: int) -> list[tuple[str, object]]:
+    """The next ``count`` pushes, as (stream, data)."""
+    async with asyncio.timeout(10 * UNIT):
+        return [((push := await conn.recv()).stream, push.data) for _ in range(count)]
+
+
+async def test_a_cut_connection_resumes_with_every_push_once_in_order() -> None:
+    """A client in rooms a and b, with a user, loses its TCP connection; 50 pushes to
+    a, b, its user and all are sent meanwhile; it resumes with the same wsId and gets
+    all 50, in order per stream, once each, then live pushes."""
+    async with (
+        running_server(**FAST_TIMERS, token_secret=SECRET) as server,
+        proxied(server) as (proxy, url),
+        PushAPI(server.api_url) as api,
+    ):
+        token = jwt.encode({"sub": "alice"}, SECRET, algorithm="HS256")
+        async with connect(url, api=api, token=token, backoff_initial=0.05) as conn:
+            ws_id = conn.ws_id
+            await conn.join("a")
+            await conn.join("b")
+            await api.push_all("before", tag=2)
+            assert [p.data for p in [await conn.recv()]] == ["before"]
+
+            proxy.freeze()  # the reconnect will hang until thawed
+            await proxy.drop()
+            sent: dict[str, list[object]] = defaultdict(list)
+            for i in range(50):
+                kind = ("room:a", "room:b", "user:alice", "all")[i % 4]
+                if kind == "all":
+                    await api.push_all(i, tag=3)
+                elif kind == "user:alice":
+                    await api.push_user("alice", i, tag=3)
+                else:
+                    await api.push_room(kind[5:], i, tag=3)
+                sent[kind].append(i)
+            proxy.thaw()
+
+            got = await next_pushes(conn, 50)
+            assert conn.ws_id == ws_id
+            assert conn.resumed is True
+            assert conn.recovered is True
+            by_stream: dict[str, list[object]] = defaultdict(list)
+            for stream, data in got:
+                by_stream[stream].append(data)
+            assert by_stream == sent  # all 50, in order per stream, once each
+            await api.push_room("a", "live", tag=4)
+            assert (await conn.recv()).data == "live"
+            assert server.server.node.room_sizes() == {"a": 1, "b": 1}  # kept by the server
+
+
+async def test_a_stolen_wsid_without_its_token_cannot_resume() -> None:
+    """Knowing a wsId is not enough: a resume with the wrong token gets a new wsId,
+    and the session's own connection is left alone."""
+    async with running_server(**FAST_TIMERS) as server:
+        owner, owner_id = await open_client(server.ws_url)
+        async with ws_connect(server.ws_url + "?resume=1") as thief:
+            resume = {"wsId": owner_id, "session": "guessed", "since": {}}
+            await thief.send(json.dumps({"type": 0, "data": resume}))
+            welcome = json.loads(await asyncio.wait_for(thief.recv(), 5 * UNIT))
+        assert welcome["type"] == 0
+        assert welcome["data"]["wsId"] != owner_id
+        assert welcome["data"]["resumed"] is False
+        assert "reason" in welcome["data"]
+        await owner.send('{"type":1,"data":"PING"}')
+        assert json.loads(await asyncio.wait_for(owner.recv(), 5 * UNIT))["data"] == "PONG"
+        await owner.close()
+
+
+async def test_a_resume_after_the_session_ttl_reports_not_recovered() -> None:
+    """Away longer than --session-ttl: the client gets a new wsId, is told nothing was
+    recovered (conn.recovered False, on_recovery called), and new pushes flow."""
+    async with (
+        running_server(**{**FAST_TIMERS, "session_ttl": 0.2}) as server,
+        proxied(server) as (proxy, url),
+        PushAPI(server.api_url) as api,
+    ):
+        reports: list[dict[str, bool]] = []
+        reopened = asyncio.Event()
+
+        def on_state(conn: Connection, state: State) -> None:
+            if state is State.OPEN and conn.connects == 2:
+                reopened.set()
+
+        async with connect(
+            url,
+            api=api,
+            backoff_initial=0.05,
+            on_recovery=lambda _, r: reports.append(r),
+            on_state_change=on_state,
+        ) as conn:
+            old_id = conn.ws_id
+            await conn.join("a")
+            proxy.freeze()
+            await proxy.drop()
+            await api.push_room("a", "missed", tag=2)
+            await asyncio.sleep(0.5)  # longer than the session TTL: the point of the test
+            proxy.thaw()
+            await asyncio.wait_for(reopened.wait(), 5 * UNIT)
+            assert conn.ws_id != old_id
+            assert conn.recovered is False
+            assert conn.resumed is False
+            assert reports == [{}]
+            await api.push_room("a", "after", tag=2)  # rejoined as a new session
+            assert (await asyncio.wait_for(conn.recv(), 5 * UNIT)).data == "after"
+
+
+async def test_resuming_closes_a_half_open_old_connection_with_4001() -> None:
+    """The session's old connection still looks open (half-open TCP): the resume takes
+    the session, and the old connection is closed with 4001."""
+    async with running_server(**FAST_TIMERS) as server:
+        old = await ws_connect(server.ws_url)
+        welcome = json.loads(await asyncio.wait_for(old.recv(), 5 * UNIT))["data"]
+        async with ws_connect(server.ws_url + "?resume=1") as new:
+            resume = {"wsId": welcome["wsId"], "session": welcome["session"], "since": {}}
+            await new.send(json.dumps({"type": 0, "data": resume}))
+            answer = json.loads(await asyncio.wait_for(new.recv(), 5 * UNIT))["data"]
+            assert (answer["wsId"], answer["resumed"]) == (welcome["wsId"], True)
+            await asyncio.wait_for(old.wait_closed(), 5 * UNIT)
+            assert old.close_code == 4001
+
+
+async def test_a_join_while_disconnected_applies_to_the_session(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Between connections a join is 200 and applies to the session: after the resume
+    the client is in the room, and a push sent to it meanwhile waited in history."""
+    async with (
+        running_server(**{**FAST_TIMERS, "session_ttl": 5.0}) as server,
+        proxied(server) as (proxy, url),
+        PushAPI(server.api_url) as api,
+        connect(url, backoff_initial=0.05) as conn,
+    ):
+        proxy.freeze()
+        await proxy.drop()
+        await asyncio.wait_for(server.server.gateway.wait_empty(), 5 * UNIT)
+        status, _ = await post(
+            http, server.api_url + "/room/join", data={"id": "late", "wsId": conn.ws_id}
+        )
+        assert status == 200
+        await api.push_room("late", "waited", tag=2)
+        proxy.thaw()
+        push = await asyncio.wait_for(conn.recv(), 5 * UNIT)
+        assert (push.room, push.data) == ("late", "waited")
+        assert conn.recovered is True
+
+
+async def test_history_size_0_turns_positions_and_recovery_off() -> None:
+    """--history-size 0: frames are exactly the original protocol's."""
+    async with running_server(**{**FAST_TIMERS, "history_size": 0}) as server:
+        ws, _ = await open_client(server.ws_url)
+        async with PushAPI(server.api_url) as api:
+            await api.push_all("plain", tag=3)
+        assert await asyncio.wait_for(ws.recv(), 5 * UNIT) == '{"type":3,"data":"plain"}\n'
+        await ws.close()
