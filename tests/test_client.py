@@ -266,7 +266,7 @@ async def test_a_token_goes_as_the_pushgate_subprotocol_and_is_renewed_per_conne
                     "push", "user", "alice", "again", "--api", server.api_url
                 )
                 assert (status, out, err) == (0, "pushed to 1 connection of user alice\n", "")
-                assert await next_push(conn) == Push(2, "again")
+                assert await next_push(conn) == Push(2, "again", user="alice")
         finally:
             await proxy.close()
 
