@@ -11,7 +11,11 @@ import aiohttp
 import jwt
 from websockets.asyncio.client import connect as ws_connect
 
+from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.client import Connection, PushAPI, State, connect
+from pushgate.hub import Hub
+from pushgate.ids import ConnId
+from pushgate.node import TOPIC_ALL, Node
 from tests.dropping_proxy import DroppingProxy
 from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, open_client, post, running_server
 
@@ -183,3 +187,50 @@ async def test_history_size_0_turns_positions_and_recovery_off() -> None:
             await api.push_all("plain", tag=3)
         assert await asyncio.wait_for(ws.recv(), 5 * UNIT) == '{"type":3,"data":"plain"}\n'
         await ws.close()
+
+
+class Collector:
+    """A sink that keeps the frames it is handed."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self._arrived = asyncio.Event()
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+        self._arrived.set()
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(5 * UNIT):
+            while len(self.frames) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+
+async def test_a_gap_in_a_stream_is_filled_from_history_before_later_pushes() -> None:
+    """A node that receives seq 1, then 4 (2 and 3 lost on the way) delivers 2 and 3
+    from history before 4, each once; a gap history cannot fill is told to clients."""
+    bus = MemoryBus(history_size=100, history_ttl=60)
+    node = Node(Hub(max_rooms_per_conn=10), MemoryBroker(bus))
+    await node.start()
+    sink = Collector()
+    node.connection_opened(ConnId("c"), sink)
+    pubs = [bus.publish(TOPIC_ALL, b'{"type":2,"data":%d}\n' % i)[0] for i in range(1, 5)]
+    node.on_publication(TOPIC_ALL, pubs[0])
+    node.on_publication(TOPIC_ALL, pubs[3])  # 2 and 3 never arrived
+    node.on_publication(TOPIC_ALL, pubs[3])  # and a duplicate
+    await sink.wait_for(4)
+    data = [json.loads(frame[2:])["data"] for frame in sink.frames]
+    assert data == [1, 2, 3, 4]
+    assert node.gaps_filled == 1
+
+    lost = bus.publish(TOPIC_ALL, b'{"type":2,"data":5}\n')[0]
+    bus.history._streams[TOPIC_ALL].kept.clear()  # trimmed before the node could read it
+    late = bus.publish(TOPIC_ALL, b'{"type":2,"data":6}\n')[0]
+    assert lost.seq == 5
+    node.on_publication(TOPIC_ALL, late)
+    await sink.wait_for(6)
+    notice = json.loads(sink.frames[4][2:])
+    assert notice["data"]["recovered"] is False
+    assert json.loads(sink.frames[5][2:])["data"] == 6
+    await node.close()

@@ -372,8 +372,12 @@ class Connection:
             if not isinstance(value, dict):
                 continue
             report[name] = bool(value.get("recovered"))
-            if not report[name]:
-                self.positions[name] = (str(value.get("epoch", "")), int(value.get("seq", 0)))
+            epoch = str(value.get("epoch", ""))
+            known = self.positions.get(name)
+            if not report[name] and (known is None or known[0] != epoch):
+                # A new epoch: every push of it is new to us. (Its seq in the report is
+                # where the server is, and pushes up to it may still be on their way.)
+                self.positions[name] = (epoch, 0)
         if all(report.values()):
             return
         self.recovered = False

@@ -1,0 +1,113 @@
+"""Recovery in a cluster on a real redis-server: a session resumes on another gateway
+after its own was SIGKILLed, and a rolling restart loses and duplicates nothing."""
+
+import asyncio
+import signal
+from collections import defaultdict
+from contextlib import AsyncExitStack
+
+import pytest
+
+from pushgate.client import Connection, PushAPI, State, connect
+from tests.helpers import UNIT, server_process
+from tests.redis_server import RedisServer
+
+ARGS = ("--node-ttl", "2", "--control-timeout", "1", "--heartbeat", "1", "--idle-timeout", "3")
+
+
+async def recv_n(conn: Connection, count: int, timeout: float = 10 * UNIT) -> list[object]:
+    async with asyncio.timeout(timeout):
+        return [(await conn.recv()).data for _ in range(count)]
+
+
+async def test_a_session_resumes_on_the_other_gateway_after_a_sigkill(
+    redis: RedisServer,
+) -> None:
+    """The client's gateway is SIGKILLed; 20 pushes are sent; the client resumes on the
+    other gateway with the same wsId, in the same room, and gets all 20."""
+    args = ("--broker", redis.url, *ARGS)
+    async with AsyncExitStack() as stack:
+        g1 = await stack.enter_async_context(server_process(*args, role="gateway"))
+        g2 = await stack.enter_async_context(server_process(*args, role="gateway"))
+        logic = await stack.enter_async_context(server_process(*args, role="logic"))
+        api = await stack.enter_async_context(PushAPI(f"http://127.0.0.1:{logic.api_port}"))
+        conn = await stack.enter_async_context(
+            connect([g2.ws_url, g1.ws_url], api=api, backoff_initial=0.05, backoff_max=0.2)
+        )
+        ws_id = conn.ws_id
+        await conn.join("r")
+        g2.process.send_signal(signal.SIGKILL)
+        for i in range(20):
+            await api.push_room("r", i, tag=2)
+        assert await recv_n(conn, 20) == list(range(20))
+        assert (conn.ws_id, conn.resumed, conn.recovered) == (ws_id, True, True)
+        assert conn.url == g1.ws_url
+        await api.push_room("r", "live", tag=2)  # still in the room, on g1
+        assert await recv_n(conn, 1) == ["live"]
+
+
+@pytest.mark.parametrize("clients", [200])
+async def test_a_rolling_restart_loses_and_duplicates_nothing(
+    redis: RedisServer, clients: int
+) -> None:
+    """Clients over 2 gateways, pushes to all and to rooms at 20/s; SIGTERM one gateway
+    (it drains with 1012), start it again, then the other: every client gets every
+    push once, in order."""
+    args = ("--broker", redis.url, *ARGS, "--drain-seconds", "0.5")
+    async with AsyncExitStack() as stack:
+        gateways = [
+            await stack.enter_async_context(server_process(*args, role="gateway")),
+            await stack.enter_async_context(server_process(*args, role="gateway")),
+        ]
+        logic = await stack.enter_async_context(server_process(*args, role="logic"))
+        api = await stack.enter_async_context(PushAPI(f"http://127.0.0.1:{logic.api_port}"))
+        urls = [g.ws_url for g in gateways]
+        conns = []
+        for i in range(clients):
+            own = urls[i % 2 :] + urls[: i % 2]
+            conn = connect(own, api=api, backoff_initial=0.05, backoff_max=0.5)
+            conns.append(await stack.enter_async_context(conn))
+        for i, conn in enumerate(conns):
+            await conn.join(f"room{i % 4}")
+        received: dict[int, list[tuple[str, object]]] = defaultdict(list)
+
+        async def read(index: int, conn: Connection) -> None:
+            async for push in conn:
+                received[index].append((push.stream, push.data))
+
+        readers = [asyncio.create_task(read(i, c)) for i, c in enumerate(conns)]
+        stop = asyncio.Event()
+        sent: list[tuple[str, int]] = []
+
+        async def pusher() -> None:
+            n = 0
+            while not stop.is_set():
+                target = "all" if n % 2 else f"room:room{n % 4}"
+                if target == "all":
+                    await api.push_all(n, tag=2)
+                else:
+                    await api.push_room(target[5:], n, tag=2)
+                sent.append((target, n))
+                n += 1
+                await asyncio.sleep(0.05)
+
+        pushing = asyncio.create_task(pusher())
+        for index in (0, 1):
+            old = gateways[index]
+            assert await old.stop(signal.SIGTERM) == 0
+            await asyncio.sleep(0.5)
+            gateways[index] = await stack.enter_async_context(
+                server_process(*args, "--ws-port", str(old.ws_port), role="gateway")
+            )
+        await asyncio.sleep(0.5)
+        stop.set()
+        await pushing
+        await asyncio.sleep(1.0)
+        for task in readers:
+            task.cancel()
+        for i, conn in enumerate(conns):
+            for stream in ("all", f"room:room{i % 4}"):  # order holds per stream
+                expected = [n for t, n in sent if t == stream]
+                got = [n for t, n in received[i] if t == stream]
+                assert got == expected, (i, stream, conn.ws_id, conn.recovered)
+            assert conn.state is State.OPEN
