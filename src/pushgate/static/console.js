@@ -1,12 +1,14 @@
 // The pushgate console: a page to try the server without writing code.
 //
-// Query parameters: ?ws=ws://HOST:PORT/connect (default ws://<this page's host>:8888/connect)
+// Query parameters: ?ws=ws://HOST:PORT/connect (default ws://<this page's host>:8888/connect;
+// several gateways of one cluster separated by spaces or commas, tried in turn)
 // and ?api=http://HOST:PORT (default: this page's own server). The API key is typed or
 // pasted by the person and kept in this page's memory only, like the connection token.
 
 import { PushAPI, PushgateClient, State } from "./pushgate.js";
 
 const MAX_MESSAGES = 500;
+const MAX_LOG = 50;
 const STATS_EVERY_MS = 1000;
 
 const $ = (id) => document.getElementById(id);
@@ -34,6 +36,8 @@ const ui = {
   roomTable: $("room-table"),
   statsNote: $("stats-note"),
   notice: $("notice"),
+  log: $("log"),
+  noLog: $("no-log"),
 };
 
 ui.gatewayUrl.value = params.get("ws") || `ws://${location.hostname || "127.0.0.1"}:8888/connect`;
@@ -51,25 +55,53 @@ function api() {
 
 function connect() {
   disconnect();
-  client = new PushgateClient(ui.gatewayUrl.value.trim(), {
+  const urls = ui.gatewayUrl.value.split(/[\s,]+/).filter(Boolean);
+  if (!urls.length) return notify("no gateway URL");
+  const c = new PushgateClient(urls.length === 1 ? urls[0] : urls, {
     api: api(),
     token: ui.token.value.trim() || null,
   });
-  client.on("state", ({ state }) => showState(state));
-  client.on("open", ({ wsId, reconnected }) => {
+  client = c;
+  c.on("state", ({ state }) => showState(state));
+  c.on("open", ({ wsId, reconnected }) => {
     ui.wsId.textContent = wsId;
-    if (reconnected) notify(`reconnected with a new wsId; rooms rejoined`, "info");
+    if (!reconnected) log("open", `connected as ${wsId}`);
   });
-  client.on("close", ({ code }) => {
-    if (client?.state === State.CONNECTING) {
-      notify(`cannot connect to ${client.url} (code ${code}); retrying. Does it need a token?`);
+  c.on("close", ({ code, reason }) => {
+    // "close" comes before the client's next state: its state is still the old one here.
+    const why = `code ${code}${reason ? `: ${reason}` : ""}`;
+    if (code === 4001) {
+      report("stopped", `another connection resumed this session (${why}); not reconnecting`);
+    } else if (c.state === State.CONNECTING) {
+      notify(`cannot connect to ${c.url} (code ${code}); retrying. Does it need a token?`);
+    } else if (c.state === State.OPEN && c.options.reconnect) {
+      log("lost", `connection lost (${why}); ${c.session ? "resuming" : "reconnecting"}`);
     }
   });
-  client.on("message", showMessage);
-  client.on("rooms", ({ rooms }) => showRooms(rooms));
-  client.on("error", ({ error }) => notify(String(error.message || error)));
-  client.connect().catch((error) => notify(String(error.message || error)));
-  window.pushgateConsole.client = client;
+  c.on("recovery", showRecovery);
+  c.on("message", showMessage);
+  c.on("rooms", ({ rooms }) => showRooms(rooms));
+  c.on("error", ({ error }) => notify(String(error.message || error)));
+  c.connect().catch((error) => notify(String(error.message || error)));
+  window.pushgateConsole.client = c;
+}
+
+/** After a reconnect's welcome, or a gap the server could not fill: say what was kept. */
+function showRecovery({ resumed, recovered, streams, wsId, reason, gap }) {
+  const lost = Object.entries(streams || {})
+    .filter(([, stream]) => stream && stream.recovered === false)
+    .map(([name]) => name);
+  const which = lost.length ? ` (streams ${lost.join(", ")})` : "";
+  if (gap) {
+    report("gap", `pushes lost: NOT recovered${which}`);
+  } else if (!resumed) {
+    const rooms = client?.rooms.length ? "; rooms rejoined" : "";
+    report("new-session", `new session ${wsId} (could not resume: ${reason})${rooms}`);
+  } else if (recovered) {
+    report("recovered", `resumed as ${wsId}: recovered everything`, "info");
+  } else {
+    report("not-recovered", `resumed as ${wsId}: NOT recovered${which}`);
+  }
 }
 
 function disconnect() {
@@ -182,7 +214,7 @@ function showPushResult(text, isError) {
 
 // Messages
 
-function showMessage({ type, data, room, time }) {
+function showMessage({ type, data, room, stream, seq, epoch, time }) {
   received += 1;
   ui.messageCount.textContent = String(received);
   ui.noMessages.hidden = true;
@@ -190,6 +222,11 @@ function showMessage({ type, data, room, time }) {
   item.className = "message fresh";
   item.dataset.type = String(type);
   item.dataset.room = room ?? "";
+  item.dataset.stream = stream;
+  if (seq !== null) {
+    item.dataset.seq = String(seq);
+    item.title = `${stream} #${seq}, epoch ${epoch}`;
+  }
   item.append(
     cell("time", time.toTimeString().slice(0, 8) + "." + String(time.getMilliseconds()).padStart(3, "0")),
     cell("type", `type ${type}`),
@@ -267,7 +304,23 @@ function formatUptime(seconds) {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
-// Notices
+// Connection log and notices
+
+function log(kind, text) {
+  const time = new Date();
+  const item = document.createElement("li");
+  item.dataset.kind = kind;
+  item.append(cell("time", time.toTimeString().slice(0, 8)), cell("text", text));
+  ui.log.prepend(item);
+  while (ui.log.childElementCount > MAX_LOG) ui.log.lastElementChild.remove();
+  ui.noLog.hidden = true;
+}
+
+/** Log it and show it as a notice (an error notice unless kind is "info"). */
+function report(logKind, text, noticeKind = "error") {
+  log(logKind, text);
+  notify(text, noticeKind);
+}
 
 let noticeTimer = 0;
 

@@ -4,24 +4,51 @@
 //
 //   const api = new PushAPI("http://127.0.0.1:9999", { apiKey });   // apiKey optional
 //   const client = new PushgateClient("ws://127.0.0.1:8888/connect", { api });
+//   // several gateways of one cluster: new PushgateClient([url1, url2], { api })
 //   // a gateway that checks connection tokens: new PushgateClient(url, { api, token: jwt })
 //   client.addEventListener("message", (e) => console.log(e.detail.type, e.detail.room, e.detail.data));
+//   client.on("recovery", ({ recovered, streams }) => recovered || console.warn("lost pushes", streams));
 //   await client.connect();        // resolves with the wsId once the welcome has arrived
-//   await client.join("news");     // rejoined by itself after every reconnect
+//   await client.join("news");     // kept by the session; joined again if it is a new one
 //
-// What a caller must know:
+// What a caller must know (docs/recovery.md is the protocol):
 // - The client sends {"type":1,"data":"PING"} every `heartbeat` seconds (the server's
 //   interval unless a number is given) and swallows the PONGs; "message" events carry
-//   pushes only: detail {type, data, room (null for a push to all), time (a Date)}.
+//   pushes only: detail {type, data, room (null if not a room push), user (null if not a
+//   push to one user), stream ("all", "room:<id>" or "user:<id>"), seq, epoch (null when
+//   the server keeps no history), time (a Date)}.
 // - When the connection drops, or nothing (not even a PONG) arrives for three heartbeat
 //   intervals, it reconnects after a random delay of up to backoffInitial ms, doubling up
-//   to backoffMax ms. A reconnect is a NEW connection with a NEW wsId; rooms joined with
-//   client.join() are joined again before the state becomes "open"; pushes sent while it
-//   was away are lost.
+//   to backoffMax ms; at once when the server closed an open connection with 1012 (a
+//   gateway draining). Given several URLs (gateways of one cluster), a connection that
+//   fails before its welcome, or a 1012, moves on to the next URL, round robin.
+// - A reconnect RESUMES the session (same wsId, same rooms, nothing joined again) when
+//   the server gave one (its welcome has a "session"): the client asks, per stream,
+//   for everything after the last push it received. When the server can give it all,
+//   every push arrives exactly once and in order per stream, across the reconnect, and
+//   client.recovered is true. Where it cannot (the pushes were trimmed from history or
+//   expired, or the stream's history was lost), what it still had is delivered, the
+//   rest is lost, and the client SAYS so: client.recovered is false and a "recovery"
+//   event names the streams. The same event (recovered false, gap true) reports a gap
+//   the server finds later and cannot fill. Order across different streams is not kept.
+// - When the session cannot be resumed (it expired after the server's --session-ttl, or
+//   the server keeps no sessions), the reconnect is a NEW session with a NEW wsId: rooms
+//   joined with client.join() are joined again before the state becomes "open", and the
+//   pushes sent while it was away are lost (recovered false, with the server's reason).
+// - No push is delivered twice in a session: one at or before the last push delivered
+//   on its stream (same epoch) is dropped. client.positions gives, per stream, the
+//   [epoch, seq] a resume continues from.
+// - The server closing with 4001 means another connection resumed this session: the
+//   client stops (state closed) and does not reconnect.
 // - Events (an EventTarget; each detail is a plain object):
 //     "state"    {state, wsId}   state is one of State: connecting, open, reconnecting, closed
-//     "open"     {wsId, heartbeat, reconnected}
-//     "message"  {type, data, room, time}
+//     "open"     {wsId, heartbeat, reconnected, resumed}
+//     "recovery" {resumed, recovered, streams, wsId, reason, previousWsId}   after every
+//                reconnect's welcome (also sets client.recovered), and on a gap notice
+//                from the server (then {resumed, recovered: false, streams, wsId, gap: true});
+//                streams: {name: {recovered, epoch, seq}} as the server sent them;
+//                reason: why it could not resume (null when it did)
+//     "message"  {type, data, room, user, stream, seq, epoch, time}
 //     "rooms"    {rooms}         the rooms joined through join() and leave(), after each change
 //     "close"    {code, reason}  a connection ended (reconnecting follows unless closed)
 //     "error"    {error}         a rejoin or a frame it could not read; it carries on
@@ -38,6 +65,14 @@ export const State = Object.freeze({
 const TYPE_WELCOME = 0;
 const TYPE_HEARTBEAT = 1;
 const PING = '{"type":1,"data":"PING"}';
+// Close codes from the server (docs/recovery.md)
+const CLOSE_SERVICE_RESTART = 1012; // the gateway is draining: resume at once, elsewhere
+const CLOSE_SESSION_TAKEN = 4001; // another connection resumed this session: stop
+// Close codes of this client's own (sent to the server, and in "close" events)
+const CLOSE_NO_WELCOME = 4000;
+const CLOSE_HEARTBEAT = 4002;
+const CLOSE_NO_TOKEN = 4003;
+const CLOSE_REJOIN_FAILED = 4004;
 
 /** The logic API refused a request (status = HTTP status), or could not be reached (0). */
 export class PushAPIError extends Error {
@@ -120,10 +155,10 @@ export class PushAPI {
   }
 }
 
-/** One logical connection to a gateway, reopened with a new wsId when it drops. */
+/** One logical connection to a gateway: a session, resumed when the connection drops. */
 export class PushgateClient extends EventTarget {
   constructor(
-    url,
+    urls,
     {
       heartbeat = true,
       reconnect = true,
@@ -135,7 +170,8 @@ export class PushgateClient extends EventTarget {
     } = {},
   ) {
     super();
-    this.url = url;
+    this.urls = (Array.isArray(urls) ? urls : [urls]).map(String);
+    if (!this.urls.length) throw new Error("PushgateClient needs at least one gateway URL");
     this.api = api;
     // A JWT (or a function returning one, or a promise of one), sent as the WebSocket
     // subprotocols ["pushgate", token]: browsers cannot set headers on a WebSocket.
@@ -143,11 +179,20 @@ export class PushgateClient extends EventTarget {
     this.options = { heartbeat, reconnect, backoffInitial, backoffMax, openTimeout };
     this.state = State.CLOSED;
     this.wsId = "";
+    this.session = ""; // the session's secret token, from the welcome ("" if none)
     this.heartbeat = 0;
     this.connects = 0;
     this.closeCode = null;
+    this.resumed = false; // whether the current connection resumed the session
+    this.recovered = null; // whether the last resume recovered everything (null: none yet)
+    this._urlIndex = 0;
     this._rooms = new Set();
+    // stream -> {epoch, seq, got}: `seq` is where a resume starts from (the last push
+    // received, or the server's position for a stream it could not recover); `got` is
+    // the last seq delivered in that epoch, at or below which a push is a duplicate.
+    this._positions = new Map();
     this._ws = null;
+    this._welcomed = false; // whether the current (or last) connection got its welcome
     this._timers = new Set();
     this._attempt = 0;
     this._lastReceived = 0;
@@ -155,9 +200,19 @@ export class PushgateClient extends EventTarget {
     this._epoch = 0; // bumped by close(): an _open() awaiting a token from before then gives up
   }
 
+  /** The gateway URL in use (or to be tried next). */
+  get url() {
+    return this.urls[this._urlIndex];
+  }
+
   /** The rooms joined through join(), in the order joined. */
   get rooms() {
     return [...this._rooms];
+  }
+
+  /** Per stream, the position [epoch, seq] a resume asks to continue from. */
+  get positions() {
+    return Object.fromEntries([...this._positions].map(([name, p]) => [name, [p.epoch, p.seq]]));
   }
 
   /** Listen for `type`; returns a function that stops listening. */
@@ -167,13 +222,18 @@ export class PushgateClient extends EventTarget {
     return () => this.removeEventListener(type, handler);
   }
 
-  /** Start connecting (retrying until it can); resolves with the first wsId. */
+  /** Start connecting (retrying until it can); resolves with the first wsId.
+   *  A connect() after close() starts a new session. */
   connect() {
     if (this.state !== State.CLOSED) return this._firstOpen ?? Promise.resolve(this.wsId);
     this._firstOpen = new Promise((resolve, reject) => {
       this._resolveFirst = resolve;
       this._rejectFirst = reject;
     });
+    this.session = "";
+    this.resumed = false;
+    this.recovered = null;
+    this._positions.clear();
     this._attempt = 0;
     this._setState(State.CONNECTING);
     this._open();
@@ -191,10 +251,11 @@ export class PushgateClient extends EventTarget {
     if (this.state !== State.CLOSED) {
       this._setState(State.CLOSED);
       this._rejectFirst?.(new Error("closed before the first connection opened"));
+      this._resolveFirst = this._rejectFirst = null;
     }
   }
 
-  /** Join `room` through the api, now and after every reconnect. */
+  /** Join `room` through the api; the session keeps it, and a new session joins it again. */
   async join(room) {
     const answer = await this._needApi().join(room, this.wsId);
     this._rooms.add(room);
@@ -205,6 +266,7 @@ export class PushgateClient extends EventTarget {
   /** Leave `room` and stop rejoining it. */
   async leave(room) {
     this._rooms.delete(room);
+    this._positions.delete(`room:${room}`);
     this._emit("rooms", { rooms: this.rooms });
     return this._needApi().leave(room, this.wsId);
   }
@@ -218,19 +280,22 @@ export class PushgateClient extends EventTarget {
 
   async _open() {
     const epoch = this._epoch;
+    this._welcomed = false;
     let token;
     try {
       token = typeof this.token === "function" ? await this.token() : this.token;
     } catch (error) {
       if (epoch !== this._epoch) return;
       this._emit("error", { error });
-      this._dropped(null, 4003, "no connection token");
+      this._dropped(null, CLOSE_NO_TOKEN, "no connection token");
       return;
     }
     if (epoch !== this._epoch) return; // closed while the token was coming
+    // Resume when the last welcome gave a session (and a wsId to resume).
+    const resume = this.options.reconnect && this.session && this.wsId ? this._resumeMessage() : null;
     let ws;
     try {
-      ws = new WebSocket(this.url, token ? ["pushgate", String(token)] : []);
+      ws = new WebSocket(resume ? withResume(this.url) : this.url, token ? ["pushgate", String(token)] : []);
     } catch (error) {
       // A malformed URL: retrying cannot help.
       this.close();
@@ -240,8 +305,14 @@ export class PushgateClient extends EventTarget {
     this._ws = ws;
     let welcomed = false;
     const welcomeTimer = this._after(this.options.openTimeout, () => {
-      if (!welcomed && this._ws === ws) this._dropped(ws, 4000, "no welcome in time");
+      if (!welcomed && this._ws === ws) this._dropped(ws, CLOSE_NO_WELCOME, "no welcome in time");
     });
+    if (resume) {
+      // The resume request is the first message, before the server says anything.
+      ws.onopen = () => {
+        if (this._ws === ws) ws.send(resume);
+      };
+    }
     ws.onmessage = (event) => {
       if (this._ws !== ws) return;
       this._lastReceived = Date.now();
@@ -254,17 +325,17 @@ export class PushgateClient extends EventTarget {
       }
       if (!message || typeof message !== "object" || !Number.isInteger(message.type)) return;
       if (message.type === TYPE_WELCOME) {
-        if (welcomed) return;
+        const data = message.data && typeof message.data === "object" ? message.data : {};
+        if (welcomed) {
+          if (data.recovered === false) this._gap(data);
+          return;
+        }
         welcomed = true;
+        this._welcomed = true;
         this._clearTimer(welcomeTimer);
-        this._welcomed(ws, message.data || {});
+        this._onWelcome(ws, data, Boolean(resume));
       } else if (message.type > TYPE_HEARTBEAT) {
-        this._emit("message", {
-          type: message.type,
-          data: message.data,
-          room: typeof message.room === "string" ? message.room : null,
-          time: new Date(),
-        });
+        this._push(message);
       }
     };
     ws.onclose = (event) => {
@@ -272,27 +343,115 @@ export class PushgateClient extends EventTarget {
     };
   }
 
-  async _welcomed(ws, data) {
+  _resumeMessage() {
+    return JSON.stringify({
+      type: TYPE_WELCOME,
+      data: { wsId: this.wsId, session: this.session, since: this.positions },
+    });
+  }
+
+  async _onWelcome(ws, data, resuming) {
+    const previous = this.wsId;
     this.wsId = String(data.wsId || "");
     this.heartbeat = Number(data.heartbeat) || 10;
+    this.session = typeof data.session === "string" ? data.session : "";
     this.connects += 1;
     const reconnected = this.connects > 1;
+    const resumed = resuming && data.resumed === true && this.wsId === previous;
+    const streams = data.streams && typeof data.streams === "object" ? data.streams : {};
+    this.resumed = resumed;
+    if (resumed) this._takePositions(streams);
+    else this._positions.clear(); // a new session: its streams start afresh
     this._startHeartbeat(ws);
-    if (reconnected && this._rooms.size) {
+    if (reconnected && !resumed && this._rooms.size) {
       try {
         for (const room of this._rooms) await this._needApi().join(room, this.wsId);
       } catch (error) {
         this._emit("error", { error });
-        if (this._ws === ws) this._dropped(ws, 4001, "could not rejoin rooms");
+        if (this._ws === ws) this._dropped(ws, CLOSE_REJOIN_FAILED, "could not rejoin rooms");
         return;
       }
       if (this._ws !== ws) return;
     }
     this._attempt = 0;
     this._setState(State.OPEN);
-    this._emit("open", { wsId: this.wsId, heartbeat: this.heartbeat, reconnected });
+    this._emit("open", { wsId: this.wsId, heartbeat: this.heartbeat, reconnected, resumed });
+    if (reconnected) {
+      this.recovered = resumed && data.recovered === true;
+      let reason = null;
+      if (!resumed) {
+        reason = resuming
+          ? String(data.reason || "the server did not resume the session")
+          : "the server keeps no sessions";
+      }
+      this._emit("recovery", {
+        resumed,
+        recovered: this.recovered,
+        streams,
+        wsId: this.wsId,
+        reason,
+        previousWsId: previous,
+      });
+    }
     this._resolveFirst?.(this.wsId);
     this._resolveFirst = this._rejectFirst = null;
+  }
+
+  /** A type-0 frame after the welcome with "recovered": false: a gap the server could not fill. */
+  _gap(data) {
+    const streams = data.streams && typeof data.streams === "object" ? data.streams : {};
+    this._takePositions(streams);
+    this.recovered = false;
+    this._emit("recovery", {
+      resumed: this.resumed,
+      recovered: false,
+      streams,
+      wsId: this.wsId,
+      reason: null,
+      gap: true,
+    });
+  }
+
+  /** Streams the server could not recover: a later resume starts from the server's
+   *  position now. What it still had of them comes next, and is delivered: only a push
+   *  at or below the last one delivered (same epoch) counts as a duplicate. */
+  _takePositions(streams) {
+    for (const [name, info] of Object.entries(streams)) {
+      if (!info || info.recovered !== false) continue;
+      if (typeof info.epoch !== "string" || !Number.isInteger(info.seq)) continue;
+      const known = this._positions.get(name);
+      const same = known && known.epoch === info.epoch;
+      this._positions.set(name, {
+        epoch: info.epoch,
+        seq: same ? Math.max(known.seq, info.seq) : info.seq,
+        got: same ? known.got : 0,
+      });
+    }
+  }
+
+  /** A push frame: emitted unless its stream already had it. */
+  _push(message) {
+    const room = typeof message.room === "string" ? message.room : null;
+    const user = typeof message.user === "string" ? message.user : null;
+    const stream = room !== null ? `room:${room}` : user !== null ? `user:${user}` : "all";
+    const seq = Number.isInteger(message.seq) ? message.seq : null;
+    const epoch = typeof message.epoch === "string" ? message.epoch : null;
+    if (seq !== null && epoch !== null) {
+      const known = this._positions.get(stream);
+      const same = known && known.epoch === epoch;
+      if (same && seq <= known.got) return; // delivered already
+      this._positions.set(stream, { epoch, seq: same ? Math.max(known.seq, seq) : seq, got: seq });
+    }
+    this._emit("message", {
+      type: message.type,
+      data: message.data,
+      room,
+      user,
+      stream,
+      seq,
+      epoch,
+      time: new Date(),
+    });
   }
 
   _startHeartbeat(ws) {
@@ -303,7 +462,7 @@ export class PushgateClient extends EventTarget {
       if (this._ws !== ws) return;
       // Nothing for three intervals, not even a PONG: the path is dead, do not wait for TCP.
       if (Date.now() - this._lastReceived > 3 * seconds * 1000) {
-        this._dropped(ws, 4002, "heartbeat: no answer from the server");
+        this._dropped(ws, CLOSE_HEARTBEAT, "heartbeat: no answer from the server");
         return;
       }
       if (ws.readyState === WebSocket.OPEN) ws.send(PING);
@@ -313,6 +472,7 @@ export class PushgateClient extends EventTarget {
   }
 
   _dropped(ws, code, reason) {
+    const welcomed = this._welcomed;
     this._detach();
     this._clearTimers();
     if (ws && (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN)) {
@@ -320,22 +480,33 @@ export class PushgateClient extends EventTarget {
     }
     this.closeCode = code;
     this._emit("close", { code, reason });
-    if (!this.options.reconnect) {
+    if (!this.options.reconnect || code === CLOSE_SESSION_TAKEN) {
+      // 4001: another connection has this session now; coming back would take it away.
       this._setState(State.CLOSED);
       this._rejectFirst?.(new Error(`cannot connect to ${this.url} (code ${code})`));
+      this._resolveFirst = this._rejectFirst = null;
       return;
     }
     if (this.state !== State.CONNECTING) this._setState(State.RECONNECTING);
-    const { backoffInitial, backoffMax } = this.options;
-    const delay = Math.random() * Math.min(backoffMax, backoffInitial * 2 ** this._attempt);
-    this._attempt = Math.min(this._attempt + 1, 30);
+    // A gateway that failed us before its welcome, or that is draining: try the next one.
+    if (!welcomed || code === CLOSE_SERVICE_RESTART) {
+      this._urlIndex = (this._urlIndex + 1) % this.urls.length;
+    }
+    let delay;
+    if (code === CLOSE_SERVICE_RESTART && welcomed) {
+      delay = 0; // a gateway restarting asks for a resume at once
+    } else {
+      const { backoffInitial, backoffMax } = this.options;
+      delay = Math.random() * Math.min(backoffMax, backoffInitial * 2 ** this._attempt);
+      this._attempt = Math.min(this._attempt + 1, 30);
+    }
     this._after(delay, () => this._open());
   }
 
   _detach() {
     const ws = this._ws;
     this._ws = null;
-    if (ws) ws.onmessage = ws.onclose = null;
+    if (ws) ws.onopen = ws.onmessage = ws.onclose = null;
     return ws;
   }
 
@@ -366,4 +537,11 @@ export class PushgateClient extends EventTarget {
     for (const id of this._timers) clearTimeout(id);
     this._timers.clear();
   }
+}
+
+/** `url` with resume=1 added to its query (after any query it has, such as ?token=). */
+function withResume(url) {
+  const hash = url.indexOf("#");
+  const base = hash < 0 ? url : url.slice(0, hash);
+  return base + (base.includes("?") ? "&" : "?") + "resume=1";
 }
