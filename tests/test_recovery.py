@@ -16,6 +16,7 @@ from pushgate.client import Connection, PushAPI, State, connect
 from pushgate.hub import Hub
 from pushgate.ids import ConnId
 from pushgate.node import TOPIC_ALL, Node
+from pushgate.sessions import MemorySessions
 from tests.dropping_proxy import DroppingProxy
 from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, open_client, post, running_server
 
@@ -233,4 +234,35 @@ async def test_a_gap_in_a_stream_is_filled_from_history_before_later_pushes() ->
     notice = json.loads(sink.frames[4][2:])
     assert notice["data"]["recovered"] is False
     assert json.loads(sink.frames[5][2:])["data"] == 6
+    await node.close()
+
+
+async def test_a_resume_on_a_node_that_missed_pushes_gets_each_once() -> None:
+    """The node itself missed pushes 2 and 3 of a stream (lost on their way to it)
+    when a session resumes there from 1: the session gets 2 and 3 once, from the
+    repair that also gives them to the node's other members, and then 4 and 5."""
+    bus = MemoryBus(history_size=100, history_ttl=60)
+    node = Node(Hub(max_rooms_per_conn=10), MemoryBroker(bus), sessions=MemorySessions(60))
+    await node.start()
+    first = Collector()
+    opened = node.connection_opened(ConnId("c"), first)
+    assert opened.token is not None
+    assert opened.ready is not None
+    await opened.ready
+    one, two, three, four, five = (
+        bus.publish(TOPIC_ALL, b'{"type":2,"data":%d}\n' % i)[0] for i in range(1, 6)
+    )
+    node.on_publication(TOPIC_ALL, one)  # 2 and 3 never reach the node
+    again = Collector()
+    resumed = await node.resume(ConnId("c"), opened.token, {"all": one.position}, again, None)
+    assert resumed is not None
+    node.on_publication(TOPIC_ALL, four)  # waits behind the repair
+    await again.wait_for(3)
+    node.on_publication(TOPIC_ALL, five)
+    await again.wait_for(4)
+    frames = [json.loads(f)["data"] for f in resumed.frames]
+    frames += [json.loads(f[2:])["data"] for f in again.frames]
+    assert frames == [2, 3, 4, 5]
+    assert resumed.streams["all"].recovered is True
+    assert (two.seq, three.seq) == (2, 3)
     await node.close()

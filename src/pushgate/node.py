@@ -448,10 +448,23 @@ class Node:
         for topic, history in histories.items():
             start = starts[topic]
             last = start if start.epoch == history.position.epoch else Position("", 0)
+            # This node may itself have missed pushes of the stream (lost while it was
+            # not subscribed, or on the way): then the connection gets only what the
+            # node has delivered, and a repair gives the rest to every member, this
+            # one included, once. Replaying it here too would deliver it twice.
+            node_at = self.guard.last(topic)
+            behind = (
+                node_at is not None
+                and node_at.epoch == history.position.epoch
+                and node_at.seq < history.position.seq
+            )
+            upto = node_at.seq if node_at is not None and behind else history.position.seq
             for pub in history.publications:
+                if pub.epoch == history.position.epoch and pub.seq > upto:
+                    break
                 frames.append(pub.data)
                 last = pub.position
-            recovered = history.complete and topic not in unsettled
+            recovered = self.history and history.complete and topic not in unsettled
             for pub in self._captures[topic][1]:
                 if pub.epoch != last.epoch:
                     recovered = recovered and last.epoch == ""
@@ -462,8 +475,10 @@ class Node:
                 frames.append(pub.data)
                 last = pub.position
             if last.epoch == "":
-                last = history.position
+                last = history.position if node_at is None or not behind else node_at
             reports[topic] = StreamReport(recovered, last.epoch, last.seq)
+            if behind and topic not in self._repairs:
+                self._start_repair(topic, [])
         return Resumed(session, reports, frames)
 
     def _evict(self, conn: ConnId, previous: str) -> None:
@@ -500,6 +515,10 @@ class Node:
         return 0
 
     def on_publication(self, topic: str, pub: Publication) -> int:
+        if topic not in self._subscribed and topic != TOPIC_ALL:
+            # Arrived after this node let go of the topic: nobody here wants it, and it
+            # must not become the position a later subscription is checked against.
+            return 0
         if pub.seq:
             repair = self._repairs.get(topic)
             if repair is not None:
