@@ -1,5 +1,7 @@
 """Recovery in a cluster on a real redis-server: a session resumes on another gateway
-after its own was SIGKILLed, and a rolling restart loses and duplicates nothing."""
+after its own was SIGKILLed, a rolling restart loses and duplicates nothing, pushes
+lost between Redis and a gateway are filled from history, and a Redis restarted
+empty is told to the clients."""
 
 import asyncio
 import signal
@@ -8,8 +10,9 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from pushgate.client import Connection, PushAPI, State, connect
-from tests.helpers import UNIT, server_process
+from pushgate.client import Connection, PushAPI, ServiceUnavailableError, State, connect
+from tests.dropping_proxy import DroppingProxy
+from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, running_server, server_process
 from tests.redis_server import RedisServer
 
 ARGS = ("--node-ttl", "2", "--control-timeout", "1", "--heartbeat", "1", "--idle-timeout", "3")
@@ -111,3 +114,67 @@ async def test_a_rolling_restart_loses_and_duplicates_nothing(
                 got = [n for t, n in received[i] if t == stream]
                 assert got == expected, (i, stream, conn.ws_id, conn.recovered)
             assert conn.state is State.OPEN
+
+
+async def test_pubsub_messages_lost_on_the_way_to_a_gateway_are_filled_from_history(
+    redis: RedisServer,
+) -> None:
+    """The connection between one gateway and Redis is cut (the dropping proxy) while
+    the logic node publishes: when the gateway is back it reads what it missed from
+    history; its client misses nothing and gets nothing twice."""
+    proxy = DroppingProxy(LOOPBACK, redis.port)
+    await proxy.start()
+    via_proxy = f"redis://{LOOPBACK}:{proxy.port}/0"
+    settings = {**FAST_TIMERS, "prefix": "gap:", "node_ttl": 30.0}
+    try:
+        async with (
+            running_server("gateway", **settings, broker=via_proxy) as gateway,
+            running_server("logic", **settings, broker=redis.url) as logic,
+            PushAPI(logic.api_url) as api,
+            connect(gateway.ws_url, api=api) as conn,
+        ):
+            await conn.join("r")
+            await api.push_room("r", "before", tag=2)
+            assert await recv_n(conn, 1) == ["before"]
+            proxy.freeze()  # its reconnects hang until thawed: these are surely missed
+            await proxy.drop()  # the gateway's subscription and publisher are cut
+            for i in range(10):
+                await api.push_room("r", i, tag=2)
+            proxy.thaw()
+            await api.push_room("r", "after", tag=2)  # may come before or after the fill
+            assert await recv_n(conn, 11) == [*range(10), "after"]
+            assert gateway.server.node.gaps_filled >= 1
+    finally:
+        await proxy.close()
+
+
+async def test_a_redis_restarted_empty_is_told_to_clients_and_pushes_flow(
+    redis: RedisServer,
+) -> None:
+    """Redis restarts without its data: the stream's history (and its epoch) is gone,
+    so the client is told its room's stream was not recovered, and new pushes flow."""
+    settings = {**FAST_TIMERS, "broker": redis.url, "prefix": "empty:"}
+    async with running_server(**settings) as server, PushAPI(server.api_url) as api:
+        reports: list[dict[str, bool]] = []
+        told = asyncio.Event()
+
+        def on_recovery(_: Connection, report: dict[str, bool]) -> None:
+            reports.append(report)
+            told.set()
+
+        async with connect(server.ws_url, api=api, on_recovery=on_recovery) as conn:
+            await conn.join("r")
+            await api.push_room("r", "one", tag=2)
+            assert await recv_n(conn, 1) == ["one"]
+            await redis.restart()  # empty: no persistence
+            async with asyncio.timeout(10 * UNIT):
+                while True:  # 503 until the node is back on Redis
+                    try:
+                        await api.push_room("r", "two", tag=2)
+                        break
+                    except ServiceUnavailableError:
+                        await asyncio.sleep(0.05)
+            assert await recv_n(conn, 1) == ["two"]
+            await asyncio.wait_for(told.wait(), 5 * UNIT)
+            assert {"room:r": False} in reports
+            assert conn.recovered is False

@@ -78,6 +78,8 @@ def user_topic(user: str) -> str:
 
 # How long a session write (a detach) may hold up a stop.
 SESSION_FLUSH_TIMEOUT = 2.0
+# Waits between reads of a stream's history to fill a gap, while the broker is away.
+REPAIR_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,65 +583,76 @@ class Node:
         self._in_background(self._repair(topic))
 
     async def _repair(self, topic: str) -> None:
-        """Deliver what a stream is missing from history, then what waited meanwhile."""
-        last = self.guard.last(topic)
+        """Deliver what a stream is missing from history, then what waited meanwhile.
+
+        A broker that cannot answer yet (it is reconnecting) is asked again, a few
+        times over about three seconds, while the stream's pushes wait here."""
         history: History | None = None
         error = ""
         try:
-            history = await self.broker.history(topic, last)
-        except BrokerUnavailable as exc:
-            error = str(exc)
-        except BaseException:
-            self._finish_repair(topic, None, "")
-            raise
-        self._finish_repair(topic, history, error)
+            for delay in REPAIR_RETRY_DELAYS:
+                try:
+                    history = await self.broker.history(topic, self.guard.last(topic))
+                    error = ""
+                    break
+                except BrokerUnavailable as exc:
+                    error = str(exc)
+                    await asyncio.sleep(delay)
+        finally:
+            self._finish_repair(topic, history, error)
 
     def _finish_repair(self, topic: str, history: History | None, error: str) -> None:
         waiting = self._repairs.pop(topic, [])
         last = self.guard.last(topic)
-        filled = 0
+        filled = lost = 0
         if history is not None and last is not None:
+            if history.position.epoch != last.epoch:
+                # The stream's history was lost (Redis restarted empty): what followed
+                # `last` is gone; say so, then give what the new epoch has kept.
+                lost += 1
+                self._notify(topic, StreamReport(False, history.position.epoch, 0))
+                last = Position(history.position.epoch, 0)
+                self.guard.delivered(topic, last)
             for pub in history.publications:
-                if pub.epoch == last.epoch and pub.seq > last.seq:
-                    if pub.seq != last.seq + 1:
-                        break
-                    self._fan_out(topic, pub)
-                    self.guard.delivered(topic, pub.position)
-                    last = pub.position
-                    filled += 1
-        lost = 0
+                if pub.epoch != last.epoch or pub.seq <= last.seq:
+                    continue
+                if pub.seq != last.seq + 1:
+                    break
+                self._fan_out(topic, pub)
+                self.guard.delivered(topic, pub.position)
+                last = pub.position
+                filled += 1
+            if not waiting and history.position != last:
+                # History could not give all the stream has: say so, and go on from there.
+                lost += 1
+                self._notify(
+                    topic, StreamReport(False, history.position.epoch, history.position.seq)
+                )
+                self.guard.delivered(topic, history.position)
+        elif history is None and not waiting and last is not None:
+            lost += 1  # the catch-up could not be read: what was missed is unknown
+            self._notify(topic, StreamReport(False, last.epoch, last.seq))
         for pub in waiting:
             last = self.guard.last(topic)
-            if last is not None and pub.epoch == last.epoch:
-                if pub.seq <= last.seq:
-                    continue
-                lost += pub.seq - last.seq - 1
-            elif last is not None:
-                lost += 1  # a new epoch: how much is unknown
-            if lost:
+            if last is not None and pub.epoch == last.epoch and pub.seq <= last.seq:
+                continue
+            if last is not None and pub.position != Position(last.epoch, last.seq + 1):
+                lost += 1
                 self._notify(topic, StreamReport(False, pub.epoch, pub.seq))
             self._fan_out(topic, pub)
             self.guard.delivered(topic, pub.position)
-        if history is not None and not waiting and last is not None:
-            top = history.position
-            if top.epoch != last.epoch or top.seq > last.seq:
-                lost += 1  # history could not give what the stream has
-                self._notify(topic, StreamReport(False, top.epoch, top.seq))
-                self.guard.delivered(topic, top)
-        if filled or lost:
-            if lost:
-                self.gaps_lost += 1
-                log.warning(
-                    "stream %s: gap of %s pushes; %d filled from history, the rest lost%s; "
-                    "its clients were told",
-                    topic,
-                    filled + lost if lost else filled,
-                    filled,
-                    f" ({error})" if error else "",
-                )
-            else:
-                self.gaps_filled += 1
-                log.warning("stream %s: gap of %d pushes filled from history", topic, filled)
+        if lost:
+            self.gaps_lost += 1
+            log.warning(
+                "stream %s: a gap in its positions; %d pushes filled from history, the rest "
+                "could not be%s; its clients were told",
+                topic,
+                filled,
+                f" ({error})" if error else "",
+            )
+        elif filled:
+            self.gaps_filled += 1
+            log.warning("stream %s: gap of %d pushes filled from history", topic, filled)
 
     # Joins and leaves for connections held by other nodes
 
