@@ -4,23 +4,49 @@ No test asserts a timing: figures such as deliveries/s are only checked to be th
 """
 
 import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from websockets.frames import Frame, Opcode
 
-from pushgate.bench.cli import add_bench_parser, run_bench
+from pushgate.bench.cli import add_bench_parser, options_from, run_bench
 from pushgate.bench.histogram import Histogram, bucket
 from pushgate.bench.options import BenchError, BenchOptions, check_url, scenario_named
-from pushgate.bench.report import ClientCount, RunResult, account, table
-from pushgate.bench.scenarios import ALL, Plan
-from tests.helpers import LOOPBACK, UNIT, pushgate_command
+from pushgate.bench.report import (
+    ClientCount,
+    ClientStreams,
+    RunResult,
+    StreamCount,
+    account,
+    account_streams,
+    table,
+)
+from pushgate.bench.resumeclient import (
+    ResumeClient,
+    Tally,
+    resume_path,
+    stream_key,
+    stream_name,
+)
+from pushgate.bench.scenarios import ALL, ROOM, Plan, stream_of
+from pushgate.bench.wsclient import GUID, Counters
+from tests.helpers import LOOPBACK, UNIT, free_port, pushgate_command
 
 REQUIRED_KEYS = {
     "scenario",
@@ -228,6 +254,180 @@ def test_external_server_is_measured_through_its_pid(
     assert process.poll() is None
 
 
+# The resume scenario (docs/recovery.md)
+
+RESUME = ("resume", "--rate", "50", "--duration", "0.5")
+
+
+def check_resume(run: dict[str, Any], n: int) -> None:
+    """Every client resumed, recovered and caught up; nothing lost, nothing twice."""
+    assert run["scenario"] == "resume"
+    assert run["connected"] == run["resumed"] == n
+    assert run["resume_failed"] == run["not_recovered"] == run["not_caught_up"] == 0
+    assert run["lost"] == run["duplicates"] == run["out_of_order"] == 0
+    assert run["lost_not_recovered"] == run["gap_notices"] == 0
+    assert run["pushes"] > 0
+    assert run["deliveries"] == run["expected"] == n * run["pushes"]
+    assert 0 < run["resume_s"] <= run["caught_up_s"]
+    assert run["connect_s"] > 0
+    assert run["caught_up_vs_connect"] == pytest.approx(
+        run["caught_up_s"] / run["connect_s"], rel=0.1
+    )
+    assert run["resume_p50_ms"] <= run["resume_p99_ms"]
+    assert run["server_cpu_us_per_resume"] >= 0
+    assert run["client_cpu_us_per_resume"] >= 0
+    assert run["errors"] == []
+
+
+def test_resume_recovers_every_push_exactly_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """30 clients drop their connections at once and resume at once while pushes go
+    on: every push reaches every client exactly once, and the table says so."""
+    status, runs, err = bench(capsys, *RESUME, "-n", "30", *SMALL)
+    assert status == 0, err
+    [run] = runs
+    check_resume(run, 30)
+    assert run["replayed"] >= 0
+    for label in (
+        "connect time s",
+        "resumed",
+        "resumed, recovered=false",
+        "resume time s",
+        "caught up time s",
+        "caught up / connect time",
+        "server CPU µs/resume",
+        "duplicated",
+        "lost",
+    ):
+        assert re.search(rf"^{re.escape(label)}  +\S", err, re.MULTILINE), label
+    assert "pushgate bench resume: 30 connections over 2 workers" in err
+
+
+def test_resume_replays_what_was_missed(capsys: pytest.CaptureFixture[str]) -> None:
+    """Clients away for 0.3 s while 50 pushes/s go on miss some on both streams; the
+    resume replays them: none lost, none twice."""
+    status, runs, err = bench(
+        capsys, *RESUME, "-n", "20", "--outage", "0.3", "--senders", "1", *SMALL
+    )
+    assert status == 0, err
+    [run] = runs
+    check_resume(run, 20)
+    assert run["replayed"] >= 20 * 2  # at least one push per stream per client
+    assert run["caught_up_s"] >= 0.3
+
+
+def test_resume_needs_sessions(capsys: pytest.CaptureFixture[str]) -> None:
+    """A server that gives no session cannot be measured resuming: the bench says so."""
+    status, runs, err = bench(capsys, *RESUME, "-n", "5", "--server-arg=--session-ttl=0", *SMALL)
+    assert status == 1
+    assert runs == []
+    assert "does not resume sessions" in err
+
+
+REDIS_ARGS = ("--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning")
+GATEWAY_READY = r"gateway ws://[^:]+:(\d+)/"
+LOGIC_READY = r"logic API http://[^:]+:(\d+)"
+
+
+@pytest.fixture
+def external_cluster() -> Iterator[tuple[list[str], str, list[int]]]:
+    """redis-server, two `pushgate gateway` and one `pushgate logic` on free loopback
+    ports, started by the test as scripts/bench-cluster starts them: the gateway URLs,
+    the logic API URL and the four pids."""
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        pytest.fail("redis-server is not installed: run scripts/test, which installs it")
+    redis_port = free_port()
+    broker = f"redis://{LOOPBACK}:{redis_port}/0"
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as work:
+        logs = Path(work)
+
+        def start(name: str, command: list[str]) -> None:
+            with open(logs / f"{name}.log", "wb") as log:
+                processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log))
+
+        try:
+            start(
+                "redis",
+                [redis_server, "--bind", LOOPBACK, "--port", str(redis_port), *REDIS_ARGS],
+            )
+            wait_for_port(redis_port)
+            listen = ["--ws-host", LOOPBACK, "--ws-port", "0", "--api-host", LOOPBACK]
+            for name, role in (("g1", "gateway"), ("g2", "gateway"), ("logic", "logic")):
+                start(name, pushgate_command(role, "--broker", broker, *listen, "--api-port", "0"))
+            gateway_ports = [
+                ready_port(logs / f"{name}.log", GATEWAY_READY) for name in ("g1", "g2")
+            ]
+            ws_urls = [f"ws://{LOOPBACK}:{port}/connect" for port in gateway_ports]
+            api_port = ready_port(logs / "logic.log", LOGIC_READY)
+            yield ws_urls, f"http://{LOOPBACK}:{api_port}", [p.pid for p in processes]
+        finally:
+            for process in reversed(processes):
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(15 * UNIT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def wait_for_port(port: int) -> None:
+    """Until something accepts connections on the loopback port (bounded)."""
+    deadline = time.monotonic() + 10 * UNIT
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), timeout=1):
+            return
+        assert time.monotonic() < deadline, f"nothing listens on port {port}"
+        time.sleep(0.02)
+
+
+def ready_port(log: Path, pattern: str) -> int:
+    """The port a process logged in its ready line (bounded wait)."""
+    deadline = time.monotonic() + 15 * UNIT
+    while True:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        for line in text.splitlines():
+            match = re.search(pattern, line)
+            if " ready: " in line and match:
+                return int(match.group(1))
+        assert time.monotonic() < deadline, f"{log.name} has no ready line:\n{text}"
+        time.sleep(0.05)
+
+
+OUTAGE = ("--outage", "0")
+
+
+@pytest.mark.parametrize("resume_on", ["same", "other"])
+def test_resume_on_a_two_gateway_cluster(
+    capsys: pytest.CaptureFixture[str],
+    external_cluster: tuple[list[str], str, list[int]],
+    resume_on: str,
+) -> None:
+    """Against two gateways on Redis, each client resumes on its own gateway or on the
+    other one: nothing lost, nothing twice; server CPU is read from all four processes."""
+    ws_urls, api_url, pids = external_cluster
+    status, runs, err = bench(
+        capsys,
+        *RESUME,
+        "-n",
+        "20",
+        "--resume-on",
+        resume_on,
+        *OUTAGE,
+        *(arg for url in ws_urls for arg in ("--ws-url", url)),
+        "--api-url",
+        api_url,
+        *(arg for pid in pids for arg in ("--server-pid", str(pid))),
+        *SMALL,
+    )
+    assert status == 0, err
+    [run] = runs
+    check_resume(run, 20)
+    assert run["replayed"] >= 20 * 2
+    assert ("resumed on the next gateway" in err) == (resume_on == "other")
+
+
 # Refusals
 
 
@@ -246,6 +446,8 @@ def test_external_server_is_measured_through_its_pid(
         (["idle", "--pushes", "5"], "--duration"),
         (["room", "--scenario", "broadcast"], "two scenarios"),
         (["--connections", "50000", "--workers", "1"], "--workers"),
+        (["resume", "--slow", "2"], "--slow"),
+        (["resume", "--outage", "100"], "--outage"),
     ],
 )
 def test_refuses_what_it_cannot_do_safely(
@@ -352,9 +554,27 @@ def test_table_shows_medians_and_spread() -> None:
     assert row.split()[-2:] == ["20", "10-30"]
 
 
+def test_table_shows_the_resume_rows_for_resume_only() -> None:
+    resume = RunResult("resume", 10, resumed=10, caught_up_s=1.5, connect_s=1.0)
+    resume.caught_up_vs_connect = 1.5
+    text = table([resume], "title")
+    assert re.search(r"^caught up / connect time +1\.50$", text, re.MULTILINE)
+    assert re.search(r"^duplicated +0$", text, re.MULTILINE)
+    assert "resumed" not in table([RunResult("room", 10, deliveries=5)], "title")
+    assert "duplicated" not in table([RunResult("room", 10, deliveries=5)], "title")
+
+
+def test_resume_paces_its_pushes_by_default() -> None:
+    parser = argparse.ArgumentParser(prog="pushgate")
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    assert options_from(parser.parse_args(["bench", "resume"])).rate == 5.0
+    assert options_from(parser.parse_args(["bench", "room"])).rate == 0.0
+    assert options_from(parser.parse_args(["bench", "resume", "--rate", "0"])).rate == 0.0
+
+
 def test_defaults_are_bounded() -> None:
     """Without --pushes or --duration each scenario still has a bound."""
-    for name in ("broadcast", "room", "rooms", "idle", "churn"):
+    for name in ("broadcast", "room", "rooms", "idle", "churn", "resume"):
         opts = BenchOptions(scenario_named(name))
         assert (opts.push_count is not None) != (opts.push_duration is not None)
         assert opts.worker_count >= 2
@@ -373,3 +593,182 @@ def test_worker_module_runs_as_a_script() -> None:
     reply = json.loads(process.stdout)
     assert reply["id"] == 1
     assert reply["fd_limit"] > 0
+
+
+# The resume scenario's parts, with synthetic data
+
+
+def test_resume_plan_alternates_between_the_room_and_all() -> None:
+    plan = Plan(scenario_named("resume"), [2, 0, 1])
+    assert plan.joins() == [(ROOM, 0), (ROOM, 1), (ROOM, 2)]
+    assert [plan.target(seq) for seq in range(4)] == [ROOM, ALL, ROOM, ALL]
+    assert plan.expected({ROOM: 2, ALL: 1}) == {0: 3, 1: 3, 2: 3}
+    assert (stream_of(ROOM), stream_of(ALL)) == ("room:bench", "all")
+
+
+def test_stream_keys_and_the_resume_path() -> None:
+    assert stream_key("room:bench") == b'room":"bench'
+    assert stream_key("all") == b"all"
+    for name in ("all", "room:a:b", "user:alice"):
+        assert stream_name(stream_key(name)) == name
+    assert resume_path("/connect") == "/connect?resume=1"
+    assert resume_path("/connect?token=t") == "/connect?token=t&resume=1"
+
+
+def test_tally_tells_gaps_late_pushes_and_duplicates_apart() -> None:
+    tally = Tally(b"e1", 5)
+    for seq in (6, 7, 9, 10):  # 8 is missing
+        tally.add(seq, b"e1")
+    # [first, last, received, missing, dups, late, epoch_changes]
+    assert tally.to_list() == [5, 10, 5, 1, 0, 0, 0]
+    tally.add(8, b"e1")  # late: fills the gap
+    tally.add(9, b"e1")  # received twice
+    tally.add(3, b"e1")  # before the first: late, and 4 is missing
+    assert tally.to_list() == [3, 10, 7, 1, 1, 2, 0]
+    tally.add(1, b"e2")  # the stream's history was lost: numbering starts again
+    assert tally.to_list() == [1, 1, 8, 0, 1, 2, 1]
+
+
+def test_stream_losses_are_counted_per_client_and_stream() -> None:
+    """Each stream's pushes are as many seqs as were accepted, from the lowest any
+    client received; a client lost those it does not have, and losses the server
+    owned up to (recovered false) or on clients it closed are told apart."""
+    accepted = {"all": 5, "room:bench": 4}
+    clients = [
+        ClientStreams(0, {"all": StreamCount(11, 15, 5, 0), "room:bench": StreamCount(1, 4, 4, 0)}),
+        ClientStreams(  # missed all's first push, and one in the room; two twice
+            1,
+            {
+                "all": StreamCount(12, 15, 4, 0, dups=2),
+                "room:bench": StreamCount(1, 4, 3, 1, late=1),
+            },
+        ),
+        ClientStreams(  # all's last two, not recovered; nothing from the room
+            2, {"all": StreamCount(11, 13, 3, 0)}, unrecovered=frozenset({"all"})
+        ),
+        ClientStreams(  # closed by the server before the room's last push
+            3,
+            {"all": StreamCount(11, 15, 5, 0), "room:bench": StreamCount(1, 3, 3, 0)},
+            close_code=1008,
+        ),
+    ]
+    losses = account_streams(accepted, [0, 1, 2, 3, 4], clients)  # 4 never reported
+    assert losses.expected == 5 * 9
+    assert losses.received == 9 + 7 + 3 + 8
+    assert losses.lost == 0 + 2 + (2 + 4) + 1 + 9
+    assert losses.lost_not_recovered == 2
+    assert losses.lost_on_closed == 1
+    assert losses.duplicates == 2
+    assert losses.out_of_order == 1
+    assert losses.closed_by_server == {1008: 1}
+
+
+class FakeTransport:
+    """What a BenchClient writes, kept."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def abort(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def server_frame(payload: bytes) -> bytes:
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+def push_frame(seq: int, keys: bytes = b"", epoch: bytes = b"e1") -> bytes:
+    """A push as pushgate frames it: the bench's data, then the stream's keys."""
+    data = b'"%d 7 xxxx"' % time.time_ns()
+    return server_frame(
+        b'{"type":2,"data":%s%s,"seq":%d,"epoch":"%s"}\n' % (data, keys, seq, epoch)
+    )
+
+
+def unmask(frame: bytes) -> bytes:
+    """The payload of one masked client frame."""
+    length, offset = frame[1] & 0x7F, 2
+    if length == 126:
+        length, offset = int.from_bytes(frame[2:4], "big"), 4
+    elif length == 127:
+        length, offset = int.from_bytes(frame[2:10], "big"), 10
+    mask, body = frame[offset : offset + 4], frame[offset + 4 : offset + 4 + length]
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(body))
+
+
+async def test_resume_client_counts_streams_and_resumes_from_its_positions() -> None:
+    """The lean resume client reads each push's stream and position without decoding
+    its JSON, and resumes with the last position of every stream."""
+    counters = Counters()
+    client = ResumeClient(0, "127.0.0.1:1", "/connect", counters)
+    client.transport = cast(asyncio.Transport, FakeTransport())
+    client._handshaking = False  # past the 101
+    room, user = b',"room":"bench"', b',"user":"alice"'
+    welcome = b'{"type":0,"data":{"wsId":"W","heartbeat":10,"session":"S","resumed":false}}\n'
+    frames = b"".join(
+        [
+            server_frame(welcome),
+            push_frame(1),
+            push_frame(1, room),
+            push_frame(2),
+            push_frame(2, room),
+            push_frame(2),  # again
+            push_frame(4, user),
+        ]
+    )
+    client.data_received(frames[:70])  # reads need not end at a frame's end
+    client.data_received(frames[70:])
+    assert (client.ws_id, client.session) == ("W", "S")
+    assert client.opened.done()
+    assert {stream_name(k): t.to_list() for k, t in client.streams.items()} == {
+        "all": [1, 2, 2, 0, 1, 0, 0],
+        "room:bench": [1, 2, 2, 0, 0, 0, 0],
+        "user:alice": [4, 4, 1, 0, 0, 0, 0],
+    }
+    assert counters.deliveries == client.received == 6
+    counters.arrivals = {}  # the drop: arrivals are recorded from now on
+    client.data_received(push_frame(3))
+    assert list(counters.arrivals) == [b"all"]
+    assert list(counters.arrivals[b"all"]) == [3]
+    client.drop()
+
+    transport = FakeTransport()
+    resumed = ResumeClient(0, "127.0.0.1:1", resume_path("/connect"), counters, previous=client)
+    resumed.connection_made(cast(asyncio.BaseTransport, transport))
+    assert transport.written[0].startswith(b"GET /connect?resume=1 HTTP/1.1\r\n")
+    accept = base64.b64encode(hashlib.sha1(resumed.key + GUID).digest())
+    resumed.data_received(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    assert json.loads(unmask(transport.written[-1])) == {
+        "type": 0,
+        "data": {
+            "wsId": "W",
+            "session": "S",
+            "since": {"all": ["e1", 3], "room:bench": ["e1", 2], "user:alice": ["e1", 4]},
+        },
+    }
+    assert not resumed.opened.done()
+    streams = {
+        "all": {"recovered": True, "epoch": "e1", "seq": 4},
+        "room:bench": {"recovered": False, "epoch": "e1", "seq": 9},
+    }
+    data = {"wsId": "W", "heartbeat": 10, "session": "S", "resumed": True, "streams": streams}
+    resumed.data_received(
+        server_frame(json.dumps({"type": 0, "data": data}).encode()) + push_frame(4)
+    )
+    assert resumed.opened.done()
+    assert resumed.welcome_resumed
+    assert resumed.unrecovered == {"room:bench"}
+    assert resumed.streams is client.streams
+    assert client.streams[b"all"].last == 4
+    assert resumed.caught_up([(b"all", "all", 4)])
+    assert not resumed.caught_up([(b"all", "all", 5)])
+    assert not resumed.caught_up([(b'room":"bench', "room:bench", 9)])

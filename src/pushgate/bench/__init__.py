@@ -13,6 +13,10 @@ One run, as :mod:`pushgate.bench.runner` drives it:
 5. account deliveries, losses and latency (:mod:`pushgate.bench.report`), and stop
    every process it started, also on Ctrl-C or SIGTERM.
 
+The resume scenario adds a step between 4 and 5: every client drops its connection
+at once and resumes its session (docs/recovery.md) while the pushes go on; its
+clients (:mod:`pushgate.bench.resumeclient`) count per stream, by position.
+
 The CLI entry points are :func:`pushgate.bench.cli.add_bench_parser` and
 :func:`pushgate.bench.cli.run_bench`.
 """

@@ -4,7 +4,8 @@ Two entry points for pushgate's CLI: :func:`add_bench_parser` adds the subcomman
 to an ``add_subparsers()`` object; :func:`run_bench` runs the parsed arguments and
 returns the exit status: 0 done; 1 could not run (the message says why); 2 bad
 options; 3 a run lost or duplicated messages on clients the server did not close,
-or (with one sender, when order is defined) reordered them; 130 interrupted.
+or (with one sender, when order is defined) reordered them, or (resume) a session
+could not be resumed or a client did not catch up; 130 interrupted.
 """
 
 import argparse
@@ -14,7 +15,13 @@ import sys
 from collections.abc import Callable
 
 from pushgate.bench.children import kill_leftovers
-from pushgate.bench.options import MAX_DURATION, BenchError, BenchOptions, scenario_named
+from pushgate.bench.options import (
+    MAX_DURATION,
+    RESUME_ON,
+    BenchError,
+    BenchOptions,
+    scenario_named,
+)
 from pushgate.bench.procstat import raise_fd_limit
 from pushgate.bench.progress import Progress
 from pushgate.bench.report import RunResult, table
@@ -41,6 +48,21 @@ sends its next push as soon as the previous one was answered); --rate R schedule
 R pushes per second. A run ends after --pushes M or --duration S (at most
 {MAX_DURATION:g} s), then waits for the last deliveries (--drain-timeout).
 
+resume: every client joins one room and counts, per stream (all, room:bench),
+the positions (seq, epoch) in the frames. Pushes alternate between the room and
+all at --rate (default 5/s). After --duration seconds (default 2) or --pushes M,
+every client aborts its TCP connection at the same moment (no close frame) and
+at once (or after --outage seconds) opens /connect?resume=1, with
+--connect-concurrency handshakes in flight per worker, on its own gateway or
+(--resume-on other) the next --ws-url, sending its wsId, session and per-stream
+positions. Pushes go on until every client caught up. Reported: resume time
+(from the drop to the last welcome); caught-up time (from the drop until every
+client had every push published up to the last resume: the highest seq of each
+stream in the welcomes), beside the time the same N clients took to connect
+afresh (connect time); server CPU per resume (from the drop to caught up, live
+pushes included); pushes replayed; resumes not recovered; and pushes lost or
+duplicated, from the seqs of every stream of every client (both must be 0).
+
 figures: server CPU is utime+stime of the server process(es) over the push phase;
 client CPU is the workers' own; latency is from the push's send time to its
 arrival at a client; RSS per connection is the server's RSS growth over the
@@ -53,6 +75,8 @@ examples:
   pushgate bench room --connections 10000 --pushes 300 --repeat 3
   pushgate bench idle --connections 19000 --duration 30 --workers 2
   pushgate bench rooms --connections 5000 --rate 2000 --duration 10 --json
+  pushgate bench resume -n 10000 --rate 5 --duration 3 --repeat 3
+  scripts/bench-cluster resume -n 10000 --resume-on other
   pushgate bench broadcast --ws-url ws://127.0.0.1:8888/connect \\
       --api-url http://127.0.0.1:9999 --server-pid 12345
 
@@ -101,21 +125,21 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
     load.add_argument(
         "--rate",
         type=float,
-        default=0.0,
         metavar="R",
-        help="pushes per second; 0 sends them back to back (default: 0)",
+        help="pushes per second; 0 sends them back to back (default: 0; 5 for resume)",
     )
     load.add_argument(
         "--pushes",
         type=int,
         metavar="M",
-        help="pushes per run (default: 100 for broadcast and room)",
+        help="pushes per run (default: 100 for broadcast and room); resume: pushes before the drop",
     )
     load.add_argument(
         "--duration",
         type=float,
         metavar="S",
-        help="seconds of pushing, or of idling (default: 10 for rooms, idle, churn)",
+        help="seconds of pushing, or of idling (default: 10 for rooms, idle, churn); "
+        "resume: seconds of pushes before the drop (default: 2)",
     )
     load.add_argument(
         "--size",
@@ -144,6 +168,21 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         default=1.0,
         metavar="S",
         help="churn: seconds each churning connection stays open (default: 1)",
+    )
+    load.add_argument(
+        "--resume-on",
+        choices=RESUME_ON,
+        default="same",
+        help="resume: each client resumes on its own gateway (same), or on the next "
+        "--ws-url (other; the same with one URL) (default: same)",
+    )
+    load.add_argument(
+        "--outage",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="resume: seconds the clients stay away between the drop and the resume "
+        "(default: 0, they resume at once)",
     )
 
     clients = parser.add_argument_group("clients")
@@ -263,10 +302,11 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         if value is not None:
             server_args += [flag, str(value)]
     server_args += args.server_arg
+    scenario = scenario_named(args.scenario or args.scenario_arg or "broadcast")
     return BenchOptions(
-        scenario=scenario_named(args.scenario or args.scenario_arg or "broadcast"),
+        scenario=scenario,
         connections=args.connections,
-        rate=args.rate,
+        rate=scenario.default_rate if args.rate is None else args.rate,
         pushes=args.pushes,
         duration=args.duration,
         size=args.size,
@@ -284,6 +324,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         slow_pause=args.slow_pause,
         churn_rate=args.churn_rate,
         churn_lifetime=args.churn_lifetime,
+        resume_on=args.resume_on,
+        outage=args.outage,
         ws_urls=tuple(args.ws_url),
         api_url=args.api_url,
         server_pids=tuple(args.server_pid),
@@ -340,12 +382,20 @@ async def _runs(opts: BenchOptions) -> int:
     text = table(results, _title(opts))
     print(text, file=sys.stderr if opts.json else sys.stdout, flush=True)
     unexplained = [
-        r for r in results if r.lost > r.lost_on_closed or r.duplicates or r.out_of_order
+        r
+        for r in results
+        if r.lost > r.lost_on_closed + (r.lost_not_recovered or 0) or r.duplicates or r.out_of_order
     ]
     if unexplained:
         print(
             "pushgate bench: messages were lost, duplicated or reordered on clients the "
             "server did not close",
+            file=sys.stderr,
+        )
+        return 3
+    if any(r.resume_failed or r.not_caught_up for r in results):
+        print(
+            "pushgate bench: sessions were not resumed, or clients did not catch up",
             file=sys.stderr,
         )
         return 3
@@ -361,6 +411,18 @@ def _title(opts: BenchOptions) -> str:
     else:
         load = f"{opts.push_duration:g} s of pushes {pace}, val {opts.size} B"
     where = "external server" if opts.external else "own server"
+    if opts.scenario.name == "resume":
+        before = (
+            f"{opts.push_count:,} pushes"
+            if opts.push_count is not None
+            else f"{opts.push_duration:g} s of pushes"
+        )
+        on = ", resumed on the next gateway" if opts.resume_on == "other" else ""
+        return (
+            f"pushgate bench resume: {opts.connections:,} connections over "
+            f"{opts.worker_count} workers drop and resume after {before} ({pace}, "
+            f"val {opts.size} B){on}, {where}"
+        )
     return (
         f"pushgate bench {opts.scenario.name}: {opts.connections:,} connections over "
         f"{opts.worker_count} workers, {load}, {where}"

@@ -25,6 +25,7 @@ MAX_SOURCES = 250
 # A worker keeps this many descriptors for itself (pipes, epoll, the Python runtime).
 WORKER_FD_RESERVE = 64
 CONNECTIONS_PER_WORKER = 15_000  # default share, under this machine's 20,000 fd cap
+RESUME_ON = ("same", "other")  # --resume-on: the gateway a client resumes on
 
 
 class BenchError(Exception):
@@ -59,6 +60,8 @@ class BenchOptions:
     slow_pause: float = 1.0
     churn_rate: float = 100.0  # churn: connections opened (and later closed) per second
     churn_lifetime: float = 1.0
+    resume_on: str = "same"  # resume: the gateway a client resumes on, "same" or "other"
+    outage: float = 0.0  # resume: seconds between the drop and the resume
     # The server under test: our own child process unless ws_urls is given
     ws_urls: tuple[str, ...] = ()
     api_url: str | None = None
@@ -85,6 +88,11 @@ class BenchOptions:
         if self.pushes is not None:
             return None
         return self.scenario.default_duration
+
+    @property
+    def resume_shift(self) -> int:
+        """How many --ws-url places after its own a client resumes on."""
+        return 1 if self.resume_on == "other" else 0
 
     @property
     def worker_count(self) -> int:
@@ -117,6 +125,11 @@ class BenchOptions:
         _within("--client-ping", self.client_ping, 0, 3600)
         if self.workers is not None:
             _within("--workers", self.workers, 1, MAX_WORKERS)
+        _within("--outage", self.outage, 0, 60)
+        if self.resume_on not in RESUME_ON:
+            raise BenchError(f"--resume-on must be one of {', '.join(RESUME_ON)}")
+        if self.scenario.name == "resume" and self.slow:
+            raise BenchError("resume drops every client: --slow does not apply")
         per_worker = -(-self.connections // self.worker_count)
         if per_worker > fd_limit - WORKER_FD_RESERVE:
             raise BenchError(

@@ -80,12 +80,13 @@ class Pusher:
         self.tag = tag
         self.log = PushLog()
         self._deadline = float("inf")
+        self._stopped = False
 
     async def run(self) -> PushLog:
         connections = [HttpConnection(self.api_url) for _ in range(self.senders)]
         self.log.started = time.monotonic()
         self.log.first_ns = time.time_ns()
-        if self.duration is not None:
+        if self.duration is not None and not self._stopped:
             self._deadline = self.log.started + self.duration
         try:
             if self.rate > 0:
@@ -96,6 +97,11 @@ class Pusher:
             self.log.finished = time.monotonic()
             await asyncio.gather(*(c.close() for c in connections))
         return self.log
+
+    def stop(self) -> None:
+        """Send no more pushes (those in flight are still answered); ``run`` returns."""
+        self._deadline = float("-inf")
+        self._stopped = True
 
     def _more(self, seq: int) -> bool:
         if self.log.gave_up:

@@ -6,6 +6,13 @@ every push the server accepted for a target it belongs to (its rooms, or all);
 (the slow-client policy's 1008, a heartbeat timeout's 1011, or a dropped TCP
 connection, 1006) is ``lost_on_closed``, and those closes are counted by code in
 ``closed_by_server``: a non-zero ``lost`` is a bug unless it all sits there.
+
+The resume scenario accounts by position instead (:func:`account_streams`): each
+client reports, per stream, the first and last seq it received and the gaps and
+duplicates between; a stream's pushes of the run are the seqs from the lowest any
+client received, as many as the server accepted for it. Losses on a stream the
+server said it could not recover (``recovered`` false) are ``lost_not_recovered``:
+told, hence explained.
 """
 
 import json
@@ -37,6 +44,93 @@ class Losses:
     duplicates: int
     out_of_order: int
     closed_by_server: dict[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCount:
+    """What one client received on one stream, as its worker reports it (see
+    :meth:`pushgate.bench.resumeclient.Tally.to_list`)."""
+
+    first: int
+    last: int
+    received: int
+    missing: int  # seqs between first and last never received
+    dups: int = 0
+    late: int = 0
+    epoch_changes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStreams:
+    """One client's per-stream tally, and the streams the server said it could not
+    recover for it."""
+
+    index: int
+    streams: Mapping[str, StreamCount]
+    unrecovered: frozenset[str] = frozenset()
+    close_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLosses(Losses):
+    lost_not_recovered: int = 0
+    epoch_changes: int = 0
+
+
+def account_streams(
+    accepted: Mapping[str, int], indexes: Iterable[int], clients: Iterable[ClientStreams]
+) -> StreamLosses:
+    """Per client and stream, the pushes of the run it did not receive (``lost``)
+    and those it received twice (``duplicates``). ``accepted`` is the number of
+    pushes the server accepted per stream; every client in ``indexes`` should have
+    received them all. Each stream's pushes are taken to be ``accepted`` seqs from
+    the lowest seq any client received on it."""
+    by_index = {c.index: c for c in clients}
+    start: dict[str, int] = {}
+    for tallies in by_index.values():
+        for name, tally in tallies.streams.items():
+            start[name] = min(start.get(name, tally.first), tally.first)
+    lost = lost_on_closed = lost_not_recovered = duplicates = out_of_order = 0
+    received_total = expected_total = epoch_changes = 0
+    closed: Counter[int] = Counter()
+    for index in indexes:
+        client = by_index.get(index)
+        if client is not None and client.close_code is not None:
+            closed[client.close_code] += 1
+        for name, n in accepted.items():
+            if n <= 0:
+                continue
+            expected_total += n
+            count = client.streams.get(name) if client is not None else None
+            if count is None:
+                shortfall = n
+            else:
+                first, end = start[name], start[name] + n - 1
+                shortfall = min(
+                    n, max(0, count.first - first) + count.missing + max(0, end - count.last)
+                )
+                received_total += count.received
+                duplicates += count.dups
+                out_of_order += count.late
+                epoch_changes += count.epoch_changes
+            lost += shortfall
+            if client is None:
+                continue
+            if name in client.unrecovered:
+                lost_not_recovered += shortfall
+            elif client.close_code is not None:
+                lost_on_closed += shortfall
+    return StreamLosses(
+        expected=expected_total,
+        received=received_total,
+        lost=lost,
+        lost_on_closed=lost_on_closed,
+        duplicates=duplicates,
+        out_of_order=out_of_order,
+        closed_by_server=dict(sorted(closed.items())),
+        lost_not_recovered=lost_not_recovered,
+        epoch_changes=epoch_changes,
+    )
 
 
 def account(expected: Mapping[int, int], clients: Iterable[ClientCount]) -> Losses:
@@ -125,6 +219,22 @@ class RunResult:
     churn_closed: int | None = None
     churn_failed: int | None = None
     churn_connect_p99_ms: float | None = None
+    # Resume (docs/recovery.md): times from the moment every client dropped its
+    # connection; connect_s above is the same clients' fresh connections, to compare.
+    resumed: int | None = None  # clients whose session was resumed
+    resume_failed: int | None = None  # no new connection, or a new session instead
+    not_recovered: int | None = None  # resumes whose welcome said recovered false
+    resume_s: float | None = None  # from the drop to the last resumed welcome
+    caught_up_s: float | None = None  # from the drop until every client caught up
+    caught_up_vs_connect: float | None = None  # caught_up_s / connect_s
+    not_caught_up: int | None = None  # resumed clients that did not catch up
+    resume_p50_ms: float | None = None  # one client's resume: new connection to welcome
+    resume_p99_ms: float | None = None
+    replayed: int | None = None  # pushes the welcomes said each client had missed, summed
+    server_cpu_us_per_resume: float | None = None  # from the drop to caught up
+    client_cpu_us_per_resume: float | None = None
+    lost_not_recovered: int | None = None  # lost on streams the server said were not recovered
+    gap_notices: int | None = None  # type-0 frames after a welcome: recovered false
     errors: list[str] = field(default_factory=list)
 
     def set_losses(self, losses: Losses) -> None:
@@ -193,6 +303,33 @@ ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# The resume scenario's rows, after the connect rows.
+RESUME_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("resumed", "resumed", "n"),
+    ("resume failed", "resume_failed", "n"),
+    ("resumed, recovered=false", "not_recovered", "n"),
+    ("resume time s", "resume_s", ".2f"),
+    ("resume p50 ms", "resume_p50_ms", ".1f"),
+    ("resume p99 ms", "resume_p99_ms", ".1f"),
+    ("caught up time s", "caught_up_s", ".2f"),
+    ("caught up / connect time", "caught_up_vs_connect", ".2f"),
+    ("not caught up", "not_caught_up", "n"),
+    ("pushes replayed", "replayed", "n"),
+    ("server CPU µs/resume", "server_cpu_us_per_resume", ".0f"),
+    ("client CPU µs/resume", "client_cpu_us_per_resume", ".0f"),
+    ("duplicated", "duplicates", "n"),
+    ("lost, not recovered", "lost_not_recovered", "n"),
+    ("gap notices", "gap_notices", "n"),
+)
+
+
+def rows_for(results: Sequence[RunResult]) -> tuple[tuple[str, str, str], ...]:
+    """The table's rows: the resume scenario's inserted after the connect rows."""
+    if not any(r.scenario == "resume" for r in results):
+        return ROWS
+    return ROWS[:3] + RESUME_ROWS + ROWS[3:]
+
+
 def summary(results: Sequence[RunResult], name: str) -> tuple[float, float, float] | None:
     """(median, min, max) of a numeric field over runs; None when no run has it."""
     values = [v for r in results if isinstance(v := getattr(r, name), int | float)]
@@ -208,7 +345,7 @@ def table(results: Sequence[RunResult], title: str) -> str:
     if many:
         header += ["median", "min-max"]
     rows = [header]
-    for label, name, fmt in ROWS:
+    for label, name, fmt in rows_for(results):
         stats = summary(results, name)
         if stats is None:
             continue

@@ -12,7 +12,9 @@ What is measured when:
 - server CPU (``/proc``), the workers' own CPU and the pusher's from the moment
   the workers are told to start counting until the last expected delivery arrived
   (or deliveries stalled); the idle scenario over ``--duration`` instead;
-- deliveries per second over first push sent to last delivery received.
+- deliveries per second over first push sent to last delivery received;
+- resume: server CPU, the workers' CPU and the times from the moment the clients
+  dropped their connections until every one of them caught up (see :meth:`Run.resume`).
 """
 
 import asyncio
@@ -23,12 +25,20 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pushgate.bench.histogram import Histogram
-from pushgate.bench.options import BenchError, BenchOptions
+from pushgate.bench.options import MAX_DURATION, BenchError, BenchOptions
 from pushgate.bench.procstat import machine_cpu_seconds, own_cpu_seconds
 from pushgate.bench.progress import Progress
 from pushgate.bench.pusher import Pusher, join_all
-from pushgate.bench.report import ClientCount, RunResult, account, ms
-from pushgate.bench.scenarios import Plan
+from pushgate.bench.report import (
+    ClientCount,
+    ClientStreams,
+    RunResult,
+    StreamCount,
+    account,
+    account_streams,
+    ms,
+)
+from pushgate.bench.scenarios import Plan, stream_of
 from pushgate.bench.server import ServerUnderTest, external_server, start_own_server
 from pushgate.bench.workers import WorkerPool, split
 
@@ -102,7 +112,9 @@ class Run:
             self.result.rss_kb_per_conn = (rss_after - rss_before) / 1024 / len(indexes)
         plan = Plan(self.opts.scenario, indexes)
         await self.join(plan, ws_ids)
-        if self.opts.scenario.pushes:
+        if self.opts.scenario.name == "resume":
+            await self.resume(plan)
+        elif self.opts.scenario.pushes:
             await self.push(plan)
         else:
             await self.idle(plan)
@@ -130,6 +142,7 @@ class Run:
                 "slow": [i for i in slow if first <= i < first + count],
                 "slow_pause": opts.slow_pause,
                 "ping": opts.client_ping,
+                "resumable": opts.scenario.name == "resume",
             }
             for first, count in ranges
         ]
@@ -162,6 +175,14 @@ class Run:
             hint = " (this scenario needs the wsId of a welcome frame)" if needs else ""
             raise BenchError(f"no connection opened{hint}: {_top(errors)}")
         self.server.check_alive()
+        if opts.scenario.name == "resume":
+            sessions = sum(reply["sessions"] for reply in replies)
+            if sessions < len(indexes):
+                raise BenchError(
+                    f"{len(indexes) - sessions} of {len(indexes)} welcomes gave no session: "
+                    "the server does not resume sessions (docs/recovery.md; is "
+                    "--session-ttl 0 or --history-size 0?)"
+                )
         return sorted(indexes), ws_ids
 
     async def join(self, plan: Plan, ws_ids: dict[int, str]) -> None:
@@ -180,19 +201,23 @@ class Run:
             lambda done: self.progress.update(f"{done:,}/{len(joins):,} joins"),
         )
 
-    async def push(self, plan: Plan) -> None:
-        opts, result, server = self.opts, self.result, self.server
-        assert server.api_url is not None
-        pusher = Pusher(
-            server.api_url,
+    def _pusher(self, plan: Plan, *, count: int | None, duration: float | None) -> Pusher:
+        opts = self.opts
+        assert self.server.api_url is not None
+        return Pusher(
+            self.server.api_url,
             plan,
             rate=opts.rate,
-            count=opts.push_count,
-            duration=opts.push_duration,
+            count=count,
+            duration=duration,
             size=opts.size,
             senders=opts.senders,
             tag=opts.tag,
         )
+
+    async def push(self, plan: Plan) -> None:
+        opts, result, server = self.opts, self.result, self.server
+        pusher = self._pusher(plan, count=opts.push_count, duration=opts.push_duration)
         await self.pool.call_all("mark")
         before = Meter.read(server)
         churning = opts.scenario.name == "churn"
@@ -237,6 +262,202 @@ class Run:
             result.server_cpu_us_per_delivery = result.server_cpu_s * 1e6 / deliveries
         if result.pushes:
             result.pusher_cpu_us_per_push = (after.own - before.own) * 1e6 / result.pushes
+
+    async def resume(self, plan: Plan) -> None:
+        """Push at ``--rate``; after ``--duration`` (or ``--pushes``) drop every client
+        at once and resume them all; keep pushing until every client caught up, then
+        drain and account per stream.
+
+        Measured from the drop (the earliest of the workers' drop times: they drop
+        when the command reaches them, within a millisecond of each other): the last
+        resumed welcome (``resume_s``) and the moment the last client had every push
+        published up to the last resume (``caught_up_s``): up to, on each stream, the
+        highest seq any resumed welcome named. Server and client CPU are read from
+        just before the drop until the workers saw every client caught up."""
+        opts, result, server = self.opts, self.result, self.server
+        # A bound on the duration: the pusher is stopped once every client caught up.
+        pusher = self._pusher(plan, count=None, duration=MAX_DURATION)
+        log = pusher.log
+        await self.pool.call_all("mark")
+        self.progress.phase("pushing before the drop")
+        pushing = asyncio.create_task(pusher.run())
+        try:
+            await self._watch(
+                self._until_drop(pusher, pushing),
+                lambda t: f"{log.accepted_total:,} pushes accepted, {t.deliveries:,} deliveries",
+            )
+            if pushing.done():
+                pushing.result()  # its exception, if it failed
+                raise BenchError("pushing stopped before the drop: the server answered errors only")
+            if not log.accepted_total:
+                raise BenchError(f"no push was accepted before the drop: {_top(log.errors)}")
+            before = Meter.read(server)
+            self.progress.phase("dropping every connection and resuming")
+            biggest = max(count for _, count in split(result.connected, opts.worker_count))
+            waves = -(-biggest // opts.connect_concurrency)
+            timeout = opts.outage + waves * opts.connect_timeout + biggest / 100 + 60
+            dropped = await self._watch(
+                self.pool.call_all(
+                    "drop_resume",
+                    within=timeout,
+                    concurrency=opts.connect_concurrency,
+                    timeout=opts.connect_timeout,
+                    shift=opts.resume_shift,
+                    outage=opts.outage,
+                ),
+                lambda t: f"{t.open:,}/{result.connected:,} open",
+            )
+            self.server.check_alive()
+            # Caught up: on each stream this run pushed to, up to its seq at the last
+            # resume (a stream may hold pushes from before the run: those are not owed).
+            pushed = {stream_of(target) for target, n in log.accepted.items() if n}
+            seqs: dict[str, int] = {}
+            for reply in dropped:
+                for name, seq in reply["seqs"].items():
+                    if name in pushed:
+                        seqs[name] = max(seqs.get(name, 0), seq)
+            self.progress.phase("catching up")
+            caught = await self._watch(
+                self.pool.call_all(
+                    "caught_up", within=MAX_DURATION, seqs=seqs, stall=opts.drain_timeout
+                ),
+                lambda t: f"{t.deliveries:,} deliveries",
+            )
+            after = Meter.read(server)
+        finally:
+            pusher.stop()
+            await asyncio.gather(pushing, return_exceptions=True)
+        accepted = {stream_of(target): n for target, n in log.accepted.items()}
+        expected = plan.expected(log.accepted)
+        await self.drain(sum(expected.values()))
+        reports = await self.pool.call_all("report", within=120)
+        self._resume_figures(dropped, caught, before, after)
+        self._account_streams(plan, accepted, reports)
+        result.pushes = log.accepted_total
+        result.push_errors = sum(log.errors.values())
+        if log.errors:
+            result.errors.append(f"push errors: {_top(log.errors)}")
+        elapsed = log.finished - log.started
+        if elapsed > 0:
+            result.pushes_per_s = result.pushes / elapsed
+        result.server_delivered = log.server_delivered or None
+        result.push_rtt_p50_ms = ms(log.rtt.percentile(0.5))
+        result.push_rtt_p99_ms = ms(log.rtt.percentile(0.99))
+
+    async def _until_drop(self, pusher: Pusher, pushing: "asyncio.Task[Any]") -> None:
+        """Return after --pushes accepted pushes or --duration seconds of pushing (or
+        when the pusher stopped by itself)."""
+        count, duration = self.opts.push_count, self.opts.push_duration
+        deadline = time.monotonic() + (duration if duration is not None else MAX_DURATION)
+        log = pusher.log
+        while not pushing.done() and time.monotonic() < deadline:
+            if count is not None and log.accepted_total >= count:
+                return
+            await asyncio.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
+
+    def _resume_figures(
+        self,
+        dropped: list[dict[str, Any]],
+        caught: list[dict[str, Any]],
+        before: "Meter",
+        after: "Meter",
+    ) -> None:
+        result = self.result
+        drop_ns = min(r["drop_ns"] for r in dropped)
+        result.resumed = sum(r["resumed"] for r in dropped)
+        result.resume_failed = sum(r["failed"] + r["new_session"] for r in dropped)
+        result.not_recovered = sum(r["not_recovered"] for r in dropped)
+        result.replayed = sum(r["replayed"] for r in dropped)
+        result.not_caught_up = sum(r["not_caught_up"] for r in caught)
+        hist = Histogram()
+        errors: dict[str, int] = {}
+        reasons: dict[str, int] = {}
+        for reply in dropped:
+            hist.merge(Histogram.from_pairs(reply["resume_us"]))
+            for text, n in reply["errors"].items():
+                errors[text] = errors.get(text, 0) + n
+            for text, n in reply["reasons"].items():
+                reasons[text] = reasons.get(text, 0) + n
+        result.resume_p50_ms = ms(hist.percentile(0.5))
+        result.resume_p99_ms = ms(hist.percentile(0.99))
+        if errors:
+            result.errors.append(f"{sum(errors.values())} resumes failed: {_top(errors)}")
+        if reasons:
+            result.errors.append(
+                f"{sum(reasons.values())} resumes got a new session instead: {_top(reasons)}"
+            )
+        retried = sum(r["retried"] for r in dropped)
+        if retried:
+            result.errors.append(f"{retried} resumes were closed with 1013 and tried again")
+        if result.not_caught_up:
+            result.errors.append(
+                f"{result.not_caught_up} resumed clients had not caught up after "
+                f"{self.opts.drain_timeout:g} s without progress"
+            )
+        welcome_ns = max(r["welcome_ns"] for r in dropped)
+        if result.resumed and welcome_ns > drop_ns:
+            result.resume_s = (welcome_ns - drop_ns) / 1e9
+        caught_ns = max(r["caught_up_ns"] for r in caught)
+        if result.resumed and not result.not_caught_up and caught_ns > drop_ns:
+            result.caught_up_s = (caught_ns - drop_ns) / 1e9
+            if result.connect_s:
+                result.caught_up_vs_connect = result.caught_up_s / result.connect_s
+        self._meter(before, after, caught)
+        if result.resumed:
+            if result.server_cpu_s is not None:
+                result.server_cpu_us_per_resume = result.server_cpu_s * 1e6 / result.resumed
+            if result.client_cpu_s is not None:
+                result.client_cpu_us_per_resume = result.client_cpu_s * 1e6 / result.resumed
+
+    def _account_streams(
+        self, plan: Plan, accepted: dict[str, int], reports: list[dict[str, Any]]
+    ) -> None:
+        result = self.result
+        hist = Histogram()
+        close_codes: dict[int, int | None] = {}
+        clients: list[ClientStreams] = []
+        gap_notices = 0
+        for report in reports:
+            hist.merge(Histogram.from_pairs(report["hist"]))
+            close_codes.update((i, code) for i, _, _, code in report["clients"])
+        for report in reports:
+            for index, streams, unrecovered, gaps in report["streams"]:
+                gap_notices += gaps
+                clients.append(
+                    ClientStreams(
+                        index,
+                        {name: StreamCount(*counts) for name, counts in streams.items()},
+                        frozenset(unrecovered),
+                        close_codes.get(index),
+                    )
+                )
+        result.deliveries = sum(r["deliveries"] for r in reports)
+        result.set_latency(hist)
+        losses = account_streams(accepted, plan.indexes, clients)
+        result.set_losses(losses)
+        result.lost_not_recovered = losses.lost_not_recovered
+        result.gap_notices = gap_notices
+        unpositioned = sum(r["unpositioned"] for r in reports)
+        if unpositioned:
+            result.errors.append(
+                f"{unpositioned} pushes carried no seq: the server keeps no history "
+                "(--history-size 0?), so nothing can be counted by position"
+            )
+        samples = [s for report in reports for s in report["duplicated"]][:3]
+        if samples:
+            result.errors.append(
+                "received twice, e.g.: "
+                + "; ".join(
+                    f"client {s['client']} on {s['gateway']}, {s['stream']} seqs {s['seqs']} "
+                    f"(resumed since {s['since']}, welcome {s['welcome']})"
+                    for s in samples
+                )
+            )
+        if losses.epoch_changes:
+            result.errors.append(
+                f"{losses.epoch_changes} epoch changes seen by clients: the server lost a "
+                "stream's history during the run"
+            )
 
     async def idle(self, plan: Plan) -> None:
         """Hold the connections for ``--duration`` and meter the server meanwhile."""

@@ -3,7 +3,8 @@
 Pure: a :class:`Plan` is built from the scenario and the indexes of the clients
 that opened, and answers the three questions a run asks of it: which joins to
 make, where push number ``seq`` goes, and how many pushes each client should
-therefore receive (the basis of loss accounting).
+therefore receive (the basis of loss accounting). For the resume scenario, which
+accounts per stream (docs/recovery.md), :func:`stream_of` names a target's stream.
 """
 
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,7 @@ class Scenario:
     pushes: bool  # it pushes (idle does not)
     default_pushes: int | None = None
     default_duration: float | None = None
+    default_rate: float = 0.0  # pushes per second when --rate is not given
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -56,6 +58,15 @@ SCENARIOS: dict[str, Scenario] = {
             True,
             default_duration=10.0,
         ),
+        Scenario(
+            "resume",
+            "N connections in one room drop their TCP connections at once and resume "
+            "their sessions (docs/recovery.md) while pushes to the room and to all go on",
+            True,
+            True,
+            default_duration=2.0,
+            default_rate=5.0,
+        ),
     )
 }
 
@@ -75,7 +86,7 @@ class Plan:
     def joins(self) -> list[tuple[str, int]]:
         """(room, client index) pairs to join before pushing."""
         name = self.scenario.name
-        if name == "room":
+        if name in ("room", "resume"):
             return [(ROOM, i) for i in self.indexes]
         if name == "rooms":
             return [(room, i) for i in self.indexes for room in (own_room(i), group_room(i))]
@@ -86,6 +97,8 @@ class Plan:
         name = self.scenario.name
         if name == "room":
             return ROOM
+        if name == "resume":
+            return ROOM if seq % 2 == 0 else ALL
         if name == "rooms":
             half = seq // 2
             if seq % 2 == 0 and self._groups:
@@ -98,6 +111,8 @@ class Plan:
         name = self.scenario.name
         if name == "room":
             return (ROOM,)
+        if name == "resume":
+            return (ROOM, ALL)
         if name == "rooms":
             return (own_room(index), group_room(index))
         return (ALL,)
@@ -106,6 +121,12 @@ class Plan:
         """Pushes each client should have received, given the pushes the server
         accepted per target."""
         return {i: sum(accepted.get(room, 0) for room in self.rooms_of(i)) for i in self.indexes}
+
+
+def stream_of(target: str) -> str:
+    """The stream a push to ``target`` (a room id, or ALL) belongs to: ``all`` or
+    ``room:<id>``, as docs/recovery.md names them."""
+    return "all" if target == ALL else f"room:{target}"
 
 
 def own_room(index: int) -> str:

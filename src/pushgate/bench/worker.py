@@ -9,7 +9,8 @@ End of stdin means the coordinator is gone: the worker drops every connection an
 exits, so no worker outlives a bench that was killed.
 
 Commands: ``hello``, ``connect``, ``status``, ``mark``, ``report``, ``churn``,
-``churn_stop``, ``quit``; see the ``_cmd_*`` methods for their fields.
+``churn_stop``, ``drop_resume``, ``caught_up``, ``quit``; see the ``_cmd_*`` methods
+for their fields.
 """
 
 import asyncio
@@ -25,7 +26,8 @@ from typing import Any
 
 from pushgate.bench.histogram import Histogram
 from pushgate.bench.procstat import own_cpu_seconds, raise_fd_limit
-from pushgate.bench.wsclient import BenchClient, Counters, HandshakeError
+from pushgate.bench.resumeclient import ResumeClient, resume_path, stream_key, stream_name
+from pushgate.bench.wsclient import CLOSE_ABNORMAL, BenchClient, Counters, HandshakeError
 
 # Linux's IP_BIND_ADDRESS_NO_PORT (24): with a source address bound, let connect()
 # pick the port per destination, instead of bind() reserving one for every address.
@@ -34,6 +36,12 @@ SLOW_RCVBUF = 4096  # a slow client's receive buffer: it fills after a few pushe
 STDIN_LIMIT = 64 * 1024 * 1024
 MAX_ERROR_KINDS = 20
 GIVE_UP_AFTER = 100  # failed connections, when more failed than opened
+CATCH_UP_POLL = 0.05  # seconds between looks at the clients still catching up (the
+# caught-up time comes from the arrival times, not from these looks)
+RESUME_ATTEMPTS = 3  # a resume the server closes with 1013 (try again later) is retried
+CLOSE_TRY_AGAIN_LATER = 1013
+MAX_REASONS = 5
+MAX_SAMPLES = 5
 
 Json = dict[str, Any]
 
@@ -113,6 +121,8 @@ class Worker:
         self.churn_task: asyncio.Task[Json] | None = None
         self.churn_stop = asyncio.Event()
         self.ping_task: asyncio.Task[None] | None = None
+        self.resumable = False  # the clients are ResumeClients (the resume scenario)
+        self.resume_cpu_mark = 0.0
 
     # Commands
 
@@ -124,8 +134,10 @@ class Worker:
         ([[host, port, path]]), ``sources`` (addresses to bind), ``concurrency``,
         ``need_welcome``, ``timeout`` (per connection), ``slow`` (indexes of clients
         that stop reading for ``slow_pause`` seconds once pushes start), ``ping``
-        (seconds between application PINGs, 0 for none)."""
+        (seconds between application PINGs, 0 for none), ``resumable`` (the clients
+        keep their session and count per stream, for ``drop_resume``)."""
         self.targets = [Target(h, int(p), path) for h, p, path in msg["targets"]]
+        self.resumable = bool(msg.get("resumable", False))
         self.sources = list(msg.get("sources") or [None])
         self.slow = set(msg.get("slow", []))
         self.slow_pause = float(msg.get("slow_pause", 1.0))
@@ -174,6 +186,7 @@ class Worker:
             "elapsed_s": time.monotonic() - started,
             "connect_us": hist.to_pairs(),
             "ws_ids": [[c.index, c.ws_id] for c in opened if c.ws_id],
+            "sessions": sum(1 for c in opened if isinstance(c, ResumeClient) and c.session),
         }
 
     async def _cmd_status(self, msg: Json) -> Json:
@@ -207,7 +220,46 @@ class Worker:
             "last_ns": counters.last_ns,
             "hist": counters.hist.to_pairs(),
             "clients": [[c.index, c.received, c.out_of_order, c.close_code] for c in self.clients],
+            # The resume scenario: [[index, {stream: Tally.to_list()}, [streams not
+            # recovered], gap notices], ...]
+            "streams": [
+                [
+                    c.index,
+                    {stream_name(key): tally.to_list() for key, tally in c.streams.items()},
+                    sorted(c.unrecovered),
+                    c.gap_notices,
+                ]
+                for c in self.clients
+                if isinstance(c, ResumeClient)
+            ],
+            "duplicated": self._duplicated_samples(),
+            "unpositioned": sum(
+                c.unpositioned for c in self.clients if isinstance(c, ResumeClient)
+            ),
         }
+
+    def _duplicated_samples(self) -> list[Json]:
+        """A few clients that received a push twice: which, and where they resumed from."""
+        samples: list[Json] = []
+        for client in self.clients:
+            if not isinstance(client, ResumeClient):
+                continue
+            streams = (client.welcome or {}).get("streams") or {}
+            for key, tally in client.streams.items():
+                if tally.dup_seqs and len(samples) < MAX_SAMPLES:
+                    name = stream_name(key)
+                    welcome = streams.get(name) if isinstance(streams, dict) else None
+                    samples.append(
+                        {
+                            "client": client.index,
+                            "stream": name,
+                            "seqs": tally.dup_seqs,
+                            "since": client.since.get(name),
+                            "welcome": welcome,
+                            "gateway": client.gateway,
+                        }
+                    )
+        return samples
 
     async def _cmd_churn(self, msg: Json) -> Json:
         """Start opening ``rate`` clients per second, numbered from ``first``, each
@@ -236,6 +288,134 @@ class Worker:
         self.churn_task = None
         return result
 
+    async def _cmd_drop_resume(self, msg: Json) -> Json:
+        """Drop every client's TCP connection at once (aborted, no close frame), then
+        resume each one's session on a new connection (docs/recovery.md), ``concurrency``
+        handshakes in flight, each within ``timeout`` seconds, on the target ``shift``
+        places after the client's own (0: the same gateway), ``outage`` seconds after
+        the drop (0: at once). From the drop until
+        ``caught_up``, the arrival of every push is recorded per stream and seq."""
+        timeout, shift = float(msg["timeout"]), int(msg.get("shift", 0))
+        counters = self.counters
+        olds = [(n, c) for n, c in enumerate(self.clients) if isinstance(c, ResumeClient)]
+        counters.arrivals = {}
+        self.resume_cpu_mark = own_cpu_seconds()
+        drop_ns = time.time_ns()
+        for _, client in olds:
+            client.drop()
+        outage = float(msg.get("outage", 0))
+        if outage > 0:
+            await asyncio.sleep(outage)
+        errors: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        hist = Histogram()
+        stats = {"resumed": 0, "new_session": 0, "not_recovered": 0, "replayed": 0, "retried": 0}
+        seqs: dict[str, int] = {}
+        welcome_ns = 0
+        todo = iter(olds)
+
+        async def resume_some() -> None:
+            nonlocal welcome_ns
+            for n, old in todo:
+                failed = sum(errors.values()) + stats["new_session"]
+                if failed >= GIVE_UP_AFTER and failed > stats["resumed"]:
+                    return  # the server refuses us: do not wait out every timeout
+                if not (old.session and old.ws_id):
+                    errors["no session to resume (the welcome had none)"] += 1
+                    continue
+                target = self._target(old.index + shift)
+                t0 = time.monotonic()
+                for attempt in range(1, RESUME_ATTEMPTS + 1):
+                    client = ResumeClient(
+                        old.index,
+                        target.host_header,
+                        resume_path(target.path),
+                        counters,
+                        previous=old,
+                    )
+                    try:
+                        await open_client(target, self._source(old.index), client, timeout)
+                        break
+                    except (OSError, HandshakeError, TimeoutError) as exc:
+                        code = client.close_code
+                        if code == CLOSE_TRY_AGAIN_LATER and attempt < RESUME_ATTEMPTS:
+                            stats["retried"] += 1  # the server asks for it (docs/recovery.md)
+                            continue
+                        if code is not None and code != CLOSE_ABNORMAL:
+                            errors[f"the server closed with {code} before the welcome"] += 1
+                        else:
+                            errors[describe(exc)] += 1
+                        break
+                if not client.welcome:
+                    continue
+                hist.add(int((time.monotonic() - t0) * 1e6))
+                self.clients[n] = client
+                welcome = client.welcome or {}
+                if not client.welcome_resumed or client.ws_id != old.ws_id:
+                    stats["new_session"] += 1
+                    reasons[str(welcome.get("reason") or "no reason given")[:200]] += 1
+                    continue
+                stats["resumed"] += 1
+                welcome_ns = max(welcome_ns, client.welcome_ns)
+                if welcome.get("recovered") is not True:
+                    stats["not_recovered"] += 1
+                streams = welcome.get("streams")
+                for name, state in (streams if isinstance(streams, dict) else {}).items():
+                    if not isinstance(state, dict) or not isinstance(state.get("seq"), int):
+                        continue
+                    seqs[name] = max(seqs.get(name, 0), state["seq"])
+                    since = client.since.get(name)
+                    if since and since[0] == state.get("epoch") and isinstance(since[1], int):
+                        stats["replayed"] += max(0, state["seq"] - since[1])
+
+        concurrency = max(1, min(int(msg.get("concurrency", 100)), len(olds) or 1))
+        await asyncio.gather(*(resume_some() for _ in range(concurrency)))
+        tried = stats["resumed"] + stats["new_session"] + sum(errors.values())
+        if tried < len(olds):
+            errors["not tried: too many failures before"] += len(olds) - tried
+        return {
+            "drop_ns": drop_ns,
+            "welcome_ns": welcome_ns,
+            **stats,
+            "failed": sum(errors.values()),
+            "errors": dict(errors.most_common(MAX_ERROR_KINDS)),
+            "reasons": dict(reasons.most_common(MAX_REASONS)),
+            "seqs": seqs,
+            "resume_us": hist.to_pairs(),
+        }
+
+    async def _cmd_caught_up(self, msg: Json) -> Json:
+        """Wait until every resumed client has received, on each stream of ``seqs``
+        ({stream: seq}), every push up to that seq, or until none got there for
+        ``stall`` seconds. Returns when the last one got there (``caught_up_ns``, wall
+        clock: its welcome, or the arrival of the last push it needed), how many did
+        not, and this worker's CPU since the drop; arrivals are no longer recorded."""
+        targets = [(stream_key(name), name, int(seq)) for name, seq in msg["seqs"].items()]
+        stall = float(msg["stall"])
+        resumed = [c for c in self.clients if isinstance(c, ResumeClient) and c.welcome_resumed]
+        pending = resumed
+        last_change = time.monotonic()
+        while pending:
+            still = [c for c in pending if not c.caught_up(targets)]
+            now = time.monotonic()
+            if len(still) != len(pending):
+                last_change = now
+            pending = still
+            if not pending or now - last_change > stall:
+                break
+            await asyncio.sleep(CATCH_UP_POLL)
+        arrivals = self.counters.arrivals or {}
+        self.counters.arrivals = None
+        caught_ns = max((c.welcome_ns for c in resumed), default=0)
+        for key, _, seq in targets:
+            caught_ns = max(caught_ns, arrivals.get(key, {}).get(seq, 0))
+        return {
+            "caught_up_ns": caught_ns,
+            "caught_up": len(resumed) - len(pending),
+            "not_caught_up": len(pending),
+            "cpu_s": own_cpu_seconds() - self.resume_cpu_mark,
+        }
+
     async def _cmd_quit(self, msg: Json) -> Json:
         self.drop_all()
         return {}
@@ -244,6 +424,8 @@ class Worker:
 
     def _new_client(self, index: int, *, need_welcome: bool, measured: bool = True) -> BenchClient:
         target = self._target(index)
+        if self.resumable and measured:
+            return ResumeClient(index, target.host_header, target.path, self.counters)
         return BenchClient(
             index,
             target.host_header,

@@ -43,7 +43,7 @@ class HandshakeError(Exception):
 class Counters:
     """What every measured client of one worker adds to, on each delivery."""
 
-    __slots__ = ("deliveries", "hist", "last_ns", "open", "unmeasured")
+    __slots__ = ("arrivals", "deliveries", "hist", "last_ns", "open", "unmeasured")
 
     def __init__(self) -> None:
         self.open = 0  # measured clients past the handshake and not yet closed
@@ -51,6 +51,10 @@ class Counters:
         self.unmeasured = 0  # pushes received by churn clients, counted apart
         self.last_ns = 0  # wall clock (time.time_ns) of the latest delivery
         self.hist = Histogram()  # delivery latency in microseconds
+        # The resume scenario, from the drop until every client caught up: per stream
+        # key, per seq, the wall clock of its latest arrival at any client of this worker
+        # (see pushgate.bench.resumeclient). None otherwise: nothing is recorded.
+        self.arrivals: dict[bytes, dict[int, int]] | None = None
 
 
 def client_frame(opcode: Opcode, payload: bytes) -> bytes:
