@@ -18,7 +18,16 @@ from pushgate.ids import ConnId
 from pushgate.node import TOPIC_ALL, Node
 from pushgate.sessions import MemorySessions
 from tests.dropping_proxy import DroppingProxy
-from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, open_client, post, running_server
+from tests.helpers import (
+    FAST_TIMERS,
+    LOOPBACK,
+    UNIT,
+    Running,
+    free_port,
+    open_client,
+    post,
+    running_server,
+)
 
 SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
 
@@ -266,3 +275,34 @@ async def test_a_resume_on_a_node_that_missed_pushes_gets_each_once() -> None:
     assert resumed.streams["all"].recovered is True
     assert (two.seq, three.seq) == (2, 3)
     await node.close()
+
+
+async def test_a_resume_with_another_users_token_is_refused_and_harms_nothing() -> None:
+    """The session's token, but a connection token of another user: no resume (a new
+    wsId), and the owner's connection keeps its session and its pushes."""
+    async with running_server(**FAST_TIMERS, token_secret=SECRET) as server:
+        alice = jwt.encode({"sub": "alice"}, SECRET, algorithm="HS256")
+        bob = jwt.encode({"sub": "bob"}, SECRET, algorithm="HS256")
+        owner = await ws_connect(f"{server.ws_url}?token={alice}")
+        welcome = json.loads(await asyncio.wait_for(owner.recv(), 5 * UNIT))["data"]
+        async with ws_connect(f"{server.ws_url}?token={bob}&resume=1") as other:
+            resume = {"wsId": welcome["wsId"], "session": welcome["session"], "since": {}}
+            await other.send(json.dumps({"type": 0, "data": resume}))
+            answer = json.loads(await asyncio.wait_for(other.recv(), 5 * UNIT))["data"]
+        assert answer["wsId"] != welcome["wsId"]
+        assert answer["resumed"] is False
+        async with PushAPI(server.api_url) as api:
+            await api.push_user("alice", "still yours", tag=2)
+        push = json.loads(await asyncio.wait_for(owner.recv(), 5 * UNIT))
+        assert push["data"] == "still yours"
+        assert owner.close_code is None
+        await owner.close()
+
+
+async def test_the_first_connect_moves_past_a_gateway_that_is_down() -> None:
+    """connect() with several gateway URLs: one that refuses is passed over."""
+    async with running_server(**FAST_TIMERS) as server:
+        down = f"ws://{LOOPBACK}:{free_port()}/connect"
+        async with connect([down, server.ws_url]) as conn:
+            assert conn.url == server.ws_url
+            assert conn.ws_id

@@ -51,7 +51,18 @@ from pushgate.hub import Hub, MembershipChange, Sink
 from pushgate.ids import ConnId, RoomId
 from pushgate.messages import Command, Op, Reply
 from pushgate.sessions import Session, Sessions, holder_node, new_token
-from pushgate.streams import History, Position, Publication, StreamGuard, Verdict
+from pushgate.streams import (
+    ROOM_TOPIC_PREFIX,
+    TOPIC_ALL,
+    USER_TOPIC_PREFIX,
+    History,
+    Position,
+    Publication,
+    StreamGuard,
+    Verdict,
+    room_topic,
+    user_topic,
+)
 from pushgate.wire import (
     CLOSE_SESSION_TAKEN,
     StreamReport,
@@ -61,19 +72,8 @@ from pushgate.wire import (
 
 log = logging.getLogger(__name__)
 
-TOPIC_ALL = "all"
-ROOM_TOPIC_PREFIX = "room:"
-USER_TOPIC_PREFIX = "user:"
 NODE_TOPIC_PREFIX = "node:"
 REPLY_TOPIC_PREFIX = "reply:"
-
-
-def room_topic(room: RoomId) -> str:
-    return ROOM_TOPIC_PREFIX + room
-
-
-def user_topic(user: str) -> str:
-    return USER_TOPIC_PREFIX + user
 
 
 # How long a session write (a detach) may hold up a stop.
@@ -212,7 +212,6 @@ class Node:
                     request.conn,
                     topic,
                     position,
-                    only_detached=False,
                     max_rooms=self.hub.max_rooms_per_conn,
                 )
         except BrokerUnavailable:
@@ -231,9 +230,7 @@ class Node:
         if change.room_boundary:
             await self._sync(room_topic(request.room))
         if change.changed and self.sessions is not None:
-            await self.sessions.remove_stream(
-                request.conn, room_topic(request.room), only_detached=False
-            )
+            await self.sessions.remove_stream(request.conn, room_topic(request.room))
         return change
 
     async def _elsewhere(self, op: Op, request: Membership) -> MembershipChange:
@@ -253,18 +250,15 @@ class Node:
                 request.conn,
                 topic,
                 position,
-                only_detached=False,
                 max_rooms=self.hub.max_rooms_per_conn,
             )
             if added == "limit":
                 raise RoomLimitExceeded(request.conn, self.hub.max_rooms_per_conn)
             result: str = added
         else:
-            result = await self.sessions.remove_stream(request.conn, topic, only_detached=False)
+            result = await self.sessions.remove_stream(request.conn, topic)
         if result == "unknown":
             raise UnknownConnection(request.conn)
-        if result == "held":  # resumed meanwhile, not yet findable: the caller retries
-            raise BrokerUnavailable(f"wsId {request.conn} is resuming; retry")
         return MembershipChange(result in ("added", "removed"), False)
 
     async def _position(self, topic: str) -> Position:
@@ -392,11 +386,8 @@ class Node:
         if self.sessions is None:
             return None
         holder = self._new_holder()
-        session = await self.sessions.claim(conn, token, holder)
+        session = await self.sessions.claim(conn, token, holder, user=user)
         if session is None:
-            return None
-        if user is not None and session.user != user:
-            await self.sessions.detach(conn, holder)
             return None
         self._evict(conn, session.previous_holder)
         topics = list(session.streams)
@@ -416,15 +407,9 @@ class Node:
             starts = {t: since.get(t, session.streams[t]) for t in topics}
             histories = await asyncio.gather(*(self.broker.history(t, starts[t]) for t in topics))
             await self.broker.sync()  # every push read above has reached us, or is captured
-            while repairing := [t for t in topics if t in self._repairs]:
-                await asyncio.sleep(0.01)  # a gap being filled on one of these streams
-                if self.hub.sink(conn) is not sink:
-                    break
             if self.hub.sink(conn) is not sink:
-                return None  # the connection went meanwhile
-            return self._catch_up(
-                session, starts, dict(zip(topics, histories, strict=True)), repairing
-            )
+                return None  # another connection took the session meanwhile
+            return self._catch_up(session, starts, dict(zip(topics, histories, strict=True)))
         except BaseException:
             self.connection_closed(conn, sink)
             raise
@@ -441,7 +426,6 @@ class Node:
         session: Session,
         starts: dict[str, Position],
         histories: dict[str, History],
-        unsettled: list[str],
     ) -> Resumed:
         """History, then what was captured live, each push once: synchronous, so no
         push can slip between this and live fan-out."""
@@ -466,7 +450,7 @@ class Node:
                     break
                 frames.append(pub.data)
                 last = pub.position
-            recovered = self.history and history.complete and topic not in unsettled
+            recovered = self.history and history.complete
             for pub in self._captures[topic][1]:
                 if pub.epoch != last.epoch:
                     recovered = recovered and last.epoch == ""
@@ -555,26 +539,25 @@ class Node:
         capture = self._captures.get(topic)
         if capture is not None:
             capture[1].append(pub)
-        if topic == TOPIC_ALL:
-            return self.hub.broadcast(text_frame(pub.data))
-        if topic.startswith(ROOM_TOPIC_PREFIX):
-            room = RoomId(topic[len(ROOM_TOPIC_PREFIX) :])
-            return self.hub.send_room(room, text_frame(pub.data)) if self.hub.room_size(room) else 0
-        if topic.startswith(USER_TOPIC_PREFIX):
-            user = topic[len(USER_TOPIC_PREFIX) :]
-            return self.hub.send_user(user, text_frame(pub.data)) if self.hub.user_size(user) else 0
-        log.warning("dropped a push on unexpected topic %r", topic)
-        return 0
+        return self._send(topic, pub.data)
 
     def _notify(self, topic: str, report: StreamReport) -> None:
         """Tell the clients on a stream that pushes of it were lost."""
-        frame = text_frame(encode_notice({topic: report}))
+        self._send(topic, encode_notice({topic: report}))
+
+    def _send(self, topic: str, message: bytes) -> int:
+        """Frame ``message`` once (if anyone here is on ``topic``) and hand it to
+        every local recipient of the stream; return how many."""
         if topic == TOPIC_ALL:
-            self.hub.broadcast(frame)
-        elif topic.startswith(ROOM_TOPIC_PREFIX):
-            self.hub.send_room(RoomId(topic[len(ROOM_TOPIC_PREFIX) :]), frame)
-        elif topic.startswith(USER_TOPIC_PREFIX):
-            self.hub.send_user(topic[len(USER_TOPIC_PREFIX) :], frame)
+            return self.hub.broadcast(text_frame(message))
+        if topic.startswith(ROOM_TOPIC_PREFIX):
+            room = RoomId(topic[len(ROOM_TOPIC_PREFIX) :])
+            return self.hub.send_room(room, text_frame(message)) if self.hub.room_size(room) else 0
+        if topic.startswith(USER_TOPIC_PREFIX):
+            user = topic[len(USER_TOPIC_PREFIX) :]
+            return self.hub.send_user(user, text_frame(message)) if self.hub.user_size(user) else 0
+        log.warning("dropped a push on unexpected topic %r", topic)
+        return 0
 
     # Filling gaps
 

@@ -28,12 +28,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from pushgate.ids import ConnId
-from pushgate.streams import Position
+from pushgate.streams import ROOM_TOPIC_PREFIX, Position
 
-ROOM_STREAM_PREFIX = "room:"
-
-AddResult = Literal["added", "already", "unknown", "limit", "held"]
-RemoveResult = Literal["removed", "absent", "unknown", "held"]
+AddResult = Literal["added", "already", "unknown", "limit"]
+RemoveResult = Literal["removed", "absent", "unknown"]
 
 
 def new_token() -> str:
@@ -63,8 +61,8 @@ class Session:
 
     @property
     def rooms(self) -> list[str]:
-        n = len(ROOM_STREAM_PREFIX)
-        return [s[n:] for s in self.streams if s.startswith(ROOM_STREAM_PREFIX)]
+        n = len(ROOM_TOPIC_PREFIX)
+        return [s[n:] for s in self.streams if s.startswith(ROOM_TOPIC_PREFIX)]
 
 
 class Sessions(Protocol):
@@ -80,9 +78,12 @@ class Sessions(Protocol):
         """Record a new session, held by ``holder``."""
         ...
 
-    async def claim(self, ws_id: ConnId, token: str, holder: str) -> Session | None:
-        """Take the session over for ``holder`` if ``token`` is its token; None when
-        there is no such session (never was, or ended) or the token is wrong."""
+    async def claim(
+        self, ws_id: ConnId, token: str, holder: str, *, user: str | None = None
+    ) -> Session | None:
+        """Take the session over for ``holder`` if ``token`` is its token (and, when
+        ``user`` is given, ``user`` its user); None, and nothing changed, when there is
+        no such session (never was, or ended), or the token or the user is wrong."""
         ...
 
     async def add_stream(
@@ -91,17 +92,14 @@ class Sessions(Protocol):
         stream: str,
         position: Position,
         *,
-        only_detached: bool,
         max_rooms: int,
     ) -> AddResult:
-        """Make the session follow ``stream`` from ``position``. ``held`` (and nothing
-        done) when ``only_detached`` and a connection holds it; ``limit`` when it
-        would follow more than ``max_rooms`` rooms."""
+        """Make the session follow ``stream`` from ``position``, whether a connection
+        holds it or not; ``limit`` (and nothing done) when it would follow more than
+        ``max_rooms`` rooms."""
         ...
 
-    async def remove_stream(
-        self, ws_id: ConnId, stream: str, *, only_detached: bool
-    ) -> RemoveResult: ...
+    async def remove_stream(self, ws_id: ConnId, stream: str) -> RemoveResult: ...
 
     async def detach(self, ws_id: ConnId, holder: str) -> None:
         """The connection of ``holder`` ended: the session waits ``ttl`` for a resume
@@ -141,12 +139,16 @@ class MemorySessions:
     async def create(
         self, ws_id: ConnId, token: str, user: str | None, streams: dict[str, Position], holder: str
     ) -> None:
-        rooms = sum(1 for s in streams if s.startswith(ROOM_STREAM_PREFIX))
+        rooms = sum(1 for s in streams if s.startswith(ROOM_TOPIC_PREFIX))
         self._entries[ws_id] = _Entry(token_hash(token), user, dict(streams), holder, rooms=rooms)
 
-    async def claim(self, ws_id: ConnId, token: str, holder: str) -> Session | None:
+    async def claim(
+        self, ws_id: ConnId, token: str, holder: str, *, user: str | None = None
+    ) -> Session | None:
         entry = self._live(ws_id)
         if entry is None or not hmac.compare_digest(entry.token_hash, token_hash(token)):
+            return None
+        if user is not None and entry.user != user:
             return None
         previous, entry.holder = entry.holder, holder
         return Session(ws_id, entry.user, dict(entry.streams), previous)
@@ -157,34 +159,27 @@ class MemorySessions:
         stream: str,
         position: Position,
         *,
-        only_detached: bool,
         max_rooms: int,
     ) -> AddResult:
         entry = self._live(ws_id)
         if entry is None:
             return "unknown"
-        if only_detached and entry.holder:
-            return "held"
         if stream in entry.streams:
             return "already"
-        is_room = stream.startswith(ROOM_STREAM_PREFIX)
+        is_room = stream.startswith(ROOM_TOPIC_PREFIX)
         if is_room and entry.rooms >= max_rooms:
             return "limit"
         entry.streams[stream] = position
         entry.rooms += is_room
         return "added"
 
-    async def remove_stream(
-        self, ws_id: ConnId, stream: str, *, only_detached: bool
-    ) -> RemoveResult:
+    async def remove_stream(self, ws_id: ConnId, stream: str) -> RemoveResult:
         entry = self._live(ws_id)
         if entry is None:
             return "unknown"
-        if only_detached and entry.holder:
-            return "held"
         if entry.streams.pop(stream, None) is None:
             return "absent"
-        entry.rooms -= stream.startswith(ROOM_STREAM_PREFIX)
+        entry.rooms -= stream.startswith(ROOM_TOPIC_PREFIX)
         return "removed"
 
     async def detach(self, ws_id: ConnId, holder: str) -> None:

@@ -18,6 +18,22 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
+from pushgate.ids import RoomId
+
+# Stream names, which are also the broker topics of pushes.
+TOPIC_ALL = "all"
+ROOM_TOPIC_PREFIX = "room:"
+USER_TOPIC_PREFIX = "user:"
+
+
+def room_topic(room: RoomId) -> str:
+    return ROOM_TOPIC_PREFIX + room
+
+
+def user_topic(user: str) -> str:
+    return USER_TOPIC_PREFIX + user
+
+
 EPOCH_BYTES = 4  # 8 hex characters: a lost history is told apart, not guarded by secrecy
 
 

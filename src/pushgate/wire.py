@@ -104,8 +104,7 @@ def encode_welcome(
         data["session"] = session
         data["resumed"] = resumed
     if streams is not None:
-        data["recovered"] = all(r.recovered for r in streams.values())
-        data["streams"] = {name: r.as_json() for name, r in streams.items()}
+        data.update(recovery(streams))
     if reason is not None:
         data["reason"] = reason
     return encode({"type": TYPE_WELCOME, "data": data})
@@ -114,15 +113,15 @@ def encode_welcome(
 def encode_notice(streams: dict[str, StreamReport]) -> bytes:
     """A gap the server could not fill (or a lost history), told to every client on
     those streams: the same bytes for all, so no wsId."""
-    return encode(
-        {
-            "type": TYPE_WELCOME,
-            "data": {
-                "recovered": all(r.recovered for r in streams.values()),
-                "streams": {name: r.as_json() for name, r in streams.items()},
-            },
-        }
-    )
+    return encode({"type": TYPE_WELCOME, "data": recovery(streams)})
+
+
+def recovery(streams: dict[str, StreamReport]) -> dict[str, object]:
+    """The ``recovered`` and ``streams`` keys of a welcome after a resume, or of a notice."""
+    return {
+        "recovered": all(r.recovered for r in streams.values()),
+        "streams": {name: r.as_json() for name, r in streams.items()},
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,21 +162,18 @@ class RedisBroker:
         self._reader = asyncio.create_task(self._run(), name="pushgate-redis-subscriber")
 
     async def publish(self, topic: str, payload: bytes) -> int | None:
+        return await self._publish(topic, CONTROL_MARK + payload)
+
+    async def _publish(self, topic: str, data: bytes) -> int | None:
         try:
-            await self.client.publish(self.prefix + topic, CONTROL_MARK + payload)
+            await self.client.publish(self.prefix + topic, data)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot publish to Redis at {self._where}: {exc}") from None
-        return None  # Redis knows how many nodes, not how many connections
+        return None  # Redis knows how many nodes received it, not how many connections
 
     async def publish_push(self, topic: str, message: bytes) -> int | None:
         if self.history_size <= 0:
-            try:
-                await self.client.publish(self.prefix + topic, b"0 - " + message)
-            except (RedisError, OSError) as exc:
-                raise BrokerUnavailable(
-                    f"cannot publish to Redis at {self._where}: {exc}"
-                ) from None
-            return None
+            return await self._publish(topic, b"0 - " + message)
         try:
             await self._publish_script(
                 keys=self._stream_keys(topic),

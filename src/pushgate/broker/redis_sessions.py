@@ -32,27 +32,28 @@ log = logging.getLogger("pushgate.sessions")
 
 CHUNK = 500
 
-# Claim KEYS[1] for holder ARGV[2] if ARGV[1] is its token's hash; keep it ARGV[3] ms.
+# Claim KEYS[1] for holder ARGV[2] if ARGV[1] is its token's hash (and, ARGV[4] being
+# '1', ARGV[5] its user); keep it ARGV[3] ms.
 _CLAIM = """
 local t = redis.call('HGET', KEYS[1], 't')
 if not t or t ~= ARGV[1] then return false end
+if ARGV[4] == '1' and redis.call('HGET', KEYS[1], 'u') ~= ARGV[5] then return false end
 local previous = redis.call('HGET', KEYS[1], 'h')
 redis.call('HSET', KEYS[1], 'h', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {previous, redis.call('HGETALL', KEYS[1])}
 """
 
-# Add field ARGV[1] = ARGV[2]; ARGV[3] '1': only while detached; ARGV[4]: room cap.
+# Add field ARGV[1] = ARGV[2], unless the session would follow more than ARGV[3] rooms.
 _ADD = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
-if ARGV[3] == '1' and redis.call('HGET', KEYS[1], 'h') ~= '' then return 'held' end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'already' end
 if string.sub(ARGV[1], 1, 7) == 'p:room:' then
   local n = 0
   for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
     if string.sub(k, 1, 7) == 'p:room:' then n = n + 1 end
   end
-  if n >= tonumber(ARGV[4]) then return 'limit' end
+  if n >= tonumber(ARGV[3]) then return 'limit' end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 'added'
@@ -60,7 +61,6 @@ return 'added'
 
 _REMOVE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
-if ARGV[2] == '1' and redis.call('HGET', KEYS[1], 'h') ~= '' then return 'held' end
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then return 'removed' end
 return 'absent'
 """
@@ -138,8 +138,13 @@ class RedisSessions:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def claim(self, ws_id: ConnId, token: str, holder: str) -> Session | None:
-        found = await self._run(self._claim, ws_id, token_hash(token), holder, self._held_ttl_ms)
+    async def claim(
+        self, ws_id: ConnId, token: str, holder: str, *, user: str | None = None
+    ) -> Session | None:
+        check = "0" if user is None else "1"
+        found = await self._run(
+            self._claim, ws_id, token_hash(token), holder, self._held_ttl_ms, check, user or ""
+        )
         if not found:
             return None
         previous, flat = found
@@ -160,19 +165,14 @@ class RedisSessions:
         stream: str,
         position: Position,
         *,
-        only_detached: bool,
         max_rooms: int,
     ) -> AddResult:
         value = f"{position.epoch} {position.seq}"
-        flag = "1" if only_detached else "0"
-        result = await self._run(self._add, ws_id, "p:" + stream, value, flag, max_rooms)
+        result = await self._run(self._add, ws_id, "p:" + stream, value, max_rooms)
         return _text(result)  # type: ignore[return-value]
 
-    async def remove_stream(
-        self, ws_id: ConnId, stream: str, *, only_detached: bool
-    ) -> RemoveResult:
-        flag = "1" if only_detached else "0"
-        result = await self._run(self._remove, ws_id, "p:" + stream, flag)
+    async def remove_stream(self, ws_id: ConnId, stream: str) -> RemoveResult:
+        result = await self._run(self._remove, ws_id, "p:" + stream)
         return _text(result)  # type: ignore[return-value]
 
     async def detach(self, ws_id: ConnId, holder: str) -> None:
