@@ -34,6 +34,7 @@ import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
+from urllib.parse import parse_qs
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
@@ -78,6 +79,8 @@ BROWSER_CLIENT_PATH = "/static/pushgate.js"
 RESUME_MAX_MESSAGE_BYTES = 64 * 1024
 # Resume states
 NOT_RESUMING, AWAITING_RESUME, RESUMING = 0, 1, 2
+# The resumes under way (each catches and logs its own failure).
+_resumes: set["asyncio.Task[None]"] = set()
 # An echo connection's largest message: Autobahn's case 9 sends up to 16 MiB.
 ECHO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SERVER_HEADER = f"pushgate/{__version__}"
@@ -390,7 +393,7 @@ class WebSocketConnection(asyncio.Protocol):
             if self._transport is not None:  # a test peer, not a client: no output bound
                 self._transport.set_write_buffer_limits(high=2**30)
         elif admitted is not None:
-            if "resume=" in request.path.partition("?")[2]:
+            if "resume" in parse_qs(request.path.partition("?")[2]):
                 # The client speaks first: its resume message (see _on_message).
                 self._resuming = AWAITING_RESUME
                 self._claims = admitted.claims
@@ -465,7 +468,8 @@ class WebSocketConnection(asyncio.Protocol):
             return
         self._resuming = RESUMING
         task = self._loop.create_task(self._resume(request))
-        task.add_done_callback(_log_failure)
+        _resumes.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(_resumes.discard)
 
     async def _resume(self, request: ResumeRequest) -> None:
         node, claims = self._node, self._claims
@@ -478,10 +482,16 @@ class WebSocketConnection(asyncio.Protocol):
             log.info("resume of %s from %s failed: %s", request.ws_id, self.peer, exc)
             self.close(CLOSE_TRY_AGAIN_LATER, "cannot resume now; retry")
             return
+        except Exception:  # a bug must cost this connection only, and say so
+            log.exception("resume of %s from %s failed; closing it", request.ws_id, self.peer)
+            self.close(CLOSE_INTERNAL_ERROR, "internal error")
+            return
         finally:
             self._resuming = NOT_RESUMING
-        alive = self._proto.state is State.OPEN and self._transport is not None
-        alive = alive and not self._transport.is_closing()  # type: ignore[union-attr]
+        transport = self._transport
+        alive = self._proto.state is State.OPEN and not (
+            transport is None or transport.is_closing()
+        )
         if resumed is None:
             self.conn_id = None
             if alive:
@@ -643,11 +653,6 @@ class WebSocketConnection(asyncio.Protocol):
         if proto.close_sent is not None:
             return f"server sent {proto.close_sent.code}"
         return "no close frame"
-
-
-def _log_failure(task: "asyncio.Task[None]") -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("a resume failed", exc_info=task.exception())
 
 
 if TYPE_CHECKING:
