@@ -50,7 +50,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -233,16 +233,23 @@ class Connection:
         await self.close()
 
     async def open(self) -> None:
-        """Open the first connection and read its welcome. Raises :class:`ConnectError`."""
+        """Open the first connection and read its welcome, trying each URL once.
+        Raises :class:`ConnectError` (the last URL's) when none answers."""
         if self._runner is not None:
             raise RuntimeError("this connection is already open")
         await self._set_state(State.CONNECTING)
-        try:
-            self._ws = await self._open_once()
-        except ConnectError:
-            self._done = True
-            await self._set_state(State.CLOSED)
-            raise
+        for attempt in range(len(self.urls)):
+            try:
+                self._ws = await self._open_once()
+                break
+            except ConnectError as exc:
+                if attempt + 1 < len(self.urls):
+                    log.info("%s; trying the next URL", exc)
+                    self._next_url()
+                    continue
+                self._done = True
+                await self._set_state(State.CLOSED)
+                raise
         await self._set_state(State.OPEN)
         self._runner = asyncio.create_task(self._run(), name=f"pushgate client {self.url}")
 
@@ -478,11 +485,11 @@ class Connection:
                 )
             async with asyncio.timeout(self._open_timeout):
                 frame = await ws.recv()
-            ws_id, self.heartbeat = _parse_welcome(frame)
+            data = _parse_welcome(frame)
         except (ConnectionClosed, TimeoutError, ValueError) as exc:
             await ws.close()
             raise ConnectError(f"no welcome from {self.url}: {_reason(exc)}") from None
-        data = json.loads(frame)["data"]
+        ws_id, self.heartbeat = data["wsId"], float(data["heartbeat"])
         self.session = str(data.get("session") or "")
         self.resumed = resume and bool(data.get("resumed")) and ws_id == self.ws_id
         self.ws_id = ws_id
@@ -570,7 +577,8 @@ def connect(
     )
 
 
-def _parse_welcome(frame: str | bytes) -> tuple[str, float]:
+def _parse_welcome(frame: str | bytes) -> dict[str, Any]:
+    """The welcome's data; raises ValueError when it is no welcome."""
     message = json.loads(frame)
     if not isinstance(message, dict) or message.get("type") != TYPE_WELCOME:
         raise ValueError(f"the first message is not a welcome: {str(frame)[:100]}")
@@ -580,7 +588,7 @@ def _parse_welcome(frame: str | bytes) -> tuple[str, float]:
     heartbeat = data.get("heartbeat")
     if not isinstance(heartbeat, int | float) or isinstance(heartbeat, bool) or heartbeat <= 0:
         raise ValueError(f"the welcome's heartbeat is not a positive number: {heartbeat!r}")
-    return data["wsId"], float(heartbeat)
+    return data
 
 
 def _parse_push(frame: str | bytes) -> Push | None:
