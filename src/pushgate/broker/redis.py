@@ -47,7 +47,7 @@ import os
 import random
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -63,6 +63,10 @@ MIN_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
 CONNECT_TIMEOUT = 1.0
 SUBSCRIBE_TIMEOUT = 2.0
+# Connections to Redis per node (the subscriber's included), and how long a command
+# may wait for a free one before it fails (503, or 1013 for a resume).
+MAX_CONNECTIONS = 32
+POOL_TIMEOUT = 10.0
 CONTROL_MARK = b"!"  # starts a control message on a channel; a push starts with a digit
 # An idle stream's position is kept this long (forgetting it changes its epoch).
 META_TTL_MS = 24 * 3600 * 1000
@@ -138,12 +142,17 @@ class RedisBroker:
         self._probe_channel = f"{prefix}probe:{node_id}"
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
-        self.client: Redis = Redis.from_url(
+        # A bounded pool: a burst of work (thousands of resumes at once) waits for one
+        # of its connections instead of opening a Redis connection per command.
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_timeout=None,
             retry=Retry(NoBackoff(), 0, (RedisError,)),
         )
+        self.client: Redis = Redis.from_pool(pool)
         self._handler: BrokerHandler | None = None
         self._topics: set[str] = set()  # wanted, by topic (without prefix)
         self._confirmed: set[str] = set()  # channels Redis confirmed on this connection
