@@ -204,10 +204,13 @@ async def test_a_second_tab_sees_the_first_tabs_pushes(browser: "Browser") -> No
 async def test_the_page_reconnects_with_a_new_ws_id_and_rejoins_its_rooms(
     browser: "Browser",
 ) -> None:
-    """The connection is cut: pushgate.js reconnects, shows the new wsId, rejoins."""
+    """Sessions off (--session-ttl 0), the connection is cut: pushgate.js reconnects,
+    shows the new wsId, rejoins. (With sessions on it resumes the same wsId:
+    test_console_resume.py.)"""
     from playwright.async_api import expect
 
-    async with running_server(**FAST_TIMERS) as server, console_for(server) as page_url:
+    settings = {**FAST_TIMERS, "session_ttl": 0}
+    async with running_server(**settings) as server, console_for(server) as page_url:
         proxy = DroppingProxy(LOOPBACK, server.ws_port)
         await proxy.start()
         try:
