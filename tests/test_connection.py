@@ -13,8 +13,8 @@ from pushgate.broker.memory import MemoryBroker
 from pushgate.config import Config
 from pushgate.connection import ConnectionRegistry, Outbox, WebSocketConnection
 from pushgate.hub import Hub
-from pushgate.node import TOPIC_ALL, Node
-from pushgate.streams import Publication
+from pushgate.node import Node
+from pushgate.streams import TOPIC_ALL, Publication
 
 
 class FakeTransport:

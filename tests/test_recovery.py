@@ -15,8 +15,9 @@ from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.client import Connection, PushAPI, State, connect
 from pushgate.hub import Hub
 from pushgate.ids import ConnId
-from pushgate.node import TOPIC_ALL, Node
+from pushgate.node import Node
 from pushgate.sessions import MemorySessions
+from pushgate.streams import TOPIC_ALL
 from tests.dropping_proxy import DroppingProxy
 from tests.helpers import (
     FAST_TIMERS,
