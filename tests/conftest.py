@@ -1,10 +1,13 @@
-"""Shared fixtures: a running server on free loopback ports, and an HTTP client."""
+"""Shared fixtures: a running server on free loopback ports, an HTTP client, a
+redis-server of its own, and headless Chromium."""
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, require_browser
 from tests.helpers import FAST_TIMERS, Running, running_server
 from tests.redis_server import RedisServer
 
@@ -31,3 +34,23 @@ async def redis() -> AsyncIterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator["Browser"]:
+    """Headless Debian Chromium driven by Playwright; fails (never skips) when missing."""
+    require_browser()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=WAIT_MS
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()

@@ -5,7 +5,6 @@ which scripts/test installs; ``playwright install`` is never run. Set
 ``PUSHGATE_SCREENSHOT=1`` to rewrite docs/console.png (it is written when missing).
 """
 
-import importlib.util
 import os
 import re
 from collections.abc import AsyncIterator
@@ -15,32 +14,20 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import jwt
-import pytest
 from aiohttp import web
 
 from pushgate.api import build_api
 from pushgate.client import PushAPI
 from pushgate.console import add_console_routes
+from tests.browser import WAIT_MS
 from tests.dropping_proxy import DroppingProxy
-from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, running_server
+from tests.helpers import FAST_TIMERS, LOOPBACK, Running, running_server
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "console.png"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-WAIT_MS = 10_000 * UNIT  # Playwright counts in milliseconds
 
 
 @asynccontextmanager
@@ -59,43 +46,12 @@ async def console_for(server: Running) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def require_browser() -> None:
-    """Fail, naming what to install, when Chromium or Playwright is missing."""
-    missing = []
-    if not Path(CHROMIUM).exists():
-        missing.append(f"{CHROMIUM} (the Debian package chromium)")
-    if importlib.util.find_spec("playwright") is None:
-        missing.append("the Python package playwright")
-    if missing:
-        pytest.fail(
-            f"the browser tests need {' and '.join(missing)}: scripts/test installs them "
-            "(apt-get install chromium; pip install playwright; never `playwright install`)",
-            pytrace=False,
-        )
-
-
 def screenshot_wanted() -> bool:
     """Write docs/console.png when it is missing, or when PUSHGATE_SCREENSHOT=1."""
     if os.environ.get("PUSHGATE_SCREENSHOT") == "1" or not SCREENSHOT.exists():
         SCREENSHOT.parent.mkdir(exist_ok=True)
         return True
     return False
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator["Browser"]:
-    """Headless Debian Chromium driven by Playwright; fails (never skips) when missing."""
-    require_browser()
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=WAIT_MS
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def open_console(browser: "Browser", page_url: str, ws_url: str) -> tuple["Page", str]:

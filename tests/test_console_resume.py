@@ -15,11 +15,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import pytest
 from websockets.asyncio.client import connect
 
 from pushgate.broker.memory import META_TTL, MemoryBroker
 from pushgate.client import PushAPI
+from tests.browser import WAIT_MS
 from tests.dropping_proxy import DroppingProxy
 from tests.helpers import (
     FAST_TIMERS,
@@ -32,14 +32,10 @@ from tests.helpers import (
 )
 from tests.redis_server import RedisServer
 from tests.test_console import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     UUID,
-    WAIT_MS,
     console_for,
     join,
     open_console,
-    require_browser,
 )
 
 if TYPE_CHECKING:
@@ -48,22 +44,6 @@ if TYPE_CHECKING:
 # Held handshakes, and sessions, must outlive a cut: the proxy keeps the page's reconnect
 # waiting while pushes are sent, and the server must not give up on it meanwhile.
 TIMERS: dict[str, Any] = {**FAST_TIMERS, "handshake_timeout": 5.0, "session_ttl": 30.0}
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator["Browser"]:
-    """Headless Debian Chromium driven by Playwright; fails (never skips) when missing."""
-    require_browser()
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=WAIT_MS
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @asynccontextmanager
