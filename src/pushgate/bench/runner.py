@@ -28,7 +28,7 @@ from pushgate.bench.histogram import Histogram
 from pushgate.bench.options import MAX_DURATION, BenchError, BenchOptions
 from pushgate.bench.procstat import machine_cpu_seconds, own_cpu_seconds
 from pushgate.bench.progress import Progress
-from pushgate.bench.pusher import Pusher, join_all
+from pushgate.bench.pusher import Pusher, PushLog, join_all
 from pushgate.bench.report import (
     ClientCount,
     ClientStreams,
@@ -239,18 +239,7 @@ class Run:
         reports = await self.pool.call_all("report", within=120)
         self._account(expected, reports)
         self._meter(before, after, reports)
-        result.pushes = log.accepted_total
-        result.push_errors = sum(log.errors.values())
-        if log.errors:
-            result.errors.append(f"push errors: {_top(log.errors)}")
-        if log.gave_up:
-            result.errors.append("pushing stopped early: the server answered errors only")
-        elapsed = log.finished - log.started
-        if elapsed > 0:
-            result.pushes_per_s = result.pushes / elapsed
-        result.server_delivered = log.server_delivered or None
-        result.push_rtt_p50_ms = ms(log.rtt.percentile(0.5))
-        result.push_rtt_p99_ms = ms(log.rtt.percentile(0.99))
+        self._push_figures(log)
         deliveries = result.deliveries
         last_ns = max(r["last_ns"] for r in reports)
         if deliveries and last_ns > log.first_ns:
@@ -333,10 +322,17 @@ class Run:
         reports = await self.pool.call_all("report", within=120)
         self._resume_figures(dropped, caught, before, after)
         self._account_streams(plan, accepted, reports)
+        self._push_figures(log)
+
+    def _push_figures(self, log: PushLog) -> None:
+        """What the pusher saw: pushes accepted, errors, rate, answer times."""
+        result = self.result
         result.pushes = log.accepted_total
         result.push_errors = sum(log.errors.values())
         if log.errors:
             result.errors.append(f"push errors: {_top(log.errors)}")
+        if log.gave_up:
+            result.errors.append("pushing stopped early: the server answered errors only")
         elapsed = log.finished - log.started
         if elapsed > 0:
             result.pushes_per_s = result.pushes / elapsed
