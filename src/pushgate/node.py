@@ -403,13 +403,20 @@ class Node:
             registered = self.directory.add(conn)
             if registered is not None:
                 await registered
-            await asyncio.gather(*(self._sync(t) for t in topics if t != TOPIC_ALL))
+            # A topic already subscribed, with no change under way, needs no call.
+            unsettled = [
+                t
+                for t in topics
+                if t != TOPIC_ALL and (t not in self._subscribed or t in self._topic_locks)
+            ]
+            if unsettled:
+                await asyncio.gather(*map(self._sync, unsettled))
             starts = {t: since.get(t, session.streams[t]) for t in topics}
-            histories = await asyncio.gather(*(self.broker.history(t, starts[t]) for t in topics))
+            histories = await self.broker.histories(starts)
             await self.broker.sync()  # every push read above has reached us, or is captured
             if self.hub.sink(conn) is not sink:
                 return None  # another connection took the session meanwhile
-            return self._catch_up(session, starts, dict(zip(topics, histories, strict=True)))
+            return self._catch_up(session, starts, histories)
         except BaseException:
             self.connection_closed(conn, sink)
             raise

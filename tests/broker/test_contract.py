@@ -18,7 +18,7 @@ import pytest
 from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.broker.redis import RedisBroker
-from pushgate.streams import Publication
+from pushgate.streams import Position, Publication
 from tests.redis_server import RedisServer
 
 # Upper bound on waiting for a delivery that must happen; never reached when it works.
@@ -339,3 +339,81 @@ async def test_close_stops_delivery(broker_factory: BrokerFactory) -> None:
     await broker_factory.settle()
     assert closing.payloads == [b"before"]
     assert staying.payloads == [b"before", b"after"]
+
+
+# History: what a resume reads
+
+
+def push(n: int) -> bytes:
+    return b'{"type":1,"data":"push %d"}\n' % n
+
+
+async def test_history_gives_the_pushes_after_a_position_in_order(
+    broker_factory: BrokerFactory,
+) -> None:
+    """Each push gets the next position of its stream; a read after a position gives
+    the pushes after it, in order, with their positions in their frames."""
+    broker, _ = await started(broker_factory)
+    for n in range(1, 6):
+        await broker.publish_push(TOPIC, push(n))
+    now = await broker.history(TOPIC, None)
+    assert now.position.seq == 5
+    assert now.publications == ()
+    after_two = await broker.history(TOPIC, Position(now.position.epoch, 2))
+    assert [p.seq for p in after_two.publications] == [3, 4, 5]
+    assert after_two.complete
+    assert after_two.publications[0].data == (
+        b'{"type":1,"data":"push 3","seq":3,"epoch":"%s"}\n' % now.position.epoch.encode()
+    )
+    # A position of another epoch (history lost since): all that is kept, not complete.
+    elsewhere = await broker.history(TOPIC, Position("0" * 8, 2))
+    assert [p.seq for p in elsewhere.publications] == [1, 2, 3, 4, 5]
+    assert not elsewhere.complete
+
+
+async def test_histories_reads_several_streams_at_once(broker_factory: BrokerFactory) -> None:
+    broker, _ = await started(broker_factory)
+    await broker.publish_push(TOPIC, push(1))
+    await broker.publish_push(OTHER_TOPIC, push(1))
+    await broker.publish_push(OTHER_TOPIC, push(2))
+    top = await broker.histories({TOPIC: None, OTHER_TOPIC: None})
+    assert (top[TOPIC].position.seq, top[OTHER_TOPIC].position.seq) == (1, 2)
+    since = {TOPIC: Position(top[TOPIC].position.epoch, 0), OTHER_TOPIC: top[OTHER_TOPIC].position}
+    read = await broker.histories(since)
+    assert [p.seq for p in read[TOPIC].publications] == [1]
+    assert read[OTHER_TOPIC].publications == ()
+    assert read[OTHER_TOPIC].complete
+
+
+async def test_a_storm_of_identical_reads_agrees_and_never_reads_the_past(
+    broker_factory: BrokerFactory,
+) -> None:
+    """Many resumes reading the same stream at once (the Redis broker sends such reads
+    once per batch) all get the same answer; a read made after a push sees it."""
+    broker, _ = await started(broker_factory)
+    for n in range(1, 4):
+        await broker.publish_push(TOPIC, push(n))
+    epoch = (await broker.history(TOPIC, None)).position.epoch
+    since = Position(epoch, 1)
+    answers = await asyncio.gather(*(broker.history(TOPIC, since) for _ in range(200)))
+    assert {tuple(p.seq for p in a.publications) for a in answers} == {(2, 3)}
+
+    first = asyncio.ensure_future(broker.history(TOPIC, since))
+    await asyncio.sleep(0)  # its read is on its way
+    await broker.publish_push(TOPIC, push(4))
+    later = await broker.history(TOPIC, since)
+    assert [p.seq for p in later.publications] == [2, 3, 4]
+    assert [p.seq for p in (await first).publications] in ([2, 3], [2, 3, 4])
+
+
+async def test_sync_returns_once_earlier_pushes_reached_the_node(
+    broker_factory: BrokerFactory,
+) -> None:
+    """After sync(), every push published before it has been handed to the handler:
+    a resume relies on this to know that nothing fell between history and live."""
+    publisher, _ = await started(broker_factory)
+    subscriber, recorder = await started(broker_factory, TOPIC)
+    for n in range(1, 21):
+        await publisher.publish_push(TOPIC, push(n))
+    await asyncio.gather(*(subscriber.sync() for _ in range(50)))  # one marker serves all
+    assert [pub.seq for _, pub in recorder.publications] == list(range(1, 21))

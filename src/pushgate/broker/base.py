@@ -32,6 +32,7 @@ Delivery contract, for every implementation:
   later publish on that topic reaches this node's handler.
 """
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from pushgate.streams import History, Position, Publication
@@ -81,6 +82,11 @@ class Broker(Protocol):
     async def history(self, topic: str, since: Position | None) -> History:
         """The pushes of ``topic`` kept after ``since``, and the stream's position now
         (``since`` None: the position only). Raises like :meth:`publish`."""
+        ...
+
+    async def histories(self, since: Mapping[str, Position | None]) -> dict[str, History]:
+        """:meth:`history` of several topics at once (a resume reads every stream of
+        its session): one round trip, not one per topic. Raises like :meth:`publish`."""
         ...
 
     async def sync(self) -> None:

@@ -8,6 +8,7 @@ as the process, and a new process starts every stream in a new epoch.
 """
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pushgate.broker.base import Broker, BrokerHandler
@@ -60,6 +61,10 @@ class MemoryBroker:
 
     async def history(self, topic: str, since: Position | None) -> History:
         return self._bus.history.read(topic, since, time.monotonic())
+
+    async def histories(self, since: Mapping[str, Position | None]) -> dict[str, History]:
+        now = time.monotonic()
+        return {topic: self._bus.history.read(topic, start, now) for topic, start in since.items()}
 
     async def sync(self) -> None:
         pass  # delivery is synchronous: everything published has been delivered

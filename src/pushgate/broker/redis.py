@@ -45,6 +45,7 @@ import contextlib
 import logging
 import os
 import random
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -54,6 +55,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from pushgate.broker.base import Broker, BrokerHandler
+from pushgate.broker.redis_batch import ScriptBatcher
 from pushgate.errors import BrokerUnavailable
 from pushgate.streams import History, Position, Publication, history_after, new_epoch
 
@@ -161,6 +163,9 @@ class RedisBroker:
         self._reader: asyncio.Task[None] | None = None
         self._probe_seen = 0.0
         self._syncs: dict[bytes, asyncio.Future[None]] = {}
+        self._next_sync: asyncio.Future[None] | None = None
+        self._sync_sends: set[asyncio.Task[None]] = set()
+        self._batch = ScriptBatcher(self.client)
         self._publish_script = self.client.register_script(_PUBLISH)
         self._history_script = self.client.register_script(_HISTORY)
 
@@ -200,21 +205,41 @@ class RedisBroker:
         return None
 
     async def history(self, topic: str, since: Position | None) -> History:
+        return (await self.histories({topic: since}))[topic]
+
+    async def histories(self, since: Mapping[str, Position | None]) -> dict[str, History]:
+        # Every read is queued before the first is awaited: they go in one pipeline.
+        reads = {topic: self._read_history(topic, start) for topic, start in since.items()}
+        # Shielded: a read may be shared with other resumes, which go on if this one stops.
+        answers = await asyncio.gather(*map(asyncio.shield, reads.values()), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, RedisError | OSError):
+                raise BrokerUnavailable(
+                    f"cannot read history from Redis at {self._where}: {answer}"
+                )
+            if isinstance(answer, BaseException):
+                raise answer
+        return dict(zip(reads, answers, strict=True))  # type: ignore[arg-type]
+
+    def _read_history(self, topic: str, since: Position | None) -> "asyncio.Future[History]":
         since_args: list[str | int] = ["", -1] if since is None else [since.epoch, since.seq]
-        try:
-            epoch_b, seq, entries = await self._history_script(
-                keys=self._stream_keys(topic), args=[new_epoch(), META_TTL_MS, *since_args]
+
+        def parse(reply: Any) -> History:
+            epoch_b, seq, entries = reply
+            epoch = bytes(epoch_b).decode()
+            kept = tuple(
+                Publication(int(bytes(entry_id).split(b"-")[0]), epoch, bytes(fields[1]))
+                for entry_id, fields in entries
             )
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(
-                f"cannot read history from Redis at {self._where}: {exc}"
-            ) from None
-        epoch = bytes(epoch_b).decode()
-        kept = tuple(
-            Publication(int(bytes(entry_id).split(b"-")[0]), epoch, bytes(fields[1]))
-            for entry_id, fields in entries
+            return history_after(Position(epoch, int(seq)), kept, since)
+
+        return self._batch.call(
+            self._history_script,
+            self._stream_keys(topic),
+            [new_epoch(), META_TTL_MS, *since_args],
+            share=(topic, since),  # a storm of resumes asks the same, in the same turn
+            parse=parse,
         )
-        return history_after(Position(epoch, int(seq)), kept, since)
 
     def _stream_keys(self, topic: str) -> list[str]:
         # The hash tag keeps a stream's keys in one slot of a Redis Cluster.
@@ -255,22 +280,47 @@ class RedisBroker:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+        for task in self._sync_sends:
+            task.cancel()
+        await self._batch.close()
         await self.client.aclose()
 
     async def sync(self) -> None:
         """Return once everything published before this call, on topics this node is
         subscribed to, has been handed to the handler (a marker sent through our own
-        subscription has come back). Raises BrokerUnavailable when it cannot."""
-        token = os.urandom(8).hex().encode()
-        waiter = asyncio.get_running_loop().create_future()
-        self._syncs[token] = waiter
+        subscription has come back). Raises BrokerUnavailable when it cannot.
+
+        The calls of one turn of the loop share one marker, sent at the end of it:
+        after every one of them, which is all each needs.
+        """
+        if self._next_sync is None:
+            self._next_sync = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._send_sync)
         try:
-            await self.client.publish(self._probe_channel, token)
-            await asyncio.wait_for(waiter, SUBSCRIBE_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(self._next_sync), SUBSCRIBE_TIMEOUT)
         except (RedisError, OSError, TimeoutError) as exc:
             raise BrokerUnavailable(f"Redis at {self._where}: no sync: {exc}") from None
+
+    def _send_sync(self) -> None:
+        waiter, self._next_sync = self._next_sync, None
+        assert waiter is not None
+        token = os.urandom(8).hex().encode()
+        self._syncs[token] = waiter
+        task = asyncio.ensure_future(self._publish_sync(token, waiter))
+        self._sync_sends.add(task)
+        task.add_done_callback(self._sync_sends.discard)
+
+    async def _publish_sync(self, token: bytes, waiter: "asyncio.Future[None]") -> None:
+        try:
+            await self.client.publish(self._probe_channel, token)
+            await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_TIMEOUT)
+        except (RedisError, OSError, TimeoutError) as exc:
+            if not waiter.done():
+                waiter.set_exception(exc)
         finally:
             self._syncs.pop(token, None)
+            if waiter.done() and not waiter.cancelled():
+                waiter.exception()  # retrieved: its waiters may all have gone
 
     @property
     def running(self) -> bool:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from pushgate.broker.redis_batch import ScriptBatcher
 from pushgate.errors import BrokerUnavailable
 from pushgate.ids import ConnId
 from pushgate.sessions import AddResult, RemoveResult, Session, Sessions, token_hash
@@ -90,6 +91,7 @@ class RedisSessions:
         self._add = client.register_script(_ADD)
         self._remove = client.register_script(_REMOVE)
         self._detach = client.register_script(_DETACH)
+        self._batch = ScriptBatcher(client)
         self._held: dict[ConnId, str] = {}  # the sessions this node keeps alive, by holder
         self._task: asyncio.Task[None] | None = None
         self._creates: list[tuple[ConnId, dict[str, str], asyncio.Future[None]]] = []
@@ -142,9 +144,8 @@ class RedisSessions:
         self, ws_id: ConnId, token: str, holder: str, *, user: str | None = None
     ) -> Session | None:
         check = "0" if user is None else "1"
-        found = await self._run(
-            self._claim, ws_id, token_hash(token), holder, self._held_ttl_ms, check, user or ""
-        )
+        args = [token_hash(token), holder, self._held_ttl_ms, check, user or ""]
+        found = await self._run(self._claim, ws_id, *args)
         if not found:
             return None
         previous, flat = found
@@ -185,10 +186,13 @@ class RedisSessions:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._batch.close()
 
     async def _run(self, script: Any, ws_id: ConnId, *args: object) -> Any:
+        # Batched: a burst (every client of a gateway resuming, or dropping) costs a
+        # pipeline per turn of the loop, not a round trip per session.
         try:
-            return await script(keys=[self._key(ws_id)], args=list(args))
+            return await self._batch.call(script, [self._key(ws_id)], args)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot update session {ws_id} in Redis: {exc}") from None
 
