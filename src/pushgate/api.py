@@ -5,12 +5,20 @@ Routes (all answer JSON; see README.md for the bodies)::
     POST /push/all    val, tag        -> 200 {"ok":true,"delivered":N}
     POST /push/room   val, tag, id    -> 200 {"ok":true,"room":ID,"delivered":N}
     POST /push/user   val, tag, uid   -> 200 {"ok":true,"uid":UID,"delivered":N}
+    POST /push/conn   val, tag, wsId  -> 200 {"ok":true,"wsId":W,"delivered":1}
+    POST /push/batch  [{target,...}]  -> 200 {"ok":true,"results":[one answer per push]}
     POST /room/join   id, wsId        -> 200 {"ok":true,"room":ID,"wsId":W,"alreadyMember":B}
+    POST /room/join   id, uid         -> 200 {"ok":true,"room":ID,"uid":U,"joined":[W],...}
     POST /room/leave  id, wsId        -> 200 {"ok":true,"room":ID,"wsId":W,"wasMember":B}
+    POST /room/leave  id, uid         -> 200 {"ok":true,"room":ID,"uid":U,"left":[W],...}
+    POST /disconnect  wsId|uid, code, reason, endSession -> 200 {"ok":true,"disconnected":[W]}
     GET  /healthz                     -> 200 while the process serves
     GET  /readyz                      -> 200 when the broker is ready, else 503
-    GET  /stats                       -> connection and room counts
-    GET  /rooms?limit=N               -> this node's rooms and member counts, largest first
+    GET  /stats                       -> connection, room and user counts, cluster-wide
+    GET  /rooms?limit=N               -> the cluster's rooms and member counts, largest first
+    GET  /rooms/{id}?limit=&cursor=   -> a room's member count and a page of its members
+    GET  /connections/{wsId}          -> a connection's state, node, user and rooms
+    GET  /users/{uid}                 -> a user's connections
     GET  /                            -> the console page (see console.py)
     GET  /openapi.json                -> this API's OpenAPI 3.0 description
 
@@ -34,8 +42,23 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from pushgate import __version__
-from pushgate.commands import Membership, PushAll, PushRoom, PushUser
+from pushgate.commands import (
+    Disconnect,
+    Push,
+    PushAll,
+    PushConn,
+    PushRoom,
+    PushUser,
+    UserMembership,
+    parse_batch,
+    parse_batch_item,
+    parse_conn_id,
+    parse_membership,
+    parse_room_id,
+    parse_user_id,
+)
 from pushgate.console import add_console_routes
+from pushgate.control import MAX_MEMBERS_PAGE, Control
 from pushgate.errors import BrokerUnavailable, InvalidField, RoomLimitExceeded, UnknownConnection
 from pushgate.node import Node
 from pushgate.openapi import openapi_spec
@@ -45,6 +68,7 @@ from pushgate.wire import reject_constant
 log = logging.getLogger("pushgate.api")
 
 NODE_KEY = web.AppKey("node", Node)
+CONTROL_KEY = web.AppKey("control", Control)
 API_KEYS_KEY = web.AppKey("api_keys", ApiKeys)
 # Answered without an API key: probes must work, a browser cannot send a key to load
 # a page, and none of these reveals anything.
@@ -68,17 +92,24 @@ def build_api(
         client_max_size=max_body_bytes, middlewares=[_errors_as_json, _require_api_key]
     )
     app[NODE_KEY] = node
+    app[CONTROL_KEY] = Control(node)
     app[API_KEYS_KEY] = api_keys or ApiKeys(())
     app[STARTED_KEY] = time.monotonic()
     app.router.add_post("/push/all", push_all)
     app.router.add_post("/push/room", push_room)
     app.router.add_post("/push/user", push_user)
+    app.router.add_post("/push/conn", push_conn)
+    app.router.add_post("/push/batch", push_batch)
     app.router.add_post("/room/join", room_join)
     app.router.add_post("/room/leave", room_leave)
+    app.router.add_post("/disconnect", disconnect)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/stats", stats)
     app.router.add_get("/rooms", rooms)
+    app.router.add_get("/rooms/{id}", room_members)
+    app.router.add_get("/connections/{wsId}", connection)
+    app.router.add_get("/users/{uid:.+}", user)
     app.router.add_get("/openapi.json", openapi)
     add_console_routes(app)
     return app
@@ -98,33 +129,92 @@ def error(status: int, message: str, **extra: object) -> web.Response:
 
 
 async def push_all(request: web.Request) -> web.Response:
-    push = PushAll.from_fields(await read_fields(request))
-    delivered = await request.app[NODE_KEY].push_all(push)
-    return ok({"delivered": delivered})
+    return ok(await _push(request.app, PushAll.from_fields(await read_fields(request))))
 
 
 async def push_room(request: web.Request) -> web.Response:
-    push = PushRoom.from_fields(await read_fields(request))
-    delivered = await request.app[NODE_KEY].push_room(push)
-    return ok({"room": push.room, "delivered": delivered})
+    return ok(await _push(request.app, PushRoom.from_fields(await read_fields(request))))
 
 
 async def push_user(request: web.Request) -> web.Response:
-    push = PushUser.from_fields(await read_fields(request))
-    delivered = await request.app[NODE_KEY].push_user(push)
-    return ok({"uid": push.user, "delivered": delivered})
+    return ok(await _push(request.app, PushUser.from_fields(await read_fields(request))))
+
+
+async def push_conn(request: web.Request) -> web.Response:
+    return ok(await _push(request.app, PushConn.from_fields(await read_fields(request))))
+
+
+async def _push(app: web.Application, push: Push) -> dict[str, object]:
+    """Do one push; the fields of its answer (a single push's, or a batch item's)."""
+    node = app[NODE_KEY]
+    if isinstance(push, PushAll):
+        return {"delivered": await node.push_all(push)}
+    if isinstance(push, PushRoom):
+        return {"room": push.room, "delivered": await node.push_room(push)}
+    if isinstance(push, PushUser):
+        return {"uid": push.user, "delivered": await node.push_user(push)}
+    return {"wsId": push.conn, "delivered": await app[CONTROL_KEY].push_conn(push)}
+
+
+async def push_batch(request: web.Request) -> web.Response:
+    """Up to 1,000 pushes in one request, done in order, each answered on its own:
+    a bad item gets its error and the others still go."""
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(
+            text="POST /push/batch takes a JSON array (Content-Type: application/json)"
+        )
+    try:
+        body = json.loads((await request.read()).decode("utf-8"), parse_constant=reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _bad_body("the body is not valid JSON") from None
+    results: list[dict[str, object]] = []
+    for item in parse_batch(body):
+        try:
+            results.append({"ok": True, **await _push(request.app, parse_batch_item(item))})
+        except (InvalidField, UnknownConnection, BrokerUnavailable) as exc:
+            status, message, extra = _describe_error(exc)
+            results.append({"ok": False, "status": status, "error": message, **extra})
+    return ok({"results": results})
 
 
 async def room_join(request: web.Request) -> web.Response:
-    join = Membership.from_fields(await read_fields(request))
+    join = parse_membership(await read_fields(request))
+    if isinstance(join, UserMembership):
+        done = await request.app[CONTROL_KEY].user_membership(join, "join_user")
+        return ok(
+            {"room": join.room, "uid": join.user, "joined": done["changed"], **_already(done)}
+        )
     change = await request.app[NODE_KEY].join(join)
     return ok({"room": join.room, "wsId": join.conn, "alreadyMember": not change.changed})
 
 
 async def room_leave(request: web.Request) -> web.Response:
-    leave = Membership.from_fields(await read_fields(request))
+    leave = parse_membership(await read_fields(request))
+    if isinstance(leave, UserMembership):
+        done = await request.app[CONTROL_KEY].user_membership(leave, "leave_user")
+        return ok(
+            {"room": leave.room, "uid": leave.user, "left": done["changed"], **_already(done)}
+        )
     change = await request.app[NODE_KEY].leave(leave)
     return ok({"room": leave.room, "wsId": leave.conn, "wasMember": change.changed})
+
+
+def _already(done: dict[str, list[str]]) -> dict[str, object]:
+    return {"unchanged": done["unchanged"]}
+
+
+async def disconnect(request: web.Request) -> web.Response:
+    order = Disconnect.from_fields(await read_fields(request))
+    done = await request.app[CONTROL_KEY].disconnect(order)
+    log.info(
+        "disconnect %s by the operator: %d connection(s) closed with %d%s",
+        order.conn or f"user {order.user}",
+        len(done["disconnected"]),
+        order.code,
+        ", session ended" if done["sessionEnded"] else "",
+        extra={"wsId": order.conn, "code": order.code},
+    )
+    return ok(done)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -138,28 +228,50 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    node = request.app[NODE_KEY]
+    counts = await request.app[CONTROL_KEY].stats()
     return ok(
         {
             "version": __version__,
             "uptimeSeconds": round(time.monotonic() - request.app[STARTED_KEY], 3),
-            "connections": node.connection_count(),
-            "rooms": node.room_count(),
+            **counts,
         }
     )
 
 
 async def rooms(request: web.Request) -> web.Response:
-    """This node's rooms with their member counts, largest first."""
-    text = request.query.get("limit", "100")
-    if not _LIMIT_TEXT.fullmatch(text) or not 1 <= int(text) <= MAX_ROOMS_LISTED:
-        raise InvalidField(
-            "limit", f"must be an integer from 1 to {MAX_ROOMS_LISTED}, got {text!r}"
-        )
-    sizes = request.app[NODE_KEY].room_sizes()
-    largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))[: int(text)]
+    """The cluster's rooms with their member counts, largest first."""
+    limit = _limit(request, default=100, most=MAX_ROOMS_LISTED)
+    sizes = await request.app[CONTROL_KEY].room_sizes()
+    largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))[:limit]
     listed = [{"id": room, "members": members} for room, members in largest]
     return ok({"rooms": listed, "total": len(sizes)})
+
+
+async def room_members(request: web.Request) -> web.Response:
+    """A room's member count and one page of its members; ``nextCursor`` asks for
+    the next page (null on the last)."""
+    room = parse_room_id(request.match_info["id"])
+    limit = _limit(request, default=100, most=MAX_MEMBERS_PAGE)
+    page = await request.app[CONTROL_KEY].members(room, limit, request.query.get("cursor"))
+    return ok({"room": room, **page})
+
+
+async def connection(request: web.Request) -> web.Response:
+    conn = parse_conn_id(request.match_info["wsId"])
+    return ok(await request.app[CONTROL_KEY].connection(conn))
+
+
+async def user(request: web.Request) -> web.Response:
+    uid = parse_user_id(request.match_info["uid"])
+    connections = await request.app[CONTROL_KEY].user(uid)
+    return ok({"uid": uid, "online": bool(connections), "connections": connections})
+
+
+def _limit(request: web.Request, *, default: int, most: int) -> int:
+    text = request.query.get("limit", str(default))
+    if not _LIMIT_TEXT.fullmatch(text) or not 1 <= int(text) <= most:
+        raise InvalidField("limit", f"must be an integer from 1 to {most}, got {text!r}")
+    return int(text)
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -250,16 +362,13 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     """Turn every error into a JSON body with a status code that means something."""
     try:
         return await handler(request)
-    except InvalidField as exc:
-        return error(400, f"{exc.field} {exc.message}", field=exc.field)
-    except UnknownConnection as exc:
-        return error(404, str(exc), field="wsId")
-    except RoomLimitExceeded as exc:
-        log.info("%s %s: 409, %s", request.method, request.path, exc)
-        return error(409, str(exc), field="id")
-    except BrokerUnavailable as exc:
-        log.warning("%s %s: 503, %s", request.method, request.path, exc)
-        return error(503, str(exc))
+    except (InvalidField, UnknownConnection, RoomLimitExceeded, BrokerUnavailable) as exc:
+        status, message, extra = _describe_error(exc)
+        if status == 409:
+            log.info("%s %s: 409, %s", request.method, request.path, exc)
+        elif status == 503:
+            log.warning("%s %s: 503, %s", request.method, request.path, exc)
+        return error(status, message, **extra)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -275,6 +384,17 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return error(500, "internal error; the server log has the details")
+
+
+def _describe_error(exc: Exception) -> tuple[int, str, dict[str, object]]:
+    """The status, message and extra fields that answer one of our own errors."""
+    if isinstance(exc, InvalidField):
+        return 400, f"{exc.field} {exc.message}", {"field": exc.field}
+    if isinstance(exc, UnknownConnection):
+        return 404, str(exc), {"field": "wsId"}
+    if isinstance(exc, RoomLimitExceeded):
+        return 409, str(exc), {"field": "id"}
+    return 503, str(exc), {}
 
 
 def _http_error_message(exc: web.HTTPException, request: web.Request) -> str:

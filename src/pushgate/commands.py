@@ -11,7 +11,7 @@ This module is pure: no I/O, no framework.
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pushgate.errors import InvalidField
@@ -19,6 +19,10 @@ from pushgate.ids import ConnId, RoomId
 from pushgate.wire import MAX_PUSH_TAG, MIN_PUSH_TAG
 
 MAX_USER_ID_LENGTH = 128
+MAX_BATCH = 1000
+MAX_CLOSE_REASON_BYTES = 123
+DEFAULT_DISCONNECT_CODE = 4000
+DEFAULT_DISCONNECT_REASON = "disconnected by the operator"
 ROOM_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,20}")
 _UUID_TEXT = re.compile(
@@ -87,6 +91,131 @@ class Membership:
             room=parse_room_id(_required(fields, "id")),
             conn=parse_conn_id(_required(fields, "wsId")),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PushConn:
+    """``POST /push/conn``: send ``val`` with type ``tag`` to the one connection ``conn``
+    (at most once: it is not kept in history)."""
+
+    conn: ConnId
+    tag: int
+    val: object
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> "PushConn":
+        return cls(
+            conn=parse_conn_id(_required(fields, "wsId")),
+            tag=parse_tag(_required(fields, "tag")),
+            val=_required(fields, "val"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UserMembership:
+    """``POST /room/join`` and ``/room/leave`` with ``uid``: every current connection
+    of the user in or out of ``room``."""
+
+    room: RoomId
+    user: str
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> "UserMembership":
+        return cls(
+            room=parse_room_id(_required(fields, "id")),
+            user=parse_user_id(_required(fields, "uid")),
+        )
+
+
+def parse_membership(fields: Fields) -> "Membership | UserMembership":
+    """A join or leave names one connection (``wsId``) or one user's (``uid``)."""
+    if "wsId" in fields and "uid" in fields:
+        raise InvalidField("uid", "give wsId or uid, not both")
+    if "uid" in fields:
+        return UserMembership.from_fields(fields)
+    return Membership.from_fields(fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """``POST /disconnect``: close the connection ``conn``, or every connection of
+    ``user``, with ``code`` and ``reason``; ``end_session``: it cannot be resumed."""
+
+    conn: ConnId | None
+    user: str | None
+    code: int
+    reason: str
+    end_session: bool
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> "Disconnect":
+        if ("wsId" in fields) == ("uid" in fields):
+            raise InvalidField("wsId", "give wsId or uid (exactly one of them)")
+        return cls(
+            conn=parse_conn_id(fields["wsId"]) if "wsId" in fields else None,
+            user=parse_user_id(fields["uid"]) if "uid" in fields else None,
+            code=parse_close_code(fields.get("code", DEFAULT_DISCONNECT_CODE)),
+            reason=parse_close_reason(fields.get("reason", DEFAULT_DISCONNECT_REASON)),
+            end_session=parse_flag("endSession", fields.get("endSession", False)),
+        )
+
+
+Push = PushAll | PushRoom | PushUser | PushConn
+BATCH_TARGETS: dict[str, Callable[[Fields], Push]] = {
+    "all": PushAll.from_fields,
+    "room": PushRoom.from_fields,
+    "user": PushUser.from_fields,
+    "conn": PushConn.from_fields,
+}
+
+
+def parse_batch_item(value: object) -> Push:
+    """One push of ``POST /push/batch``: the fields of the single push it stands for,
+    plus ``target``: ``all``, ``room`` (with ``id``), ``user`` (``uid``), ``conn`` (``wsId``)."""
+    if not isinstance(value, dict):
+        raise InvalidField("target", f"each item must be a JSON object, got {_show(value)}")
+    parse = BATCH_TARGETS.get(str(value.get("target")))
+    if parse is None:
+        raise InvalidField(
+            "target", f"must be one of all, room, user, conn; got {_show(value.get('target'))}"
+        )
+    return parse(value)
+
+
+def parse_batch(value: object) -> list[object]:
+    """The body of ``POST /push/batch``: a JSON array of 1 to MAX_BATCH items."""
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_BATCH:
+        raise InvalidField("batch", f"the body must be a JSON array of 1 to {MAX_BATCH} pushes")
+    return value
+
+
+def parse_close_code(value: object) -> int:
+    """A close code for an operator's disconnect: 4000-4999, the range for applications."""
+    code = _as_int(value)
+    if code is None or not 4000 <= code <= 4999:
+        raise InvalidField("code", f"must be an integer from 4000 to 4999, got {_show(value)}")
+    return code
+
+
+def parse_close_reason(value: object) -> str:
+    """A close reason: text of at most 123 bytes in UTF-8 (what a close frame holds)."""
+    if not isinstance(value, str) or len(value.encode()) > MAX_CLOSE_REASON_BYTES:
+        raise InvalidField(
+            "reason", f"must be text of at most {MAX_CLOSE_REASON_BYTES} bytes, got {_show(value)}"
+        )
+    return value
+
+
+def parse_flag(name: str, value: object) -> bool:
+    """A yes/no field: JSON true/false, or the text true/false/1/0 from a form."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0", ""):
+        return False
+    raise InvalidField(name, f"must be true or false, got {_show(value)}")
 
 
 def parse_tag(value: object) -> int:

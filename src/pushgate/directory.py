@@ -35,6 +35,14 @@ class Directory(Protocol):
         """
         ...
 
+    async def nodes(self) -> list[str]:
+        """The ids of the live nodes that hold connections, this one included when
+        it has announced itself.
+
+        Raises :class:`pushgate.errors.BrokerUnavailable` when it cannot tell.
+        """
+        ...
+
     async def close(self) -> None:
         """Stop announcing; this node's entries expire (or are removed)."""
         ...
@@ -54,6 +62,9 @@ class LocalDirectory:
 
     async def locate(self, conn: ConnId) -> str | None:
         return None
+
+    async def nodes(self) -> list[str]:
+        return []
 
     async def close(self) -> None:
         pass

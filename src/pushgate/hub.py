@@ -8,7 +8,7 @@ costs the others nothing.
 Pure and synchronous: nothing here awaits.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -77,6 +77,13 @@ class Hub:
             return user
         return None
 
+    def users(self) -> Iterable[str]:
+        """The users with at least one open connection here."""
+        return self._users.room_ids()
+
+    def conns_of_user(self, user: str) -> list[ConnId]:
+        return list(self._users.member_ids(RoomId(user)))
+
     def user_size(self, user: str) -> int:
         """How many open connections ``user`` has here."""
         return self._users.size(RoomId(user))
@@ -117,6 +124,10 @@ class Hub:
             raise UnknownConnection(conn)
         removed, emptied = self._rooms.discard(room, conn)
         return MembershipChange(removed, emptied)
+
+    def members_of(self, room: RoomId) -> Iterable[ConnId]:
+        """The wsIds in ``room`` (a live view: do not change the room while iterating)."""
+        return self._rooms.member_ids(room)
 
     def rooms_of(self, conn: ConnId) -> frozenset[RoomId]:
         return self._rooms.rooms_of(conn)

@@ -16,3 +16,8 @@ RoomId = NewType("RoomId", str)
 def new_conn_id() -> ConnId:
     """Return a fresh wsId that no client can guess (122 random bits from the OS)."""
     return ConnId(str(uuid.uuid4()))
+
+
+# For commands and messages that name no room or no connection.
+NO_ROOM = RoomId("")
+NO_CONN = ConnId("")

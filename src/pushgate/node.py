@@ -44,11 +44,12 @@ from typing import Any
 
 from pushgate.broker.base import Broker
 from pushgate.commands import Membership, PushAll, PushRoom, PushUser
+from pushgate.control import answer_locally
 from pushgate.directory import Directory, LocalDirectory
 from pushgate.errors import BrokerUnavailable, RoomLimitExceeded, UnknownConnection
 from pushgate.framing import text_frame
 from pushgate.hub import Hub, MembershipChange, Sink
-from pushgate.ids import ConnId, RoomId
+from pushgate.ids import NO_CONN, NO_ROOM, ConnId, RoomId
 from pushgate.messages import Command, Op, Reply
 from pushgate.sessions import Session, Sessions, holder_node, new_token
 from pushgate.streams import (
@@ -647,20 +648,13 @@ class Node:
     # Joins and leaves for connections held by other nodes
 
     async def _ask(self, op: Op, request: Membership, holder: str) -> MembershipChange:
-        request_id = os.urandom(8).hex()
-        command = Command(op, request.room, request.conn, request_id, self.node_id)
-        waiter = asyncio.get_running_loop().create_future()
-        self._replies[request_id] = waiter
-        try:
-            await self.broker.publish(NODE_TOPIC_PREFIX + holder, command.encode())
-            reply = await asyncio.wait_for(waiter, self.control_timeout)
-        except TimeoutError:
-            raise BrokerUnavailable(
-                f"node {holder}, which holds wsId {request.conn}, did not answer within "
-                f"{self.control_timeout:g} s"
-            ) from None
-        finally:
-            self._replies.pop(request_id, None)
+        reply = await self.ask(
+            holder,
+            op,
+            room=request.room,
+            conn=request.conn,
+            about=f", which holds wsId {request.conn},",
+        )
         if reply.status == "unknown":
             raise UnknownConnection(request.conn)
         if reply.status == "unavailable":
@@ -668,6 +662,32 @@ class Node:
         if reply.status == "limit":
             raise RoomLimitExceeded(request.conn, reply.limit)
         return MembershipChange(reply.changed, False)
+
+    async def ask(
+        self,
+        node: str,
+        op: Op,
+        *,
+        room: RoomId = NO_ROOM,
+        conn: ConnId = NO_CONN,
+        args: dict[str, Any] | None = None,
+        about: str = "",
+    ) -> Reply:
+        """Send a command to another node and wait up to ``control_timeout`` for its
+        reply. Raises BrokerUnavailable when it cannot be sent or is not answered."""
+        request_id = os.urandom(8).hex()
+        command = Command(op, room, conn, request_id, self.node_id, args or {})
+        waiter = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = waiter
+        try:
+            await self.broker.publish(NODE_TOPIC_PREFIX + node, command.encode())
+            return await asyncio.wait_for(waiter, self.control_timeout)
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"node {node}{about} did not answer within {self.control_timeout:g} s"
+            ) from None
+        finally:
+            self._replies.pop(request_id, None)
 
     def _on_reply(self, payload: bytes) -> None:
         try:
@@ -691,24 +711,28 @@ class Node:
         if command.op == "evict":
             self._evict(command.conn, command.reply_to)
             return
-        request = Membership(command.room, command.conn)
         try:
-            if command.conn not in self.hub:
-                raise UnknownConnection(command.conn)
-            if command.op == "join":
-                change = await self.join(request)
-            else:
-                change = await self.leave(request)
-            reply = Reply(command.request_id, "ok", changed=change.changed)
+            reply = await self.answer(command)
         except UnknownConnection:
             reply = Reply(command.request_id, "unknown")
         except RoomLimitExceeded as exc:
             reply = Reply(command.request_id, "limit", limit=exc.limit)
         except Exception as exc:  # the asker gets the reason, not a timeout
             if not isinstance(exc, BrokerUnavailable):
-                log.exception("%s for %s failed", command.op, command.conn)
+                log.exception("%s for %s failed", command.op, command.conn or "the cluster")
             reply = Reply(command.request_id, "unavailable", error=str(exc) or type(exc).__name__)
         await self.broker.publish(REPLY_TOPIC_PREFIX + command.reply_to, reply.encode())
+
+    async def answer(self, command: Command) -> Reply:
+        """Do what a command asks of the connections held here; raises
+        UnknownConnection, RoomLimitExceeded or BrokerUnavailable."""
+        if command.op in ("join", "leave"):
+            if command.conn not in self.hub:
+                raise UnknownConnection(command.conn)
+            request = Membership(command.room, command.conn)
+            change = await (self.join(request) if command.op == "join" else self.leave(request))
+            return Reply(command.request_id, "ok", changed=change.changed)
+        return Reply(command.request_id, "ok", data=await answer_locally(self, command))
 
     # Subscriptions follow membership
 

@@ -70,6 +70,14 @@ class Rooms(Generic[T]):
         members = self._members.get(room)
         return () if members is None else members.values()
 
+    def member_ids(self, room: RoomId) -> Iterable[ConnId]:
+        """The members' wsIds; empty for a room that does not exist."""
+        members = self._members.get(room)
+        return () if members is None else members.keys()
+
+    def room_ids(self) -> Iterable[RoomId]:
+        return self._members.keys()
+
     def size(self, room: RoomId) -> int:
         members = self._members.get(room)
         return 0 if members is None else len(members)

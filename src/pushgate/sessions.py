@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -65,6 +65,22 @@ class Session:
         return [s[n:] for s in self.streams if s.startswith(ROOM_TOPIC_PREFIX)]
 
 
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What presence tells of a session: its user, its rooms, and whether a
+    connection holds it (else it is detached, waiting for a resume)."""
+
+    user: str | None
+    rooms: list[str]
+    held: bool
+
+
+def rooms_of(streams: Iterable[str]) -> list[str]:
+    """The room ids among stream names, sorted."""
+    n = len(ROOM_TOPIC_PREFIX)
+    return sorted(s[n:] for s in streams if s.startswith(ROOM_TOPIC_PREFIX))
+
+
 class Sessions(Protocol):
     """Where the sessions of a cluster are kept."""
 
@@ -104,6 +120,14 @@ class Sessions(Protocol):
     async def detach(self, ws_id: ConnId, holder: str) -> None:
         """The connection of ``holder`` ended: the session waits ``ttl`` for a resume
         (nothing happens if another holder has claimed it since)."""
+        ...
+
+    async def describe(self, ws_id: ConnId) -> SessionInfo | None:
+        """The session's user, rooms and state; None when there is no such session."""
+        ...
+
+    async def end(self, ws_id: ConnId) -> bool:
+        """End the session now: nobody can resume it. False if there was none."""
         ...
 
     async def close(self) -> None: ...
@@ -187,6 +211,15 @@ class MemorySessions:
         if entry is not None and entry.holder == holder:
             entry.holder = ""
             entry.expires_at = self._clock() + self.ttl
+
+    async def describe(self, ws_id: ConnId) -> SessionInfo | None:
+        entry = self._live(ws_id)
+        if entry is None:
+            return None
+        return SessionInfo(entry.user, rooms_of(entry.streams), bool(entry.holder))
+
+    async def end(self, ws_id: ConnId) -> bool:
+        return self._entries.pop(ws_id, None) is not None
 
     async def close(self) -> None:
         if self._sweeper is not None:

@@ -48,6 +48,19 @@ end
 return false
 """
 
+# The live nodes; forget dead ones on the way.
+_NODES = """
+local live = {}
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. 'node:' .. n .. ':alive') == 1 then
+    table.insert(live, n)
+  else
+    redis.call('SREM', KEYS[1], n)
+  end
+end
+return live
+"""
+
 
 class RedisDirectory:
     """A Directory kept in Redis; writes are batched once per turn of the loop."""
@@ -66,6 +79,7 @@ class RedisDirectory:
         self._refresh_every = ttl / 3
         self._local_conns = local_conns
         self._locate = client.register_script(_LOCATE)
+        self._nodes = client.register_script(_NODES)
         self._node_id = ""
         self._adds: set[ConnId] = set()
         self._removes: set[ConnId] = set()
@@ -96,6 +110,13 @@ class RedisDirectory:
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot look up wsId {conn} in Redis: {exc}") from None
         return None if node is None else bytes(node).decode()
+
+    async def nodes(self) -> list[str]:
+        try:
+            nodes = await self._nodes(keys=[self._prefix + "nodes"], args=[self._prefix])
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot list the cluster's nodes in Redis: {exc}") from None
+        return sorted(bytes(node).decode() for node in nodes)
 
     async def close(self) -> None:
         if self._task is not None:

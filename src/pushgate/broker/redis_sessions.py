@@ -26,7 +26,15 @@ from redis.exceptions import RedisError
 from pushgate.broker.redis_batch import ScriptBatcher
 from pushgate.errors import BrokerUnavailable
 from pushgate.ids import ConnId
-from pushgate.sessions import AddResult, RemoveResult, Session, Sessions, token_hash
+from pushgate.sessions import (
+    AddResult,
+    RemoveResult,
+    Session,
+    SessionInfo,
+    Sessions,
+    rooms_of,
+    token_hash,
+)
 from pushgate.streams import Position
 
 log = logging.getLogger("pushgate.sessions")
@@ -180,6 +188,25 @@ class RedisSessions:
         if self._held.get(ws_id) == holder:
             del self._held[ws_id]
         await self._run(self._detach, ws_id, holder, self._ttl_ms)
+
+    async def describe(self, ws_id: ConnId) -> SessionInfo | None:
+        try:
+            flat = await self._client.hgetall(self._key(ws_id))
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot read session {ws_id} in Redis: {exc}") from None
+        fields = {_text(k): _text(v) for k, v in flat.items()}
+        if "t" not in fields:
+            return None
+        streams = [name[2:] for name in fields if name.startswith("p:")]
+        return SessionInfo(fields.get("u") or None, rooms_of(streams), bool(fields.get("h")))
+
+    async def end(self, ws_id: ConnId) -> bool:
+        self._held.pop(ws_id, None)
+        try:
+            deleted = await self._client.delete(self._key(ws_id))
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot end session {ws_id} in Redis: {exc}") from None
+        return bool(deleted)
 
     async def close(self) -> None:
         if self._task is not None:
