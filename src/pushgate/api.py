@@ -109,7 +109,7 @@ def build_api(
     app.router.add_get("/rooms", rooms)
     app.router.add_get("/rooms/{id}", room_members)
     app.router.add_get("/connections/{wsId}", connection)
-    app.router.add_get("/users/{uid:.+}", user)
+    app.router.add_get("/users/{uid:[\\s\\S]+}", user)
     app.router.add_get("/openapi.json", openapi)
     add_console_routes(app)
     return app

@@ -7,7 +7,8 @@ them together).
 
 from typing import Any
 
-from pushgate.commands import MAX_USER_ID_LENGTH
+from pushgate.commands import MAX_BATCH, MAX_CLOSE_REASON_BYTES, MAX_USER_ID_LENGTH
+from pushgate.control import MAX_MEMBERS_PAGE
 from pushgate.wire import MAX_PUSH_TAG, MIN_PUSH_TAG
 
 ROOM_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
@@ -56,7 +57,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "a field is missing or invalid; `field` names it",
         401: "an API key is required",
         403: "the API key is not valid",
-        404: "no open connection has this wsId",
+        404: "no open connection (or resumable session) has this wsId",
         409: "the connection is in as many rooms as allowed",
         413: "the body is larger than --max-body-bytes",
         415: "the body is neither a form nor JSON",
@@ -103,6 +104,89 @@ def _get(summary: str, answer: dict[str, Any], *errors: int) -> dict[str, Any]:
     }
 
 
+def _post_fields(
+    summary: str, fields: dict[str, Any], required: list[str], answer: dict[str, Any], *errors: int
+) -> dict[str, Any]:
+    """A POST whose fields are the same in JSON and in a form (all text)."""
+    schema = {"type": "object", "required": required, "properties": fields}
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": schema},
+                    "application/x-www-form-urlencoded": {"schema": schema},
+                },
+            },
+            "responses": {
+                "200": {"description": "done", "content": _json(answer)},
+                **_errors(400, 401, 403, 413, 415, 503, *errors),
+            },
+        }
+    }
+
+
+def _get_with(
+    summary: str, parameters: list[dict[str, Any]], answer: dict[str, Any], *errors: int
+) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": parameters,
+            "responses": {
+                "200": {"description": "ok", "content": _json(answer)},
+                **_errors(400, 401, 403, 503, *errors),
+            },
+        }
+    }
+
+
+def _param(name: str, where: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": where == "path", "schema": schema}
+
+
+WS_IDS = {"type": "array", "items": WS_ID}
+SINCE = {"type": "string", "nullable": True, "description": "ISO 8601 UTC; null if unknown"}
+NODE = {"type": "string", "description": "the gateway node's id"}
+MEMBER = {
+    "type": "object",
+    "required": ["wsId", "user", "node", "connectedSince"],
+    "properties": {
+        "wsId": WS_ID,
+        "user": {"type": "string", "nullable": True},
+        "node": NODE,
+        "connectedSince": SINCE,
+    },
+}
+BATCH_ITEM = {
+    "type": "object",
+    "required": ["target", "val", "tag"],
+    "properties": {
+        "target": {"type": "string", "enum": ["all", "room", "user", "conn"]},
+        "val": {"description": "the message: any JSON value"},
+        "tag": TAG,
+        "id": ROOM_ID,
+        "uid": USER_ID,
+        "wsId": WS_ID,
+    },
+}
+BATCH_RESULT = {
+    "type": "object",
+    "required": ["ok"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "delivered": DELIVERED,
+        "room": ROOM_ID,
+        "uid": USER_ID,
+        "wsId": WS_ID,
+        "status": {"type": "integer", "description": "for a push that failed: 400, 404 or 503"},
+        "error": {"type": "string"},
+        "field": {"type": "string"},
+    },
+}
+
+
 def openapi_spec(version: str) -> dict[str, Any]:
     """The OpenAPI document for this version of the logic API."""
     val = {"description": "the message: any JSON value (a string from a form)"}
@@ -136,26 +220,152 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 {"val": {"type": "string"}, "tag": TAG_TEXT, "uid": USER_ID},
                 _ok({"uid": USER_ID, "delivered": DELIVERED}, ["uid", "delivered"]),
             ),
-            "/room/join": _post(
-                "Put a connection in a room",
-                {"id": ROOM_ID, "wsId": WS_ID},
-                {"id": ROOM_ID, "wsId": WS_ID},
+            "/room/join": _post_fields(
+                "Put a connection (wsId) or every connection of a user (uid) in a room",
+                {"id": ROOM_ID, "wsId": WS_ID, "uid": USER_ID},
+                ["id"],
                 _ok(
-                    {"room": ROOM_ID, "wsId": WS_ID, "alreadyMember": {"type": "boolean"}},
-                    ["room", "wsId", "alreadyMember"],
+                    {
+                        "room": ROOM_ID,
+                        "wsId": WS_ID,
+                        "alreadyMember": {"type": "boolean"},
+                        "uid": USER_ID,
+                        "joined": WS_IDS,
+                        "unchanged": WS_IDS,
+                    },
+                    ["room"],
                 ),
                 404,
                 409,
             ),
-            "/room/leave": _post(
-                "Take a connection out of a room",
-                {"id": ROOM_ID, "wsId": WS_ID},
-                {"id": ROOM_ID, "wsId": WS_ID},
+            "/room/leave": _post_fields(
+                "Take a connection (wsId) or every connection of a user (uid) out of a room",
+                {"id": ROOM_ID, "wsId": WS_ID, "uid": USER_ID},
+                ["id"],
                 _ok(
-                    {"room": ROOM_ID, "wsId": WS_ID, "wasMember": {"type": "boolean"}},
-                    ["room", "wsId", "wasMember"],
+                    {
+                        "room": ROOM_ID,
+                        "wsId": WS_ID,
+                        "wasMember": {"type": "boolean"},
+                        "uid": USER_ID,
+                        "left": WS_IDS,
+                        "unchanged": WS_IDS,
+                    },
+                    ["room"],
                 ),
                 404,
+            ),
+            "/push/conn": _post(
+                "Push to one connection (at most once: not kept in history)",
+                {"val": val, "tag": TAG, "wsId": WS_ID},
+                {"val": {"type": "string"}, "tag": TAG_TEXT, "wsId": WS_ID},
+                _ok({"wsId": WS_ID, "delivered": DELIVERED}, ["wsId", "delivered"]),
+                404,
+            ),
+            "/push/batch": {
+                "post": {
+                    "summary": f"Up to {MAX_BATCH} pushes, done in order, each answered",
+                    "requestBody": {
+                        "required": True,
+                        "content": _json(
+                            {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": MAX_BATCH,
+                                "items": BATCH_ITEM,
+                            }
+                        ),
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "one answer per push, in order",
+                            "content": _json(
+                                _ok(
+                                    {"results": {"type": "array", "items": BATCH_RESULT}},
+                                    ["results"],
+                                )
+                            ),
+                        },
+                        **_errors(400, 401, 403, 413, 415),
+                    },
+                }
+            },
+            "/disconnect": _post_fields(
+                "Close a connection (wsId) or every connection of a user (uid)",
+                {
+                    "wsId": WS_ID,
+                    "uid": USER_ID,
+                    "code": {"type": "integer", "minimum": 4000, "maximum": 4999},
+                    "reason": {"type": "string", "maxLength": MAX_CLOSE_REASON_BYTES // 4},
+                    "endSession": {"type": "boolean"},
+                },
+                [],
+                _ok(
+                    {"disconnected": WS_IDS, "sessionEnded": {"type": "boolean"}},
+                    ["disconnected", "sessionEnded"],
+                ),
+                404,
+            ),
+            "/rooms/{id}": _get_with(
+                "A room's member count and a page of its members, cluster-wide",
+                [
+                    _param("id", "path", ROOM_ID),
+                    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    _param("cursor", "query", {"type": "string"}),
+                ],
+                _ok(
+                    {
+                        "room": ROOM_ID,
+                        "count": {"type": "integer", "minimum": 0},
+                        "members": {
+                            "type": "array",
+                            "maxItems": MAX_MEMBERS_PAGE,
+                            "items": MEMBER,
+                        },
+                        "nextCursor": {"type": "string", "nullable": True},
+                    },
+                    ["count", "members", "nextCursor"],
+                ),
+            ),
+            "/connections/{wsId}": _get_with(
+                "Where a connection is: connected (node, user, rooms) or detached",
+                [_param("wsId", "path", WS_ID)],
+                _ok(
+                    {
+                        "wsId": WS_ID,
+                        "state": {"type": "string", "enum": ["connected", "detached"]},
+                        "node": {**NODE, "nullable": True},
+                        "user": {"type": "string", "nullable": True},
+                        "rooms": {"type": "array", "items": ROOM_ID},
+                        "connectedSince": SINCE,
+                    },
+                    ["wsId", "state", "node", "user", "rooms", "connectedSince"],
+                ),
+                404,
+            ),
+            "/users/{uid}": _get_with(
+                "A user's connections, cluster-wide",
+                [_param("uid", "path", USER_ID)],
+                _ok(
+                    {
+                        "uid": USER_ID,
+                        "online": {"type": "boolean"},
+                        "connections": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["wsId", "node", "rooms", "connectedSince"],
+                                "properties": {
+                                    "wsId": WS_ID,
+                                    "node": NODE,
+                                    "rooms": {"type": "array", "items": ROOM_ID},
+                                    "connectedSince": SINCE,
+                                },
+                            },
+                        },
+                    },
+                    ["uid", "online", "connections"],
+                ),
             ),
             "/healthz": _get("The process serves", _ok({"status": {"type": "string"}}, ["status"])),
             "/readyz": _get(
@@ -165,7 +375,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
             ),
             "/rooms": {
                 "get": {
-                    "summary": "This node's rooms with their member counts, largest first",
+                    "summary": "The cluster's rooms with their member counts, largest first",
                     "parameters": [
                         {
                             "name": "limit",
@@ -197,23 +407,38 @@ def openapi_spec(version: str) -> dict[str, Any]:
                                 )
                             ),
                         },
-                        **_errors(400, 401, 403),
+                        **_errors(400, 401, 403, 503),
                     },
                 }
             },
             "/stats": _get(
-                "Connection and room counts",
+                "Connection, room and user counts over every gateway of the cluster",
                 _ok(
                     {
                         "version": {"type": "string"},
                         "uptimeSeconds": {"type": "number"},
                         "connections": {"type": "integer", "minimum": 0},
                         "rooms": {"type": "integer", "minimum": 0},
+                        "users": {"type": "integer", "minimum": 0},
+                        "nodes": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["node", "connections", "rooms", "users"],
+                                "properties": {
+                                    "node": NODE,
+                                    "connections": {"type": "integer", "minimum": 0},
+                                    "rooms": {"type": "integer", "minimum": 0},
+                                    "users": {"type": "integer", "minimum": 0},
+                                },
+                            },
+                        },
                     },
-                    ["connections", "rooms"],
+                    ["connections", "rooms", "users", "nodes"],
                 ),
                 401,
                 403,
+                503,
             ),
         },
     }
