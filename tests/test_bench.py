@@ -97,13 +97,15 @@ def test_broadcast_counts_every_delivery(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_room_with_one_sender_checks_order(capsys: pytest.CaptureFixture[str]) -> None:
     """Clients joined to one room through their welcome's wsId receive every push,
-    in order when a single sender pushes."""
+    in order when a single sender pushes; the walk through the room's members (GET
+    /rooms/{id}) lists each of them once."""
     status, runs, err = bench(
         capsys, "--scenario", "room", "-n", "50", "--pushes", "20", "--senders", "1", *SMALL
     )
     assert status == 0, err
     [run] = runs
     assert run["scenario"] == "room"
+    assert run["members_paged"] == 50
     assert run["deliveries"] == 1000
     assert run["lost"] == run["duplicates"] == run["out_of_order"] == 0
 

@@ -32,10 +32,10 @@ class HttpConnection:
         self.port = parts.port
         self.prefix = parts.path.rstrip("/")
         host = self.host if ":" not in self.host else f"[{self.host}]"
-        self._head_tail = (
-            f" HTTP/1.1\r\nHost: {host}:{self.port}\r\n"
-            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: "
-        ).encode()
+        self._host_line = f" HTTP/1.1\r\nHost: {host}:{self.port}\r\n".encode()
+        self._head_tail = self._host_line + (
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: "
+        )
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -51,6 +51,13 @@ class HttpConnection:
                 body,
             )
         )
+        return await self._send(request)
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        """GET ``path``; return (status, response body)."""
+        return await self._send(b"GET " + (self.prefix + path).encode() + self._host_line + b"\r\n")
+
+    async def _send(self, request: bytes) -> tuple[int, bytes]:
         if self._writer is not None:
             try:
                 return await self._exchange(request)

@@ -207,6 +207,9 @@ class RunResult:
     connect_s: float | None = None
     connect_p50_ms: float | None = None
     connect_p99_ms: float | None = None
+    # Presence: a walk through the room's members (GET /rooms/{id}, 1,000 a page)
+    members_paged: int | None = None  # distinct wsIds listed
+    members_page_s: float | None = None
     # Losses
     lost: int = 0
     lost_on_closed: int = 0
@@ -287,6 +290,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("latency max ms", "max_ms", ".2f"),
     ("push answered p50 ms", "push_rtt_p50_ms", ".2f"),
     ("push answered p99 ms", "push_rtt_p99_ms", ".2f"),
+    ("room members paged", "members_paged", "n"),
+    ("paging through them s", "members_page_s", ".2f"),
     ("server RSS KB/conn", "rss_kb_per_conn", ".2f"),
     ("server RSS MB", "server_rss_mb", ".1f"),
     ("idle CPU µs/conn/s", "idle_cpu_us_per_conn_s", ".3f"),

@@ -18,6 +18,7 @@ What is measured when:
 """
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pushgate.bench.histogram import Histogram
+from pushgate.bench.httpclient import HttpConnection
 from pushgate.bench.options import MAX_DURATION, BenchError, BenchOptions
 from pushgate.bench.procstat import machine_cpu_seconds, own_cpu_seconds
 from pushgate.bench.progress import Progress
@@ -38,7 +40,7 @@ from pushgate.bench.report import (
     account_streams,
     ms,
 )
-from pushgate.bench.scenarios import Plan, stream_of
+from pushgate.bench.scenarios import ROOM, Plan, stream_of
 from pushgate.bench.server import ServerUnderTest, external_server, start_own_server
 from pushgate.bench.workers import WorkerPool, split
 
@@ -200,6 +202,32 @@ class Run:
             JOIN_CONCURRENCY,
             lambda done: self.progress.update(f"{done:,}/{len(joins):,} joins"),
         )
+        if self.opts.scenario.name == "room":
+            await self.page_members()
+
+    async def page_members(self) -> None:
+        """Time a walk through the room's members, 1,000 a page (GET /rooms/{id})."""
+        assert self.server.api_url is not None
+        self.progress.phase("paging through the room's members")
+        conn = HttpConnection(self.server.api_url)
+        seen: set[str] = set()
+        cursor = ""
+        started = time.perf_counter()
+        try:
+            while True:
+                query = f"?limit=1000&cursor={cursor}" if cursor else "?limit=1000"
+                status, body = await conn.get(f"/rooms/{ROOM}{query}")
+                if status != 200:
+                    raise BenchError(f"GET /rooms/{ROOM} failed: HTTP {status} {body[:200]!r}")
+                page = json.loads(body)
+                seen.update(member["wsId"] for member in page["members"])
+                cursor = page["nextCursor"]
+                if not cursor:
+                    break
+        finally:
+            await conn.close()
+        self.result.members_paged = len(seen)
+        self.result.members_page_s = time.perf_counter() - started
 
     def _pusher(self, plan: Plan, *, count: int | None, duration: float | None) -> Pusher:
         opts = self.opts
