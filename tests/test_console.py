@@ -21,7 +21,7 @@ from pushgate.client import PushAPI
 from pushgate.console import add_console_routes
 from tests.browser import WAIT_MS
 from tests.dropping_proxy import DroppingProxy
-from tests.helpers import FAST_TIMERS, LOOPBACK, Running, running_server
+from tests.helpers import FAST_TIMERS, LOOPBACK, Running, open_client, running_server
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -213,31 +213,37 @@ async def test_a_gateway_that_requires_tokens_is_reached_with_the_token_field(
         await expect(page.locator("#messages li .data")).to_have_text(["for you"], timeout=WAIT_MS)
 
 
-async def test_per_room_member_counts_are_shown_from_get_rooms(browser: "Browser") -> None:
-    """Where the server answers GET /rooms, the page lists each room's members; where
-    it answers 404, the page shows /stats' totals only.
-
-    The server has no GET /rooms yet: its answer is played by the browser here."""
-    from playwright.async_api import Route, expect
-
-    rooms_asked = 0
-
-    async def fake_rooms(route: Route) -> None:
-        nonlocal rooms_asked
-        rooms_asked += 1
-        body = '{"ok":true,"rooms":[{"id":"news","members":2},{"id":"sport","members":1}]}'
-        await route.fulfill(status=200, content_type="application/json", body=body)
+async def test_rooms_and_their_members_are_listed_page_by_page(browser: "Browser") -> None:
+    """The page lists each room with its member count (GET /rooms); a click on a room
+    lists its members 50 at a time (GET /rooms/{id}), this page's own among them."""
+    from playwright.async_api import expect
 
     async with running_server(**FAST_TIMERS) as server, console_for(server) as page_url:
-        page, _ = await open_console(browser, page_url, server.ws_url)
-        await expect(page.locator("#room-table")).to_be_hidden()
-        await expect(page.locator("#stat-connections")).to_have_text("1", timeout=WAIT_MS)
-
-        await page.route("**/rooms", fake_rooms)
-        await page.reload()
+        page, ws_id = await open_console(browser, page_url, server.ws_url)
+        await join(page, "crowd")
+        others = [await open_client(server.ws_url) for _ in range(55)]
+        async with PushAPI(server.api_url) as api:
+            for _, other_id in others:
+                await api.join("crowd", other_id)
+            await api.join("small", others[0][1])
         rows = page.locator("#room-table tbody tr")
-        await expect(rows).to_have_text(["news2", "sport1"], timeout=WAIT_MS)
-        assert rooms_asked >= 1
+        await expect(rows).to_have_text(["crowd56", "small1"], timeout=WAIT_MS)
+        await expect(page.locator("#stat-users")).to_have_text("0")
+
+        await page.click('#room-table button:text-is("crowd")')
+        await expect(page.locator("#members-count")).to_have_text("56", timeout=WAIT_MS)
+        members = page.locator("#members-table tbody tr")
+        await expect(members).to_have_count(50)
+        await expect(page.locator("#members-note")).to_have_text("page 1: 1-50 of 56")
+        listed = await page.locator("#members-table tbody tr td:first-child").all_inner_texts()
+        await page.click("#members-next")
+        await expect(page.locator("#members-note")).to_have_text("page 2: 51-56 of 56")
+        await expect(page.locator("#members-next")).to_be_disabled()
+        listed += await page.locator("#members-table tbody tr td:first-child").all_inner_texts()
+        assert sorted(listed) == sorted([ws_id, *(other_id for _, other_id in others)])
+        assert len(set(listed)) == 56
+        for ws, _ in others:
+            await ws.close()
 
 
 async def test_the_api_key_typed_in_the_page_is_sent_as_a_bearer_header(

@@ -10,6 +10,7 @@ import { PushAPI, PushgateClient, State } from "./pushgate.js";
 const MAX_MESSAGES = 500;
 const MAX_LOG = 50;
 const STATS_EVERY_MS = 1000;
+const MEMBERS_PER_PAGE = 50;
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -260,6 +261,8 @@ async function refreshStats() {
     const stats = await server.stats();
     $("stat-connections").textContent = String(stats.connections);
     $("stat-rooms").textContent = String(stats.rooms);
+    $("stat-users").textContent = stats.users === undefined ? "—" : String(stats.users);
+    $("stat-nodes").textContent = Array.isArray(stats.nodes) ? String(stats.nodes.length) : "—";
     $("stat-version").textContent = stats.version ?? "—";
     $("stat-uptime").textContent = formatUptime(stats.uptimeSeconds);
     ui.statsNote.textContent = "";
@@ -280,7 +283,13 @@ async function refreshRoomTable(server) {
       ...rows.map(({ id, members }) => {
         const row = document.createElement("tr");
         const name = document.createElement("td");
-        name.textContent = id;
+        const open = document.createElement("button");
+        open.type = "button";
+        open.className = "link";
+        open.textContent = id;
+        open.title = "list its members";
+        open.addEventListener("click", () => showMembers(id));
+        name.append(open);
         const count = document.createElement("td");
         count.textContent = String(members);
         row.append(name, count);
@@ -295,6 +304,50 @@ async function refreshRoomTable(server) {
     }
   }
 }
+
+// A room's members, a page at a time (GET /rooms/{id}?limit=&cursor=)
+
+const members = { room: null, cursor: null, page: 0 };
+
+async function showMembers(room, cursor = null) {
+  members.room = room;
+  members.page = cursor ? members.page + 1 : 1;
+  $("members-panel").hidden = false;
+  $("members-room").textContent = room;
+  const note = $("members-note");
+  try {
+    const answer = await api().roomMembers(room, { limit: MEMBERS_PER_PAGE, cursor });
+    $("members-count").textContent = String(answer.count);
+    $("members-table").tBodies[0].replaceChildren(
+      ...answer.members.map(({ wsId, user, node, connectedSince }) => {
+        const row = document.createElement("tr");
+        const since = connectedSince ? new Date(connectedSince).toLocaleTimeString() : "—";
+        for (const text of [wsId, user ?? "—", node, since]) {
+          const td = document.createElement("td");
+          td.textContent = text;
+          row.append(td);
+        }
+        if (wsId === client?.wsId) row.className = "me";
+        return row;
+      }),
+    );
+    members.cursor = answer.nextCursor;
+    $("members-next").disabled = !answer.nextCursor;
+    $("members-first").disabled = members.page === 1;
+    const first = (members.page - 1) * MEMBERS_PER_PAGE + 1;
+    note.textContent = answer.members.length
+      ? `page ${members.page}: ${first}-${first + answer.members.length - 1} of ${answer.count}`
+      : "nobody in this room now";
+    note.classList.remove("error");
+  } catch (error) {
+    note.textContent = `members: ${error.message}`;
+    note.classList.add("error");
+  }
+}
+
+$("members-next").addEventListener("click", () => showMembers(members.room, members.cursor));
+$("members-first").addEventListener("click", () => showMembers(members.room));
+$("members-close").addEventListener("click", () => ($("members-panel").hidden = true));
 
 function formatUptime(seconds) {
   if (typeof seconds !== "number") return "—";

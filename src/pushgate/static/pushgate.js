@@ -105,6 +105,16 @@ export class PushAPI {
     return this.request("POST", "/push/user", { uid: user, val, tag });
   }
 
+  pushConn(wsId, val, tag) {
+    return this.request("POST", "/push/conn", { wsId, val, tag });
+  }
+
+  /** Up to 1,000 pushes, each {target: "all"|"room"|"user"|"conn", val, tag, id|uid|wsId}:
+   * resolves with {results: [one answer per push, in order]}. */
+  pushBatch(pushes) {
+    return this.request("POST", "/push/batch", pushes);
+  }
+
   join(room, wsId) {
     return this.request("POST", "/room/join", { id: room, wsId });
   }
@@ -113,8 +123,40 @@ export class PushAPI {
     return this.request("POST", "/room/leave", { id: room, wsId });
   }
 
+  /** Every current connection of a user joins (or leaves) the room. */
+  joinUser(room, uid) {
+    return this.request("POST", "/room/join", { id: room, uid });
+  }
+
+  leaveUser(room, uid) {
+    return this.request("POST", "/room/leave", { id: room, uid });
+  }
+
+  /** Close one connection (or all of a user's, with {uid}) with a 4000-4999 code. */
+  disconnect({ wsId = undefined, uid = undefined, code = 4000, reason = undefined, endSession = false }) {
+    return this.request("POST", "/disconnect", { wsId, uid, code, reason, endSession });
+  }
+
   stats() {
     return this.request("GET", "/stats");
+  }
+
+  rooms(limit = 100) {
+    return this.request("GET", `/rooms?limit=${limit}`);
+  }
+
+  /** One page of a room's members; pass the answer's nextCursor for the next. */
+  roomMembers(room, { limit = 100, cursor = null } = {}) {
+    const query = `limit=${limit}` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "");
+    return this.request("GET", `/rooms/${encodeURIComponent(room)}?${query}`);
+  }
+
+  connection(wsId) {
+    return this.request("GET", `/connections/${encodeURIComponent(wsId)}`);
+  }
+
+  user(uid) {
+    return this.request("GET", `/users/${encodeURIComponent(uid)}`);
   }
 
   healthz() {
