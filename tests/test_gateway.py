@@ -6,7 +6,7 @@ import uuid
 
 import aiohttp
 import pytest
-from websockets.frames import Opcode
+from websockets.frames import Close, Frame, Opcode
 
 from tests.helpers import (
     FAST_TIMERS,
@@ -112,6 +112,22 @@ async def test_invalid_utf8_in_a_text_frame_closes_with_1007(server: Running) ->
     raw.send_text(b'{"type":1,"data":"\xff"}')
     close = await raw.close_frame()
     assert close.code == 1007
+    await raw.aclose()
+
+
+async def test_a_close_between_the_fragments_of_a_message_closes_normally(
+    server: Running,
+) -> None:
+    """RFC 6455 lets a close frame come between fragments: the server answers with the
+    closing handshake, echoing 1000, not a protocol error (Autobahn case 7.1.5)."""
+    raw = RawClient(server.ws_url)
+    await raw.connect()
+    await raw.next_message()  # welcome
+    raw.proto.send_frame(Frame(Opcode.TEXT, b'{"type":1,', fin=False))
+    raw.proto.send_frame(Frame(Opcode.CLOSE, Close(1000, "bye").serialize()))
+    raw._write()
+    close = await raw.close_frame()
+    assert (close.code, close.reason) == (1000, "bye")
     await raw.aclose()
 
 

@@ -1,5 +1,5 @@
 """One client's WebSocket connection: the asyncio edge around the websockets
-library's sans-I/O ``ServerProtocol``.
+library's sans-I/O ``ServerProtocol`` (as :class:`~pushgate.wsprotocol.GatewayProtocol`).
 
 Theory of operation
 -------------------
@@ -39,7 +39,6 @@ from urllib.parse import parse_qs
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, State
-from websockets.server import ServerProtocol
 
 from pushgate import __version__
 from pushgate.console import static_file
@@ -62,6 +61,7 @@ from pushgate.wire import (
     parse_client_message,
     parse_resume,
 )
+from pushgate.wsprotocol import GatewayProtocol
 
 if TYPE_CHECKING:
     from pushgate.hub import Sink
@@ -196,7 +196,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._outbox = outbox
         self._registry = registry
         self._loop = asyncio.get_running_loop()
-        self._proto = ServerProtocol(max_size=settings.max_message_bytes, logger=_protocol_log)
+        self._proto = GatewayProtocol(max_size=settings.max_message_bytes, logger=_protocol_log)
         self._transport: asyncio.Transport | None = None
         self._pending: list[bytes] = []
         self._fragments: list[bytes] = []
