@@ -60,9 +60,14 @@ from websockets.typing import Subprotocol
 from pushgate.pushapi import (
     APIConnectionError,
     BadRequestError,
+    BatchItemResult,
     ConflictError,
+    ConnectionInfo,
+    DisconnectResult,
     JoinResult,
     LeaveResult,
+    Member,
+    MembersPage,
     NotFoundError,
     PayloadTooLargeError,
     PushAPI,
@@ -71,17 +76,24 @@ from pushgate.pushapi import (
     ServiceUnavailableError,
     Stats,
     UnauthorizedError,
+    UserMembershipResult,
 )
+from pushgate.syncpushapi import SyncPushAPI
 
 __all__ = [
     "APIConnectionError",
     "BadRequestError",
+    "BatchItemResult",
     "ClientClosed",
     "ConflictError",
     "ConnectError",
     "Connection",
+    "ConnectionInfo",
+    "DisconnectResult",
     "JoinResult",
     "LeaveResult",
+    "Member",
+    "MembersPage",
     "NotFoundError",
     "PayloadTooLargeError",
     "Push",
@@ -91,7 +103,9 @@ __all__ = [
     "ServiceUnavailableError",
     "State",
     "Stats",
+    "SyncPushAPI",
     "UnauthorizedError",
+    "UserMembershipResult",
     "connect",
 ]
 

@@ -11,24 +11,54 @@ HTTP status, the server's ``error`` message and the ``field`` it names; a server
 cannot be reached (or does not answer within ``timeout``) raises
 :class:`APIConnectionError`, whose ``status`` is None. Nothing returns an error body.
 
+:class:`~pushgate.syncpushapi.SyncPushAPI` has the same methods, errors and results
+for code that does not run an event loop (Django, Flask, Celery).
+
 Use it as an ``async with`` block, or call :meth:`PushAPI.close` when done: it holds
 an HTTP connection pool. One instance may be shared by many tasks.
 """
 
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Self, TypeVar
 
 import aiohttp
+
+from pushgate import apicalls
+from pushgate.apicalls import (
+    APIConnectionError,
+    BadRequestError,
+    BatchItemResult,
+    Call,
+    ConflictError,
+    ConnectionInfo,
+    DisconnectResult,
+    JoinResult,
+    LeaveResult,
+    Member,
+    MembersPage,
+    NotFoundError,
+    PayloadTooLargeError,
+    PushAPIError,
+    PushResult,
+    ServiceUnavailableError,
+    Stats,
+    UnauthorizedError,
+    UserMembershipResult,
+    answer_of,
+)
 
 __all__ = [
     "APIConnectionError",
     "BadRequestError",
+    "BatchItemResult",
     "ConflictError",
+    "ConnectionInfo",
+    "DisconnectResult",
     "JoinResult",
     "LeaveResult",
+    "Member",
+    "MembersPage",
     "NotFoundError",
     "PayloadTooLargeError",
     "PushAPI",
@@ -37,98 +67,10 @@ __all__ = [
     "ServiceUnavailableError",
     "Stats",
     "UnauthorizedError",
+    "UserMembershipResult",
 ]
 
-
-class PushAPIError(Exception):
-    """The logic API refused a request, or could not be reached.
-
-    ``status`` is the HTTP status (None when no answer came), ``message`` the server's
-    ``error`` text and ``field`` the request field it blames (None when it names none).
-    """
-
-    def __init__(self, status: int | None, message: str, field: str | None = None) -> None:
-        prefix = f"HTTP {status}: " if status is not None else ""
-        super().__init__(f"{prefix}{message}")
-        self.status = status
-        self.message = message
-        self.field = field
-
-
-class BadRequestError(PushAPIError):
-    """400: a field is missing or invalid; ``field`` names it."""
-
-
-class UnauthorizedError(PushAPIError):
-    """401 or 403: the API key is missing, wrong, or not allowed to do this."""
-
-
-class NotFoundError(PushAPIError):
-    """404: no open connection has this wsId (``field`` is ``wsId``), or no such path."""
-
-
-class ConflictError(PushAPIError):
-    """409: the connection is already in as many rooms as the server allows."""
-
-
-class PayloadTooLargeError(PushAPIError):
-    """413: the request body is over the server's ``--max-body-bytes``."""
-
-
-class ServiceUnavailableError(PushAPIError):
-    """503: the cluster's broker (or the gateway holding the wsId) cannot be reached.
-    Nothing was done; the request may be retried."""
-
-
-class APIConnectionError(PushAPIError):
-    """No answer: the server cannot be reached, or did not answer in time."""
-
-
-_ERRORS: dict[int, type[PushAPIError]] = {
-    400: BadRequestError,
-    401: UnauthorizedError,
-    403: UnauthorizedError,
-    404: NotFoundError,
-    409: ConflictError,
-    413: PayloadTooLargeError,
-    503: ServiceUnavailableError,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class PushResult:
-    """A push was accepted: ``delivered`` connections were handed it, or None when
-    the server cannot count them (a cluster: Redis knows nodes, not connections).
-    ``room`` or ``user`` names its target; both are None for a push to all."""
-
-    delivered: int | None
-    room: str | None = None
-    user: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class JoinResult:
-    room: str
-    ws_id: str
-    already_member: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LeaveResult:
-    room: str
-    ws_id: str
-    was_member: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    """``GET /stats``; ``raw`` holds the whole answer, fields added later included."""
-
-    version: str
-    uptime_seconds: float
-    connections: int
-    rooms: int
-    raw: Mapping[str, Any] = field(default_factory=dict)
+T = TypeVar("T")
 
 
 class PushAPI:
@@ -172,70 +114,106 @@ class PushAPI:
             await self._session.close()
             self._session = None
 
-    # The API
+    # The API (apicalls.py builds each request and reads its answer)
 
     async def push_all(self, val: object, tag: int) -> PushResult:
         """Push ``{"type":tag,"data":val}`` to every connection."""
-        body = await self._request("POST", "/push/all", {"val": val, "tag": tag})
-        return PushResult(_delivered(body))
+        return await self._call(apicalls.push_all(val, tag))
 
     async def push_room(self, room: str, val: object, tag: int) -> PushResult:
         """Push ``{"type":tag,"data":val,"room":room}`` to the members of ``room``."""
-        body = await self._request("POST", "/push/room", {"id": room, "val": val, "tag": tag})
-        return PushResult(_delivered(body), str(body.get("room", room)))
+        return await self._call(apicalls.push_room(room, val, tag))
 
     async def push_user(self, user: str, val: object, tag: int) -> PushResult:
         """Push ``{"type":tag,"data":val}`` to every connection whose token's ``sub``
         is ``user``."""
-        body = await self._request("POST", "/push/user", {"uid": user, "val": val, "tag": tag})
-        return PushResult(_delivered(body), user=str(body.get("uid", user)))
+        return await self._call(apicalls.push_user(user, val, tag))
+
+    async def push_conn(self, ws_id: str, val: object, tag: int) -> PushResult:
+        """Push ``{"type":tag,"data":val}`` to the one connection ``ws_id``, at most
+        once (not kept in history). NotFoundError when it is not connected now."""
+        return await self._call(apicalls.push_conn(ws_id, val, tag))
+
+    async def push_batch(self, pushes: Sequence[Mapping[str, object]]) -> list[BatchItemResult]:
+        """Up to 1,000 pushes in one request, done in order, each answered: every item
+        holds the fields of its single push plus ``target`` (``all``, ``room`` with
+        ``id``, ``user`` with ``uid``, ``conn`` with ``wsId``)."""
+        return await self._call(apicalls.push_batch(pushes))
 
     async def join(self, room: str, ws_id: str) -> JoinResult:
         """Put connection ``ws_id`` in ``room``; joining twice is no error."""
-        body = await self._request("POST", "/room/join", {"id": room, "wsId": ws_id})
-        return JoinResult(
-            str(body.get("room", room)), str(body.get("wsId", ws_id)), bool(body["alreadyMember"])
-        )
+        return await self._call(apicalls.join(room, ws_id))
 
     async def leave(self, room: str, ws_id: str) -> LeaveResult:
         """Take connection ``ws_id`` out of ``room``; leaving a room it is not in is no
         error (``was_member`` is then False)."""
-        body = await self._request("POST", "/room/leave", {"id": room, "wsId": ws_id})
-        return LeaveResult(
-            str(body.get("room", room)), str(body.get("wsId", ws_id)), bool(body["wasMember"])
+        return await self._call(apicalls.leave(room, ws_id))
+
+    async def join_user(self, room: str, user: str) -> UserMembershipResult:
+        """Put every current connection of ``user`` in ``room``."""
+        return await self._call(apicalls.join_user(room, user))
+
+    async def leave_user(self, room: str, user: str) -> UserMembershipResult:
+        """Take every current connection of ``user`` out of ``room``."""
+        return await self._call(apicalls.leave_user(room, user))
+
+    async def disconnect(
+        self,
+        *,
+        ws_id: str | None = None,
+        user: str | None = None,
+        code: int = 4000,
+        reason: str | None = None,
+        end_session: bool = False,
+    ) -> DisconnectResult:
+        """Close connection ``ws_id``, or every connection of ``user``, with ``code``
+        (4000-4999) and ``reason``; ``end_session``: they cannot resume."""
+        call = apicalls.disconnect(
+            ws_id=ws_id, user=user, code=code, reason=reason, end_session=end_session
         )
+        return await self._call(call)
 
     async def stats(self) -> Stats:
-        body = await self._request("GET", "/stats")
-        return Stats(
-            version=str(body.get("version", "")),
-            uptime_seconds=float(body.get("uptimeSeconds", 0.0)),
-            connections=int(body["connections"]),
-            rooms=int(body["rooms"]),
-            raw=body,
-        )
+        """Connections, rooms and users over every gateway."""
+        return await self._call(apicalls.stats())
+
+    async def rooms(self, limit: int = 100) -> dict[str, int]:
+        """The cluster's ``limit`` largest rooms and their member counts, largest first."""
+        return await self._call(apicalls.rooms(limit))
+
+    async def room_members(
+        self, room: str, *, limit: int = 100, cursor: str | None = None
+    ) -> MembersPage:
+        """One page of ``room``'s members; pass the page's ``next_cursor`` for the next."""
+        return await self._call(apicalls.room_members(room, limit=limit, cursor=cursor))
+
+    async def connection(self, ws_id: str) -> ConnectionInfo:
+        """Where ``ws_id`` is: connected (node, user, rooms) or detached."""
+        return await self._call(apicalls.connection(ws_id))
+
+    async def user_connections(self, user: str) -> list[Member]:
+        """Every current connection of ``user``, wherever it is held."""
+        return await self._call(apicalls.user_connections(user))
 
     async def healthz(self) -> str:
         """The server's status (``"serving"``); raises when it does not answer 200."""
-        return str((await self._request("GET", "/healthz")).get("status", ""))
+        return await self._call(apicalls.healthz())
 
     async def readyz(self) -> str:
         """``"ready"``; raises :class:`ServiceUnavailableError` when the broker is not."""
-        return str((await self._request("GET", "/readyz")).get("status", ""))
+        return await self._call(apicalls.readyz())
 
     # Internals
 
-    async def _request(
-        self, method: str, path: str, fields: dict[str, object] | None = None
-    ) -> dict[str, Any]:
+    async def _call(self, call: Call[T]) -> T:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        url = self.base_url + path
+        url = self.base_url + call.path
         try:
             async with self._session.request(
-                method,
+                call.method,
                 url,
-                json=fields,
+                json=call.fields,
                 headers=self._headers,
                 timeout=self._timeout,
                 allow_redirects=False,
@@ -243,31 +221,10 @@ class PushAPI:
                 text = await response.text(errors="replace")
                 status = response.status
         except TimeoutError:
-            raise APIConnectionError(None, f"{method} {url}: no answer in time") from None
+            raise APIConnectionError(None, f"{call.method} {url}: no answer in time") from None
         except aiohttp.ClientError as exc:
             raise APIConnectionError(None, f"cannot reach {url}: {_reason(exc)}") from None
-        body = _json_object(text)
-        if 200 <= status < 300 and body is not None:
-            return body
-        if body is None:
-            message = text.strip()[:200] or f"HTTP {status} with no body"
-            if 200 <= status < 300:
-                message = f"the answer is not a JSON object: {message}"
-            raise _ERRORS.get(status, PushAPIError)(status, message)
-        error_field = body.get("field")
-        raise _ERRORS.get(status, PushAPIError)(
-            status,
-            str(body.get("error", f"HTTP {status}")),
-            error_field if isinstance(error_field, str) else None,
-        )
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+        return call.read(answer_of(status, text))
 
 
 def _reason(exc: aiohttp.ClientError) -> str:
@@ -275,8 +232,3 @@ def _reason(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.strerror:
         return exc.os_error.strerror
     return str(exc) or type(exc).__name__
-
-
-def _delivered(body: dict[str, Any]) -> int | None:
-    delivered = body.get("delivered")
-    return None if delivered is None else int(delivered)
