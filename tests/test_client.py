@@ -7,6 +7,7 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import jwt
@@ -495,6 +496,67 @@ async def test_api_commands_fail_with_one_line_and_status_1_or_2(server: Running
     )
     assert status == 1
     assert err.startswith("pushgate: cannot reach http://")
+
+
+async def test_the_operators_commands(tmp_path: Path) -> None:
+    """stats, rooms [ROOM], connection, user, push conn, push batch, join --user and
+    disconnect: one readable answer each (or the API's JSON with --json)."""
+    secret = "a-test-secret-of-at-least-32-bytes!!"
+    async with running_server(**FAST_TIMERS, token_secret=secret) as server:
+        api = ("--api", server.api_url)
+        token = jwt.encode({"sub": "alice"}, secret, algorithm="HS256")
+        async with connect(server.ws_url, token=token) as conn:
+            assert await run_terminal("join", "vip", "--user", "alice", *api) == (
+                0,
+                "1 connection(s) of user alice joined room vip\n",
+                "",
+            )
+            status, out, _ = await run_terminal("stats", *api)
+            assert (status, out.splitlines()[0]) == (0, "1 connections, 1 rooms, 1 users")
+            assert (await run_terminal("rooms", *api))[1] == "       1  vip\n"
+            status, out, _ = await run_terminal("rooms", "vip", "--json", *api)
+            answer = json.loads(out)
+            assert (answer["count"], answer["members"][0]["wsId"]) == (1, conn.ws_id)
+            status, out, _ = await run_terminal("connection", conn.ws_id, *api)
+            assert out.startswith(f"{conn.ws_id}: connected on gateway ")
+            assert out.endswith("; alice; vip\n")
+            status, out, _ = await run_terminal("user", "alice", *api)
+            assert out.startswith(conn.ws_id)
+
+            assert await run_terminal("push", "conn", conn.ws_id, "only you", *api) == (
+                0,
+                f"pushed to {conn.ws_id}\n",
+                "",
+            )
+            assert await next_push(conn) == Push(2, "only you")
+            batch = tmp_path / "batch.json"
+            batch.write_text(
+                json.dumps(
+                    [
+                        {"target": "room", "id": "vip", "val": 1, "tag": 3},
+                        {"target": "moon", "val": 2, "tag": 3},
+                    ]
+                )
+            )
+            status, out, _ = await run_terminal("push", "batch", str(batch), *api)
+            assert status == 1  # one of them failed
+            assert out.splitlines() == [
+                "1: pushed to 1 connection (room)",
+                "2: HTTP 400: target must be one of all, room, user, conn; got 'moon' "
+                "(field target)",
+                "1 of 2 pushes done",
+            ]
+            assert await next_push(conn) == Push(3, 1, "vip")
+
+            status, out, _ = await run_terminal(
+                "disconnect", "--user", "alice", "--code", "4321", *api
+            )
+            assert (status, out) == (0, f"closed 1 connection(s) with 4321\n{conn.ws_id}\n")
+        status, _, err = await run_terminal("disconnect", *api)
+        assert (status, err) == (
+            2,
+            "pushgate: disconnect: give a WSID or --user UID (one of them)\n",
+        )
 
 
 async def test_http_sessions_are_not_leaked_by_a_push_api_used_without_async_with(

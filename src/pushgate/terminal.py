@@ -1,4 +1,6 @@
-"""Terminal commands: ``pushgate listen``, ``push all|room|user``, ``join`` and ``leave``.
+"""Terminal commands: ``pushgate listen``, ``push all|room|user|conn|batch``, ``join``
+and ``leave`` (here), and the operator's ``stats``, ``rooms``, ``connection``, ``user``
+and ``disconnect`` (:mod:`pushgate.terminal_presence`).
 
 ``add_terminal_parsers(subparsers)`` adds them to the ``pushgate`` parser, and
 ``run_terminal(args)`` runs the one parsed (when ``args.terminal_command`` is set) and
@@ -16,6 +18,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from pushgate.client import (
@@ -27,13 +30,20 @@ from pushgate.client import (
     State,
     connect,
 )
+from pushgate.terminal_presence import (
+    API_ENV,
+    API_KEY_ENV,
+    DEFAULT_API_URL,
+    PRESENCE_COMMANDS,
+    add_presence_parsers,
+    api_options_parser,
+    run_presence,
+    say,
+)
 
-TERMINAL_COMMANDS = ("listen", "push", "join", "leave")
+TERMINAL_COMMANDS = ("listen", "push", "join", "leave", *PRESENCE_COMMANDS)
 DEFAULT_WS_URL = "ws://127.0.0.1:8888/connect"
-DEFAULT_API_URL = "http://127.0.0.1:9999"
 DEFAULT_TAG = 2
-API_ENV = "PUSHGATE_API"
-API_KEY_ENV = "PUSHGATE_API_KEY"
 TOKEN_ENV = "PUSHGATE_TOKEN"
 
 LISTEN_EPILOG = f"""\
@@ -63,7 +73,10 @@ reached, 2 a usage error.
 examples:
   pushgate push all "test push" --tag 3
   pushgate push room news '{{"headline":"hi"}}' --json-value
+  pushgate push conn 3cc97117-aa4d-45bb-86db-a1d77e51283b "just you"
+  pushgate push batch pushes.json     # a JSON array: [{{"target":"room","id":"news",...}}]
   pushgate join news 3cc97117-aa4d-45bb-86db-a1d77e51283b
+  pushgate join vip --user alice      # every connection alice has now
 """
 
 
@@ -72,20 +85,7 @@ def add_terminal_parsers(
 ) -> None:
     """Add ``listen``, ``push``, ``join`` and ``leave`` to ``pushgate``'s subparsers."""
     raw = argparse.RawDescriptionHelpFormatter
-    api_options = argparse.ArgumentParser(add_help=False)
-    api_options.add_argument(
-        "--api",
-        metavar="URL",
-        default=os.environ.get(API_ENV, DEFAULT_API_URL),
-        help=f"the logic API (default: {DEFAULT_API_URL}; env {API_ENV})",
-    )
-    api_options.add_argument(
-        "--api-key",
-        metavar="KEY",
-        default=_env_api_key(),
-        help=f"sent as 'Authorization: Bearer KEY' (env {API_KEY_ENV}; of a "
-        "comma-separated list there, the first)",
-    )
+    api_options = api_options_parser()
 
     listen = subparsers.add_parser(
         "listen",
@@ -118,12 +118,12 @@ def add_terminal_parsers(
 
     push = subparsers.add_parser(
         "push",
-        help="push a message to every connection, a room, or a user",
+        help="push to every connection, a room, a user, one connection, or a batch",
         description="Push a message through the logic API.",
         epilog=API_EPILOG,
         formatter_class=raw,
     )
-    targets = push.add_subparsers(dest="target", metavar="all|room|user", required=True)
+    targets = push.add_subparsers(dest="target", metavar="all|room|user|conn|batch", required=True)
     push_options = argparse.ArgumentParser(add_help=False, parents=[api_options])
     push_options.add_argument("val", metavar="VAL", help="the message's data (a string)")
     push_options.add_argument(
@@ -162,27 +162,45 @@ def add_terminal_parsers(
         epilog=API_EPILOG,
         formatter_class=raw,
     )
+    conn = argparse.ArgumentParser(add_help=False)
+    conn.add_argument("ws_id", metavar="WSID", help="the connection's wsId")
+    targets.add_parser(
+        "conn",
+        parents=[conn, push_options],
+        help="push to one connection (at most once: not kept in history)",
+        epilog=API_EPILOG,
+        formatter_class=raw,
+    )
+    batch = targets.add_parser(
+        "batch",
+        parents=[api_options],
+        help="up to 1,000 pushes from a JSON file, each answered",
+        description="Send a JSON array of up to 1,000 pushes in one request (POST "
+        "/push/batch): each item holds the fields of its push plus target: all, room "
+        '(with "id"), user ("uid") or conn ("wsId"). One line per push; exit 1 if '
+        "any failed.",
+        epilog=API_EPILOG,
+        formatter_class=raw,
+    )
+    batch.add_argument("file", metavar="FILE", help="the JSON array; - reads standard input")
     push.set_defaults(terminal_command="push")
 
     for name, summary in (("join", "put a connection in a room"), ("leave", "take it out")):
         sub = subparsers.add_parser(
             name,
             parents=[api_options],
-            help=summary,
-            description=summary.capitalize() + " (by its wsId) through the logic API.",
+            help=summary + " (or every connection of a user)",
+            description=summary.capitalize()
+            + " (by its wsId, or every current connection of --user) through the logic API.",
             epilog=API_EPILOG,
             formatter_class=raw,
         )
         sub.add_argument("room", metavar="ROOM", help="the room's id")
-        sub.add_argument("ws_id", metavar="WSID", help="the connection's wsId")
+        sub.add_argument("ws_id", metavar="WSID", nargs="?", help="the connection's wsId")
+        sub.add_argument("--user", metavar="UID", help="every current connection of this user")
         sub.set_defaults(terminal_command=name)
 
-
-def _env_api_key() -> str | None:
-    """The client's key from the environment: the server reads the same variable,
-    where it may list several keys, comma-separated; any one of them will do."""
-    keys = os.environ.get(API_KEY_ENV, "")
-    return keys.split(",")[0].strip() or None
+    add_presence_parsers(subparsers, api_options, API_EPILOG)
 
 
 def run_terminal(args: argparse.Namespace) -> int:
@@ -190,6 +208,14 @@ def run_terminal(args: argparse.Namespace) -> int:
     command: str = args.terminal_command
     if command == "listen":
         return asyncio.run(listen(args, sys.stdout, sys.stderr))
+    if command in PRESENCE_COMMANDS:
+        return asyncio.run(run_presence(args, sys.stdout, sys.stderr))
+    if command == "push" and args.target == "batch":
+        try:
+            args.batch = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            say(sys.stderr, f"cannot read {args.file}: {exc}")
+            return 2
     return asyncio.run(call_api(args, sys.stdout, sys.stderr))
 
 
@@ -219,7 +245,7 @@ async def listen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             for room in args.join:
                 await conn.join(room)
             if not args.quiet and args.join:
-                _say(err, f"joined {', '.join(args.join)}")
+                say(err, f"joined {', '.join(args.join)}")
             printing = asyncio.create_task(_print_pushes(conn, out, as_json=args.json))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({printing, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -227,15 +253,15 @@ async def listen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if printing.done():
                 if printing.result() or stop.is_set():
                     return 0
-                _say(err, f"the connection closed (code {conn.close_code})")
+                say(err, f"the connection closed (code {conn.close_code})")
                 return 1
             printing.cancel()
             return 0
     except ValueError as exc:
-        _say(err, str(exc))
+        say(err, str(exc))
         return 2
     except (ConnectError, PushAPIError) as exc:
-        _say(err, str(exc))
+        say(err, str(exc))
         return 1
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -277,9 +303,9 @@ def _status_printer(err: TextIO) -> Callable[[Connection, State], None]:
         if state is State.OPEN:
             again = "re" if conn.connects > 1 else ""
             rooms = f"; rejoined {', '.join(conn.rooms)}" if conn.rooms and again else ""
-            _say(err, f"{again}connected to {conn.url} as {conn.ws_id}{rooms}")
+            say(err, f"{again}connected to {conn.url} as {conn.ws_id}{rooms}")
         elif state is State.RECONNECTING:
-            _say(err, f"connection lost (code {conn.close_code}); reconnecting")
+            say(err, f"connection lost (code {conn.close_code}); reconnecting")
 
     return on_state_change
 
@@ -288,44 +314,91 @@ def _status_printer(err: TextIO) -> Callable[[Connection, State], None]:
 
 
 async def call_api(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Run ``push``, ``join`` or ``leave``; print one line saying what happened."""
+    """Run ``push``, ``join`` or ``leave``; print what happened (a line per push of
+    a batch)."""
     command: str = args.terminal_command
+    status = 0
     try:
         async with PushAPI(args.api, api_key=args.api_key) as api:
-            if command == "push":
-                val: object = args.val
-                if args.json_value:
-                    val = json.loads(args.val)
-                if args.target == "all":
-                    result = await api.push_all(val, args.tag)
-                    line = f"pushed to {_count(result.delivered)}"
-                elif args.target == "room":
-                    result = await api.push_room(args.room, val, args.tag)
-                    line = f"pushed to {_count(result.delivered)} in room {result.room}"
-                else:
-                    result = await api.push_user(args.user, val, args.tag)
-                    line = f"pushed to {_count(result.delivered)} of user {result.user}"
-            elif command == "join":
-                joined = await api.join(args.room, args.ws_id)
-                line = f"{joined.ws_id} {'was already' if joined.already_member else 'is now'}"
-                line += f" in room {joined.room}"
+            if command == "push" and args.target == "batch":
+                lines, status = await _push_batch(api, args.batch)
+            elif command == "push":
+                lines = [await _push(api, args)]
             else:
-                left = await api.leave(args.room, args.ws_id)
-                line = (
-                    f"{left.ws_id} {'left' if left.was_member else 'was not in'} room {left.room}"
-                )
+                lines = [await _membership(api, command, args)]
     except json.JSONDecodeError as exc:
-        _say(err, f"VAL is not valid JSON (--json-value): {exc}")
+        say(err, f"not valid JSON: {exc}")
         return 2
     except ValueError as exc:
-        _say(err, str(exc))
+        say(err, str(exc))
         return 2
     except PushAPIError as exc:
         field = f" (field {exc.field})" if exc.field else ""
-        _say(err, f"{exc}{field}")
+        say(err, f"{exc}{field}")
         return 1
-    out.write(line + "\n")
-    return 0
+    out.write("".join(line + "\n" for line in lines))
+    return status
+
+
+async def _push(api: PushAPI, args: argparse.Namespace) -> str:
+    val: object = args.val
+    if args.json_value:
+        try:
+            val = json.loads(args.val)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"VAL is not valid JSON (--json-value): {exc}") from None
+    if args.target == "all":
+        result = await api.push_all(val, args.tag)
+        return f"pushed to {_count(result.delivered)}"
+    if args.target == "room":
+        result = await api.push_room(args.room, val, args.tag)
+        return f"pushed to {_count(result.delivered)} in room {result.room}"
+    if args.target == "user":
+        result = await api.push_user(args.user, val, args.tag)
+        return f"pushed to {_count(result.delivered)} of user {result.user}"
+    await api.push_conn(args.ws_id, val, args.tag)
+    return f"pushed to {args.ws_id}"
+
+
+async def _push_batch(api: PushAPI, text: str) -> tuple[list[str], int]:
+    """The batch's pushes, one line each; status 1 if any failed."""
+    pushes = json.loads(text)
+    if not isinstance(pushes, list) or not all(isinstance(p, dict) for p in pushes):
+        raise ValueError("the batch must be a JSON array of objects")
+    results = await api.push_batch(pushes)
+    lines = []
+    for n, (push, result) in enumerate(zip(pushes, results, strict=True), 1):
+        target = push.get("target")
+        if result.ok:
+            lines.append(f"{n}: pushed to {_count(result.delivered)} ({target})")
+        else:
+            field = f" (field {result.field})" if result.field else ""
+            lines.append(f"{n}: HTTP {result.status}: {result.error}{field}")
+    failed = sum(1 for r in results if not r.ok)
+    lines.append(f"{len(results) - failed} of {len(results)} pushes done")
+    return lines, 1 if failed else 0
+
+
+async def _membership(api: PushAPI, command: str, args: argparse.Namespace) -> str:
+    if (args.ws_id is None) == (args.user is None):
+        raise ValueError(f"{command}: give a WSID or --user UID (one of them)")
+    if args.user is not None:
+        if command == "join":
+            moved = await api.join_user(args.room, args.user)
+            verb = "joined"
+        else:
+            moved = await api.leave_user(args.room, args.user)
+            verb = "left"
+        line = f"{len(moved.changed)} connection(s) of user {args.user} {verb} room {args.room}"
+        if moved.unchanged:
+            line += f"; {len(moved.unchanged)} already {'in' if command == 'join' else 'out'}"
+        return line
+    if command == "join":
+        joined = await api.join(args.room, args.ws_id)
+        line = f"{joined.ws_id} {'was already' if joined.already_member else 'is now'}"
+        return line + f" in room {joined.room}"
+    left = await api.leave(args.room, args.ws_id)
+    return f"{left.ws_id} {'left' if left.was_member else 'was not in'} room {left.room}"
 
 
 def _count(n: int | None) -> str:
@@ -336,11 +409,6 @@ def _count(n: int | None) -> str:
 
 def _compact(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _say(err: TextIO, message: str) -> None:
-    err.write(f"pushgate: {message}\n")
-    err.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
