@@ -21,6 +21,7 @@ Routes (all answer JSON; see README.md for the bodies)::
     GET  /users/{uid}                 -> a user's connections
     GET  /                            -> the console page (see console.py)
     GET  /openapi.json                -> this API's OpenAPI 3.0 description
+    GET  /metrics                     -> Prometheus metrics (docs/operations.md)
 
 Fields come from an ``application/x-www-form-urlencoded`` body (as ``curl -d``
 sends them), from a JSON object body, or from the query string; a body field wins
@@ -40,6 +41,7 @@ from functools import partial
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from pushgate import __version__
 from pushgate.commands import (
@@ -60,6 +62,8 @@ from pushgate.commands import (
 from pushgate.console import add_console_routes
 from pushgate.control import MAX_MEMBERS_PAGE, Control
 from pushgate.errors import BrokerUnavailable, InvalidField, RoomLimitExceeded, UnknownConnection
+from pushgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from pushgate.metrics import exposition
 from pushgate.node import Node
 from pushgate.openapi import openapi_spec
 from pushgate.security import ApiKeys
@@ -69,6 +73,7 @@ log = logging.getLogger("pushgate.api")
 
 NODE_KEY = web.AppKey("node", Node)
 CONTROL_KEY = web.AppKey("control", Control)
+METRICS_KEY = web.AppKey("metrics", CollectorRegistry)
 API_KEYS_KEY = web.AppKey("api_keys", ApiKeys)
 # Answered without an API key: probes must work, a browser cannot send a key to load
 # a page, and none of these reveals anything.
@@ -84,10 +89,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def build_api(
-    node: Node, *, max_body_bytes: int, api_keys: ApiKeys | None = None
+    node: Node,
+    *,
+    max_body_bytes: int,
+    api_keys: ApiKeys | None = None,
+    metrics: CollectorRegistry | None = None,
 ) -> web.Application:
     """The logic API as an aiohttp application bound to ``node``; with ``api_keys``,
-    every endpoint but the health checks needs one."""
+    every endpoint but the health checks needs one; with ``metrics``, it serves them
+    at ``GET /metrics``."""
     app = web.Application(
         client_max_size=max_body_bytes, middlewares=[_errors_as_json, _require_api_key]
     )
@@ -111,8 +121,25 @@ def build_api(
     app.router.add_get("/connections/{wsId}", connection)
     app.router.add_get("/users/{uid:[\\s\\S]+}", user)
     app.router.add_get("/openapi.json", openapi)
+    if metrics is not None:
+        app[METRICS_KEY] = metrics
+        app.router.add_get("/metrics", serve_metrics)
     add_console_routes(app)
     return app
+
+
+def metrics_app(metrics: CollectorRegistry) -> web.Application:
+    """``GET /metrics`` alone, for ``--metrics-address``."""
+    app = web.Application()
+    app[METRICS_KEY] = metrics
+    app.router.add_get("/metrics", serve_metrics)
+    return app
+
+
+async def serve_metrics(request: web.Request) -> web.Response:
+    """The node's metrics in the Prometheus text format (docs/operations.md)."""
+    body = exposition(request.app[METRICS_KEY])
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 def ok(body: dict[str, object], status: int = 200) -> web.Response:

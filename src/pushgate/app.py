@@ -14,7 +14,7 @@ import socket
 from aiohttp import web
 
 from pushgate import __version__
-from pushgate.api import build_api
+from pushgate.api import build_api, metrics_app
 from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.config import Config
@@ -24,6 +24,7 @@ from pushgate.gatekeeper import Gatekeeper
 from pushgate.gateway import Gateway
 from pushgate.hub import Hub
 from pushgate.limits import ConnectionLimits
+from pushgate.metrics import LoopWatch, new_registry
 from pushgate.node import Node
 from pushgate.security import ApiKeys, OriginPolicy, TokenVerifier, is_loopback
 from pushgate.sessions import MemorySessions, Sessions
@@ -160,9 +161,17 @@ class PushServer:
                 )
             log.warning("the logic API on %s has no API key (--insecure)", config.api_host)
         self.node = make_node(config, has_gateway=role != "logic")
-        self.gateway = Gateway(self.node, config.connection_settings(), make_gatekeeper(config))
+        self.gateway = Gateway(
+            self.node,
+            config.connection_settings(),
+            make_gatekeeper(config),
+            count_writes=not config.no_metrics,
+        )
+        self.metrics = None if config.no_metrics else new_registry(self.node)
+        self._loop_watch = None if config.no_metrics else LoopWatch(self.node.meters)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._metrics_runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         """Start the node and the role's servers. Raises StartupError with a one-line
@@ -181,13 +190,40 @@ class PushServer:
                 raise _listen_error("gateway", config.ws_host, config.ws_port, exc) from None
         if self.role != "gateway":
             await self._start_api()
+        if self.metrics is not None and config.metrics_endpoint is not None:
+            await self._start_metrics(*config.metrics_endpoint)
+        if self._loop_watch is not None:
+            self._loop_watch.start()
+
+    async def _start_metrics(self, host: str, port: int) -> None:
+        """GET /metrics alone, on --metrics-address (no API key: keep it private)."""
+        assert self.metrics is not None
+        self._metrics_runner = web.AppRunner(
+            metrics_app(self.metrics), handle_signals=False, access_log=None
+        )
+        await self._metrics_runner.setup()
+        site = web.TCPSite(self._metrics_runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            raise _listen_error("metrics", host, port, exc) from None
+
+    @property
+    def metrics_port(self) -> int:
+        if self._metrics_runner is None or not self._metrics_runner.addresses:
+            raise RuntimeError("not serving metrics on their own address")
+        return int(self._metrics_runner.addresses[0][1])
 
     async def _start_api(self) -> None:
         config = self.config
         debug = logging.getLogger("pushgate.api").isEnabledFor(logging.DEBUG)
         self._runner = web.AppRunner(
             build_api(
-                self.node, max_body_bytes=config.max_body_bytes, api_keys=ApiKeys(config.api_keys)
+                self.node,
+                max_body_bytes=config.max_body_bytes,
+                api_keys=ApiKeys(config.api_keys),
+                metrics=self.metrics,
             ),
             handle_signals=False,
             access_log=logging.getLogger("pushgate.api.access") if debug else None,
@@ -229,6 +265,10 @@ class PushServer:
         await self.gateway.close(self.config.shutdown_timeout)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+        if self._loop_watch is not None:
+            await self._loop_watch.stop()
         await self.node.close()
 
     def describe(self) -> str:
@@ -238,6 +278,9 @@ class PushServer:
             parts.append(f"gateway ws://{self.config.ws_host}:{self.ws_port}/connect")
         if self.role != "gateway":
             parts.append(f"logic API http://{self.config.api_host}:{self.api_port}")
+        if self._metrics_runner is not None:
+            host = self.config.metrics_address.rpartition(":")[0]
+            parts.append(f"metrics http://{host}:{self.metrics_port}/metrics")
         broker = self.config.broker.rsplit("@", 1)[-1]  # never log a password
         parts.append(f"node {self.node.node_id}, broker {broker}")
         return ", ".join(parts)

@@ -62,8 +62,18 @@ class Config:
     allowed_origins: str = "*"
     # Testing
     conformance_echo: bool = False
-    # Logging
+    # Metrics and logs
+    no_metrics: bool = False
+    metrics_address: str = ""
     log_level: str = "info"
+
+    @property
+    def metrics_endpoint(self) -> tuple[str, int] | None:
+        """--metrics-address as (host, port); None when not given or not HOST:PORT."""
+        host, colon, port = self.metrics_address.rpartition(":")
+        if not colon or not host or not port.isdigit() or int(port) > 65535:
+            return None
+        return host.strip("[]"), int(port)
 
     def __post_init__(self) -> None:
         for name in ("ws_port", "api_port"):
@@ -76,6 +86,10 @@ class Config:
         for name in ("shutdown_timeout", "drain_seconds", "session_ttl"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be 0 seconds or more")
+        if self.metrics_address and self.metrics_endpoint is None:
+            raise ConfigError(f"--metrics-address must be HOST:PORT, got {self.metrics_address!r}")
+        if self.no_metrics and self.metrics_address:
+            raise ConfigError("--metrics-address serves /metrics, which --no-metrics turns off")
         if self.history_size < 0:
             raise ConfigError("--history-size must be 0 (no history) or more")
         if self.history_ttl <= 0:
@@ -367,6 +381,20 @@ OPTIONS: tuple[Option, ...] = (
         "conformance tests such as Autobahn; not for production)",
         flag_only=True,
     ),
+    Option(
+        "no_metrics",
+        parse_bool,
+        "",
+        "count nothing for GET /metrics, and do not serve it (to measure what metrics cost)",
+        flag_only=True,
+    ),
+    Option(
+        "metrics_address",
+        str,
+        "HOST:PORT",
+        "also serve GET /metrics on this address, without an API key (a gateway-only "
+        "node has no logic API to serve it on); keep it private",
+    ),
     Option("log_level", str.lower, "LEVEL", f"log level: {', '.join(LOG_LEVELS)}"),
 )
 
@@ -437,5 +465,6 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "allowed_origins",
         ),
     ),
-    ("testing and logs", ("conformance_echo", "log_level")),
+    ("metrics and logs (see docs/operations.md)", ("no_metrics", "metrics_address", "log_level")),
+    ("testing", ("conformance_echo",)),
 )

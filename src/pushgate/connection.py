@@ -32,6 +32,7 @@ on every connection about four times per shortest timeout.
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs
@@ -47,6 +48,7 @@ from pushgate.framing import text_frame
 from pushgate.gatekeeper import Admitted, Gatekeeper
 from pushgate.ids import ConnId, new_conn_id
 from pushgate.limits import MessageRate
+from pushgate.meters import Meters
 from pushgate.security import Claims, Refusal
 from pushgate.streams import Position
 from pushgate.wire import (
@@ -106,12 +108,22 @@ class ConnectionSettings:
     conformance_echo: bool = False  # serve /echo, which echoes every message (Autobahn)
 
 
-class Outbox:
-    """Writes each connection's queued frames once per turn of the event loop."""
+# Refused handshakes that are a limit tripping, and the option that sets the limit.
+LIMIT_REFUSALS = {
+    "server_full": "max_connections",
+    "ip_limit": "max_connections_per_ip",
+    "connect_rate": "max_connects_per_second",
+}
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+
+class Outbox:
+    """Writes each connection's queued frames once per turn of the event loop; with
+    ``meters``, counts the writes and ends each push's delivery-latency clock."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, meters: Meters | None = None) -> None:
         self._loop = loop
         self._dirty: list[WebSocketConnection] = []
+        self.meters = meters
 
     def mark(self, conn: "WebSocketConnection") -> None:
         if not self._dirty:
@@ -126,6 +138,8 @@ class Outbox:
             except Exception:  # one connection's failure must not starve the rest
                 log.exception("writing to %s failed; dropping it", conn.peer)
                 conn.abort()
+        if self.meters is not None:
+            self.meters.written(time.time())
 
 
 class ConnectionRegistry:
@@ -267,6 +281,8 @@ class WebSocketConnection(asyncio.Protocol):
             self._gatekeeper.release(self._admitted_ip)
             self._admitted_ip = None
         if self.conn_id is not None:
+            close = self._proto.close_rcvd or self._proto.close_sent
+            self._node.meters.closes[close.code if close is not None else 1006] += 1
             log.debug("closed %s from %s (%s)", self.conn_id, self.peer, self._close_summary())
 
     def pause_writing(self) -> None:
@@ -276,6 +292,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._accepting = False  # no more fan-out to it, from this instant
         assert self._transport is not None
         limit = self._settings.max_output_bytes
+        self._node.meters.limits["max_output_bytes"] += 1
         log.info(
             "closing %s from %s: slow consumer, %d bytes unsent (limit %d)",
             self.conn_id,
@@ -313,9 +330,15 @@ class WebSocketConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             pending.clear()
             return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        frames = len(pending)
+        data = pending[0] if frames == 1 else b"".join(pending)
         pending.clear()
         transport.write(data)
+        meters = self._outbox.meters
+        if meters is not None:
+            meters.writes += 1
+            meters.frames_written += frames
+            meters.bytes_written += len(data)
 
     # Closing
 
@@ -422,6 +445,10 @@ class WebSocketConnection(asyncio.Protocol):
             return response, None
         verdict = self._gatekeeper.check(request, self.ip, self._loop.time())
         if isinstance(verdict, Refusal):
+            meters = self._node.meters
+            meters.refused[verdict.kind] += 1
+            if verdict.kind in LIMIT_REFUSALS:
+                meters.limits[LIMIT_REFUSALS[verdict.kind]] += 1
             log.info("refused a connection from %s: %s", self.peer, verdict.reason)
             return self._proto.reject(verdict.status, verdict.reason + "\n"), None
         self._admitted_ip = self.ip  # counted: released in connection_lost
@@ -577,6 +604,7 @@ class WebSocketConnection(asyncio.Protocol):
             return
         limit = self._settings.max_messages_per_second
         if limit and self._rate.over(self._loop.time(), limit):
+            self._node.meters.limits["max_messages_per_second"] += 1
             log.info(
                 "closing %s from %s: over %d messages per second", self.conn_id, self.peer, limit
             )
@@ -624,6 +652,8 @@ class WebSocketConnection(asyncio.Protocol):
             self._leave_hub()
             if proto.parser_exc is not None and proto.close_sent is not None:
                 # The protocol itself refused a frame (too big: 1009; malformed: 1002).
+                if proto.close_sent.code == 1009:
+                    self._node.meters.limits["max_message_bytes"] += 1
                 log.info(
                     "closing %s from %s: %d %s",
                     self.conn_id,

@@ -233,6 +233,7 @@ class Control:
             raise UnknownConnection(request.conn)
         message = encode_push(request.tag, request.val).decode()
         await self._on(holder, "send", conn=request.conn, args={"message": message})
+        self.node.meters.pushes["conn"] += 1
         return 1
 
     async def disconnect(self, request: Disconnect) -> dict[str, Any]:

@@ -65,7 +65,11 @@ class Gatekeeper:
             token = token_from(request.path.partition("?")[2], offered)
             if token is None:
                 if self._require_token:
-                    return Refusal(401, "a connection token is required (?token=… or subprotocol)")
+                    return Refusal(
+                        401,
+                        "a connection token is required (?token=… or subprotocol)",
+                        "token_required",
+                    )
             else:
                 try:
                     claims = self._tokens.verify(token, max_rooms=self._max_rooms)

@@ -39,9 +39,15 @@ class Gateway:
     """Accepts WebSocket clients and hands them to the node."""
 
     def __init__(
-        self, node: Node, settings: ConnectionSettings, gatekeeper: Gatekeeper | None = None
+        self,
+        node: Node,
+        settings: ConnectionSettings,
+        gatekeeper: Gatekeeper | None = None,
+        *,
+        count_writes: bool = True,
     ) -> None:
         self._node = node
+        self._count_writes = count_writes  # writes and delivery latency, for /metrics
         self._settings = settings
         self._gatekeeper = gatekeeper or Gatekeeper()
         self._registry = ConnectionRegistry()
@@ -51,7 +57,7 @@ class Gateway:
     async def start(self, host: str, port: int) -> None:
         """Listen; raises OSError when the address cannot be bound."""
         loop = asyncio.get_running_loop()
-        outbox = Outbox(loop)
+        outbox = Outbox(loop, self._node.meters if self._count_writes else None)
         settings, node, registry = self._settings, self._node, self._registry
         gatekeeper = self._gatekeeper
         self._server = await loop.create_server(

@@ -37,10 +37,14 @@ class Admission:
         """None, and the connection is counted; or the limit it would break."""
         limits = self.limits
         if limits.max_connections and self._open >= limits.max_connections:
-            return Refusal(503, f"server full: {limits.max_connections} connections (limit)")
+            return Refusal(
+                503, f"server full: {limits.max_connections} connections (limit)", "server_full"
+            )
         if limits.max_connections_per_ip and self._per_ip[ip] >= limits.max_connections_per_ip:
             return Refusal(
-                429, f"too many connections from {ip}: {limits.max_connections_per_ip} (limit)"
+                429,
+                f"too many connections from {ip}: {limits.max_connections_per_ip} (limit)",
+                "ip_limit",
             )
         if limits.max_connects_per_second:
             rate = limits.max_connects_per_second
@@ -48,7 +52,11 @@ class Admission:
                 self._tokens = min(self._capacity, self._tokens + (now - self._refilled_at) * rate)
             self._refilled_at = now
             if self._tokens < 1:
-                return Refusal(429, f"too many new connections: over {rate:g} per second (limit)")
+                return Refusal(
+                    429,
+                    f"too many new connections: over {rate:g} per second (limit)",
+                    "connect_rate",
+                )
             self._tokens -= 1
         self._open += 1
         self._per_ip[ip] += 1

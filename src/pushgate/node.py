@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ from pushgate.framing import text_frame
 from pushgate.hub import Hub, MembershipChange, Sink
 from pushgate.ids import NO_CONN, NO_ROOM, ConnId, RoomId
 from pushgate.messages import Command, Op, Reply
+from pushgate.meters import Meters
 from pushgate.sessions import Session, Sessions, holder_node, new_token
 from pushgate.streams import (
     ROOM_TOPIC_PREFIX,
@@ -143,6 +145,7 @@ class Node:
         self._position_queries: dict[str, asyncio.Future[History]] = {}
         self.gaps_filled = 0
         self.gaps_lost = 0
+        self.meters = Meters()
 
     async def start(self) -> None:
         """Connect the broker and subscribe to what this node's roles need.
@@ -185,17 +188,26 @@ class Node:
 
     async def push_all(self, request: PushAll) -> int | None:
         """Publish a push to every connection in the cluster; see Broker.publish_push."""
-        return await self.broker.publish_push(TOPIC_ALL, encode_push(request.tag, request.val))
+        payload = encode_push(request.tag, request.val)
+        return await self._publish_push("all", TOPIC_ALL, payload)
 
     async def push_room(self, request: PushRoom) -> int | None:
         """Publish a push to every member of a room, wherever it is connected."""
         payload = encode_push(request.tag, request.val, request.room)
-        return await self.broker.publish_push(room_topic(request.room), payload)
+        return await self._publish_push("room", room_topic(request.room), payload)
 
     async def push_user(self, request: PushUser) -> int | None:
         """Publish a push to every connection of a user, wherever it is connected."""
         payload = encode_push(request.tag, request.val, user=request.user)
-        return await self.broker.publish_push(user_topic(request.user), payload)
+        return await self._publish_push("user", user_topic(request.user), payload)
+
+    async def _publish_push(self, kind: str, topic: str, payload: bytes) -> int | None:
+        started = time.perf_counter()
+        delivered = await self.broker.publish_push(topic, payload)
+        meters = self.meters
+        meters.publish_seconds.observe(time.perf_counter() - started)
+        meters.pushes[kind] += 1
+        return delivered
 
     async def join(self, request: Membership) -> MembershipChange:
         """Put a connection, wherever it is held, in a room, or a detached session in
@@ -277,6 +289,10 @@ class Node:
 
     def connection_count(self) -> int:
         return len(self.hub)
+
+    def held_sessions(self) -> int:
+        """Sessions held by connections of this node."""
+        return len(self._holders)
 
     def room_sizes(self) -> dict[RoomId, int]:
         return self.hub.room_sizes()
@@ -384,6 +400,18 @@ class Node:
 
         Raises BrokerUnavailable when the session or history cannot be read now.
         """
+        resumed = await self._resume(conn, token, since, sink, user)
+        if resumed is None:
+            self.meters.resumes["failed"] += 1
+        elif all(report.recovered for report in resumed.streams.values()):
+            self.meters.resumes["recovered"] += 1
+        else:
+            self.meters.resumes["not_recovered"] += 1
+        return resumed
+
+    async def _resume(
+        self, conn: ConnId, token: str, since: dict[str, Position], sink: Sink, user: str | None
+    ) -> Resumed | None:
         if self.sessions is None:
             return None
         holder = self._new_holder()
@@ -547,7 +575,10 @@ class Node:
         capture = self._captures.get(topic)
         if capture is not None:
             capture[1].append(pub)
-        return self._send(topic, pub.data)
+        recipients = self._send(topic, pub.data)
+        if recipients:
+            self.meters.handed(pub.accepted_at, recipients)
+        return recipients
 
     def _notify(self, topic: str, report: StreamReport) -> None:
         """Tell the clients on a stream that pushes of it were lost."""

@@ -411,6 +411,18 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     },
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics of this node (docs/operations.md)",
+                    "responses": {
+                        "200": {
+                            "description": "the Prometheus text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(401, 403),
+                    },
+                }
+            },
             "/stats": _get(
                 "Connection, room and user counts over every gateway of the cluster",
                 _ok(

@@ -25,6 +25,9 @@ class Refusal:
 
     status: int
     reason: str
+    # What kind of refusal, for metrics: token_required, token_invalid, origin,
+    # server_full, ip_limit, connect_rate, api_key.
+    kind: str = "other"
 
 
 class ApiKeys:
@@ -43,12 +46,14 @@ class ApiKeys:
             return None
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
-            return Refusal(401, "an API key is required: send Authorization: Bearer <key>")
+            return Refusal(
+                401, "an API key is required: send Authorization: Bearer <key>", "api_key"
+            )
         candidate = given.strip().encode()
         matched = False
         for key in self._keys:  # no early exit: the time does not depend on which key
             matched |= hmac.compare_digest(candidate, key)
-        return None if matched else Refusal(403, "the API key is not valid")
+        return None if matched else Refusal(403, "the API key is not valid", "api_key")
 
 
 def is_loopback(host: str) -> bool:
@@ -109,11 +114,15 @@ class TokenVerifier:
                 leeway=5,
             )
         except jwt.ExpiredSignatureError:
-            raise TokenError(Refusal(403, "the token has expired")) from None
+            raise TokenError(Refusal(403, "the token has expired", "token_invalid")) from None
         except jwt.InvalidSignatureError:
-            raise TokenError(Refusal(403, "the token's signature is not valid")) from None
+            raise TokenError(
+                Refusal(403, "the token's signature is not valid", "token_invalid")
+            ) from None
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
-            raise TokenError(Refusal(403, f"the token is not valid: {exc}")) from None
+            raise TokenError(
+                Refusal(403, f"the token is not valid: {exc}", "token_invalid")
+            ) from None
         return Claims(_user_of(payload), _rooms_of(payload, max_rooms))
 
 
@@ -127,7 +136,11 @@ def _user_of(payload: dict[str, Any]) -> str | None:
         or not user.isprintable()
     ):
         raise TokenError(
-            Refusal(403, f'the token\'s "sub" must be 1-{MAX_USER_ID_LENGTH} characters')
+            Refusal(
+                403,
+                f'the token\'s "sub" must be 1-{MAX_USER_ID_LENGTH} characters',
+                "token_invalid",
+            )
         )
     return user
 
@@ -137,10 +150,16 @@ def _rooms_of(payload: dict[str, Any], max_rooms: int) -> tuple[RoomId, ...]:
     if not isinstance(rooms, list) or not all(
         isinstance(room, str) and ROOM_ID_PATTERN.fullmatch(room) for room in rooms
     ):
-        raise TokenError(Refusal(403, 'the token\'s "rooms" must be a list of room ids'))
+        raise TokenError(
+            Refusal(403, 'the token\'s "rooms" must be a list of room ids', "token_invalid")
+        )
     if len(rooms) > max_rooms:
         raise TokenError(
-            Refusal(403, f"the token names {len(rooms)} rooms; a connection may be in {max_rooms}")
+            Refusal(
+                403,
+                f"the token names {len(rooms)} rooms; a connection may be in {max_rooms}",
+                "token_invalid",
+            )
         )
     return tuple(RoomId(room) for room in dict.fromkeys(rooms))
 
@@ -177,4 +196,4 @@ class OriginPolicy:
             return None
         if origin.rstrip("/").lower() in self._allowed:
             return None
-        return Refusal(403, f"Origin {origin} is not allowed to connect")
+        return Refusal(403, f"Origin {origin} is not allowed to connect", "origin")

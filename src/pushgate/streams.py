@@ -60,6 +60,9 @@ class Publication:
     seq: int
     epoch: str
     data: bytes
+    # When the logic API accepted it (wall clock; 0: unknown, as for history reads):
+    # where the delivery-latency metric starts.
+    accepted_at: float = 0.0
 
     @property
     def position(self) -> Position:
@@ -118,13 +121,14 @@ class MemoryHistory:
     def enabled(self) -> bool:
         return self.size > 0
 
-    def publish(self, topic: str, message: bytes, now: float) -> Publication:
+    def publish(
+        self, topic: str, message: bytes, now: float, accepted_at: float = 0.0
+    ) -> Publication:
         """Give ``message`` the stream's next position and keep it."""
         stream = self._stream(topic, now)
         stream.seq += 1
-        pub = Publication(
-            stream.seq, stream.epoch, with_position(message, stream.seq, stream.epoch)
-        )
+        data = with_position(message, stream.seq, stream.epoch)
+        pub = Publication(stream.seq, stream.epoch, data, accepted_at)
         kept = stream.kept
         kept.append((now + self.ttl, pub))
         while len(kept) > self.size:

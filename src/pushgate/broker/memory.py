@@ -31,10 +31,11 @@ class MemoryBus:
         if now >= self._next_expiry:  # idle streams go, at most once a minute
             self._next_expiry = now + 60.0
             self.history.expire(now)
+        accepted_at = time.time()
         if self.history.enabled:
-            pub = self.history.publish(topic, message, now)
+            pub = self.history.publish(topic, message, now, accepted_at)
         else:
-            pub = Publication(0, "", message)
+            pub = Publication(0, "", message, accepted_at)
         return pub, self.subscribers.get(topic) or {}
 
 

@@ -45,6 +45,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +88,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
 # Publish ARGV[3] on channel ARGV[4] at the stream's next position, kept in history
-# (ARGV[5] entries at most, for ARGV[6] ms). Returns {seq, epoch}.
+# (ARGV[5] entries at most, for ARGV[6] ms); ARGV[7] is when it was accepted (wall
+# clock, for the delivery-latency metric). Returns {seq, epoch}.
 _PUBLISH = (
     _ENSURE_META
     + """
@@ -96,7 +98,7 @@ local msg = ARGV[3]
 local data = string.sub(msg, 1, -3) .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}\\n'
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], seq .. '-0', 'd', data)
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call('PUBLISH', ARGV[4], seq .. ' ' .. epoch .. ' ' .. data)
+redis.call('PUBLISH', ARGV[4], seq .. ' ' .. epoch .. ' ' .. ARGV[7] .. ' ' .. data)
 return {seq, epoch}
 """
 )
@@ -167,6 +169,7 @@ class RedisBroker:
         self._sync_sends: set[asyncio.Task[None]] = set()
         self._batch = ScriptBatcher(self.client)
         self._publish_script = self.client.register_script(_PUBLISH)
+        self.reconnects = 0  # subscriptions rebuilt after Redis came back (for /metrics)
         self._history_script = self.client.register_script(_HISTORY)
 
     # Broker
@@ -186,8 +189,9 @@ class RedisBroker:
         return None  # Redis knows how many nodes received it, not how many connections
 
     async def publish_push(self, topic: str, message: bytes) -> int | None:
+        accepted = b"%.6f" % time.time()
         if self.history_size <= 0:
-            return await self._publish(topic, b"0 - " + message)
+            return await self._publish(topic, b"0 - " + accepted + b" " + message)
         try:
             await self._publish_script(
                 keys=self._stream_keys(topic),
@@ -198,6 +202,7 @@ class RedisBroker:
                     self.prefix + topic,
                     self.history_size,
                     self._history_ttl_ms,
+                    accepted,
                 ],
             )
         except (RedisError, OSError) as exc:
@@ -357,6 +362,7 @@ class RedisBroker:
                         loop.time() - failing_since,
                         len(self._topics),
                     )
+                    self.reconnects += 1
                     if self._handler is not None:
                         self._handler.on_reconnected()
                 failing_since = None
@@ -437,10 +443,14 @@ class RedisBroker:
             handler.on_message(topic, data[1:])
             return
         seq, epoch, message = data.split(b" ", 2)
+        accepted = 0.0
+        if message[:1] != b"{":  # "<accepted> <message>"; a node before 0.3 sends no time
+            stamp, message = message.split(b" ", 1)
+            accepted = float(stamp)
         if epoch == b"-":
-            handler.on_publication(topic, Publication(0, "", message))
+            handler.on_publication(topic, Publication(0, "", message, accepted))
         else:
-            handler.on_publication(topic, Publication(int(seq), epoch.decode(), message))
+            handler.on_publication(topic, Publication(int(seq), epoch.decode(), message, accepted))
 
     def _deaf(self) -> bool:
         return asyncio.get_running_loop().time() - self._probe_seen > self._probe_timeout

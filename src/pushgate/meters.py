@@ -1,0 +1,117 @@
+"""What a node counts while it runs, for ``/metrics`` (pushgate.metrics exports it).
+
+Plain integers and fixed-bucket histograms, bumped where things happen: the fan-out
+path adds to an int per push and per write pass, never calls a metrics library per
+delivery. Pure: no I/O, no clock of its own (callers pass times in).
+
+Delivery latency is measured per push, not per delivery: when a node hands a push
+to its local recipients it notes (the time the push was accepted, how many got it);
+when the outbox has written that turn's frames to their sockets, each note becomes
+one weighted observation, ``now - accepted`` counted once per recipient.
+"""
+
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Sequence
+
+# Seconds. Latency from acceptance to the socket write, loop lag, GC pauses, publish.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+# A node without an outbox (no gateway) never drains its notes; nor does one whose
+# recipients are not sockets (tests): bound what waits.
+MAX_UNWRITTEN = 10_000
+
+
+class Histogram:
+    """Counts per bucket (upper bounds, +Inf implied), a sum and a count."""
+
+    __slots__ = ("bounds", "count", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float, weight: int = 1) -> None:
+        self.counts[bisect_left(self.bounds, value)] += weight
+        self.total += value * weight
+        self.count += weight
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(upper bound, observations at or under it), +Inf last: Prometheus' form."""
+        running = 0
+        out = []
+        for bound, n in zip((*map(repr, self.bounds), "+Inf"), self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+    def quantile(self, q: float) -> float | None:
+        """The upper bound of the bucket holding the q-quantile (None: no data)."""
+        if not self.count:
+            return None
+        rank = q * self.count
+        running = 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            running += n
+            if running >= rank:
+                return bound
+        return float("inf")
+
+
+class Meters:
+    """One node's counts. Attributes are bumped in place by the code that does the work."""
+
+    def __init__(self) -> None:
+        # The logic API's side
+        # Accepted, by target kind (each kind shown from the start, at 0).
+        self.pushes: Counter[str] = Counter(dict.fromkeys(("all", "room", "user", "conn"), 0))
+        self.publish_seconds = Histogram(LATENCY_BUCKETS)
+        # Fan-out and writes
+        self.deliveries = 0  # frames handed to local connections
+        self.frames_written = 0
+        self.bytes_written = 0
+        self.writes = 0  # transport.write calls: frames_written / writes is the coalescing
+        self.delivery_latency = Histogram(LATENCY_BUCKETS)
+        self._unwritten: list[tuple[float, int]] = []
+        # Connections
+        self.closes: Counter[int] = Counter()  # by close code; 1006 when none was exchanged
+        self.refused: Counter[str] = Counter()  # refused handshakes, by kind
+        self.limits: Counter[str] = Counter()  # limits tripped, by limit
+        self.resumes: Counter[str] = Counter(
+            dict.fromkeys(("recovered", "not_recovered", "failed"), 0)
+        )
+        # The process
+        self.loop_lag = Histogram(PAUSE_BUCKETS)
+        self.gc_pauses = Histogram(PAUSE_BUCKETS)
+
+    def handed(self, accepted_at: float, recipients: int) -> None:
+        """A push accepted at ``accepted_at`` (wall clock) went to ``recipients``
+        local connections; its latency is observed once they are written."""
+        self.deliveries += recipients
+        if accepted_at and len(self._unwritten) < MAX_UNWRITTEN:
+            self._unwritten.append((accepted_at, recipients))
+
+    def written(self, now: float) -> None:
+        """The outbox has written this turn's frames: observe each push's latency."""
+        if not self._unwritten:
+            return
+        notes, self._unwritten = self._unwritten, []
+        observe = self.delivery_latency.observe
+        for accepted_at, recipients in notes:
+            observe(max(0.0, now - accepted_at), recipients)

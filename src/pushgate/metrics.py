@@ -1,0 +1,222 @@
+"""``GET /metrics``: a node's counts in the Prometheus text format.
+
+The counts live in :class:`~pushgate.meters.Meters` (plain integers bumped where
+the work happens); :class:`NodeCollector` reads them only when Prometheus scrapes,
+so metrics cost the fan-out nothing per delivery. Each server has a private
+``CollectorRegistry`` (a test may run several in one process), holding this
+collector and ``prometheus_client``'s process collector (RSS, CPU, open files).
+
+:class:`LoopWatch` measures what every client feels as latency spikes: how late the
+event loop wakes a task that asked to sleep (loop lag), and how long each garbage
+collection stops the loop (``gc.callbacks``).
+
+docs/operations.md lists every metric; docs/grafana/pushgate.json graphs them.
+"""
+
+import asyncio
+import contextlib
+import gc
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+
+from pushgate import __version__
+from pushgate.meters import Histogram, Meters
+
+if TYPE_CHECKING:
+    from pushgate.node import Node
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LAG_PROBE_EVERY = 0.25  # seconds between loop-lag probes
+
+
+class NodeCollector:
+    """Every ``pushgate_*`` metric of one node, read from it at scrape time."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # unchecked: the names are fixed, and reading them costs little
+
+    def collect(self) -> Iterator[Metric]:
+        node, meters = self.node, self.node.meters
+        hub = node.hub
+        info = GaugeMetricFamily(
+            "pushgate_info", "this node: its version and id", labels=["version", "node"]
+        )
+        info.add_metric([__version__, node.node_id], 1)
+        yield info
+        yield GaugeMetricFamily("pushgate_connections", "open connections here", len(hub))
+        yield GaugeMetricFamily(
+            "pushgate_rooms", "rooms with at least one member here", hub.room_count()
+        )
+        yield GaugeMetricFamily(
+            "pushgate_users", "users with at least one connection here", sum(1 for _ in hub.users())
+        )
+        sessions = node.sessions
+        count_all = getattr(sessions, "__len__", None)  # the in-memory store can
+        yield GaugeMetricFamily(
+            "pushgate_sessions",
+            "resumable sessions: all of them in one process; held by this node in a cluster",
+            count_all() if callable(count_all) else node.held_sessions(),
+        )
+        detached = getattr(sessions, "detached", None)
+        if callable(detached):
+            yield GaugeMetricFamily(
+                "pushgate_sessions_detached",
+                "sessions waiting for a resume (one process only)",
+                detached(),
+            )
+        yield _labelled(
+            "pushgate_pushes",
+            "pushes accepted by this node's API, by target",
+            "kind",
+            meters.pushes,
+        )
+        yield CounterMetricFamily(
+            "pushgate_deliveries", "pushes handed to local connections", meters.deliveries
+        )
+        yield CounterMetricFamily(
+            "pushgate_frames_written",
+            "frames written to sockets (pushes, welcomes, control frames) and handshake answers",
+            meters.frames_written,
+        )
+        yield CounterMetricFamily(
+            "pushgate_bytes_written", "bytes of frames written to sockets", meters.bytes_written
+        )
+        yield CounterMetricFamily(
+            "pushgate_writes",
+            "socket writes; frames_written / writes is how many frames a write carries",
+            meters.writes,
+        )
+        yield _labelled(
+            "pushgate_closes",
+            "connections closed, by close code (1006: none was exchanged)",
+            "code",
+            meters.closes,
+        )
+        yield _labelled(
+            "pushgate_handshakes_refused",
+            "WebSocket handshakes refused, by reason",
+            "reason",
+            meters.refused,
+        )
+        yield _labelled(
+            "pushgate_limits_tripped",
+            "limits that refused or closed something, by the option that sets them",
+            "limit",
+            meters.limits,
+        )
+        yield GaugeMetricFamily(
+            "pushgate_broker_ready", "1 when the broker is connected and subscribed", node.ready
+        )
+        yield CounterMetricFamily(
+            "pushgate_broker_reconnects",
+            "times the broker's subscriptions were rebuilt after an outage",
+            getattr(node.broker, "reconnects", 0),
+        )
+        yield _histogram(
+            "pushgate_publish_duration_seconds",
+            "time to publish one accepted push (in one process, fan-out included)",
+            meters.publish_seconds,
+        )
+        yield CounterMetricFamily(
+            "pushgate_gaps_filled", "stream gaps filled from history", node.gaps_filled
+        )
+        yield CounterMetricFamily(
+            "pushgate_gaps_lost",
+            "stream gaps history could not fill (clients were told)",
+            node.gaps_lost,
+        )
+        yield _labelled(
+            "pushgate_resumes",
+            "session resumes, by result: recovered, not_recovered, failed",
+            "result",
+            meters.resumes,
+        )
+        yield _histogram(
+            "pushgate_delivery_latency_seconds",
+            "from the API accepting a push to the write of its frame to each socket",
+            meters.delivery_latency,
+        )
+        yield _histogram(
+            "pushgate_event_loop_lag_seconds",
+            "how late the event loop ran a task due to run (probed 4 times a second)",
+            meters.loop_lag,
+        )
+        yield _histogram(
+            "pushgate_gc_pause_seconds",
+            "garbage collections, each stopping the event loop this long",
+            meters.gc_pauses,
+        )
+
+
+def _labelled(name: str, help_text: str, label: str, counts: dict[Any, int]) -> Metric:
+    family = CounterMetricFamily(name, help_text, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([str(value)], count)
+    return family
+
+
+def _histogram(name: str, help_text: str, histogram: Histogram) -> Metric:
+    family = HistogramMetricFamily(name, help_text, labels=[])
+    family.add_metric([], histogram.cumulative(), histogram.total)
+    return family
+
+
+def new_registry(node: "Node") -> CollectorRegistry:
+    """A registry of this node's metrics and the process's."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node))
+    ProcessCollector(namespace="pushgate", registry=registry)
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The registry in the Prometheus text format."""
+    return generate_latest(registry)
+
+
+class LoopWatch:
+    """Observes event-loop lag and garbage-collection pauses into ``meters``."""
+
+    def __init__(self, meters: Meters) -> None:
+        self.meters = meters
+        self._task: asyncio.Task[None] | None = None
+        self._gc_started = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._probe(), name="pushgate-lag")
+        gc.callbacks.append(self._on_gc)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_PROBE_EVERY
+            await asyncio.sleep(LAG_PROBE_EVERY)
+            self.meters.loop_lag.observe(max(0.0, loop.time() - due))
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started:
+            self.meters.gc_pauses.observe(time.perf_counter() - self._gc_started)
+            self._gc_started = 0.0
