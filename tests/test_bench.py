@@ -45,6 +45,7 @@ from pushgate.bench.resumeclient import (
     stream_name,
 )
 from pushgate.bench.scenarios import ALL, ROOM, Plan, stream_of
+from pushgate.bench.serverlatency import LatencyBuckets
 from pushgate.bench.wsclient import GUID, Counters
 from tests.helpers import LOOPBACK, UNIT, free_port, pushgate_command
 
@@ -106,6 +107,8 @@ def test_room_with_one_sender_checks_order(capsys: pytest.CaptureFixture[str]) -
     [run] = runs
     assert run["scenario"] == "room"
     assert run["members_paged"] == 50
+    # The server's own latency (GET /metrics) is read beside the clients'.
+    assert 0 < run["server_p50_ms"] <= run["server_p99_ms"]
     assert run["deliveries"] == 1000
     assert run["lost"] == run["duplicates"] == run["out_of_order"] == 0
 
@@ -533,6 +536,28 @@ def test_broadcast_plan_sends_everything_to_all() -> None:
     assert plan.joins() == []
     assert plan.target(5) == ALL
     assert plan.expected({ALL: 4}) == {1: 4, 2: 4, 3: 4}
+
+
+def test_server_latency_is_read_from_the_metrics_text() -> None:
+    """Bucket counts between two scrapes; quantiles linear within a bucket."""
+    before = LatencyBuckets.parse(
+        'pushgate_delivery_latency_seconds_bucket{le="0.01"} 10.0\n'
+        'pushgate_delivery_latency_seconds_bucket{le="0.02"} 10.0\n'
+        'pushgate_delivery_latency_seconds_bucket{le="+Inf"} 10.0\n'
+    )
+    after = LatencyBuckets.parse(
+        "# HELP whatever\n"
+        'pushgate_delivery_latency_seconds_bucket{le="0.01"} 60.0\n'
+        'pushgate_delivery_latency_seconds_bucket{le="0.02"} 110.0\n'
+        'pushgate_delivery_latency_seconds_bucket{le="+Inf"} 110.0\n'
+    )
+    assert before is not None
+    assert after is not None
+    run = after.since(before)
+    assert run.counts == (50.0, 100.0, 100.0)
+    assert run.quantile(0.5) == pytest.approx(0.01)
+    assert run.quantile(0.75) == pytest.approx(0.015)
+    assert LatencyBuckets.parse("nothing here") is None
 
 
 def test_histogram_percentiles_within_its_precision() -> None:

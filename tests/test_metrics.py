@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from pushgate.meters import Histogram
+from pushgate.meters import Histogram, Meters
 from tests.helpers import (
     FAST_TIMERS,
     LOOPBACK,
@@ -176,6 +176,23 @@ async def test_every_metric_the_dashboard_uses_is_exported(http: aiohttp.ClientS
             exported.add(family.name + "_total")
         exported.update(sample.name for sample in family.samples)
     assert used <= exported, used - exported
+
+
+def test_latency_is_spread_over_the_write_pass_like_the_sockets() -> None:
+    """A push accepted at t=0 and written to 300 sockets, 256 by t=0.01 and 44 more by
+    t=0.02: 256 observations near 10 ms and 44 near 20 ms, none lost."""
+    meters = Meters()
+    meters.handed(1000.0, 300)
+    meters.handed(0.0, 5)  # accepted at an unknown time: counted, not timed
+    assert meters.unwritten
+    meters.written([(1000.01, 256), (1000.02, 44)])
+    assert not meters.unwritten
+    assert meters.deliveries == 305
+    latency = meters.delivery_latency
+    assert latency.count == 300
+    cumulative = dict(latency.cumulative())
+    assert cumulative["0.01"] == 256
+    assert cumulative["0.02"] == 300
 
 
 def test_histogram_buckets_weights_and_quantiles() -> None:

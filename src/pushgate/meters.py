@@ -5,31 +5,50 @@ path adds to an int per push and per write pass, never calls a metrics library p
 delivery. Pure: no I/O, no clock of its own (callers pass times in).
 
 Delivery latency is measured per push, not per delivery: when a node hands a push
-to its local recipients it notes (the time the push was accepted, how many got it);
-when the outbox has written that turn's frames to their sockets, each note becomes
-one weighted observation, ``now - accepted`` counted once per recipient.
+to its local recipients it notes (the time the push was accepted, how many got it).
+The outbox then writes that turn's frames, socket after socket, reading the clock
+after every ``CHECKPOINT`` sockets; each note is spread over those checkpoints in
+proportion to the sockets each covers, one weighted observation per checkpoint. A
+write pass over 10,000 sockets takes tens of milliseconds: the first sockets are
+written that much sooner than the last, and the histogram shows it.
 """
 
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 
-# Seconds. Latency from acceptance to the socket write, loop lag, GC pauses, publish.
+# Seconds. Latency from acceptance to the socket write, and publish times: steps of
+# about 1.5x, so that a quantile read from them is within a third of the truth.
 LATENCY_BUCKETS = (
+    0.00025,
     0.0005,
+    0.00075,
     0.001,
-    0.0025,
+    0.0015,
+    0.002,
+    0.003,
     0.005,
+    0.0075,
     0.01,
-    0.025,
+    0.015,
+    0.02,
+    0.03,
     0.05,
+    0.075,
     0.1,
-    0.25,
+    0.15,
+    0.2,
+    0.3,
     0.5,
+    0.75,
     1.0,
-    2.5,
+    1.5,
+    2.0,
+    3.0,
     5.0,
 )
+# Sockets written between two readings of the clock in a write pass.
+CHECKPOINT = 256
 PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 # A node without an outbox (no gateway) never drains its notes; nor does one whose
 # recipients are not sockets (tests): bound what waits.
@@ -107,11 +126,25 @@ class Meters:
         if accepted_at and len(self._unwritten) < MAX_UNWRITTEN:
             self._unwritten.append((accepted_at, recipients))
 
-    def written(self, now: float) -> None:
-        """The outbox has written this turn's frames: observe each push's latency."""
-        if not self._unwritten:
+    @property
+    def unwritten(self) -> bool:
+        """Pushes handed out whose latency waits for the next write pass."""
+        return bool(self._unwritten)
+
+    def written(self, stamps: Sequence[tuple[float, int]]) -> None:
+        """The outbox has written this turn's frames: ``stamps`` holds (the time, how
+        many sockets were written since the previous stamp). Observe each push's
+        latency, its recipients spread over the stamps like the sockets."""
+        if not self._unwritten or not stamps:
             return
         notes, self._unwritten = self._unwritten, []
         observe = self.delivery_latency.observe
+        sockets = sum(count for _, count in stamps) or 1
         for accepted_at, recipients in notes:
-            observe(max(0.0, now - accepted_at), recipients)
+            left = recipients
+            for i, (when, count) in enumerate(stamps):
+                share = left if i == len(stamps) - 1 else round(recipients * count / sockets)
+                share = min(share, left)
+                if share:
+                    observe(max(0.0, when - accepted_at), share)
+                    left -= share

@@ -199,6 +199,10 @@ class RunResult:
     p95_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
+    # The server's own pushgate_delivery_latency_seconds over the run (GET /metrics):
+    # from accepting a push to writing it to each socket, without the client's share.
+    server_p50_ms: float | None = None
+    server_p99_ms: float | None = None
     push_rtt_p50_ms: float | None = None  # from sending a push to the server's answer
     push_rtt_p99_ms: float | None = None
     # Memory and connecting
@@ -288,6 +292,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("latency p95 ms", "p95_ms", ".2f"),
     ("latency p99 ms", "p99_ms", ".2f"),
     ("latency max ms", "max_ms", ".2f"),
+    ("server's latency p50 ms", "server_p50_ms", ".2f"),
+    ("server's latency p99 ms", "server_p99_ms", ".2f"),
     ("push answered p50 ms", "push_rtt_p50_ms", ".2f"),
     ("push answered p99 ms", "push_rtt_p99_ms", ".2f"),
     ("room members paged", "members_paged", "n"),

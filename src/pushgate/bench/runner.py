@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pushgate.bench.histogram import Histogram
-from pushgate.bench.httpclient import HttpConnection
+from pushgate.bench.httpclient import HttpConnection, HttpError
 from pushgate.bench.options import MAX_DURATION, BenchError, BenchOptions
 from pushgate.bench.procstat import machine_cpu_seconds, own_cpu_seconds
 from pushgate.bench.progress import Progress
@@ -42,6 +42,7 @@ from pushgate.bench.report import (
 )
 from pushgate.bench.scenarios import ROOM, Plan, stream_of
 from pushgate.bench.server import ServerUnderTest, external_server, start_own_server
+from pushgate.bench.serverlatency import LatencyBuckets, ms_of
 from pushgate.bench.workers import WorkerPool, split
 
 SETTLE = 1.0  # seconds between connecting and reading RSS: let the server go quiet
@@ -247,6 +248,7 @@ class Run:
         opts, result, server = self.opts, self.result, self.server
         pusher = self._pusher(plan, count=opts.push_count, duration=opts.push_duration)
         await self.pool.call_all("mark")
+        latency_before = await self._server_latency()
         before = Meter.read(server)
         churning = opts.scenario.name == "churn"
         if churning:
@@ -264,6 +266,11 @@ class Run:
         expected = plan.expected(log.accepted)
         await self.drain(sum(expected.values()))
         after = Meter.read(server)
+        latency_after = await self._server_latency()
+        if latency_before is not None and latency_after is not None:
+            buckets = latency_after.since(latency_before)
+            result.server_p50_ms = ms_of(buckets.quantile(0.50))
+            result.server_p99_ms = ms_of(buckets.quantile(0.99))
         reports = await self.pool.call_all("report", within=120)
         self._account(expected, reports)
         self._meter(before, after, reports)
@@ -279,6 +286,20 @@ class Run:
             result.server_cpu_us_per_delivery = result.server_cpu_s * 1e6 / deliveries
         if result.pushes:
             result.pusher_cpu_us_per_push = (after.own - before.own) * 1e6 / result.pushes
+
+    async def _server_latency(self) -> "LatencyBuckets | None":
+        """The server's delivery-latency histogram from GET /metrics (None when it
+        serves none: metrics off, an API key, or not pushgate)."""
+        if self.server.api_url is None:
+            return None
+        conn = HttpConnection(self.server.api_url)
+        try:
+            status, body = await conn.get("/metrics")
+        except HttpError:
+            return None
+        finally:
+            await conn.close()
+        return LatencyBuckets.parse(body.decode()) if status == 200 else None
 
     async def resume(self, plan: Plan) -> None:
         """Push at ``--rate``; after ``--duration`` (or ``--pushes``) drop every client
