@@ -6,7 +6,6 @@ call it directly.
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -16,6 +15,7 @@ from pushgate import __version__
 from pushgate.bench.cli import add_bench_parser, run_bench
 from pushgate.config import OPTION_GROUPS, OPTIONS, default_of, from_sources
 from pushgate.errors import ConfigError, StartupError
+from pushgate.logformat import configure_logging
 from pushgate.terminal import add_terminal_parsers, run_terminal
 
 DESCRIPTION = """\
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pushgate: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     from pushgate.app import serve
 
     role: str = args.command
@@ -157,16 +157,3 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
-
-
-def setup_logging(level: str) -> None:
-    """Readable lines on stderr: time, level, component, message."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-        stream=sys.stderr,
-    )
-    # websockets' own per-connection lines only at debug; pushgate logs those itself.
-    if level != "debug":
-        logging.getLogger("pushgate.websocket").setLevel(logging.WARNING)

@@ -66,6 +66,7 @@ class Config:
     no_metrics: bool = False
     metrics_address: str = ""
     log_level: str = "info"
+    log_format: str = "text"
 
     @property
     def metrics_endpoint(self) -> tuple[str, int] | None:
@@ -118,6 +119,8 @@ class Config:
             raise ConfigError("--require-token needs --token-secret or --token-public-key")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("--log-format must be text or json")
         if not self.broker.startswith(BROKER_SCHEMES):
             raise ConfigError(
                 f"--broker {self.broker!r} is not supported: use memory:// or "
@@ -396,6 +399,13 @@ OPTIONS: tuple[Option, ...] = (
         "node has no logic API to serve it on); keep it private",
     ),
     Option("log_level", str.lower, "LEVEL", f"log level: {', '.join(LOG_LEVELS)}"),
+    Option(
+        "log_format",
+        str.lower,
+        "FORMAT",
+        "text: a readable line per event; json: one JSON object per line (time, level, "
+        "logger, message, and wsId, remote, code, room where there is one)",
+    ),
 )
 
 
@@ -465,6 +475,9 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "allowed_origins",
         ),
     ),
-    ("metrics and logs (see docs/operations.md)", ("no_metrics", "metrics_address", "log_level")),
+    (
+        "metrics and logs (see docs/operations.md)",
+        ("no_metrics", "metrics_address", "log_level", "log_format"),
+    ),
     ("testing", ("conformance_echo",)),
 )

@@ -303,7 +303,13 @@ class WebSocketConnection(asyncio.Protocol):
         if self.conn_id is not None:
             close = self._proto.close_rcvd or self._proto.close_sent
             self._node.meters.closes[close.code if close is not None else 1006] += 1
-            log.debug("closed %s from %s (%s)", self.conn_id, self.peer, self._close_summary())
+            log.debug(
+                "closed %s from %s (%s)",
+                self.conn_id,
+                self.peer,
+                self._close_summary(),
+                extra=self._context(),
+            )
 
     def pause_writing(self) -> None:
         """The bytes held for this client passed ``max_output_bytes``: it is too slow."""
@@ -319,6 +325,7 @@ class WebSocketConnection(asyncio.Protocol):
             self.peer,
             self._transport.get_write_buffer_size() + self._held_bytes,
             limit,
+            extra=self._context(CLOSE_POLICY_VIOLATION),
         )
         # Not from inside transport.write(): on the next turn of the loop.
         reason = f"slow consumer: over {limit} bytes unsent"
@@ -383,7 +390,11 @@ class WebSocketConnection(asyncio.Protocol):
             if self._resuming == AWAITING_RESUME and now - self.connected_at >= (
                 settings.handshake_timeout
             ):
-                log.info("closing %s: no resume message within the handshake timeout", self.peer)
+                log.info(
+                    "closing %s: no resume message within the handshake timeout",
+                    self.peer,
+                    extra=self._context(),
+                )
                 self.close(CLOSE_POLICY_VIOLATION, "expected a resume message first")
             elif silent >= settings.idle_timeout:
                 log.info(
@@ -391,6 +402,7 @@ class WebSocketConnection(asyncio.Protocol):
                     self.conn_id,
                     self.peer,
                     silent,
+                    extra=self._context(),
                 )
                 self.close(CLOSE_HEARTBEAT_TIMEOUT, f"heartbeat timeout: silent for {silent:.0f} s")
             elif silent >= settings.ping_after and self._pinged_at < self.last_seen:
@@ -402,6 +414,7 @@ class WebSocketConnection(asyncio.Protocol):
                 "dropped %s: no WebSocket handshake within %g s",
                 self.peer,
                 settings.handshake_timeout,
+                extra=self._context(),
             )
             self.abort()
 
@@ -427,7 +440,13 @@ class WebSocketConnection(asyncio.Protocol):
         proto.send_response(response)
         self._write_protocol_output()  # the 101 goes out before the welcome frame
         if response.status_code != 101:
-            log.debug("answered %s from %s with %d", path, self.peer, response.status_code)
+            log.debug(
+                "answered %s from %s with %d",
+                path,
+                self.peer,
+                response.status_code,
+                extra=self._context(),
+            )
             return
         if at_frame_boundary and not proto.reader.buffer:
             self._forget_request()
@@ -469,7 +488,9 @@ class WebSocketConnection(asyncio.Protocol):
             meters.refused[verdict.kind] += 1
             if verdict.kind in LIMIT_REFUSALS:
                 meters.limits[LIMIT_REFUSALS[verdict.kind]] += 1
-            log.info("refused a connection from %s: %s", self.peer, verdict.reason)
+            log.info(
+                "refused a connection from %s: %s", self.peer, verdict.reason, extra=self._context()
+            )
             return self._proto.reject(verdict.status, verdict.reason + "\n"), None
         self._admitted_ip = self.ip  # counted: released in connection_lost
         if verdict.subprotocol is not None:
@@ -502,7 +523,7 @@ class WebSocketConnection(asyncio.Protocol):
                 self._release()
 
             registered.add_done_callback(on_registered)
-        log.debug("opened %s from %s", conn_id, self.peer)
+        log.debug("opened %s from %s", conn_id, self.peer, extra=self._context())
 
     def _start_resume(self, data: bytes) -> None:
         """The first message of a ?resume=1 connection: resume the session it names."""
@@ -510,7 +531,9 @@ class WebSocketConnection(asyncio.Protocol):
         try:
             request = parse_resume(parse_client_message(data))
         except ClientFrameError as exc:
-            log.info("closing %s: %d %s", self.peer, exc.code, exc.reason)
+            log.info(
+                "closing %s: %d %s", self.peer, exc.code, exc.reason, extra=self._context(exc.code)
+            )
             self._proto.fail(exc.code, exc.reason)
             return
         self._resuming = RESUMING
@@ -526,7 +549,13 @@ class WebSocketConnection(asyncio.Protocol):
         try:
             resumed = await node.resume(request.ws_id, request.session, since, self, user)
         except BrokerUnavailable as exc:
-            log.info("resume of %s from %s failed: %s", request.ws_id, self.peer, exc)
+            log.info(
+                "resume of %s from %s failed: %s",
+                request.ws_id,
+                self.peer,
+                exc,
+                extra=self._context(),
+            )
             self.close(CLOSE_TRY_AGAIN_LATER, "cannot resume now; retry")
             return
         except Exception:  # a bug must cost this connection only, and say so
@@ -542,7 +571,12 @@ class WebSocketConnection(asyncio.Protocol):
         if resumed is None:
             self.conn_id = None
             if alive:
-                log.info("%s could not resume %s: unknown session", self.peer, request.ws_id)
+                log.info(
+                    "%s could not resume %s: unknown session",
+                    self.peer,
+                    request.ws_id,
+                    extra=self._context(),
+                )
                 self._held = False
                 self._open(claims, reason="session expired, unknown, or not yours")
             return
@@ -565,6 +599,7 @@ class WebSocketConnection(asyncio.Protocol):
             self.peer,
             len(resumed.frames),
             "recovered" if recovered else "NOT recovered",
+            extra=self._context(),
         )
         self._release()
 
@@ -626,7 +661,11 @@ class WebSocketConnection(asyncio.Protocol):
         if limit and self._rate.over(self._loop.time(), limit):
             self._node.meters.limits["max_messages_per_second"] += 1
             log.info(
-                "closing %s from %s: over %d messages per second", self.conn_id, self.peer, limit
+                "closing %s from %s: over %d messages per second",
+                self.conn_id,
+                self.peer,
+                limit,
+                extra=self._context(CLOSE_POLICY_VIOLATION),
             )
             self._proto.fail(
                 CLOSE_POLICY_VIOLATION, f"rate limit: over {limit} messages per second"
@@ -635,7 +674,14 @@ class WebSocketConnection(asyncio.Protocol):
         try:
             message = parse_client_message(data)
         except ClientFrameError as exc:
-            log.info("closing %s from %s: %d %s", self.conn_id, self.peer, exc.code, exc.reason)
+            log.info(
+                "closing %s from %s: %d %s",
+                self.conn_id,
+                self.peer,
+                exc.code,
+                exc.reason,
+                extra=self._context(exc.code),
+            )
             self._proto.fail(exc.code, exc.reason)
             return
         if message.is_heartbeat:
@@ -680,6 +726,7 @@ class WebSocketConnection(asyncio.Protocol):
                     self.peer,
                     proto.close_sent.code,
                     proto.close_sent.reason,
+                    extra=self._context(proto.close_sent.code),
                 )
         if self._closing_since is None and proto.close_expected():
             self._closing_since = self._loop.time()
@@ -695,6 +742,14 @@ class WebSocketConnection(asyncio.Protocol):
         """Drop the TCP connection now, discarding anything unsent."""
         if self._transport is not None:
             self._transport.abort()
+
+    def _context(self, code: int | None = None) -> dict[str, object]:
+        """The fields a JSON log line carries for this connection (logformat.py): the
+        close ``code`` given, or the one already exchanged."""
+        if code is None:
+            close = self._proto.close_sent or self._proto.close_rcvd
+            code = close.code if close is not None else None
+        return {"wsId": self.conn_id, "remote": self.peer, "code": code}
 
     def _close_summary(self) -> str:
         proto = self._proto
