@@ -246,6 +246,31 @@ async def test_rooms_and_their_members_are_listed_page_by_page(browser: "Browser
             await ws.close()
 
 
+async def test_the_live_charts_draw_connections_deliveries_and_latency(browser: "Browser") -> None:
+    """The Live panel graphs connections, deliveries per second and delivery latency
+    p50/p99 from GET /stats, and shows each latest value beside its name."""
+    from playwright.async_api import expect
+
+    async with running_server(**FAST_TIMERS) as server, console_for(server) as page_url:
+        page, _ = await open_console(browser, page_url, server.ws_url)
+        others = [await open_client(server.ws_url) for _ in range(4)]
+        connections = page.locator('#legend-connections b[data-series="connections"]')
+        await expect(connections).to_have_text("5", timeout=WAIT_MS)
+        async with PushAPI(server.api_url) as api:
+            for i in range(20):
+                await api.push_all(i, 3)
+        deliveries = page.locator('#legend-deliveries b[data-series="deliveries/s"]')
+        await expect(deliveries).to_have_text(re.compile(r"^[1-9][0-9]*$"), timeout=WAIT_MS)
+        for name in ("p50", "p99"):
+            latency = page.locator(f'#legend-latency b[data-series="{name}"]')
+            await expect(latency).to_have_text(re.compile(r"^[0-9]+\.[0-9] ms$"), timeout=WAIT_MS)
+        points = await page.locator("#chart-connections").get_attribute("data-points")
+        assert points is not None
+        assert int(points) >= 1
+        for ws, _ in others:
+            await ws.close()
+
+
 async def test_the_api_key_typed_in_the_page_is_sent_as_a_bearer_header(
     browser: "Browser",
 ) -> None:

@@ -3,7 +3,7 @@
 ``add_console_routes(app)`` adds to an aiohttp application::
 
     GET /                     the console page (static/console.html)
-    GET /static/<name>        console.css, console.js, pushgate.js (text/javascript),
+    GET /static/<name>        console.css, console.js, charts.js, pushgate.js (text/javascript),
                               with Access-Control-Allow-Origin: * so any page may import them
 
 The files are read from the package once and served from memory with an ETag, so
@@ -24,6 +24,7 @@ STATIC_FILES: dict[str, str] = {
     "console.html": "text/html; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
     "console.js": "text/javascript; charset=utf-8",
+    "charts.js": "text/javascript; charset=utf-8",
     "pushgate.js": "text/javascript; charset=utf-8",
 }
 

@@ -26,6 +26,7 @@ from pushgate.errors import BrokerUnavailable, InvalidField, UnknownConnection
 from pushgate.framing import text_frame
 from pushgate.ids import NO_CONN, NO_ROOM, ConnId, RoomId
 from pushgate.messages import Command, Op, Reply
+from pushgate.meters import LATENCY_BUCKETS
 from pushgate.wire import encode_push
 
 if TYPE_CHECKING:
@@ -107,15 +108,20 @@ class Control:
     # Presence
 
     async def stats(self) -> dict[str, Any]:
-        """Connections, rooms and users, counted over every gateway."""
+        """Connections, rooms and users, counted over every gateway; deliveries so far
+        and the delivery-latency histogram, summed (the console graphs them)."""
         rooms: set[str] = set()
         users: set[str] = set()
         per_node = []
-        connections = 0
+        connections = deliveries = 0
+        latency = [0] * (len(LATENCY_BUCKETS) + 1)
         for target, census in await self._gather("census"):
             connections += census["connections"]
             rooms.update(census["rooms"])
             users.update(census["users"])
+            deliveries += census.get("deliveries", 0)
+            for i, count in enumerate(census.get("latency", [])[: len(latency)]):
+                latency[i] += count
             per_node.append(
                 {
                     "node": target,
@@ -129,6 +135,11 @@ class Control:
             "rooms": len(rooms),
             "users": len(users),
             "nodes": per_node,
+            "deliveries": deliveries,
+            "deliveryLatency": {
+                "le": [*LATENCY_BUCKETS, None],  # seconds; null: +Inf
+                "cumulative": latency,
+            },
         }
 
     async def room_sizes(self) -> dict[str, int]:
@@ -284,7 +295,14 @@ async def answer_locally(node: "Node", command: Command) -> Any:
     offset = time.time() - asyncio.get_running_loop().time()
     args = command.args
     if command.op == "census":
-        return {"connections": len(hub), "rooms": hub.room_sizes(), "users": list(hub.users())}
+        meters = node.meters
+        return {
+            "connections": len(hub),
+            "rooms": hub.room_sizes(),
+            "users": list(hub.users()),
+            "deliveries": meters.deliveries,
+            "latency": [count for _, count in meters.delivery_latency.cumulative()],
+        }
     if command.op == "members":
         return _members_page(node, command.room, args.get("after"), int(args["limit"]), offset)
     if command.op == "user":

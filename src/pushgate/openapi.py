@@ -432,6 +432,23 @@ def openapi_spec(version: str) -> dict[str, Any]:
                         "connections": {"type": "integer", "minimum": 0},
                         "rooms": {"type": "integer", "minimum": 0},
                         "users": {"type": "integer", "minimum": 0},
+                        "deliveries": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "pushes handed to connections since start",
+                        },
+                        "deliveryLatency": {
+                            "type": "object",
+                            "description": "pushgate_delivery_latency_seconds over every "
+                            "gateway: cumulative counts per upper bound (seconds; null: +Inf)",
+                            "properties": {
+                                "le": {
+                                    "type": "array",
+                                    "items": {"type": "number", "nullable": True},
+                                },
+                                "cumulative": {"type": "array", "items": {"type": "integer"}},
+                            },
+                        },
                         "nodes": {
                             "type": "array",
                             "items": {

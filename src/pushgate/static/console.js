@@ -5,6 +5,7 @@
 // and ?api=http://HOST:PORT (default: this page's own server). The API key is typed or
 // pasted by the person and kept in this page's memory only, like the connection token.
 
+import { Chart, Series, quantileBetween } from "./charts.js";
 import { PushAPI, PushgateClient, State } from "./pushgate.js";
 
 const MAX_MESSAGES = 500;
@@ -263,6 +264,7 @@ async function refreshStats() {
     $("stat-rooms").textContent = String(stats.rooms);
     $("stat-users").textContent = stats.users === undefined ? "—" : String(stats.users);
     $("stat-nodes").textContent = Array.isArray(stats.nodes) ? String(stats.nodes.length) : "—";
+    chartStats(stats);
     $("stat-version").textContent = stats.version ?? "—";
     $("stat-uptime").textContent = formatUptime(stats.uptimeSeconds);
     ui.statsNote.textContent = "";
@@ -303,6 +305,46 @@ async function refreshRoomTable(server) {
       ui.roomTable.hidden = true;
     }
   }
+}
+
+// Live charts: connections, deliveries per second, and delivery latency p50/p99,
+// from successive GET /stats answers (counters and histograms over every gateway).
+
+const live = {
+  connections: new Series("connections", "#3b6fd8"),
+  deliveries: new Series("deliveries/s", "#2e9d5b"),
+  p50: new Series("p50", "#d08a1c"),
+  p99: new Series("p99", "#c43d3d"),
+  previous: null,
+};
+const charts = [
+  new Chart($("chart-connections"), $("legend-connections"), [live.connections]),
+  new Chart($("chart-deliveries"), $("legend-deliveries"), [live.deliveries]),
+  new Chart($("chart-latency"), $("legend-latency"), [live.p50, live.p99], {
+    unit: "ms",
+    digits: 1,
+  }),
+];
+
+function chartStats(stats) {
+  const now = Date.now();
+  live.connections.add(now, stats.connections);
+  const previous = live.previous;
+  if (previous && typeof stats.deliveries === "number") {
+    const seconds = (now - previous.time) / 1000;
+    const delivered = stats.deliveries - previous.deliveries;
+    if (seconds > 0 && delivered >= 0) {
+      live.deliveries.add(now, delivered / seconds);
+      const before = previous.latency;
+      const after = stats.deliveryLatency;
+      if (delivered > 0) {
+        live.p50.add(now, 1000 * quantileBetween(before, after, 0.5));
+        live.p99.add(now, 1000 * quantileBetween(before, after, 0.99));
+      }
+    }
+  }
+  live.previous = { time: now, deliveries: stats.deliveries, latency: stats.deliveryLatency };
+  for (const chart of charts) chart.draw(now);
 }
 
 // A room's members, a page at a time (GET /rooms/{id}?limit=&cursor=)
