@@ -96,13 +96,16 @@ async def _until_count(http: aiohttp.ClientSession, url: str, name: str, value: 
 
 
 async def test_refusals_and_limits_are_counted(http: aiohttp.ClientSession) -> None:
-    async with running_server(**FAST_TIMERS, max_connections=1) as server:
+    async with running_server(**FAST_TIMERS, max_connections=1, max_body_bytes=1024) as server:
         ws, _ = await open_client(server.ws_url)
+        status, _ = await post(http, server.api_url + "/push/all", data="val=" + "x" * 2000)
+        assert status == 413
         async with http.get(server.ws_url.replace("ws://", "http://"), headers=_UPGRADE) as refused:
             assert refused.status == 503
         samples = await scrape(http, server.api_url + "/metrics")
         assert samples[("pushgate_handshakes_refused_total", (("reason", "server_full"),))] == 1
         assert samples[("pushgate_limits_tripped_total", (("limit", "max_connections"),))] == 1
+        assert samples[("pushgate_limits_tripped_total", (("limit", "max_body_bytes"),))] == 1
         await ws.close()
 
 

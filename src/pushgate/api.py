@@ -392,6 +392,7 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     except (InvalidField, UnknownConnection, RoomLimitExceeded, BrokerUnavailable) as exc:
         status, message, extra = _describe_error(exc)
         if status == 409:
+            request.app[NODE_KEY].meters.limits["max_rooms_per_conn"] += 1
             log.info("%s %s: 409, %s", request.method, request.path, exc)
         elif status == 503:
             log.warning("%s %s: 503, %s", request.method, request.path, exc)
@@ -401,6 +402,7 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
             raise
         message = _http_error_message(exc, request)
         if exc.status == 413:  # a limit tripped: say so in the log too
+            request.app[NODE_KEY].meters.limits["max_body_bytes"] += 1
             log.info(
                 "%s %s from %s: 413, %s", request.method, request.path, request.remote, message
             )
