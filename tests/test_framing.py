@@ -1,10 +1,14 @@
 """Our text frames are byte for byte what the websockets library would send."""
 
+import zlib
+
 from hypothesis import given
 from hypothesis import strategies as st
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
-from pushgate.framing import text_frame
+from pushgate.framing import MIN_DEFLATE_BYTES, deflated_text_frame, text_frame
 
 
 def reference(payload: bytes) -> bytes:
@@ -21,3 +25,47 @@ def test_each_length_encoding_at_its_boundaries() -> None:
     for length in (0, 125, 126, 127, 65535, 65536, 70000):
         payload = b"x" * length
         assert text_frame(payload) == reference(payload), length
+
+
+@given(st.binary(max_size=5000), st.integers(min_value=9, max_value=15))
+def test_a_deflated_frame_inflates_to_the_message(payload: bytes, window_bits: int) -> None:
+    """What websockets' own permessage-deflate decoder reads from our compressed
+    frame is the message; a frame deflate cannot shrink is sent as it is."""
+    plain = text_frame(payload)
+    frame = deflated_text_frame(plain, window_bits)
+    if len(payload) < MIN_DEFLATE_BYTES:
+        assert frame is plain
+        return
+    if frame is plain:  # only when deflate does not shrink it (random bytes)
+        encoder = zlib.compressobj(6, zlib.DEFLATED, -window_bits)
+        assert len(encoder.compress(payload) + encoder.flush(zlib.Z_SYNC_FLUSH)) - 4 >= len(payload)
+        return
+    decoder = PerMessageDeflate(True, True, window_bits, window_bits)
+    parsed = parse(frame)
+    assert parsed.rsv1
+    assert decoder.decode(parsed).data == payload
+    assert len(frame) < len(plain)
+
+
+def test_a_json_push_shrinks() -> None:
+    message = (
+        b'{"type":3,"data":{"items":['
+        + b",".join(
+            b'{"id":%d,"name":"item number %d","price":%d.5}' % (i, i, i) for i in range(30)
+        )
+        + b"]}}\n"
+    )
+    frame = deflated_text_frame(text_frame(message), 15)
+    assert len(frame) < len(message) / 3
+
+
+def parse(frame: bytes) -> Frame:
+    reader = StreamReader()
+    reader.feed_data(frame)
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        result: Frame = done.value
+        return result
+    raise AssertionError("the frame did not parse")

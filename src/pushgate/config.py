@@ -62,6 +62,8 @@ class Config:
     allowed_origins: str = "*"
     # Testing
     conformance_echo: bool = False
+    # Compression
+    no_compression: bool = False
     # Metrics and logs
     no_metrics: bool = False
     metrics_address: str = ""
@@ -163,6 +165,7 @@ class Config:
             max_output_bytes=self.max_output_bytes,
             max_messages_per_second=self.max_client_messages_per_second,
             conformance_echo=self.conformance_echo,
+            compression=not self.no_compression,
         )
 
 
@@ -385,6 +388,15 @@ OPTIONS: tuple[Option, ...] = (
         flag_only=True,
     ),
     Option(
+        "no_compression",
+        parse_bool,
+        "",
+        "decline permessage-deflate: send every frame uncompressed (by default a client "
+        "that offers it, as browsers do, gets pushes over 128 bytes compressed, each "
+        "compressed once per gateway)",
+        flag_only=True,
+    ),
+    Option(
         "no_metrics",
         parse_bool,
         "",
@@ -464,6 +476,7 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "max_client_messages_per_second",
         ),
     ),
+    ("compression", ("no_compression",)),
     (
         "who may push and connect (see docs/security.md)",
         (

@@ -37,6 +37,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs
 
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, State
@@ -44,7 +48,7 @@ from websockets.protocol import Protocol, State
 from pushgate import __version__
 from pushgate.console import static_file
 from pushgate.errors import BrokerUnavailable, ClientFrameError
-from pushgate.framing import text_frame
+from pushgate.framing import DEFLATE_LEVEL, deflated_text_frame, text_frame
 from pushgate.gatekeeper import Admitted, Gatekeeper
 from pushgate.ids import ConnId, new_conn_id
 from pushgate.limits import MessageRate
@@ -106,7 +110,20 @@ class ConnectionSettings:
     max_messages_per_second: int = 0  # more from one client closes it with 1008; 0: no limit
     # Testing
     conformance_echo: bool = False  # serve /echo, which echoes every message (Autobahn)
+    # permessage-deflate for clients that offer it, without context takeover both ways
+    compression: bool = True
 
+
+# permessage-deflate, offered by browsers and most clients. No context takeover on
+# either side: a server message is compressed on its own, so once per push for every
+# connection, and no connection keeps a zlib state (tens of KB) between messages.
+DEFLATE = [
+    ServerPerMessageDeflateFactory(
+        server_no_context_takeover=True,
+        client_no_context_takeover=True,
+        compress_settings={"level": DEFLATE_LEVEL},
+    )
+]
 
 # Refused handshakes that are a limit tripping, and the option that sets the limit.
 LIMIT_REFUSALS = {
@@ -124,11 +141,25 @@ class Outbox:
         self._loop = loop
         self._dirty: list[WebSocketConnection] = []
         self.meters = meters
+        # Compressed frames of this turn, by (id of the plain frame, window bits):
+        # a push's deflate is done once, whichever sinks ask. The plain frame is held
+        # too, so that its id is not reused before the cache is cleared.
+        self._deflated: dict[tuple[int, int], tuple[bytes, bytes]] = {}
 
     def mark(self, conn: "WebSocketConnection") -> None:
         if not self._dirty:
             self._loop.call_soon(self._flush)
         self._dirty.append(conn)
+
+    def deflated(self, frame: bytes, window_bits: int) -> bytes:
+        """``frame`` compressed for permessage-deflate, made once per push and turn."""
+        key = (id(frame), window_bits)
+        cached = self._deflated.get(key)
+        if cached is None:
+            if not self._deflated:
+                self._loop.call_soon(self._deflated.clear)
+            cached = self._deflated[key] = (frame, deflated_text_frame(frame, window_bits))
+        return cached[1]
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
@@ -189,6 +220,7 @@ class WebSocketConnection(asyncio.Protocol):
         "_admitted_ip",
         "_claims",
         "_closing_since",
+        "_deflate_bits",
         "_echo",
         "_fragmented_text",
         "_fragments",
@@ -230,7 +262,12 @@ class WebSocketConnection(asyncio.Protocol):
         self._outbox = outbox
         self._registry = registry
         self._loop = asyncio.get_running_loop()
-        self._proto = GatewayProtocol(max_size=settings.max_message_bytes, logger=_protocol_log)
+        self._proto = GatewayProtocol(
+            max_size=settings.max_message_bytes,
+            logger=_protocol_log,
+            extensions=DEFLATE if settings.compression else None,
+        )
+        self._deflate_bits = 0  # the window of a negotiated permessage-deflate
         self._transport: asyncio.Transport | None = None
         self._pending: list[bytes] = []
         self._fragments: list[bytes] = []
@@ -339,6 +376,8 @@ class WebSocketConnection(asyncio.Protocol):
     def send(self, frame: bytes) -> None:
         """Queue a frame; the outbox writes it on this turn of the event loop."""
         if self._accepting:
+            if self._deflate_bits:
+                frame = self._outbox.deflated(frame, self._deflate_bits)
             pending = self._pending
             pending.append(frame)
             if len(pending) == 1:
@@ -439,6 +478,9 @@ class WebSocketConnection(asyncio.Protocol):
         response.headers["Server"] = SERVER_HEADER
         proto.send_response(response)
         self._write_protocol_output()  # the 101 goes out before the welcome frame
+        for extension in proto.extensions:
+            if isinstance(extension, PerMessageDeflate):
+                self._deflate_bits = extension.local_max_window_bits
         if response.status_code != 101:
             log.debug(
                 "answered %s from %s with %d",

@@ -1,16 +1,25 @@
 """WebSocket framing of server messages, done once per message.
 
-The server sends unmasked frames and negotiates no extension, so a frame's bytes
-are the same for every connection: a push is framed once per node and those very
-bytes are written to every recipient's socket. A resume frames every push it
+The server sends unmasked frames, so a frame's bytes are the same for every
+connection: a push is framed once per node and those very bytes are written to every
+recipient's socket. With permessage-deflate (RFC 7692) negotiated without context
+takeover on the server's side, a compressed message depends on nothing but itself:
+it too is made once per push (:func:`deflated_text_frame`) and shared by every
+connection that negotiated compression. A resume frames every push it
 replays, so framing is written out here (RFC 6455 5.2: FIN and the opcode, then the
 payload length in 7, 7+16 or 7+64 bits) rather than built through a ``Frame``
 object; tests/test_framing.py checks it against the ``websockets`` library's.
 """
 
 import struct
+import zlib
 
 _TEXT_FIN = 0x81  # FIN set, opcode 1 (text)
+_TEXT_FIN_RSV1 = 0xC1  # the same, RSV1 set: the payload is compressed (RFC 7692 6)
+_SYNC_FLUSH_TAIL = b"\x00\x00\xff\xff"
+# Messages shorter than this are sent as they are: deflate saves nothing on them.
+MIN_DEFLATE_BYTES = 128
+DEFLATE_LEVEL = 6
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
@@ -18,9 +27,35 @@ _LONG = struct.Struct("!BBQ")
 
 def text_frame(payload: bytes) -> bytes:
     """Frame a UTF-8 payload as one unmasked, final WebSocket text frame."""
+    return _frame(_TEXT_FIN, payload)
+
+
+def _frame(first: int, payload: bytes) -> bytes:
     length = len(payload)
     if length < 126:
-        return _SHORT.pack(_TEXT_FIN, length) + payload
+        return _SHORT.pack(first, length) + payload
     if length < 65536:
-        return _MEDIUM.pack(_TEXT_FIN, 126, length) + payload
-    return _LONG.pack(_TEXT_FIN, 127, length) + payload
+        return _MEDIUM.pack(first, 126, length) + payload
+    return _LONG.pack(first, 127, length) + payload
+
+
+def payload_of(frame: bytes) -> bytes:
+    """The payload of an unmasked frame made by :func:`text_frame`."""
+    length = frame[1] & 0x7F
+    return frame[2 if length < 126 else 4 if length == 126 else 10 :]
+
+
+def deflated_text_frame(frame: bytes, window_bits: int) -> bytes:
+    """``frame`` (from :func:`text_frame`) compressed for permessage-deflate without
+    context takeover, with a ``window_bits`` window; ``frame`` itself when it is too
+    short to gain, or does not get shorter (an uncompressed frame is always allowed)."""
+    payload = payload_of(frame)
+    if len(payload) < MIN_DEFLATE_BYTES:
+        return frame
+    encoder = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -window_bits)
+    data = encoder.compress(payload) + encoder.flush(zlib.Z_SYNC_FLUSH)
+    if data.endswith(_SYNC_FLUSH_TAIL):
+        data = data[:-4]
+    if len(data) >= len(payload):
+        return frame
+    return _frame(_TEXT_FIN_RSV1, data)
