@@ -22,6 +22,7 @@ from pushgate.directory import Directory, LocalDirectory
 from pushgate.errors import BrokerUnavailable, ConfigError, StartupError
 from pushgate.gatekeeper import Gatekeeper
 from pushgate.gateway import Gateway
+from pushgate.gcpolicy import FreezeSurvivors, runs_on_uvloop
 from pushgate.hub import Hub
 from pushgate.limits import ConnectionLimits
 from pushgate.metrics import LoopWatch, new_registry
@@ -169,6 +170,7 @@ class PushServer:
         )
         self.metrics = None if config.no_metrics else new_registry(self.node)
         self._loop_watch = None if config.no_metrics else LoopWatch(self.node.meters)
+        self._gc = FreezeSurvivors()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._metrics_runner: web.AppRunner | None = None
@@ -194,6 +196,8 @@ class PushServer:
             await self._start_metrics(*config.metrics_endpoint)
         if self._loop_watch is not None:
             self._loop_watch.start()
+        if not config.no_gc_freeze and runs_on_uvloop(asyncio.get_running_loop()):
+            self._gc.start()
 
     async def _start_metrics(self, host: str, port: int) -> None:
         """GET /metrics alone, on --metrics-address (no API key: keep it private)."""
@@ -269,6 +273,7 @@ class PushServer:
             await self._metrics_runner.cleanup()
         if self._loop_watch is not None:
             await self._loop_watch.stop()
+        self._gc.stop()
         await self.node.close()
 
     def describe(self) -> str:

@@ -64,6 +64,8 @@ class Config:
     conformance_echo: bool = False
     # Compression
     no_compression: bool = False
+    # Garbage collection
+    no_gc_freeze: bool = False
     # Metrics and logs
     no_metrics: bool = False
     metrics_address: str = ""
@@ -397,6 +399,15 @@ OPTIONS: tuple[Option, ...] = (
         flag_only=True,
     ),
     Option(
+        "no_gc_freeze",
+        parse_bool,
+        "",
+        "let full garbage collections walk every object again (by default, on uvloop, "
+        "what survives a full collection is frozen, so that the next ones skip it and "
+        "never stop the event loop for long; see docs/operations.md)",
+        flag_only=True,
+    ),
+    Option(
         "no_metrics",
         parse_bool,
         "",
@@ -476,7 +487,7 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "max_client_messages_per_second",
         ),
     ),
-    ("compression", ("no_compression",)),
+    ("compression and garbage collection", ("no_compression", "no_gc_freeze")),
     (
         "who may push and connect (see docs/security.md)",
         (

@@ -347,6 +347,14 @@ class WebSocketConnection(asyncio.Protocol):
                 self._close_summary(),
                 extra=self._context(),
             )
+        # The protocol's parser is a generator suspended inside a method of the
+        # protocol, so the protocol holds a frame that holds the protocol; a connection
+        # that ended without a close frame also left the parser's EOFError, whose
+        # traceback holds the same. Those reference cycles only a full garbage
+        # collection would free; broken here, the connection is freed by reference
+        # counting alone, which keeps frozen objects (pushgate.gcpolicy) from leaking.
+        self._proto.parser.close()
+        self._proto.parser_exc = None
 
     def pause_writing(self) -> None:
         """The bytes held for this client passed ``max_output_bytes``: it is too slow."""

@@ -154,6 +154,12 @@ class NodeCollector:
             "how late the event loop ran a task due to run (probed 4 times a second)",
             meters.loop_lag,
         )
+        yield GaugeMetricFamily(
+            "pushgate_gc_frozen_objects",
+            "objects frozen out of garbage collection (pushgate.gcpolicy); should follow "
+            "the connections held, not only grow",
+            gc.get_freeze_count(),
+        )
         yield _histogram(
             "pushgate_gc_pause_seconds",
             "garbage collections, each stopping the event loop this long",
