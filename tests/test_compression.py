@@ -8,7 +8,15 @@ import aiohttp
 from websockets.asyncio.client import connect
 from websockets.frames import Opcode
 
-from tests.helpers import FAST_TIMERS, UNIT, RawClient, post, recv_json, running_server
+from tests.helpers import (
+    FAST_TIMERS,
+    UNIT,
+    RawClient,
+    close_code_of,
+    post,
+    recv_json,
+    running_server,
+)
 
 BIG = {"items": [{"id": i, "name": f"item number {i}", "price": i + 0.5} for i in range(40)]}
 
@@ -65,3 +73,15 @@ async def test_a_compressed_client_message_is_read(http: aiohttp.ClientSession) 
         await ws.recv()
         await ws.send(json.dumps({"type": 1, "data": "PING", "pad": "x" * 500}))
         assert await recv_json(ws) == {"type": 1, "data": "PONG"}
+
+
+async def test_a_compressed_message_that_inflates_past_the_limit_is_refused() -> None:
+    """A few hundred compressed bytes that inflate past --max-message-bytes close that
+    connection with 1009, as the same message sent plain would: no "zip bomb"."""
+    async with (
+        running_server(**FAST_TIMERS, max_message_bytes=4096) as server,
+        connect(server.ws_url, open_timeout=5 * UNIT, compression="deflate") as ws,
+    ):
+        await ws.recv()
+        await ws.send(json.dumps({"type": 1, "data": "PING", "pad": "x" * 1_000_000}))
+        assert await close_code_of(ws) == 1009

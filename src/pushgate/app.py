@@ -186,7 +186,9 @@ class PushServer:
             log.warning("%s; starting anyway, not ready until the broker answers", exc)
         if self.role != "logic":
             try:
-                await self.gateway.start(config.ws_host, config.ws_port)
+                await self.gateway.start(
+                    config.ws_host, config.ws_port, reuse_port=config.reuse_port
+                )
             except OSError as exc:
                 await self.node.close()
                 raise _listen_error("gateway", config.ws_host, config.ws_port, exc) from None

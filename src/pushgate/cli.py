@@ -133,6 +133,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pushgate.app import serve
 
     role: str = args.command
+    if config.worker_count > 1:
+        if role == "logic":
+            print(
+                "pushgate: --workers is for serve and gateway; run more logic nodes instead",
+                file=sys.stderr,
+            )
+            return 2
+        from pushgate.supervisor import supervise
+
+        given = list(sys.argv[1:] if argv is None else argv)
+        options = given[given.index(role) + 1 :]
+        return run(lambda: supervise(config, role, options))
     return run(lambda: serve(config, role))
 
 

@@ -5,6 +5,7 @@ Precedence: a command-line option, else the environment variable
 ``PUSHGATE_<NAME>``, else the default.
 """
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,9 @@ class Config:
     api_host: str = "127.0.0.1"
     api_port: int = 9999
     broker: str = "memory://"
+    # Processes
+    workers: int = 1  # 0: one per CPU ("auto")
+    reuse_port: bool = False
     # Cluster
     prefix: str = "pushgate:"
     node_id: str = ""
@@ -97,6 +101,8 @@ class Config:
             raise ConfigError("--metrics-address serves /metrics, which --no-metrics turns off")
         if self.history_size < 0:
             raise ConfigError("--history-size must be 0 (no history) or more")
+        if self.workers < 0:
+            raise ConfigError("--workers must be auto or a number of processes, 1 or more")
         if self.history_ttl <= 0:
             raise ConfigError("--history-ttl must be more than 0 seconds")
         if self.idle_timeout <= self.heartbeat:
@@ -154,6 +160,11 @@ class Config:
     def clustered(self) -> bool:
         return not self.broker.startswith("memory://")
 
+    @property
+    def worker_count(self) -> int:
+        """How many gateway processes --workers asks for (auto: one per CPU)."""
+        return self.workers or os.cpu_count() or 1
+
     def connection_settings(self) -> ConnectionSettings:
         return ConnectionSettings(
             heartbeat=self.heartbeat,
@@ -208,6 +219,20 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"not a yes or no: {text!r}")
 
 
+def parse_workers(text: str) -> int:
+    """A number of processes, or ``auto`` (0: one per CPU)."""
+    value = text.strip().lower()
+    if value == "auto":
+        return 0
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"not auto or a number: {text!r}") from None
+    if count < 1:
+        raise ValueError(f"not auto or a number of processes, 1 or more: {text!r}")
+    return count
+
+
 def parse_size(text: str) -> int:
     """Bytes, with an optional K/KiB or M/MiB suffix: ``4096``, ``64K``, ``4MiB``."""
     value = text.strip().upper().removesuffix("B").removesuffix("I")
@@ -229,6 +254,23 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("api_host", str, "HOST", "address the logic HTTP API listens on (keep it private)"),
     Option("api_port", int, "PORT", "port of the logic HTTP API"),
+    Option(
+        "workers",
+        parse_workers,
+        "N",
+        "gateway processes sharing the WebSocket port (serve and gateway; auto: one per "
+        "CPU). More than 1 runs a supervisor that restarts a worker that dies; they share "
+        "--broker, or a private redis-server it starts when none is given (see "
+        "docs/scaling.md)",
+    ),
+    Option(
+        "reuse_port",
+        parse_bool,
+        "",
+        "listen with SO_REUSEPORT, so that several gateways share the WebSocket port "
+        "(--workers sets it)",
+        flag_only=True,
+    ),
     Option(
         "broker",
         str,
@@ -455,6 +497,7 @@ def from_sources(cli: Mapping[str, object], env: Mapping[str, str]) -> Config:
 # How --help groups the options (every option is in exactly one group).
 OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("where to listen", ("ws_host", "ws_port", "api_host", "api_port")),
+    ("processes", ("workers", "reuse_port")),
     (
         "cluster (see docs/cluster.md)",
         ("broker", "prefix", "node_id", "node_ttl", "control_timeout"),

@@ -54,8 +54,9 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int) -> None:
-        """Listen; raises OSError when the address cannot be bound."""
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        """Listen (sharing the port with other processes when ``reuse_port``); raises
+        OSError when the address cannot be bound."""
         loop = asyncio.get_running_loop()
         outbox = Outbox(loop, self._node.meters if self._count_writes else None)
         settings, node, registry = self._settings, self._node, self._registry
@@ -66,6 +67,7 @@ class Gateway:
             port,
             backlog=LISTEN_BACKLOG,
             reuse_address=True,
+            reuse_port=reuse_port or None,
         )
         self._sweeper = asyncio.create_task(self._sweep(), name="pushgate-sweeper")
 
