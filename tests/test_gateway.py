@@ -139,6 +139,23 @@ async def test_a_message_over_the_size_limit_closes_with_1009() -> None:
         assert await close_code_of(ws) == 1009
 
 
+async def test_a_sweep_in_slices_reaches_every_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweeper checks timers a slice of connections per turn of the event loop:
+    with slices of 2, all 7 silent clients still get their heartbeat timeout."""
+    monkeypatch.setattr("pushgate.gateway.SWEEP_SLICE", 2)
+    async with running_server(**FAST_TIMERS) as server:
+        clients = [RawClient(server.ws_url, answer_pings=False) for _ in range(7)]
+        for raw in clients:
+            await raw.connect()
+            await raw.next_message()  # welcome
+        closes = [await raw.close_frame() for raw in clients]
+        assert [close.code for close in closes] == [1011] * 7
+        for raw in clients:
+            await raw.aclose()
+
+
 async def test_a_silent_client_is_closed_with_a_close_frame(server: Running) -> None:
     """A client that sends nothing and answers no ping gets a 1011 close frame,
     not a dropped socket, once the idle timeout passes."""

@@ -30,6 +30,9 @@ log = logging.getLogger("pushgate.gateway")
 # The sweeper visits every connection this many times per shortest timeout.
 SWEEPS_PER_TIMEOUT = 4
 MAX_SWEEP_INTERVAL = 1.0
+# Connections checked in one turn of the event loop. A sweep that pings 20,000 silent
+# clients at once stopped the loop for 100-200 ms; in slices, pushes go out between.
+SWEEP_SLICE = 500
 LISTEN_BACKLOG = 4096
 # A drain closes a slice of the connections this often.
 DRAIN_STEP = 0.05
@@ -130,8 +133,14 @@ class Gateway:
         )
         interval = min(MAX_SWEEP_INTERVAL, shortest / SWEEPS_PER_TIMEOUT)
         loop = asyncio.get_running_loop()
+        live = self._registry.connections
         while True:
             await asyncio.sleep(interval)
-            now = loop.time()
-            for conn in list(self._registry.connections):
-                conn.check_timers(now)
+            conns = list(live)
+            for start in range(0, len(conns), SWEEP_SLICE):
+                if start:
+                    await asyncio.sleep(0)  # let pushes through between slices
+                now = loop.time()
+                for conn in conns[start : start + SWEEP_SLICE]:
+                    if conn in live:  # not closed since the sweep began
+                        conn.check_timers(now)

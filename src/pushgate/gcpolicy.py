@@ -5,17 +5,17 @@ holding 20,000 connections tracks over 600,000, and walking them stopped the loo
 160-190 ms: a latency spike every client felt (docs/benchmarks.md).
 
 What makes those objects safe to skip: a connection, its session, a push or an API
-request leaves no reference cycle behind when it ends (tests/test_gc.py counts the
-cyclic garbage they leave: none), so reference counting alone frees them, and a full
-collection finds nothing among them. :class:`FreezeSurvivors` therefore moves every
-object that survived a full collection into the permanent generation
-(:func:`gc.freeze`), which later collections skip. Each full collection then walks
-only what became long-lived since the previous one, and still frees any cycle among
-those. Reference counting frees frozen objects as usual; what freezing would keep is
-a cycle that forms in an object after it was frozen, which is why this is only
-switched on where the tests show there is none: on uvloop. asyncio's own selector
-transport keeps a bound method of itself (``_read_ready``), a cycle per connection
-that only a full collection would free.
+request leaves no reference cycle behind when it ends (tests/test_gc.py checks it),
+so reference counting alone frees them, and a full collection would find nothing
+among them. :class:`FreezeSurvivors` therefore moves every object that survived a
+generation-1 collection (two young collections in all) into the permanent generation
+(:func:`gc.freeze`, a constant-time list splice), which collections skip. Young
+collections still free every cycle among new objects; a full collection walks only
+the few objects promoted since the last freeze. Reference counting frees frozen
+objects as usual; what freezing would keep is a cycle that forms in an object after
+it was frozen, which is why this is only switched on where the tests show there is
+none: on uvloop. asyncio's own selector transport keeps a bound method of itself
+(``_read_ready``), a cycle per connection that only a full collection would free.
 
 The number of frozen objects is exported (``pushgate_gc_frozen_objects``): it follows
 the connections held, and one that only grows would be a leak.
@@ -29,14 +29,21 @@ log = logging.getLogger("pushgate.gc")
 
 
 class FreezeSurvivors:
-    """Freeze what survives each full collection, from :meth:`start` to :meth:`stop`."""
+    """Freeze the survivors of every collection of ``after_generation`` or older,
+    from :meth:`start` to :meth:`stop`."""
 
-    def __init__(self) -> None:
+    def __init__(self, after_generation: int = 1) -> None:
         self.active = False
+        # Freeze after collections of this generation or an older one. 1: what
+        # survived two young collections is frozen at once, so no full collection
+        # ever walks the objects of a burst of new connections (the first walk of
+        # 20,000 connections' objects after they were set up would stop the loop for
+        # about 130 ms). 2: only what survived a full collection.
+        self.after_generation = after_generation
 
     def start(self) -> None:
         """Collect once, freeze what is left (modules, the server's own objects),
-        then freeze the survivors of every full collection to come."""
+        then freeze the survivors of the collections to come."""
         if self.active:
             return
         gc.collect()
@@ -54,7 +61,7 @@ class FreezeSurvivors:
         gc.unfreeze()
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "stop" and info["generation"] == 2:
+        if phase == "stop" and info["generation"] >= self.after_generation:
             gc.freeze()
 
 
