@@ -4,10 +4,12 @@ its clients resume their sessions; SIGTERM stops everything it started; a machin
 without redis-server gets an error that says what to do."""
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 from collections.abc import Sequence
 
@@ -18,11 +20,13 @@ from tests.helpers import (
     LOOPBACK,
     UNIT,
     ServerProcess,
+    free_port,
     open_client,
     post,
     pushgate_command,
     server_process,
 )
+from tests.test_metrics import scrape
 
 READY_WORKER = re.compile(r"(gateway \d|logic) ready \(pid (\d+), node ([\w-]+)\)")
 REDIS_STARTED = re.compile(r"private redis-server started \(pid (\d+), (\S+)\)")
@@ -30,6 +34,21 @@ REDIS_STARTED = re.compile(r"private redis-server started \(pid (\d+), (\S+)\)")
 
 def api(server: ServerProcess) -> str:
     return f"http://{LOOPBACK}:{server.api_port}"
+
+
+def free_port_run(count: int) -> int:
+    """A loopback port P such that P, P+1, ... P+count-1 are all free."""
+    for _ in range(50):
+        first = free_port()
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(first, first + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind((LOOPBACK, port))
+            return first
+        except OSError:
+            continue
+    raise AssertionError(f"no run of {count} free ports")
 
 
 def ready_workers(server: ServerProcess) -> dict[str, tuple[int, str]]:
@@ -66,7 +85,10 @@ async def received(clients: Sequence[ClientConnection]) -> list[str]:
 async def test_workers_share_the_port_and_serve_as_one(http: aiohttp.ClientSession) -> None:
     """Two gateway workers take connections on one port; the API sees them all,
     pushes to all reach all, and a room spans both workers."""
-    async with server_process("--workers", "2") as server:
+    metrics = free_port_run(3)
+    async with server_process(
+        "--workers", "2", "--metrics-address", f"{LOOPBACK}:{metrics}"
+    ) as server:
         assert "(2 workers)" in "".join(server.log)
         clients = [(await open_client(server.ws_url)) for _ in range(16)]
         try:
@@ -76,6 +98,13 @@ async def test_workers_share_the_port_and_serve_as_one(http: aiohttp.ClientSessi
             per_node = [node["connections"] for node in stats["nodes"]]
             assert len(per_node) == 2
             assert all(count > 0 for count in per_node), per_node  # the kernel spread them
+            held = [
+                (await scrape(http, f"http://{LOOPBACK}:{metrics + i}/metrics"))[
+                    ("pushgate_connections", ())
+                ]
+                for i in (1, 2)  # worker i serves its metrics on PORT+i
+            ]
+            assert sorted(held) == sorted(per_node)
             status, body = await post(
                 http, api(server) + "/push/all", data={"val": "to all", "tag": "3"}
             )

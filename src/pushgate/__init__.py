@@ -5,4 +5,4 @@ API pushes messages to every connection or to one room, and moves connections in
 out of rooms. See README.md for the wire protocol.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -125,8 +125,13 @@ class Supervisor:
         ws_port = self._hold_port(config.ws_host, config.ws_port)
         common = ["--broker", broker]
         gateway_extra = [*common, "--ws-port", str(ws_port), "--reuse-port"]
+        metrics = config.metrics_endpoint
         for index in range(1, config.worker_count + 1):
-            argv = child_argv(self.argv, "gateway", gateway_extra)
+            extra = list(gateway_extra)
+            if metrics is not None:  # each worker on its own port: PORT+1, PORT+2, ...
+                host, port = metrics
+                extra += ["--metrics-address", f"{host}:{port + index if port else 0}"]
+            argv = child_argv(self.argv, "gateway", extra)
             self.children.append(Child(f"gateway {index}", argv))
         if self.role == "serve":
             self.children.append(Child("logic", child_argv(self.argv, "logic", common)))
