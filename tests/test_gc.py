@@ -183,5 +183,7 @@ async def test_memory_stays_flat_over_100000_connections() -> None:
         await churn(server.ws_port, 90_000)
         rss_after, frozen_after = await settled()
     growth = rss_after - rss_before
-    assert growth < 4 * 1024 * 1024, f"RSS grew {growth / 1e6:.1f} MB"
+    # Allocator noise is a few MB; a leak of 200 bytes per connection would be 18 MB
+    # (the parser cycle this guards against leaked 59 MB).
+    assert growth < 16 * 1024 * 1024, f"RSS grew {growth / 1e6:.1f} MB"
     assert frozen_after - frozen_before < 5_000, (frozen_before, frozen_after)

@@ -15,6 +15,7 @@ for their fields.
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import socket
@@ -207,6 +208,11 @@ class Worker:
             if client.index in self.slow and client.transport is not None:
                 client.transport.pause_reading()
                 loop.call_later(self.slow_pause, _resume, client)
+        # The clients set up so far live until the end: out of the way of this
+        # worker's own full garbage collections, which would otherwise stop its loop
+        # for tens of milliseconds at 10,000 clients and count as delivery latency.
+        gc.collect()
+        gc.freeze()
         self.cpu_mark = own_cpu_seconds()
         return {}
 
