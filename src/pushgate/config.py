@@ -445,8 +445,8 @@ OPTIONS: tuple[Option, ...] = (
         parse_bool,
         "",
         "let full garbage collections walk every object again (by default, on uvloop, "
-        "what survives a full collection is frozen, so that the next ones skip it and "
-        "never stop the event loop for long; see docs/operations.md)",
+        "long-lived objects are frozen out of them, so that none stops the event loop "
+        "for long; see docs/operations.md)",
         flag_only=True,
     ),
     Option(
