@@ -172,18 +172,29 @@ async def test_memory_stays_flat_over_100000_connections() -> None:
     ):
         metrics_url = f"http://{LOOPBACK}:{server.api_port}/metrics"
 
-        async def settled() -> tuple[int, float]:
-            """RSS and frozen objects, once every session of the churn has ended."""
-            samples = await sessions_ended(http, metrics_url)
-            return rss_bytes(server.process.pid), samples[("pushgate_gc_frozen_objects", ())]
+        async def frozen() -> float:
+            samples = await scrape(http, metrics_url)
+            return samples[("pushgate_gc_frozen_objects", ())]
 
         await churn(server.ws_port, 10_000)
-        rss_before, frozen_before = await settled()
+        await sessions_ended(http, metrics_url)
+        rss_before, frozen_before = rss_bytes(server.process.pid), await frozen()
         assert frozen_before > 10_000  # freezing is on: the modules at least
         await churn(server.ws_port, 90_000)
-        rss_after, frozen_after = await settled()
+        await sessions_ended(http, metrics_url)
+        # The last connections' objects may outlive their sessions by a moment: the
+        # count must come back to where it was (a leak never does; the parser cycle
+        # this guards against left 40,000 more per 10,000 connections).
+        frozen_after = await frozen()
+        deadline = asyncio.get_running_loop().time() + 10 * UNIT
+        while frozen_after - frozen_before >= 5_000:
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"frozen objects stayed at {frozen_after:.0f}, from {frozen_before:.0f}"
+            )
+            await asyncio.sleep(0.2)
+            frozen_after = await frozen()
+        rss_after = rss_bytes(server.process.pid)
     growth = rss_after - rss_before
     # Allocator noise is a few MB; a leak of 200 bytes per connection would be 18 MB
     # (the parser cycle this guards against leaked 59 MB).
     assert growth < 16 * 1024 * 1024, f"RSS grew {growth / 1e6:.1f} MB"
-    assert frozen_after - frozen_before < 5_000, (frozen_before, frozen_after)
