@@ -90,6 +90,7 @@ async def test_workers_share_the_port_and_serve_as_one(http: aiohttp.ClientSessi
         "--workers", "2", "--metrics-address", f"{LOOPBACK}:{metrics}"
     ) as server:
         assert "(2 workers)" in "".join(server.log)
+        await until_logged(server, r"accepting up to \d+ WebSocket connections \(2 workers\)", 0)
         clients = [(await open_client(server.ws_url)) for _ in range(16)]
         try:
             async with http.get(api(server) + "/stats") as response:

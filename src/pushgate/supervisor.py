@@ -30,7 +30,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pushgate import __version__
 from pushgate.config import Config
@@ -41,6 +41,7 @@ log = logging.getLogger("pushgate.supervisor")
 READY = re.compile(r" ready: ")
 API_PORT = re.compile(r"logic API http://[^ ]*:(\d+)")
 NODE = re.compile(r"node ([\w-]+),")
+CAPACITY = re.compile(r"accepting up to (\d+) WebSocket connections")
 START_TIMEOUT = 30.0  # for a child or the private Redis to say it is ready
 RESTART_BACKOFF = (1.0, 30.0)  # first delay, and the most, between restarts of a child
 STABLE_AFTER = 10.0  # a child up this long resets its restart delay
@@ -59,7 +60,7 @@ class Child:
     backoff: float = RESTART_BACKOFF[0]
     output: asyncio.Task[None] | None = None
     started_at: float = 0.0
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    capacity: int = 0  # the WebSocket connections it accepts at most, once it said
 
 
 def child_argv(argv: Sequence[str], role: str, extra: Sequence[str]) -> list[str]:
@@ -90,6 +91,7 @@ class Supervisor:
         self._redis: asyncio.subprocess.Process | None = None
         self._redis_dir = ""
         self._background: set[asyncio.Task[None]] = set()
+        self._capacity_reported = False
 
     async def run(self) -> None:
         stop = asyncio.Event()
@@ -159,6 +161,18 @@ class Supervisor:
             parts.append(f"broker {broker.rsplit('@', 1)[-1]}")
         log.info("pushgate %s %s ready: %s", __version__, self.role, ", ".join(parts))
 
+    def _report_capacity(self) -> None:
+        """Once every gateway said how many connections it accepts: the total."""
+        gateways = [c for c in self.children if c.name.startswith("gateway")]
+        if self._capacity_reported or not all(c.capacity for c in gateways):
+            return
+        self._capacity_reported = True
+        log.info(
+            "accepting up to %d WebSocket connections (%d workers)",
+            sum(c.capacity for c in gateways),
+            len(gateways),
+        )
+
     async def _start(self, child: Child) -> None:
         env = {**os.environ, "PUSHGATE_WORKERS": "1"}
         process = await asyncio.create_subprocess_exec(
@@ -188,6 +202,10 @@ class Supervisor:
                 )
                 continue
             sys.stderr.write(f"[{child.name}] {line}\n" if plain else line + "\n")
+            capacity = CAPACITY.search(line)
+            if capacity:
+                child.capacity = int(capacity.group(1))
+                self._report_capacity()
         code = await process.wait()
         if ready is not None and not ready.done():
             ready.set_exception(StartupError(f"{child.name} exited with status {code}"))
