@@ -32,7 +32,7 @@ SWEEPS_PER_TIMEOUT = 4
 MAX_SWEEP_INTERVAL = 1.0
 # Connections checked in one turn of the event loop. A sweep that pings 20,000 silent
 # clients at once stopped the loop for 100-200 ms; in slices, pushes go out between.
-SWEEP_SLICE = 500
+SWEEP_SLICE = 200
 LISTEN_BACKLOG = 4096
 # A drain closes a slice of the connections this often.
 DRAIN_STEP = 0.05
