@@ -220,3 +220,32 @@ async def test_workers_are_for_gateways() -> None:
     _, err = await asyncio.wait_for(process.communicate(), 15 * UNIT)
     assert process.returncode == 2
     assert "--workers is for serve and gateway" in err.decode()
+
+
+async def test_a_killed_supervisor_leaves_no_worker_behind() -> None:
+    """SIGKILL the supervisor (an OOM kill, say): its workers and its private Redis
+    are told by the kernel (PR_SET_PDEATHSIG) and stop; none keeps the port."""
+    async with server_process("--workers", "2", "--drain-seconds", "0.2") as server:
+        redis = next(m for line in server.log if (m := REDIS_STARTED.search(line)))
+        children = [int(redis.group(1)), *(pid for pid, _ in ready_workers(server).values())]
+        server.process.kill()
+        await server.process.wait()
+        running = children
+        try:
+            async with asyncio.timeout(15 * UNIT):
+                while running:  # orphans are reaped by init once they exit: no event
+                    await asyncio.sleep(0.1)
+                    running = [pid for pid in running if process_state(pid) not in ("", "Z")]
+        finally:
+            for pid in running:  # this test started them: leave nothing behind
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def process_state(pid: int) -> str:
+    """The state letter of a process ("Z": exited, not yet reaped; "": gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
