@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -240,6 +241,8 @@ async def test_a_killed_supervisor_leaves_no_worker_behind() -> None:
             for pid in running:  # this test started them: leave nothing behind
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            # A killed supervisor cannot remove its private Redis's directory.
+            shutil.rmtree(os.path.dirname(redis.group(2)), ignore_errors=True)
 
 
 def process_state(pid: int) -> str:
