@@ -28,9 +28,7 @@ import asyncio
 import base64
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import time
 import zlib
@@ -41,10 +39,9 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from pushgate.bench.procstat import cpu_seconds
+from pushgate.bench.server import start_own_server
 
-READY = re.compile(r"gateway ws://[^:]+:(\d+)/connect.*logic API http://[^:]+:(\d+)")
 LOOPBACK = "127.0.0.1"
-LOG_READERS: set[asyncio.Task[bytes]] = set()
 
 # A typical push: an order update as a shop's back end would send it, about 1 KB.
 DOCUMENT = json.dumps(
@@ -157,43 +154,14 @@ class Client(asyncio.Protocol):
             assert message["data"] == DOCUMENT, "a push arrived altered"
 
 
-async def start_server(compression: bool) -> tuple[asyncio.subprocess.Process, int, int]:
-    command = [
-        sys.executable,
-        "-m",
-        "pushgate",
-        "serve",
-        "--ws-host",
-        LOOPBACK,
-        "--ws-port",
-        "0",
-        "--api-host",
-        LOOPBACK,
-        "--api-port",
-        "0",
-        "--no-metrics",
-    ]
-    if not compression:
-        command.append("--no-compression")
-    server = await asyncio.create_subprocess_exec(
-        *command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    stderr = server.stderr
-    assert stderr is not None
-    while True:
-        line = (await stderr.readline()).decode()
-        if not line:
-            raise SystemExit("compression-bench: pushgate serve exited before it was ready")
-        ready = READY.search(line)
-        if ready:
-            # Keep reading its log so that a full pipe never blocks the server.
-            LOG_READERS.add(asyncio.create_task(stderr.read()))
-            return server, int(ready.group(1)), int(ready.group(2))
-
-
 async def one_round(compression: bool, args: argparse.Namespace) -> tuple[float, float, int]:
     """(bytes per delivery, server CPU µs per delivery, compressed frames seen)."""
-    server, ws_port, api_port = await start_server(compression)
+    server = await start_own_server(
+        ["--no-metrics"] + ([] if compression else ["--no-compression"])
+    )
+    assert server.process is not None
+    ws_port = int(server.ws_urls[0].rsplit(":", 1)[1].split("/")[0])
+    api_url = server.api_url
     loop = asyncio.get_running_loop()
     done_events = []
     clients = []
@@ -214,7 +182,7 @@ async def one_round(compression: bool, args: argparse.Namespace) -> tuple[float,
         # Every client has its welcome frame before the measured phase starts.
         await asyncio.wait_for(asyncio.gather(*(c.welcomed.wait() for c in clients)), 30)
         before_bytes = sum(c.bytes for c in clients)
-        before_cpu = cpu_seconds(server.pid)
+        before_cpu = cpu_seconds(server.process.pid)
         async with aiohttp.ClientSession() as http:
             start = time.monotonic()
             for seq in range(args.pushes):
@@ -222,14 +190,14 @@ async def one_round(compression: bool, args: argparse.Namespace) -> tuple[float,
                 if delay > 0:
                     await asyncio.sleep(delay)
                 async with http.post(
-                    f"http://{LOOPBACK}:{api_port}/push/all", data={"val": DOCUMENT, "tag": "3"}
+                    f"{api_url}/push/all", data={"val": DOCUMENT, "tag": "3"}
                 ) as response:
                     if response.status != 200:
                         raise SystemExit(
                             f"push answered {response.status}: {await response.text()}"
                         )
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in done_events)), 60)
-        cpu = cpu_seconds(server.pid) - before_cpu
+        cpu = cpu_seconds(server.process.pid) - before_cpu
         deliveries = args.clients * args.pushes
         received = sum(c.bytes for c in clients) - before_bytes
         return received / deliveries, cpu / deliveries * 1e6, sum(c.compressed for c in clients)
@@ -237,8 +205,7 @@ async def one_round(compression: bool, args: argparse.Namespace) -> tuple[float,
         for client in clients:
             if client.transport is not None:
                 client.transport.abort()
-        server.terminate()
-        await server.wait()
+        await server.stop()
 
 
 def cpu_model() -> str:

@@ -21,7 +21,6 @@ restart listens on the same one.
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import re
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from pushgate import __version__
 from pushgate.config import Config
 from pushgate.errors import StartupError
+from pushgate.processes import dies_with_parent
 
 log = logging.getLogger("pushgate.supervisor")
 
@@ -46,8 +46,7 @@ CAPACITY = re.compile(r"accepting up to (\d+) WebSocket connections")
 START_TIMEOUT = 30.0  # for a child or the private Redis to say it is ready
 RESTART_BACKOFF = (1.0, 30.0)  # first delay, and the most, between restarts of a child
 STABLE_AFTER = 10.0  # a child up this long resets its restart delay
-KILL_GRACE = 10.0
-PR_SET_PDEATHSIG = 1  # prctl(2)  # past drain and shutdown timeouts, then SIGKILL
+KILL_GRACE = 10.0  # past drain and shutdown timeouts, then SIGKILL
 
 
 @dataclass
@@ -63,17 +62,6 @@ class Child:
     output: asyncio.Task[None] | None = None
     started_at: float = 0.0
     capacity: int = 0  # the WebSocket connections it accepts at most, once it said
-
-
-def die_with_parent() -> None:
-    """In a child, before it runs: ask Linux to send it SIGTERM when the supervisor
-    dies, however it dies (even SIGKILL), so that no worker or private Redis is left
-    behind holding the port. Elsewhere a no-op: SIGTERM to the supervisor still stops
-    them all."""
-    if sys.platform != "linux":
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def child_argv(argv: Sequence[str], role: str, extra: Sequence[str]) -> list[str]:
@@ -193,7 +181,7 @@ class Supervisor:
             stdin=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             env=env,
-            preexec_fn=die_with_parent,
+            preexec_fn=dies_with_parent(signal.SIGTERM),
         )
         child.process = process
         child.ready = asyncio.get_running_loop().create_future()
@@ -335,7 +323,7 @@ class Supervisor:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=die_with_parent,
+            preexec_fn=dies_with_parent(signal.SIGTERM),
         )
         assert self._redis.stdout is not None
         seen: list[str] = []

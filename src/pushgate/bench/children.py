@@ -9,24 +9,20 @@ running when the event loop is gone is killed by :func:`kill_leftovers`.
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 from typing import Any
 
-PR_SET_PDEATHSIG = 1
+from pushgate.processes import dies_with_parent
+
 _live: set[int] = set()  # pids started and not yet seen to exit
 
 
 async def spawn(*command: str, death_signal: int, **kwargs: Any) -> asyncio.subprocess.Process:
     """Start a child in its own session, signalled with ``death_signal`` if we die."""
 
-    def preexec() -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(death_signal))
-
     process = await asyncio.create_subprocess_exec(
-        *command, start_new_session=True, preexec_fn=preexec, **kwargs
+        *command, start_new_session=True, preexec_fn=dies_with_parent(death_signal), **kwargs
     )
     _live.add(process.pid)
     return process
