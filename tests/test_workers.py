@@ -186,12 +186,7 @@ def assert_gone(pids: list[int], directory: str) -> None:
     """No process of ``pids`` runs (an exited one not yet reaped is a zombie, Z), and
     ``directory`` no longer exists."""
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        assert state == "Z", (pid, state)
+        assert process_state(pid) in ("", "Z"), (pid, process_state(pid))
     assert not os.path.exists(directory)
 
 

@@ -28,18 +28,19 @@ from typing import Any
 log = logging.getLogger("pushgate.gc")
 
 
-class FreezeSurvivors:
-    """Freeze the survivors of every collection of ``after_generation`` or older,
-    from :meth:`start` to :meth:`stop`."""
+# Freeze after collections of this generation or an older one: what survived two
+# young collections is frozen at once, so no full collection ever walks the objects of
+# a burst of new connections. Freezing only after full collections (2) left the first
+# walk of 20,000 connections' objects, which stopped the loop for about 130 ms.
+FREEZE_AFTER_GENERATION = 1
 
-    def __init__(self, after_generation: int = 1) -> None:
+
+class FreezeSurvivors:
+    """Freeze the survivors of every collection of generation 1 or 2, from
+    :meth:`start` to :meth:`stop`."""
+
+    def __init__(self) -> None:
         self.active = False
-        # Freeze after collections of this generation or an older one. 1: what
-        # survived two young collections is frozen at once, so no full collection
-        # ever walks the objects of a burst of new connections (the first walk of
-        # 20,000 connections' objects after they were set up would stop the loop for
-        # about 130 ms). 2: only what survived a full collection.
-        self.after_generation = after_generation
 
     def start(self) -> None:
         """Collect once, freeze what is left (modules, the server's own objects),
@@ -61,7 +62,7 @@ class FreezeSurvivors:
         gc.unfreeze()
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "stop" and info["generation"] >= self.after_generation:
+        if phase == "stop" and info["generation"] >= FREEZE_AFTER_GENERATION:
             gc.freeze()
 
 
