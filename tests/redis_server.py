@@ -11,14 +11,18 @@ from tests.helpers import LOOPBACK, UNIT, free_port
 
 
 class RedisServer:
-    """One redis-server process without persistence; ``url`` stays valid across restarts."""
+    """One redis-server process without persistence; ``url`` stays valid across restarts.
 
-    def __init__(self) -> None:
+    ``extra`` is appended to its command line (a cluster node's options).
+    """
+
+    def __init__(self, extra: tuple[str, ...] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed: run scripts/test, which installs it")
         self.binary = binary
         self.port = free_port()
+        self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -45,6 +49,7 @@ class RedisServer:
                 "no",
                 "--loglevel",
                 "warning",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

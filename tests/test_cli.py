@@ -119,6 +119,13 @@ async def test_a_port_in_use_is_one_line_and_exit_1() -> None:
         (["serve", "--heartbeat", "30", "--idle-timeout", "20"], {}, "--idle-timeout"),
         (["serve"], {"PUSHGATE_MAX_BODY_BYTES": "lots"}, "PUSHGATE_MAX_BODY_BYTES"),
         (["serve", "--broker", "kafka://x"], {}, "--broker"),
+        (["serve", "--broker", "redis+cluster://h:1,h"], {}, "'h' is not HOST:PORT"),
+        (["serve", "--broker", "redis+cluster://h:1/2"], {}, "only database 0"),
+        (
+            ["serve", "--broker", "redis+cluster://h:1", "--prefix", "{a}:"],
+            {},
+            "--prefix may not hold { or }",
+        ),
     ],
 )
 def test_a_bad_setting_is_one_line_and_exit_2(

@@ -45,11 +45,12 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
     directory: Directory
     sessions: Sessions | None = None
     if config.clustered:
-        from pushgate.broker.redis import RedisBroker
+        from pushgate.broker.redis import RedisBroker, RedisClusterBroker
         from pushgate.broker.redis_directory import RedisDirectory
         from pushgate.broker.redis_sessions import RedisSessions
 
-        redis_broker = RedisBroker(
+        kind = RedisClusterBroker if config.redis_cluster else RedisBroker
+        redis_broker = kind(
             config.broker,
             prefix=config.prefix,
             node_id=node_id,
@@ -57,7 +58,12 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
             history_ttl=config.history_ttl,
         )
         directory = RedisDirectory(
-            redis_broker.client, prefix=config.prefix, ttl=config.node_ttl, local_conns=hub.conn_ids
+            redis_broker.client,
+            # On a Redis Cluster the prefix is the hash tag: the directory's scripts
+            # read several of its keys, which must share a slot.
+            prefix=f"{{{config.prefix}}}" if config.redis_cluster else config.prefix,
+            ttl=config.node_ttl,
+            local_conns=hub.conn_ids,
         )
         broker = redis_broker
         if config.sessions:

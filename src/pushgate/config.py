@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pushgate.broker.urls import CLUSTER_SCHEME, parse_cluster_url
 from pushgate.connection import ConnectionSettings
 from pushgate.errors import ConfigError
 
@@ -133,9 +134,17 @@ class Config:
             raise ConfigError("--log-format must be text or json")
         if not self.broker.startswith(BROKER_SCHEMES):
             raise ConfigError(
-                f"--broker {self.broker!r} is not supported: use memory:// or "
-                "redis://HOST:PORT/DB (rediss:// for TLS, unix:///path for a socket)"
+                f"--broker {self.broker!r} is not supported: use memory://, "
+                "redis://HOST:PORT/DB (rediss:// for TLS, unix:///path for a socket) or "
+                "redis+cluster://HOST:PORT,HOST:PORT"
             )
+        if self.redis_cluster:
+            try:
+                parse_cluster_url(self.broker)
+            except ValueError as exc:
+                raise ConfigError(f"--broker {self.broker!r}: {exc}") from None
+            if "{" in self.prefix or "}" in self.prefix:
+                raise ConfigError("--prefix may not hold { or } with a Redis Cluster broker")
         for name in ("node_ttl", "control_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{_flag(name)} must be more than 0 seconds")
@@ -161,6 +170,11 @@ class Config:
         return not self.broker.startswith("memory://")
 
     @property
+    def redis_cluster(self) -> bool:
+        """The broker is a Redis Cluster (sharded pub/sub), not one Redis server."""
+        return self.broker.startswith(CLUSTER_SCHEME)
+
+    @property
     def worker_count(self) -> int:
         """How many gateway processes --workers asks for (auto: one per CPU)."""
         return self.workers or os.cpu_count() or 1
@@ -183,7 +197,7 @@ class Config:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-BROKER_SCHEMES = ("memory://", "redis://", "rediss://", "unix://")
+BROKER_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", CLUSTER_SCHEME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +290,9 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "URL",
         "message broker: memory:// keeps everything in this process; redis://HOST:PORT/DB "
-        "joins the cluster that shares that Redis (or Valkey)",
+        "joins the cluster that shares that Redis (or Valkey); "
+        "redis+cluster://HOST:PORT,HOST:PORT spreads topics over the shards of a "
+        "Redis Cluster (Redis 7 or later, sharded pub/sub)",
     ),
     Option("prefix", str, "TEXT", "prefix of every Redis key and channel; one per cluster"),
     Option("node_id", str, "ID", "this node's name in the cluster (default: random)"),

@@ -442,7 +442,7 @@ class Node:
                 await asyncio.gather(*map(self._sync, unsettled))
             starts = {t: since.get(t, session.streams[t]) for t in topics}
             histories = await self.broker.histories(starts)
-            await self.broker.sync()  # every push read above has reached us, or is captured
+            await self.broker.sync(topics)  # every push read above has reached us, or is captured
             if self.hub.sink(conn) is not sink:
                 return None  # another connection took the session meanwhile
             return self._catch_up(session, starts, histories)

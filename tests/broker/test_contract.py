@@ -6,19 +6,24 @@ to wait until everything published so far has been delivered (``settle``), which
 what lets a test say that something was *not* delivered without sleeping.
 
 To add an implementation, write a class with the :class:`BrokerFactory` methods and
-add it to ``FACTORIES``. The Redis one runs against a real redis-server it starts.
+add it to ``FACTORIES``. The Redis one runs against a real redis-server it starts;
+the Redis Cluster one against a real three-master cluster, one for the whole module
+(each test has a prefix of its own, so no test sees another's channels or keys).
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import concurrent.futures
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Protocol
 
 import pytest
 
 from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
-from pushgate.broker.redis import RedisBroker
+from pushgate.broker.redis import RedisBroker, RedisClusterBroker
 from pushgate.streams import Position, Publication
+from tests.redis_cluster import RedisClusterServers
 from tests.redis_server import RedisServer
 
 # Upper bound on waiting for a delivery that must happen; never reached when it works.
@@ -93,6 +98,33 @@ class RedisBrokerFactory:
         self.server.kill()
 
 
+class RedisClusterBrokerFactory:
+    """RedisClusterBrokers on the module's cluster, under a prefix of this test's own."""
+
+    prefixes = itertools.count()
+
+    def __init__(self, cluster: RedisClusterServers) -> None:
+        self.cluster = cluster
+        self.prefix = f"test{next(self.prefixes)}:"
+        self.made: list[RedisClusterBroker] = []
+
+    def __call__(self) -> Broker:
+        broker = RedisClusterBroker(
+            self.cluster.url, prefix=self.prefix, node_id=f"node{len(self.made)}"
+        )
+        self.made.append(broker)
+        return broker
+
+    async def settle(self) -> None:
+        for broker in self.made:
+            if broker.running:
+                await broker.sync()
+
+    async def aclose(self) -> None:
+        for broker in self.made:
+            await broker.close()
+
+
 async def _memory() -> BrokerFactory:
     return MemoryBrokerFactory()
 
@@ -107,10 +139,26 @@ FACTORIES: dict[str, Callable[[], Awaitable[BrokerFactory]]] = {
 }
 
 
-@pytest.fixture(params=sorted(FACTORIES))
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """One three-master Redis Cluster for the module (it takes about 2 s to form)."""
+    cluster = RedisClusterServers()
+    try:
+        # Its own loop, in a thread: this runs inside the test's running loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, cluster.start()).result()
+        yield cluster
+    finally:
+        cluster.kill()
+
+
+@pytest.fixture(params=[*sorted(FACTORIES), "redis-cluster"])
 async def broker_factory(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
     """A factory of broker nodes on a fresh shared bus, for each implementation."""
-    factory = await FACTORIES[request.param]()
+    if request.param == "redis-cluster":
+        factory: BrokerFactory = RedisClusterBrokerFactory(request.getfixturevalue("redis_cluster"))
+    else:
+        factory = await FACTORIES[request.param]()
     try:
         yield factory
     finally:

@@ -32,7 +32,7 @@ Delivery contract, for every implementation:
   later publish on that topic reaches this node's handler.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from pushgate.streams import History, Position, Publication
@@ -89,9 +89,10 @@ class Broker(Protocol):
         its session): one round trip, not one per topic. Raises like :meth:`publish`."""
         ...
 
-    async def sync(self) -> None:
+    async def sync(self, topics: Iterable[str] | None = None) -> None:
         """Return once every push published before this call, on a topic this node is
-        subscribed to, has been handed to the handler. Raises like :meth:`publish`."""
+        subscribed to (of ``topics``, when given), has been handed to the handler.
+        Raises like :meth:`publish`."""
         ...
 
     async def subscribe(self, topic: str) -> None:

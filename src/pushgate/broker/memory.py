@@ -8,7 +8,7 @@ as the process, and a new process starts every stream in a new epoch.
 """
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from pushgate.broker.base import Broker, BrokerHandler
@@ -67,7 +67,7 @@ class MemoryBroker:
         now = time.monotonic()
         return {topic: self._bus.history.read(topic, start, now) for topic, start in since.items()}
 
-    async def sync(self) -> None:
+    async def sync(self, topics: Iterable[str] | None = None) -> None:
         pass  # delivery is synchronous: everything published has been delivered
 
     async def subscribe(self, topic: str) -> None:

@@ -1,30 +1,21 @@
-"""The Redis broker: nodes of a cluster share one Redis (or Valkey) server's pub/sub.
+"""The Redis broker: nodes of a cluster share one Redis (or Valkey) server's pub/sub,
+or the sharded pub/sub of a Redis Cluster (:class:`RedisClusterBroker`).
 
-This module and ``redis_directory.py`` are the only ones that import ``redis``.
+This module and its ``redis_*`` siblings are the only ones that import ``redis``.
 Redis carries opaque bytes; every channel name starts with a configurable prefix,
 so several clusters can share one server.
 
 Theory of operation
 -------------------
 
-One task owns a dedicated pub/sub connection. It subscribes to every wanted topic,
-then reads messages and hands each to the node's handler. Publishing uses the
-client's ordinary connections.
-
-Three things can go wrong, and each is handled by the same recovery (drop the
-pub/sub connection, reconnect with jittered backoff of at most ``MAX_BACKOFF``,
-resubscribe to every wanted topic):
-
-- Redis is unreachable: publishing raises :class:`BrokerUnavailable` at once (the
-  API answers 503, never a silent 200), and :attr:`RedisBroker.ready` is false.
-- The connection breaks: the reader sees the error.
-- The subscription dies silently (the connection looks alive but no message comes;
-  python-socketio's "deaf worker"): every ``probe_interval`` the broker publishes a
-  probe on its own probe channel; if none has come back within ``probe_timeout``,
-  the subscription is declared deaf and rebuilt.
-
-After every rebuild the handler's ``on_reconnected`` is called: what was published
-meanwhile never arrived, and the node reads it from history.
+A :class:`~pushgate.broker.redis_subscriber.Subscriber` owns a dedicated pub/sub
+connection, keeps it subscribed to every wanted topic through outages and silent
+deaths, and hands each message to the node's handler; publishing uses the client's
+ordinary connections. When Redis is unreachable, publishing raises
+:class:`BrokerUnavailable` at once (the API answers 503, never a silent 200), and
+:attr:`RedisBroker.ready` is false. After every rebuild of a subscription the
+handler's ``on_reconnected`` is called: what was published meanwhile never arrived,
+and the node reads it from history.
 
 Streams and history
 -------------------
@@ -38,34 +29,45 @@ expiring ``history_ttl`` after the last push) and publishes it. So a push is in
 history if and only if it was published. On the channel a push travels as
 ``b"<seq> <epoch> " + message`` (``b"0 - " + message`` with history off, when nothing
 is kept); a control message as ``b"!" + payload``: the first byte tells them apart.
+
+Redis Cluster
+-------------
+
+:class:`RedisClusterBroker` (``--broker redis+cluster://host:port,host:port``) puts
+each topic on the master that owns its hash slot: the channel ``<prefix>{<topic>}``
+and the keys ``<prefix>meta:{<topic>}`` and ``<prefix>history:{<topic>}`` share the
+hash tag ``<topic>``, so the publish script runs on one master and ends with
+``SPUBLISH`` (sharded pub/sub, Redis ≥ 7): a push crosses one shard, not the whole
+cluster. The node keeps one subscriber per master it needs. A master that is down
+makes its topics fail (503) while every other topic keeps flowing; when it is back,
+its subscriber reconnects within ``MAX_BACKOFF``. When a subscriber fails, or Redis
+says a channel's slot moved, the broker reads the cluster's slot map again and moves
+the channel to its new master.
 """
 
 import asyncio
 import contextlib
 import logging
-import os
-import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from pushgate.broker.base import Broker, BrokerHandler
-from pushgate.broker.redis_batch import ScriptBatcher
+from pushgate.broker.redis_batch import ScriptBatcher, run_script
+from pushgate.broker.redis_subscriber import CONNECT_TIMEOUT, SUBSCRIBE_TIMEOUT, Subscriber
+from pushgate.broker.urls import parse_cluster_url
 from pushgate.errors import BrokerUnavailable
 from pushgate.streams import History, Position, Publication, history_after, new_epoch
 
 log = logging.getLogger("pushgate.broker")
 
-MIN_BACKOFF = 0.05
-MAX_BACKOFF = 1.0
-CONNECT_TIMEOUT = 1.0
-SUBSCRIBE_TIMEOUT = 2.0
 # Connections to Redis per node (the subscriber's included), and how long a command
 # may wait for a free one before it fails (503, or 1013 for a resume).
 MAX_CONNECTIONS = 32
@@ -89,7 +91,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 
 # Publish ARGV[3] on channel ARGV[4] at the stream's next position, kept in history
 # (ARGV[5] entries at most, for ARGV[6] ms); ARGV[7] is when it was accepted (wall
-# clock, for the delivery-latency metric). Returns {seq, epoch}.
+# clock, for the delivery-latency metric); ARGV[8] is PUBLISH, or SPUBLISH on a Redis
+# Cluster. Returns {seq, epoch}.
 _PUBLISH = (
     _ENSURE_META
     + """
@@ -98,7 +101,7 @@ local msg = ARGV[3]
 local data = string.sub(msg, 1, -3) .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}\\n'
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], seq .. '-0', 'd', data)
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call('PUBLISH', ARGV[4], seq .. ' ' .. epoch .. ' ' .. ARGV[7] .. ' ' .. data)
+redis.call(ARGV[8], ARGV[4], seq .. ' ' .. epoch .. ' ' .. ARGV[7] .. ' ' .. data)
 return {seq, epoch}
 """
 )
@@ -121,12 +124,11 @@ return {epoch, seq, entries}
 )
 
 
-class DeafSubscription(Exception):
-    """Our own probes stopped coming back: the subscription is not delivering."""
-
-
 class RedisBroker:
-    """A Broker on Redis pub/sub. See the module docstring for failure handling."""
+    """A Broker on one Redis server's pub/sub. See the module docstring."""
+
+    # How a push reaches subscribers; the cluster broker's is sharded.
+    publish_command = "PUBLISH"
 
     def __init__(
         self,
@@ -141,49 +143,77 @@ class RedisBroker:
     ) -> None:
         self.url = url
         self.prefix = prefix
+        self.node_id = node_id
         self.history_size = history_size
         self._history_ttl_ms = max(1, int(history_ttl * 1000))
-        self._probe_channel = f"{prefix}probe:{node_id}"
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
+        self.client = self._make_client()
+        self._handler: BrokerHandler | None = None
+        self._topics: dict[str, Subscriber] = {}  # wanted topic -> its subscriber
+        self._subscribers: dict[str, Subscriber] = {}  # by the server it talks to
+        self._batch = ScriptBatcher(self.client)
+        self._publish_script = self.client.register_script(_PUBLISH)
+        self._history_script = self.client.register_script(_HISTORY)
+
+    def _make_client(self) -> Any:
         # A bounded pool: a burst of work (thousands of resumes at once) waits for one
         # of its connections instead of opening a Redis connection per command.
         pool = BlockingConnectionPool.from_url(
-            url,
+            self.url,
             max_connections=MAX_CONNECTIONS,
             timeout=POOL_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_timeout=None,
             retry=Retry(NoBackoff(), 0, (RedisError,)),
         )
-        self.client: Redis = Redis.from_pool(pool)
-        self._handler: BrokerHandler | None = None
-        self._topics: set[str] = set()  # wanted, by topic (without prefix)
-        self._confirmed: set[str] = set()  # channels Redis confirmed on this connection
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._pubsub: PubSub | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._probe_seen = 0.0
-        self._syncs: dict[bytes, asyncio.Future[None]] = {}
-        self._next_sync: asyncio.Future[None] | None = None
-        self._sync_sends: set[asyncio.Task[None]] = set()
-        self._batch = ScriptBatcher(self.client)
-        self._publish_script = self.client.register_script(_PUBLISH)
-        self.reconnects = 0  # subscriptions rebuilt after Redis came back (for /metrics)
-        self._history_script = self.client.register_script(_HISTORY)
+        return Redis.from_pool(pool)
+
+    # Where a topic lives; the cluster broker overrides these.
+
+    def channel(self, topic: str) -> str:
+        return self.prefix + topic
+
+    def _topic_of(self, channel: str) -> str:
+        return channel[len(self.prefix) :]
+
+    async def _subscriber_for(self, channel: str) -> Subscriber:
+        if not self._subscribers:
+            self._subscribers[""] = self._new_subscriber(
+                self.client, "", f"{self.prefix}probe:{self.node_id}"
+            )
+        return self._subscribers[""]
+
+    def _new_subscriber(self, client: Redis, name: str, probe_channel: str) -> Subscriber:
+        subscriber = Subscriber(
+            client,
+            where=name or self._where,
+            probe_channel=probe_channel,
+            on_message=self._on_channel_message,
+            on_rebuilt=self._on_rebuilt,
+            probe_interval=self._probe_interval,
+            probe_timeout=self._probe_timeout,
+            **self._subscriber_options(name),
+        )
+        if self._handler is not None:
+            subscriber.start()
+        return subscriber
+
+    def _subscriber_options(self, name: str) -> dict[str, Any]:
+        return {}
 
     # Broker
 
     async def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
-        self._reader = asyncio.create_task(self._run(), name="pushgate-redis-subscriber")
+        await self._subscriber_for("")  # started now: the probes say whether Redis is alive
 
     async def publish(self, topic: str, payload: bytes) -> int | None:
         return await self._publish(topic, CONTROL_MARK + payload)
 
     async def _publish(self, topic: str, data: bytes) -> int | None:
         try:
-            await self.client.publish(self.prefix + topic, data)
+            await self.client.execute_command(self.publish_command, self.channel(topic), data)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot publish to Redis at {self._where}: {exc}") from None
         return None  # Redis knows how many nodes received it, not how many connections
@@ -193,16 +223,18 @@ class RedisBroker:
         if self.history_size <= 0:
             return await self._publish(topic, b"0 - " + accepted + b" " + message)
         try:
-            await self._publish_script(
-                keys=self._stream_keys(topic),
-                args=[
+            await run_script(
+                self._publish_script,
+                self._stream_keys(topic),
+                [
                     new_epoch(),
                     META_TTL_MS,
                     message,
-                    self.prefix + topic,
+                    self.channel(topic),
                     self.history_size,
                     self._history_ttl_ms,
                     accepted,
+                    self.publish_command,
                 ],
             )
         except (RedisError, OSError) as exc:
@@ -251,194 +283,78 @@ class RedisBroker:
         return [f"{self.prefix}meta:{{{topic}}}", f"{self.prefix}history:{{{topic}}}"]
 
     async def subscribe(self, topic: str) -> None:
-        channel = self.prefix + topic
-        self._topics.add(topic)
-        if channel in self._confirmed:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(channel, []).append(waiter)
-        if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.subscribe(channel)  # confirmed by the reader
+        channel = self.channel(topic)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_TIMEOUT)
+            subscriber = await self._subscriber_for(channel)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot reach Redis at {self._where}: {exc}") from None
+        previous = self._topics.get(topic)
+        if previous is not None and previous is not subscriber:
+            await previous.unsubscribe(channel)
+        self._topics[topic] = subscriber
+        try:
+            await subscriber.subscribe(channel)
         except TimeoutError:
-            waiter.cancel()
-            waiters = self._waiters.get(channel, [])
-            if waiter in waiters:
-                waiters.remove(waiter)
             raise BrokerUnavailable(
-                f"Redis at {self._where} did not confirm a subscription within "
+                f"Redis at {subscriber.where} did not confirm a subscription within "
                 f"{SUBSCRIBE_TIMEOUT:g} s"
             ) from None
 
     async def unsubscribe(self, topic: str) -> None:
-        channel = self.prefix + topic
-        self._topics.discard(topic)
-        self._confirmed.discard(channel)
-        if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.unsubscribe(channel)
+        subscriber = self._topics.pop(topic, None)
+        if subscriber is not None:
+            await subscriber.unsubscribe(self.channel(topic))
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        for task in self._sync_sends:
-            task.cancel()
+        for subscriber in self._subscribers.values():
+            await subscriber.close()
         await self._batch.close()
         await self.client.aclose()
 
-    async def sync(self) -> None:
+    async def sync(self, topics: Iterable[str] | None = None) -> None:
         """Return once everything published before this call, on topics this node is
-        subscribed to, has been handed to the handler (a marker sent through our own
-        subscription has come back). Raises BrokerUnavailable when it cannot.
-
-        The calls of one turn of the loop share one marker, sent at the end of it:
-        after every one of them, which is all each needs.
-        """
-        if self._next_sync is None:
-            self._next_sync = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(self._send_sync)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._next_sync), SUBSCRIBE_TIMEOUT)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"Redis at {self._where}: no sync: {exc}") from None
-
-    def _send_sync(self) -> None:
-        waiter, self._next_sync = self._next_sync, None
-        assert waiter is not None
-        token = os.urandom(8).hex().encode()
-        self._syncs[token] = waiter
-        task = asyncio.ensure_future(self._publish_sync(token, waiter))
-        self._sync_sends.add(task)
-        task.add_done_callback(self._sync_sends.discard)
-
-    async def _publish_sync(self, token: bytes, waiter: "asyncio.Future[None]") -> None:
-        try:
-            await self.client.publish(self._probe_channel, token)
-            await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_TIMEOUT)
-        except (RedisError, OSError, TimeoutError) as exc:
-            if not waiter.done():
-                waiter.set_exception(exc)
-        finally:
-            self._syncs.pop(token, None)
-            if waiter.done() and not waiter.cancelled():
-                waiter.exception()  # retrieved: its waiters may all have gone
+        subscribed to (of ``topics``, when given), has been handed to the handler: a
+        marker sent through each subscription that carries them has come back (on a
+        Redis Cluster, a master that is down fails only the syncs of its topics).
+        Raises BrokerUnavailable when it cannot."""
+        chosen = self._topics if topics is None else set(topics) & self._topics.keys()
+        needed = {id(self._topics[t]): self._topics[t] for t in chosen} or {
+            id(s): s for s in self._subscribers.values()
+        }
+        results = await asyncio.gather(*(s.sync() for s in needed.values()), return_exceptions=True)
+        for subscriber, result in zip(needed.values(), results, strict=True):
+            if isinstance(result, RedisError | OSError | TimeoutError):
+                raise BrokerUnavailable(f"Redis at {subscriber.where}: no sync: {result}")
+            if isinstance(result, BaseException):
+                raise result
 
     @property
     def running(self) -> bool:
         """Started and not closed."""
-        return self._reader is not None and not self._reader.done()
+        return any(s.running for s in self._subscribers.values())
 
     @property
     def ready(self) -> bool:
-        """Connected, every wanted topic confirmed, and our probes coming back."""
-        wanted = {self.prefix + t for t in self._topics} | {self._probe_channel}
-        return self._pubsub is not None and wanted <= self._confirmed and not self._deaf()
+        """Connected, every wanted topic confirmed, and our probes coming back (on every
+        server that carries a wanted topic)."""
+        return bool(self._subscribers) and all(s.ready for s in self._subscribers.values())
 
-    # The subscriber task
+    @property
+    def reconnects(self) -> int:
+        """Subscriptions rebuilt after Redis came back (for /metrics)."""
+        return sum(s.reconnects for s in self._subscribers.values())
 
-    async def _run(self) -> None:
-        backoff = MIN_BACKOFF
-        failing_since: float | None = None
-        loop = asyncio.get_running_loop()
-        while True:
-            pubsub = self.client.pubsub()
-            try:
-                channels = await self._subscribe_all(pubsub)
-                self._pubsub = pubsub
-                # Topics wanted, or dropped, while that SUBSCRIBE was in flight.
-                wanted = {self.prefix + t for t in self._topics} | {self._probe_channel}
-                if wanted - channels:
-                    await pubsub.subscribe(*(wanted - channels))
-                if channels - wanted:
-                    await pubsub.unsubscribe(*(channels - wanted))
-                if failing_since is not None:
-                    log.info(
-                        "Redis at %s is back after %.1f s; resubscribed to %d topics",
-                        self._where,
-                        loop.time() - failing_since,
-                        len(self._topics),
-                    )
-                    self.reconnects += 1
-                    if self._handler is not None:
-                        self._handler.on_reconnected()
-                failing_since = None
-                await self._read(pubsub)
-            except (RedisError, OSError, TimeoutError, DeafSubscription) as exc:
-                if failing_since is None:
-                    failing_since = loop.time()
-                    backoff = MIN_BACKOFF
-                    log.warning(
-                        "Redis at %s: %s; reconnecting", self._where, exc or type(exc).__name__
-                    )
-            except Exception:
-                # A bug must not end the subscriber for good: say so, and start over.
-                log.exception("Redis subscriber failed; reconnecting")
-                failing_since = failing_since or loop.time()
-            finally:
-                self._pubsub = None
-                self._confirmed.clear()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed in redis 8
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, MAX_BACKOFF)
+    # Delivery
 
-    async def _subscribe_all(self, pubsub: PubSub) -> set[str]:
-        """Subscribe a new connection to every wanted topic; return the channels sent."""
-        channels = {self._probe_channel, *(self.prefix + t for t in self._topics)}
-        await asyncio.wait_for(pubsub.subscribe(*channels), CONNECT_TIMEOUT * 2)
-        self._probe_seen = asyncio.get_running_loop().time()
-        return channels
+    def _on_rebuilt(self) -> None:
+        if self._handler is not None:
+            self._handler.on_reconnected()
 
-    async def _read(self, pubsub: PubSub) -> None:
-        loop = asyncio.get_running_loop()
-        next_probe = loop.time()
-        while True:
-            now = loop.time()
-            if now >= next_probe:
-                next_probe = now + self._probe_interval
-                if self._deaf():
-                    raise DeafSubscription(f"no probe came back for {now - self._probe_seen:.1f} s")
-                # Bounded: on a frozen connection the publish itself may never return.
-                await asyncio.wait_for(
-                    self.client.publish(self._probe_channel, b""), self._probe_timeout
-                )
-            message = await pubsub.get_message(timeout=max(0.0, next_probe - loop.time()))
-            if message is not None:
-                self._on_redis_message(message)
-
-    def _on_redis_message(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        channel = message["channel"].decode()
-        if kind == "message":
-            if channel == self._probe_channel:
-                self._probe_seen = asyncio.get_running_loop().time()
-                waiter = self._syncs.get(message["data"])
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
-            elif self._handler is not None:
-                try:
-                    self._deliver(channel[len(self.prefix) :], message["data"])
-                except Exception:
-                    log.exception(
-                        "dropped a message on %s that its handler could not take", channel
-                    )
-        elif kind == "subscribe":
-            self._confirmed.add(channel)
-            if channel == self._probe_channel:
-                self._probe_seen = asyncio.get_running_loop().time()
-            for waiter in self._waiters.pop(channel, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
-        elif kind == "unsubscribe":
-            self._confirmed.discard(channel)
-
-    def _deliver(self, topic: str, data: bytes) -> None:
+    def _on_channel_message(self, channel: str, data: bytes) -> None:
         handler = self._handler
-        assert handler is not None
+        if handler is None:
+            return
+        topic = self._topic_of(channel)
         if data[:1] == CONTROL_MARK:
             handler.on_message(topic, data[1:])
             return
@@ -452,13 +368,138 @@ class RedisBroker:
         else:
             handler.on_publication(topic, Publication(int(seq), epoch.decode(), message, accepted))
 
-    def _deaf(self) -> bool:
-        return asyncio.get_running_loop().time() - self._probe_seen > self._probe_timeout
-
     @property
     def _where(self) -> str:
         return self.url.rsplit("@", 1)[-1]  # never log a password
 
 
+class RedisClusterBroker(RedisBroker):
+    """A Broker on a Redis Cluster's sharded pub/sub (Redis ≥ 7): each topic on the
+    master of its slot. See the module docstring."""
+
+    publish_command = "SPUBLISH"
+
+    def _make_client(self) -> Any:
+        nodes, options = parse_cluster_url(self.url)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            max_connections=MAX_CONNECTIONS,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=None,
+            # Fail fast: a master that is down answers 503 for its topics at once.
+            retry=Retry(NoBackoff(), 1, (RedisError,)),
+            **options,
+        )
+
+    def channel(self, topic: str) -> str:
+        # The topic is the hash tag, as in its stream's keys: one slot for all three.
+        return f"{self.prefix}{{{topic}}}"
+
+    def _topic_of(self, channel: str) -> str:
+        return channel[len(self.prefix) + 1 : -1]
+
+    async def _subscriber_for(self, channel: str) -> Subscriber:
+        cluster: RedisCluster = self.client
+        await cluster.initialize()  # a no-op once the slot map is known
+        node = cluster.get_node_from_key(channel)
+        if node is None:
+            raise BrokerUnavailable(f"no Redis Cluster master serves {channel!r}")
+        subscriber = self._subscribers.get(node.name)
+        if subscriber is None:
+            client = Redis(
+                host=node.host,
+                port=int(node.port),
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                retry=Retry(NoBackoff(), 0, (RedisError,)),
+                **self._node_options,
+            )
+            # Our probe channel must hash to a slot this master owns.
+            slot = key_slot(channel.encode())
+            probe = f"{self.prefix}probe:{self.node_id}:{{{_tag_for_slot(slot)}}}"
+            subscriber = self._new_subscriber(client, node.name, probe)
+            self._subscribers[node.name] = subscriber
+        return subscriber
+
+    @property
+    def _node_options(self) -> dict[str, Any]:
+        _, options = parse_cluster_url(self.url)
+        return options
+
+    def _subscriber_options(self, name: str) -> dict[str, Any]:
+        return {
+            "sharded": True,
+            "on_failure": self._reroute,
+            "on_lost": self._on_slot_moved,
+        }
+
+    async def start(self, handler: BrokerHandler) -> None:
+        # Subscribers are made per master as topics need them; until then nothing is
+        # delivered, and readiness waits for the first.
+        self._handler = handler
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.initialize()
+
+    @property
+    def running(self) -> bool:
+        return self._handler is not None
+
+    async def close(self) -> None:
+        for subscriber in self._subscribers.values():
+            await subscriber.close()
+            await subscriber.client.aclose()
+        self._subscribers.clear()
+        self._handler = None
+        await self._batch.close()
+        await self.client.aclose()
+
+    async def _reroute(self) -> None:
+        """A subscriber failed: read the slot map again (a failover or a resharding
+        may have moved slots) and move every topic whose master changed."""
+        cluster: RedisCluster = self.client
+        with contextlib.suppress(RedisError, OSError):
+            await cluster.nodes_manager.initialize()
+        for topic, subscriber in list(self._topics.items()):
+            node = cluster.get_node_from_key(self.channel(topic))
+            if node is not None and node.name != subscriber.where:
+                self._move(topic)
+
+    def _on_slot_moved(self, channel: str) -> None:
+        topic = self._topic_of(channel)
+        if topic in self._topics:
+            self._move(topic)
+
+    def _move(self, topic: str) -> None:
+        log.info("topic %s moved to another Redis Cluster master; resubscribing", topic)
+        task = asyncio.ensure_future(self._resubscribe(topic))
+        task.add_done_callback(_log_failure)
+
+    async def _resubscribe(self, topic: str) -> None:
+        cluster: RedisCluster = self.client
+        with contextlib.suppress(RedisError, OSError):
+            await cluster.nodes_manager.initialize()
+        await self.subscribe(topic)
+        self._on_rebuilt()  # what was published during the move is read from history
+
+    @property
+    def _where(self) -> str:
+        return "the Redis Cluster " + ",".join(
+            f"{h}:{p}" for h, p in parse_cluster_url(self.url)[0]
+        )
+
+
+def _tag_for_slot(slot: int) -> str:
+    """A short string whose hash slot is ``slot`` (found by trying; about 16,000 tries)."""
+    n = 0
+    while key_slot(str(n).encode()) != slot:
+        n += 1
+    return str(n)
+
+
+def _log_failure(task: "asyncio.Future[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not move a topic to its new master: %s", task.exception())
+
+
 if TYPE_CHECKING:
     _: type[Broker] = RedisBroker
+    __: type[Broker] = RedisClusterBroker

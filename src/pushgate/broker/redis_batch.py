@@ -13,7 +13,7 @@ arrives later gets a fresh read, so what it reads is never older than its call.
 
 import asyncio
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -80,10 +80,8 @@ class ScriptBatcher:
         try:
             results = await self._pipeline(calls)
             missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-            if missing:  # Redis restarted, or SCRIPT FLUSH: load them, and try those again
-                for script in {calls[i][0] for i in missing}:
-                    await self._client.script_load(script.script)
-                again = await self._pipeline([calls[i] for i in missing])
+            if missing:  # Redis restarted, or SCRIPT FLUSH: send those with their text
+                again = await self._pipeline([calls[i] for i in missing], by_text=True)
                 for i, result in zip(missing, again, strict=True):
                     results[i] = result
         except (RedisError, OSError) as exc:
@@ -101,11 +99,27 @@ class ScriptBatcher:
             except Exception as exc:  # a reply we cannot read fails its caller only
                 _fail(future, exc)
 
-    async def _pipeline(self, calls: list[_Call]) -> list[Any]:
+    async def _pipeline(self, calls: list[_Call], *, by_text: bool = False) -> list[Any]:
         async with self._client.pipeline(transaction=False) as pipe:
             for script, keys, args, _, _ in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                if by_text:
+                    pipe.eval(_text(script), len(keys), *keys, *args)
+                else:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
             return list(await pipe.execute(raise_on_error=False))
+
+
+async def run_script(script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """``script(keys, args)``, loading it only on the server that runs it.
+
+    ``AsyncScript.__call__`` loads a missing script with SCRIPT LOAD, which a Redis
+    Cluster client sends to *every* master: with one master down, every script call
+    after a restart would fail. EVAL caches the script where it runs.
+    """
+    try:
+        return await script.registered_client.evalsha(script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return await script.registered_client.eval(_text(script), len(keys), *keys, *args)
 
 
 def _fail(future: "asyncio.Future[Any]", exc: BaseException) -> None:
@@ -114,3 +128,7 @@ def _fail(future: "asyncio.Future[Any]", exc: BaseException) -> None:
         # Marked as seen: when every caller of a shared call has gone, nobody awaits it,
         # and asyncio would log "exception was never retrieved".
         future.exception()
+
+
+def _text(script: AsyncScript) -> str:
+    return cast(str, script.script)  # every script here is registered from a str

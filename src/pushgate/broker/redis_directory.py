@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from pushgate.broker.redis_batch import run_script
 from pushgate.directory import Directory
 from pushgate.errors import BrokerUnavailable
 from pushgate.ids import ConnId
@@ -106,14 +107,14 @@ class RedisDirectory:
 
     async def locate(self, conn: ConnId) -> str | None:
         try:
-            node = await self._locate(keys=[self._prefix + "nodes"], args=[self._prefix, conn])
+            node = await run_script(self._locate, [self._prefix + "nodes"], [self._prefix, conn])
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot look up wsId {conn} in Redis: {exc}") from None
         return None if node is None else bytes(node).decode()
 
     async def nodes(self) -> list[str]:
         try:
-            nodes = await self._nodes(keys=[self._prefix + "nodes"], args=[self._prefix])
+            nodes = await run_script(self._nodes, [self._prefix + "nodes"], [self._prefix])
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"cannot list the cluster's nodes in Redis: {exc}") from None
         return sorted(bytes(node).decode() for node in nodes)

@@ -1,0 +1,92 @@
+"""A real Redis Cluster for tests: three masters (no replicas), each a redis-server
+on free loopback ports, with the slots split evenly.
+
+A master can be killed and started again on the same ports: it keeps its cluster
+configuration (``nodes.conf`` in its own directory) and rejoins owning the same slots,
+with its data gone. ``cluster-require-full-coverage no`` keeps the other masters
+serving their slots meanwhile, which is how a cluster should be run under pushgate.
+"""
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from tests.helpers import LOOPBACK, UNIT, free_port
+from tests.redis_server import RedisServer
+
+SLOTS = 16384
+NODE_TIMEOUT_MS = 500
+
+
+class RedisClusterServers:
+    """Three cluster-enabled redis-servers joined into one cluster."""
+
+    def __init__(self, masters: int = 3) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="pushgate-cluster-")
+        self.nodes: list[RedisServer] = []
+        for i in range(masters):
+            data = Path(self._dir.name) / str(i)
+            data.mkdir()
+            self.nodes.append(
+                RedisServer(
+                    (
+                        "--cluster-enabled", "yes",
+                        "--cluster-port", str(free_port()),
+                        "--cluster-config-file", "nodes.conf",
+                        "--dir", str(data),
+                        "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                        "--cluster-require-full-coverage", "no",
+                    )
+                )
+            )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        """The ``--broker`` URL naming every master."""
+        return "redis+cluster://" + ",".join(f"{LOOPBACK}:{n.port}" for n in self.nodes)
+
+    async def start(self) -> None:
+        await asyncio.gather(*(node.start() for node in self.nodes))
+        share = SLOTS // len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            first = i * share
+            last = SLOTS - 1 if i == len(self.nodes) - 1 else first + share - 1
+            async with Redis(host=LOOPBACK, port=node.port) as client:
+                await client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)  # type: ignore[no-untyped-call]
+                if i:
+                    first_node = self.nodes[0]
+                    await client.execute_command(  # type: ignore[no-untyped-call]
+                        "CLUSTER", "MEET", LOOPBACK, first_node.port, node_bus_port(first_node)
+                    )
+        await self.wait_ok()
+
+    async def wait_ok(self) -> None:
+        """Return once every master sees the whole cluster, every slot served."""
+        async with asyncio.timeout(20 * UNIT):
+            for node in self.nodes:
+                async with Redis(host=LOOPBACK, port=node.port) as client:
+                    while True:
+                        info = (await client.execute_command("CLUSTER", "INFO")).decode()  # type: ignore[no-untyped-call]
+                        fields = dict(line.split(":", 1) for line in info.split() if ":" in line)
+                        if (
+                            fields.get("cluster_state") == "ok"
+                            and fields.get("cluster_known_nodes") == str(len(self.nodes))
+                            and fields.get("cluster_slots_ok") == str(SLOTS)
+                        ):
+                            break
+                        await asyncio.sleep(0.05)  # gossip has no event to await
+
+    def master_of_slot(self, slot: int) -> RedisServer:
+        share = SLOTS // len(self.nodes)
+        return self.nodes[min(slot // share, len(self.nodes) - 1)]
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+        self._dir.cleanup()
+
+
+def node_bus_port(node: RedisServer) -> int:
+    return int(node.extra[node.extra.index("--cluster-port") + 1])
