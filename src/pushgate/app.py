@@ -64,6 +64,7 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
             prefix=f"{{{config.prefix}}}" if config.redis_cluster else config.prefix,
             ttl=config.node_ttl,
             local_conns=hub.conn_ids,
+            transactions=not config.redis_cluster,
         )
         broker = redis_broker
         if config.sessions:

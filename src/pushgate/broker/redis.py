@@ -206,7 +206,9 @@ class RedisBroker:
 
     async def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
-        await self._subscriber_for("")  # started now: the probes say whether Redis is alive
+        await self._subscriber_for("")  # from now on the probes say whether Redis is alive
+        for subscriber in self._subscribers.values():
+            subscriber.start()
 
     async def publish(self, topic: str, payload: bytes) -> int | None:
         return await self._publish(topic, CONTROL_MARK + payload)

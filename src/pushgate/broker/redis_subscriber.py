@@ -95,6 +95,8 @@ class Subscriber:
         self.reconnects = 0  # subscriptions rebuilt after Redis came back (for /metrics)
 
     def start(self) -> None:
+        if self._reader is not None:
+            return
         self._reader = asyncio.create_task(self._run(), name=f"pushgate-redis-sub-{self.where}")
 
     async def close(self) -> None:
