@@ -465,3 +465,19 @@ async def test_sync_returns_once_earlier_pushes_reached_the_node(
         await publisher.publish_push(TOPIC, push(n))
     await asyncio.gather(*(subscriber.sync() for _ in range(50)))  # one marker serves all
     assert [pub.seq for _, pub in recorder.publications] == list(range(1, 21))
+
+
+async def test_a_burst_of_concurrent_pushes_is_all_published(broker_factory: BrokerFactory) -> None:
+    """300 pushes in flight at once, on 100 topics (an API under load): every one is
+    published and numbered, none refused for want of a connection to the broker."""
+    publisher, _ = await started(broker_factory)
+    topics = [f"room:burst{i}" for i in range(100)]
+    _, recorder = await started(broker_factory, *topics)
+    await asyncio.gather(*(publisher.publish_push(topics[n % 100], push(n)) for n in range(300)))
+    await recorder.wait_for(300)
+    seqs: dict[str, list[int]] = {}
+    for topic, pub in recorder.publications:
+        seqs.setdefault(topic, []).append(pub.seq)
+    if recorder.publications[0][1].seq:  # brokers with history number each stream
+        assert all(sorted(s) == [1, 2, 3] for s in seqs.values()), seqs
+    assert sum(map(len, seqs.values())) == 300

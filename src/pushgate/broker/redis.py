@@ -383,9 +383,11 @@ class RedisClusterBroker(RedisBroker):
 
     def _make_client(self) -> Any:
         nodes, options = parse_cluster_url(self.url)
-        return RedisCluster(
+        return _BoundedRedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-            max_connections=MAX_CONNECTIONS,
+            # Commands wait for one of MAX_CONNECTIONS slots (below); the rest is for
+            # the pipelines, which take at most one connection per master each.
+            max_connections=2 * MAX_CONNECTIONS,
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_timeout=None,
             # Fail fast: a master that is down answers 503 for its topics at once.
@@ -487,6 +489,20 @@ class RedisClusterBroker(RedisBroker):
         return "the Redis Cluster " + ",".join(
             f"{h}:{p}" for h, p in parse_cluster_url(self.url)[0]
         )
+
+
+class _BoundedRedisCluster(RedisCluster):
+    """A RedisCluster whose commands wait for a free connection, as the single-server
+    broker's BlockingConnectionPool makes them: redis-py's cluster pool raises
+    MaxConnectionsError at once instead, so a burst of pushes would answer 503."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_flight = asyncio.Semaphore(MAX_CONNECTIONS)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._in_flight:
+            return await super().execute_command(*args, **kwargs)
 
 
 def _tag_for_slot(slot: int) -> str:
