@@ -83,10 +83,13 @@ async def received(clients: Sequence[ClientConnection]) -> list[str]:
     return [json.loads(await asyncio.wait_for(ws.recv(), 5 * UNIT))["data"] for ws in clients]
 
 
+WORKER_NAMES = ("gateway 1", "gateway 2", "logic")
+
+
 async def test_workers_share_the_port_and_serve_as_one(http: aiohttp.ClientSession) -> None:
     """Two gateway workers take connections on one port; the API sees them all,
     pushes to all reach all, and a room spans both workers."""
-    metrics = free_port_run(3)
+    metrics = free_port_run(4)
     async with server_process(
         "--workers", "2", "--metrics-address", f"{LOOPBACK}:{metrics}"
     ) as server:
@@ -107,6 +110,13 @@ async def test_workers_share_the_port_and_serve_as_one(http: aiohttp.ClientSessi
                 for i in (1, 2)  # worker i serves its metrics on PORT+i
             ]
             assert sorted(held) == sorted(per_node)
+            # PORT itself serves every worker's metrics at once, labelled by worker.
+            together = await scrape(http, f"http://{LOOPBACK}:{metrics}/metrics")
+            assert [
+                together[("pushgate_connections", (("worker", f"gateway {i}"),))] for i in (1, 2)
+            ] == held
+            up = [together[("pushgate_worker_up", (("worker", w),))] for w in WORKER_NAMES]
+            assert up == [1, 1, 1]  # the logic process (on PORT+3) too
             status, body = await post(
                 http, api(server) + "/push/all", data={"val": "to all", "tag": "3"}
             )

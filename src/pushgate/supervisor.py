@@ -36,6 +36,7 @@ from pushgate import __version__
 from pushgate.config import Config
 from pushgate.errors import StartupError
 from pushgate.processes import dies_with_parent
+from pushgate.workermetrics import WorkerMetrics
 
 log = logging.getLogger("pushgate.supervisor")
 
@@ -43,6 +44,7 @@ READY = re.compile(r" ready: ")
 API_PORT = re.compile(r"logic API http://[^ ]*:(\d+)")
 NODE = re.compile(r"node ([\w-]+),")
 CAPACITY = re.compile(r"accepting up to (\d+) WebSocket connections")
+METRICS_URL = re.compile(r"metrics (http://[^ ,]+/metrics)")
 START_TIMEOUT = 30.0  # for a child or the private Redis to say it is ready
 RESTART_BACKOFF = (1.0, 30.0)  # first delay, and the most, between restarts of a child
 STABLE_AFTER = 10.0  # a child up this long resets its restart delay
@@ -62,6 +64,7 @@ class Child:
     output: asyncio.Task[None] | None = None
     started_at: float = 0.0
     capacity: int = 0  # the WebSocket connections it accepts at most, once it said
+    metrics_url: str | None = None  # where it serves /metrics, while it is up
 
 
 def child_argv(argv: Sequence[str], role: str, extra: Sequence[str]) -> list[str]:
@@ -93,6 +96,7 @@ class Supervisor:
         self._redis_dir = ""
         self._background: set[asyncio.Task[None]] = set()
         self._capacity_reported = False
+        self._metrics: WorkerMetrics | None = None
 
     async def run(self) -> None:
         stop = asyncio.Event()
@@ -137,7 +141,12 @@ class Supervisor:
             argv = child_argv(self.argv, "gateway", extra)
             self.children.append(Child(f"gateway {index}", argv))
         if self.role == "serve":
-            self.children.append(Child("logic", child_argv(self.argv, "logic", common)))
+            extra = list(common)
+            if metrics is not None:  # the logic process next: PORT+N+1
+                host, port = metrics
+                logic_port = port + config.worker_count + 1 if port else 0
+                extra += ["--metrics-address", f"{host}:{logic_port}"]
+            self.children.append(Child("logic", child_argv(self.argv, "logic", extra)))
         for child in self.children:
             await self._start(child)
         try:
@@ -147,7 +156,18 @@ class Supervisor:
             )
         except TimeoutError:
             raise StartupError("a worker did not get ready in time; its log is above") from None
+        if metrics is not None:  # and all of them together on PORT
+            self._metrics = WorkerMetrics(self._worker_metrics_urls)
+            try:
+                await self._metrics.start(*metrics)
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen on {metrics[0]}:{metrics[1]} for the metrics: {exc}"
+                ) from None
         return ws_port, broker, list(lines)
+
+    def _worker_metrics_urls(self) -> dict[str, str | None]:
+        return {c.name: c.metrics_url for c in self.children}
 
     def _say_ready(self, ws_port: int, broker: str, lines: Sequence[str]) -> None:
         config = self.config
@@ -156,6 +176,9 @@ class Supervisor:
             api = API_PORT.search(line)
             if api:
                 parts.append(f"logic API http://{config.api_host}:{api.group(1)}")
+        if self._metrics is not None:
+            host = self.config.metrics_address.rpartition(":")[0]
+            parts.append(f"metrics http://{host}:{self._metrics.port}/metrics (every worker)")
         if self._redis is not None:
             parts.append("broker: a private redis-server")
         else:
@@ -198,6 +221,8 @@ class Supervisor:
             line = raw.decode(errors="replace").rstrip("\n")
             if ready is not None and not ready.done() and READY.search(line):
                 ready.set_result(line)
+                metrics_url = METRICS_URL.search(line)
+                child.metrics_url = metrics_url.group(1) if metrics_url else None
                 node = NODE.search(line)
                 log.info(
                     "%s ready (pid %d, node %s)",
@@ -212,6 +237,7 @@ class Supervisor:
                 child.capacity = int(capacity.group(1))
                 self._report_capacity()
         code = await process.wait()
+        child.metrics_url = None
         if ready is not None and not ready.done():
             ready.set_exception(StartupError(f"{child.name} exited with status {code}"))
         if self.stopping or process is not child.process:
@@ -253,6 +279,8 @@ class Supervisor:
         """SIGTERM to every child (each drains its connections), wait for all, then
         stop the private Redis and release the port."""
         self.stopping = True
+        if self._metrics is not None:
+            await self._metrics.stop()
         for task in list(self._background):
             task.cancel()
         running = [c for c in self.children if c.process and c.process.returncode is None]
