@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from tests.helpers import LOOPBACK, UNIT, free_port
 from tests.redis_server import RedisServer
@@ -25,22 +26,47 @@ class RedisClusterServers:
 
     def __init__(self, masters: int = 3) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="pushgate-cluster-")
-        self.nodes: list[RedisServer] = []
-        for i in range(masters):
-            data = Path(self._dir.name) / str(i)
-            data.mkdir()
-            self.nodes.append(
-                RedisServer(
-                    (
-                        "--cluster-enabled", "yes",
-                        "--cluster-port", str(free_port()),
-                        "--cluster-config-file", "nodes.conf",
-                        "--dir", str(data),
-                        "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-                        "--cluster-require-full-coverage", "no",
-                    )
-                )
-            )  # fmt: skip
+        self.nodes = [self._new_node(str(i)) for i in range(masters)]
+        self.replicas: list[RedisServer] = []
+
+    def _new_node(self, name: str) -> RedisServer:
+        data = Path(self._dir.name) / name
+        data.mkdir()
+        return RedisServer(
+            (
+                "--cluster-enabled", "yes",
+                "--cluster-port", str(free_port()),
+                "--cluster-config-file", "nodes.conf",
+                "--dir", str(data),
+                "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                "--cluster-require-full-coverage", "no",
+            )
+        )  # fmt: skip
+
+    async def add_replica(self, master: int) -> RedisServer:
+        """Start a replica of ``nodes[master]``; return it once it is in sync."""
+        replica = self._new_node(f"replica{len(self.replicas)}")
+        self.replicas.append(replica)
+        await replica.start()
+        primary = self.nodes[master]
+        async with (
+            Redis(host=LOOPBACK, port=primary.port) as of,
+            Redis(host=LOOPBACK, port=replica.port) as client,
+            asyncio.timeout(20 * UNIT),
+        ):
+            await client.execute_command(  # type: ignore[no-untyped-call]
+                "CLUSTER", "MEET", LOOPBACK, primary.port, node_bus_port(primary)
+            )
+            primary_id = (await of.execute_command("CLUSTER", "MYID")).decode()  # type: ignore[no-untyped-call]
+            while True:
+                try:  # refused until the replica has learnt of the master by gossip
+                    await client.execute_command("CLUSTER", "REPLICATE", primary_id)  # type: ignore[no-untyped-call]
+                    break
+                except ResponseError:
+                    await asyncio.sleep(0.05)  # gossip has no event to await
+            while (await client.info("replication")).get("master_link_status") != "up":  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # nor has the first sync
+        return replica
 
     @property
     def url(self) -> str:
@@ -83,7 +109,7 @@ class RedisClusterServers:
         return self.nodes[min(slot // share, len(self.nodes) - 1)]
 
     def kill(self) -> None:
-        for node in self.nodes:
+        for node in [*self.nodes, *self.replicas]:
             node.kill()
         self._dir.cleanup()
 

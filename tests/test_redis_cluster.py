@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from pushgate.client import PushAPI, connect
@@ -177,4 +178,44 @@ async def test_a_shard_down_fails_only_its_topics_and_flows_again_once_back(
                 assert status == 503, body
                 await asyncio.sleep(0.05)  # the shard gives no event when it serves again
         assert time.monotonic() - back < 2.0
+        await ws.close()
+
+
+async def test_a_failover_to_a_replica_moves_the_subscriptions_and_loses_nothing(
+    own_cluster: RedisClusterServers, http: aiohttp.ClientSession
+) -> None:
+    """A master hands its slots to its replica (CLUSTER FAILOVER, as in a maintenance
+    or after a crash): Redis tells the gateway its channels moved, the gateway
+    subscribes on the new master, and every push accepted before, during and after
+    arrives once, in order."""
+    replica = await own_cluster.add_replica(0)
+    room = room_on_master(own_cluster, 0)
+    settings = {**FAST_TIMERS, "broker": own_cluster.url, "prefix": "rc3:", "node_ttl": 2.0}
+    async with (
+        running_server("gateway", **settings) as gateway,
+        running_server("logic", **settings) as logic,
+        Redis(host=LOOPBACK, port=replica.port) as to_replica,
+    ):
+        ws, ws_id = await open_client(gateway.ws_url)
+        status, body = await post(
+            http, logic.api_url + "/room/join", data={"id": room, "wsId": ws_id}
+        )
+        assert status == 200, body
+        accepted = []
+        for i in range(30):
+            if i == 10:
+                assert await to_replica.execute_command("CLUSTER", "FAILOVER") == b"OK"  # type: ignore[no-untyped-call]
+            status, body = await post(
+                http, logic.api_url + "/push/room", json={"id": room, "val": i, "tag": 2}
+            )
+            if status == 200:
+                accepted.append(i)
+            else:
+                assert status == 503, body  # refused while the slots move: not published
+        async with asyncio.timeout(10 * UNIT):
+            got = [(await recv_json(ws))["data"] for _ in accepted]
+        assert got == accepted
+        assert len(accepted) >= 20  # the move refused at most a few
+        role = (await to_replica.info("replication"))["role"]
+        assert role == "master"
         await ws.close()
