@@ -218,4 +218,14 @@ async def test_a_failover_to_a_replica_moves_the_subscriptions_and_loses_nothing
         assert len(accepted) >= 20  # the move refused at most a few
         role = (await to_replica.info("replication"))["role"]
         assert role == "master"
+        # The gateway is ready, and keeps no subscription on the demoted master.
+        async with (
+            Redis(host=LOOPBACK, port=own_cluster.nodes[0].port) as demoted,
+            asyncio.timeout(5 * UNIT),
+        ):
+            while True:
+                clients = await demoted.client_list()
+                if gateway.server.node.ready and not any(int(c["ssub"]) for c in clients):
+                    break
+                await asyncio.sleep(0.05)  # nothing announces either: poll
         await ws.close()

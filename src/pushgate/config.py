@@ -477,7 +477,8 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "HOST:PORT",
         "also serve GET /metrics on this address, without an API key (a gateway-only "
-        "node has no logic API to serve it on); keep it private",
+        "node has no logic API to serve it on); keep it private. With --workers N: "
+        "every worker's metrics, labelled by worker, on PORT (worker i on PORT+i)",
     ),
     Option("log_level", str.lower, "LEVEL", f"log level: {', '.join(LOG_LEVELS)}"),
     Option(

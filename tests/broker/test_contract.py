@@ -68,13 +68,28 @@ class MemoryBrokerFactory:
             await broker.close()
 
 
-class RedisBrokerFactory:
-    """RedisBrokers on a redis-server of their own; settling sends a marker through
-    each running node's own subscription and waits for it to come back."""
+class RedisNodes:
+    """Settling sends a marker through each running node's own subscriptions and
+    waits for it to come back."""
+
+    made: list[RedisBroker]
+
+    async def settle(self) -> None:
+        for broker in self.made:
+            if broker.running:
+                await broker.sync()
+
+    async def aclose(self) -> None:
+        for broker in self.made:
+            await broker.close()
+
+
+class RedisBrokerFactory(RedisNodes):
+    """RedisBrokers on a redis-server of their own."""
 
     def __init__(self, server: RedisServer) -> None:
         self.server = server
-        self.made: list[RedisBroker] = []
+        self.made = []
 
     @classmethod
     async def create(cls) -> "RedisBrokerFactory":
@@ -87,18 +102,12 @@ class RedisBrokerFactory:
         self.made.append(broker)
         return broker
 
-    async def settle(self) -> None:
-        for broker in self.made:
-            if broker.running:
-                await broker.sync()
-
     async def aclose(self) -> None:
-        for broker in self.made:
-            await broker.close()
+        await super().aclose()
         self.server.kill()
 
 
-class RedisClusterBrokerFactory:
+class RedisClusterBrokerFactory(RedisNodes):
     """RedisClusterBrokers on the module's cluster, under a prefix of this test's own."""
 
     prefixes = itertools.count()
@@ -106,7 +115,7 @@ class RedisClusterBrokerFactory:
     def __init__(self, cluster: RedisClusterServers) -> None:
         self.cluster = cluster
         self.prefix = f"test{next(self.prefixes)}:"
-        self.made: list[RedisClusterBroker] = []
+        self.made = []
 
     def __call__(self) -> Broker:
         broker = RedisClusterBroker(
@@ -114,15 +123,6 @@ class RedisClusterBrokerFactory:
         )
         self.made.append(broker)
         return broker
-
-    async def settle(self) -> None:
-        for broker in self.made:
-            if broker.running:
-                await broker.sync()
-
-    async def aclose(self) -> None:
-        for broker in self.made:
-            await broker.close()
 
 
 async def _memory() -> BrokerFactory:

@@ -381,6 +381,12 @@ class RedisClusterBroker(RedisBroker):
 
     publish_command = "SPUBLISH"
 
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._moving: set[str] = set()  # topics whose slot moved, to subscribe again
+        self._mover: asyncio.Future[None] | None = None
+        self._closing: set[asyncio.Future[None]] = set()
+
     def _make_client(self) -> Any:
         nodes, options = parse_cluster_url(self.url)
         return _BoundedRedisCluster(
@@ -448,9 +454,11 @@ class RedisClusterBroker(RedisBroker):
         return self._handler is not None
 
     async def close(self) -> None:
+        if self._mover is not None:
+            self._mover.cancel()
         for subscriber in self._subscribers.values():
-            await subscriber.close()
-            await subscriber.client.aclose()
+            await self._close_subscriber(subscriber)
+        await asyncio.gather(*self._closing, return_exceptions=True)
         self._subscribers.clear()
         self._handler = None
         await self._batch.close()
@@ -473,16 +481,46 @@ class RedisClusterBroker(RedisBroker):
             self._move(topic)
 
     def _move(self, topic: str) -> None:
-        log.info("topic %s moved to another Redis Cluster master; resubscribing", topic)
-        task = asyncio.ensure_future(self._resubscribe(topic))
-        task.add_done_callback(_log_failure)
+        self._moving.add(topic)
+        if self._mover is None or self._mover.done():
+            self._mover = asyncio.ensure_future(self._run_moves())
 
-    async def _resubscribe(self, topic: str) -> None:
+    async def _run_moves(self) -> None:
+        """Subscribe every moved topic on its new master: the slot map read once for
+        all the topics that moved together (a failover moves thousands at once)."""
         cluster: RedisCluster = self.client
-        with contextlib.suppress(RedisError, OSError):
-            await cluster.nodes_manager.initialize()
-        await self.subscribe(topic)
-        self._on_rebuilt()  # what was published during the move is read from history
+        while self._moving:
+            with contextlib.suppress(RedisError, OSError):
+                await cluster.nodes_manager.initialize()
+            moving, self._moving = self._moving & self._topics.keys(), set()
+            log.info("%d topics moved to another Redis Cluster master; resubscribing", len(moving))
+            results = await asyncio.gather(
+                *(self.subscribe(topic) for topic in moving), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, Exception):
+                    log.warning("could not move a topic to its new master: %s", result)
+            self._retire_idle()
+            self._on_rebuilt()  # what was published during the move is read from history
+
+    def _retire_idle(self) -> None:
+        """Close the subscriptions left with no topic (on a master that lost its
+        slots): they would probe a server that is no longer theirs."""
+        for name, subscriber in list(self._subscribers.items()):
+            if not subscriber.channels:
+                del self._subscribers[name]
+                task = asyncio.ensure_future(self._close_subscriber(subscriber))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _close_subscriber(subscriber: Subscriber) -> None:
+        await subscriber.close()
+        await subscriber.client.aclose()
+
+    async def unsubscribe(self, topic: str) -> None:
+        await super().unsubscribe(topic)
+        self._retire_idle()
 
     @property
     def _where(self) -> str:
@@ -511,11 +549,6 @@ def _tag_for_slot(slot: int) -> str:
     while key_slot(str(n).encode()) != slot:
         n += 1
     return str(n)
-
-
-def _log_failure(task: "asyncio.Future[None]") -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("could not move a topic to its new master: %s", task.exception())
 
 
 if TYPE_CHECKING:
