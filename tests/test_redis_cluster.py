@@ -235,3 +235,27 @@ async def test_a_failover_to_a_replica_moves_the_subscriptions_and_loses_nothing
                     break
                 await asyncio.sleep(0.05)  # nothing announces either: poll
         await ws.close()
+
+
+async def test_a_node_started_while_the_cluster_is_down_serves_once_it_is_up(
+    own_cluster: RedisClusterServers, http: aiohttp.ClientSession
+) -> None:
+    """Started with no master reachable, a node says it is not ready and keeps trying;
+    once the cluster is back it subscribes to everything it needs by itself, and a
+    client connected meanwhile gets its pushes."""
+    for node in own_cluster.nodes:
+        node.kill()
+    settings = {**FAST_TIMERS, "broker": own_cluster.url, "prefix": "rc4:"}
+    async with running_server(**settings) as server:
+        assert not server.server.node.ready
+        ws, _ = await open_client(server.ws_url)
+        for node in own_cluster.nodes:
+            await node.start()  # each keeps its slots (nodes.conf), not its data
+        await own_cluster.wait_ok()
+        async with asyncio.timeout(10 * UNIT):
+            while not server.server.node.ready:  # noqa: ASYNC110 - a property, no event
+                await asyncio.sleep(0.05)
+        status, body = await post(http, server.api_url + "/push/all", json={"val": "up", "tag": 2})
+        assert status == 200, body
+        assert (await recv_json(ws))["data"] == "up"
+        await ws.close()

@@ -61,7 +61,14 @@ from redis.exceptions import RedisError
 
 from pushgate.broker.base import Broker, BrokerHandler
 from pushgate.broker.redis_batch import ScriptBatcher, run_script
-from pushgate.broker.redis_subscriber import CONNECT_TIMEOUT, SUBSCRIBE_TIMEOUT, Subscriber
+from pushgate.broker.redis_errors import REDIS_ERRORS
+from pushgate.broker.redis_subscriber import (
+    CONNECT_TIMEOUT,
+    MAX_BACKOFF,
+    MIN_BACKOFF,
+    SUBSCRIBE_TIMEOUT,
+    Subscriber,
+)
 from pushgate.broker.urls import parse_cluster_url
 from pushgate.errors import BrokerUnavailable
 from pushgate.streams import History, Position, Publication, history_after, new_epoch
@@ -216,7 +223,7 @@ class RedisBroker:
     async def _publish(self, topic: str, data: bytes) -> int | None:
         try:
             await self.client.execute_command(self.publish_command, self.channel(topic), data)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"cannot publish to Redis at {self._where}: {exc}") from None
         return None  # Redis knows how many nodes received it, not how many connections
 
@@ -239,7 +246,7 @@ class RedisBroker:
                     self.publish_command,
                 ],
             )
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"cannot publish to Redis at {self._where}: {exc}") from None
         return None
 
@@ -252,7 +259,7 @@ class RedisBroker:
         # Shielded: a read may be shared with other resumes, which go on if this one stops.
         answers = await asyncio.gather(*map(asyncio.shield, reads.values()), return_exceptions=True)
         for answer in answers:
-            if isinstance(answer, RedisError | OSError):
+            if isinstance(answer, REDIS_ERRORS):
                 raise BrokerUnavailable(
                     f"cannot read history from Redis at {self._where}: {answer}"
                 )
@@ -288,7 +295,7 @@ class RedisBroker:
         channel = self.channel(topic)
         try:
             subscriber = await self._subscriber_for(channel)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"cannot reach Redis at {self._where}: {exc}") from None
         previous = self._topics.get(topic)
         if previous is not None and previous is not subscriber:
@@ -325,7 +332,7 @@ class RedisBroker:
         }
         results = await asyncio.gather(*(s.sync() for s in needed.values()), return_exceptions=True)
         for subscriber, result in zip(needed.values(), results, strict=True):
-            if isinstance(result, RedisError | OSError | TimeoutError):
+            if isinstance(result, (*REDIS_ERRORS, TimeoutError)):
                 raise BrokerUnavailable(f"Redis at {subscriber.where}: no sync: {result}")
             if isinstance(result, BaseException):
                 raise result
@@ -383,7 +390,8 @@ class RedisClusterBroker(RedisBroker):
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
-        self._moving: set[str] = set()  # topics whose slot moved, to subscribe again
+        self._wanted: set[str] = set()  # topics subscribed, or to be once routed
+        self._moving: set[str] = set()  # wanted topics to subscribe (again) on their master
         self._mover: asyncio.Future[None] | None = None
         self._closing: set[asyncio.Future[None]] = set()
 
@@ -446,7 +454,7 @@ class RedisClusterBroker(RedisBroker):
         # Subscribers are made per master as topics need them; until then nothing is
         # delivered, and readiness waits for the first.
         self._handler = handler
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self.client.initialize()
 
     @property
@@ -468,7 +476,7 @@ class RedisClusterBroker(RedisBroker):
         """A subscriber failed: read the slot map again (a failover or a resharding
         may have moved slots) and move every topic whose master changed."""
         cluster: RedisCluster = self.client
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await cluster.nodes_manager.initialize()
         for topic, subscriber in list(self._topics.items()):
             node = cluster.get_node_from_key(self.channel(topic))
@@ -480,28 +488,45 @@ class RedisClusterBroker(RedisBroker):
         if topic in self._topics:
             self._move(topic)
 
+    async def subscribe(self, topic: str) -> None:
+        self._wanted.add(topic)
+        try:
+            await super().subscribe(topic)
+        except BrokerUnavailable:
+            self._move(topic)  # wanted all the same: subscribed in the background
+            raise
+
     def _move(self, topic: str) -> None:
         self._moving.add(topic)
         if self._mover is None or self._mover.done():
             self._mover = asyncio.ensure_future(self._run_moves())
 
     async def _run_moves(self) -> None:
-        """Subscribe every moved topic on its new master: the slot map read once for
-        all the topics that moved together (a failover moves thousands at once)."""
+        """Subscribe every moved topic on its master, reading the slot map once for
+        all the topics that moved together (a failover moves thousands at once), and
+        again, with backoff, for those that could not be subscribed yet (no master
+        reachable, as when the cluster was down when this node started)."""
         cluster: RedisCluster = self.client
+        backoff = MIN_BACKOFF
+        failed: set[str] = set()
         while self._moving:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await cluster.nodes_manager.initialize()
-            moving, self._moving = self._moving & self._topics.keys(), set()
-            log.info("%d topics moved to another Redis Cluster master; resubscribing", len(moving))
+            moving, self._moving = self._moving & self._wanted, set()
+            if not failed:  # once per outage, not every retry
+                log.info("subscribing %d topics on their Redis Cluster masters", len(moving))
             results = await asyncio.gather(
-                *(self.subscribe(topic) for topic in moving), return_exceptions=True
+                *(RedisBroker.subscribe(self, topic) for topic in moving), return_exceptions=True
             )
-            for result in results:
-                if isinstance(result, Exception):
-                    log.warning("could not move a topic to its new master: %s", result)
+            failed = {t for t, r in zip(moving, results, strict=True) if isinstance(r, Exception)}
             self._retire_idle()
-            self._on_rebuilt()  # what was published during the move is read from history
+            self._on_rebuilt()  # what was published meanwhile is read from history
+            if failed:
+                if backoff == MIN_BACKOFF:
+                    log.warning("%d topics not subscribed yet; trying again", len(failed))
+                self._moving |= failed
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _retire_idle(self) -> None:
         """Close the subscriptions left with no topic (on a master that lost its
@@ -519,8 +544,13 @@ class RedisClusterBroker(RedisBroker):
         await subscriber.client.aclose()
 
     async def unsubscribe(self, topic: str) -> None:
+        self._wanted.discard(topic)
         await super().unsubscribe(topic)
         self._retire_idle()
+
+    @property
+    def ready(self) -> bool:
+        return super().ready and self._wanted <= self._topics.keys()
 
     @property
     def _where(self) -> str:

@@ -17,7 +17,9 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
+
+from pushgate.broker.redis_errors import REDIS_ERRORS
 
 # One pipeline holds at most this many calls; a bigger batch is sent as several.
 MAX_BATCH = 1000
@@ -50,7 +52,7 @@ class ScriptBatcher:
 
         Calls with the same ``share`` key in one batch are sent once and get the same
         future: await it through ``asyncio.shield`` so that one caller's cancellation
-        does not cancel the others'. It fails with RedisError or OSError.
+        does not cancel the others'. It fails with one of REDIS_ERRORS.
         """
         if share is not None and (shared := self._shared.get(share)) is not None:
             return shared
@@ -84,7 +86,7 @@ class ScriptBatcher:
                 again = await self._pipeline([calls[i] for i in missing], by_text=True)
                 for i, result in zip(missing, again, strict=True):
                     results[i] = result
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             for *_, future in calls:
                 _fail(future, exc)
             return

@@ -21,9 +21,9 @@ from itertools import islice
 from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from pushgate.broker.redis_batch import run_script
+from pushgate.broker.redis_errors import REDIS_ERRORS
 from pushgate.directory import Directory
 from pushgate.errors import BrokerUnavailable
 from pushgate.ids import ConnId
@@ -114,14 +114,14 @@ class RedisDirectory:
     async def locate(self, conn: ConnId) -> str | None:
         try:
             node = await run_script(self._locate, [self._prefix + "nodes"], [self._prefix, conn])
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"cannot look up wsId {conn} in Redis: {exc}") from None
         return None if node is None else bytes(node).decode()
 
     async def nodes(self) -> list[str]:
         try:
             nodes = await run_script(self._nodes, [self._prefix + "nodes"], [self._prefix])
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"cannot list the cluster's nodes in Redis: {exc}") from None
         return sorted(bytes(node).decode() for node in nodes)
 
@@ -130,7 +130,7 @@ class RedisDirectory:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             async with self._client.pipeline(transaction=self._transactions) as pipe:
                 pipe.srem(self._prefix + "nodes", self._node_id)
                 pipe.delete(self._key("alive"), self._key("conns"))

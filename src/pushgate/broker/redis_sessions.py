@@ -21,9 +21,9 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from pushgate.broker.redis_batch import ScriptBatcher
+from pushgate.broker.redis_errors import REDIS_ERRORS
 from pushgate.errors import BrokerUnavailable
 from pushgate.ids import ConnId
 from pushgate.sessions import (
@@ -138,7 +138,7 @@ class RedisSessions:
                     pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
                     pipe.pexpire(key, self._held_ttl_ms)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             error = BrokerUnavailable(f"cannot record sessions in Redis: {exc}")
             for _, _, waiter in batch:
                 if not waiter.done():
@@ -192,7 +192,7 @@ class RedisSessions:
     async def describe(self, ws_id: ConnId) -> SessionInfo | None:
         try:
             flat = await self._client.hgetall(self._key(ws_id))
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"cannot read session {ws_id} in Redis: {exc}") from None
         fields = {_text(k): _text(v) for k, v in flat.items()}
         if "t" not in fields:
@@ -204,7 +204,7 @@ class RedisSessions:
         self._held.pop(ws_id, None)
         try:
             deleted = await self._client.delete(self._key(ws_id))
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"cannot end session {ws_id} in Redis: {exc}") from None
         return bool(deleted)
 
@@ -220,7 +220,7 @@ class RedisSessions:
         # pipeline per turn of the loop, not a round trip per session.
         try:
             return await self._batch.call(script, [self._key(ws_id)], args)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"cannot update session {ws_id} in Redis: {exc}") from None
 
     async def _refresh_held(self) -> None:
@@ -235,7 +235,7 @@ class RedisSessions:
                         for ws_id in chunk:
                             pipe.pexpire(self._key(ws_id), self._held_ttl_ms)
                         await pipe.execute()
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 if not failing:
                     log.warning("cannot refresh the sessions held here in Redis: %s", exc)
                 failing = True

@@ -33,7 +33,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.crc import key_slot
-from redis.exceptions import RedisError
+
+from pushgate.broker.redis_errors import REDIS_ERRORS
 
 log = logging.getLogger("pushgate.broker")
 
@@ -45,6 +46,11 @@ SUBSCRIBE_TIMEOUT = 2.0
 
 class DeafSubscription(Exception):
     """Our own probes stopped coming back: the subscription is not delivering."""
+
+
+# What makes a sync fail, and what makes the reader start over.
+_SYNC_FAILS_ON: tuple[type[Exception], ...] = (*REDIS_ERRORS, TimeoutError)
+_RESUBSCRIBE_ON: tuple[type[Exception], ...] = (*_SYNC_FAILS_ON, DeafSubscription)
 
 
 async def _nothing() -> None:
@@ -120,14 +126,14 @@ class Subscriber:
 
     async def subscribe(self, channel: str) -> None:
         """Want ``channel``; return once Redis confirmed it (BrokerUnavailable-worthy
-        RedisError after ``SUBSCRIBE_TIMEOUT``: the caller words the error)."""
+        TimeoutError after ``SUBSCRIBE_TIMEOUT``: the caller words the error)."""
         self.channels.add(channel)
         if channel in self._confirmed:
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(waiter)
         if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await self._send_subscribe(self._pubsub, [channel])  # confirmed by the reader
         try:
             await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_TIMEOUT)
@@ -143,13 +149,13 @@ class Subscriber:
         self.channels.discard(channel)
         self._confirmed.discard(channel)
         if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await self._send_unsubscribe(self._pubsub, [channel])
 
     async def sync(self) -> None:
         """Return once everything published before this call on our channels has been
         handed to ``on_message`` (a marker sent through our own subscription has come
-        back). Raises RedisError, OSError or TimeoutError when it cannot.
+        back). Raises one of REDIS_ERRORS, or TimeoutError, when it cannot.
 
         The calls of one turn of the loop share one marker, sent at the end of it:
         after every one of them, which is all each needs.
@@ -172,7 +178,7 @@ class Subscriber:
         try:
             await self._publish_probe(token)
             await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_TIMEOUT)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _SYNC_FAILS_ON as exc:
             if not waiter.done():
                 waiter.set_exception(exc)
         finally:
@@ -234,7 +240,7 @@ class Subscriber:
                     self._on_rebuilt()
                 failing_since = None
                 await self._read(pubsub)
-            except (RedisError, OSError, TimeoutError, DeafSubscription) as exc:
+            except _RESUBSCRIBE_ON as exc:
                 if failing_since is None:
                     failing_since = loop.time()
                     backoff = MIN_BACKOFF
