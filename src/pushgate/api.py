@@ -41,7 +41,6 @@ from functools import partial
 from urllib.parse import parse_qsl
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from pushgate import __version__
 from pushgate.commands import (
@@ -63,7 +62,7 @@ from pushgate.console import add_console_routes
 from pushgate.control import MAX_MEMBERS_PAGE, Control
 from pushgate.errors import BrokerUnavailable, InvalidField, RoomLimitExceeded, UnknownConnection
 from pushgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from pushgate.metrics import exposition
+from pushgate.metrics import Registries, exposition
 from pushgate.node import Node
 from pushgate.openapi import openapi_spec
 from pushgate.security import ApiKeys
@@ -73,7 +72,7 @@ log = logging.getLogger("pushgate.api")
 
 NODE_KEY = web.AppKey("node", Node)
 CONTROL_KEY = web.AppKey("control", Control)
-METRICS_KEY = web.AppKey("metrics", CollectorRegistry)
+METRICS_KEY = web.AppKey("metrics", Registries)
 API_KEYS_KEY = web.AppKey("api_keys", ApiKeys)
 # Answered without an API key: probes must work, a browser cannot send a key to load
 # a page, and none of these reveals anything.
@@ -93,7 +92,7 @@ def build_api(
     *,
     max_body_bytes: int,
     api_keys: ApiKeys | None = None,
-    metrics: CollectorRegistry | None = None,
+    metrics: Registries | None = None,
 ) -> web.Application:
     """The logic API as an aiohttp application bound to ``node``; with ``api_keys``,
     every endpoint but the health checks needs one; with ``metrics``, it serves them
@@ -128,7 +127,7 @@ def build_api(
     return app
 
 
-def metrics_app(metrics: CollectorRegistry) -> web.Application:
+def metrics_app(metrics: Registries) -> web.Application:
     """``GET /metrics`` alone, for ``--metrics-address``."""
     app = web.Application()
     app[METRICS_KEY] = metrics
@@ -138,7 +137,7 @@ def metrics_app(metrics: CollectorRegistry) -> web.Application:
 
 async def serve_metrics(request: web.Request) -> web.Response:
     """The node's metrics in the Prometheus text format (docs/operations.md)."""
-    body = exposition(request.app[METRICS_KEY])
+    body = await exposition(request.app[METRICS_KEY])
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 

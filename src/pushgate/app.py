@@ -25,7 +25,7 @@ from pushgate.gateway import Gateway
 from pushgate.gcpolicy import FreezeSurvivors, runs_on_uvloop
 from pushgate.hub import Hub
 from pushgate.limits import ConnectionLimits
-from pushgate.metrics import LoopWatch, new_registry
+from pushgate.metrics import LoopWatch, new_registries
 from pushgate.node import Node
 from pushgate.security import ApiKeys, OriginPolicy, TokenVerifier, is_loopback
 from pushgate.sessions import MemorySessions, Sessions
@@ -175,7 +175,7 @@ class PushServer:
             make_gatekeeper(config),
             count_writes=not config.no_metrics,
         )
-        self.metrics = None if config.no_metrics else new_registry(self.node)
+        self.metrics = None if config.no_metrics else new_registries(self.node)
         self._loop_watch = None if config.no_metrics else LoopWatch(self.node.meters)
         self._gc = FreezeSurvivors()
         self._runner: web.AppRunner | None = None
