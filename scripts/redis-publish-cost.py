@@ -15,7 +15,8 @@ import time
 
 from redis.asyncio import Redis
 
-from pushgate.broker.redis import RedisBroker, RedisClusterBroker
+from pushgate.broker.redis import RedisBroker
+from pushgate.broker.redis_cluster import RedisClusterBroker
 from pushgate.streams import Publication
 
 IN_FLIGHT = 200  # publishes awaited at once

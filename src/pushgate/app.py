@@ -45,7 +45,8 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
     directory: Directory
     sessions: Sessions | None = None
     if config.clustered:
-        from pushgate.broker.redis import RedisBroker, RedisClusterBroker
+        from pushgate.broker.redis import RedisBroker
+        from pushgate.broker.redis_cluster import RedisClusterBroker
         from pushgate.broker.redis_directory import RedisDirectory
         from pushgate.broker.redis_sessions import RedisSessions
 

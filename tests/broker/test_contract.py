@@ -21,7 +21,8 @@ import pytest
 
 from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
-from pushgate.broker.redis import RedisBroker, RedisClusterBroker
+from pushgate.broker.redis import RedisBroker
+from pushgate.broker.redis_cluster import RedisClusterBroker
 from pushgate.streams import Position, Publication
 from tests.redis_cluster import RedisClusterServers
 from tests.redis_server import RedisServer
