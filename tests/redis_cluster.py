@@ -104,6 +104,25 @@ class RedisClusterServers:
                             break
                         await asyncio.sleep(0.05)  # gossip has no event to await
 
+    async def move_slot(self, slot: int, source: RedisServer, target: RedisServer) -> None:
+        """Migrate ``slot`` and its keys from master ``source`` to master ``target``
+        (what resharding does, one slot at a time), and tell every master."""
+        async with (
+            Redis(host=LOOPBACK, port=source.port) as src,
+            Redis(host=LOOPBACK, port=target.port) as dst,
+        ):
+            src_id = (await src.execute_command("CLUSTER", "MYID")).decode()  # type: ignore[no-untyped-call]
+            dst_id = (await dst.execute_command("CLUSTER", "MYID")).decode()  # type: ignore[no-untyped-call]
+            await dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)  # type: ignore[no-untyped-call]
+            await src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)  # type: ignore[no-untyped-call]
+            while keys := await src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):  # type: ignore[no-untyped-call]
+                await src.execute_command(  # type: ignore[no-untyped-call]
+                    "MIGRATE", LOOPBACK, target.port, "", 0, 5000, "KEYS", *keys
+                )
+            for node in self.nodes:
+                async with Redis(host=LOOPBACK, port=node.port) as client:
+                    await client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)  # type: ignore[no-untyped-call]
+
     def master_of_slot(self, slot: int) -> RedisServer:
         share = SLOTS // len(self.nodes)
         return self.nodes[min(slot // share, len(self.nodes) - 1)]

@@ -259,3 +259,54 @@ async def test_a_node_started_while_the_cluster_is_down_serves_once_it_is_up(
         assert status == 200, body
         assert (await recv_json(ws))["data"] == "up"
         await ws.close()
+
+
+async def test_a_resharded_slot_moves_its_subscription_and_loses_nothing(
+    own_cluster: RedisClusterServers, http: aiohttp.ClientSession
+) -> None:
+    """A slot migrates to another master (resharding) while pushes flow to a room on
+    it that had none before, and to a room that stays: Redis refuses the old
+    subscription (MOVED), the gateway subscribes on the new master, and fills from
+    history what was published meanwhile; every push arrives once, in order."""
+    moving = room_on_master(own_cluster, 0)
+    moving_slot = key_slot(f"room:{moving}".encode())
+    staying = next(
+        f"r{n}"
+        for n in range(100_000)
+        if own_cluster.master_of_slot(key_slot(f"room:r{n}".encode())) is own_cluster.nodes[0]
+        and key_slot(f"room:r{n}".encode()) != moving_slot
+    )
+    settings = {**FAST_TIMERS, "broker": own_cluster.url, "prefix": "rc5:", "node_ttl": 2.0}
+    async with (
+        running_server("gateway", **settings) as gateway,
+        running_server("logic", **settings) as logic,
+        PushAPI(logic.api_url) as api,
+    ):
+        ws, ws_id = await open_client(gateway.ws_url)
+        for room in (moving, staying):
+            await api.join(room, ws_id)
+        await api.push_room(staying, "before", tag=2)
+        assert (await recv_json(ws))["data"] == "before"
+
+        async def push_both() -> None:
+            for i in range(20):
+                for room in (moving, staying):
+                    await api.push_room(room, i, tag=2)
+
+        await asyncio.gather(
+            own_cluster.move_slot(moving_slot, own_cluster.nodes[0], own_cluster.nodes[1]),
+            push_both(),
+        )
+        got: dict[str, list[object]] = defaultdict(list)
+        async with asyncio.timeout(10 * UNIT):
+            for _ in range(40):
+                frame = await recv_json(ws)
+                got[frame["room"]].append(frame["data"])
+        assert got == {moving: list(range(20)), staying: list(range(20))}
+        async with Redis(host=LOOPBACK, port=own_cluster.nodes[1].port) as new_master:
+            counts = await new_master.execute_command(  # type: ignore[no-untyped-call]
+                "PUBSUB", "SHARDNUMSUB", f"rc5:{{room:{moving}}}"
+            )
+        assert counts[1] == 1  # the gateway listens there now
+        assert gateway.server.node.ready
+        await ws.close()

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import MovedError, RedisError
 
 from pushgate.broker.base import Broker, BrokerHandler
 from pushgate.broker.redis_batch import ScriptBatcher, run_script
@@ -290,6 +290,8 @@ class RedisBroker:
                 f"Redis at {subscriber.where} did not confirm a subscription within "
                 f"{SUBSCRIBE_TIMEOUT:g} s"
             ) from None
+        except MovedError as exc:  # the slot map was stale: its new master will do
+            raise BrokerUnavailable(f"Redis at {subscriber.where}: {topic} moved ({exc})") from None
 
     async def unsubscribe(self, topic: str) -> None:
         subscriber = self._topics.pop(topic, None)

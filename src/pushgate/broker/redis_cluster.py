@@ -21,13 +21,18 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from pushgate.broker.base import Broker, BrokerHandler
 from pushgate.broker.redis import MAX_CONNECTIONS, RedisBroker
 from pushgate.broker.redis_errors import REDIS_ERRORS
-from pushgate.broker.redis_subscriber import CONNECT_TIMEOUT, MAX_BACKOFF, MIN_BACKOFF, Subscriber
+from pushgate.broker.redis_subscriber import (
+    CONNECT_TIMEOUT,
+    MAX_BACKOFF,
+    MIN_BACKOFF,
+    Subscriber,
+    hash_tag,
+)
 from pushgate.broker.urls import parse_cluster_url
 from pushgate.errors import BrokerUnavailable
 
@@ -61,6 +66,10 @@ class RedisClusterBroker(RedisBroker):
             **options,
         )
 
+    @property
+    def _probe_prefix(self) -> str:
+        return f"{self.prefix}probe:{self.node_id}:"
+
     def channel(self, topic: str) -> str:
         # The topic is the hash tag, as in its stream's keys: one slot for all three.
         return f"{self.prefix}{{{topic}}}"
@@ -80,12 +89,14 @@ class RedisClusterBroker(RedisBroker):
                 host=node.host,
                 port=int(node.port),
                 socket_connect_timeout=CONNECT_TIMEOUT,
-                retry=Retry(NoBackoff(), 0, (RedisError,)),
+                # No retry of any error: redis-py's reconnect would subscribe again to
+                # every channel in one SSUBSCRIBE, which a cluster refuses when they
+                # span slots (CROSSSLOT). The Subscriber rebuilds, channel by slot.
+                retry=Retry(NoBackoff(), 0, ()),
                 **self._node_options,
             )
-            # Our probe channel must hash to a slot this master owns.
-            slot = key_slot(channel.encode())
-            probe = f"{self.prefix}probe:{self.node_id}:{{{_tag_for_slot(slot)}}}"
+            # Our probe channel must hash to a slot this master owns: the channel's.
+            probe = f"{self._probe_prefix}{{{hash_tag(channel)}}}"
             subscriber = self._new_subscriber(client, node.name, probe)
             self._subscribers[node.name] = subscriber
         return subscriber
@@ -98,6 +109,7 @@ class RedisClusterBroker(RedisBroker):
     def _subscriber_options(self, name: str) -> dict[str, Any]:
         return {
             "sharded": True,
+            "probe_prefix": self._probe_prefix,
             "on_failure": self._reroute,
             "on_lost": self._on_slot_moved,
         }
@@ -223,14 +235,6 @@ class _BoundedRedisCluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self._in_flight:
             return await super().execute_command(*args, **kwargs)
-
-
-def _tag_for_slot(slot: int) -> str:
-    """A short string whose hash slot is ``slot`` (found by trying; about 16,000 tries)."""
-    n = 0
-    while key_slot(str(n).encode()) != slot:
-        n += 1
-    return str(n)
 
 
 if TYPE_CHECKING:

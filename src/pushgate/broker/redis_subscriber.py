@@ -33,6 +33,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.crc import key_slot
+from redis.exceptions import MovedError
 
 from pushgate.broker.redis_errors import REDIS_ERRORS
 
@@ -61,7 +62,11 @@ class Subscriber:
     """Keeps one pub/sub connection subscribed to the wanted channels.
 
     ``sharded`` uses SSUBSCRIBE and SPUBLISH (Redis ≥ 7; every channel, the probe
-    channel included, must hash to a slot of the server ``client`` talks to).
+    channel included, must hash to a slot of the server ``client`` talks to). When
+    the server answers that a slot moved (``MOVED``: a resharding or a failover), its
+    channels are handed to ``on_lost`` and the connection goes on with the others;
+    if the probe channel was there, the probe moves to the hash tag of a channel
+    still here (``<probe_prefix>{<tag>}``).
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class Subscriber:
         on_failure: Callable[[], Awaitable[None]] = _nothing,
         on_lost: Callable[[str], None] = lambda channel: None,
         sharded: bool = False,
+        probe_prefix: str = "",
         probe_interval: float = 1.0,
         probe_timeout: float = 3.0,
     ) -> None:
@@ -86,6 +92,7 @@ class Subscriber:
         self._on_failure = on_failure
         self._on_lost = on_lost
         self._sharded = sharded
+        self._probe_prefix = probe_prefix
         self._kind = "smessage" if sharded else "message"
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
@@ -273,10 +280,36 @@ class Subscriber:
                 if self._deaf():
                     raise DeafSubscription(f"no probe came back for {now - self._probe_seen:.1f} s")
                 # Bounded: on a frozen connection the publish itself may never return.
-                await asyncio.wait_for(self._publish_probe(b""), self._probe_timeout)
-            message = await pubsub.get_message(timeout=max(0.0, next_probe - loop.time()))
+                try:
+                    await asyncio.wait_for(self._publish_probe(b""), self._probe_timeout)
+                except MovedError as moved:
+                    await self._slot_moved(pubsub, moved)
+            try:
+                message = await pubsub.get_message(timeout=max(0.0, next_probe - loop.time()))
+            except MovedError as moved:  # an SSUBSCRIBE refused: the slot is elsewhere now
+                await self._slot_moved(pubsub, moved)
+                continue
             if message is not None:
                 self._on_redis_message(message)
+
+    async def _slot_moved(self, pubsub: PubSub, moved: MovedError) -> None:
+        """Give up the channels of the slot that moved (``on_lost``), and move the
+        probe off it."""
+        if not self._sharded:
+            raise moved  # not a cluster: nothing here moves; start over
+        slot = moved.slot_id
+        for channel in [c for c in self.channels if key_slot(c.encode()) == slot]:
+            self.channels.discard(channel)
+            self._confirmed.discard(channel)
+            for waiter in self._waiters.pop(channel, ()):
+                if not waiter.done():  # its subscribe() fails now, not at its timeout
+                    waiter.set_exception(moved)
+            self._on_lost(channel)
+        if key_slot(self.probe_channel.encode()) == slot and self.channels:
+            self._confirmed.discard(self.probe_channel)
+            self.probe_channel = f"{self._probe_prefix}{{{hash_tag(min(self.channels))}}}"
+            self._probe_seen = asyncio.get_running_loop().time()
+            await self._send_subscribe(pubsub, [self.probe_channel])
 
     def _on_redis_message(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -309,6 +342,13 @@ class Subscriber:
 
     def _deaf(self) -> bool:
         return asyncio.get_running_loop().time() - self._probe_seen > self._probe_timeout
+
+
+def hash_tag(key: str) -> str:
+    """What Redis Cluster hashes of ``key``: the text in its first ``{…}``, if any."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if start >= 0 and end > start + 1 else key
 
 
 def _by_slot(channels: list[str]) -> list[list[str]]:
