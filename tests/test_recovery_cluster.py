@@ -158,6 +158,39 @@ async def test_pubsub_messages_lost_on_the_way_to_a_gateway_are_filled_from_hist
         await proxy.close()
 
 
+async def test_pushes_lost_before_a_rooms_first_one_arrived_are_filled_too(
+    redis: RedisServer,
+) -> None:
+    """As above, but the room had no push yet when its gateway's subscription was
+    cut: the gateway noted the stream's position when it subscribed, so it knows
+    the pushes it missed are missing, and fills them from history."""
+    proxy = DroppingProxy(LOOPBACK, redis.port)
+    await proxy.start()
+    via_proxy = f"redis://{LOOPBACK}:{proxy.port}/0"
+    settings = {**FAST_TIMERS, "prefix": "gap0:", "node_ttl": 30.0}
+    try:
+        async with (
+            running_server("gateway", **settings, broker=via_proxy) as gateway,
+            running_server("logic", **settings, broker=redis.url) as logic,
+            PushAPI(logic.api_url) as api,
+            connect(gateway.ws_url, api=api) as conn,
+        ):
+            await conn.join("quiet")
+            node = gateway.server.node
+            async with asyncio.timeout(5 * UNIT):
+                while node.guard.last("room:quiet") is None:  # noqa: ASYNC110 - no event
+                    await asyncio.sleep(0.01)
+            proxy.freeze()
+            await proxy.drop()
+            for i in range(5):
+                await api.push_room("quiet", i, tag=2)
+            proxy.thaw()
+            await api.push_room("quiet", "after", tag=2)
+            assert await recv_n(conn, 6) == [*range(5), "after"]
+    finally:
+        await proxy.close()
+
+
 async def test_a_redis_restarted_empty_is_told_to_clients_and_pushes_flow(
     redis: RedisServer,
 ) -> None:

@@ -81,8 +81,9 @@ REPLY_TOPIC_PREFIX = "reply:"
 
 # How long a session write (a detach) may hold up a stop.
 SESSION_FLUSH_TIMEOUT = 2.0
-# Waits between reads of a stream's history to fill a gap, while the broker is away.
-REPAIR_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+# Waits between reads of a stream's history to fill a gap, while the broker is away:
+# about 3 s in all, never more than 0.5 s between two reads.
+REPAIR_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,8 @@ class Node:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        if self.has_gateway and self.history:
+            self._in_background(self._learn_position(TOPIC_ALL))
 
     async def close(self) -> None:
         if self._session_writes:  # detaches: the sessions must stay resumable
@@ -607,18 +610,22 @@ class Node:
     async def _repair(self, topic: str) -> None:
         """Deliver what a stream is missing from history, then what waited meanwhile.
 
-        A broker that cannot answer yet (it is reconnecting) is asked again, a few
-        times over about three seconds, while the stream's pushes wait here."""
+        A broker that cannot answer yet (it is reconnecting; a restarted Redis
+        Cluster master refuses for its first 2 s) is asked again, a few times over
+        about three seconds and once more at the end of them, while the stream's
+        pushes wait here."""
         history: History | None = None
         error = ""
         try:
-            for delay in REPAIR_RETRY_DELAYS:
+            for delay in (*REPAIR_RETRY_DELAYS, None):
                 try:
                     history = await self.broker.history(topic, self.guard.last(topic))
                     error = ""
                     break
                 except BrokerUnavailable as exc:
                     error = str(exc)
+                    if delay is None:
+                        break
                     await asyncio.sleep(delay)
         finally:
             self._finish_repair(topic, history, error)
@@ -628,6 +635,9 @@ class Node:
         last = self.guard.last(topic)
         filled = lost = 0
         if history is not None and last is not None:
+            if history.position.epoch != last.epoch and not last.seq:
+                last = Position(history.position.epoch, 0)  # nothing of the old one to lose
+                self.guard.delivered(topic, last)
             if history.position.epoch != last.epoch:
                 # The stream's history was lost (Redis restarted empty): what followed
                 # `last` is gone; say so, then give what the new epoch has kept.
@@ -791,6 +801,8 @@ class Node:
                     # topic, so a later call must be able to unsubscribe it.
                     self._subscribed.add(topic)
                     await self.broker.subscribe(topic)
+                    if self.history:
+                        self._in_background(self._learn_position(topic))
                 elif not wanted and topic in self._subscribed:
                     self._subscribed.discard(topic)
                     self.guard.forget(topic)
@@ -801,6 +813,23 @@ class Node:
                 del self._topic_locks[topic]
             else:
                 self._topic_locks[topic] = (lock, users - 1)
+
+    async def _learn_position(self, topic: str) -> None:
+        """Note where a stream is when this node starts following it, so that pushes
+        lost before the first one arrives (a broker reconnecting, a Redis Cluster
+        slot moving) are found and filled like any later gap. The position is read,
+        then a sync: if no push arrived meanwhile, none was published since the
+        subscription, and the position read is the last one published before it."""
+        try:
+            history = await self.broker.history(topic, None)
+            await self.broker.sync([topic])
+        except BrokerUnavailable:
+            return  # the first push to arrive sets the position instead
+        if self._follows(topic) and self.guard.last(topic) is None:
+            self.guard.delivered(topic, history.position)
+
+    def _follows(self, topic: str) -> bool:
+        return topic == TOPIC_ALL or topic in self._subscribed
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> "asyncio.Task[None]":
         """Run ``coro`` as a task that close() cancels and whose failure is logged."""

@@ -181,7 +181,11 @@ class StreamGuard:
         if last is None:
             return Verdict.NEXT
         if pub.epoch != last.epoch:
-            return Verdict.NEW_EPOCH
+            if last.seq:
+                return Verdict.NEW_EPOCH
+            # Nothing was ever delivered in the old epoch (a position noted when the
+            # node subscribed): no push of it can be missing; check from the new one.
+            last = Position(pub.epoch, 0)
         if pub.seq == last.seq + 1:
             return Verdict.NEXT
         return Verdict.DUPLICATE if pub.seq <= last.seq else Verdict.GAP
