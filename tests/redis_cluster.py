@@ -8,8 +8,11 @@ serving their slots meanwhile, which is how a cluster should be run under pushga
 """
 
 import asyncio
+import ssl
+import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -22,17 +25,28 @@ NODE_TIMEOUT_MS = 500
 
 
 class RedisClusterServers:
-    """Three cluster-enabled redis-servers joined into one cluster."""
+    """Three cluster-enabled redis-servers joined into one cluster; with ``tls``,
+    they speak TLS only (clients and cluster bus), with a CA of their own."""
 
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, *, tls: bool = False) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="pushgate-cluster-")
+        self.tls = tls
+        self.client_options: dict[str, Any] = {}
+        if tls:
+            self.ca, cert, key = make_certificates(Path(self._dir.name))
+            self._tls_args = (
+                "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(self.ca), "--tls-cluster", "yes",
+                "--tls-replication", "yes", "--tls-auth-clients", "no",
+            )  # fmt: skip
+            self.client_options = {"ssl": True, "ssl_ca_certs": str(self.ca)}
         self.nodes = [self._new_node(str(i)) for i in range(masters)]
         self.replicas: list[RedisServer] = []
 
     def _new_node(self, name: str) -> RedisServer:
         data = Path(self._dir.name) / name
         data.mkdir()
-        return RedisServer(
+        node = RedisServer(
             (
                 "--cluster-enabled", "yes",
                 "--cluster-port", str(free_port()),
@@ -42,6 +56,10 @@ class RedisClusterServers:
                 "--cluster-require-full-coverage", "no",
             )
         )  # fmt: skip
+        if self.tls:  # the port it was given is for TLS; no plain port
+            node.extra += ("--port", "0", "--tls-port", str(node.port), *self._tls_args)
+            node.tls = ssl.create_default_context(cafile=str(self.ca))
+        return node
 
     async def add_replica(self, master: int) -> RedisServer:
         """Start a replica of ``nodes[master]``; return it once it is in sync."""
@@ -50,8 +68,8 @@ class RedisClusterServers:
         await replica.start()
         primary = self.nodes[master]
         async with (
-            Redis(host=LOOPBACK, port=primary.port) as of,
-            Redis(host=LOOPBACK, port=replica.port) as client,
+            Redis(host=LOOPBACK, port=primary.port, **self.client_options) as of,
+            Redis(host=LOOPBACK, port=replica.port, **self.client_options) as client,
             asyncio.timeout(20 * UNIT),
         ):
             await client.execute_command(  # type: ignore[no-untyped-call]
@@ -71,7 +89,10 @@ class RedisClusterServers:
     @property
     def url(self) -> str:
         """The ``--broker`` URL naming every master."""
-        return "redis+cluster://" + ",".join(f"{LOOPBACK}:{n.port}" for n in self.nodes)
+        hosts = ",".join(f"{LOOPBACK}:{n.port}" for n in self.nodes)
+        if self.tls:
+            return f"rediss+cluster://{hosts}?ssl_ca_certs={self.ca}"
+        return f"redis+cluster://{hosts}"
 
     async def start(self) -> None:
         await asyncio.gather(*(node.start() for node in self.nodes))
@@ -79,7 +100,7 @@ class RedisClusterServers:
         for i, node in enumerate(self.nodes):
             first = i * share
             last = SLOTS - 1 if i == len(self.nodes) - 1 else first + share - 1
-            async with Redis(host=LOOPBACK, port=node.port) as client:
+            async with Redis(host=LOOPBACK, port=node.port, **self.client_options) as client:
                 await client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)  # type: ignore[no-untyped-call]
                 if i:
                     first_node = self.nodes[0]
@@ -92,7 +113,7 @@ class RedisClusterServers:
         """Return once every master sees the whole cluster, every slot served."""
         async with asyncio.timeout(20 * UNIT):
             for node in self.nodes:
-                async with Redis(host=LOOPBACK, port=node.port) as client:
+                async with Redis(host=LOOPBACK, port=node.port, **self.client_options) as client:
                     while True:
                         info = (await client.execute_command("CLUSTER", "INFO")).decode()  # type: ignore[no-untyped-call]
                         fields = dict(line.split(":", 1) for line in info.split() if ":" in line)
@@ -108,8 +129,8 @@ class RedisClusterServers:
         """Migrate ``slot`` and its keys from master ``source`` to master ``target``
         (what resharding does, one slot at a time), and tell every master."""
         async with (
-            Redis(host=LOOPBACK, port=source.port) as src,
-            Redis(host=LOOPBACK, port=target.port) as dst,
+            Redis(host=LOOPBACK, port=source.port, **self.client_options) as src,
+            Redis(host=LOOPBACK, port=target.port, **self.client_options) as dst,
         ):
             src_id = (await src.execute_command("CLUSTER", "MYID")).decode()  # type: ignore[no-untyped-call]
             dst_id = (await dst.execute_command("CLUSTER", "MYID")).decode()  # type: ignore[no-untyped-call]
@@ -120,7 +141,7 @@ class RedisClusterServers:
                     "MIGRATE", LOOPBACK, target.port, "", 0, 5000, "KEYS", *keys
                 )
             for node in self.nodes:
-                async with Redis(host=LOOPBACK, port=node.port) as client:
+                async with Redis(host=LOOPBACK, port=node.port, **self.client_options) as client:
                     await client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)  # type: ignore[no-untyped-call]
 
     def master_of_slot(self, slot: int) -> RedisServer:
@@ -135,3 +156,22 @@ class RedisClusterServers:
 
 def node_bus_port(node: RedisServer) -> int:
     return int(node.extra[node.extra.index("--cluster-port") + 1])
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate for 127.0.0.1 signed by it, made with openssl."""
+    ca_key, ca, key, csr, cert = (
+        directory / name for name in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt")
+    )
+    ext = directory / "san.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    for command in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "2", "-subj", "/CN=pushgate test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "2", "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+    return ca, cert, key

@@ -3,6 +3,7 @@ kill and restart on the same port."""
 
 import asyncio
 import shutil
+import ssl
 import subprocess
 
 import pytest
@@ -23,6 +24,7 @@ class RedisServer:
         self.binary = binary
         self.port = free_port()
         self.extra = extra
+        self.tls: ssl.SSLContext | None = None  # set when it listens with TLS only
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,7 +64,9 @@ class RedisServer:
                 if self.process.poll() is not None:
                     raise AssertionError(f"redis-server exited with {self.process.returncode}")
                 try:
-                    reader, writer = await asyncio.open_connection(LOOPBACK, self.port)
+                    reader, writer = await asyncio.open_connection(
+                        LOOPBACK, self.port, ssl=self.tls
+                    )
                 except OSError:
                     await asyncio.sleep(0.02)  # not listening yet; nothing to await on
                     continue

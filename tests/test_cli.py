@@ -121,6 +121,8 @@ async def test_a_port_in_use_is_one_line_and_exit_1() -> None:
         (["serve", "--broker", "kafka://x"], {}, "--broker"),
         (["serve", "--broker", "redis+cluster://h:1,h"], {}, "'h' is not HOST:PORT"),
         (["serve", "--broker", "redis+cluster://h:1/2"], {}, "only database 0"),
+        (["serve", "--broker", "rediss+cluster://h:1?bogus=1"], {}, "unknown option 'bogus'"),
+        (["serve", "--broker", "redis+cluster://h:1?ssl_ca_certs=ca"], {}, "need TLS"),
         (
             ["serve", "--broker", "redis+cluster://h:1", "--prefix", "{a}:"],
             {},

@@ -310,3 +310,31 @@ async def test_a_resharded_slot_moves_its_subscription_and_loses_nothing(
         assert counts[1] == 1  # the gateway listens there now
         assert gateway.server.node.ready
         await ws.close()
+
+
+async def test_a_cluster_that_speaks_only_tls_serves_through_rediss_cluster(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A Redis Cluster with TLS only (clients and bus, a private CA): a node on
+    ``rediss+cluster://…?ssl_ca_certs=CA`` joins, pushes and delivers as on plain TCP."""
+    cluster = RedisClusterServers(tls=True)
+    try:
+        await cluster.start()
+        settings = {**FAST_TIMERS, "broker": cluster.url, "prefix": "tls:"}
+        async with running_server(**settings) as server:
+            ws, ws_id = await open_client(server.ws_url)
+            rooms = [room_on_master(cluster, i) for i in range(3)]
+            for room in rooms:
+                status, body = await post(
+                    http, server.api_url + "/room/join", data={"id": room, "wsId": ws_id}
+                )
+                assert status == 200, body
+                status, body = await post(
+                    http, server.api_url + "/push/room", json={"id": room, "val": room, "tag": 2}
+                )
+                assert status == 200, body
+                assert (await recv_json(ws))["data"] == room
+            assert server.server.node.ready
+            await ws.close()
+    finally:
+        cluster.kill()

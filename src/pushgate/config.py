@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pushgate.broker.urls import CLUSTER_SCHEME, parse_cluster_url
+from pushgate.broker.urls import CLUSTER_SCHEMES, parse_cluster_url
 from pushgate.connection import ConnectionSettings
 from pushgate.errors import ConfigError
 
@@ -136,7 +136,7 @@ class Config:
             raise ConfigError(
                 f"--broker {self.broker!r} is not supported: use memory://, "
                 "redis://HOST:PORT/DB (rediss:// for TLS, unix:///path for a socket) or "
-                "redis+cluster://HOST:PORT,HOST:PORT"
+                "redis+cluster://HOST:PORT,HOST:PORT (rediss+cluster:// for TLS)"
             )
         if self.redis_cluster:
             try:
@@ -172,7 +172,7 @@ class Config:
     @property
     def redis_cluster(self) -> bool:
         """The broker is a Redis Cluster (sharded pub/sub), not one Redis server."""
-        return self.broker.startswith(CLUSTER_SCHEME)
+        return self.broker.startswith(CLUSTER_SCHEMES)
 
     @property
     def worker_count(self) -> int:
@@ -197,7 +197,7 @@ class Config:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-BROKER_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", CLUSTER_SCHEME)
+BROKER_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +292,8 @@ OPTIONS: tuple[Option, ...] = (
         "message broker: memory:// keeps everything in this process; redis://HOST:PORT/DB "
         "joins the cluster that shares that Redis (or Valkey); "
         "redis+cluster://HOST:PORT,HOST:PORT spreads topics over the shards of a "
-        "Redis Cluster (Redis 7 or later, sharded pub/sub)",
+        "Redis Cluster (Redis 7 or later, sharded pub/sub; rediss+cluster:// for TLS, "
+        "?ssl_ca_certs=PATH for a private CA)",
     ),
     Option("prefix", str, "TEXT", "prefix of every Redis key and channel; one per cluster"),
     Option("node_id", str, "ID", "this node's name in the cluster (default: random)"),
