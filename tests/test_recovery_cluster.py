@@ -7,13 +7,22 @@ import asyncio
 import contextlib
 import signal
 from collections import defaultdict
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 
 from pushgate.client import Connection, PushAPI, ServiceUnavailableError, State, connect
 from tests.dropping_proxy import DroppingProxy
-from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, running_server, server_process
+from tests.helpers import (
+    FAST_TIMERS,
+    LOOPBACK,
+    UNIT,
+    Running,
+    running_server,
+    server_process,
+)
 from tests.redis_server import RedisServer
 
 ARGS = ("--node-ttl", "2", "--control-timeout", "1", "--heartbeat", "1", "--idle-timeout", "3")
@@ -126,16 +135,23 @@ async def test_a_rolling_restart_loses_and_duplicates_nothing(
             assert conn.state is State.OPEN
 
 
-async def test_pubsub_messages_lost_on_the_way_to_a_gateway_are_filled_from_history(
-    redis: RedisServer,
-) -> None:
-    """The connection between one gateway and Redis is cut (the dropping proxy) while
-    the logic node publishes: when the gateway is back it reads what it missed from
-    history; its client misses nothing and gets nothing twice."""
+@dataclass
+class CutOff:
+    """A gateway that reaches Redis through a dropping proxy, a logic node that does
+    not, and a client of the gateway."""
+
+    proxy: DroppingProxy
+    gateway: Running
+    api: PushAPI
+    conn: Connection
+
+
+@asynccontextmanager
+async def gateway_behind_proxy(redis: RedisServer, prefix: str) -> AsyncIterator[CutOff]:
     proxy = DroppingProxy(LOOPBACK, redis.port)
     await proxy.start()
     via_proxy = f"redis://{LOOPBACK}:{proxy.port}/0"
-    settings = {**FAST_TIMERS, "prefix": "gap:", "node_ttl": 30.0}
+    settings = {**FAST_TIMERS, "prefix": prefix, "node_ttl": 30.0}
     try:
         async with (
             running_server("gateway", **settings, broker=via_proxy) as gateway,
@@ -143,19 +159,29 @@ async def test_pubsub_messages_lost_on_the_way_to_a_gateway_are_filled_from_hist
             PushAPI(logic.api_url) as api,
             connect(gateway.ws_url, api=api) as conn,
         ):
-            await conn.join("r")
-            await api.push_room("r", "before", tag=2)
-            assert await recv_n(conn, 1) == ["before"]
-            proxy.freeze()  # its reconnects hang until thawed: these are surely missed
-            await proxy.drop()  # the gateway's subscription and publisher are cut
-            for i in range(10):
-                await api.push_room("r", i, tag=2)
-            proxy.thaw()
-            await api.push_room("r", "after", tag=2)  # may come before or after the fill
-            assert await recv_n(conn, 11) == [*range(10), "after"]
-            assert gateway.server.node.gaps_filled >= 1
+            yield CutOff(proxy, gateway, api, conn)
     finally:
         await proxy.close()
+
+
+async def test_pubsub_messages_lost_on_the_way_to_a_gateway_are_filled_from_history(
+    redis: RedisServer,
+) -> None:
+    """The connection between one gateway and Redis is cut (the dropping proxy) while
+    the logic node publishes: when the gateway is back it reads what it missed from
+    history; its client misses nothing and gets nothing twice."""
+    async with gateway_behind_proxy(redis, "gap:") as cut:
+        await cut.conn.join("r")
+        await cut.api.push_room("r", "before", tag=2)
+        assert await recv_n(cut.conn, 1) == ["before"]
+        cut.proxy.freeze()  # its reconnects hang until thawed: these are surely missed
+        await cut.proxy.drop()  # the gateway's subscription and publisher are cut
+        for i in range(10):
+            await cut.api.push_room("r", i, tag=2)
+        cut.proxy.thaw()
+        await cut.api.push_room("r", "after", tag=2)  # may come before or after the fill
+        assert await recv_n(cut.conn, 11) == [*range(10), "after"]
+        assert cut.gateway.server.node.gaps_filled >= 1
 
 
 async def test_pushes_lost_before_a_rooms_first_one_arrived_are_filled_too(
@@ -164,31 +190,19 @@ async def test_pushes_lost_before_a_rooms_first_one_arrived_are_filled_too(
     """As above, but the room had no push yet when its gateway's subscription was
     cut: the gateway noted the stream's position when it subscribed, so it knows
     the pushes it missed are missing, and fills them from history."""
-    proxy = DroppingProxy(LOOPBACK, redis.port)
-    await proxy.start()
-    via_proxy = f"redis://{LOOPBACK}:{proxy.port}/0"
-    settings = {**FAST_TIMERS, "prefix": "gap0:", "node_ttl": 30.0}
-    try:
-        async with (
-            running_server("gateway", **settings, broker=via_proxy) as gateway,
-            running_server("logic", **settings, broker=redis.url) as logic,
-            PushAPI(logic.api_url) as api,
-            connect(gateway.ws_url, api=api) as conn,
-        ):
-            await conn.join("quiet")
-            node = gateway.server.node
-            async with asyncio.timeout(5 * UNIT):
-                while node.guard.last("room:quiet") is None:  # noqa: ASYNC110 - no event
-                    await asyncio.sleep(0.01)
-            proxy.freeze()
-            await proxy.drop()
-            for i in range(5):
-                await api.push_room("quiet", i, tag=2)
-            proxy.thaw()
-            await api.push_room("quiet", "after", tag=2)
-            assert await recv_n(conn, 6) == [*range(5), "after"]
-    finally:
-        await proxy.close()
+    async with gateway_behind_proxy(redis, "gap0:") as cut:
+        await cut.conn.join("quiet")
+        node = cut.gateway.server.node
+        async with asyncio.timeout(5 * UNIT):
+            while node.guard.last("room:quiet") is None:  # noqa: ASYNC110 - no event
+                await asyncio.sleep(0.01)
+        cut.proxy.freeze()
+        await cut.proxy.drop()
+        for i in range(5):
+            await cut.api.push_room("quiet", i, tag=2)
+        cut.proxy.thaw()
+        await cut.api.push_room("quiet", "after", tag=2)
+        assert await recv_n(cut.conn, 6) == [*range(5), "after"]
 
 
 async def test_a_redis_restarted_empty_is_told_to_clients_and_pushes_flow(
