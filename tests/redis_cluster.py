@@ -8,9 +8,11 @@ serving their slots meanwhile, which is how a cluster should be run under pushga
 """
 
 import asyncio
+import concurrent.futures
 import ssl
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +177,18 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     ):  # fmt: skip
         subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
     return ca, cert, key
+
+
+def started_in_a_thread() -> Iterator[RedisClusterServers]:
+    """A cluster for a module-scoped fixture (``yield from`` it), killed after.
+
+    Started on an event loop of its own, in a thread: such a fixture may be first
+    requested from inside a test's running loop.
+    """
+    cluster = RedisClusterServers()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, cluster.start()).result()
+        yield cluster
+    finally:
+        cluster.kill()

@@ -3,7 +3,6 @@ gateways and a logic node whose topics live on different shards, sessions that r
 across them, and a shard that goes down and comes back."""
 
 import asyncio
-import concurrent.futures
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -17,15 +16,15 @@ from redis.crc import key_slot
 from pushgate.client import PushAPI, connect
 from tests.dropping_proxy import DroppingProxy
 from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, open_client, post, recv_json, running_server
-from tests.redis_cluster import RedisClusterServers
+from tests.redis_cluster import RedisClusterServers, started_in_a_thread
 
 
-def room_on_master(cluster: RedisClusterServers, master: int, avoid: str = "") -> str:
+def room_on_master(cluster: RedisClusterServers, master: int) -> str:
     """A room id whose topic hashes to a slot of ``cluster.nodes[master]``."""
     for n in range(100_000):
         room = f"r{n}"
         slot = key_slot(f"room:{room}".encode())
-        if cluster.master_of_slot(slot) is cluster.nodes[master] and room != avoid:
+        if cluster.master_of_slot(slot) is cluster.nodes[master]:
             return room
     raise AssertionError("no room id found")
 
@@ -34,22 +33,10 @@ def master_of_topic(cluster: RedisClusterServers, topic: str) -> int:
     return cluster.nodes.index(cluster.master_of_slot(key_slot(topic.encode())))
 
 
-def start_cluster() -> RedisClusterServers:
-    cluster = RedisClusterServers()
-    # Its own loop, in a thread: fixtures of this module run inside the test's loop.
-    with concurrent.futures.ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, cluster.start()).result()
-    return cluster
-
-
 @pytest.fixture(scope="module")
 def shared_cluster() -> Iterator[RedisClusterServers]:
     """A cluster for the tests that do not stop any of its masters."""
-    cluster = start_cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.kill()
+    yield from started_in_a_thread()
 
 
 @pytest.fixture

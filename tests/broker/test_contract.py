@@ -12,7 +12,6 @@ the Redis Cluster one against a real three-master cluster, one for the whole mod
 """
 
 import asyncio
-import concurrent.futures
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Protocol
@@ -24,7 +23,7 @@ from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.broker.redis import RedisBroker
 from pushgate.broker.redis_cluster import RedisClusterBroker
 from pushgate.streams import Position, Publication
-from tests.redis_cluster import RedisClusterServers
+from tests.redis_cluster import RedisClusterServers, started_in_a_thread
 from tests.redis_server import RedisServer
 
 # Upper bound on waiting for a delivery that must happen; never reached when it works.
@@ -143,14 +142,7 @@ FACTORIES: dict[str, Callable[[], Awaitable[BrokerFactory]]] = {
 @pytest.fixture(scope="module")
 def redis_cluster() -> Iterator[RedisClusterServers]:
     """One three-master Redis Cluster for the module (it takes about 2 s to form)."""
-    cluster = RedisClusterServers()
-    try:
-        # Its own loop, in a thread: this runs inside the test's running loop.
-        with concurrent.futures.ThreadPoolExecutor(1) as thread:
-            thread.submit(asyncio.run, cluster.start()).result()
-        yield cluster
-    finally:
-        cluster.kill()
+    yield from started_in_a_thread()
 
 
 @pytest.fixture(params=[*sorted(FACTORIES), "redis-cluster"])
