@@ -46,6 +46,7 @@ class RedisClusterBroker(RedisBroker):
     publish_command = "SPUBLISH"
 
     def __init__(self, url: str, **options: Any) -> None:
+        self._masters, self._node_options = parse_cluster_url(url)  # before the client
         super().__init__(url, **options)
         self._wanted: set[str] = set()  # topics subscribed, or to be once routed
         self._moving: set[str] = set()  # wanted topics to subscribe (again) on their master
@@ -53,9 +54,8 @@ class RedisClusterBroker(RedisBroker):
         self._closing: set[asyncio.Future[None]] = set()
 
     def _make_client(self) -> Any:
-        nodes, options = parse_cluster_url(self.url)
         return _BoundedRedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            startup_nodes=[ClusterNode(host, port) for host, port in self._masters],
             # Commands wait for one of MAX_CONNECTIONS slots (below); the rest is for
             # the pipelines, which take at most one connection per master each.
             max_connections=2 * MAX_CONNECTIONS,
@@ -63,7 +63,7 @@ class RedisClusterBroker(RedisBroker):
             socket_timeout=None,
             # Fail fast: a master that is down answers 503 for its topics at once.
             retry=Retry(NoBackoff(), 1, (RedisError,)),
-            **options,
+            **self._node_options,
         )
 
     @property
@@ -100,11 +100,6 @@ class RedisClusterBroker(RedisBroker):
             subscriber = self._new_subscriber(client, node.name, probe)
             self._subscribers[node.name] = subscriber
         return subscriber
-
-    @property
-    def _node_options(self) -> dict[str, Any]:
-        _, options = parse_cluster_url(self.url)
-        return options
 
     def _subscriber_options(self, name: str) -> dict[str, Any]:
         return {
@@ -218,9 +213,7 @@ class RedisClusterBroker(RedisBroker):
 
     @property
     def _where(self) -> str:
-        return "the Redis Cluster " + ",".join(
-            f"{h}:{p}" for h, p in parse_cluster_url(self.url)[0]
-        )
+        return "the Redis Cluster " + ",".join(f"{h}:{p}" for h, p in self._masters)
 
 
 class _BoundedRedisCluster(RedisCluster):
