@@ -632,12 +632,13 @@ class Node:
 
     def _finish_repair(self, topic: str, history: History | None, error: str) -> None:
         waiting = self._repairs.pop(topic, [])
-        last = self.guard.last(topic)
+        last = (
+            self.guard.last(topic)
+            if history is None
+            else self.guard.last_seen_from(topic, history.position.epoch)
+        )
         filled = lost = 0
         if history is not None and last is not None:
-            if history.position.epoch != last.epoch and not last.seq:
-                last = Position(history.position.epoch, 0)  # nothing of the old one to lose
-                self.guard.delivered(topic, last)
             if history.position.epoch != last.epoch:
                 # The stream's history was lost (Redis restarted empty): what followed
                 # `last` is gone; say so, then give what the new epoch has kept.

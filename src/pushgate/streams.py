@@ -177,15 +177,11 @@ class StreamGuard:
         self._last: dict[str, Position] = {}
 
     def check(self, topic: str, pub: Publication) -> Verdict:
-        last = self._last.get(topic)
+        last = self.last_seen_from(topic, pub.epoch)
         if last is None:
             return Verdict.NEXT
         if pub.epoch != last.epoch:
-            if last.seq:
-                return Verdict.NEW_EPOCH
-            # Nothing was ever delivered in the old epoch (a position noted when the
-            # node subscribed): no push of it can be missing; check from the new one.
-            last = Position(pub.epoch, 0)
+            return Verdict.NEW_EPOCH
         if pub.seq == last.seq + 1:
             return Verdict.NEXT
         return Verdict.DUPLICATE if pub.seq <= last.seq else Verdict.GAP
@@ -195,6 +191,16 @@ class StreamGuard:
 
     def last(self, topic: str) -> Position | None:
         return self._last.get(topic)
+
+    def last_seen_from(self, topic: str, epoch: str) -> Position | None:
+        """The last position delivered, as a stream now in ``epoch`` sees it: a
+        position noted before any push was delivered (seq 0, when the node
+        subscribed) in another epoch becomes the start of this one, since no push
+        of the old epoch can be missing."""
+        last = self._last.get(topic)
+        if last is not None and last.epoch != epoch and not last.seq:
+            last = self._last[topic] = Position(epoch, 0)
+        return last
 
     def forget(self, topic: str) -> None:
         self._last.pop(topic, None)
