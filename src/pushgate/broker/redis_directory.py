@@ -78,7 +78,7 @@ class RedisDirectory:
         self._client = client
         # MULTI/EXEC keeps a rewrite of our set from being seen half done. redis-py runs
         # a Redis Cluster transaction on a thread and event loop of its own per command
-        # (60 % of a gateway's CPU while clients connect), so on a cluster the writes
+        # (about half of a gateway's CPU while clients connect), so on a cluster the writes
         # are plain pipelines: still in order, on one connection.
         self._transactions = transactions
         self._prefix = prefix
