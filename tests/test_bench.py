@@ -320,6 +320,35 @@ def test_resume_replays_what_was_missed(capsys: pytest.CaptureFixture[str]) -> N
     assert run["caught_up_s"] >= 0.3
 
 
+def test_resume_fresh_measures_reconnects_under_the_same_pushes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--fresh drops the same way and reconnects afresh while the pushes go on: the
+    baseline a resume storm is compared with. Fresh sessions owe nothing, so no
+    loss is counted, and the server needs no sessions for it."""
+    status, runs, err = bench(
+        capsys, *RESUME, "-n", "20", "--fresh", "--server-arg=--session-ttl=0", *SMALL
+    )
+    assert status == 0, err
+    [run] = runs
+    assert run["connected"] == run["reconnected"] == 20
+    assert run["reconnect_failed"] == 0
+    assert run["reconnect_s"] > 0
+    assert run["reconnect_vs_connect"] == pytest.approx(
+        run["reconnect_s"] / run["connect_s"], rel=0.1
+    )
+    assert run["server_cpu_us_per_reconnect"] >= 0
+    assert run["client_cpu_us_per_reconnect"] > 0
+    assert run["resumed"] is None
+    assert run["caught_up_s"] is None
+    assert run["pushes"] > 0
+    assert run["errors"] == []
+    assert "drop and reconnect afresh after 0.5 s of pushes" in err
+    for label in ("reconnected afresh", "reconnect time s", "server CPU µs/reconnect"):
+        assert re.search(rf"^{re.escape(label)}  +\S", err, re.MULTILINE), label
+    assert not re.search(r"^lost  ", err, re.MULTILINE)  # nothing is owed, nothing counted
+
+
 def test_resume_needs_sessions(capsys: pytest.CaptureFixture[str]) -> None:
     """A server that gives no session cannot be measured resuming: the bench says so."""
     status, runs, err = bench(capsys, *RESUME, "-n", "5", "--server-arg=--session-ttl=0", *SMALL)

@@ -184,6 +184,13 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         help="resume: seconds the clients stay away between the drop and the resume "
         "(default: 0, they resume at once)",
     )
+    load.add_argument(
+        "--fresh",
+        action="store_true",
+        help="resume: after the drop the clients reconnect afresh instead of resuming "
+        "(new wsIds, no rooms, nothing replayed): the time a storm of fresh connects "
+        "takes under the same pushes, to compare a resume storm with",
+    )
 
     clients = parser.add_argument_group("clients")
     clients.add_argument(
@@ -326,6 +333,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         churn_lifetime=args.churn_lifetime,
         resume_on=args.resume_on,
         outage=args.outage,
+        fresh=args.fresh,
         ws_urls=tuple(args.ws_url),
         api_url=args.api_url,
         server_pids=tuple(args.server_pid),
@@ -393,7 +401,7 @@ async def _runs(opts: BenchOptions) -> int:
             file=sys.stderr,
         )
         return 3
-    if any(r.resume_failed or r.not_caught_up for r in results):
+    if any(r.resume_failed or r.not_caught_up or r.reconnect_failed for r in results):
         print(
             "pushgate bench: sessions were not resumed, or clients did not catch up",
             file=sys.stderr,
@@ -417,11 +425,12 @@ def _title(opts: BenchOptions) -> str:
             if opts.push_count is not None
             else f"{opts.push_duration:g} s of pushes"
         )
-        on = ", resumed on the next gateway" if opts.resume_on == "other" else ""
+        on = " on the next gateway" if opts.resume_on == "other" else ""
+        verb = "reconnect afresh" if opts.fresh else "resume"
         return (
             f"pushgate bench resume: {opts.connections:,} connections over "
-            f"{opts.worker_count} workers drop and resume after {before} ({pace}, "
-            f"val {opts.size} B){on}, {where}"
+            f"{opts.worker_count} workers drop and {verb}{on} after {before} ({pace}, "
+            f"val {opts.size} B), {where}"
         )
     return (
         f"pushgate bench {opts.scenario.name}: {opts.connections:,} connections over "

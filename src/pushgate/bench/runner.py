@@ -178,7 +178,7 @@ class Run:
             hint = " (this scenario needs the wsId of a welcome frame)" if needs else ""
             raise BenchError(f"no connection opened{hint}: {_top(errors)}")
         self.server.check_alive()
-        if opts.scenario.name == "resume":
+        if opts.scenario.name == "resume" and not opts.fresh:
             sessions = sum(reply["sessions"] for reply in replies)
             if sessions < len(indexes):
                 raise BenchError(
@@ -330,7 +330,8 @@ class Run:
             if not log.accepted_total:
                 raise BenchError(f"no push was accepted before the drop: {_top(log.errors)}")
             before = Meter.read(server)
-            self.progress.phase("dropping every connection and resuming")
+            verb = "reconnecting afresh" if opts.fresh else "resuming"
+            self.progress.phase(f"dropping every connection and {verb}")
             biggest = max(count for _, count in split(result.connected, opts.worker_count))
             waves = -(-biggest // opts.connect_concurrency)
             timeout = opts.outage + waves * opts.connect_timeout + biggest / 100 + 60
@@ -342,10 +343,14 @@ class Run:
                     timeout=opts.connect_timeout,
                     shift=opts.resume_shift,
                     outage=opts.outage,
+                    fresh=opts.fresh,
                 ),
                 lambda t: f"{t.open:,}/{result.connected:,} open",
             )
             self.server.check_alive()
+            if opts.fresh:
+                self._reconnect_figures(dropped, before, Meter.read(server))
+                return
             # Caught up: on each stream this run pushed to, up to its seq at the last
             # resume (a stream may hold pushes from before the run: those are not owed).
             pushed = {stream_of(target) for target, n in log.accepted.items() if n}
@@ -365,13 +370,13 @@ class Run:
         finally:
             pusher.stop()
             await asyncio.gather(pushing, return_exceptions=True)
+            self._push_figures(log)
         accepted = {stream_of(target): n for target, n in log.accepted.items()}
         expected = plan.expected(log.accepted)
         await self.drain(sum(expected.values()))
         reports = await self.pool.call_all("report", within=120)
         self._resume_figures(dropped, caught, before, after)
         self._account_streams(plan, accepted, reports)
-        self._push_figures(log)
 
     def _push_figures(self, log: PushLog) -> None:
         """What the pusher saw: pushes accepted, errors, rate, answer times."""
@@ -399,6 +404,33 @@ class Run:
             if count is not None and log.accepted_total >= count:
                 return
             await asyncio.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
+
+    def _reconnect_figures(
+        self, dropped: list[dict[str, Any]], before: "Meter", after: "Meter"
+    ) -> None:
+        """resume --fresh: how long the fresh connects took after the drop, and their
+        CPU (the pushes to the clients already back included, as for a resume)."""
+        result = self.result
+        drop_ns = min(r["drop_ns"] for r in dropped)
+        welcome_ns = max(r["welcome_ns"] for r in dropped)
+        result.reconnected = sum(r["reconnected"] for r in dropped)
+        result.reconnect_failed = sum(r["failed"] for r in dropped)
+        errors: dict[str, int] = {}
+        for reply in dropped:
+            for text, n in reply["errors"].items():
+                errors[text] = errors.get(text, 0) + n
+        if errors:
+            result.errors.append(f"{result.reconnect_failed} reconnects failed: {_top(errors)}")
+        if result.reconnected and welcome_ns > drop_ns:
+            result.reconnect_s = (welcome_ns - drop_ns) / 1e9
+            if result.connect_s:
+                result.reconnect_vs_connect = result.reconnect_s / result.connect_s
+        self._meter(before, after, dropped)
+        if result.reconnected:
+            if result.server_cpu_s is not None:
+                result.server_cpu_us_per_reconnect = result.server_cpu_s * 1e6 / result.reconnected
+            if result.client_cpu_s is not None:
+                result.client_cpu_us_per_reconnect = result.client_cpu_s * 1e6 / result.reconnected
 
     def _resume_figures(
         self,

@@ -300,8 +300,11 @@ class Worker:
         handshakes in flight, each within ``timeout`` seconds, on the target ``shift``
         places after the client's own (0: the same gateway), ``outage`` seconds after
         the drop (0: at once). From the drop until
-        ``caught_up``, the arrival of every push is recorded per stream and seq."""
+        ``caught_up``, the arrival of every push is recorded per stream and seq.
+        With ``fresh``, each client connects afresh instead (a new session, no rooms):
+        the baseline a resume storm is compared with (``reconnected``)."""
         timeout, shift = float(msg["timeout"]), int(msg.get("shift", 0))
+        fresh = bool(msg.get("fresh", False))
         counters = self.counters
         olds = [(n, c) for n, c in enumerate(self.clients) if isinstance(c, ResumeClient)]
         counters.arrivals = {}
@@ -315,7 +318,14 @@ class Worker:
         errors: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
         hist = Histogram()
-        stats = {"resumed": 0, "new_session": 0, "not_recovered": 0, "replayed": 0, "retried": 0}
+        stats = {
+            "resumed": 0,
+            "new_session": 0,
+            "not_recovered": 0,
+            "replayed": 0,
+            "retried": 0,
+            "reconnected": 0,
+        }
         seqs: dict[str, int] = {}
         welcome_ns = 0
         todo = iter(olds)
@@ -326,7 +336,7 @@ class Worker:
                 failed = sum(errors.values()) + stats["new_session"]
                 if failed >= GIVE_UP_AFTER and failed > stats["resumed"]:
                     return  # the server refuses us: do not wait out every timeout
-                if not (old.session and old.ws_id):
+                if not fresh and not (old.session and old.ws_id):
                     errors["no session to resume (the welcome had none)"] += 1
                     continue
                 target = self._target(old.index + shift)
@@ -335,9 +345,9 @@ class Worker:
                     client = ResumeClient(
                         old.index,
                         target.host_header,
-                        resume_path(target.path),
+                        target.path if fresh else resume_path(target.path),
                         counters,
-                        previous=old,
+                        previous=None if fresh else old,
                     )
                     try:
                         await open_client(target, self._source(old.index), client, timeout)
@@ -356,6 +366,10 @@ class Worker:
                     continue
                 hist.add(int((time.monotonic() - t0) * 1e6))
                 self.clients[n] = client
+                if fresh:
+                    stats["reconnected"] += 1
+                    welcome_ns = max(welcome_ns, client.welcome_ns)
+                    continue
                 welcome = client.welcome or {}
                 if not client.welcome_resumed or client.ws_id != old.ws_id:
                     stats["new_session"] += 1
@@ -376,7 +390,8 @@ class Worker:
 
         concurrency = max(1, min(int(msg.get("concurrency", 100)), len(olds) or 1))
         await asyncio.gather(*(resume_some() for _ in range(concurrency)))
-        tried = stats["resumed"] + stats["new_session"] + sum(errors.values())
+        tried = stats["resumed"] + stats["new_session"] + stats["reconnected"]
+        tried += sum(errors.values())
         if tried < len(olds):
             errors["not tried: too many failures before"] += len(olds) - tried
         return {
@@ -388,6 +403,7 @@ class Worker:
             "reasons": dict(reasons.most_common(MAX_REASONS)),
             "seqs": seqs,
             "resume_us": hist.to_pairs(),
+            "cpu_s": own_cpu_seconds() - self.resume_cpu_mark,
         }
 
     async def _cmd_caught_up(self, msg: Json) -> Json:
