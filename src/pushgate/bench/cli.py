@@ -62,6 +62,10 @@ stream in the welcomes), beside the time the same N clients took to connect
 afresh (connect time); server CPU per resume (from the drop to caught up, live
 pushes included); pushes replayed; resumes not recovered; and pushes lost or
 duplicated, from the seqs of every stream of every client (both must be 0).
+With --fresh the clients reconnect afresh after the same drop instead (a new
+wsId, in no room, nothing replayed, nothing counted lost), under the same pushes:
+reconnect time (from the drop to the last welcome) and CPU per reconnect, the
+baseline a resume storm is compared with.
 
 figures: server CPU is utime+stime of the server process(es) over the push phase;
 client CPU is the workers' own; latency is from the push's send time to its
@@ -76,6 +80,7 @@ examples:
   pushgate bench idle --connections 19000 --duration 30 --workers 2
   pushgate bench rooms --connections 5000 --rate 2000 --duration 10 --json
   pushgate bench resume -n 10000 --rate 5 --duration 3 --repeat 3
+  pushgate bench resume -n 10000 --fresh
   scripts/bench-cluster resume -n 10000 --resume-on other
   pushgate bench broadcast --ws-url ws://127.0.0.1:8888/connect \\
       --api-url http://127.0.0.1:9999 --server-pid 12345

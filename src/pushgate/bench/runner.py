@@ -415,10 +415,7 @@ class Run:
         welcome_ns = max(r["welcome_ns"] for r in dropped)
         result.reconnected = sum(r["reconnected"] for r in dropped)
         result.reconnect_failed = sum(r["failed"] for r in dropped)
-        errors: dict[str, int] = {}
-        for reply in dropped:
-            for text, n in reply["errors"].items():
-                errors[text] = errors.get(text, 0) + n
+        errors = _merged_counts(dropped, "errors")
         if errors:
             result.errors.append(f"{result.reconnect_failed} reconnects failed: {_top(errors)}")
         if result.reconnected and welcome_ns > drop_ns:
@@ -426,11 +423,9 @@ class Run:
             if result.connect_s:
                 result.reconnect_vs_connect = result.reconnect_s / result.connect_s
         self._meter(before, after, dropped)
-        if result.reconnected:
-            if result.server_cpu_s is not None:
-                result.server_cpu_us_per_reconnect = result.server_cpu_s * 1e6 / result.reconnected
-            if result.client_cpu_s is not None:
-                result.client_cpu_us_per_reconnect = result.client_cpu_s * 1e6 / result.reconnected
+        server_us, client_us = self._cpu_us_per(result.reconnected)
+        result.server_cpu_us_per_reconnect = server_us
+        result.client_cpu_us_per_reconnect = client_us
 
     def _resume_figures(
         self,
@@ -447,14 +442,10 @@ class Run:
         result.replayed = sum(r["replayed"] for r in dropped)
         result.not_caught_up = sum(r["not_caught_up"] for r in caught)
         hist = Histogram()
-        errors: dict[str, int] = {}
-        reasons: dict[str, int] = {}
         for reply in dropped:
             hist.merge(Histogram.from_pairs(reply["resume_us"]))
-            for text, n in reply["errors"].items():
-                errors[text] = errors.get(text, 0) + n
-            for text, n in reply["reasons"].items():
-                reasons[text] = reasons.get(text, 0) + n
+        errors = _merged_counts(dropped, "errors")
+        reasons = _merged_counts(dropped, "reasons")
         result.resume_p50_ms = ms(hist.percentile(0.5))
         result.resume_p99_ms = ms(hist.percentile(0.99))
         if errors:
@@ -480,11 +471,19 @@ class Run:
             if result.connect_s:
                 result.caught_up_vs_connect = result.caught_up_s / result.connect_s
         self._meter(before, after, caught)
-        if result.resumed:
-            if result.server_cpu_s is not None:
-                result.server_cpu_us_per_resume = result.server_cpu_s * 1e6 / result.resumed
-            if result.client_cpu_s is not None:
-                result.client_cpu_us_per_resume = result.client_cpu_s * 1e6 / result.resumed
+        server_us, client_us = self._cpu_us_per(result.resumed)
+        result.server_cpu_us_per_resume = server_us
+        result.client_cpu_us_per_resume = client_us
+
+    def _cpu_us_per(self, count: int | None) -> tuple[float | None, float | None]:
+        """Server and client CPU of the last :meth:`_meter`, in µs per one of ``count``."""
+        server, client = self.result.server_cpu_s, self.result.client_cpu_s
+        if not count:
+            return None, None
+        return (
+            None if server is None else server * 1e6 / count,
+            None if client is None else client * 1e6 / count,
+        )
 
     def _account_streams(
         self, plan: Plan, accepted: dict[str, int], reports: list[dict[str, Any]]
@@ -689,12 +688,18 @@ class Meter:
 def _connect_stats(replies: list[dict[str, Any]]) -> tuple[Histogram, dict[str, int]]:
     """The workers' connect-time histograms and error counts, merged."""
     hist = Histogram()
-    errors: dict[str, int] = {}
     for reply in replies:
         hist.merge(Histogram.from_pairs(reply["connect_us"]))
-        for text, n in reply["errors"].items():
-            errors[text] = errors.get(text, 0) + n
-    return hist, errors
+    return hist, _merged_counts(replies, "errors")
+
+
+def _merged_counts(replies: list[dict[str, Any]], key: str) -> dict[str, int]:
+    """The workers' counts by text under ``key`` (errors, reasons), summed."""
+    merged: dict[str, int] = {}
+    for reply in replies:
+        for text, n in reply[key].items():
+            merged[text] = merged.get(text, 0) + n
+    return merged
 
 
 def _spread(count: int, total: int) -> list[int]:
