@@ -461,7 +461,7 @@ def test_resume_on_a_two_gateway_cluster(
     [run] = runs
     check_resume(run, 20)
     assert run["replayed"] >= 20 * 2  # at least one push per stream per client
-    assert ("resumed on the next gateway" in err) == (resume_on == "other")
+    assert ("drop and resume on the next gateway" in err) == (resume_on == "other")
 
 
 # Refusals
