@@ -320,18 +320,25 @@ def test_resume_replays_what_was_missed(capsys: pytest.CaptureFixture[str]) -> N
     assert run["caught_up_s"] >= 0.3
 
 
+@pytest.mark.parametrize(
+    ("secret", "in_room", "title"),
+    [([], 20, "into the room"), (["--token-secret", ""], 0, "in no room")],
+)
 def test_resume_fresh_measures_reconnects_under_the_same_pushes(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], secret: list[str], in_room: int, title: str
 ) -> None:
     """--fresh drops the same way and reconnects afresh while the pushes go on: the
-    baseline a resume storm is compared with. Fresh sessions owe nothing, so no
-    loss is counted, and the server needs no sessions for it."""
+    baseline a resume storm is compared with. With a token (the bench makes up the
+    secret of its own server) each client is back in the room; without, in none.
+    Fresh sessions owe nothing, so no loss is counted, and the server needs no
+    sessions for it."""
     status, runs, err = bench(
-        capsys, *RESUME, "-n", "20", "--fresh", "--server-arg=--session-ttl=0", *SMALL
+        capsys, *RESUME, "-n", "20", "--fresh", *secret, "--server-arg=--session-ttl=0", *SMALL
     )
     assert status == 0, err
     [run] = runs
     assert run["connected"] == run["reconnected"] == 20
+    assert run["in_room"] == in_room
     assert run["reconnect_failed"] == 0
     assert run["reconnect_s"] > 0
     assert run["reconnect_vs_connect"] == pytest.approx(
@@ -343,7 +350,7 @@ def test_resume_fresh_measures_reconnects_under_the_same_pushes(
     assert run["caught_up_s"] is None
     assert run["pushes"] > 0
     assert run["errors"] == []
-    assert "drop and reconnect afresh after 0.5 s of pushes" in err
+    assert f"drop and reconnect afresh {title} after 0.5 s of pushes" in err
     for label in ("reconnected afresh", "reconnect time s", "server CPU µs/reconnect"):
         assert re.search(rf"^{re.escape(label)}  +\S", err, re.MULTILINE), label
     assert not re.search(r"^lost  ", err, re.MULTILINE)  # nothing is owed, nothing counted

@@ -10,6 +10,7 @@ could not be resumed or a client did not catch up; 130 interrupted.
 
 import argparse
 import asyncio
+import secrets
 import signal
 import sys
 from collections.abc import Callable
@@ -287,6 +288,13 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         metavar="PID",
         help="the external server's process(es), to read CPU and RSS (repeatable)",
     )
+    server.add_argument(
+        "--token-secret",
+        metavar="SECRET",
+        help="the server's --token-secret: resume --fresh reconnects each client with "
+        "a token naming the room, as an app without resume puts its clients back in "
+        "their rooms (its own server gets one made up); without it, in no room",
+    )
 
     output = parser.add_argument_group("output")
     output.add_argument(
@@ -313,6 +321,11 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             server_args += [flag, str(value)]
+    token_secret = args.token_secret
+    if args.fresh and token_secret is None and not args.ws_url:
+        token_secret = secrets.token_hex(16)  # for our own server, and our tokens
+    if token_secret is not None and not args.ws_url:
+        server_args += ["--token-secret", token_secret]
     server_args += args.server_arg
     scenario = scenario_named(args.scenario or args.scenario_arg or "broadcast")
     return BenchOptions(
@@ -339,6 +352,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         resume_on=args.resume_on,
         outage=args.outage,
         fresh=args.fresh,
+        token_secret=token_secret,
         ws_urls=tuple(args.ws_url),
         api_url=args.api_url,
         server_pids=tuple(args.server_pid),
@@ -408,7 +422,8 @@ async def _runs(opts: BenchOptions) -> int:
         return 3
     if any(r.resume_failed or r.not_caught_up or r.reconnect_failed for r in results):
         print(
-            "pushgate bench: sessions were not resumed, or clients did not catch up",
+            "pushgate bench: sessions were not resumed, clients did not catch up, "
+            "or reconnects failed",
             file=sys.stderr,
         )
         return 3
@@ -431,7 +446,9 @@ def _title(opts: BenchOptions) -> str:
             else f"{opts.push_duration:g} s of pushes"
         )
         on = " on the next gateway" if opts.resume_on == "other" else ""
-        verb = "reconnect afresh" if opts.fresh else "resume"
+        verb = "resume"
+        if opts.fresh:
+            verb = "reconnect afresh " + ("into the room" if opts.token_secret else "in no room")
         return (
             f"pushgate bench resume: {opts.connections:,} connections over "
             f"{opts.worker_count} workers drop and {verb}{on} after {before} ({pace}, "

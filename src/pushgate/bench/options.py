@@ -63,6 +63,7 @@ class BenchOptions:
     resume_on: str = "same"  # resume: the gateway a client resumes on, "same" or "other"
     outage: float = 0.0  # resume: seconds between the drop and the resume
     fresh: bool = False  # resume: reconnect afresh instead (the baseline under load)
+    token_secret: str | None = None  # the server's: fresh reconnects get a token naming ROOM
     # The server under test: our own child process unless ws_urls is given
     ws_urls: tuple[str, ...] = ()
     api_url: str | None = None

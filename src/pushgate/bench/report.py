@@ -245,6 +245,7 @@ class RunResult:
     # Resume --fresh: the same drop, then fresh connects under the same pushes.
     reconnected: int | None = None  # clients that got a fresh welcome after the drop
     reconnect_failed: int | None = None
+    in_room: int | None = None  # members of the room after the reconnects (a token joins)
     reconnect_s: float | None = None  # from the drop to the last fresh welcome
     reconnect_vs_connect: float | None = None  # reconnect_s / connect_s
     server_cpu_us_per_reconnect: float | None = None  # from the drop to the last welcome
@@ -347,6 +348,7 @@ UNCOUNTED_WHEN_FRESH = {"deliveries", "lost", "lost_on_closed", "out_of_order", 
 FRESH_ROWS: tuple[tuple[str, str, str], ...] = (
     ("reconnected afresh", "reconnected", "n"),
     ("reconnect failed", "reconnect_failed", "n"),
+    ("in the room after", "in_room", "n"),
     ("reconnect time s", "reconnect_s", ".2f"),
     ("reconnect / connect time", "reconnect_vs_connect", ".2f"),
     ("server CPU µs/reconnect", "server_cpu_us_per_reconnect", ".0f"),

@@ -57,6 +57,11 @@ def resume_path(path: str) -> str:
     return f"{path}{'&' if '?' in path else '?'}resume=1"
 
 
+def fresh_path(path: str, token: str | None) -> str:
+    """The gateway path for a fresh connect, with ``token=`` when there is one."""
+    return f"{path}{'&' if '?' in path else '?'}token={token}" if token else path
+
+
 class Tally:
     """What one client received on one stream, by position."""
 

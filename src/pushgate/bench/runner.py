@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import jwt
+
 from pushgate.bench.histogram import Histogram
 from pushgate.bench.httpclient import HttpConnection, HttpError
 from pushgate.bench.options import MAX_DURATION, BenchError, BenchOptions
@@ -206,6 +208,19 @@ class Run:
         if self.opts.scenario.name == "room":
             await self.page_members()
 
+    async def _room_size(self) -> int:
+        """How many connections are in the room now (GET /rooms/{id})."""
+        assert self.server.api_url is not None
+        conn = HttpConnection(self.server.api_url)
+        try:
+            status, body = await conn.get(f"/rooms/{ROOM}?limit=1")
+        finally:
+            await conn.close()
+        if status != 200:
+            raise BenchError(f"GET /rooms/{ROOM} failed: HTTP {status} {body[:200]!r}")
+        count: int = json.loads(body)["count"]
+        return count
+
     async def page_members(self) -> None:
         """Time a walk through the room's members, 1,000 a page (GET /rooms/{id})."""
         assert self.server.api_url is not None
@@ -344,12 +359,14 @@ class Run:
                     shift=opts.resume_shift,
                     outage=opts.outage,
                     fresh=opts.fresh,
+                    token=self._room_token(),
                 ),
                 lambda t: f"{t.open:,}/{result.connected:,} open",
             )
             self.server.check_alive()
             if opts.fresh:
                 self._reconnect_figures(dropped, before, Meter.read(server))
+                result.in_room = await self._room_size()
                 return
             # Caught up: on each stream this run pushed to, up to its seq at the last
             # resume (a stream may hold pushes from before the run: those are not owed).
@@ -404,6 +421,13 @@ class Run:
             if count is not None and log.accepted_total >= count:
                 return
             await asyncio.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
+
+    def _room_token(self) -> str | None:
+        """A connection token that joins ROOM on connect, signed with --token-secret:
+        how a fresh reconnect gets back into the room without an API call."""
+        if not (self.opts.fresh and self.opts.token_secret):
+            return None
+        return jwt.encode({"rooms": [ROOM]}, self.opts.token_secret, algorithm="HS256")
 
     def _reconnect_figures(
         self, dropped: list[dict[str, Any]], before: "Meter", after: "Meter"

@@ -27,7 +27,13 @@ from typing import Any
 
 from pushgate.bench.histogram import Histogram
 from pushgate.bench.procstat import own_cpu_seconds, raise_fd_limit
-from pushgate.bench.resumeclient import ResumeClient, resume_path, stream_key, stream_name
+from pushgate.bench.resumeclient import (
+    ResumeClient,
+    fresh_path,
+    resume_path,
+    stream_key,
+    stream_name,
+)
 from pushgate.bench.wsclient import CLOSE_ABNORMAL, BenchClient, Counters, HandshakeError
 
 # Linux's IP_BIND_ADDRESS_NO_PORT (24): with a source address bound, let connect()
@@ -305,6 +311,7 @@ class Worker:
         the baseline a resume storm is compared with (``reconnected``)."""
         timeout, shift = float(msg["timeout"]), int(msg.get("shift", 0))
         fresh = bool(msg.get("fresh", False))
+        token = msg.get("token")
         counters = self.counters
         olds = [(n, c) for n, c in enumerate(self.clients) if isinstance(c, ResumeClient)]
         counters.arrivals = {}
@@ -345,7 +352,7 @@ class Worker:
                     client = ResumeClient(
                         old.index,
                         target.host_header,
-                        target.path if fresh else resume_path(target.path),
+                        fresh_path(target.path, token) if fresh else resume_path(target.path),
                         counters,
                         previous=None if fresh else old,
                     )
