@@ -307,8 +307,9 @@ class Worker:
         places after the client's own (0: the same gateway), ``outage`` seconds after
         the drop (0: at once). From the drop until
         ``caught_up``, the arrival of every push is recorded per stream and seq.
-        With ``fresh``, each client connects afresh instead (a new session, no rooms):
-        the baseline a resume storm is compared with (``reconnected``)."""
+        With ``fresh``, each client connects afresh instead (a new session, in the
+        rooms ``token`` names, if given): the baseline a resume storm is compared
+        with (``reconnected``)."""
         timeout, shift = float(msg["timeout"]), int(msg.get("shift", 0))
         fresh = bool(msg.get("fresh", False))
         token = msg.get("token")
@@ -341,7 +342,7 @@ class Worker:
             nonlocal welcome_ns
             for n, old in todo:
                 failed = sum(errors.values()) + stats["new_session"]
-                if failed >= GIVE_UP_AFTER and failed > stats["resumed"]:
+                if failed >= GIVE_UP_AFTER and failed > stats["resumed"] + stats["reconnected"]:
                     return  # the server refuses us: do not wait out every timeout
                 if not fresh and not (old.session and old.ws_id):
                     errors["no session to resume (the welcome had none)"] += 1
