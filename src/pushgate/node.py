@@ -540,7 +540,7 @@ class Node:
         return 0
 
     def on_publication(self, topic: str, pub: Publication) -> int:
-        if topic not in self._subscribed and topic != TOPIC_ALL:
+        if not self._follows(topic):
             # Arrived after this node let go of the topic: nobody here wants it, and it
             # must not become the position a later subscription is checked against.
             return 0
