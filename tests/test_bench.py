@@ -24,10 +24,12 @@ from typing import Any, cast
 
 import pytest
 from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
 from pushgate.bench.cli import add_bench_parser, options_from, run_bench
 from pushgate.bench.histogram import Histogram, bucket
 from pushgate.bench.options import BenchError, BenchOptions, check_url, scenario_named
+from pushgate.bench.rawws import OP_CONT, OP_PING, OP_TEXT, CloseScanner, masked_frame
 from pushgate.bench.report import (
     ClientCount,
     ClientStreams,
@@ -471,6 +473,115 @@ def test_resume_on_a_two_gateway_cluster(
     assert ("drop and resume on the next gateway" in err) == (resume_on == "other")
 
 
+# The abuse scenario (issue 25)
+
+
+def test_abuse_measures_the_honest_clients_quiet_then_under_every_attack(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """10 honest clients, 2-second phases, every attack at a tiny size: both phases
+    are measured and accounted on their own, /healthz and RSS are sampled in each,
+    and every attacker opened its connections and reports what became of them.
+    Whether the server withstands the attacks is the run's finding, not checked here;
+    only that the exit status says whether honest clients lost pushes."""
+    status, runs, err = bench(
+        capsys,
+        "abuse",
+        "-n",
+        "10",
+        "--duration",
+        "2",
+        "--non-readers",
+        "5",
+        "--fat-handshakes",
+        "5",
+        "--drain-timeout",
+        "1",
+        *SMALL,
+    )
+    [run] = runs
+    assert status == (3 if run["lost"] else 0), err
+    assert run["scenario"] == "abuse"
+    assert run["connected"] == 10
+    assert run["attacks"] == ["ping", "fragments", "nonreaders", "handshakes"]
+    # The quiet phase: nothing is attacking yet, so nothing may be missing.
+    assert run["quiet_pushes"] > 0
+    assert run["quiet_received"] == run["quiet_expected"] == 10 * run["quiet_pushes"]
+    assert run["quiet_lost"] == 0
+    assert 0 <= run["quiet_p50_ms"] <= run["quiet_p99_ms"] <= run["quiet_max_ms"]
+    # The attacked phase was pushed to and accounted on its own: its clients are
+    # owed its pushes, and counted only what arrived after the quiet phase.
+    assert run["attacked_sent"] > 0
+    assert run["attacked_expected"] == 10 * run["attacked_pushes"]
+    assert run["attacked_received"] <= 10 * run["attacked_sent"]
+    assert run["lost"] == run["quiet_lost"] + run["attacked_lost"]
+    for port in ("gateway", "api"):
+        for phase in ("quiet", "attacked"):
+            assert run[f"{port}_health_{phase}_max_ms"] is not None, (port, phase)
+    assert run["rss_attack_cost_mb"] == pytest.approx(
+        run["rss_attack_peak_mb"] - run["rss_start_mb"], abs=0.01
+    )
+    assert run["rss_end_mb"] > 0
+    # Every attacker opened, and says what became of its connections.
+    attackers = run["attackers"]
+    for flooder in ("ping", "fragments"):
+        assert attackers[flooder]["opened"] is True, attackers[flooder]
+        assert attackers[flooder]["frames"] > 0
+    for crowd in ("nonreaders", "handshakes"):
+        assert attackers[crowd]["opened"] == attackers[crowd]["count"] == 5, attackers[crowd]
+        assert sum(attackers[crowd]["outcomes"].values()) == 5
+    assert attackers["handshakes"]["bytes_sent"] > 0
+    for label in ("latency p99 attacked/quiet", "ping flooder", "non-readers", "issue 25's bar"):
+        assert re.search(rf"^{re.escape(label)}  +\S", err, re.MULTILINE), label
+
+
+def parsed_by_a_server(data: bytes) -> list[Frame]:
+    """The frames in ``data`` as websockets' reader parses client frames (unmasked)."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    frames = []
+    while reader.buffer:
+        parser = Frame.parse(reader.read_exact, mask=True)
+        with pytest.raises(StopIteration) as stop:
+            next(parser)
+        frames.append(stop.value.value)
+    return frames
+
+
+def test_the_attackers_frames_are_masked_client_frames() -> None:
+    """The attackers' hand-made frames are what a server accepts from a client:
+    masked, with the payload and the fin bit they mean."""
+    data = (
+        masked_frame(OP_PING)
+        + masked_frame(OP_TEXT, b"x" * 300, fin=False)
+        + masked_frame(OP_CONT, fin=False)
+    )
+    frames = parsed_by_a_server(data)
+    assert [(f.opcode, f.data, f.fin) for f in frames] == [
+        (Opcode.PING, b"", True),
+        (Opcode.TEXT, b"x" * 300, False),
+        (Opcode.CONT, b"", False),
+    ]
+
+
+def test_the_close_scanner_finds_the_close_frame_however_the_reads_fall() -> None:
+    """A flooder learns the server's close code from the stream it discards, whether
+    the close frame arrives whole or a byte at a time, and is not fooled by a
+    payload that holds a close frame's bytes."""
+    decoy = bytes([0x88, 0x02, 0x03, 0xE8]) + b"x" * 300  # a close frame's bytes, as data
+    stream = (
+        server_frame(decoy)
+        + Frame(Opcode.PONG, b"").serialize(mask=False)
+        + Frame(Opcode.CLOSE, (1008).to_bytes(2, "big") + b"slow").serialize(mask=False)
+    )
+    assert CloseScanner().feed(stream) == 1008
+    scanner = CloseScanner()
+    codes = [scanner.feed(stream[i : i + 1]) for i in range(len(stream))]
+    assert codes[-1] == 1008
+    assert codes[:-1] == [None] * (len(stream) - 1)
+    assert CloseScanner().feed(Frame(Opcode.CLOSE, b"").serialize(mask=False)) == 1005
+
+
 # Refusals
 
 
@@ -491,6 +602,10 @@ def test_resume_on_a_two_gateway_cluster(
         (["--connections", "50000", "--workers", "1"], "--workers"),
         (["resume", "--slow", "2"], "--slow"),
         (["resume", "--outage", "100"], "--outage"),
+        (["abuse", "--attacks", "ping,teleport"], "--attacks"),
+        (["abuse", "--pushes", "5"], "--duration"),
+        (["abuse", "--non-readers", "15001"], "--non-readers"),
+        (["broadcast", "--fat-handshakes", "5"], "abuse only"),
     ],
 )
 def test_refuses_what_it_cannot_do_safely(
@@ -639,7 +754,7 @@ def test_resume_paces_its_pushes_by_default() -> None:
 
 def test_defaults_are_bounded() -> None:
     """Without --pushes or --duration each scenario still has a bound."""
-    for name in ("broadcast", "room", "rooms", "idle", "churn", "resume"):
+    for name in ("broadcast", "room", "rooms", "idle", "churn", "resume", "abuse"):
         opts = BenchOptions(scenario_named(name))
         assert (opts.push_count is not None) != (opts.push_duration is not None)
         assert opts.worker_count >= 2

@@ -17,6 +17,10 @@ The resume scenario adds a step between 4 and 5: every client drops its connecti
 at once and resumes its session (docs/recovery.md) while the pushes go on; its
 clients (:mod:`pushgate.bench.resumeclient`) count per stream, by position.
 
+The abuse scenario (issue 25, :mod:`pushgate.bench.abuse`) measures step 4 twice:
+quiet, then while attacker processes (:mod:`pushgate.bench.abusers`) flood and
+hold connections, and samples ``/healthz`` and the server's RSS meanwhile.
+
 The CLI entry points are :func:`pushgate.bench.cli.add_bench_parser` and
 :func:`pushgate.bench.cli.run_bench`.
 """

@@ -5,7 +5,8 @@ to an ``add_subparsers()`` object; :func:`run_bench` runs the parsed arguments a
 returns the exit status: 0 done; 1 could not run (the message says why); 2 bad
 options; 3 a run lost or duplicated messages on clients the server did not close,
 or (with one sender, when order is defined) reordered them, or (resume) a session
-could not be resumed or a client did not catch up; 130 interrupted.
+could not be resumed or a client did not catch up, or (abuse) an honest client lost
+a push, closed or not; 130 interrupted.
 """
 
 import argparse
@@ -14,6 +15,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from pushgate.bench.children import kill_leftovers
 from pushgate.bench.options import (
@@ -27,7 +29,7 @@ from pushgate.bench.procstat import raise_fd_limit
 from pushgate.bench.progress import Progress
 from pushgate.bench.report import RunResult, table
 from pushgate.bench.runner import run_once
-from pushgate.bench.scenarios import SCENARIOS
+from pushgate.bench.scenarios import ATTACKS, SCENARIOS, Scenario
 from pushgate.config import parse_size
 
 DESCRIPTION = """\
@@ -68,6 +70,25 @@ wsId, in no room, nothing replayed, nothing counted lost), under the same pushes
 reconnect time (from the drop to the last welcome) and CPU per reconnect, the
 baseline a resume storm is compared with.
 
+abuse (issue 25): N honest clients (default 300) receive pushes to all at --rate
+(default 20/s, val 1 KB) for --duration seconds (default 10) with nothing else
+going on, then as long again while every attack starts at once, each kind in its
+own process, from 127.0.0.254 over loopback: a ping flooder and a never-ending
+fragmented message (one WebSocket connection each, sending masked frames as fast
+as the socket takes them, reading and discarding what comes back), --non-readers
+connections with a 4 KB receive buffer that never read after the handshake, and
+--fat-handshakes connections that each send 128 headers of 8 KB and never end the
+request (--attacks picks some). Reported per phase: the honest clients' latency
+(p50, p99, max, and attacked / quiet) and pushes expected, received and lost;
+GET /healthz on the gateway's and the API's port, polled every 100 ms, p99 and
+max; server RSS before, at its peak under attack, and after; and what the server
+did to each attacker: the close code and when (seconds from the attack's start),
+a TCP connection dropped without a close frame, the status a handshake got. A
+push not answered within 5 s counts as a push error. The last line says which
+parts of issue 25's bar the run missed (p99 within 2x of quiet, nothing lost,
+/healthz under 200 ms, under 300 MB more RSS, both flooders closed). Exit status
+3 when an honest client lost a push, whether the server closed it or not.
+
 figures: server CPU is utime+stime of the server process(es) over the push phase;
 client CPU is the workers' own; latency is from the push's send time to its
 arrival at a client; RSS per connection is the server's RSS growth over the
@@ -83,6 +104,7 @@ examples:
   pushgate bench resume -n 10000 --rate 5 --duration 3 --repeat 3
   pushgate bench resume -n 10000 --fresh
   scripts/bench-cluster resume -n 10000 --resume-on other
+  pushgate bench abuse --attacks ping,nonreaders --non-readers 1000
   pushgate bench broadcast --ws-url ws://127.0.0.1:8888/connect \\
       --api-url http://127.0.0.1:9999 --server-pid 12345
 
@@ -124,15 +146,15 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         "-n",
         "--connections",
         type=int,
-        default=1000,
         metavar="N",
-        help="client connections (default: 1000)",
+        help="client connections (default: 1000; abuse: 300 honest ones)",
     )
     load.add_argument(
         "--rate",
         type=float,
         metavar="R",
-        help="pushes per second; 0 sends them back to back (default: 0; 5 for resume)",
+        help="pushes per second; 0 sends them back to back (default: 0; 5 for resume, "
+        "20 for abuse)",
     )
     load.add_argument(
         "--pushes",
@@ -145,14 +167,14 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         type=float,
         metavar="S",
         help="seconds of pushing, or of idling (default: 10 for rooms, idle, churn); "
-        "resume: seconds of pushes before the drop (default: 2)",
+        "resume: seconds of pushes before the drop (default: 2); abuse: of each phase, "
+        "quiet and attacked (default: 10)",
     )
     load.add_argument(
         "--size",
         type=parse_size,
-        default=100,
         metavar="BYTES",
-        help="bytes of each push's val (default: 100)",
+        help="bytes of each push's val (default: 100; abuse: 1K)",
     )
     load.add_argument(
         "--senders",
@@ -196,6 +218,25 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         help="resume: after the drop the clients reconnect afresh instead of resuming "
         "(new wsIds, no rooms, nothing replayed): the time a storm of fresh connects "
         "takes under the same pushes, to compare a resume storm with",
+    )
+
+    abuse = parser.add_argument_group("abuse (issue 25)")
+    abuse.add_argument(
+        "--attacks",
+        metavar="LIST",
+        help=f"the attacks to make, comma-separated (default: all: {','.join(ATTACKS)})",
+    )
+    abuse.add_argument(
+        "--non-readers",
+        type=int,
+        metavar="K",
+        help="connections that complete the handshake and never read (default: 300)",
+    )
+    abuse.add_argument(
+        "--fat-handshakes",
+        type=int,
+        metavar="K",
+        help="connections that send 1 MB of headers and never end the request (default: 300)",
     )
 
     clients = parser.add_argument_group("clients")
@@ -330,11 +371,11 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
     scenario = scenario_named(args.scenario or args.scenario_arg or "broadcast")
     return BenchOptions(
         scenario=scenario,
-        connections=args.connections,
+        connections=scenario.default_connections if args.connections is None else args.connections,
         rate=scenario.default_rate if args.rate is None else args.rate,
         pushes=args.pushes,
         duration=args.duration,
-        size=args.size,
+        size=scenario.default_size if args.size is None else args.size,
         senders=args.senders,
         repeat=args.repeat,
         json=args.json,
@@ -357,7 +398,26 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         api_url=args.api_url,
         server_pids=tuple(args.server_pid),
         server_args=tuple(server_args),
+        **_abuse_options(args, scenario),
     )
+
+
+def _abuse_options(args: argparse.Namespace, scenario: Scenario) -> dict[str, Any]:
+    """--attacks, --non-readers and --fat-handshakes, for the abuse scenario only."""
+    given = {
+        name: value
+        for name, value in (
+            ("attacks", args.attacks),
+            ("non_readers", args.non_readers),
+            ("fat_handshakes", args.fat_handshakes),
+        )
+        if value is not None
+    }
+    if given and scenario.name != "abuse":
+        raise BenchError("--attacks, --non-readers and --fat-handshakes apply to abuse only")
+    if "attacks" in given:
+        given["attacks"] = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    return given
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -408,6 +468,9 @@ async def _runs(opts: BenchOptions) -> int:
             print(result.to_json(), flush=True)
     text = table(results, _title(opts))
     print(text, file=sys.stderr if opts.json else sys.stdout, flush=True)
+    if any(r.scenario == "abuse" and r.lost for r in results):
+        print("pushgate bench: honest clients lost pushes under attack", file=sys.stderr)
+        return 3
     unexplained = [
         r
         for r in results
@@ -439,6 +502,8 @@ def _title(opts: BenchOptions) -> str:
     else:
         load = f"{opts.push_duration:g} s of pushes {pace}, val {opts.size} B"
     where = "external server" if opts.external else "own server"
+    if opts.scenario.name == "abuse":
+        return _abuse_title(opts, where)
     if opts.scenario.name == "resume":
         before = (
             f"{opts.push_count:,} pushes"
@@ -457,6 +522,21 @@ def _title(opts: BenchOptions) -> str:
     return (
         f"pushgate bench {opts.scenario.name}: {opts.connections:,} connections over "
         f"{opts.worker_count} workers, {load}, {where}"
+    )
+
+
+def _abuse_title(opts: BenchOptions, where: str) -> str:
+    names = {
+        "ping": "a ping flood",
+        "fragments": "an endless message",
+        "nonreaders": f"{opts.non_readers:,} non-readers",
+        "handshakes": f"{opts.fat_handshakes:,} fat handshakes",
+    }
+    attacks = ", ".join(names[a] for a in opts.attacks)
+    return (
+        f"pushgate bench abuse: {opts.connections:,} honest connections over "
+        f"{opts.worker_count} workers, {opts.rate:g} pushes/s of val {opts.size} B; "
+        f"{opts.push_duration:g} s quiet, then {opts.push_duration:g} s under {attacks}; {where}"
     )
 
 

@@ -8,7 +8,7 @@ and must never aim them at another machine.
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from pushgate.bench.scenarios import SCENARIOS, Scenario
+from pushgate.bench.scenarios import ATTACKS, SCENARIOS, Scenario
 from pushgate.security import is_loopback
 
 # Ceilings
@@ -26,6 +26,10 @@ MAX_SOURCES = 250
 WORKER_FD_RESERVE = 64
 CONNECTIONS_PER_WORKER = 15_000  # default share, under this machine's 20,000 fd cap
 RESUME_ON = ("same", "other")  # --resume-on: the gateway a client resumes on
+MAX_ATTACKERS = 15_000  # --non-readers, --fat-handshakes: one attacker process each
+# Our own server keeps this many descriptors for itself (listening sockets, the API's
+# connections, the broker, the runtime) beside one per connection.
+SERVER_FD_RESERVE = 200
 
 
 class BenchError(Exception):
@@ -64,6 +68,10 @@ class BenchOptions:
     outage: float = 0.0  # resume: seconds between the drop and the resume
     fresh: bool = False  # resume: reconnect afresh instead (the baseline under load)
     token_secret: str | None = None  # the server's: fresh reconnects get a token naming ROOM
+    # The abuse scenario's attackers (pushgate.bench.abusers)
+    attacks: tuple[str, ...] = ATTACKS
+    non_readers: int = 300
+    fat_handshakes: int = 300
     # The server under test: our own child process unless ws_urls is given
     ws_urls: tuple[str, ...] = ()
     api_url: str | None = None
@@ -132,6 +140,8 @@ class BenchOptions:
             raise BenchError(f"--resume-on must be one of {', '.join(RESUME_ON)}")
         if self.scenario.name == "resume" and self.slow:
             raise BenchError("resume drops every client: --slow does not apply")
+        if self.scenario.name == "abuse":
+            self._check_abuse(fd_limit)
         per_worker = -(-self.connections // self.worker_count)
         if per_worker > fd_limit - WORKER_FD_RESERVE:
             raise BenchError(
@@ -151,6 +161,40 @@ class BenchOptions:
             check_url(url, ("ws",), "--ws-url")
         if self.api_url is not None:
             check_url(self.api_url, ("http",), "--api-url")
+
+    def _check_abuse(self, fd_limit: int) -> None:
+        """The abuse scenario: two phases of --duration, attacks known, and every
+        connection within one process's open files: each attacker process holds its
+        own, and our own server holds them all."""
+        if self.pushes is not None:
+            raise BenchError("abuse runs two phases of --duration seconds: give --duration")
+        if self.slow:
+            raise BenchError(
+                "abuse brings its own slow clients (--non-readers): --slow does not apply"
+            )
+        unknown = sorted(set(self.attacks) - set(ATTACKS))
+        if unknown or not self.attacks:
+            raise BenchError(
+                f"--attacks takes a comma-separated list of {', '.join(ATTACKS)}; "
+                f"got {','.join(self.attacks) or 'nothing'}"
+            )
+        _within(
+            "--non-readers", self.non_readers, 1, min(MAX_ATTACKERS, fd_limit - WORKER_FD_RESERVE)
+        )
+        _within(
+            "--fat-handshakes",
+            self.fat_handshakes,
+            1,
+            min(MAX_ATTACKERS, fd_limit - WORKER_FD_RESERVE),
+        )
+        held = self.connections + 2  # the two flooders
+        held += self.non_readers if "nonreaders" in self.attacks else 0
+        held += self.fat_handshakes if "handshakes" in self.attacks else 0
+        if not self.external and held > fd_limit - SERVER_FD_RESERVE:
+            raise BenchError(
+                f"{held} connections would pass the server's open-file limit ({fd_limit}); "
+                "use fewer --connections, --non-readers or --fat-handshakes"
+            )
 
 
 def _within(flag: str, value: float, low: float, high: float) -> None:

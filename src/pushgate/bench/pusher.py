@@ -67,6 +67,7 @@ class Pusher:
         size: int,
         senders: int,
         tag: int = 2,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         if count is None and duration is None:
             raise ValueError("a push count or a duration is required")
@@ -78,6 +79,7 @@ class Pusher:
         self.size = size
         self.senders = senders
         self.tag = tag
+        self.request_timeout = request_timeout  # then the push counts as an error
         self.log = PushLog()
         self._deadline = float("inf")
         self._stopped = False
@@ -156,7 +158,7 @@ class Pusher:
         log = self.log
         log.sent += 1
         try:
-            async with asyncio.timeout(REQUEST_TIMEOUT):
+            async with asyncio.timeout(self.request_timeout):
                 status, answer = await conn.post_form(path, body)
         except (HttpError, TimeoutError) as exc:
             log.errors[str(exc) or "timed out"] += 1

@@ -270,7 +270,15 @@ class RunResult:
     def to_json(self) -> str:
         data: dict[str, Any] = asdict(self)
         data["closed_by_server"] = {str(k): v for k, v in self.closed_by_server.items()}
-        return json.dumps({k: _rounded(v) for k, v in data.items()}, separators=(",", ":"))
+        return json.dumps(_rounded(data), separators=(",", ":"))
+
+    def table_rows(self) -> tuple[tuple[str, str, str], ...] | None:
+        """The numeric rows of a scenario with a table of its own (None: the usual)."""
+        return None
+
+    def text_rows(self) -> list[tuple[str, str]]:
+        """Rows told in words after the numeric ones: (label, text)."""
+        return []
 
 
 def ms(us: int | None) -> float | None:
@@ -279,7 +287,14 @@ def ms(us: int | None) -> float | None:
 
 
 def _rounded(value: object) -> object:
-    return round(value, 3) if isinstance(value, float) else value
+    """Floats to 3 decimals, also inside dicts and lists."""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 # The table
@@ -357,7 +372,11 @@ FRESH_ROWS: tuple[tuple[str, str, str], ...] = (
 
 
 def rows_for(results: Sequence[RunResult]) -> tuple[tuple[str, str, str], ...]:
-    """The table's rows: the resume scenario's inserted after the connect rows."""
+    """The table's rows: the resume scenario's inserted after the connect rows, or
+    a scenario's own."""
+    own = results[0].table_rows() if results else None
+    if own is not None:
+        return own
     if any(r.reconnected is not None for r in results):
         # Fresh sessions start from nothing: no push is owed them, none counted lost.
         kept = tuple(row for row in ROWS[3:] if row[1] not in UNCOUNTED_WHEN_FRESH)
@@ -394,17 +413,32 @@ def table(results: Sequence[RunResult], title: str) -> str:
     closed = [_closed_text(r.closed_by_server) for r in results]
     if any(closed):
         rows.append(["closed by server (code: n)", *(c or "-" for c in closed)])
+    texts = _text_lines(results)
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(header))]
+    widths[0] = max([widths[0], *(len(label) for label, _ in texts)])
     lines = [title]
     for row in rows:
         cells = [row[0].ljust(widths[0])] + [
             cell.rjust(widths[i + 1]) for i, cell in enumerate(row[1:])
         ]
         lines.append("  ".join(cells).rstrip())
+    # Told in words: too wide for a column, so one line each, under the table.
+    lines.extend(f"{label.ljust(widths[0])}  {text}" for label, text in texts)
     for i, result in enumerate(results):
         for error in result.errors:
             lines.append(f"run {i + 1}: {error}")
     return "\n".join(lines)
+
+
+def _text_lines(results: Sequence[RunResult]) -> list[tuple[str, str]]:
+    """Each run's text rows, labelled with the run when there are several."""
+    if len(results) == 1:
+        return results[0].text_rows()
+    return [
+        (f"{label}, run {i + 1}", text)
+        for i, result in enumerate(results)
+        for label, text in result.text_rows()
+    ]
 
 
 def _fmt(value: object, fmt: str) -> str:

@@ -14,7 +14,8 @@ What is measured when:
   (or deliveries stalled); the idle scenario over ``--duration`` instead;
 - deliveries per second over first push sent to last delivery received;
 - resume: server CPU, the workers' CPU and the times from the moment the clients
-  dropped their connections until every one of them caught up (see :meth:`Run.resume`).
+  dropped their connections until every one of them caught up (see :meth:`Run.resume`);
+- abuse: everything per phase, quiet then attacked (see :mod:`pushgate.bench.abuse`).
 """
 
 import asyncio
@@ -27,12 +28,14 @@ from urllib.parse import urlsplit
 
 import jwt
 
+from pushgate.bench.abuse import run_abuse
+from pushgate.bench.abusereport import AbuseResult
 from pushgate.bench.histogram import Histogram
 from pushgate.bench.httpclient import HttpConnection, HttpError
+from pushgate.bench.meter import Meter
 from pushgate.bench.options import MAX_DURATION, BenchError, BenchOptions
-from pushgate.bench.procstat import machine_cpu_seconds, own_cpu_seconds
 from pushgate.bench.progress import Progress
-from pushgate.bench.pusher import Pusher, PushLog, join_all
+from pushgate.bench.pusher import REQUEST_TIMEOUT, Pusher, PushLog, join_all
 from pushgate.bench.report import (
     ClientCount,
     ClientStreams,
@@ -63,7 +66,7 @@ class Totals:
 
 async def run_once(opts: BenchOptions, progress: Progress) -> RunResult:
     """Run the scenario once; raise BenchError when it cannot be run as asked."""
-    result = RunResult(
+    result = (AbuseResult if opts.scenario.name == "abuse" else RunResult)(
         scenario=opts.scenario.name,
         connections=opts.connections,
         workers=opts.worker_count,
@@ -119,6 +122,8 @@ class Run:
         await self.join(plan, ws_ids)
         if self.opts.scenario.name == "resume":
             await self.resume(plan)
+        elif self.opts.scenario.name == "abuse":
+            await run_abuse(self, plan)
         elif self.opts.scenario.pushes:
             await self.push(plan)
         else:
@@ -137,7 +142,7 @@ class Run:
         slow = _spread(opts.slow, opts.connections)
         fields = [
             {
-                "targets": self._targets(),
+                "targets": self.targets(),
                 "sources": self._sources(),
                 "first": first,
                 "count": count,
@@ -158,7 +163,7 @@ class Run:
         timeout = waves * opts.connect_timeout + biggest / 100 + 60
         started = time.monotonic()
         self.progress.phase("connecting")
-        replies = await self._watch(
+        replies = await self.watch(
             self.pool.call_each("connect", fields, within=timeout),
             lambda t: f"{t.open:,}/{opts.connections:,} open",
         )
@@ -245,7 +250,14 @@ class Run:
         self.result.members_paged = len(seen)
         self.result.members_page_s = time.perf_counter() - started
 
-    def _pusher(self, plan: Plan, *, count: int | None, duration: float | None) -> Pusher:
+    def make_pusher(
+        self,
+        plan: Plan,
+        *,
+        count: int | None,
+        duration: float | None,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> Pusher:
         opts = self.opts
         assert self.server.api_url is not None
         return Pusher(
@@ -257,11 +269,12 @@ class Run:
             size=opts.size,
             senders=opts.senders,
             tag=opts.tag,
+            request_timeout=request_timeout,
         )
 
     async def push(self, plan: Plan) -> None:
         opts, result, server = self.opts, self.result, self.server
-        pusher = self._pusher(plan, count=opts.push_count, duration=opts.push_duration)
+        pusher = self.make_pusher(plan, count=opts.push_count, duration=opts.push_duration)
         await self.pool.call_all("mark")
         latency_before = await self._server_latency()
         before = Meter.read(server)
@@ -271,7 +284,7 @@ class Run:
         self.progress.phase("pushing")
         log = pusher.log
         try:
-            await self._watch(
+            await self.watch(
                 pusher.run(),
                 lambda t: f"{log.sent:,} pushes sent, {t.deliveries:,} deliveries, {t.open:,} open",
             )
@@ -329,13 +342,13 @@ class Run:
         just before the drop until the workers saw every client caught up."""
         opts, result, server = self.opts, self.result, self.server
         # A bound on the duration: the pusher is stopped once every client caught up.
-        pusher = self._pusher(plan, count=None, duration=MAX_DURATION)
+        pusher = self.make_pusher(plan, count=None, duration=MAX_DURATION)
         log = pusher.log
         await self.pool.call_all("mark")
         self.progress.phase("pushing before the drop")
         pushing = asyncio.create_task(pusher.run())
         try:
-            await self._watch(
+            await self.watch(
                 self._until_drop(pusher, pushing),
                 lambda t: f"{log.accepted_total:,} pushes accepted, {t.deliveries:,} deliveries",
             )
@@ -350,7 +363,7 @@ class Run:
             biggest = max(count for _, count in split(result.connected, opts.worker_count))
             waves = -(-biggest // opts.connect_concurrency)
             timeout = opts.outage + waves * opts.connect_timeout + biggest / 100 + 60
-            dropped = await self._watch(
+            dropped = await self.watch(
                 self.pool.call_all(
                     "drop_resume",
                     within=timeout,
@@ -377,7 +390,7 @@ class Run:
                     if name in pushed:
                         seqs[name] = max(seqs.get(name, 0), seq)
             self.progress.phase("catching up")
-            caught = await self._watch(
+            caught = await self.watch(
                 self.pool.call_all(
                     "caught_up", within=MAX_DURATION, seqs=seqs, stall=opts.drain_timeout
                 ),
@@ -430,7 +443,7 @@ class Run:
         return jwt.encode({"rooms": [ROOM]}, self.opts.token_secret, algorithm="HS256")
 
     def _reconnect_figures(
-        self, dropped: list[dict[str, Any]], before: "Meter", after: "Meter"
+        self, dropped: list[dict[str, Any]], before: Meter, after: Meter
     ) -> None:
         """resume --fresh: how long the fresh connects took after the drop, and their
         CPU (the pushes to the clients already back included, as for a resume)."""
@@ -455,8 +468,8 @@ class Run:
         self,
         dropped: list[dict[str, Any]],
         caught: list[dict[str, Any]],
-        before: "Meter",
-        after: "Meter",
+        before: Meter,
+        after: Meter,
     ) -> None:
         result = self.result
         drop_ns = min(r["drop_ns"] for r in dropped)
@@ -571,7 +584,7 @@ class Run:
         async def wait() -> None:
             await asyncio.sleep(duration)
 
-        await self._watch(
+        await self.watch(
             wait(),
             lambda t: f"{t.open:,} open, {duration - (time.monotonic() - t0):.0f} s left",
         )
@@ -609,7 +622,7 @@ class Run:
             "churn",
             [
                 {
-                    "targets": self._targets(),
+                    "targets": self.targets(),
                     "sources": self._sources(),
                     "rate": rate,
                     "lifetime": opts.churn_lifetime,
@@ -635,7 +648,7 @@ class Run:
 
     # Internals
 
-    def _targets(self) -> list[list[object]]:
+    def targets(self) -> list[list[object]]:
         """The gateway URLs as workers take them: [host, port, path]."""
         return [[p.hostname, p.port, p.path or "/"] for p in map(urlsplit, self.server.ws_urls)]
 
@@ -643,7 +656,7 @@ class Run:
         """Loopback source addresses for the clients; 127.0.0.1 is left to the server."""
         return [f"127.0.0.{2 + k}" for k in range(self.opts.sources)]
 
-    def _meter(self, before: "Meter", after: "Meter", reports: list[dict[str, Any]]) -> None:
+    def _meter(self, before: Meter, after: Meter, reports: list[dict[str, Any]]) -> None:
         """CPU of the server, of the workers, and of everything else, between two readings."""
         result = self.result
         wall = after.wall - before.wall
@@ -676,7 +689,7 @@ class Run:
             deliveries=sum(r["deliveries"] for r in replies),
         )
 
-    async def _watch(self, work: Awaitable[T], describe: Callable[[Totals], str]) -> T:
+    async def watch(self, work: Awaitable[T], describe: Callable[[Totals], str]) -> T:
         """Await ``work`` while showing progress from the workers' status."""
         task = asyncio.ensure_future(work)
         try:
@@ -691,22 +704,6 @@ class Run:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Meter:
-    """One reading of the clocks a run is metered with."""
-
-    wall: float  # monotonic seconds
-    server: float | None  # the server's CPU seconds, if its pids are known
-    own: float  # the bench process's own CPU seconds (the pusher)
-    busy: float  # CPU seconds of every process on the machine
-    steal: float  # CPU seconds the hypervisor took
-
-    @classmethod
-    def read(cls, server: ServerUnderTest) -> "Meter":
-        busy, steal = machine_cpu_seconds()
-        return cls(time.monotonic(), server.cpu_seconds(), own_cpu_seconds(), busy, steal)
 
 
 def _connect_stats(replies: list[dict[str, Any]]) -> tuple[Histogram, dict[str, int]]:

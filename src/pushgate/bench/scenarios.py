@@ -13,6 +13,9 @@ from dataclasses import dataclass
 ALL = ""  # the target of a POST /push/all
 ROOM = "bench"  # the one room of the room scenario
 GROUP_SIZE = 10  # members of each group room in the rooms scenario
+# The abuse scenario's attacks (issue 25), each run in its own process by
+# pushgate.bench.abusers.
+ATTACKS = ("ping", "fragments", "nonreaders", "handshakes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,8 @@ class Scenario:
     default_pushes: int | None = None
     default_duration: float | None = None
     default_rate: float = 0.0  # pushes per second when --rate is not given
+    default_connections: int = 1000  # when -n is not given
+    default_size: int = 100  # bytes of each push's val when --size is not given
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -66,6 +71,17 @@ SCENARIOS: dict[str, Scenario] = {
             True,
             default_duration=2.0,
             default_rate=5.0,
+        ),
+        Scenario(
+            "abuse",
+            "N honest connections receive POST /push/all, quiet, then under four "
+            "attacks at once (issue 25)",
+            False,
+            True,
+            default_duration=10.0,
+            default_rate=20.0,
+            default_connections=300,
+            default_size=1024,
         ),
     )
 }

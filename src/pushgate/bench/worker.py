@@ -113,7 +113,28 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
 
-class Worker:
+class Commands:
+    """A process driven by JSON lines: each command is answered by the method
+    ``_cmd_<name>`` (an ``async`` method taking the message, returning the reply)."""
+
+    async def handle(self, msg: Json, reply: Callable[[Json], None]) -> None:
+        method: Callable[[Json], Coroutine[Any, Any, Json]] | None = getattr(
+            self, f"_cmd_{msg.get('cmd')}", None
+        )
+        try:
+            if method is None:
+                raise ValueError(f"unknown command {msg.get('cmd')!r}")
+            result = await method(msg)
+        except Exception as exc:
+            reply({"id": msg.get("id"), "error": describe(exc)})
+            return
+        reply({"id": msg.get("id"), **result})
+
+    def drop_all(self) -> None:
+        """The coordinator is gone or said quit: drop every connection at once."""
+
+
+class Worker(Commands):
     """The state of one worker process."""
 
     def __init__(self) -> None:
@@ -547,21 +568,6 @@ class Worker:
         if self.ping_task is not None:
             self.ping_task.cancel()
 
-    # Dispatch
-
-    async def handle(self, msg: Json, reply: Callable[[Json], None]) -> None:
-        method: Callable[[Json], Coroutine[Any, Any, Json]] | None = getattr(
-            self, f"_cmd_{msg.get('cmd')}", None
-        )
-        try:
-            if method is None:
-                raise ValueError(f"unknown command {msg.get('cmd')!r}")
-            result = await method(msg)
-        except Exception as exc:
-            reply({"id": msg.get("id"), "error": describe(exc)})
-            return
-        reply({"id": msg.get("id"), **result})
-
 
 def _resume(client: BenchClient) -> None:
     if client.transport is not None and not client.transport.is_closing():
@@ -573,9 +579,9 @@ def _write_line(obj: Json) -> None:
     sys.stdout.buffer.flush()
 
 
-async def serve_stdin() -> None:
+async def serve_stdin(make: Callable[[], Commands] = Worker) -> None:
     """Answer commands from stdin until it ends or ``quit`` arrives."""
-    worker = Worker()
+    worker = make()
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=STDIN_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -598,13 +604,13 @@ async def serve_stdin() -> None:
             task.cancel()
 
 
-def main() -> None:
+def main(make: Callable[[], Commands] = Worker) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(serve_stdin())
+        asyncio.run(serve_stdin(make))
     else:
-        uvloop.run(serve_stdin())
+        uvloop.run(serve_stdin(make))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The coordinator's side of the worker processes: start them, send them commands,
 stop them.
 
-Each worker is ``python -m pushgate.bench.worker`` with JSON lines on its stdin and
-stdout (see :mod:`pushgate.bench.worker` for the commands). Every call has a
-timeout; a worker that exits or answers with an error raises :class:`BenchError`.
+Each worker is ``python -m pushgate.bench.worker`` (or another module that speaks
+the same protocol: the attackers of :mod:`pushgate.bench.abuseworker`) with JSON
+lines on its stdin and stdout (see :mod:`pushgate.bench.worker` for the commands).
+Every call has a timeout; a worker that exits or answers with an error raises
+:class:`BenchError`.
 """
 
 import asyncio
@@ -80,8 +82,13 @@ class WorkerProcess:
 class WorkerPool:
     """Several workers; :meth:`start`, then calls, then :meth:`stop` (in a finally)."""
 
-    def __init__(self) -> None:
+    def __init__(self, module: str = "pushgate.bench.worker") -> None:
+        self.module = module  # what each worker runs: python -m MODULE
         self.workers: list[WorkerProcess] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self.workers]
 
     async def start(self, count: int) -> None:
         """Start ``count`` workers and wait until each has said hello."""
@@ -89,7 +96,7 @@ class WorkerPool:
             process = await spawn(
                 sys.executable,
                 "-m",
-                "pushgate.bench.worker",
+                self.module,
                 death_signal=signal.SIGKILL,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
