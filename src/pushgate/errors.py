@@ -7,6 +7,7 @@ The tree::
     ├── UnknownConnection   no open connection has this wsId (HTTP 404)
     ├── RoomLimitExceeded   the connection is already in as many rooms as allowed (HTTP 409)
     ├── ClientFrameError    a client's WebSocket message is unusable (closes that connection)
+    ├── SessionTaken        another connection resumed the session first (closes with 4001)
     ├── BrokerUnavailable   the broker cannot be reached, or a node did not answer (HTTP 503)
     ├── ConfigError         an option has a value pushgate cannot use
     └── StartupError        a server could not start (e.g. its port is in use)
@@ -54,6 +55,15 @@ class ClientFrameError(PushgateError):
         super().__init__(f"{code} {reason}")
         self.code = code
         self.reason = reason
+
+
+class SessionTaken(PushgateError):
+    """A resume lost its session to a later claim of it, made elsewhere before this
+    one could be completed: its connection is closed as the taken one would be."""
+
+    def __init__(self, conn_id: str) -> None:
+        super().__init__(f"session {conn_id} was resumed by another connection")
+        self.conn_id = conn_id
 
 
 class ConfigError(PushgateError):

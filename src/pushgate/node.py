@@ -47,13 +47,18 @@ from pushgate.broker.base import Broker
 from pushgate.commands import Membership, PushAll, PushRoom, PushUser
 from pushgate.control import answer_locally
 from pushgate.directory import Directory, LocalDirectory
-from pushgate.errors import BrokerUnavailable, RoomLimitExceeded, UnknownConnection
+from pushgate.errors import (
+    BrokerUnavailable,
+    RoomLimitExceeded,
+    SessionTaken,
+    UnknownConnection,
+)
 from pushgate.framing import text_frame
 from pushgate.hub import Hub, MembershipChange, Sink
 from pushgate.ids import NO_CONN, NO_ROOM, ConnId, RoomId
 from pushgate.messages import Command, Op, Reply
 from pushgate.meters import Meters
-from pushgate.sessions import Session, Sessions, holder_node, new_token
+from pushgate.sessions import ANY_USER, AnyUser, Session, Sessions, holder_node, new_token
 from pushgate.streams import (
     ROOM_TOPIC_PREFIX,
     TOPIC_ALL,
@@ -81,6 +86,11 @@ REPLY_TOPIC_PREFIX = "reply:"
 
 # How long a session write (a detach) may hold up a stop.
 SESSION_FLUSH_TIMEOUT = 2.0
+# An eviction that finds no connection of its holder here is remembered this long
+# (seconds), at most EVICTED_MAX of them: the resume it is meant for may not have
+# learned its holder yet (its claim's answer and the eviction travel apart).
+EVICTED_TTL = 30.0
+EVICTED_MAX = 10_000
 # Waits between reads of a stream's history to fill a gap, while the broker is away:
 # about 3 s in all, never more than 0.5 s between two reads.
 REPAIR_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5)
@@ -143,6 +153,9 @@ class Node:
         self._captures: dict[str, tuple[int, list[Publication]]] = {}
         # The holder (<node id>.<nonce>) of each session a local connection holds.
         self._holders: dict[ConnId, str] = {}
+        # Holders evicted before they were known here (holder -> when), for resumes
+        # whose claim has not come back yet: see _evict.
+        self._evicted: dict[str, float] = {}
         self._position_queries: dict[str, asyncio.Future[History]] = {}
         self.gaps_filled = 0
         self.gaps_lost = 0
@@ -394,14 +407,22 @@ class Node:
     # Resuming a session
 
     async def resume(
-        self, conn: ConnId, token: str, since: dict[str, Position], sink: Sink, user: str | None
+        self,
+        conn: ConnId,
+        token: str,
+        since: dict[str, Position],
+        sink: Sink,
+        user: str | AnyUser | None = ANY_USER,
     ) -> Resumed | None:
-        """Take session ``conn`` over for ``sink`` if ``token`` is its token (and
-        ``user``, when the connection's token names one, is its user); None if it
-        cannot be resumed. The sink receives nothing until this returns: the caller
-        queues the welcome, then ``Resumed.frames``, then opens it to fan-out.
+        """Take session ``conn`` over for ``sink`` if ``token`` is its token and
+        ``user`` its user (None: no user; ANY_USER when this server verifies no
+        tokens); None if it cannot be resumed. The sink receives nothing until this
+        returns: the caller queues the welcome, then ``Resumed.frames``, then opens
+        it to fan-out. Whatever happens, nothing of the attempt is left behind but
+        the connection it registered, and only when it returns a Resumed.
 
-        Raises BrokerUnavailable when the session or history cannot be read now.
+        Raises BrokerUnavailable when the session or history cannot be read now, and
+        SessionTaken when a later resume of the session (on any node) won.
         """
         resumed = await self._resume(conn, token, since, sink, user)
         if resumed is None:
@@ -413,7 +434,12 @@ class Node:
         return resumed
 
     async def _resume(
-        self, conn: ConnId, token: str, since: dict[str, Position], sink: Sink, user: str | None
+        self,
+        conn: ConnId,
+        token: str,
+        since: dict[str, Position],
+        sink: Sink,
+        user: str | AnyUser | None,
     ) -> Resumed | None:
         if self.sessions is None:
             return None
@@ -421,17 +447,24 @@ class Node:
         session = await self.sessions.claim(conn, token, holder, user=user)
         if session is None:
             return None
+        # The previous holder goes even if this claim has lost already: it is not
+        # the session's holder any more either way.
         self._evict(conn, session.previous_holder)
+        if self._evicted.pop(holder, None) is not None:
+            # A later claim evicted this one before its answer got here: it lost.
+            raise SessionTaken(conn)
+        # Our claim is the latest this node knows of (a later one would have evicted
+        # it, above or from now on): a connection still registered here under this
+        # wsId held an earlier claim, whose eviction may still be on its way.
+        self._take_over(conn)
         topics = list(session.streams)
-        for topic in topics:
-            count, captured = self._captures.get(topic, (0, []))
-            self._captures[topic] = (count + 1, captured)
-        self._holders[conn] = holder
-        self.hub.register(conn, sink, session.user)
-        for room in session.rooms:
-            with contextlib.suppress(RoomLimitExceeded):
-                self.hub.join(RoomId(room), conn)
+        self._capture(topics)
         try:
+            self._holders[conn] = holder
+            self.hub.register(conn, sink, session.user)
+            for room in session.rooms:
+                with contextlib.suppress(RoomLimitExceeded):
+                    self.hub.join(RoomId(room), conn)
             registered = self.directory.add(conn)
             if registered is not None:
                 await registered
@@ -446,19 +479,42 @@ class Node:
             starts = {t: since.get(t, session.streams[t]) for t in topics}
             histories = await self.broker.histories(starts)
             await self.broker.sync(topics)  # every push read above has reached us, or is captured
-            if self.hub.sink(conn) is not sink:
-                return None  # another connection took the session meanwhile
+            if self.hub.sink(conn) is not sink or self._holders.get(conn) != holder:
+                raise SessionTaken(conn)  # evicted meanwhile by a later claim
             return self._catch_up(session, starts, histories)
         except BaseException:
             self.connection_closed(conn, sink)
+            if self._holders.get(conn) == holder:  # never registered: nothing else undoes it
+                del self._holders[conn]
             raise
         finally:
-            for topic in topics:
-                count, captured = self._captures[topic]
-                if count == 1:
-                    del self._captures[topic]
-                else:
-                    self._captures[topic] = (count - 1, captured)
+            self._release(topics)
+
+    def _capture(self, topics: list[str]) -> None:
+        """Keep every push of these streams that arrives from now until _release."""
+        for topic in topics:
+            count, captured = self._captures.get(topic, (0, []))
+            self._captures[topic] = (count + 1, captured)
+
+    def _release(self, topics: list[str]) -> None:
+        for topic in topics:
+            count, captured = self._captures[topic]
+            if count == 1:
+                del self._captures[topic]
+            else:
+                self._captures[topic] = (count - 1, captured)
+
+    def _take_over(self, conn: ConnId) -> None:
+        """Close (4001) the connection registered here under ``conn``, if any."""
+        sink = self.hub.sink(conn)
+        if sink is None:
+            return
+        log.info("session %s resumed by another connection; closing the old one", conn)
+        close = getattr(sink, "close", None)
+        if callable(close):
+            close(CLOSE_SESSION_TAKEN, "session resumed by another connection")
+        if self.hub.sink(conn) is sink:  # still registered (it was resuming, or cannot close)
+            self.connection_closed(conn, sink)
 
     def _catch_up(
         self,
@@ -507,7 +563,13 @@ class Node:
         return Resumed(session, reports, frames)
 
     def _evict(self, conn: ConnId, previous: str) -> None:
-        """Close the connection that held a session before it was resumed (4001)."""
+        """Close the connection that held a session before it was resumed (4001):
+        here, or by a command to the node that holds it.
+
+        A holder not found here may belong to a resume whose claim has not come
+        back yet (the claim's answer and this eviction travel apart): it is
+        remembered for a while, and that resume gives up when it learns its holder.
+        """
         if not previous:
             return
         node = holder_node(previous)
@@ -516,13 +578,20 @@ class Node:
             self._in_background(self._send_evict(node, command))
             return
         if self._holders.get(conn) == previous:
-            sink = self.hub.sink(conn)
-            close = getattr(sink, "close", None)
-            if callable(close):
-                log.info("session %s resumed by another connection; closing the old one", conn)
-                close(CLOSE_SESSION_TAKEN, "session resumed by another connection")
-            if self.hub.sink(conn) is sink:  # a sink that cannot close: just forget it
-                self.connection_closed(conn, sink)
+            self._take_over(conn)
+        else:
+            self._remember_evicted(previous)
+
+    def _remember_evicted(self, holder: str) -> None:
+        now = time.monotonic()
+        evicted = self._evicted
+        if len(evicted) >= EVICTED_MAX or (evicted and now - next(iter(evicted.values())) > 1):
+            # Oldest first (insertion order): drop what is too old, then over the cap.
+            for old, when in list(evicted.items()):
+                if now - when < EVICTED_TTL and len(evicted) < EVICTED_MAX:
+                    break
+                del evicted[old]
+        evicted[holder] = now
 
     async def _send_evict(self, node: str, command: Command) -> None:
         with contextlib.suppress(BrokerUnavailable):

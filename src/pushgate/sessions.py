@@ -19,6 +19,7 @@ other nodes: a claim, a detach and a join never undo each other.
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 import hmac
 import secrets
@@ -32,6 +33,16 @@ from pushgate.streams import ROOM_TOPIC_PREFIX, Position
 
 AddResult = Literal["added", "already", "unknown", "limit"]
 RemoveResult = Literal["removed", "absent", "unknown"]
+
+
+class AnyUser(enum.Enum):
+    """A claim whose user is not checked: this server verifies no tokens, so a
+    connection has no user it could be held to."""
+
+    ANY = "any"
+
+
+ANY_USER = AnyUser.ANY
 
 
 def new_token() -> str:
@@ -95,11 +106,12 @@ class Sessions(Protocol):
         ...
 
     async def claim(
-        self, ws_id: ConnId, token: str, holder: str, *, user: str | None = None
+        self, ws_id: ConnId, token: str, holder: str, *, user: str | AnyUser | None = ANY_USER
     ) -> Session | None:
-        """Take the session over for ``holder`` if ``token`` is its token (and, when
-        ``user`` is given, ``user`` its user); None, and nothing changed, when there is
-        no such session (never was, or ended), or the token or the user is wrong."""
+        """Take the session over for ``holder`` if ``token`` is its token and ``user``
+        its user (None: a session of no user; ANY_USER: not checked); None, and
+        nothing changed, when there is no such session (never was, or ended), or the
+        token or the user is wrong."""
         ...
 
     async def add_stream(
@@ -167,12 +179,12 @@ class MemorySessions:
         self._entries[ws_id] = _Entry(token_hash(token), user, dict(streams), holder, rooms=rooms)
 
     async def claim(
-        self, ws_id: ConnId, token: str, holder: str, *, user: str | None = None
+        self, ws_id: ConnId, token: str, holder: str, *, user: str | AnyUser | None = ANY_USER
     ) -> Session | None:
         entry = self._live(ws_id)
         if entry is None or not hmac.compare_digest(entry.token_hash, token_hash(token)):
             return None
-        if user is not None and entry.user != user:
+        if user is not ANY_USER and entry.user != user:
             return None
         previous, entry.holder = entry.holder, holder
         return Session(ws_id, entry.user, dict(entry.streams), previous)

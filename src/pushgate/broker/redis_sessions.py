@@ -27,7 +27,9 @@ from pushgate.broker.redis_errors import REDIS_ERRORS
 from pushgate.errors import BrokerUnavailable
 from pushgate.ids import ConnId
 from pushgate.sessions import (
+    ANY_USER,
     AddResult,
+    AnyUser,
     RemoveResult,
     Session,
     SessionInfo,
@@ -42,7 +44,7 @@ log = logging.getLogger("pushgate.sessions")
 CHUNK = 500
 
 # Claim KEYS[1] for holder ARGV[2] if ARGV[1] is its token's hash (and, ARGV[4] being
-# '1', ARGV[5] its user); keep it ARGV[3] ms.
+# '1', ARGV[5] its user, "" for none); keep it ARGV[3] ms.
 _CLAIM = """
 local t = redis.call('HGET', KEYS[1], 't')
 if not t or t ~= ARGV[1] then return false end
@@ -149,10 +151,13 @@ class RedisSessions:
                 waiter.set_result(None)
 
     async def claim(
-        self, ws_id: ConnId, token: str, holder: str, *, user: str | None = None
+        self, ws_id: ConnId, token: str, holder: str, *, user: str | AnyUser | None = ANY_USER
     ) -> Session | None:
-        check = "0" if user is None else "1"
-        args = [token_hash(token), holder, self._held_ttl_ms, check, user or ""]
+        if isinstance(user, AnyUser):
+            check, claimant = "0", ""
+        else:
+            check, claimant = "1", user or ""  # a session of no user keeps u = ""
+        args = [token_hash(token), holder, self._held_ttl_ms, check, claimant]
         found = await self._run(self._claim, ws_id, *args)
         if not found:
             return None
