@@ -194,7 +194,7 @@ async def test_pushes_lost_before_a_rooms_first_one_arrived_are_filled_too(
         await cut.conn.join("quiet")
         node = cut.gateway.server.node
         async with asyncio.timeout(5 * UNIT):
-            while node.guard.last("room:quiet") is None:  # noqa: ASYNC110 - no event
+            while node.recovery.last("room:quiet") is None:  # noqa: ASYNC110 - no event
                 await asyncio.sleep(0.01)
         cut.proxy.freeze()
         await cut.proxy.drop()

@@ -97,7 +97,7 @@ async def opened(node: Node) -> tuple[Conn, ConnId, str]:
 
 def assert_nothing_left_behind(*nodes: Node) -> None:
     for node in nodes:
-        assert node._captures == {}, node.node_id
+        assert node.recovery.capturing() == [], node.node_id
 
 
 async def test_a_late_eviction_of_the_old_connection_meets_a_local_resume() -> None:
@@ -255,6 +255,6 @@ async def test_two_resumes_at_two_gateways_at_once_leave_one_live_connection(
                 await ws.close()
         for gateway in gateways:
             node = gateway.server.node
-            assert node._captures == {}
+            assert node.recovery.capturing() == []
             await asyncio.wait_for(gateway.server.gateway.wait_empty(), 5 * UNIT)
             assert node._holders == {}

@@ -18,11 +18,11 @@ Streams and sessions (docs/recovery.md)
 ---------------------------------------
 
 With history on, every push arrives as a :class:`~pushgate.streams.Publication` with
-its stream position. The node's :class:`~pushgate.streams.StreamGuard` checks that
-each follows the last one delivered on its stream: a gap (a message lost while the
-broker reconnected) is filled from history before anything later on that stream is
-delivered (:meth:`Node._repair`); what cannot be filled is told to the clients on the
-stream with a notice frame, never passed over silently.
+its stream position. What to do with each (deliver, hold, drop, repair a gap), what
+a repair hands out once history is read, and what a resuming connection is given,
+:class:`~pushgate.recovery.StreamRecovery` decides, without I/O; the node does the
+I/O: it reads history (retrying while the broker is away, :meth:`Node._repair`),
+waits for ``Broker.sync``, and hands frames and notices to the hub.
 
 With sessions on, a connection's wsId names a session kept in
 :class:`~pushgate.sessions.Sessions`. A resume (:meth:`Node.resume`) claims the
@@ -30,8 +30,8 @@ session, puts the connection back in its rooms with its output held, subscribes,
 reads each stream's history after the client's position, waits until every push
 published before that read has reached this node (``Broker.sync``), and then, in one
 synchronous step, hands the connection the pushes it missed followed by those that
-arrived live meanwhile (captured per stream, :attr:`Node._captures`), each once, and
-lets live fan-out reach it from the next push on.
+arrived live meanwhile (captured per stream by the recovery), each once, and lets
+live fan-out reach it from the next push on.
 """
 
 import asyncio
@@ -58,6 +58,7 @@ from pushgate.hub import Hub, MembershipChange, Sink
 from pushgate.ids import NO_CONN, NO_ROOM, ConnId, RoomId
 from pushgate.messages import Command, Op, Reply
 from pushgate.meters import Meters
+from pushgate.recovery import Action, StreamRecovery
 from pushgate.sessions import ANY_USER, AnyUser, Session, Sessions, holder_node, new_token
 from pushgate.streams import (
     ROOM_TOPIC_PREFIX,
@@ -66,8 +67,6 @@ from pushgate.streams import (
     History,
     Position,
     Publication,
-    StreamGuard,
-    Verdict,
     room_topic,
     user_topic,
 )
@@ -145,12 +144,8 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         # Session writes a stop waits for (a detach must reach the store).
         self._session_writes: set[asyncio.Task[None]] = set()
-        # Streams: the last position delivered on each, and the ones being repaired
-        # (what arrived meanwhile waits here, in order).
-        self.guard = StreamGuard()
-        self._repairs: dict[str, list[Publication]] = {}
-        # Streams some resume is capturing live pushes of: (how many resumes, pushes).
-        self._captures: dict[str, tuple[int, list[Publication]]] = {}
+        # Streams: positions, repairs and resume captures (decisions; the I/O is here).
+        self.recovery = StreamRecovery()
         # The holder (<node id>.<nonce>) of each session a local connection holds.
         self._holders: dict[ConnId, str] = {}
         # Holders evicted before they were known here (holder -> when), for resumes
@@ -293,7 +288,7 @@ class Node:
     async def _position(self, topic: str) -> Position:
         """Where a stream is now, as far as pushes delivered here go. Callers that ask
         at the same time share one read (a burst of connections, one query)."""
-        last = self.guard.last(topic)
+        last = self.recovery.last(topic)
         if last is not None:
             return last
         query = self._position_queries.get(topic)
@@ -458,7 +453,7 @@ class Node:
         # wsId held an earlier claim, whose eviction may still be on its way.
         self._take_over(conn)
         topics = list(session.streams)
-        self._capture(topics)
+        self.recovery.capture(topics)
         try:
             self._holders[conn] = holder
             self.hub.register(conn, sink, session.user)
@@ -481,28 +476,14 @@ class Node:
             await self.broker.sync(topics)  # every push read above has reached us, or is captured
             if self.hub.sink(conn) is not sink or self._holders.get(conn) != holder:
                 raise SessionTaken(conn)  # evicted meanwhile by a later claim
-            return self._catch_up(session, starts, histories)
+            return self._caught_up(session, starts, histories)
         except BaseException:
             self.connection_closed(conn, sink)
             if self._holders.get(conn) == holder:  # never registered: nothing else undoes it
                 del self._holders[conn]
             raise
         finally:
-            self._release(topics)
-
-    def _capture(self, topics: list[str]) -> None:
-        """Keep every push of these streams that arrives from now until _release."""
-        for topic in topics:
-            count, captured = self._captures.get(topic, (0, []))
-            self._captures[topic] = (count + 1, captured)
-
-    def _release(self, topics: list[str]) -> None:
-        for topic in topics:
-            count, captured = self._captures[topic]
-            if count == 1:
-                del self._captures[topic]
-            else:
-                self._captures[topic] = (count - 1, captured)
+            self.recovery.release(topics)
 
     def _take_over(self, conn: ConnId) -> None:
         """Close (4001) the connection registered here under ``conn``, if any."""
@@ -516,51 +497,16 @@ class Node:
         if self.hub.sink(conn) is sink:  # still registered (it was resuming, or cannot close)
             self.connection_closed(conn, sink)
 
-    def _catch_up(
-        self,
-        session: Session,
-        starts: dict[str, Position],
-        histories: dict[str, History],
+    def _caught_up(
+        self, session: Session, starts: dict[str, Position], histories: dict[str, History]
     ) -> Resumed:
-        """History, then what was captured live, each push once: synchronous, so no
-        push can slip between this and live fan-out."""
-        frames: list[bytes] = []
-        reports: dict[str, StreamReport] = {}
-        for topic, history in histories.items():
-            start = starts[topic]
-            last = start if start.epoch == history.position.epoch else Position("", 0)
-            # This node may itself have missed pushes of the stream (lost while it was
-            # not subscribed, or on the way): then the connection gets only what the
-            # node has delivered, and a repair gives the rest to every member, this
-            # one included, once. Replaying it here too would deliver it twice.
-            node_at = self.guard.last(topic)
-            behind = (
-                node_at is not None
-                and node_at.epoch == history.position.epoch
-                and node_at.seq < history.position.seq
-            )
-            upto = node_at.seq if node_at is not None and behind else history.position.seq
-            for pub in history.publications:
-                if pub.epoch == history.position.epoch and pub.seq > upto:
-                    break
-                frames.append(pub.data)
-                last = pub.position
-            recovered = self.history and history.complete
-            for pub in self._captures[topic][1]:
-                if pub.epoch != last.epoch:
-                    recovered = recovered and last.epoch == ""
-                elif pub.seq <= last.seq:
-                    continue
-                elif pub.seq != last.seq + 1:
-                    recovered = False
-                frames.append(pub.data)
-                last = pub.position
-            if last.epoch == "":
-                last = history.position if node_at is None or not behind else node_at
-            reports[topic] = StreamReport(recovered, last.epoch, last.seq)
-            if behind and topic not in self._repairs:
-                self._start_repair(topic, [])
-        return Resumed(session, reports, frames)
+        """History, then what was captured live, each push once (synchronous, so no
+        push can slip between this and live fan-out); streams this node is behind
+        on are repaired for every member at once."""
+        catch_up = self.recovery.catch_up(starts, histories, self.history)
+        for topic in catch_up.repair:
+            self._start_repair(topic)
+        return Resumed(session, catch_up.reports, catch_up.frames)
 
     def _evict(self, conn: ConnId, previous: str) -> None:
         """Close the connection that held a session before it was resumed (4001):
@@ -613,40 +559,29 @@ class Node:
             # Arrived after this node let go of the topic: nobody here wants it, and it
             # must not become the position a later subscription is checked against.
             return 0
-        if pub.seq:
-            repair = self._repairs.get(topic)
-            if repair is not None:
-                repair.append(pub)  # delivered in order once the gap is filled
-                return 0
-            verdict = self.guard.check(topic, pub)
-            if verdict is not Verdict.NEXT:
-                if verdict is Verdict.DUPLICATE:
-                    return 0
-                if verdict is Verdict.GAP:
-                    self._start_repair(topic, [pub])
-                    return 0
-                last = self.guard.last(topic)
-                log.warning(
-                    "stream %s: new epoch %s (was %s): its history was lost; telling its clients",
-                    topic,
-                    pub.epoch,
-                    last.epoch if last else "?",
-                )
-                self.gaps_lost += 1
-                self._notify(topic, StreamReport(False, pub.epoch, pub.seq))
-            self.guard.delivered(topic, pub.position)
+        arrival = self.recovery.arrive(topic, pub)
+        if arrival.action is Action.REPAIR:
+            self._in_background(self._repair(topic))
+        if arrival.action is not Action.DELIVER:
+            return 0
+        if arrival.notice is not None:
+            log.warning(
+                "stream %s: new epoch %s (was %s): its history was lost; telling its clients",
+                topic,
+                pub.epoch,
+                arrival.was,
+            )
+            self.gaps_lost += 1
+            self._notify(topic, arrival.notice)
         return self._fan_out(topic, pub)
 
     def on_reconnected(self) -> None:
         """The broker lost messages while it reconnected: catch every stream up."""
-        for topic in self.guard.topics():
-            if topic not in self._repairs:
-                self._start_repair(topic, [])
+        for topic in self.recovery.topics():
+            self._start_repair(topic)
 
     def _fan_out(self, topic: str, pub: Publication) -> int:
-        capture = self._captures.get(topic)
-        if capture is not None:
-            capture[1].append(pub)
+        self.recovery.fanned_out(topic, pub)
         recipients = self._send(topic, pub.data)
         if recipients:
             self.meters.handed(pub.accepted_at, recipients)
@@ -672,9 +607,9 @@ class Node:
 
     # Filling gaps
 
-    def _start_repair(self, topic: str, waiting: list[Publication]) -> None:
-        self._repairs[topic] = waiting
-        self._in_background(self._repair(topic))
+    def _start_repair(self, topic: str) -> None:
+        if self.recovery.start_repair(topic):
+            self._in_background(self._repair(topic))
 
     async def _repair(self, topic: str) -> None:
         """Deliver what a stream is missing from history, then what waited meanwhile.
@@ -682,13 +617,13 @@ class Node:
         A broker that cannot answer yet (it is reconnecting; a restarted Redis
         Cluster master refuses for its first 2 s) is asked again, a few times over
         about three seconds and once more at the end of them, while the stream's
-        pushes wait here."""
+        pushes wait."""
         history: History | None = None
         error = ""
         try:
             for delay in (*REPAIR_RETRY_DELAYS, None):
                 try:
-                    history = await self.broker.history(topic, self.guard.last(topic))
+                    history = await self.broker.history(topic, self.recovery.last(topic))
                     error = ""
                     break
                 except BrokerUnavailable as exc:
@@ -700,61 +635,24 @@ class Node:
             self._finish_repair(topic, history, error)
 
     def _finish_repair(self, topic: str, history: History | None, error: str) -> None:
-        waiting = self._repairs.pop(topic, [])
-        last = (
-            self.guard.last(topic)
-            if history is None
-            else self.guard.last_seen_from(topic, history.position.epoch)
-        )
-        filled = lost = 0
-        if history is not None and last is not None:
-            if history.position.epoch != last.epoch:
-                # The stream's history was lost (Redis restarted empty): what followed
-                # `last` is gone; say so, then give what the new epoch has kept.
-                lost += 1
-                self._notify(topic, StreamReport(False, history.position.epoch, 0))
-                last = Position(history.position.epoch, 0)
-                self.guard.delivered(topic, last)
-            for pub in history.publications:
-                if pub.epoch != last.epoch or pub.seq <= last.seq:
-                    continue
-                if pub.seq != last.seq + 1:
-                    break
-                self._fan_out(topic, pub)
-                self.guard.delivered(topic, pub.position)
-                last = pub.position
-                filled += 1
-            if not waiting and history.position != last:
-                # History could not give all the stream has: say so, and go on from there.
-                lost += 1
-                self._notify(
-                    topic, StreamReport(False, history.position.epoch, history.position.seq)
-                )
-                self.guard.delivered(topic, history.position)
-        elif history is None and not waiting and last is not None:
-            lost += 1  # the catch-up could not be read: what was missed is unknown
-            self._notify(topic, StreamReport(False, last.epoch, last.seq))
-        for pub in waiting:
-            last = self.guard.last(topic)
-            if last is not None and pub.epoch == last.epoch and pub.seq <= last.seq:
-                continue
-            if last is not None and pub.position != Position(last.epoch, last.seq + 1):
-                lost += 1
-                self._notify(topic, StreamReport(False, pub.epoch, pub.seq))
-            self._fan_out(topic, pub)
-            self.guard.delivered(topic, pub.position)
-        if lost:
+        outcome = self.recovery.finish_repair(topic, history)
+        for step in outcome.steps:
+            if isinstance(step, Publication):
+                self._fan_out(topic, step)
+            else:
+                self._notify(topic, step)
+        if outcome.lost:
             self.gaps_lost += 1
             log.warning(
                 "stream %s: a gap in its positions; %d pushes filled from history, the rest "
                 "could not be%s; its clients were told",
                 topic,
-                filled,
+                outcome.filled,
                 f" ({error})" if error else "",
             )
-        elif filled:
+        elif outcome.filled:
             self.gaps_filled += 1
-            log.warning("stream %s: gap of %d pushes filled from history", topic, filled)
+            log.warning("stream %s: gap of %d pushes filled from history", topic, outcome.filled)
 
     # Joins and leaves for connections held by other nodes
 
@@ -875,7 +773,7 @@ class Node:
                         self._in_background(self._learn_position(topic))
                 elif not wanted and topic in self._subscribed:
                     self._subscribed.discard(topic)
-                    self.guard.forget(topic)
+                    self.recovery.forget(topic)
                     await self.broker.unsubscribe(topic)
         finally:
             lock, users = self._topic_locks[topic]
@@ -895,8 +793,8 @@ class Node:
             await self.broker.sync([topic])
         except BrokerUnavailable:
             return  # the first push to arrive sets the position instead
-        if self._follows(topic) and self.guard.last(topic) is None:
-            self.guard.delivered(topic, history.position)
+        if self._follows(topic):
+            self.recovery.noted(topic, history.position)
 
     def _follows(self, topic: str) -> bool:
         return topic == TOPIC_ALL or topic in self._subscribed

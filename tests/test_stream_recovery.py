@@ -1,0 +1,228 @@
+"""StreamRecovery without an event loop: positions and histories in, the pushes to
+hand out and the notices to send out (docs/recovery.md). The live paths are in
+tests/test_recovery*.py and tests/test_resume_race.py."""
+
+from pushgate.recovery import Action, StreamRecovery
+from pushgate.streams import History, Position, Publication
+from pushgate.wire import StreamReport
+
+S = "room:s"
+
+
+def pub(seq: int, epoch: str = "e") -> Publication:
+    return Publication(seq, epoch, b"%s-%d" % (epoch.encode(), seq))
+
+
+def following(at: int, epoch: str = "e") -> StreamRecovery:
+    """A node that has delivered ``S`` up to ``at``."""
+    recovery = StreamRecovery()
+    recovery.noted(S, Position(epoch, 0))
+    for seq in range(1, at + 1):
+        assert recovery.arrive(S, pub(seq, epoch)).action is Action.DELIVER
+    return recovery
+
+
+def history(top: int, kept: range, epoch: str = "e", complete: bool = True) -> History:
+    return History(Position(epoch, top), tuple(pub(s, epoch) for s in kept), complete)
+
+
+def data(steps: list[Publication | StreamReport]) -> list[object]:
+    return [s.data if isinstance(s, Publication) else s for s in steps]
+
+
+# Live pushes
+
+
+def test_the_next_push_is_delivered_a_repeat_dropped() -> None:
+    recovery = following(3)
+    assert recovery.arrive(S, pub(4)).action is Action.DELIVER
+    assert recovery.arrive(S, pub(4)).action is Action.DROP
+    assert recovery.arrive(S, pub(2)).action is Action.DROP
+    assert recovery.last(S) == Position("e", 4)
+
+
+def test_a_push_without_a_position_is_always_delivered() -> None:
+    """History off: pushes carry seq 0 and nothing is checked."""
+    recovery = StreamRecovery()
+    assert recovery.arrive(S, Publication(0, "", b"x")).action is Action.DELIVER
+    assert recovery.last(S) is None
+
+
+def test_a_gap_holds_the_stream_until_history_fills_it() -> None:
+    """Push 6 after 3: a repair starts, 6 and what follows wait; history (which has
+    6 and 7 too by then) fills 4 to 7, the held copies of 6 and 7 are not given
+    twice, and nothing is told lost."""
+    recovery = following(3)
+    assert recovery.arrive(S, pub(6)).action is Action.REPAIR
+    assert recovery.repairing(S)
+    assert recovery.arrive(S, pub(7)).action is Action.HOLD
+    outcome = recovery.finish_repair(S, history(7, range(4, 8)))
+    assert data(outcome.steps) == [b"e-4", b"e-5", b"e-6", b"e-7"]
+    assert (outcome.filled, outcome.lost) == (4, 0)
+    assert not recovery.repairing(S)
+    assert recovery.last(S) == Position("e", 7)
+    assert recovery.arrive(S, pub(8)).action is Action.DELIVER
+
+
+def test_a_gap_history_no_longer_holds_is_told_then_the_held_pushes_go_on() -> None:
+    """History was trimmed past the gap: the clients are told (a notice naming where
+    the stream went on), then get the held pushes."""
+    recovery = following(3)
+    recovery.arrive(S, pub(9))
+    outcome = recovery.finish_repair(S, history(9, range(7, 10), complete=False))
+    assert data(outcome.steps) == [StreamReport(False, "e", 9), b"e-9"]
+    assert outcome.lost == 1
+    assert recovery.last(S) == Position("e", 9)
+
+
+def test_a_repair_whose_history_could_not_be_read() -> None:
+    """The broker did not answer: the held pushes go out behind a notice (the gap
+    before them is unknown), in order."""
+    recovery = following(3)
+    recovery.arrive(S, pub(6))
+    recovery.arrive(S, pub(7))
+    outcome = recovery.finish_repair(S, None)
+    assert data(outcome.steps) == [StreamReport(False, "e", 6), b"e-6", b"e-7"]
+    assert outcome.lost == 1
+
+
+def test_a_reconnect_catches_every_stream_up() -> None:
+    """After the broker reconnected: a repair per stream, with nothing held; history
+    gives what was missed; a stream with nothing new says nothing."""
+    recovery = following(3)
+    assert recovery.start_repair(S)
+    assert not recovery.start_repair(S)  # one repair at a time
+    outcome = recovery.finish_repair(S, history(5, range(1, 6)))
+    assert data(outcome.steps) == [b"e-4", b"e-5"]
+    assert recovery.start_repair(S)
+    assert recovery.finish_repair(S, history(5, range(1, 6))).steps == []
+
+
+def test_a_reconnect_whose_history_could_not_be_read_says_so() -> None:
+    recovery = following(3)
+    recovery.start_repair(S)
+    outcome = recovery.finish_repair(S, None)
+    assert outcome.steps == [StreamReport(False, "e", 3)]
+
+
+def test_a_new_epoch_is_delivered_after_a_notice() -> None:
+    """The stream's history was lost (Redis restarted empty): its next push comes
+    with a notice naming the new epoch and the epoch before."""
+    recovery = following(3)
+    arrival = recovery.arrive(S, pub(1, "f"))
+    assert arrival.action is Action.DELIVER
+    assert arrival.notice == StreamReport(False, "f", 1)
+    assert arrival.was == "e"
+    assert recovery.last(S) == Position("f", 1)
+
+
+def test_a_repair_that_finds_a_new_epoch() -> None:
+    """Repairing after a reconnect finds the stream in a new epoch: what followed the
+    old position is gone (a notice at the new epoch's start), then the new epoch's
+    pushes, each once."""
+    recovery = following(3)
+    recovery.start_repair(S)
+    outcome = recovery.finish_repair(S, history(2, range(1, 3), epoch="f"))
+    assert data(outcome.steps) == [StreamReport(False, "f", 0), b"f-1", b"f-2"]
+    assert recovery.last(S) == Position("f", 2)
+
+
+def test_a_quiet_stream_in_a_new_epoch_loses_nothing() -> None:
+    """Noted at subscription (seq 0, nothing delivered), a stream whose epoch changes
+    is simply followed from the new epoch's start: no false notice."""
+    recovery = StreamRecovery()
+    recovery.noted(S, Position("e", 0))
+    arrival = recovery.arrive(S, pub(1, "f"))
+    assert (arrival.action, arrival.notice) == (Action.DELIVER, None)
+    recovery.start_repair(S)
+    assert recovery.finish_repair(S, history(1, range(1, 2), epoch="f")).steps == []
+
+
+def test_a_noted_position_gives_way_to_a_push_that_came_first() -> None:
+    recovery = StreamRecovery()
+    recovery.arrive(S, pub(5))
+    recovery.noted(S, Position("e", 2))
+    assert recovery.last(S) == Position("e", 5)
+
+
+# Resumes
+
+
+def test_a_resume_gets_history_then_the_capture_each_push_once() -> None:
+    """The client saw 2; history (read while pushes went on) has 3-5; pushes 5 and 6
+    arrived live during the resume and were captured: it gets 3, 4, 5, 6."""
+    recovery = following(4)
+    recovery.capture([S])
+    for seq in (5, 6):
+        recovery.arrive(S, pub(seq))
+        recovery.fanned_out(S, pub(seq))
+    catch_up = recovery.catch_up({S: Position("e", 2)}, {S: history(5, range(3, 6))}, True)
+    recovery.release([S])
+    assert catch_up.frames == [b"e-3", b"e-4", b"e-5", b"e-6"]
+    assert catch_up.reports == {S: StreamReport(True, "e", 6)}
+    assert catch_up.repair == []
+    assert recovery.capturing() == []
+
+
+def test_a_resume_past_what_history_keeps_is_not_recovered() -> None:
+    recovery = following(9)
+    recovery.capture([S])
+    catch_up = recovery.catch_up(
+        {S: Position("e", 2)}, {S: history(9, range(7, 10), complete=False)}, True
+    )
+    assert catch_up.frames == [b"e-7", b"e-8", b"e-9"]
+    assert catch_up.reports[S].recovered is False
+
+
+def test_a_resume_with_history_off_is_never_recovered() -> None:
+    recovery = following(2)
+    recovery.capture([S])
+    catch_up = recovery.catch_up({S: Position("e", 2)}, {S: history(2, range(0))}, False)
+    assert catch_up.reports[S] == StreamReport(False, "e", 2)
+
+
+def test_a_resume_on_a_node_behind_on_the_stream() -> None:
+    """The node delivered up to 3 but history is at 5 (the node missed 4 and 5 on
+    the way): the connection gets only up to 3 now, and the node repairs the
+    stream, which gives 4 and 5 to every member, this one included, once."""
+    recovery = following(3)
+    recovery.capture([S])
+    catch_up = recovery.catch_up({S: Position("e", 1)}, {S: history(5, range(2, 6))}, True)
+    assert catch_up.frames == [b"e-2", b"e-3"]
+    assert catch_up.reports[S] == StreamReport(True, "e", 3)
+    assert catch_up.repair == [S]
+
+
+def test_a_resume_across_a_new_epoch() -> None:
+    """The client's position is of an epoch the stream no longer has: everything the
+    new epoch kept, and the report names it."""
+    recovery = following(2, epoch="f")
+    recovery.capture([S])
+    catch_up = recovery.catch_up({S: Position("e", 7)}, {S: history(2, range(1, 3), "f")}, True)
+    assert catch_up.frames == [b"f-1", b"f-2"]
+    assert catch_up.reports[S] == StreamReport(True, "f", 2)
+
+
+def test_a_capture_with_a_hole_is_not_recovered() -> None:
+    """A live push captured after a gap the capture cannot fill: delivered, but the
+    stream is reported not recovered."""
+    recovery = following(3)
+    recovery.capture([S])
+    recovery.fanned_out(S, pub(6))
+    catch_up = recovery.catch_up({S: Position("e", 3)}, {S: history(3, range(0))}, True)
+    assert catch_up.frames == [b"e-6"]
+    assert catch_up.reports[S] == StreamReport(False, "e", 6)
+
+
+def test_captures_are_counted_per_resume_and_released() -> None:
+    """Two resumes on one stream share its capture; it ends with the last of them."""
+    recovery = StreamRecovery()
+    recovery.capture([S, "all"])
+    recovery.capture([S])
+    recovery.release([S, "all"])
+    assert recovery.capturing() == [S]
+    recovery.fanned_out(S, pub(1))
+    recovery.release([S])
+    assert recovery.capturing() == []
+    recovery.fanned_out(S, pub(2))  # nobody captures: kept nowhere
+    assert recovery.capturing() == []
