@@ -18,11 +18,16 @@ CHAT = RoomId("chat")
 class FakeSink:
     """Records every frame the hub hands it."""
 
+    connected_at = 0.0
+
     def __init__(self) -> None:
         self.frames: list[bytes] = []
 
     def send(self, frame: bytes) -> None:
         self.frames.append(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        raise AssertionError("the hub never closes a connection")
 
 
 def hub_with(*conns: ConnId, max_rooms: int = 8) -> tuple[Hub, dict[ConnId, FakeSink]]:

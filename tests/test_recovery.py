@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 import jwt
+import pytest
 from websockets.asyncio.client import connect as ws_connect
 
 from pushgate.broker.memory import MemoryBroker, MemoryBus
@@ -203,13 +204,19 @@ async def test_history_size_0_turns_positions_and_recovery_off() -> None:
 class Collector:
     """A sink that keeps the frames it is handed."""
 
+    connected_at = 0.0
+
     def __init__(self) -> None:
         self.frames: list[bytes] = []
         self._arrived = asyncio.Event()
+        self.closed: int | None = None
 
     def send(self, frame: bytes) -> None:
         self.frames.append(frame)
         self._arrived.set()
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = code
 
     async def wait_for(self, count: int) -> None:
         async with asyncio.timeout(5 * UNIT):
@@ -274,6 +281,7 @@ async def test_a_resume_on_a_node_that_missed_pushes_gets_each_once() -> None:
     frames += [json.loads(f[2:])["data"] for f in again.frames]
     assert frames == [2, 3, 4, 5]
     assert resumed.streams["all"].recovered is True
+    assert first.closed == 4001  # the session's old connection
     assert (two.seq, three.seq) == (2, 3)
     await node.close()
 
@@ -298,6 +306,58 @@ async def test_a_resume_with_another_users_token_is_refused_and_harms_nothing() 
         assert push["data"] == "still yours"
         assert owner.close_code is None
         await owner.close()
+
+
+@pytest.mark.parametrize(
+    ("require_token", "owner_claims", "resumer_claims"),
+    [
+        pytest.param(True, {"sub": "alice"}, {}, id="require-token,resumer-without-sub"),
+        pytest.param(False, {"sub": "alice"}, None, id="optional-token,resumer-without-token"),
+        pytest.param(False, {}, {"sub": "mallory"}, id="session-of-no-user,resumer-with-one"),
+    ],
+)
+async def test_where_tokens_are_verified_a_resume_is_bound_to_its_user(
+    require_token: bool, owner_claims: dict[str, str], resumer_claims: dict[str, str] | None
+) -> None:
+    """Whenever the server verifies tokens, the resuming connection's user must be
+    the session's, "no user" included: a token without "sub", or no token at all,
+    cannot resume a user's session even with its session token, and a user cannot
+    take over a session that has none (docs/security.md)."""
+    async with running_server(
+        **FAST_TIMERS, token_secret=SECRET, require_token=require_token
+    ) as server:
+        owner_token = jwt.encode(owner_claims, SECRET, algorithm="HS256")
+        owner = await ws_connect(f"{server.ws_url}?token={owner_token}")
+        welcome = json.loads(await asyncio.wait_for(owner.recv(), 5 * UNIT))["data"]
+        url = f"{server.ws_url}?resume=1"
+        if resumer_claims is not None:
+            url += "&token=" + jwt.encode(resumer_claims, SECRET, algorithm="HS256")
+        async with ws_connect(url) as other:
+            resume = {"wsId": welcome["wsId"], "session": welcome["session"], "since": {}}
+            await other.send(json.dumps({"type": 0, "data": resume}))
+            answer = json.loads(await asyncio.wait_for(other.recv(), 5 * UNIT))["data"]
+        assert answer["wsId"] != welcome["wsId"]
+        assert answer["resumed"] is False
+        await owner.send('{"type":1,"data":"PING"}')
+        assert json.loads(await asyncio.wait_for(owner.recv(), 5 * UNIT))["data"] == "PONG"
+        await owner.close()
+
+
+async def test_the_sessions_own_user_resumes_it() -> None:
+    """The same user, on a new token, resumes; with no tokens verified at all, a
+    session of no user resumes with no token (the check binds nothing then)."""
+    async with running_server(**FAST_TIMERS, token_secret=SECRET) as server:
+        alice = jwt.encode({"sub": "alice"}, SECRET, algorithm="HS256")
+        owner = await ws_connect(f"{server.ws_url}?token={alice}")
+        welcome = json.loads(await asyncio.wait_for(owner.recv(), 5 * UNIT))["data"]
+        again = jwt.encode({"sub": "alice", "v": 2}, SECRET, algorithm="HS256")
+        async with ws_connect(f"{server.ws_url}?resume=1&token={again}") as other:
+            resume = {"wsId": welcome["wsId"], "session": welcome["session"], "since": {}}
+            await other.send(json.dumps({"type": 0, "data": resume}))
+            answer = json.loads(await asyncio.wait_for(other.recv(), 5 * UNIT))["data"]
+        assert (answer["wsId"], answer["resumed"]) == (welcome["wsId"], True)
+        await asyncio.wait_for(owner.wait_closed(), 5 * UNIT)
+        assert owner.close_code == 4001
 
 
 async def test_the_first_connect_moves_past_a_gateway_that_is_down() -> None:

@@ -33,6 +33,8 @@ class Conn:
     """A connection as the node sees one: it takes frames, and closes as a real one
     does (telling the node it went)."""
 
+    connected_at = 0.0
+
     def __init__(self, node: Node, conn: ConnId) -> None:
         self.node, self.conn = node, conn
         self.frames: list[bytes] = []

@@ -15,24 +15,19 @@ the room stays unchanged.
 """
 
 import asyncio
-import heapq
-import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pushgate.commands import Disconnect, Membership, PushConn, UserMembership
-from pushgate.errors import BrokerUnavailable, InvalidField, UnknownConnection
-from pushgate.framing import text_frame
+from pushgate.commands import Disconnect, PushConn, UserMembership
+from pushgate.errors import InvalidField, UnknownConnection
 from pushgate.ids import NO_CONN, NO_ROOM, ConnId, RoomId
-from pushgate.messages import Command, Op, Reply
+from pushgate.localanswers import MAX_MEMBERS_PAGE
+from pushgate.messages import Op, Reply
 from pushgate.meters import LATENCY_BUCKETS
+from pushgate.node import Node
 from pushgate.wire import encode_push
 
-if TYPE_CHECKING:
-    from pushgate.node import Node
-
-MAX_MEMBERS_PAGE = 1000
+__all__ = ["MAX_MEMBERS_PAGE", "Control", "parse_cursor", "timestamp"]
 
 
 def timestamp(seconds: float | None) -> str | None:
@@ -54,7 +49,7 @@ def parse_cursor(text: str) -> tuple[str, ConnId]:
 class Control:
     """The logic API's view of the whole cluster, and its actions on connections."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
 
     # Asking the gateways
@@ -75,15 +70,7 @@ class Control:
         conn: ConnId = NO_CONN,
         args: dict[str, Any] | None = None,
     ) -> Reply:
-        if target == self.node.node_id:  # answered here, without the broker
-            command = Command(op, room, conn, "", target, args or {})
-            return await self.node.answer(command)
-        reply = await self.node.ask(target, op, room=room, conn=conn, args=args)
-        if reply.status == "unknown":
-            raise UnknownConnection(conn)
-        if reply.status != "ok":
-            raise BrokerUnavailable(f"node {target}: {reply.error or reply.status}")
-        return reply
+        return await self.node.calls.call(target, op, room=room, conn=conn, args=args)
 
     async def _gather(
         self, op: Op, *, room: RoomId = NO_ROOM, args: dict[str, Any] | None = None
@@ -284,111 +271,3 @@ class Control:
             changed.extend(found["changed"])
             unchanged.extend(found["unchanged"])
         return {"changed": changed, "unchanged": unchanged}
-
-
-# A gateway's side: answers from its own hub.
-
-
-async def answer_locally(node: "Node", command: Command) -> Any:
-    """What ``command`` asks of the connections this node holds (JSON-able)."""
-    hub = node.hub
-    offset = time.time() - asyncio.get_running_loop().time()
-    args = command.args
-    if command.op == "census":
-        meters = node.meters
-        return {
-            "connections": len(hub),
-            "rooms": hub.room_sizes(),
-            "users": list(hub.users()),
-            "deliveries": meters.deliveries,
-            "latency": [count for _, count in meters.delivery_latency.cumulative()],
-        }
-    if command.op == "members":
-        return _members_page(node, command.room, args.get("after"), int(args["limit"]), offset)
-    if command.op == "user":
-        conns = hub.conns_of_user(str(args["uid"]))
-        return [[c, sorted(hub.rooms_of(c)), _since(node, c, offset)] for c in sorted(conns)]
-    if command.op == "conn":
-        if command.conn not in hub:
-            raise UnknownConnection(command.conn)
-        return {
-            "user": hub.user_of(command.conn),
-            "rooms": sorted(hub.rooms_of(command.conn)),
-            "since": _since(node, command.conn, offset),
-        }
-    if command.op == "send":
-        sink = hub.sink(command.conn)
-        if sink is None:
-            raise UnknownConnection(command.conn)
-        sink.send(text_frame(str(args["message"]).encode()))
-        return None
-    if command.op == "disconnect":
-        return await _disconnect(node, command)
-    if command.op in ("join_user", "leave_user"):
-        return await _user_membership(node, command)
-    raise ValueError(f"unexpected command {command.op!r}")
-
-
-def _since(node: "Node", conn: ConnId, offset: float) -> float | None:
-    """When the connection opened, in wall-clock seconds (None if unknown)."""
-    opened = getattr(node.hub.sink(conn), "connected_at", None)
-    return None if opened is None else round(opened + offset, 3)
-
-
-def _members_page(
-    node: "Node", room: RoomId, after: object, limit: int, offset: float
-) -> dict[str, Any]:
-    hub = node.hub
-    members: Iterable[ConnId] = hub.members_of(room)
-    count = hub.room_size(room)
-    if isinstance(after, str) and after:
-        members = [c for c in members if c > after]
-        remaining = len(members)
-    else:
-        remaining = count
-    page = heapq.nsmallest(min(limit, MAX_MEMBERS_PAGE), members) if limit > 0 else []
-    return {
-        "count": count,
-        "remaining": remaining,
-        "members": [[c, hub.user_of(c), _since(node, c, offset)] for c in page],
-    }
-
-
-async def _disconnect(node: "Node", command: Command) -> list[str]:
-    hub = node.hub
-    args = command.args
-    uid = args.get("uid")
-    conns = hub.conns_of_user(str(uid)) if uid is not None else [command.conn]
-    if uid is None and command.conn not in hub:
-        raise UnknownConnection(command.conn)
-    if args.get("end") and node.sessions is not None:
-        # Ended first: the close then detaches nothing, and nobody can resume it.
-        await asyncio.gather(*(node.sessions.end(c) for c in conns))
-    closed: list[str] = []
-    for conn in conns:
-        sink = hub.sink(conn)
-        close = getattr(sink, "close", None)
-        if sink is None:
-            continue
-        if callable(close):
-            close(int(args["code"]), str(args["reason"]))
-        else:  # a sink that cannot close (tests): just forget it
-            node.connection_closed(conn, sink)
-        closed.append(conn)
-    return closed
-
-
-async def _user_membership(node: "Node", command: Command) -> dict[str, list[str]]:
-    changed: list[str] = []
-    unchanged: list[str] = []
-    for conn in node.hub.conns_of_user(str(command.args["uid"])):
-        request = Membership(command.room, conn)
-        try:
-            if command.op == "join_user":
-                change = await node.join(request)
-            else:
-                change = await node.leave(request)
-        except UnknownConnection:
-            continue  # closed meanwhile
-        (changed if change.changed else unchanged).append(conn)
-    return {"changed": changed, "unchanged": unchanged}

@@ -22,10 +22,16 @@ class Sink(Protocol):
 
     Contract: :meth:`send` returns at once, never raises, and never calls back into
     the hub (the hub may be iterating its members while it runs). Frames handed to
-    one sink go out in the order they were handed over.
+    one sink go out in the order they were handed over. :meth:`close` starts
+    closing the connection; once it has closed, its owner tells the node
+    (``Node.connection_closed``), which takes it out of the hub.
     """
 
+    connected_at: float  # when it opened (the event loop's clock)
+
     def send(self, frame: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

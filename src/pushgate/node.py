@@ -45,7 +45,6 @@ from typing import Any
 
 from pushgate.broker.base import Broker
 from pushgate.commands import Membership, PushAll, PushRoom, PushUser
-from pushgate.control import answer_locally
 from pushgate.directory import Directory, LocalDirectory
 from pushgate.errors import (
     BrokerUnavailable,
@@ -55,9 +54,11 @@ from pushgate.errors import (
 )
 from pushgate.framing import text_frame
 from pushgate.hub import Hub, MembershipChange, Sink
-from pushgate.ids import NO_CONN, NO_ROOM, ConnId, RoomId
-from pushgate.messages import Command, Op, Reply
+from pushgate.ids import ConnId, RoomId
+from pushgate.localanswers import answer_calls
+from pushgate.messages import Command, Op
 from pushgate.meters import Meters
+from pushgate.nodecalls import Answer, NodeCalls
 from pushgate.recovery import Action, StreamRecovery
 from pushgate.sessions import ANY_USER, AnyUser, Session, Sessions, holder_node, new_token
 from pushgate.streams import (
@@ -78,10 +79,6 @@ from pushgate.wire import (
 )
 
 log = logging.getLogger(__name__)
-
-NODE_TOPIC_PREFIX = "node:"
-REPLY_TOPIC_PREFIX = "reply:"
-
 
 # How long a session write (a detach) may hold up a stop.
 SESSION_FLUSH_TIMEOUT = 2.0
@@ -137,8 +134,12 @@ class Node:
         self.directory: Directory = directory if directory is not None else LocalDirectory()
         self.node_id = node_id or os.urandom(6).hex()
         self.has_gateway = has_gateway
-        self.control_timeout = control_timeout
-        self._replies: dict[str, asyncio.Future[Reply]] = {}
+        # Calls to and from the other nodes: joins, leaves, evictions, presence.
+        self.calls = NodeCalls(self.node_id, broker, control_timeout, self._in_background)
+        self.calls.handle("join", self._answer_membership)
+        self.calls.handle("leave", self._answer_membership)
+        self.calls.handle("evict", self._answer_evict, reply=False)
+        answer_calls(self.calls, self)
         self._subscribed: set[str] = set()
         self._topic_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -166,9 +167,10 @@ class Node:
             await self.directory.start(self.node_id)
         if self.sessions is not None:
             await self.sessions.start()
-        topics = [REPLY_TOPIC_PREFIX + self.node_id]
+        commands, replies = self.calls.topics
+        topics = [replies]
         if self.has_gateway:
-            topics += [TOPIC_ALL, NODE_TOPIC_PREFIX + self.node_id]
+            topics += [TOPIC_ALL, commands]
         # All at once: each is wanted even if the broker cannot confirm it yet.
         results = await asyncio.gather(
             *(self.broker.subscribe(topic) for topic in topics), return_exceptions=True
@@ -491,10 +493,8 @@ class Node:
         if sink is None:
             return
         log.info("session %s resumed by another connection; closing the old one", conn)
-        close = getattr(sink, "close", None)
-        if callable(close):
-            close(CLOSE_SESSION_TAKEN, "session resumed by another connection")
-        if self.hub.sink(conn) is sink:  # still registered (it was resuming, or cannot close)
+        sink.close(CLOSE_SESSION_TAKEN, "session resumed by another connection")
+        if self.hub.sink(conn) is sink:  # still registered: it was resuming
             self.connection_closed(conn, sink)
 
     def _caught_up(
@@ -520,8 +520,7 @@ class Node:
             return
         node = holder_node(previous)
         if node != self.node_id:
-            command = Command("evict", RoomId(""), conn, os.urandom(8).hex(), previous)
-            self._in_background(self._send_evict(node, command))
+            self.calls.tell(node, "evict", conn=conn, reply_to=previous)
             return
         if self._holders.get(conn) == previous:
             self._take_over(conn)
@@ -539,18 +538,10 @@ class Node:
                 del evicted[old]
         evicted[holder] = now
 
-    async def _send_evict(self, node: str, command: Command) -> None:
-        with contextlib.suppress(BrokerUnavailable):
-            await self.broker.publish(NODE_TOPIC_PREFIX + node, command.encode())
-
     # The broker's side (BrokerHandler)
 
     def on_message(self, topic: str, payload: bytes) -> int:
-        if topic.startswith(REPLY_TOPIC_PREFIX):
-            self._on_reply(payload)
-        elif topic.startswith(NODE_TOPIC_PREFIX):
-            self._on_command(payload)
-        else:
+        if not self.calls.on_message(topic, payload):
             log.warning("dropped a message on unexpected topic %r", topic)
         return 0
 
@@ -657,91 +648,27 @@ class Node:
     # Joins and leaves for connections held by other nodes
 
     async def _ask(self, op: Op, request: Membership, holder: str) -> MembershipChange:
-        reply = await self.ask(
+        reply = await self.calls.call(
             holder,
             op,
             room=request.room,
             conn=request.conn,
             about=f", which holds wsId {request.conn},",
         )
-        if reply.status == "unknown":
-            raise UnknownConnection(request.conn)
-        if reply.status == "unavailable":
-            raise BrokerUnavailable(f"node {holder}: {reply.error}")
-        if reply.status == "limit":
-            raise RoomLimitExceeded(request.conn, reply.limit)
         return MembershipChange(reply.changed, False)
 
-    async def ask(
-        self,
-        node: str,
-        op: Op,
-        *,
-        room: RoomId = NO_ROOM,
-        conn: ConnId = NO_CONN,
-        args: dict[str, Any] | None = None,
-        about: str = "",
-    ) -> Reply:
-        """Send a command to another node and wait up to ``control_timeout`` for its
-        reply. Raises BrokerUnavailable when it cannot be sent or is not answered."""
-        request_id = os.urandom(8).hex()
-        command = Command(op, room, conn, request_id, self.node_id, args or {})
-        waiter = asyncio.get_running_loop().create_future()
-        self._replies[request_id] = waiter
-        try:
-            await self.broker.publish(NODE_TOPIC_PREFIX + node, command.encode())
-            return await asyncio.wait_for(waiter, self.control_timeout)
-        except TimeoutError:
-            raise BrokerUnavailable(
-                f"node {node}{about} did not answer within {self.control_timeout:g} s"
-            ) from None
-        finally:
-            self._replies.pop(request_id, None)
+    async def _answer_membership(self, command: Command) -> Answer:
+        """Another node's join or leave of a connection held here."""
+        if command.conn not in self.hub:
+            raise UnknownConnection(command.conn)
+        request = Membership(command.room, command.conn)
+        change = await (self.join(request) if command.op == "join" else self.leave(request))
+        return Answer(changed=change.changed)
 
-    def _on_reply(self, payload: bytes) -> None:
-        try:
-            reply = Reply.decode(payload)
-        except Exception:
-            log.warning("dropped a malformed reply: %r", payload[:80])
-            return
-        waiter = self._replies.get(reply.request_id)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(reply)
-
-    def _on_command(self, payload: bytes) -> None:
-        try:
-            command = Command.decode(payload)
-        except Exception:
-            log.warning("dropped a malformed command: %r", payload[:80])
-            return
-        self._in_background(self._serve(command))
-
-    async def _serve(self, command: Command) -> None:
-        if command.op == "evict":
-            self._evict(command.conn, command.reply_to)
-            return
-        try:
-            reply = await self.answer(command)
-        except UnknownConnection:
-            reply = Reply(command.request_id, "unknown")
-        except RoomLimitExceeded as exc:
-            reply = Reply(command.request_id, "limit", limit=exc.limit)
-        except Exception as exc:  # the asker gets the reason, not a timeout
-            if not isinstance(exc, BrokerUnavailable):
-                log.exception("%s for %s failed", command.op, command.conn or "the cluster")
-            reply = Reply(command.request_id, "unavailable", error=str(exc) or type(exc).__name__)
-        await self.broker.publish(REPLY_TOPIC_PREFIX + command.reply_to, reply.encode())
-
-    async def answer(self, command: Command) -> Reply:
-        """Do what a command asks of the connections held here; raises
-        UnknownConnection, RoomLimitExceeded or BrokerUnavailable."""
-        if command.op in ("join", "leave"):
-            if command.conn not in self.hub:
-                raise UnknownConnection(command.conn)
-            request = Membership(command.room, command.conn)
-            change = await (self.join(request) if command.op == "join" else self.leave(request))
-            return Reply(command.request_id, "ok", changed=change.changed)
-        return Reply(command.request_id, "ok", data=await answer_locally(self, command))
+    async def _answer_evict(self, command: Command) -> Answer:
+        """Another node resumed a session held here by ``reply_to`` (a holder)."""
+        self._evict(command.conn, command.reply_to)
+        return Answer()
 
     # Subscriptions follow membership
 
