@@ -1,7 +1,10 @@
 """Shared fixtures: a running server on free loopback ports, an HTTP client, a
-redis-server of its own, and headless Chromium."""
+redis-server of its own or one for a whole module, a Redis Cluster for a whole
+module, and headless Chromium."""
 
-from collections.abc import AsyncIterator
+import asyncio
+import concurrent.futures
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -9,6 +12,7 @@ import pytest
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, require_browser
 from tests.helpers import FAST_TIMERS, Running, running_server
+from tests.redis_cluster import RedisClusterServers, started_in_a_thread
 from tests.redis_server import RedisServer
 
 
@@ -34,6 +38,28 @@ async def redis() -> AsyncIterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture(scope="module")
+def module_redis() -> Iterator[RedisServer]:
+    """One redis-server for the module, on a free loopback port: each test keeps to
+    a key prefix of its own, so no test sees another's keys.
+
+    Started on an event loop of its own, in a thread, as :func:`redis_cluster` is.
+    """
+    server = RedisServer()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, server.start()).result()
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """One three-master Redis Cluster for the module (it takes about 2 s to form)."""
+    yield from started_in_a_thread()
 
 
 if TYPE_CHECKING:

@@ -57,6 +57,7 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
             node_id=node_id,
             history_size=config.history_size,
             history_ttl=config.history_ttl,
+            session_ttl=config.session_ttl,
         )
         directory = RedisDirectory(
             redis_broker.client,
@@ -73,7 +74,12 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
                 redis_broker.client, prefix=config.prefix, ttl=config.session_ttl
             )
     else:
-        bus = MemoryBus(history_size=config.history_size, history_ttl=config.history_ttl)
+        bus = MemoryBus(
+            history_size=config.history_size,
+            history_ttl=config.history_ttl,
+            session_ttl=config.session_ttl,
+            history_max_bytes=config.history_max_bytes,
+        )
         broker, directory = MemoryBroker(bus), LocalDirectory()
         if config.sessions:
             sessions = MemorySessions(config.session_ttl)

@@ -41,6 +41,7 @@ class Config:
     history_size: int = 100
     history_ttl: float = 300.0
     session_ttl: float = 60.0
+    history_max_bytes: int = 64 * MIB
     # Heartbeat
     heartbeat: float = 10.0
     idle_timeout: float = 30.0
@@ -106,6 +107,11 @@ class Config:
             raise ConfigError("--workers must be auto or a number of processes, 1 or more")
         if self.history_ttl <= 0:
             raise ConfigError("--history-ttl must be more than 0 seconds")
+        if 0 < self.history_max_bytes < self.max_body_bytes or self.history_max_bytes < 0:
+            raise ConfigError(
+                "--history-max-bytes must be 0 (no limit) or at least --max-body-bytes, "
+                "so that the largest push fits"
+            )
         if self.idle_timeout <= self.heartbeat:
             raise ConfigError(
                 f"--idle-timeout ({self.idle_timeout:g} s) must be longer than --heartbeat "
@@ -321,8 +327,8 @@ OPTIONS: tuple[Option, ...] = (
         "history_ttl",
         float,
         "SECONDS",
-        "how long a stream keeps its pushes after the last one; a client away longer "
-        "resumes without recovery (and is told so)",
+        "how long a stream keeps each push; a client away longer resumes without "
+        "recovery (and is told so)",
     ),
     Option(
         "session_ttl",
@@ -330,6 +336,14 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
         "how long a session (wsId, rooms, user) waits for its client to resume after "
         "its connection ends; 0: a connection's end is its session's end",
+    ),
+    Option(
+        "history_max_bytes",
+        parse_size,
+        "BYTES",
+        "memory the history of all streams together may take with --broker memory:// "
+        "(with Redis, history is in Redis); past it the oldest pushes go first, and a "
+        "client that missed them is told it was not recovered (0: no limit)",
     ),
     Option("heartbeat", float, "SECONDS", "PING interval announced in the welcome frame"),
     Option(
@@ -522,7 +536,7 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "sessions and recovery (see docs/recovery.md)",
-        ("history_size", "history_ttl", "session_ttl"),
+        ("history_size", "history_ttl", "session_ttl", "history_max_bytes"),
     ),
     (
         "heartbeat, timeouts and stopping",

@@ -13,7 +13,19 @@ from pushgate.ids import ConnId
 
 
 class Directory(Protocol):
-    """Where each connection of the cluster is held."""
+    """Where each connection of the cluster is held.
+
+    A gateway announces itself (:meth:`start`) and the connections it holds
+    (:meth:`add`, :meth:`discard`); a node that only looks things up (a logic node)
+    is never started. A gateway that stops without :meth:`close` (killed) is
+    forgotten, with its connections, once the directory's TTL (``--node-ttl``) has
+    passed; one that lives on is announced again within the TTL if the store lost
+    its entries (a Redis restarted empty).
+
+    :class:`LocalDirectory`, a cluster of one, announces nothing: there is no other
+    node to find anything, so it locates nothing and lists no node (callers look in
+    their own hub first, and count their own node themselves).
+    """
 
     async def start(self, node_id: str) -> None:
         """Begin announcing this node as alive."""
@@ -21,30 +33,37 @@ class Directory(Protocol):
 
     def add(self, conn: ConnId) -> "asyncio.Future[None] | None":
         """Record that this node holds ``conn``. Returns a future that completes once
-        other nodes can find it, or None when that is already so. Never raises."""
+        other nodes can find it (never while the directory cannot reach its store),
+        or None when that is already so. Never raises.
+
+        Adds and discards reach the other nodes in the order they were made: of an
+        add and a discard of one connection, the later wins."""
         ...
 
     def discard(self, conn: ConnId) -> None:
-        """Record that this node no longer holds ``conn``. Never raises."""
+        """Record that this node no longer holds ``conn``: other nodes find it nowhere
+        by the time the future of an add made after this has completed. Never raises."""
         ...
 
     async def locate(self, conn: ConnId) -> str | None:
-        """The id of the live node that holds ``conn``, or None.
+        """The id of the live node that announced ``conn`` (this one included), or None.
 
         Raises :class:`pushgate.errors.BrokerUnavailable` when it cannot tell.
         """
         ...
 
     async def nodes(self) -> list[str]:
-        """The ids of the live nodes that hold connections, this one included when
-        it has announced itself.
+        """The ids of the live nodes that announced themselves (gateways), this one
+        included once it has (by the time its first add's future has completed).
 
         Raises :class:`pushgate.errors.BrokerUnavailable` when it cannot tell.
         """
         ...
 
     async def close(self) -> None:
-        """Stop announcing; this node's entries expire (or are removed)."""
+        """Stop announcing and remove this node's entries: no node finds its
+        connections or lists it any more (if the store cannot be reached now, they
+        expire after the TTL instead)."""
         ...
 
 

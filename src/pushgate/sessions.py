@@ -102,7 +102,8 @@ class Sessions(Protocol):
     async def create(
         self, ws_id: ConnId, token: str, user: str | None, streams: dict[str, Position], holder: str
     ) -> None:
-        """Record a new session, held by ``holder``."""
+        """Record a new session, held by ``holder``, of ``user`` (a non-empty string; None
+        for a session of no user), following ``streams`` from their positions."""
         ...
 
     async def claim(
@@ -111,7 +112,12 @@ class Sessions(Protocol):
         """Take the session over for ``holder`` if ``token`` is its token and ``user``
         its user (None: a session of no user; ANY_USER: not checked); None, and
         nothing changed, when there is no such session (never was, or ended), or the
-        token or the user is wrong."""
+        token or the user is wrong.
+
+        Claims of one session are ordered, on every node alike: each reports the
+        holder it took the session from (``previous_holder``, "" when it was
+        detached), and the last one holds it: the session then waits for no TTL
+        until that holder detaches it (or its node stops keeping it alive)."""
         ...
 
     async def add_stream(
@@ -123,15 +129,22 @@ class Sessions(Protocol):
         max_rooms: int,
     ) -> AddResult:
         """Make the session follow ``stream`` from ``position``, whether a connection
-        holds it or not; ``limit`` (and nothing done) when it would follow more than
-        ``max_rooms`` rooms."""
+        holds it or not: ``added``; ``already`` when it follows it (from the position
+        it had then, unchanged); ``unknown`` when there is no such session; ``limit``
+        (and nothing done) when it would follow more than ``max_rooms`` rooms (only
+        ``room:`` streams count, those it was created with included)."""
         ...
 
-    async def remove_stream(self, ws_id: ConnId, stream: str) -> RemoveResult: ...
+    async def remove_stream(self, ws_id: ConnId, stream: str) -> RemoveResult:
+        """Stop following ``stream``, whether a connection holds the session or not:
+        ``removed``; ``absent`` when it did not follow it; ``unknown`` when there is no
+        such session."""
+        ...
 
     async def detach(self, ws_id: ConnId, holder: str) -> None:
-        """The connection of ``holder`` ended: the session waits ``ttl`` for a resume
-        (nothing happens if another holder has claimed it since)."""
+        """The connection of ``holder`` ended: the session waits ``ttl`` for a resume,
+        then ends (nothing happens if another holder has claimed it since, or if there
+        is no such session)."""
         ...
 
     async def describe(self, ws_id: ConnId) -> SessionInfo | None:
@@ -139,7 +152,8 @@ class Sessions(Protocol):
         ...
 
     async def end(self, ws_id: ConnId) -> bool:
-        """End the session now: nobody can resume it. False if there was none."""
+        """End the session now: nobody can resume it. False if there was none (never
+        was, or it had ended)."""
         ...
 
     async def close(self) -> None: ...
@@ -231,7 +245,10 @@ class MemorySessions:
         return SessionInfo(entry.user, rooms_of(entry.streams), bool(entry.holder))
 
     async def end(self, ws_id: ConnId) -> bool:
-        return self._entries.pop(ws_id, None) is not None
+        if self._live(ws_id) is None:  # none, or it ended at its TTL and awaits the sweep
+            return False
+        del self._entries[ws_id]
+        return True
 
     async def close(self) -> None:
         if self._sweeper is not None:

@@ -10,7 +10,9 @@ One hash per session, ``<prefix>session:{<wsId>}``::
 A held session's key expires ``ttl + refresh`` after its holder last refreshed it
 (every ``refresh`` seconds, for every session it holds), so the sessions of a node
 that dies without a word (SIGKILL) stay resumable for at least ``ttl``. A detached
-one expires ``ttl`` after its connection ended. Every change that depends on the
+one expires ``ttl`` after its connection ended: a refresh only touches a session its
+holder still holds, so a holder that was claimed from, and has not detached yet,
+cannot keep alive a session its new holder detached. Every change that depends on the
 holder is one Lua script, so a claim, a detach and a join never undo each other.
 """
 
@@ -76,6 +78,14 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then return 'removed' end
 return 'absent'
 """
 
+# Keep KEYS[1] ARGV[2] ms more if holder ARGV[1] still holds it.
+_REFRESH = """
+if redis.call('HGET', KEYS[1], 'h') == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
 # Detach KEYS[1] if holder ARGV[1] still holds it; it then ends after ARGV[2] ms.
 _DETACH = """
 if redis.call('HGET', KEYS[1], 'h') == ARGV[1] then
@@ -101,6 +111,7 @@ class RedisSessions:
         self._add = client.register_script(_ADD)
         self._remove = client.register_script(_REMOVE)
         self._detach = client.register_script(_DETACH)
+        self._keep = client.register_script(_REFRESH)
         self._batch = ScriptBatcher(client)
         self._held: dict[ConnId, str] = {}  # the sessions this node keeps alive, by holder
         self._task: asyncio.Task[None] | None = None
@@ -229,17 +240,20 @@ class RedisSessions:
             raise BrokerUnavailable(f"cannot update session {ws_id} in Redis: {exc}") from None
 
     async def _refresh_held(self) -> None:
-        """Keep every session this node holds from expiring, every ``refresh`` seconds."""
+        """Keep every session this node holds from expiring, every ``refresh`` seconds
+        (each while its holder here still holds it)."""
         failing = False
         while True:
             await asyncio.sleep(self.refresh)
-            held = iter(list(self._held))
+            held = iter(list(self._held.items()))
             try:
                 while chunk := list(islice(held, CHUNK)):
-                    async with self._client.pipeline(transaction=False) as pipe:
-                        for ws_id in chunk:
-                            pipe.pexpire(self._key(ws_id), self._held_ttl_ms)
-                        await pipe.execute()
+                    await asyncio.gather(
+                        *(
+                            self._batch.call(self._keep, [self._key(w)], [h, self._held_ttl_ms])
+                            for w, h in chunk
+                        )
+                    )
             except REDIS_ERRORS as exc:
                 if not failing:
                     log.warning("cannot refresh the sessions held here in Redis: %s", exc)
