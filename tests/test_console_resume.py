@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from websockets.asyncio.client import connect
 
-from pushgate.broker.memory import META_TTL, MemoryBroker
+from pushgate.broker.memory import MemoryBroker
 from pushgate.client import PushAPI
 from tests.browser import WAIT_MS
 from tests.dropping_proxy import DroppingProxy
@@ -414,7 +414,8 @@ async def test_a_stream_whose_history_was_lost_is_reported_and_its_next_push_sti
 
         broker = server.server.node.broker
         assert isinstance(broker, MemoryBroker)
-        assert broker._bus.history.expire(time.monotonic() + 2 * META_TTL) >= 1
+        history = broker._bus.history
+        assert history.expire(time.monotonic() + 2 * history.position_ttl) >= 1
         await api.push_all("all 1", 3)
 
         newest_log = page.locator("#log li").first

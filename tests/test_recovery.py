@@ -243,7 +243,9 @@ async def test_a_gap_in_a_stream_is_filled_from_history_before_later_pushes() ->
     assert node.gaps_filled == 1
 
     lost = bus.publish(TOPIC_ALL, b'{"type":2,"data":5}\n')[0]
-    bus.history._streams[TOPIC_ALL].kept.clear()  # trimmed before the node could read it
+    kept = bus.history._streams[TOPIC_ALL].kept
+    assert kept is not None
+    kept.clear()  # trimmed before the node could read it
     late = bus.publish(TOPIC_ALL, b'{"type":2,"data":6}\n')[0]
     assert lost.seq == 5
     node.on_publication(TOPIC_ALL, late)

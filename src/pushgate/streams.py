@@ -15,8 +15,10 @@ Pure and synchronous: no I/O. The memory broker's history lives here too
 
 import os
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Container
+from dataclasses import dataclass
 from enum import Enum
+from typing import Generic, TypeVar
 
 from pushgate.ids import RoomId
 
@@ -24,6 +26,8 @@ from pushgate.ids import RoomId
 TOPIC_ALL = "all"
 ROOM_TOPIC_PREFIX = "room:"
 USER_TOPIC_PREFIX = "user:"
+
+T = TypeVar("T")
 
 
 def room_topic(room: RoomId) -> str:
@@ -97,25 +101,83 @@ def history_after(top: Position, kept: tuple[Publication, ...], since: Position 
     return History(top, missed, complete)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Stream:
+    """One stream kept in memory: its position, and the data of its last pushes
+    (oldest first: seqs ``seq - len(kept) + 1`` to ``seq``; None when it keeps none)."""
+
     epoch: str
     seq: int = 0
-    touched: float = 0.0  # when it was last published to or read
-    # (expires at, publication), oldest first
-    kept: deque[tuple[float, Publication]] = field(default_factory=deque)
+    touched: float = 0.0  # last published to, read, or left by its last follower
+    kept: list[bytes] | None = None
+    # How many of this stream's entries in the log are of pushes already trimmed by
+    # ``size`` (its oldest entries there): the log skips them.
+    trimmed: int = 0
+
+
+class _TimedQueue(Generic[T]):
+    """Items in the order they were put, each with the time it was put."""
+
+    __slots__ = ("_items", "_times")
+
+    def __init__(self) -> None:
+        # Two deques side by side: 16 bytes an item, where a deque of pairs costs 80.
+        self._items: deque[T] = deque()
+        self._times: deque[float] = deque()
+
+    def put(self, item: T, when: float) -> None:
+        self._items.append(item)
+        self._times.append(when)
+
+    def due(self, deadline: float) -> bool:
+        """Whether the first item was put at ``deadline`` or before."""
+        return bool(self._times) and self._times[0] <= deadline
+
+    def first_time(self) -> float | None:
+        return self._times[0] if self._times else None
+
+    def pop(self) -> T:
+        self._times.popleft()
+        return self._items.popleft()
+
+
+# What a kept push costs beyond its bytes (the bytes object's header, its places in
+# its stream's list and in the log, its time), counted against ``max_bytes``.
+PUSH_OVERHEAD = 80
 
 
 class MemoryHistory:
-    """Streams kept in this process: each one's position and last ``size`` pushes,
-    each kept for ``ttl`` seconds. Times are passed in (``now``), so it is pure."""
+    """Streams kept in this process: each one's position, and its last ``size``
+    pushes, each for ``ttl`` seconds, within ``max_bytes`` for all streams together
+    (0: no limit). Times are passed in (``now``, monotonic), so it is pure.
 
-    def __init__(self, *, size: int, ttl: float, meta_ttl: float) -> None:
+    Every push kept is also entered in one log, in publish order. All pushes live
+    ``ttl``, so the log's first entry is both the next push to expire and the oldest
+    push of all: expiry (:meth:`expire`, which the caller runs on a timer) and the
+    byte cap take pushes from there, O(1) each, and leave a stream without pushes
+    holding its position only. Trimming a stream to ``size`` leaves its entry in the
+    log (a reference, no bytes), skipped when its turn comes.
+
+    A position outlives its pushes: it is what tells a resuming client that it
+    missed nothing (same epoch, same seq), or that what it missed is gone (same
+    epoch, later seq, pushes missing: not recovered). It is forgotten only when no
+    node follows the stream and it was idle ``position_ttl``, which the caller makes
+    longer than any session may stay away; the stream then starts over in a new
+    epoch, which a client still holding an old position is told about. An epoch
+    only has to differ from the stream's own earlier ones, so the streams made
+    between two such forgettings share one (one string, not one a stream).
+    """
+
+    def __init__(self, *, size: int, ttl: float, position_ttl: float, max_bytes: int = 0) -> None:
         self.size = size
         self.ttl = ttl
-        # How long an idle stream's position is kept; forgetting it changes its epoch.
-        self.meta_ttl = max(meta_ttl, ttl)
+        self.position_ttl = max(position_ttl, ttl)  # a stream with pushes keeps its position
+        self.max_bytes = max_bytes
+        self.bytes = 0  # of the pushes kept, PUSH_OVERHEAD included
         self._streams: dict[str, _Stream] = {}
+        self._epoch = new_epoch()  # of the streams made from now on
+        self._log: _TimedQueue[_Stream] = _TimedQueue()  # every push kept, by when published
+        self._checks: _TimedQueue[str] = _TimedQueue()  # every stream, by when last checked
 
     @property
     def enabled(self) -> bool:
@@ -125,30 +187,55 @@ class MemoryHistory:
         self, topic: str, message: bytes, now: float, accepted_at: float = 0.0
     ) -> Publication:
         """Give ``message`` the stream's next position and keep it."""
+        self._drop_expired(now)
         stream = self._stream(topic, now)
         stream.seq += 1
         data = with_position(message, stream.seq, stream.epoch)
-        pub = Publication(stream.seq, stream.epoch, data, accepted_at)
-        kept = stream.kept
-        kept.append((now + self.ttl, pub))
-        while len(kept) > self.size:
-            kept.popleft()
-        return pub
+        self._keep(stream, data, now)
+        return Publication(stream.seq, stream.epoch, data, accepted_at)
 
     def read(self, topic: str, since: Position | None, now: float) -> History:
         """What ``topic`` holds after ``since`` (None: only its position now)."""
+        self._drop_expired(now)
         stream = self._stream(topic, now)
-        kept = stream.kept
-        while kept and kept[0][0] <= now:
-            kept.popleft()
-        return history_after(Position(stream.epoch, stream.seq), tuple(p for _, p in kept), since)
+        top = Position(stream.epoch, stream.seq)
+        return history_after(top, self._kept_after(stream, since), since)
 
-    def expire(self, now: float) -> int:
-        """Forget the streams idle for longer than ``meta_ttl``; return how many."""
-        idle = [t for t, s in self._streams.items() if now - s.touched > self.meta_ttl]
-        for topic in idle:
+    def touch(self, topic: str, now: float) -> None:
+        """Count ``topic`` as used at ``now`` (its last follower left): its position
+        is kept ``position_ttl`` from now."""
+        stream = self._streams.get(topic)
+        if stream is not None:
+            stream.touched = now
+
+    def expire(self, now: float, followed: Container[str] = ()) -> int:
+        """Drop the pushes older than ``ttl``, and forget the positions of the streams
+        without pushes, not in ``followed``, idle ``position_ttl`` (noticed up to
+        ``position_ttl`` late); return how many streams were forgotten."""
+        self._drop_expired(now)
+        forgotten = 0
+        while self._checks.due(now - self.position_ttl):
+            topic = self._checks.pop()
+            stream = self._streams[topic]
+            if stream.kept or topic in followed or now - stream.touched < self.position_ttl:
+                self._checks.put(topic, now)
+                continue
             del self._streams[topic]
-        return len(idle)
+            forgotten += 1
+        if forgotten:  # a stream made again must not resume an epoch it had
+            self._epoch = new_epoch()
+        if forgotten > len(self._streams):  # a dict never shrinks: copy what is left
+            self._streams = dict(self._streams)
+        return forgotten
+
+    def next_due(self) -> float | None:
+        """When :meth:`expire` next has something to do (None: nothing kept)."""
+        due = []
+        if (pushed := self._log.first_time()) is not None:
+            due.append(pushed + self.ttl)
+        if (checked := self._checks.first_time()) is not None:
+            due.append(checked + self.position_ttl)
+        return min(due, default=None)
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -156,9 +243,45 @@ class MemoryHistory:
     def _stream(self, topic: str, now: float) -> _Stream:
         stream = self._streams.get(topic)
         if stream is None:
-            stream = self._streams[topic] = _Stream(new_epoch())
+            stream = self._streams[topic] = _Stream(self._epoch)
+            self._checks.put(topic, now)
         stream.touched = now
         return stream
+
+    def _keep(self, stream: _Stream, data: bytes, now: float) -> None:
+        if stream.kept is None:
+            stream.kept = []
+        stream.kept.append(data)
+        self.bytes += len(data) + PUSH_OVERHEAD
+        self._log.put(stream, now)
+        if len(stream.kept) > self.size:  # a list: size is small, del [0] is a memmove
+            self.bytes -= len(stream.kept.pop(0)) + PUSH_OVERHEAD
+            stream.trimmed += 1
+        while self.max_bytes and self.bytes > self.max_bytes:
+            self._drop_oldest()
+
+    def _drop_expired(self, now: float) -> None:
+        while self._log.due(now - self.ttl):
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest push of all (its log entry may be of one trimmed already)."""
+        stream = self._log.pop()
+        if stream.trimmed:
+            stream.trimmed -= 1
+        elif stream.kept:
+            self.bytes -= len(stream.kept.pop(0)) + PUSH_OVERHEAD
+            if not stream.kept:
+                stream.kept = None
+
+    def _kept_after(self, stream: _Stream, since: Position | None) -> tuple[Publication, ...]:
+        """The stream's pushes after ``since`` (all of them: another epoch)."""
+        kept = stream.kept
+        if since is None or not kept:
+            return ()
+        first = stream.seq - len(kept) + 1
+        skip = max(since.seq + 1 - first, 0) if since.epoch == stream.epoch else 0
+        return tuple(Publication(first + i, stream.epoch, kept[i]) for i in range(skip, len(kept)))
 
 
 class Verdict(Enum):

@@ -8,22 +8,26 @@ what lets a test say that something was *not* delivered without sleeping.
 To add an implementation, write a class with the :class:`BrokerFactory` methods and
 add it to ``FACTORIES``. The Redis one runs against a real redis-server it starts;
 the Redis Cluster one against a real three-master cluster, one for the whole module
-(each test has a prefix of its own, so no test sees another's channels or keys).
+(``redis_cluster`` in tests/conftest.py; each test has a prefix of its own, so no
+test sees another's channels or keys). A test that needs other history settings than
+the defaults sets them in the factory's ``history_options`` before it makes its first
+broker.
 """
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 import pytest
 
 from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
-from pushgate.broker.redis import RedisBroker
+from pushgate.broker.redis import POSITION_MARGIN, RedisBroker
 from pushgate.broker.redis_cluster import RedisClusterBroker
 from pushgate.streams import Position, Publication
-from tests.redis_cluster import RedisClusterServers, started_in_a_thread
+from tests.helpers import UNIT
+from tests.redis_cluster import RedisClusterServers
 from tests.redis_server import RedisServer
 
 # Upper bound on waiting for a delivery that must happen; never reached when it works.
@@ -34,6 +38,10 @@ OTHER_TOPIC = "room:game"
 
 class BrokerFactory(Protocol):
     """Makes broker nodes on one shared bus, and cleans them up."""
+
+    # Keyword arguments of every broker (bus) made from now on: history_ttl,
+    # session_ttl, position_margin.
+    history_options: dict[str, Any]
 
     def __call__(self) -> Broker:
         """A new, not yet started broker: another node on the same bus."""
@@ -52,11 +60,14 @@ class MemoryBrokerFactory:
     """MemoryBrokers on one MemoryBus; delivery is synchronous, so settling is free."""
 
     def __init__(self) -> None:
-        self.bus = MemoryBus()
+        self.history_options: dict[str, Any] = {}
+        self._bus: MemoryBus | None = None
         self.made: list[MemoryBroker] = []
 
     def __call__(self) -> Broker:
-        broker = MemoryBroker(self.bus)
+        if self._bus is None:
+            self._bus = MemoryBus(**self.history_options)
+        broker = MemoryBroker(self._bus)
         self.made.append(broker)
         return broker
 
@@ -73,6 +84,7 @@ class RedisNodes:
     waits for it to come back."""
 
     made: list[RedisBroker]
+    history_options: dict[str, Any]
 
     async def settle(self) -> None:
         for broker in self.made:
@@ -90,6 +102,7 @@ class RedisBrokerFactory(RedisNodes):
     def __init__(self, server: RedisServer) -> None:
         self.server = server
         self.made = []
+        self.history_options = {}
 
     @classmethod
     async def create(cls) -> "RedisBrokerFactory":
@@ -98,7 +111,12 @@ class RedisBrokerFactory(RedisNodes):
         return cls(server)
 
     def __call__(self) -> Broker:
-        broker = RedisBroker(self.server.url, prefix="test:", node_id=f"node{len(self.made)}")
+        broker = RedisBroker(
+            self.server.url,
+            prefix="test:",
+            node_id=f"node{len(self.made)}",
+            **self.history_options,
+        )
         self.made.append(broker)
         return broker
 
@@ -116,10 +134,14 @@ class RedisClusterBrokerFactory(RedisNodes):
         self.cluster = cluster
         self.prefix = f"test{next(self.prefixes)}:"
         self.made = []
+        self.history_options = {}
 
     def __call__(self) -> Broker:
         broker = RedisClusterBroker(
-            self.cluster.url, prefix=self.prefix, node_id=f"node{len(self.made)}"
+            self.cluster.url,
+            prefix=self.prefix,
+            node_id=f"node{len(self.made)}",
+            **self.history_options,
         )
         self.made.append(broker)
         return broker
@@ -137,12 +159,6 @@ FACTORIES: dict[str, Callable[[], Awaitable[BrokerFactory]]] = {
     "memory": _memory,
     "redis": _redis,
 }
-
-
-@pytest.fixture(scope="module")
-def redis_cluster() -> Iterator[RedisClusterServers]:
-    """One three-master Redis Cluster for the module (it takes about 2 s to form)."""
-    yield from started_in_a_thread()
 
 
 @pytest.fixture(params=[*sorted(FACTORIES), "redis-cluster"])
@@ -474,3 +490,120 @@ async def test_a_burst_of_concurrent_pushes_is_all_published(broker_factory: Bro
     if recorder.publications[0][1].seq:  # brokers with history number each stream
         assert all(sorted(s) == [1, 2, 3] for s in seqs.values()), seqs
     assert sum(map(len, seqs.values())) == 300
+
+
+# History over time: pushes expire, positions outlive them (docs/recovery.md)
+
+
+async def test_a_push_older_than_the_history_ttl_is_not_read_back(
+    broker_factory: BrokerFactory,
+) -> None:
+    """Each push is kept ``history_ttl`` after it was published, even while later
+    pushes keep the stream busy: a client that missed an expired push gets what is
+    left and is told it was not recovered; one that missed only later pushes is."""
+    broker_factory.history_options.update(history_ttl=0.5 * UNIT)
+    broker, _ = await started(broker_factory)
+    await broker.publish_push(TOPIC, push(1))
+    epoch = (await broker.history(TOPIC, None)).position.epoch
+    await asyncio.sleep(0.3 * UNIT)
+    await broker.publish_push(TOPIC, push(2))
+    await asyncio.sleep(0.3 * UNIT)  # push 1 is 0.6 s old, push 2 0.3 s
+    from_start = await broker.history(TOPIC, Position(epoch, 0))
+    assert [p.seq for p in from_start.publications] == [2]
+    assert not from_start.complete
+    assert from_start.position == Position(epoch, 2)
+    after_one = await broker.history(TOPIC, Position(epoch, 1))
+    assert [p.seq for p in after_one.publications] == [2]
+    assert after_one.complete
+
+
+async def test_a_position_outlives_its_pushes(broker_factory: BrokerFactory) -> None:
+    """Once a stream's pushes expired, its position stays (as long as a session may
+    be away): a client that had them all is recovered, in the same epoch; one that
+    missed some is told it was not, in the same epoch too."""
+    broker_factory.history_options.update(history_ttl=0.2 * UNIT, session_ttl=3 * UNIT)
+    broker, _ = await started(broker_factory)
+    await broker.publish_push(TOPIC, push(1))
+    await broker.publish_push(TOPIC, push(2))
+    top = (await broker.history(TOPIC, None)).position
+    await asyncio.sleep(0.5 * UNIT)
+    had_all = await broker.history(TOPIC, top)
+    assert (had_all.position, had_all.publications, had_all.complete) == (top, (), True)
+    missed_one = await broker.history(TOPIC, Position(top.epoch, 1))
+    assert (missed_one.position, missed_one.publications) == (top, ())
+    assert not missed_one.complete
+
+
+async def test_a_stream_nobody_follows_is_forgotten_once_idle_a_followed_one_is_not(
+    broker_factory: BrokerFactory,
+) -> None:
+    """A stream no node subscribes to, idle longer than its position's lifetime
+    (max(history_ttl, session_ttl) + margin, here 0.5 s), starts over in a new epoch;
+    one a node subscribes to keeps its position however long it is idle, so that its
+    connected clients are never told, falsely, that pushes were lost."""
+    broker_factory.history_options.update(
+        history_ttl=0.2 * UNIT, session_ttl=0.2 * UNIT, position_margin=0.3 * UNIT
+    )
+    await started(broker_factory, TOPIC)
+    publisher, _ = await started(broker_factory)
+    await publisher.publish_push(TOPIC, push(1))
+    await publisher.publish_push(OTHER_TOPIC, push(1))
+    before = await publisher.histories({TOPIC: None, OTHER_TOPIC: None})
+    await asyncio.sleep(1.5 * UNIT)  # the memory broker notices up to a lifetime late
+    after = await publisher.histories({TOPIC: None, OTHER_TOPIC: None})
+    assert (
+        after[TOPIC].position == before[TOPIC].position == Position(after[TOPIC].position.epoch, 1)
+    )
+    assert after[OTHER_TOPIC].position.epoch != before[OTHER_TOPIC].position.epoch
+    assert after[OTHER_TOPIC].position.seq == 0
+
+
+async def test_a_stream_keeps_its_position_for_a_session_ttl_after_its_last_follower_left(
+    broker_factory: BrokerFactory,
+) -> None:
+    """The last node following a stream leaves it (its last member went away, leaving
+    a session behind): the stream keeps its position for as long as that session
+    may resume, however long the stream had been idle before."""
+    broker_factory.history_options.update(
+        history_ttl=0.2 * UNIT, session_ttl=0.6 * UNIT, position_margin=0.3 * UNIT
+    )
+    follower, _ = await started(broker_factory, TOPIC)
+    publisher, _ = await started(broker_factory)
+    await publisher.publish_push(TOPIC, push(1))
+    top = (await publisher.history(TOPIC, None)).position
+    await asyncio.sleep(1.2 * UNIT)  # idle longer than the position's lifetime (0.9 s)
+    await follower.unsubscribe(TOPIC)
+    await asyncio.sleep(0.5 * UNIT)  # the session is still within its TTL
+    assert (await publisher.history(TOPIC, top)).position == top
+
+
+async def test_redis_keys_of_a_stream_expire_within_their_ttls(
+    broker_factory: BrokerFactory,
+) -> None:
+    """On Redis a stream's metadata (its position) lives max(history_ttl,
+    session_ttl) plus a margin after its last push, not a day; its history
+    history_ttl."""
+    broker_factory.history_options.update(history_ttl=300.0, session_ttl=1000.0)
+    broker, _ = await started(broker_factory)
+    if not isinstance(broker, RedisBroker):
+        pytest.skip("keys in Redis")
+    await broker.publish_push(TOPIC, push(1))
+    meta, history = broker._stream_keys(TOPIC)
+    assert 990_000 < await broker.client.pttl(meta) <= (1000 + POSITION_MARGIN) * 1000
+    assert 290_000 < await broker.client.pttl(history) <= 300_000
+
+
+async def test_redis_history_is_trimmed_by_time_at_each_publish(
+    broker_factory: BrokerFactory,
+) -> None:
+    """On Redis a publish also drops the pushes of its stream older than
+    history_ttl, so a busy stream holds no more than its last history_ttl."""
+    broker_factory.history_options.update(history_ttl=0.3 * UNIT)
+    broker, _ = await started(broker_factory)
+    if not isinstance(broker, RedisBroker):
+        pytest.skip("keys in Redis")
+    _, history = broker._stream_keys(TOPIC)
+    for n in (1, 2, 3):
+        await broker.publish_push(TOPIC, push(n))
+        await asyncio.sleep(0.2 * UNIT)
+    assert await broker.client.llen(history) == 2  # push 1 was 0.4 s old at push 3

@@ -30,6 +30,14 @@ Delivery contract, for every implementation:
   the same topic, reach every subscriber in that order.
 - **Subscribed means subscribed.** Once :meth:`Broker.subscribe` has returned, every
   later publish on that topic reaches this node's handler.
+- **History expires; positions outlive it.** A stream keeps its last
+  ``history_size`` pushes, each for ``history_ttl`` after it was published (the
+  memory broker also within a byte cap, oldest first); a push no longer kept is
+  never read back, and a read after a position before it is not ``complete``. The
+  stream's position (epoch and seq) is kept while any node subscribes to its topic,
+  and for ``max(history_ttl, session_ttl)`` plus a margin after its last publish,
+  read or unsubscribe, so a session resuming within its TTL never sees a new epoch
+  unless history was really lost.
 """
 
 from collections.abc import Iterable, Mapping

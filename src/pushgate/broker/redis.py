@@ -23,10 +23,27 @@ Streams and history
 A push is published by one Lua script (:data:`_PUBLISH`) that, atomically, takes the
 stream's next ``seq`` from its metadata hash (``<prefix>meta:{<topic>}``: epoch ``e``
 and last seq ``s``, a new epoch when the hash is gone), splices the position into
-the message, appends it to the stream's history (the Redis stream
-``<prefix>history:{<topic>}``, entry ids ``<seq>-0``, capped at ``history_size``,
-expiring ``history_ttl`` after the last push) and publishes it. So a push is in
-history if and only if it was published. On the channel a push travels as
+the message, appends it to the stream's history and publishes it. So a push is in
+history if and only if it was published. The history is a Redis list,
+``<prefix>hist:{<topic>}``, of ``"<seq> <ms> <message>"`` (``ms``: the server's
+clock when it was published), capped at ``history_size``; a push older than
+``history_ttl`` is trimmed by the next publish and never read, and the whole list
+expires ``history_ttl`` after its last push. A list, not a Redis stream: a stream
+preallocates 4 KB for its first entries, which made every room pushed to once cost
+about 4.7 KB; the list costs about 0.3 KB (docs/operations.md).
+
+The metadata must outlive the history (losing it deletes the history) and any
+session that may still resume from a position in it (the resume would see a new
+epoch, and report lost pushes that were not). So it expires ``max(history_ttl,
+session_ttl) + POSITION_MARGIN`` after the stream's last publish or read, and every
+node refreshes it, every ``POSITION_MARGIN / 3``, for the streams it follows
+(:meth:`RedisBroker._refresh_followed`): a position may be older than any publish
+(a quiet room whose members stay connected for hours). A session whose node left
+the stream, or died, resumes within ``session_ttl`` of that node's last refresh,
+well within the lifetime. Once no node follows a stream and it was idle that long,
+it starts over in a new epoch; only sessions that expired held a position in it.
+
+On the channel a push travels as
 ``b"<seq> <epoch> " + message`` (``b"0 - " + message`` with history off, when nothing
 is kept); a control message as ``b"!" + payload``: the first byte tells them apart.
 
@@ -34,6 +51,7 @@ The Redis Cluster broker (sharded pub/sub) is in ``redis_cluster.py``.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -45,7 +63,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import MovedError, RedisError
 
 from pushgate.broker.base import Broker, BrokerHandler
-from pushgate.broker.redis_batch import ScriptBatcher, run_script
+from pushgate.broker.redis_batch import MAX_BATCH, ScriptBatcher, run_script
 from pushgate.broker.redis_errors import REDIS_ERRORS
 from pushgate.broker.redis_subscriber import (
     CONNECT_TIMEOUT,
@@ -62,12 +80,16 @@ log = logging.getLogger("pushgate.broker")
 MAX_CONNECTIONS = 32
 POOL_TIMEOUT = 10.0
 CONTROL_MARK = b"!"  # starts a control message on a channel; a push starts with a digit
-# An idle stream's position is kept this long (forgetting it changes its epoch).
-META_TTL_MS = 24 * 3600 * 1000
+# How much longer than any session may stay away (and than its pushes live) a
+# stream's metadata is kept after its last publish or read; each node refreshes the
+# metadata of the streams it follows three times within it (see the module docstring).
+POSITION_MARGIN = 600.0
 
 # Take a stream's metadata (KEYS[1]), making it in epoch ARGV[1] if it is gone (a
-# stream never used, idle past META_TTL, or a Redis that restarted empty): then any
-# history left over (KEYS[2]) is of a lost epoch, and goes.
+# stream never used, idle past its lifetime ARGV[2] ms, or a Redis that restarted
+# empty): then any history left over (KEYS[2]) is of a lost epoch, and goes. `now`
+# is the server's clock in ms (TIME in a script that writes: Redis >= 5 replicates
+# a script's effects, not the script); published(entry), a history entry's.
 _ENSURE_META = """
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
@@ -76,6 +98,11 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local function published(entry)
+  return tonumber(string.match(entry, '^%d+ (%d+) '))
+end
 """
 
 # Publish ARGV[3] on channel ARGV[4] at the stream's next position, kept in history
@@ -88,15 +115,21 @@ _PUBLISH = (
 local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
 local msg = ARGV[3]
 local data = string.sub(msg, 1, -3) .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}\\n'
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], seq .. '-0', 'd', data)
+redis.call('RPUSH', KEYS[2], seq .. ' ' .. now .. ' ' .. data)
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
+local oldest = now - tonumber(ARGV[6])
+while published(redis.call('LINDEX', KEYS[2], 0)) <= oldest do
+  redis.call('LPOP', KEYS[2])
+end
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call(ARGV[8], ARGV[4], seq .. ' ' .. epoch .. ' ' .. ARGV[7] .. ' ' .. data)
 return {seq, epoch}
 """
 )
 
-# The stream's position, and its history after seq ARGV[4] if ARGV[3] is its epoch
-# (all of it otherwise; ARGV[4] = -1: none). Returns {epoch, seq, {id, {'d', data}}...}.
+# The stream's position, and its history younger than ARGV[5] ms after seq ARGV[4]
+# if ARGV[3] is its epoch (all of it otherwise; ARGV[4] = -1: none). Returns
+# {epoch, seq, {"<seq> <ms> <data>"...}}.
 _HISTORY = (
     _ENSURE_META
     + """
@@ -104,9 +137,14 @@ local seq = tonumber(redis.call('HGET', KEYS[1], 's'))
 local since = tonumber(ARGV[4])
 local entries = {}
 if since >= 0 and (ARGV[3] ~= epoch or since < seq) then
-  local start = '-'
-  if ARGV[3] == epoch then start = (since + 1) .. '-0' end
-  entries = redis.call('XRANGE', KEYS[2], start, '+')
+  local first, after = 0, -1
+  if ARGV[3] == epoch then first, after = since - seq, since end
+  local oldest = now - tonumber(ARGV[5])
+  for _, entry in ipairs(redis.call('LRANGE', KEYS[2], first, -1)) do
+    if published(entry) > oldest and tonumber(string.match(entry, '^%d+')) > after then
+      entries[#entries + 1] = entry
+    end
+  end
 end
 return {epoch, seq, entries}
 """
@@ -127,6 +165,8 @@ class RedisBroker:
         node_id: str,
         history_size: int = 100,
         history_ttl: float = 300.0,
+        session_ttl: float = 60.0,
+        position_margin: float = POSITION_MARGIN,
         probe_interval: float = 1.0,
         probe_timeout: float = 3.0,
     ) -> None:
@@ -135,6 +175,9 @@ class RedisBroker:
         self.node_id = node_id
         self.history_size = history_size
         self._history_ttl_ms = max(1, int(history_ttl * 1000))
+        self._meta_ttl_ms = int((max(history_ttl, session_ttl) + position_margin) * 1000)
+        self._meta_refresh_interval = position_margin / 3
+        self._refresher: asyncio.Task[None] | None = None
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
         self.client = self._make_client()
@@ -198,6 +241,7 @@ class RedisBroker:
         await self._subscriber_for("")  # from now on the probes say whether Redis is alive
         for subscriber in self._subscribers.values():
             subscriber.start()
+        self._start_refresher()
 
     async def publish(self, topic: str, payload: bytes) -> int | None:
         return await self._publish(topic, CONTROL_MARK + payload)
@@ -219,7 +263,7 @@ class RedisBroker:
                 self._stream_keys(topic),
                 [
                     new_epoch(),
-                    META_TTL_MS,
+                    self._meta_ttl_ms,
                     message,
                     self.channel(topic),
                     self.history_size,
@@ -255,23 +299,48 @@ class RedisBroker:
         def parse(reply: Any) -> History:
             epoch_b, seq, entries = reply
             epoch = bytes(epoch_b).decode()
-            kept = tuple(
-                Publication(int(bytes(entry_id).split(b"-")[0]), epoch, bytes(fields[1]))
-                for entry_id, fields in entries
-            )
+            kept = tuple(_publication(bytes(entry), epoch) for entry in entries)
             return history_after(Position(epoch, int(seq)), kept, since)
 
         return self._batch.call(
             self._history_script,
             self._stream_keys(topic),
-            [new_epoch(), META_TTL_MS, *since_args],
+            [new_epoch(), self._meta_ttl_ms, *since_args, self._history_ttl_ms],
             share=(topic, since),  # a storm of resumes asks the same, in the same turn
             parse=parse,
         )
 
     def _stream_keys(self, topic: str) -> list[str]:
         # The hash tag keeps a stream's keys in one slot of a Redis Cluster.
-        return [f"{self.prefix}meta:{{{topic}}}", f"{self.prefix}history:{{{topic}}}"]
+        return [f"{self.prefix}meta:{{{topic}}}", f"{self.prefix}hist:{{{topic}}}"]
+
+    def _start_refresher(self) -> None:
+        if self.history_size > 0 and self._refresher is None:
+            self._refresher = asyncio.ensure_future(self._refresh_followed())
+
+    async def _stop_refresher(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+
+    async def _refresh_followed(self) -> None:
+        """Every third of POSITION_MARGIN, give the metadata of every stream this node
+        follows its whole lifetime again: a session that followed it here may resume
+        up to ``session_ttl`` after this node last refreshed it, or left it."""
+        while True:
+            await asyncio.sleep(self._meta_refresh_interval)
+            keys = [self._stream_keys(topic)[0] for topic in self._topics]
+            for start in range(0, len(keys), MAX_BATCH):
+                try:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for key in keys[start : start + MAX_BATCH]:
+                            pipe.pexpire(key, self._meta_ttl_ms)  # never makes a key
+                        await pipe.execute()
+                except REDIS_ERRORS as exc:  # again next time; the margin allows it twice
+                    log.debug("cannot refresh stream metadata in Redis at %s: %s", self._where, exc)
+                    break
 
     async def subscribe(self, topic: str) -> None:
         channel = self.channel(topic)
@@ -299,6 +368,7 @@ class RedisBroker:
             await subscriber.unsubscribe(self.channel(topic))
 
     async def close(self) -> None:
+        await self._stop_refresher()
         for subscriber in self._subscribers.values():
             await subscriber.close()
         await self._batch.close()
@@ -364,6 +434,12 @@ class RedisBroker:
     @property
     def _where(self) -> str:
         return self.url.rsplit("@", 1)[-1]  # never log a password
+
+
+def _publication(entry: bytes, epoch: str) -> Publication:
+    """A push read from history: ``b"<seq> <ms> <data>"``."""
+    seq, _published, data = entry.split(b" ", 2)
+    return Publication(int(seq), epoch, data)
 
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 :class:`RedisClusterBroker` (``--broker redis+cluster://host:port,host:port``) puts
 each topic on the master that owns its hash slot: the channel ``<prefix>{<topic>}``
-and the keys ``<prefix>meta:{<topic>}`` and ``<prefix>history:{<topic>}`` share the
+and the keys ``<prefix>meta:{<topic>}`` and ``<prefix>hist:{<topic>}`` share the
 hash tag ``<topic>``, so the publish script runs on one master and ends with
 ``SPUBLISH`` (sharded pub/sub, Redis ≥ 7): a push crosses one shard, not the whole
 cluster. The node keeps one subscriber per master it needs. A master that is down
@@ -115,12 +115,14 @@ class RedisClusterBroker(RedisBroker):
         self._handler = handler
         with contextlib.suppress(*REDIS_ERRORS):
             await self.client.initialize()
+        self._start_refresher()
 
     @property
     def running(self) -> bool:
         return self._handler is not None
 
     async def close(self) -> None:
+        await self._stop_refresher()
         if self._mover is not None:
             self._mover.cancel()
         for subscriber in self._subscribers.values():
