@@ -91,6 +91,40 @@ async def test_options_can_come_from_the_environment() -> None:
     assert welcome["data"]["heartbeat"] == 7
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "warned"),
+    [
+        (["--api-key", "k-on-argv"], {}, ["--api-key", "PUSHGATE_API_KEY"]),
+        (
+            ["--api-key=k-on-argv", "--token-secret", "s-on-argv-of-at-least-32-bytes!!"],
+            {},
+            ["--api-key and --token-secret", "PUSHGATE_API_KEY and PUSHGATE_TOKEN_SECRET"],
+        ),
+        (
+            [],
+            {"PUSHGATE_API_KEY": "k-in-env", "PUSHGATE_TOKEN_SECRET": "s" * 32},
+            [],
+        ),
+    ],
+)
+async def test_secrets_on_the_command_line_are_warned_of(
+    args: list[str], env: dict[str, str], warned: list[str]
+) -> None:
+    """A secret given as an argument shows in the process list: one warning names the
+    option and the variable to use instead; a secret from the environment, none."""
+    async with server_process(*args, env=env) as server:
+        pass
+    warnings = [line for line in server.log if "process list" in line]
+    if not warned:
+        assert warnings == []
+        return
+    [warning] = warnings
+    assert "WARNING" in warning
+    for words in warned:
+        assert words in warning
+    assert "on-argv" not in warning
+
+
 async def test_a_port_in_use_is_one_line_and_exit_1() -> None:
     """Starting on a busy port says which server and why, in one line, with no traceback."""
     with socket.socket() as busy:

@@ -5,12 +5,15 @@ which scripts/test installs; ``playwright install`` is never run. Set
 ``PUSHGATE_SCREENSHOT=1`` to rewrite docs/console.png (it is written when missing).
 """
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
@@ -21,10 +24,10 @@ from pushgate.client import PushAPI
 from pushgate.console import add_console_routes
 from tests.browser import WAIT_MS
 from tests.dropping_proxy import DroppingProxy
-from tests.helpers import FAST_TIMERS, LOOPBACK, Running, open_client, running_server
+from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, open_client, running_server
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Page
+    from playwright.async_api import Browser, Dialog, Page
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "console.png"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -317,3 +320,147 @@ async def test_the_console_files_are_served_with_their_types_and_etags() -> None
             assert outside.status == 404
         async with http.get(page_url + "/static/nope.js") as unknown:
             assert unknown.status == 404
+
+
+# Links that point the page elsewhere
+
+STRANGER_HOST = "127.0.0.2"  # loopback, but another host than the page's 127.0.0.1
+
+
+@dataclass
+class Stranger:
+    """A server on another host, set up to collect keys: it lets any page call it
+    (CORS, Authorization included) and records each request's method, path and
+    Authorization header."""
+
+    port: int
+    seen: list[tuple[str, str, str | None]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def saw(self, method: str, path: str, authorization: str | None) -> None:
+        """Wait until such a request has reached this server."""
+        async with asyncio.timeout(10 * UNIT):
+            while (method, path, authorization) not in self.seen:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+    def link(self, page_url: str) -> str:
+        """A console link pointing both the API and the gateway at this server."""
+        here = f"{STRANGER_HOST}:{self.port}"
+        return f"{page_url}/?api=http://{here}&ws=ws://{here}/connect"
+
+
+@asynccontextmanager
+async def stranger() -> AsyncIterator[Stranger]:
+    stranger = Stranger(0)
+    cors = {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Headers": "authorization, content-type",
+        "Access-Control-Allow-Methods": "GET, POST",
+    }
+
+    async def record(request: web.Request) -> web.Response:
+        stranger.seen.append((request.method, request.path, request.headers.get("Authorization")))
+        stranger.arrived.set()
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=cors)
+        return web.json_response({"connections": 0, "rooms": 0}, headers=cors)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, STRANGER_HOST, 0)
+    await site.start()
+    stranger.port = runner.addresses[0][1]
+    try:
+        yield stranger
+    finally:
+        await runner.cleanup()
+
+
+def answer_dialogs(page: "Page", accept: list[bool]) -> list[str]:
+    """Answer every dialog with ``accept[0]`` (change it to change the answer);
+    returns the list their messages are added to."""
+    asked: list[str] = []
+
+    async def answer(dialog: "Dialog") -> None:
+        asked.append(dialog.message)
+        await (dialog.accept() if accept[0] else dialog.dismiss())
+
+    page.on("dialog", answer)
+    return asked
+
+
+def hosts_of(page: "Page") -> list[str]:
+    """The host of every request and WebSocket the page makes from now on."""
+    hosts: list[str] = []
+    page.on("request", lambda request: hosts.append(urlsplit(request.url).hostname or ""))
+    page.on("websocket", lambda ws: hosts.append(urlsplit(ws.url).hostname or ""))
+    return hosts
+
+
+async def type_api_key(page: "Page", key: str) -> None:
+    await page.fill("#api-key", key)
+    await page.dispatch_event("#api-key", "change")
+
+
+async def test_a_link_to_another_host_is_used_only_once_confirmed(browser: "Browser") -> None:
+    """A link's ?api= and ?ws= on another host each ask, naming it; dismissed, the page
+    keeps its own server, and the key typed later reaches only that. A URL typed into
+    the API field asks again; accepted, the key goes there."""
+    from playwright.async_api import expect
+
+    async with (
+        running_server(**FAST_TIMERS) as server,
+        console_for(server) as page_url,
+        stranger() as elsewhere,
+    ):
+        page = await browser.new_page()
+        accept = [False]
+        asked = answer_dialogs(page, accept)
+        hosts = hosts_of(page)
+        await page.goto(elsewhere.link(page_url), timeout=WAIT_MS)
+        assert len(asked) == 2
+        assert all(STRANGER_HOST in question for question in asked)
+        await expect(page.locator("#api-url")).to_have_value("")
+        await expect(page.locator("#gateway-url")).to_have_value(f"ws://{LOOPBACK}:8888/connect")
+        await expect(page.locator("#log")).to_contain_text("not confirmed")
+
+        await type_api_key(page, "k-123")
+        async with page.expect_request(
+            lambda request: (
+                request.url == page_url + "/stats"
+                and request.headers.get("authorization") == "Bearer k-123"
+            ),
+            timeout=WAIT_MS,
+        ):
+            pass
+        assert STRANGER_HOST not in hosts
+        assert elsewhere.seen == []
+
+        accept[0] = True
+        await page.fill("#api-url", f"http://{STRANGER_HOST}:{elsewhere.port}")
+        await page.dispatch_event("#api-url", "change")
+        await elsewhere.saw("GET", "/stats", "Bearer k-123")
+        assert len(asked) == 3
+
+
+async def test_a_link_to_another_host_is_used_once_the_person_accepts(
+    browser: "Browser",
+) -> None:
+    """Accepted (once for the host, though both the API and the gateway are on it),
+    the link's API and gateway are used, and so is the key typed later."""
+    async with (
+        running_server(**FAST_TIMERS) as server,
+        console_for(server) as page_url,
+        stranger() as elsewhere,
+    ):
+        page = await browser.new_page()
+        asked = answer_dialogs(page, [True])
+        await page.goto(elsewhere.link(page_url), timeout=WAIT_MS)
+        assert len(asked) == 1
+        assert STRANGER_HOST in asked[0]
+        await elsewhere.saw("GET", "/connect", None)  # the WebSocket handshake
+        await type_api_key(page, "k-123")
+        await elsewhere.saw("GET", "/stats", "Bearer k-123")

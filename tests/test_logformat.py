@@ -1,4 +1,5 @@
-"""--log-format json: one JSON object per log line, with the connection's context."""
+"""--log-format json: one JSON object per log line, with the connection's context;
+and, in either format, no secret in any line."""
 
 import asyncio
 import io
@@ -6,7 +7,13 @@ import json
 import logging
 import sys
 
-from pushgate.logformat import JsonFormatter
+import aiohttp
+import jwt
+import pytest
+from websockets.asyncio.client import connect
+from websockets.frames import Frame, Opcode
+
+from pushgate.logformat import JsonFormatter, RedactSecrets
 from tests.helpers import UNIT, open_client, server_process
 
 
@@ -75,3 +82,94 @@ def test_text_is_the_default() -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     handler.handle(record("plain"))
     assert stream.getvalue() == "INFO plain\n"
+
+
+# Secrets
+
+
+SECRET = "a-test-secret-of-at-least-32-bytes!!"
+
+
+def redacted(message: str, *args: object) -> str:
+    made = record(message, *args)
+    assert RedactSecrets().filter(made)
+    return made.getMessage()
+
+
+def test_tokens_in_paths_headers_and_access_lines_are_hidden() -> None:
+    """?token=, a token offered as a subprotocol, anything shaped like a JWT, and
+    credential headers become "…"; the path and the rest stay readable."""
+    token = jwt.encode({"sub": "u"}, SECRET, algorithm="HS256")
+    assert redacted("< GET %s HTTP/1.1", f"/connect?resume=1&token={token}") == (
+        "< GET /connect?resume=1&token=… HTTP/1.1"
+    )
+    assert redacted("< %s: %s", "Sec-WebSocket-Protocol", f"pushgate, {token}") == (
+        "< Sec-WebSocket-Protocol: pushgate, …"
+    )
+    assert redacted("< %s: %s", "Sec-WebSocket-Protocol", "not-a-jwt") == (
+        "< Sec-WebSocket-Protocol: …"
+    )
+    assert redacted("< %s: %s", "Authorization", "Bearer k-123") == "< Authorization: …"
+    assert (
+        redacted('"GET /stats?api_key=k-123 HTTP/1.1" 200') == '"GET /stats?api_key=… HTTP/1.1" 200'
+    )
+    assert redacted("bad token %s", token) == "bad token …"
+
+
+def test_a_long_resume_message_shows_no_part_of_its_session() -> None:
+    """websockets logs a long frame as its start and end, which can hold the end of
+    the session token without its key: the whole payload is redacted first."""
+    session = "pjDi2-NDnbefP-MIFAQpsEoX"
+    resume = json.dumps(
+        {"type": 0, "data": {"wsId": "60b7508d-2bab-4e61-9b36-90c3207bd101", "session": session}}
+    )
+    frame = Frame(Opcode.TEXT, resume.encode())
+    assert session[-6:] in str(frame)  # what websockets alone would log
+    line = redacted("< %s", frame)
+    assert session[-6:] not in line
+    assert line.startswith('< TEXT \'{"type": 0, "data": {"wsId": "60b7508d')
+    assert line.endswith(f"[{len(resume)} bytes]")
+    rest = Frame(Opcode.CONT, session.encode(), fin=True)
+    hidden = redacted("< %s", rest)
+    assert hidden.startswith("< CONT '…' [")
+    assert hidden.endswith(f"{len(session)} bytes]")
+    ping = Frame(Opcode.TEXT, b'{"type":1,"data":"PING"}')
+    assert redacted("< %s", ping) == "< " + str(ping)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_a_debug_log_holds_no_token_and_no_session(log_format: str) -> None:
+    """`pushgate serve --log-level debug`: connect with a token in the query and as a
+    subprotocol, push, resume the session; no line holds the token, any part of
+    its signature or the session token, yet the log still names the wsId and the path."""
+    token = jwt.encode({"sub": "alice", "rooms": ["news"]}, SECRET, algorithm="HS256")
+    args = ("--log-level", "debug", "--log-format", log_format, "--token-secret", SECRET)
+    async with server_process(*args) as server:
+        url = server.ws_url
+        ws = await connect(url + "?token=" + token)
+        welcome = json.loads(await asyncio.wait_for(ws.recv(), 5 * UNIT))
+        ws_id, session = welcome["data"]["wsId"], welcome["data"]["session"]
+        browser, _ = await open_client(url, subprotocols=["pushgate", token])
+        api = f"http://127.0.0.1:{server.api_port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(api + "/push/all", data={"val": "x", "tag": "3"}) as response:
+                assert response.status == 200
+            async with http.get(api + "/stats?token=" + token) as response:
+                assert response.status == 200
+        await ws.close()
+        resumed = await connect(url + "?resume=1&token=" + token)
+        await resumed.send(
+            json.dumps({"type": 0, "data": {"wsId": ws_id, "session": session, "since": {}}})
+        )
+        again = json.loads(await asyncio.wait_for(resumed.recv(), 5 * UNIT))
+        assert (again["data"]["wsId"], again["data"]["resumed"]) == (ws_id, True)
+        for client in (browser, resumed):
+            await client.close()
+    log = "".join(server.log)
+    signature = token.rpartition(".")[2]
+    for secret in (token, signature[:12], signature[-12:], session, session[:8], session[-8:]):
+        assert secret not in log
+    assert ws_id in log
+    assert "/connect?token=…" in log
+    assert "/connect?resume=1&token=…" in log
+    assert "/push/all" in log

@@ -165,6 +165,71 @@ async def test_tokens_signed_with_a_private_key(tmp_path: Path, algorithm: str) 
         assert await refused_status(server.ws_url + "?token=" + bad) == 403
 
 
+async def refusal_of(url: str) -> tuple[int, str]:
+    """The HTTP status and reason of a refused handshake (fails if the WebSocket opens)."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, open_timeout=5 * UNIT):
+            pass
+    return refused.value.response.status_code, refused.value.response.body.decode().strip()
+
+
+async def test_tokens_for_another_audience_or_issuer_are_refused() -> None:
+    """With --token-audience and --token-issuer, a token must name both: another
+    service's audience or another issuer, or none, is 403 saying which claim."""
+    checks = {"token_audience": "pushgate", "token_issuer": "https://auth.example"}
+    async with running_server(**FAST_TIMERS, token_secret=SECRET, **checks) as server:
+        url = server.ws_url + "?token="
+        for aud in ("pushgate", ["billing", "pushgate"]):
+            ws, _ = await open_client(url + hs256(sub="u", aud=aud, iss="https://auth.example"))
+            await ws.close()
+        wrong_aud = hs256(sub="u", aud="billing", iss="https://auth.example")
+        assert await refusal_of(url + wrong_aud) == (
+            403,
+            "the token's \"aud\" does not name this server's audience",
+        )
+        no_aud = hs256(sub="u", iss="https://auth.example")
+        assert await refusal_of(url + no_aud) == (
+            403,
+            'the token has no "aud": this server accepts only tokens for its audience',
+        )
+        wrong_iss = hs256(sub="u", aud="pushgate", iss="https://evil.example")
+        assert await refusal_of(url + wrong_iss) == (
+            403,
+            "the token's \"iss\" is not this server's issuer",
+        )
+        no_iss = hs256(sub="u", aud="pushgate")
+        assert await refusal_of(url + no_iss) == (
+            403,
+            'the token has no "iss": this server accepts only tokens from its issuer',
+        )
+
+
+async def test_a_token_without_exp_is_refused_when_exp_is_required() -> None:
+    """With --token-require-exp, a token that would never expire is 403; one with an
+    exp still to come connects, one past it is still "expired"."""
+    async with running_server(**FAST_TIMERS, token_secret=SECRET, token_require_exp=True) as server:
+        url = server.ws_url + "?token="
+        assert await refusal_of(url + hs256(sub="u")) == (
+            403,
+            'the token has no "exp": this server accepts only tokens that expire',
+        )
+        assert await refusal_of(url + hs256(sub="u", exp=int(time.time()) - 60)) == (
+            403,
+            "the token has expired",
+        )
+        ws, _ = await open_client(url + hs256(sub="u", exp=int(time.time()) + 60))
+        await ws.close()
+
+
+async def test_by_default_aud_iss_and_exp_are_not_checked() -> None:
+    """Without those options a token is judged by its signature (and exp, when it
+    has one) only, as before they existed."""
+    async with running_server(**FAST_TIMERS, token_secret=SECRET) as server:
+        token = hs256(sub="u", aud="anything", iss="anyone")
+        ws, _ = await open_client(server.ws_url + "?token=" + token)
+        await ws.close()
+
+
 async def test_origins_not_allowed_are_refused() -> None:
     """With --allowed-origins, another site's page gets 403; the allowed one and
     programs without an Origin connect."""

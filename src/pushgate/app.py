@@ -27,7 +27,7 @@ from pushgate.hub import Hub
 from pushgate.limits import ConnectionLimits
 from pushgate.metrics import LoopWatch, new_registries
 from pushgate.node import Node
-from pushgate.security import ApiKeys, OriginPolicy, TokenVerifier, is_loopback
+from pushgate.security import ApiKeys, OriginPolicy, TokenChecks, TokenVerifier, is_loopback
 from pushgate.sessions import MemorySessions, Sessions
 
 ROLES = ("serve", "gateway", "logic")
@@ -136,12 +136,17 @@ def make_gatekeeper(config: Config) -> Gatekeeper:
     """The handshake checks the config asks for. Raises StartupError when the token
     public key cannot be read."""
     tokens = None
+    checks = TokenChecks(
+        audience=config.token_audience or None,
+        issuer=config.token_issuer or None,
+        require_exp=config.token_require_exp,
+    )
     if config.token_secret:
-        tokens = TokenVerifier(secret=config.token_secret)
+        tokens = TokenVerifier(secret=config.token_secret, checks=checks)
     elif config.token_public_key:
         try:
             with open(config.token_public_key) as key_file:
-                tokens = TokenVerifier(public_key=key_file.read())
+                tokens = TokenVerifier(public_key=key_file.read(), checks=checks)
         except OSError as exc:
             raise StartupError(
                 f"cannot read --token-public-key {config.token_public_key}: {exc.strerror}"

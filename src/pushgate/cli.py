@@ -6,6 +6,7 @@ call it directly.
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -17,6 +18,12 @@ from pushgate.config import OPTION_GROUPS, OPTIONS, default_of, from_sources
 from pushgate.errors import ConfigError, StartupError
 from pushgate.logformat import configure_logging
 from pushgate.terminal import add_terminal_parsers, run_terminal
+
+log = logging.getLogger("pushgate")
+
+# Settings that are secrets: on the command line, any user of the machine reads them
+# in the process list (ps, /proc/PID/cmdline); the environment is the owner's only.
+SECRET_OPTIONS = ("api_key", "token_secret")
 
 DESCRIPTION = """\
 pushgate: a real-time WebSocket push server.
@@ -130,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pushgate: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level, config.log_format)
+    warn_of_secrets_in_argv(args)
     from pushgate.app import serve
 
     role: str = args.command
@@ -146,6 +154,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = given[given.index(role) + 1 :]
         return run(lambda: supervise(config, role, options))
     return run(lambda: serve(config, role))
+
+
+def warn_of_secrets_in_argv(args: argparse.Namespace) -> None:
+    """One warning when a secret was given as a command-line argument, where every
+    user of the machine can read it in the process list, naming the environment
+    variables that keep it private. A secret from the environment says nothing."""
+    given = [
+        option
+        for option in OPTIONS
+        if option.name in SECRET_OPTIONS and getattr(args, option.name, None) is not None
+    ]
+    if not given:
+        return
+    flags = " and ".join(option.flag for option in given)
+    variables = " and ".join(option.env for option in given)
+    log.warning(
+        "%s on the command line can be read by any user of this machine in the process "
+        "list (ps); set %s in the environment instead",
+        flags,
+        variables,
+    )
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> int:

@@ -65,6 +65,9 @@ class Config:
     token_secret: str = ""
     token_public_key: str = ""
     require_token: bool = False
+    token_audience: str = ""
+    token_issuer: str = ""
+    token_require_exp: bool = False
     allowed_origins: str = "*"
     # Testing
     conformance_echo: bool = False
@@ -488,6 +491,25 @@ OPTIONS: tuple[Option, ...] = (
         flag_only=True,
     ),
     Option(
+        "token_audience",
+        str,
+        "AUD",
+        'accept only connection tokens whose "aud" names AUD (default: "aud" not checked)',
+    ),
+    Option(
+        "token_issuer",
+        str,
+        "ISS",
+        'accept only connection tokens whose "iss" is ISS (default: "iss" not checked)',
+    ),
+    Option(
+        "token_require_exp",
+        parse_bool,
+        "",
+        'refuse connection tokens without an "exp" (by default a token without one never expires)',
+        flag_only=True,
+    ),
+    Option(
         "metrics_address",
         str,
         "HOST:PORT",
@@ -571,6 +593,9 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "token_secret",
             "token_public_key",
             "require_token",
+            "token_audience",
+            "token_issuer",
+            "token_require_exp",
             "allowed_origins",
         ),
     ),

@@ -10,7 +10,10 @@ The files are read from the package once and served from memory with an ETag, so
 a page reload costs a 304. The page gets a Content-Security-Policy that allows its
 own scripts only, and WebSocket and HTTP connections to any host (the gateway and
 the API are configurable in the page). Nothing secret is ever put in the page: the
-API key is typed by the person using it. For other servers (the gateway),
+API key is typed by the person using it. Since a link's ``?api=`` and ``?ws=`` may
+point anywhere, the page (console.js) uses a URL on another host than its own only
+once the person confirms that host in a dialog; the key and the connection token go
+to no other host. For other servers (the gateway),
 :func:`static_file` gives a file's bytes and content type.
 """
 

@@ -5,15 +5,115 @@ A JSON line holds ``time`` (ISO 8601 UTC, milliseconds), ``level``, ``logger`` a
 ``message`` (the same text the readable line shows), ``exc`` when an exception is
 logged, and the context fields a call site passes with ``extra=``: ``wsId``,
 ``remote``, ``code``, ``room``, ``user``, ``node``.
+
+Whatever the format, no line shows a secret: :class:`RedactSecrets` rewrites every
+record before it is written (see its docstring), so that a debug log can be shared.
 """
 
+import dataclasses
 import json
 import logging
+import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+
+from websockets.frames import Frame, Opcode
 
 LOG_FORMATS = ("text", "json")
 CONTEXT_FIELDS = ("wsId", "remote", "code", "room", "user", "node")
+HIDDEN = "…"
+
+
+def _subprotocols(match: re.Match[str]) -> str:
+    """Offered subprotocols other than ``pushgate`` are connection tokens (browsers
+    cannot send them any other way): keep ``pushgate``, hide the rest."""
+    values = [value.strip() for value in match.group(2).split(",")]
+    shown = (value if value == "pushgate" else HIDDEN for value in values)
+    return match.group(1) + ", ".join(shown)
+
+
+# Each secret's shape, and what it becomes; applied in this order.
+_SECRETS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
+    # ?token=… (and the like) in a handshake path or an access-log request line
+    (
+        re.compile(r"\b((?:\w+_)?token|session|api_?key|secret|password)=[^&\s\"'#;]+", re.I),
+        rf"\1={HIDDEN}",
+    ),
+    # "session":"…" in a client's resume message, also quoted inside a repr
+    (re.compile(r"""(\\?["']session\\?["']\s*:\s*\\?["'])[^"'\\]*"""), rf"\1{HIDDEN}"),
+    # a JWT: its header is base64url of '{"...'
+    (re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,2}"), HIDDEN),
+    # request headers that carry credentials, as websockets logs them at debug
+    (
+        re.compile(r"^([<>]? ?(?:proxy-)?(?:authorization|cookie|set-cookie):\s*).+", re.I | re.M),
+        rf"\1{HIDDEN}",
+    ),
+    (re.compile(r"^([<>]? ?sec-websocket-protocol:\s*)(.+)", re.I | re.M), _subprotocols),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every connection token, session token and credential header
+    value replaced by ``…``."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redact_frame(frame: Frame) -> str:
+    """A received frame as websockets logs it, with secrets hidden in the whole
+    payload first: websockets shows only a long payload's start and end, which can
+    hold the tail of a session token without its ``"session"`` key. A continuation
+    frame cannot be read alone (it may hold the rest of a secret), so its payload
+    is hidden whole; its length is kept."""
+    shown = str(frame)
+    if frame.opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+        return shown  # control frames: a close reason, a ping's payload
+    metadata = shown.rpartition(" [")[2]
+    if frame.opcode is Opcode.CONT:
+        return f"CONT '{HIDDEN}' [{metadata}"
+    text = bytes(frame.data).decode("utf-8", "replace")
+    hidden = redact(text)
+    if hidden == text:
+        return shown
+    safe = str(dataclasses.replace(frame, data=hidden.encode()))
+    return safe.rpartition(" [")[0] + " [" + metadata
+
+
+def _rendered(record: logging.LogRecord) -> str:
+    """The record's message, its frames shown with their payloads redacted. A call
+    whose arguments do not fit its format is shown, not raised into the caller (a
+    filter runs inside the logging call)."""
+    args = record.args
+    if isinstance(args, tuple) and any(isinstance(arg, Frame) for arg in args):
+        record.args = tuple(_redact_frame(a) if isinstance(a, Frame) else a for a in args)
+    try:
+        return record.getMessage()
+    except (TypeError, ValueError):
+        return f"{record.msg} (arguments that do not fit: {record.args!r})"
+
+
+class RedactSecrets(logging.Filter):
+    """Hides secrets in every record a handler writes: connection tokens (``?token=``,
+    subprotocols, anything shaped like a JWT), session tokens (``"session":"…"`` in
+    resume messages), credential headers. Installed on the handler, not on call
+    sites, so that no log line can leak one, including websockets' and aiohttp's own
+    debug and access lines. The record's message is rendered, rewritten, and kept
+    rendered (``args`` emptied), as is its traceback."""
+
+    _plain = logging.Formatter()  # only for rendering tracebacks, as both formats do
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(_rendered(record))
+        record.args = ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._plain.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,7 +131,9 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(name)
             if value is not None:
                 line[name] = value
-        if record.exc_info:
+        if record.exc_text:  # already rendered (and redacted) by RedactSecrets
+            line["exc"] = record.exc_text
+        elif record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         elif record.stack_info:
             line["exc"] = self.formatStack(record.stack_info)
@@ -39,8 +141,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:
-    """Log lines on stderr, at ``level``, as ``text`` or ``json``."""
+    """Log lines on stderr, at ``level``, as ``text`` or ``json``, secrets hidden."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactSecrets())
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -80,14 +80,37 @@ class TokenError(Exception):
         self.refusal = refusal
 
 
+@dataclass(frozen=True, slots=True)
+class TokenChecks:
+    """What a connection token must say beyond a good signature.
+
+    The default checks nothing extra, as before these options existed: a token
+    without ``exp`` never expires, and ``aud`` and ``iss`` are not read. Name the
+    audience and the issuer when one signing key serves several services, so that a
+    token minted for another of them is refused here.
+    """
+
+    audience: str | None = None  # "aud" must be, or list, this value
+    issuer: str | None = None  # "iss" must be exactly this value
+    require_exp: bool = False  # a token without "exp" is refused
+
+
 class TokenVerifier:
     """Checks connection tokens: JWTs signed with HS256 (a shared secret) or RS256 /
-    ES256 (a public key). ``exp`` is honoured when present; ``sub`` names the user;
-    ``rooms`` lists rooms to join on connect."""
+    ES256 (a public key). ``exp`` is honoured when present (and required when
+    ``checks`` says so), ``aud`` and ``iss`` are checked when ``checks`` names them;
+    ``sub`` names the user; ``rooms`` lists rooms to join on connect."""
 
-    def __init__(self, *, secret: str | None = None, public_key: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        secret: str | None = None,
+        public_key: str | None = None,
+        checks: TokenChecks | None = None,
+    ) -> None:
         if (secret is None) == (public_key is None):
             raise ValueError("give exactly one of secret and public_key")
+        self._checks = checks or TokenChecks()
         if secret is not None:
             self._key: Any = secret
             self._algorithms = ["HS256"]
@@ -104,26 +127,52 @@ class TokenVerifier:
 
     def verify(self, token: str, *, max_rooms: int) -> Claims:
         """The token's claims; raises TokenError (403) when it is expired, forged or
-        malformed, or names rooms it may not."""
+        malformed, lacks a claim or names an audience or issuer that ``checks``
+        requires, or names rooms it may not."""
+        checks = self._checks
         try:
             payload = jwt.decode(
                 token,
                 self._key,
                 algorithms=self._algorithms,
-                options={"require": [], "verify_aud": False},
+                options={
+                    "require": ["exp"] if checks.require_exp else [],
+                    # Without an audience of ours, a token's "aud" is not read (PyJWT
+                    # would refuse every token that has one).
+                    "verify_aud": checks.audience is not None,
+                },
+                audience=checks.audience,
+                issuer=checks.issuer,
                 leeway=5,
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenError(Refusal(403, "the token has expired", "token_invalid")) from None
-        except jwt.InvalidSignatureError:
-            raise TokenError(
-                Refusal(403, "the token's signature is not valid", "token_invalid")
-            ) from None
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
-            raise TokenError(
-                Refusal(403, f"the token is not valid: {exc}", "token_invalid")
-            ) from None
+            raise TokenError(Refusal(403, _why_refused(exc), "token_invalid")) from None
         return Claims(_user_of(payload), _rooms_of(payload, max_rooms))
+
+
+# What a missing claim means to the person reading the refusal.
+_MISSING_CLAIM = {
+    "exp": 'the token has no "exp": this server accepts only tokens that expire',
+    "aud": 'the token has no "aud": this server accepts only tokens for its audience',
+    "iss": 'the token has no "iss": this server accepts only tokens from its issuer',
+}
+
+
+def _why_refused(exc: Exception) -> str:
+    """A refused token's reason, for the client and the log: which claim is wrong,
+    but not what the server expected in it (the client need not learn the
+    audience or issuer it should have asked for)."""
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "the token has expired"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "the token's signature is not valid"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return _MISSING_CLAIM.get(exc.claim, f"the token is not valid: {exc}")
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "the token's \"aud\" does not name this server's audience"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "the token's \"iss\" is not this server's issuer"
+    return f"the token is not valid: {exc}"
 
 
 def _user_of(payload: dict[str, Any]) -> str | None:

@@ -4,6 +4,12 @@
 // several gateways of one cluster separated by spaces or commas, tried in turn)
 // and ?api=http://HOST:PORT (default: this page's own server). The API key is typed or
 // pasted by the person and kept in this page's memory only, like the connection token.
+//
+// A link can point ?api= and ?ws= anywhere, and the key and the token typed later go
+// where they point. So a URL on another host than this page's is used only once the
+// person has confirmed that host in a dialog naming it (once per host, for links and
+// typed URLs alike); declined, the page keeps its default. No request with the key,
+// and no connection with the token, goes to a host nobody confirmed.
 
 import { Chart, Series, quantileBetween } from "./charts.js";
 import { PushAPI, PushgateClient, State } from "./pushgate.js";
@@ -42,23 +48,77 @@ const ui = {
   noLog: $("no-log"),
 };
 
-ui.gatewayUrl.value = params.get("ws") || `ws://${location.hostname || "127.0.0.1"}:8888/connect`;
-ui.apiUrl.value = params.get("api") || "";
+const DEFAULT_GATEWAY = `ws://${location.hostname || "127.0.0.1"}:8888/connect`;
+const GATEWAY_USE = "open the WebSocket connection, with your connection token,";
+const API_USE = "send the logic API calls, with your API key,";
 
 let client = null;
 let received = 0;
 let roomsEndpoint = true; // GET /rooms, when the server has it: per-room member counts
+let apiBase = ""; // the logic API in use: always on this page's host or a confirmed one
 
 function api() {
-  return new PushAPI(ui.apiUrl.value.trim(), { apiKey: ui.apiKey.value.trim() || null });
+  // The one place the key leaves the page: only ever for a confirmed host.
+  const key = confirmedHosts.has(hostOf(apiBase)) ? ui.apiKey.value.trim() : "";
+  return new PushAPI(apiBase, { apiKey: key || null });
+}
+
+// Hosts the key and the token may go to
+
+const confirmedHosts = new Set([location.hostname]);
+
+/** The host of `url` (relative to this page), or null when it names none. */
+function hostOf(url) {
+  try {
+    return new URL(url, location.href).hostname || null;
+  } catch {
+    return null;
+  }
+}
+
+function splitUrls(text) {
+  return text.split(/[\s,]+/).filter(Boolean);
+}
+
+/** Whether every URL may be used: on this page's host, or on a host the person
+ *  confirms in a dialog naming it (asked once per host; a "no" is asked again). */
+function confirmHosts(urls, use) {
+  for (const url of urls) {
+    const host = hostOf(url);
+    if (host === null) return false;
+    if (confirmedHosts.has(host)) continue;
+    const question =
+      `This console would ${use} to ${host}, another host than this page's ` +
+      `(${location.hostname}).\n\n${url}\n\nUse ${host}? Only if you trust it.`;
+    if (!window.confirm(question)) return false;
+    confirmedHosts.add(host);
+  }
+  return true;
+}
+
+/** The gateway and the API from the link's ?ws= and ?api=, each only once confirmed. */
+function settingsFromLink() {
+  ui.gatewayUrl.value = fromLink("ws", DEFAULT_GATEWAY, GATEWAY_USE);
+  ui.apiUrl.value = apiBase = fromLink("api", "", API_USE);
+}
+
+function fromLink(name, fallback, use) {
+  const given = (params.get(name) || "").trim();
+  if (!given) return fallback;
+  if (confirmHosts(splitUrls(given), use)) return given;
+  report("refused", `not using ?${name}=${given}: its host was not confirmed`);
+  return fallback;
 }
 
 // Connection
 
 function connect() {
   disconnect();
-  const urls = ui.gatewayUrl.value.split(/[\s,]+/).filter(Boolean);
+  const urls = splitUrls(ui.gatewayUrl.value);
   if (!urls.length) return notify("no gateway URL");
+  if (!confirmHosts(urls, GATEWAY_USE)) {
+    return notify("not connecting: the gateway's host was not confirmed");
+  }
   const c = new PushgateClient(urls.length === 1 ? urls[0] : urls, {
     api: api(),
     token: ui.token.value.trim() || null,
@@ -126,12 +186,21 @@ $("settings").addEventListener("submit", (event) => {
   connect();
 });
 
-// Keep the client's API settings in step with the fields.
-for (const input of [ui.apiUrl, ui.apiKey]) {
-  input.addEventListener("change", () => {
-    if (client) client.api = api();
-  });
-}
+// Keep the client's API settings in step with the fields; a typed API URL on another
+// host is used once confirmed, like a link's.
+ui.apiUrl.addEventListener("change", () => {
+  const wanted = ui.apiUrl.value.trim();
+  if (confirmHosts(splitUrls(wanted), API_USE)) {
+    apiBase = wanted;
+  } else {
+    ui.apiUrl.value = apiBase;
+    notify(`not using ${wanted}: its host was not confirmed`);
+  }
+  if (client) client.api = api();
+});
+ui.apiKey.addEventListener("change", () => {
+  if (client) client.api = api();
+});
 
 // Rooms
 
@@ -430,6 +499,7 @@ function notify(text, kind = "error") {
 // Start
 
 window.pushgateConsole = { client: null, refreshStats };
+settingsFromLink();
 connect();
 refreshStats();
 setInterval(refreshStats, STATS_EVERY_MS);
