@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 import aiohttp
 from websockets.asyncio.client import ClientConnection, connect
@@ -257,3 +258,28 @@ def process_state(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return ""
+
+
+async def test_workers_get_the_secrets_by_environment_not_command_line(
+    http: aiohttp.ClientSession,
+) -> None:
+    """--api-key and --token-secret given to the supervisor reach every child through
+    its environment: no child's command line (which `ps` shows to every user of the
+    machine) holds them, and the children use them (the API wants the key)."""
+    key, secret = "k-" + os.urandom(8).hex(), "s-" + os.urandom(16).hex()
+    async with server_process(
+        "--workers", "2", "--api-key", key, f"--token-secret={secret}"
+    ) as server:
+        await until_logged(server, r"accepting up to \d+ WebSocket connections \(2 workers\)", 0)
+        workers = ready_workers(server)
+        assert sorted(workers) == sorted(WORKER_NAMES)
+        for pid, _ in workers.values():
+            argv = await asyncio.to_thread(Path(f"/proc/{pid}/cmdline").read_bytes)
+            assert key.encode() not in argv
+            assert secret.encode() not in argv
+        fields = {"val": "x", "tag": "3"}
+        status, _ = await post(http, api(server) + "/push/all", data=fields)
+        assert status == 401
+        headers = {"Authorization": f"Bearer {key}"}
+        status, _ = await post(http, api(server) + "/push/all", data=fields, headers=headers)
+        assert status == 200

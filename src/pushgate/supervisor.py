@@ -67,19 +67,35 @@ class Child:
     metrics_url: str | None = None  # where it serves /metrics, while it is up
 
 
+# Options a child does not get on its command line: --workers is the supervisor's,
+# and secrets go by the environment (secret_env), not where `ps` shows them.
+NOT_FOR_CHILDREN = ("--workers", "--api-key", "--token-secret")
+
+
 def child_argv(argv: Sequence[str], role: str, extra: Sequence[str]) -> list[str]:
-    """The command of one child: ``argv`` (this process's options) with ``--workers``
-    taken out and ``extra`` appended (the last of a repeated option wins)."""
+    """The command of one child: ``argv`` (this process's options) without the
+    options of NOT_FOR_CHILDREN, and ``extra`` appended (the last of a repeated
+    option wins)."""
     kept: list[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--workers":
+        elif arg in NOT_FOR_CHILDREN:
             skip = True
-        elif not arg.startswith("--workers="):
+        elif not arg.startswith(tuple(f"{option}=" for option in NOT_FOR_CHILDREN)):
             kept.append(arg)
     return [sys.executable, "-m", "pushgate", role, *kept, *extra]
+
+
+def secret_env(config: Config) -> dict[str, str]:
+    """The secrets of ``config`` as the environment variables a child reads them from."""
+    env = {}
+    if config.api_key:
+        env["PUSHGATE_API_KEY"] = config.api_key
+    if config.token_secret:
+        env["PUSHGATE_TOKEN_SECRET"] = config.token_secret
+    return env
 
 
 class Supervisor:
@@ -198,7 +214,7 @@ class Supervisor:
         )
 
     async def _start(self, child: Child) -> None:
-        env = {**os.environ, "PUSHGATE_WORKERS": "1"}
+        env = {**os.environ, **secret_env(self.config), "PUSHGATE_WORKERS": "1"}
         process = await asyncio.create_subprocess_exec(
             *child.argv,
             stdin=asyncio.subprocess.DEVNULL,
