@@ -11,9 +11,10 @@ from websockets.uri import parse_uri
 
 from pushgate.broker.memory import MemoryBroker
 from pushgate.config import Config
-from pushgate.connection import ConnectionRegistry, Outbox, WebSocketConnection
+from pushgate.connection import INPUT_PER_TURN, WebSocketConnection
 from pushgate.hub import Hub
 from pushgate.node import Node
+from pushgate.outbox import ConnectionRegistry, Outbox
 from pushgate.streams import TOPIC_ALL, Publication
 
 
@@ -23,6 +24,16 @@ class FakeTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.closed = False
+        self.paused = False
+        self.reading = asyncio.Event()
+
+    def pause_reading(self) -> None:
+        self.paused = True
+        self.reading.clear()
+
+    def resume_reading(self) -> None:
+        self.paused = False
+        self.reading.set()
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
@@ -46,13 +57,15 @@ class FakeTransport:
         return ("127.0.0.1", 50000) if name == "peername" else default
 
 
-async def new_connection() -> tuple[Node, WebSocketConnection, FakeTransport, ClientProtocol]:
+async def new_connection(
+    config: Config | None = None,
+) -> tuple[Node, WebSocketConnection, FakeTransport, ClientProtocol]:
     """A TCP connection made, and a client whose handshake request is ready to send."""
     node = Node(Hub(max_rooms_per_conn=10), MemoryBroker())
     await node.start()
     conn = WebSocketConnection(
         node,
-        Config().connection_settings(),
+        (config or Config()).connection_settings(),
         Outbox(asyncio.get_running_loop()),
         ConnectionRegistry(),
     )
@@ -63,9 +76,11 @@ async def new_connection() -> tuple[Node, WebSocketConnection, FakeTransport, Cl
     return node, conn, transport, client
 
 
-async def open_connection() -> tuple[Node, WebSocketConnection, FakeTransport, ClientProtocol]:
+async def open_connection(
+    config: Config | None = None,
+) -> tuple[Node, WebSocketConnection, FakeTransport, ClientProtocol]:
     """A connection through its handshake; the transport's record starts empty after it."""
-    node, conn, transport, client = await new_connection()
+    node, conn, transport, client = await new_connection(config)
     for chunk in client.data_to_send():
         conn.data_received(chunk)
     handshake = b"".join(transport.writes)
@@ -141,3 +156,29 @@ async def test_a_frame_sent_with_the_handshake_is_not_lost() -> None:
     body = data[data.index(b"\r\n\r\n") + 4 :]
     reader = ClientProtocol(parse_uri("ws://127.0.0.1/connect"), state=State.OPEN)
     assert [f.data for f in frames_in(reader, body)][-1] == b'{"type":1,"data":"PONG"}\n'
+
+
+async def test_a_connection_parses_a_bounded_slice_of_input_per_turn() -> None:
+    """However much one read brings, a connection parses at most INPUT_PER_TURN bytes
+    of it in one turn of the event loop and stops reading its socket until the
+    next turn, so one connection can never hold the loop; nothing is dropped."""
+    unlimited = Config(
+        max_client_messages_per_second=0,
+        max_client_frames_per_second=0,
+        max_client_bytes_per_second=0,
+    )
+    node, conn, transport, client = await open_connection(unlimited)
+    ping = b'{"type":1,"data":"PING"}'
+    for _ in range(3 * INPUT_PER_TURN // 30):
+        client.send_text(ping)
+    data = b"".join(client.data_to_send())
+    frames = len(data) // 30
+    conn.data_received(data)
+    answered = len(frames_in(client, b"".join(transport.writes)))
+    seen = len(transport.writes)
+    assert transport.paused
+    assert 0 < answered <= INPUT_PER_TURN // 30 + 1
+    await asyncio.wait_for(transport.reading.wait(), 5)  # a slice a turn, then reading again
+    answered += len(frames_in(client, b"".join(transport.writes[seen:])))
+    assert answered == frames
+    await node.close()

@@ -158,7 +158,10 @@ def make_gatekeeper(config: Config) -> Gatekeeper:
         tokens=tokens,
         require_token=config.require_token,
         limits=ConnectionLimits(
-            connection_cap(config), config.max_connections_per_ip, config.max_connects_per_second
+            connection_cap(config),
+            config.max_connections_per_ip,
+            config.max_connects_per_second,
+            config.max_connects_per_second_per_ip,
         ),
         max_rooms_per_conn=config.max_rooms_per_conn,
     )

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pushgate.broker.urls import CLUSTER_SCHEMES, parse_cluster_url
-from pushgate.connection import ConnectionSettings
+from pushgate.connection import RESUME_MAX_MESSAGE_BYTES, ConnectionSettings
 from pushgate.errors import ConfigError
+from pushgate.limits import InputLimits
 
 ENV_PREFIX = "PUSHGATE_"
 KIB = 1024
@@ -53,12 +54,21 @@ class Config:
     # Limits
     max_message_bytes: int = 4 * KIB
     max_body_bytes: int = 1 * MIB
-    max_output_bytes: int = 4 * MIB
+    max_output_bytes: int = 1 * MIB
+    max_output_total_bytes: int = 128 * MIB
     max_rooms_per_conn: int = 100
     max_connections: int = 0
     max_connections_per_ip: int = 0
     max_connects_per_second: float = 0.0
+    max_connects_per_second_per_ip: float = 0.0
     max_client_messages_per_second: int = 50
+    max_client_frames_per_second: int = 200
+    max_client_bytes_per_second: int = 256 * KIB
+    max_handshake_bytes: int = 16 * KIB
+    # The logic API's connections
+    max_api_connections: int = 64
+    api_header_timeout: float = 10.0
+    api_keepalive_timeout: float = 15.0
     # Security
     api_key: str = ""
     insecure: bool = False
@@ -123,13 +133,28 @@ class Config:
         for name in ("max_message_bytes", "max_body_bytes", "max_output_bytes"):
             if getattr(self, name) < 64:
                 raise ConfigError(f"--{_flag(name)} must be at least 64 bytes")
+        if self.max_handshake_bytes < 1024:
+            raise ConfigError("--max-handshake-bytes must be at least 1024 bytes")
+        if self.max_output_total_bytes and self.max_output_total_bytes < self.max_output_bytes:
+            raise ConfigError(
+                "--max-output-total-bytes must be 0 (no limit) or at least --max-output-bytes"
+            )
+        if self.max_api_connections < 1:
+            raise ConfigError("--max-api-connections must be at least 1")
+        for name in ("api_header_timeout", "api_keepalive_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{_flag(name)} must be more than 0 seconds")
         if self.max_rooms_per_conn < 1:
             raise ConfigError("--max-rooms-per-conn must be at least 1")
         for name in (
             "max_connections",
             "max_connections_per_ip",
             "max_connects_per_second",
+            "max_connects_per_second_per_ip",
             "max_client_messages_per_second",
+            "max_client_frames_per_second",
+            "max_client_bytes_per_second",
+            "max_output_total_bytes",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be 0 (no limit) or more")
@@ -199,7 +224,15 @@ class Config:
             close_timeout=self.close_timeout,
             max_message_bytes=self.max_message_bytes,
             max_output_bytes=self.max_output_bytes,
-            max_messages_per_second=self.max_client_messages_per_second,
+            input=InputLimits(
+                messages_per_second=self.max_client_messages_per_second,
+                frames_per_second=self.max_client_frames_per_second,
+                bytes_per_second=self.max_client_bytes_per_second,
+                # A resume message may be larger than other messages.
+                max_message_bytes=max(self.max_message_bytes, RESUME_MAX_MESSAGE_BYTES),
+            ),
+            max_handshake_bytes=self.max_handshake_bytes,
+            max_output_total_bytes=self.max_output_total_bytes,
             conformance_echo=self.conformance_echo,
             compression=not self.no_compression,
         )
@@ -396,6 +429,13 @@ OPTIONS: tuple[Option, ...] = (
         "bytes held unsent for one client beyond the kernel's buffers; a client that "
         "reads too slowly to stay under it is closed with 1008, the others never wait",
     ),
+    Option(
+        "max_output_total_bytes",
+        parse_size,
+        "BYTES",
+        "bytes held unsent for all clients together; past it, the clients holding the "
+        "most are closed with 1008 until the rest fits (0: no limit)",
+    ),
     Option("max_rooms_per_conn", int, "N", "rooms one connection may be in at once; more is 409"),
     Option(
         "max_connections",
@@ -417,10 +457,60 @@ OPTIONS: tuple[Option, ...] = (
         "new connections accepted per second, in bursts of up to one second's worth (0: no limit)",
     ),
     Option(
+        "max_connects_per_second_per_ip",
+        float,
+        "RATE",
+        "new connections accepted per second from one client address (an IPv6 /64), "
+        "checked before --max-connects-per-second, so that one address cannot take it "
+        "all (0: a quarter of --max-connects-per-second, at least 1)",
+    ),
+    Option(
         "max_client_messages_per_second",
         int,
         "N",
         "messages one client may send per second; more closes it with 1008 (0: no limit)",
+    ),
+    Option(
+        "max_client_frames_per_second",
+        int,
+        "N",
+        "WebSocket frames of any kind (ping, pong, continuation, data) one client may "
+        "send per second, in bursts of up to one second's worth; more closes it with "
+        "1008 (0: no limit)",
+    ),
+    Option(
+        "max_client_bytes_per_second",
+        parse_size,
+        "BYTES",
+        "bytes one client may send per second (a burst may always hold one message of "
+        "--max-message-bytes); more closes it with 1008 (0: no limit)",
+    ),
+    Option(
+        "max_handshake_bytes",
+        parse_size,
+        "BYTES",
+        "largest WebSocket handshake request, request line and headers together; a "
+        "larger one is answered 431",
+    ),
+    Option(
+        "max_api_connections",
+        int,
+        "N",
+        "open connections to the logic API; one more is answered 503 and closed (the "
+        "open-file reserve of 100 holds these and the broker's)",
+    ),
+    Option(
+        "api_header_timeout",
+        float,
+        "SECONDS",
+        "time a logic API connection has to send a whole request header, from its "
+        "first byte or from connecting",
+    ),
+    Option(
+        "api_keepalive_timeout",
+        float,
+        "SECONDS",
+        "an idle keep-alive connection to the logic API is closed after this long",
     ),
     Option(
         "api_key",
@@ -448,6 +538,25 @@ OPTIONS: tuple[Option, ...] = (
         parse_bool,
         "",
         "refuse (401/403) WebSocket handshakes without a valid token",
+        flag_only=True,
+    ),
+    Option(
+        "token_audience",
+        str,
+        "AUD",
+        'accept only connection tokens whose "aud" names AUD (default: "aud" not checked)',
+    ),
+    Option(
+        "token_issuer",
+        str,
+        "ISS",
+        'accept only connection tokens whose "iss" is ISS (default: "iss" not checked)',
+    ),
+    Option(
+        "token_require_exp",
+        parse_bool,
+        "",
+        'refuse connection tokens without an "exp" (by default a token without one never expires)',
         flag_only=True,
     ),
     Option(
@@ -488,25 +597,6 @@ OPTIONS: tuple[Option, ...] = (
         parse_bool,
         "",
         "count nothing for GET /metrics, and do not serve it (to measure what metrics cost)",
-        flag_only=True,
-    ),
-    Option(
-        "token_audience",
-        str,
-        "AUD",
-        'accept only connection tokens whose "aud" names AUD (default: "aud" not checked)',
-    ),
-    Option(
-        "token_issuer",
-        str,
-        "ISS",
-        'accept only connection tokens whose "iss" is ISS (default: "iss" not checked)',
-    ),
-    Option(
-        "token_require_exp",
-        parse_bool,
-        "",
-        'refuse connection tokens without an "exp" (by default a token without one never expires)',
         flag_only=True,
     ),
     Option(
@@ -577,12 +667,21 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "max_message_bytes",
             "max_body_bytes",
             "max_output_bytes",
+            "max_output_total_bytes",
             "max_rooms_per_conn",
             "max_connections",
             "max_connections_per_ip",
             "max_connects_per_second",
+            "max_connects_per_second_per_ip",
             "max_client_messages_per_second",
+            "max_client_frames_per_second",
+            "max_client_bytes_per_second",
+            "max_handshake_bytes",
         ),
+    ),
+    (
+        "the logic API's connections (see docs/security.md)",
+        ("max_api_connections", "api_header_timeout", "api_keepalive_timeout"),
     ),
     ("compression and garbage collection", ("no_compression", "no_gc_freeze")),
     (

@@ -32,8 +32,7 @@ on every connection about four times per shortest timeout.
 import asyncio
 import json
 import logging
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs
 
@@ -46,20 +45,24 @@ from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, State
 
 from pushgate import __version__
+from pushgate.backlog import WATCH_BYTES
 from pushgate.console import static_file
-from pushgate.errors import BrokerUnavailable, ClientFrameError
-from pushgate.framing import DEFLATE_LEVEL, deflated_text_frame, text_frame
+from pushgate.errors import BrokerUnavailable, ClientFrameError, SessionTaken
+from pushgate.framing import DEFLATE_LEVEL, text_frame
 from pushgate.gatekeeper import Admitted, Gatekeeper
 from pushgate.ids import ConnId, new_conn_id
-from pushgate.limits import MessageRate
-from pushgate.meters import CHECKPOINT, Meters
+from pushgate.limits import ClientBudget, InputLimits
+from pushgate.outbox import ConnectionRegistry, Outbox
 from pushgate.security import Claims, Refusal
+from pushgate.sessions import ANY_USER, AnyUser
 from pushgate.streams import Position
 from pushgate.wire import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_INTERNAL_ERROR,
     CLOSE_INVALID_DATA,
+    CLOSE_MESSAGE_TOO_BIG,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_SESSION_TAKEN,
     CLOSE_TRY_AGAIN_LATER,
     PONG,
     ResumeRequest,
@@ -91,6 +94,24 @@ _resumes: set["asyncio.Task[None]"] = set()
 ECHO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SERVER_HEADER = f"pushgate/{__version__}"
 PONG_FRAME = text_frame(PONG)
+# Input is parsed this many bytes at a time, and the limits checked between slices:
+# 4 KiB holds at most ~680 empty frames, so a flood is stopped within a millisecond.
+INPUT_SLICE = 4 * 1024
+# At most this much input of one connection is handled per turn of the event loop;
+# the rest waits, its socket not read, until the next turn.
+INPUT_PER_TURN = 64 * 1024
+# A message may come in at most this many frames (the first and its continuations).
+MAX_FRAGMENTS = 64
+# A connection closed for holding too much of the process's output budget is
+# dropped this soon if it does not read its close frame (it was not reading).
+OVERFLOW_GRACE = 1.0
+# A client answered with a refusal before its request was read is dropped this
+# soon if it does not close (it normally does at once, once it read the answer).
+REFUSAL_LINGER = 1.0
+# The HTTP methods the gateway answers: a WebSocket upgrade is a GET; the side paths
+# (health, pushgate.js, 404s) are read with GET or HEAD.
+UPGRADE_METHODS = ("GET",)
+READ_METHODS = ("GET", "HEAD")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +128,10 @@ class ConnectionSettings:
     # Limits
     max_message_bytes: int  # a client message over this closes it with 1009
     max_output_bytes: int  # bytes held unsent for one client before it is closed with 1008
-    max_messages_per_second: int = 0  # more from one client closes it with 1008; 0: no limit
+    # What one client may send (messages, frames, bytes per second); past it: 1008
+    input: InputLimits = field(default_factory=InputLimits)
+    max_handshake_bytes: int = 16 * 1024  # a larger handshake request is answered 431
+    max_output_total_bytes: int = 0  # held unsent for all clients; past it, the largest go
     # Testing
     conformance_echo: bool = False  # serve /echo, which echoes every message (Autobahn)
     # permessage-deflate for clients that offer it, without context takeover both ways
@@ -130,85 +154,8 @@ LIMIT_REFUSALS = {
     "server_full": "max_connections",
     "ip_limit": "max_connections_per_ip",
     "connect_rate": "max_connects_per_second",
+    "ip_connect_rate": "max_connects_per_second_per_ip",
 }
-
-
-class Outbox:
-    """Writes each connection's queued frames once per turn of the event loop; with
-    ``meters``, counts the writes and ends each push's delivery-latency clock."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, meters: Meters | None = None) -> None:
-        self._loop = loop
-        self._dirty: list[WebSocketConnection] = []
-        self.meters = meters
-        # Compressed frames of this turn, by (id of the plain frame, window bits):
-        # a push's deflate is done once, whichever sinks ask. The plain frame is held
-        # too, so that its id is not reused before the cache is cleared.
-        self._deflated: dict[tuple[int, int], tuple[bytes, bytes]] = {}
-
-    def mark(self, conn: "WebSocketConnection") -> None:
-        if not self._dirty:
-            self._loop.call_soon(self._flush)
-        self._dirty.append(conn)
-
-    def deflated(self, frame: bytes, window_bits: int) -> bytes:
-        """``frame`` compressed for permessage-deflate, made once per push and turn."""
-        key = (id(frame), window_bits)
-        cached = self._deflated.get(key)
-        if cached is None:
-            if not self._deflated:
-                self._loop.call_soon(self._deflated.clear)
-            cached = self._deflated[key] = (frame, deflated_text_frame(frame, window_bits))
-        return cached[1]
-
-    def _flush(self) -> None:
-        dirty, self._dirty = self._dirty, []
-        meters = self.meters
-        if meters is not None and meters.unwritten:
-            self._flush_timed(dirty, meters)
-            return
-        for conn in dirty:
-            self._write(conn)
-
-    def _flush_timed(self, dirty: list["WebSocketConnection"], meters: Meters) -> None:
-        """The same, reading the clock every CHECKPOINT sockets (delivery latency); a
-        chunk's sockets count as written at its midpoint."""
-        stamps = []
-        began = time.time()
-        for start in range(0, len(dirty), CHECKPOINT):
-            chunk = dirty[start : start + CHECKPOINT]
-            for conn in chunk:
-                self._write(conn)
-            ended = time.time()
-            stamps.append(((began + ended) / 2, len(chunk)))
-            began = ended
-        meters.written(stamps)
-
-    @staticmethod
-    def _write(conn: "WebSocketConnection") -> None:
-        try:
-            conn.flush()
-        except Exception:  # one connection's failure must not starve the rest
-            log.exception("writing to %s failed; dropping it", conn.peer)
-            conn.abort()
-
-
-class ConnectionRegistry:
-    """Every live TCP connection of a gateway, open or not yet; the sweeper's list."""
-
-    def __init__(self) -> None:
-        self.connections: set[WebSocketConnection] = set()
-        self.empty = asyncio.Event()
-        self.empty.set()
-
-    def add(self, conn: "WebSocketConnection") -> None:
-        self.connections.add(conn)
-        self.empty.clear()
-
-    def discard(self, conn: "WebSocketConnection") -> None:
-        self.connections.discard(conn)
-        if not self.connections:
-            self.empty.set()
 
 
 class WebSocketConnection(asyncio.Protocol):
@@ -216,15 +163,18 @@ class WebSocketConnection(asyncio.Protocol):
 
     # Slots, not a __dict__: tens of thousands of these are alive at once.
     __slots__ = (
+        "_abort_at",
         "_accepting",
+        "_admitted",
         "_admitted_ip",
-        "_claims",
-        "_closing_since",
+        "_backlogged",
+        "_budget",
         "_deflate_bits",
         "_echo",
         "_fragmented_text",
         "_fragments",
         "_gatekeeper",
+        "_handshake_bytes",
         "_held",
         "_held_bytes",
         "_in_hub",
@@ -234,11 +184,11 @@ class WebSocketConnection(asyncio.Protocol):
         "_pending",
         "_pinged_at",
         "_proto",
-        "_rate",
         "_registry",
         "_resuming",
         "_settings",
         "_transport",
+        "_unread",
         "conn_id",
         "connected_at",
         "ip",
@@ -251,13 +201,13 @@ class WebSocketConnection(asyncio.Protocol):
         node: "Node",
         settings: ConnectionSettings,
         outbox: Outbox,
-        registry: ConnectionRegistry,
+        registry: "ConnectionRegistry[WebSocketConnection]",
         gatekeeper: Gatekeeper | None = None,
     ) -> None:
         self._node = node
         self._gatekeeper = gatekeeper or Gatekeeper()
         self._admitted_ip: str | None = None  # set while counted by the gatekeeper
-        self._rate = MessageRate()
+        self._budget = ClientBudget(settings.input)
         self._settings = settings
         self._outbox = outbox
         self._registry = registry
@@ -270,7 +220,8 @@ class WebSocketConnection(asyncio.Protocol):
         self._deflate_bits = 0  # the window of a negotiated permessage-deflate
         self._transport: asyncio.Transport | None = None
         self._pending: list[bytes] = []
-        self._fragments: list[bytes] = []
+        # The frames of a message in progress (None: none is)
+        self._fragments: list[bytes] | None = None
         self._fragmented_text = False
         self._echo = False  # a --conformance-echo connection: echoes, no pushgate protocol
         self.conn_id: ConnId | None = None  # set once the handshake succeeds
@@ -281,13 +232,19 @@ class WebSocketConnection(asyncio.Protocol):
         # True while the welcome (and all after it) waits for the wsId to be findable.
         self._held = False
         self._held_bytes = 0
+        # True while this connection holds enough unsent to be in the output budget.
+        self._backlogged = False
+        # Bytes received before the handshake was answered (bounded).
+        self._handshake_bytes = 0
+        # Input received but left for the next turn of the loop (reading is paused).
+        self._unread = b""
         # A connection opened with ?resume=1 waits for its resume message, then resumes.
         self._resuming = NOT_RESUMING
-        self._claims: Claims | None = None
+        self._admitted: Admitted | None = None  # what the gatekeeper said, for a resume
         # Clocks (loop.time())
         self.connected_at = self.last_seen = self._loop.time()
         self._pinged_at = 0.0
-        self._closing_since: float | None = None
+        self._abort_at: float | None = None  # closing: drop the TCP connection then
 
     # asyncio.Protocol
 
@@ -295,36 +252,31 @@ class WebSocketConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
-        transport.set_write_buffer_limits(high=self._settings.max_output_bytes)
+        # Past this much held, the connection is watched by the output budget (and
+        # its own bound checked on each write).
+        transport.set_write_buffer_limits(high=min(WATCH_BYTES, self._settings.max_output_bytes))
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.ip = str(peer[0])
             self.peer = f"{peer[0]}:{peer[1]}"
         self._registry.add(self)
+        # Counted from the TCP accept: a handshake in progress holds a file too.
+        refusal = self._gatekeeper.admit(self.ip, self.connected_at)
+        if refusal is None:
+            self._admitted_ip = self.ip  # released in connection_lost
+        else:
+            self._refuse_at_accept(refusal)
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = self._loop.time()
-        proto = self._proto
-        proto.receive_data(data)
-        try:
-            events = proto.events_received()
-            for event in events:
-                if isinstance(event, Frame):
-                    self._on_frame(event)
-                elif isinstance(event, Request):
-                    # Nothing came after the request: the parser waits at a frame boundary.
-                    boundary = len(events) == 1 and data.endswith(b"\r\n\r\n")
-                    self._on_handshake(event, at_frame_boundary=boundary)
-        except Exception:
-            # A bug here must cost this connection only, and say so.
-            log.exception("internal error on the connection from %s; closing it", self.peer)
-            if proto.state is State.OPEN:
-                proto.fail(CLOSE_INTERNAL_ERROR, "internal error")
-            elif self._transport is not None:
-                self._transport.abort()
-        self._write_protocol_output()
+        if self._unread:  # read before reading paused: it waits its turn
+            self._unread += data
+            return
+        self._take_input(data)
 
     def eof_received(self) -> bool | None:
+        if self._unread:  # the rest of the input first, then the end of it
+            self._take_input(self._take_unread())
         self._proto.receive_eof()
         self._write_protocol_output()
         return None  # the transport closes itself once its buffer is written
@@ -332,7 +284,9 @@ class WebSocketConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._accepting = False
         self._pending.clear()
+        self._unread = b""
         self._leave_hub()
+        self._leave_budget()
         self._registry.discard(self)
         if self._admitted_ip is not None:
             self._gatekeeper.release(self._admitted_ip)
@@ -357,27 +311,198 @@ class WebSocketConnection(asyncio.Protocol):
         self._proto.parser_exc = None
 
     def pause_writing(self) -> None:
-        """The bytes held for this client passed ``max_output_bytes``: it is too slow."""
-        if not self._accepting:
-            return
-        self._accepting = False  # no more fan-out to it, from this instant
-        assert self._transport is not None
-        limit = self._settings.max_output_bytes
-        self._node.meters.limits["max_output_bytes"] += 1
-        log.info(
-            "closing %s from %s: slow consumer, %d bytes unsent (limit %d)",
-            self.conn_id,
-            self.peer,
-            self._transport.get_write_buffer_size() + self._held_bytes,
-            limit,
-            extra=self._context(CLOSE_POLICY_VIOLATION),
-        )
-        # Not from inside transport.write(): on the next turn of the loop.
-        reason = f"slow consumer: over {limit} bytes unsent"
-        self._loop.call_soon(self.close, CLOSE_POLICY_VIOLATION, reason)
+        """The transport holds more than WATCH_BYTES for this client: from now on its
+        own bound is checked on each write, and it counts in the output budget."""
+        if self._accepting and not self._backlogged:
+            self._backlogged = True
+            self._outbox.budget.watch(self)
+            self._check_output_bound()
 
     def resume_writing(self) -> None:
-        pass
+        """It drained: it holds little again."""
+        self._leave_budget()
+
+    # Input
+
+    def _take_input(self, data: bytes) -> None:
+        """Parse ``data`` a slice at a time, checking the limits between slices; at
+        most INPUT_PER_TURN bytes now, the rest on the next turns of the loop."""
+        proto = self._proto
+        if (
+            proto.state is State.CONNECTING
+            and not proto.eof_sent  # not answered yet (a refusal discards what follows)
+            and not self._handshake_fits(len(data))
+        ):
+            return
+        if len(data) > INPUT_PER_TURN and self._transport is not None:
+            data, self._unread = data[:INPUT_PER_TURN], data[INPUT_PER_TURN:]
+            self._transport.pause_reading()
+            self._loop.call_soon(self._read_on)
+        try:
+            for start in range(0, len(data), INPUT_SLICE):
+                chunk = data[start : start + INPUT_SLICE]
+                proto.receive_data(chunk)
+                if not self._on_events(proto.events_received(), chunk):
+                    break
+        except Exception:
+            # A bug here must cost this connection only, and say so.
+            log.exception("internal error on the connection from %s; closing it", self.peer)
+            if proto.state is State.OPEN:
+                proto.fail(CLOSE_INTERNAL_ERROR, "internal error")
+            elif self._transport is not None:
+                self._transport.abort()
+        self._write_protocol_output()
+
+    def _on_events(self, events: list[Request | Response | Frame], chunk: bytes) -> bool:
+        """Handle one slice's events; False once the connection should read no more."""
+        if self._abort_at is None and not self._echo and self._proto.state is State.OPEN:
+            frames = len(events) - (1 if events and isinstance(events[0], Request) else 0)
+            now, limits = self._loop.time(), self._settings.input
+            over = self._budget.received(now, frames, len(chunk), limits)
+            if over is not None:
+                self._limit_close(*over)
+                return False
+        for event in events:
+            if isinstance(event, Frame):
+                self._on_frame(event)
+            elif isinstance(event, Request):
+                # Nothing came after the request: the parser waits at a frame boundary.
+                boundary = len(events) == 1 and chunk.endswith(b"\r\n\r\n")
+                self._on_handshake(event, at_frame_boundary=boundary)
+            if self._proto.state is not State.OPEN and self._proto.state is not State.CONNECTING:
+                return False  # closing: what came after the close (or the error) is moot
+        return True
+
+    def _read_on(self) -> None:
+        """The next turn: take the next part of what was left, and read again once
+        nothing is left."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self._unread = b""
+            return
+        self._take_input(self._take_unread())
+        if not self._unread and not transport.is_closing() and not self._proto.eof_sent:
+            transport.resume_reading()
+
+    def _take_unread(self) -> bytes:
+        data, self._unread = self._unread, b""
+        return data
+
+    def _handshake_fits(self, size: int) -> bool:
+        """Count bytes received before the handshake is answered; past the bound,
+        answer 431 without parsing them."""
+        self._handshake_bytes += size
+        limit = self._settings.max_handshake_bytes
+        if self._handshake_bytes <= limit:
+            return True
+        self._node.meters.limits["max_handshake_bytes"] += 1
+        self._gatekeeper.refusals.refused(
+            "handshake_size",
+            f"answered a connection from {self.peer} with 431: handshake over {limit} bytes",
+            self._loop.time(),
+        )
+        self._answer_and_linger(
+            self._proto.reject(
+                431, f"Request Header Fields Too Large: over {limit} bytes of handshake\n"
+            )
+        )
+        return False
+
+    def _refuse_at_accept(self, refusal: Refusal) -> None:
+        """Over a connection limit at the TCP accept: answer the refusal at once, stop
+        sending, and let the client close (it reads the answer first); dropped after
+        the close timeout if it does not. Never parsed, never counted."""
+        self._count_refusal(refusal)
+        self._answer_and_linger(self._proto.reject(refusal.status, refusal.reason + "\n"))
+
+    def _answer_and_linger(self, response: Response) -> None:
+        """Answer an HTTP request that was not (or not all) read, then send nothing
+        more and read nothing more, and drop the connection REFUSAL_LINGER seconds
+        later: closing a socket at once, with input unread, would reset the
+        connection and the client could lose the answer; reading on would let a
+        client that keeps sending (a never-ending handshake) cost the loop."""
+        response.headers["Server"] = SERVER_HEADER
+        self._proto.send_response(response)  # the parser now discards all input
+        transport = self._transport
+        assert transport is not None
+        for chunk in self._proto.data_to_send():
+            if chunk:
+                transport.write(chunk)
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.pause_reading()
+        self._unread = b""
+        self._abort_at = self._loop.time() + min(REFUSAL_LINGER, self._settings.close_timeout)
+
+    def _count_refusal(self, refusal: Refusal) -> None:
+        meters = self._node.meters
+        meters.refused[refusal.kind] += 1
+        if refusal.kind in LIMIT_REFUSALS:
+            meters.limits[LIMIT_REFUSALS[refusal.kind]] += 1
+        self._gatekeeper.refusals.refused(
+            refusal.kind,
+            f"refused a connection from {self.peer}: {refusal.reason}",
+            self._loop.time(),
+        )
+
+    def _limit_close(self, limit: str, reason: str) -> None:
+        """Close this connection (1008) for passing one of its input limits."""
+        self._node.meters.limits[limit] += 1
+        log.info(
+            "closing %s from %s: %s",
+            self.conn_id,
+            self.peer,
+            reason,
+            extra=self._context(CLOSE_POLICY_VIOLATION),
+        )
+        self._proto.fail(CLOSE_POLICY_VIOLATION, reason)
+
+    # Output
+
+    def unsent(self) -> int:
+        """Bytes held for this client, not yet taken by the kernel."""
+        transport = self._transport
+        held = self._held_bytes
+        return held if transport is None else held + transport.get_write_buffer_size()
+
+    def overflow(self, reason: str) -> None:
+        """The process's output budget closes this connection (1008); it is dropped
+        OVERFLOW_GRACE seconds later if it does not read its close frame."""
+        self._node.meters.limits["max_output_total_bytes"] += 1
+        self._stop_output(reason, OVERFLOW_GRACE)
+
+    def _check_output_bound(self) -> None:
+        limit = self._settings.max_output_bytes
+        if self.unsent() > limit:
+            self._node.meters.limits["max_output_bytes"] += 1
+            self._stop_output(f"slow consumer: over {limit} bytes unsent", None)
+
+    def _stop_output(self, reason: str, grace: float | None) -> None:
+        """No more fan-out to this client, from this instant; close it with 1008 on
+        the next turn of the loop (not from inside a write), its close frame queued
+        behind what it already has, so that a client that is merely slow learns why."""
+        if not self._accepting:
+            return
+        self._accepting = False
+        self._leave_budget()
+        log.info(
+            "closing %s from %s: %s",
+            self.conn_id,
+            self.peer,
+            reason,
+            extra=self._context(CLOSE_POLICY_VIOLATION),
+        )
+        self._loop.call_soon(self._close_with_grace, CLOSE_POLICY_VIOLATION, reason, grace)
+
+    def _close_with_grace(self, code: int, reason: str, grace: float | None) -> None:
+        self.close(code, reason)
+        if grace is not None and self._abort_at is not None:
+            self._abort_at = min(self._abort_at, self._loop.time() + grace)
+
+    def _leave_budget(self) -> None:
+        if self._backlogged:
+            self._backlogged = False
+            self._outbox.budget.forget(self)
 
     # Sink: fan-out
 
@@ -393,7 +518,7 @@ class WebSocketConnection(asyncio.Protocol):
             if self._held:  # held output counts against the same bound
                 self._held_bytes += len(frame)
                 if self._held_bytes > self._settings.max_output_bytes:
-                    self.pause_writing()
+                    self._check_output_bound()
 
     def flush(self) -> None:
         """Write everything queued for this connection in one write."""
@@ -408,6 +533,8 @@ class WebSocketConnection(asyncio.Protocol):
         data = pending[0] if frames == 1 else b"".join(pending)
         pending.clear()
         transport.write(data)
+        if self._backlogged:  # it holds more than a little: within its own bound?
+            self._check_output_bound()
         meters = self._outbox.meters
         if meters is not None:
             meters.writes += 1
@@ -429,8 +556,8 @@ class WebSocketConnection(asyncio.Protocol):
         """Called by the gateway's sweeper: heartbeat, and every timeout."""
         settings = self._settings
         state = self._proto.state
-        if self._closing_since is not None:
-            if now - self._closing_since >= settings.close_timeout:
+        if self._abort_at is not None:
+            if now >= self._abort_at:
                 self.abort()
         elif state is State.OPEN:
             silent = now - self.last_seen
@@ -472,7 +599,13 @@ class WebSocketConnection(asyncio.Protocol):
         proto = self._proto
         path = request.path.partition("?")[0]
         admitted = None
-        if path == ENDPOINT:
+        if "Host" not in request.headers:  # RFC 9112 3.2: a request without one is a 400
+            response = proto.reject(400, "Bad Request: no Host header\n")
+        elif request.method not in _allowed_methods(path):
+            allowed = ", ".join(_allowed_methods(path))
+            response = proto.reject(405, f"Method Not Allowed: {path} answers {allowed}\n")
+            response.headers["Allow"] = allowed
+        elif path == ENDPOINT:
             response, admitted = self._admit(request)
         elif path == ECHO_ENDPOINT and self._settings.conformance_echo:
             response = proto.accept(request)
@@ -484,6 +617,8 @@ class WebSocketConnection(asyncio.Protocol):
         else:
             response = proto.reject(404, f"Not Found: the WebSocket endpoint is {ENDPOINT}\n")
         response.headers["Server"] = SERVER_HEADER
+        if request.method == "HEAD":
+            response.body = b""  # its headers, Content-Length included, as for a GET
         proto.send_response(response)
         self._write_protocol_output()  # the 101 goes out before the welcome frame
         for extension in proto.extensions:
@@ -508,7 +643,7 @@ class WebSocketConnection(asyncio.Protocol):
             if "resume" in parse_qs(request.path.partition("?")[2]):
                 # The client speaks first: its resume message (see _on_message).
                 self._resuming = AWAITING_RESUME
-                self._claims = admitted.claims
+                self._admitted = admitted
                 self._held = True
                 proto.max_message_size = max(
                     self._settings.max_message_bytes, RESUME_MAX_MESSAGE_BYTES
@@ -532,17 +667,10 @@ class WebSocketConnection(asyncio.Protocol):
         response = self._proto.accept(request)
         if response.status_code != 101:
             return response, None
-        verdict = self._gatekeeper.check(request, self.ip, self._loop.time())
+        verdict = self._gatekeeper.check(request)
         if isinstance(verdict, Refusal):
-            meters = self._node.meters
-            meters.refused[verdict.kind] += 1
-            if verdict.kind in LIMIT_REFUSALS:
-                meters.limits[LIMIT_REFUSALS[verdict.kind]] += 1
-            log.info(
-                "refused a connection from %s: %s", self.peer, verdict.reason, extra=self._context()
-            )
+            self._count_refusal(verdict)
             return self._proto.reject(verdict.status, verdict.reason + "\n"), None
-        self._admitted_ip = self.ip  # counted: released in connection_lost
         if verdict.subprotocol is not None:
             response.headers["Sec-WebSocket-Protocol"] = verdict.subprotocol
         return response, verdict
@@ -592,12 +720,26 @@ class WebSocketConnection(asyncio.Protocol):
         task.add_done_callback(_resumes.discard)
 
     async def _resume(self, request: ResumeRequest) -> None:
-        node, claims = self._node, self._claims
+        node, admitted = self._node, self._admitted
+        claims = admitted.claims if admitted else None
         since = {stream: Position(e, s) for stream, (e, s) in request.since.items()}
-        user = claims.user if claims else None
+        # Where tokens are verified, a session resumes only for its own user, and a
+        # session of a user never for a connection without one (docs/security.md).
+        user: str | AnyUser | None = ANY_USER
+        if admitted is not None and admitted.verified:
+            user = claims.user if claims else None
         self.conn_id = request.ws_id
         try:
             resumed = await node.resume(request.ws_id, request.session, since, self, user)
+        except SessionTaken:
+            log.info(
+                "resume of %s from %s lost to a later one",
+                request.ws_id,
+                self.peer,
+                extra=self._context(CLOSE_SESSION_TAKEN),
+            )
+            self.close(CLOSE_SESSION_TAKEN, "session resumed by another connection")
+            return
         except BrokerUnavailable as exc:
             log.info(
                 "resume of %s from %s failed: %s",
@@ -692,11 +834,26 @@ class WebSocketConnection(asyncio.Protocol):
                 self._fragmented_text = opcode is Opcode.TEXT
         elif opcode is Opcode.CONT:
             # The protocol has checked that a fragmented message is in progress.
-            self._fragments.append(bytes(frame.data))
+            fragments = self._fragments
+            assert fragments is not None
+            fragments.append(bytes(frame.data))
             if frame.fin:
-                data = b"".join(self._fragments)
-                self._fragments = []
-                self._on_message(data, self._fragmented_text)
+                self._fragments = None
+                self._on_message(b"".join(fragments), self._fragmented_text)
+            elif len(fragments) >= MAX_FRAGMENTS and not self._echo:
+                # Empty continuation frames add no bytes: without this bound a
+                # message that never ends would grow this list without limit.
+                self._fragments = None
+                self._node.meters.limits["max_message_fragments"] += 1
+                reason = f"message too big: over {MAX_FRAGMENTS} frames"
+                log.info(
+                    "closing %s from %s: %s",
+                    self.conn_id,
+                    self.peer,
+                    reason,
+                    extra=self._context(CLOSE_MESSAGE_TOO_BIG),
+                )
+                self._proto.fail(CLOSE_MESSAGE_TOO_BIG, reason)
 
     def _on_message(self, data: bytes, is_text: bool) -> None:
         if self._proto.state is not State.OPEN:
@@ -707,18 +864,11 @@ class WebSocketConnection(asyncio.Protocol):
         if self._resuming == AWAITING_RESUME:
             self._start_resume(data)
             return
-        limit = self._settings.max_messages_per_second
-        if limit and self._rate.over(self._loop.time(), limit):
-            self._node.meters.limits["max_messages_per_second"] += 1
-            log.info(
-                "closing %s from %s: over %d messages per second",
-                self.conn_id,
-                self.peer,
-                limit,
-                extra=self._context(CLOSE_POLICY_VIOLATION),
-            )
-            self._proto.fail(
-                CLOSE_POLICY_VIOLATION, f"rate limit: over {limit} messages per second"
+        limits = self._settings.input
+        if self._budget.message(self._loop.time(), limits):
+            self._limit_close(
+                "max_messages_per_second",
+                f"rate limit: over {limits.messages_per_second} messages per second",
             )
             return
         try:
@@ -778,8 +928,8 @@ class WebSocketConnection(asyncio.Protocol):
                     proto.close_sent.reason,
                     extra=self._context(proto.close_sent.code),
                 )
-        if self._closing_since is None and proto.close_expected():
-            self._closing_since = self._loop.time()
+        if self._abort_at is None and proto.close_expected():
+            self._abort_at = self._loop.time() + self._settings.close_timeout
         if end_of_stream and self._transport is not None:
             self._transport.close()  # after the buffered bytes are written
 
@@ -808,6 +958,10 @@ class WebSocketConnection(asyncio.Protocol):
         if proto.close_sent is not None:
             return f"server sent {proto.close_sent.code}"
         return "no close frame"
+
+
+def _allowed_methods(path: str) -> tuple[str, ...]:
+    return UPGRADE_METHODS if path in (ENDPOINT, ECHO_ENDPOINT) else READ_METHODS
 
 
 if TYPE_CHECKING:

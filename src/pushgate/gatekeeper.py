@@ -1,10 +1,17 @@
 """The gateway's door: who may open a WebSocket connection.
 
-A handshake that is a valid WebSocket upgrade is checked, in this order, against
-the Origin policy, the connection token, and the connection limits; the first
-refusal is answered with its HTTP status and reason, and no WebSocket is opened.
+A TCP connection is counted against the connection limits (in all, per address,
+new ones per second per address and in all) the moment it is accepted, so that
+handshakes in progress hold no file the limits do not know of. A handshake that is
+a valid WebSocket upgrade is then checked against the Origin policy and the
+connection token. The first refusal is answered with its HTTP status and reason,
+and no WebSocket is opened.
+
+Refusals are logged one line per kind per interval, with a count: a flood of them
+must not become a flood of log lines.
 """
 
+import logging
 from dataclasses import dataclass
 
 from websockets.http11 import Request
@@ -23,10 +30,62 @@ from pushgate.security import (
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """A connection let in: who it is, and the subprotocol to answer with."""
+    """A connection let in: who it is, the subprotocol to answer with, and whether
+    tokens are verified here (then a resume must be of the token's user, or of no
+    user when it has no token: docs/security.md)."""
 
     claims: Claims | None
     subprotocol: str | None
+    verified: bool = False
+
+
+# Refusals of one kind after the first are counted, and logged once per this many
+# seconds with their count.
+REFUSAL_LOG_INTERVAL = 10.0
+
+
+@dataclass(slots=True)
+class _Interval:
+    began: float
+    count: int  # refusals since the first, not logged yet
+    line: str  # the last one's
+
+
+class RefusalLog:
+    """Logs the first refusal of a kind at once, then at most one line per kind per
+    ``interval`` saying how many more there were (call :meth:`flush` now and then,
+    so that the count of the last interval is not held back)."""
+
+    def __init__(self, logger: logging.Logger, interval: float = REFUSAL_LOG_INTERVAL) -> None:
+        self._log = logger
+        self._interval = interval
+        self._open: dict[str, _Interval] = {}
+
+    def refused(self, kind: str, line: str, now: float) -> None:
+        interval = self._open.get(kind)
+        if interval is None:
+            self._log.info("%s (more of these are counted for %g s)", line, self._interval)
+            self._open[kind] = _Interval(now, 0, line)
+            return
+        interval.count += 1
+        interval.line = line
+        self.flush(now)
+
+    def flush(self, now: float, *, all_kinds: bool = False) -> None:
+        """Log the count of each kind whose interval is over (``all_kinds``: of
+        every kind, as a stop does)."""
+        for kind, interval in list(self._open.items()):
+            if now - interval.began < self._interval and not all_kinds:
+                continue
+            del self._open[kind]
+            if interval.count:
+                self._log.info(
+                    "%d more refused in the last %g s (%s); the last: %s",
+                    interval.count,
+                    self._interval,
+                    kind,
+                    interval.line,
+                )
 
 
 class Gatekeeper:
@@ -46,10 +105,19 @@ class Gatekeeper:
         self._require_token = require_token
         self._admission = Admission(limits or ConnectionLimits(0, 0, 0.0))
         self._max_rooms = max_rooms_per_conn
+        self.refusals = RefusalLog(logging.getLogger("pushgate.gateway"))
 
-    def check(self, request: Request, ip: str, now: float) -> Admitted | Refusal:
-        """Admit (and count) the connection, or say why not. An admitted connection
-        must be released with :meth:`release` when it goes."""
+    def admit(self, ip: str, now: float) -> Refusal | None:
+        """Count a new TCP connection from ``ip``, or say which limit it would
+        break. A counted connection must be released with :meth:`release` when it
+        goes."""
+        return self._admission.admit(ip, now)
+
+    def release(self, ip: str) -> None:
+        self._admission.release(ip)
+
+    def check(self, request: Request) -> Admitted | Refusal:
+        """Let the handshake open a WebSocket, or say why not."""
         refusal = self._origins.check(request.headers.get("Origin"))
         if refusal is not None:
             return refusal
@@ -75,13 +143,7 @@ class Gatekeeper:
                     claims = self._tokens.verify(token, max_rooms=self._max_rooms)
                 except TokenError as exc:
                     return exc.refusal
-        refusal = self._admission.admit(ip, now)
-        if refusal is not None:
-            return refusal
-        return Admitted(claims, _subprotocol(offered, token))
-
-    def release(self, ip: str) -> None:
-        self._admission.release(ip)
+        return Admitted(claims, _subprotocol(offered, token), self._tokens is not None)
 
 
 def _subprotocol(offered: list[str], token: str | None) -> str | None:

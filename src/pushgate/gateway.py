@@ -15,14 +15,11 @@ import contextlib
 import logging
 import socket
 
-from pushgate.connection import (
-    ConnectionRegistry,
-    ConnectionSettings,
-    Outbox,
-    WebSocketConnection,
-)
+from pushgate.backlog import OutputBudget
+from pushgate.connection import ConnectionSettings, WebSocketConnection
 from pushgate.gatekeeper import Gatekeeper
 from pushgate.node import Node
+from pushgate.outbox import ConnectionRegistry, Outbox
 from pushgate.wire import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART
 
 log = logging.getLogger("pushgate.gateway")
@@ -53,7 +50,8 @@ class Gateway:
         self._count_writes = count_writes  # writes and delivery latency, for /metrics
         self._settings = settings
         self._gatekeeper = gatekeeper or Gatekeeper()
-        self._registry = ConnectionRegistry()
+        self._registry: ConnectionRegistry[WebSocketConnection] = ConnectionRegistry()
+        self.output_budget = OutputBudget(settings.max_output_total_bytes)
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -61,7 +59,8 @@ class Gateway:
         """Listen (sharing the port with other processes when ``reuse_port``); raises
         OSError when the address cannot be bound."""
         loop = asyncio.get_running_loop()
-        outbox = Outbox(loop, self._node.meters if self._count_writes else None)
+        meters = self._node.meters if self._count_writes else None
+        outbox = Outbox(loop, meters, self.output_budget)
         settings, node, registry = self._settings, self._node, self._registry
         gatekeeper = self._gatekeeper
         self._server = await loop.create_server(
@@ -116,6 +115,7 @@ class Gateway:
             )
             for conn in left:
                 conn.abort()
+        self._gatekeeper.refusals.flush(asyncio.get_running_loop().time(), all_kinds=True)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -136,6 +136,7 @@ class Gateway:
         live = self._registry.connections
         while True:
             await asyncio.sleep(interval)
+            self._gatekeeper.refusals.flush(loop.time())
             conns = list(live)
             for start in range(0, len(conns), SWEEP_SLICE):
                 if start:

@@ -1,88 +1,222 @@
 """Limits on what clients may cost: connections in total and per address, new
-connections per second, messages per second per connection.
+connections per second (per address, then in all), and what one connection may
+send: messages, frames and bytes per second.
 
 Pure bookkeeping; the gateway asks before accepting and reports when a connection
 goes. Every refusal says which limit tripped.
+
+A client "address" is its IPv4 address, or the /64 network of its IPv6 address:
+one IPv6 host is usually given a whole /64, so counting single IPv6 addresses would
+let it walk around every per-address limit.
 """
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pushgate.security import Refusal
 
 
+@lru_cache(maxsize=4096)
+def address_key(ip: str) -> str:
+    """What per-address limits count: an IPv4 address as it is, an IPv6 address
+    as its /64 network (an IPv4-mapped one as its IPv4 address)."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.partition("%")[0])
+    except ValueError:
+        return ip
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
-    """0 means no limit."""
+    """0 means no limit. ``max_connects_per_second_per_ip`` 0 means a quarter of
+    ``max_connects_per_second`` (at least 1), when that is set."""
 
     max_connections: int
     max_connections_per_ip: int
     max_connects_per_second: float
+    max_connects_per_second_per_ip: float = 0.0
+
+    @property
+    def per_ip_rate(self) -> float:
+        """New connections per second from one address (0: no limit)."""
+        if self.max_connects_per_second_per_ip:
+            return self.max_connects_per_second_per_ip
+        if self.max_connects_per_second:
+            return max(1.0, self.max_connects_per_second / 4)
+        return 0.0
+
+
+class _Bucket:
+    """A token bucket: ``rate`` tokens a second, up to one second's worth (at least
+    one token, so that a rate below 1 per second still lets some through)."""
+
+    __slots__ = ("_capacity", "_rate", "_stamp", "_tokens")
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._capacity = max(rate, 1.0)
+        self._tokens = self._capacity
+        self._stamp: float | None = None
+
+    def take(self, now: float) -> bool:
+        """Take a token if there is one."""
+        if self._stamp is not None:
+            self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def full(self, now: float) -> bool:
+        """Whether the bucket has refilled: forgetting it would change nothing."""
+        if self._stamp is None:
+            return True
+        return self._tokens + (now - self._stamp) * self._rate >= self._capacity
+
+
+# Per-address buckets kept before the full ones are forgotten.
+_PRUNE_AT = 10_000
 
 
 class Admission:
-    """Decides whether a new connection may open; tracks the open ones per address."""
+    """Decides whether a new TCP connection may stay; tracks the open ones (a
+    handshake in progress included) in all and per address."""
 
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
         self._per_ip: Counter[str] = Counter()
         self._open = 0
-        # Token bucket for new connections: up to one second's worth in a burst (and
-        # at least one, so that a rate below 1 per second still lets some in).
-        self._capacity = max(limits.max_connects_per_second, 1.0)
-        self._tokens = self._capacity
-        self._refilled_at: float | None = None
+        rate = limits.max_connects_per_second
+        self._rate = _Bucket(rate) if rate else None
+        self._ip_rate = limits.per_ip_rate
+        self._ip_buckets: dict[str, _Bucket] = {}
 
     def admit(self, ip: str, now: float) -> Refusal | None:
-        """None, and the connection is counted; or the limit it would break."""
+        """None, and the connection is counted (release it with :meth:`release`);
+        or the limit it would break."""
         limits = self.limits
+        key = address_key(ip)
         if limits.max_connections and self._open >= limits.max_connections:
             return Refusal(
                 503, f"server full: {limits.max_connections} connections (limit)", "server_full"
             )
-        if limits.max_connections_per_ip and self._per_ip[ip] >= limits.max_connections_per_ip:
+        if limits.max_connections_per_ip and self._per_ip[key] >= limits.max_connections_per_ip:
+            self._forget_if_unused(key)
             return Refusal(
                 429,
-                f"too many connections from {ip}: {limits.max_connections_per_ip} (limit)",
+                f"too many connections from {key}: {limits.max_connections_per_ip} (limit)",
                 "ip_limit",
             )
-        if limits.max_connects_per_second:
+        if self._ip_rate and not self._ip_bucket(key, now).take(now):
+            return Refusal(
+                429,
+                f"too many new connections from {key}: over {self._ip_rate:g} per second (limit)",
+                "ip_connect_rate",
+            )
+        if self._rate is not None and not self._rate.take(now):
             rate = limits.max_connects_per_second
-            if self._refilled_at is not None:
-                self._tokens = min(self._capacity, self._tokens + (now - self._refilled_at) * rate)
-            self._refilled_at = now
-            if self._tokens < 1:
-                return Refusal(
-                    429,
-                    f"too many new connections: over {rate:g} per second (limit)",
-                    "connect_rate",
-                )
-            self._tokens -= 1
+            return Refusal(
+                429,
+                f"too many new connections: over {rate:g} per second (limit)",
+                "connect_rate",
+            )
         self._open += 1
-        self._per_ip[ip] += 1
+        self._per_ip[key] += 1
         return None
 
     def release(self, ip: str) -> None:
         """An admitted connection has gone."""
+        key = address_key(ip)
         self._open -= 1
-        self._per_ip[ip] -= 1
-        if not self._per_ip[ip]:
-            del self._per_ip[ip]
+        self._per_ip[key] -= 1
+        self._forget_if_unused(key)
+
+    @property
+    def open(self) -> int:
+        """Connections admitted and not yet released."""
+        return self._open
+
+    def _forget_if_unused(self, key: str) -> None:
+        if not self._per_ip[key]:
+            del self._per_ip[key]
+
+    def _ip_bucket(self, key: str, now: float) -> _Bucket:
+        bucket = self._ip_buckets.get(key)
+        if bucket is None:
+            if len(self._ip_buckets) >= _PRUNE_AT:
+                self._ip_buckets = {k: b for k, b in self._ip_buckets.items() if not b.full(now)}
+            bucket = self._ip_buckets[key] = _Bucket(self._ip_rate)
+        return bucket
 
 
-class MessageRate:
-    """Counts one connection's messages in one-second windows."""
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    """What one client may send; 0 means no limit. A burst may hold one second's
+    worth, and always one whole message of ``max_message_bytes`` (with its framing)."""
 
-    __slots__ = ("_count", "_window_start")
+    messages_per_second: int = 0
+    frames_per_second: int = 0
+    bytes_per_second: int = 0
+    max_message_bytes: int = 0
 
-    def __init__(self) -> None:
+    @property
+    def byte_burst(self) -> float:
+        return float(max(self.bytes_per_second, self.max_message_bytes + 16 * 1024))
+
+
+class ClientBudget:
+    """What one connection has sent: messages in one-second windows, frames and
+    bytes in token buckets. Each method counts and answers whether a limit was
+    passed, naming it; the caller closes the connection with 1008."""
+
+    __slots__ = ("_bytes", "_count", "_frames", "_stamp", "_window_start")
+
+    def __init__(self, limits: InputLimits) -> None:
         self._window_start = 0.0
         self._count = 0
+        self._frames = float(limits.frames_per_second)
+        self._bytes = limits.byte_burst
+        self._stamp: float | None = None
 
-    def over(self, now: float, limit: int) -> bool:
-        """Count a message; True when this second's count passes ``limit``."""
+    def message(self, now: float, limits: InputLimits) -> bool:
+        """Count a message; True when this second's count passes the limit."""
+        limit = limits.messages_per_second
+        if not limit:
+            return False
         if now - self._window_start >= 1.0:
             self._window_start = now
             self._count = 0
         self._count += 1
         return self._count > limit
+
+    def received(
+        self, now: float, frames: int, size: int, limits: InputLimits
+    ) -> tuple[str, str] | None:
+        """Count ``frames`` frames and ``size`` bytes; the limit passed, if any: the
+        option that sets it, and the reason to close with."""
+        if self._stamp is not None:
+            elapsed = now - self._stamp
+            if limits.frames_per_second:
+                rate = limits.frames_per_second
+                self._frames = min(float(rate), self._frames + elapsed * rate)
+            if limits.bytes_per_second:
+                rate = limits.bytes_per_second
+                self._bytes = min(limits.byte_burst, self._bytes + elapsed * rate)
+        self._stamp = now
+        self._frames -= frames
+        self._bytes -= size
+        if limits.frames_per_second and self._frames < 0:
+            rate = limits.frames_per_second
+            return "max_client_frames_per_second", f"rate limit: over {rate} frames per second"
+        if limits.bytes_per_second and self._bytes < 0:
+            rate = limits.bytes_per_second
+            return "max_client_bytes_per_second", f"rate limit: over {rate} bytes per second"
+        return None

@@ -1,0 +1,118 @@
+"""Writing to many connections: the :class:`Outbox` writes each connection's
+queued frames once per turn of the event loop, and the :class:`ConnectionRegistry`
+lists a gateway's live connections for its sweeper and its stop.
+
+The outbox also asks the process-wide :class:`~pushgate.backlog.OutputBudget`, after
+each turn's writes, whether the output held for slow clients has passed its bound.
+"""
+
+import asyncio
+import logging
+import time
+from typing import Generic, Protocol, TypeVar
+
+from pushgate.backlog import OutputBudget
+from pushgate.framing import deflated_text_frame
+from pushgate.meters import CHECKPOINT, Meters
+
+log = logging.getLogger("pushgate.gateway")
+
+C = TypeVar("C")
+
+
+class Writable(Protocol):
+    """A connection the outbox writes to."""
+
+    peer: str
+
+    def flush(self) -> None:
+        """Write everything queued for it, in one write."""
+        ...
+
+    def abort(self) -> None: ...
+
+
+class Outbox:
+    """Writes each connection's queued frames once per turn of the event loop; with
+    ``meters``, counts the writes and ends each push's delivery-latency clock."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        meters: Meters | None = None,
+        budget: OutputBudget | None = None,
+    ) -> None:
+        self._loop = loop
+        self.budget = budget if budget is not None else OutputBudget(0)
+        self._dirty: list[Writable] = []
+        self.meters = meters
+        # Compressed frames of this turn, by (id of the plain frame, window bits):
+        # a push's deflate is done once, whichever sinks ask. The plain frame is held
+        # too, so that its id is not reused before the cache is cleared.
+        self._deflated: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+
+    def mark(self, conn: Writable) -> None:
+        if not self._dirty:
+            self._loop.call_soon(self._flush)
+        self._dirty.append(conn)
+
+    def deflated(self, frame: bytes, window_bits: int) -> bytes:
+        """``frame`` compressed for permessage-deflate, made once per push and turn."""
+        key = (id(frame), window_bits)
+        cached = self._deflated.get(key)
+        if cached is None:
+            if not self._deflated:
+                self._loop.call_soon(self._deflated.clear)
+            cached = self._deflated[key] = (frame, deflated_text_frame(frame, window_bits))
+        return cached[1]
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        meters = self.meters
+        if meters is not None and meters.unwritten:
+            self._flush_timed(dirty, meters)
+        else:
+            for conn in dirty:
+                self._write(conn)
+        if len(self.budget):  # some clients hold more than a little: is it too much?
+            self.budget.check(self._loop.time())
+
+    def _flush_timed(self, dirty: list[Writable], meters: Meters) -> None:
+        """The same, reading the clock every CHECKPOINT sockets (delivery latency); a
+        chunk's sockets count as written at its midpoint."""
+        stamps = []
+        began = time.time()
+        for start in range(0, len(dirty), CHECKPOINT):
+            chunk = dirty[start : start + CHECKPOINT]
+            for conn in chunk:
+                self._write(conn)
+            ended = time.time()
+            stamps.append(((began + ended) / 2, len(chunk)))
+            began = ended
+        meters.written(stamps)
+
+    @staticmethod
+    def _write(conn: Writable) -> None:
+        try:
+            conn.flush()
+        except Exception:  # one connection's failure must not starve the rest
+            log.exception("writing to %s failed; dropping it", conn.peer)
+            conn.abort()
+
+
+class ConnectionRegistry(Generic[C]):
+    """Every live TCP connection of a gateway, open or not yet; the sweeper's list."""
+
+    def __init__(self) -> None:
+        self.connections: set[C] = set()
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    def add(self, conn: C) -> None:
+        self.connections.add(conn)
+        self.empty.clear()
+
+    def discard(self, conn: C) -> None:
+        self.connections.discard(conn)
+        if not self.connections:
+            self.empty.set()
