@@ -110,14 +110,14 @@ async def test_a_late_eviction_of_the_old_connection_meets_a_local_resume() -> N
     capture behind, keeping every later push of the session's streams forever."""
     async with two_nodes() as (a, _b, sessions):
         old, conn, token = await opened(a)
-        original = a._holders[conn]
+        original = a.core._holders[conn]
         await sessions.claim(conn, token, "b.elsewhere")  # b's claim; its evict is late
         new = Conn(a, conn)
         resumed = await a.resume(conn, token, {}, new)
         assert resumed is not None
         assert old.closed == 4001
         assert a.hub.sink(conn) is new
-        a._evict(conn, original)  # b's eviction of the old connection, arriving now
+        a.core._evict(conn, original)  # b's eviction of the old connection, arriving now
         assert new.closed is None
         await a.push_all(PushAll(3, "after"))
         assert len(new.frames) == 1
@@ -141,13 +141,13 @@ async def test_an_eviction_before_the_claim_comes_back_makes_the_resume_give_up(
         later = await sessions.claim(conn, token, "b.later")
         assert later is not None
         assert later.previous_holder == ours
-        a._evict(conn, ours)  # b's eviction of it, arriving before a's answer
+        a.core._evict(conn, ours)  # b's eviction of it, arriving before a's answer
         with pytest.raises(SessionTaken):
             await resuming
         assert old.closed == 4001  # its holder was evicted by the losing claim
         assert new.closed is None  # never registered, never opened
         assert a.hub.sink(conn) is None
-        assert a._holders == {}
+        assert a.core._holders == {}
         assert_nothing_left_behind(a)
 
 
@@ -165,7 +165,7 @@ async def test_an_eviction_during_the_resume_closes_it_and_leaves_nothing() -> N
             await real_sync(topics)
             later = await sessions.claim(conn, token, "b.later")
             assert later is not None
-            a._evict(conn, later.previous_holder)
+            a.core._evict(conn, later.previous_holder)
             evicted.set()
 
         broker.sync = sync_then_evicted  # type: ignore[method-assign]
@@ -174,7 +174,7 @@ async def test_an_eviction_during_the_resume_closes_it_and_leaves_nothing() -> N
         assert evicted.is_set()
         assert new.closed == 4001
         assert a.hub.sink(conn) is None
-        assert a._holders == {}
+        assert a.core._holders == {}
         assert_nothing_left_behind(a)
 
 
@@ -259,4 +259,4 @@ async def test_two_resumes_at_two_gateways_at_once_leave_one_live_connection(
             node = gateway.server.node
             assert node.recovery.capturing() == []
             await asyncio.wait_for(gateway.server.gateway.wait_empty(), 5 * UNIT)
-            assert node._holders == {}
+            assert node.core._holders == {}

@@ -5,33 +5,15 @@ fan-out. A push is encoded to JSON once by the node that accepts it, published o
 topic (``all`` or ``room:<id>``), framed once by each node that receives it, and the
 same frame bytes are handed to every local recipient.
 
-A node subscribes to a room's topic while it has at least one local member in that
-room, and only then; :meth:`Node._sync` keeps the subscription in step with
-membership even when joins, leaves and disconnects interleave.
-
-In a cluster a join or leave may name a wsId held by another node. The node then
-finds the holder in the :class:`~pushgate.directory.Directory`, sends it a
-:class:`~pushgate.messages.Command` on its topic ``node:<id>``, and waits up to
-``control_timeout`` for the :class:`~pushgate.messages.Reply` on ``reply:<own id>``.
-
-Streams and sessions (docs/recovery.md)
----------------------------------------
-
-With history on, every push arrives as a :class:`~pushgate.streams.Publication` with
-its stream position. What to do with each (deliver, hold, drop, repair a gap), what
-a repair hands out once history is read, and what a resuming connection is given,
-:class:`~pushgate.recovery.StreamRecovery` decides, without I/O; the node does the
-I/O: it reads history (retrying while the broker is away, :meth:`Node._repair`),
-waits for ``Broker.sync``, and hands frames and notices to the hub.
-
-With sessions on, a connection's wsId names a session kept in
-:class:`~pushgate.sessions.Sessions`. A resume (:meth:`Node.resume`) claims the
-session, puts the connection back in its rooms with its output held, subscribes,
-reads each stream's history after the client's position, waits until every push
-published before that read has reached this node (``Broker.sync``), and then, in one
-synchronous step, hands the connection the pushes it missed followed by those that
-arrived live meanwhile (captured per stream by the recovery), each once, and lets
-live fan-out reach it from the next push on.
+Around it (each its own module): :class:`~pushgate.follow.Following` subscribes a
+room's or user's topic while the room or user has local members, and only then;
+:class:`~pushgate.nodecalls.NodeCalls` carries joins, leaves, evictions and presence
+queries to the node that holds a wsId; :class:`~pushgate.sessioncore.SessionCore`
+opens, closes and resumes connections and their sessions; and
+:class:`~pushgate.recovery.StreamRecovery` decides, without I/O, what to do with each
+push of a stream (deliver, hold, drop, repair a gap) and what a resume is given. The
+node does the I/O: it reads history (retrying while the broker is away,
+:meth:`Node._repair`) and hands frames and notices to the hub (docs/recovery.md).
 """
 
 import asyncio
@@ -40,7 +22,6 @@ import logging
 import os
 import time
 from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from pushgate.broker.base import Broker
@@ -49,9 +30,9 @@ from pushgate.directory import Directory, LocalDirectory
 from pushgate.errors import (
     BrokerUnavailable,
     RoomLimitExceeded,
-    SessionTaken,
     UnknownConnection,
 )
+from pushgate.follow import Following
 from pushgate.framing import text_frame
 from pushgate.hub import Hub, MembershipChange, Sink
 from pushgate.ids import ConnId, RoomId
@@ -60,7 +41,8 @@ from pushgate.messages import Command, Op
 from pushgate.meters import Meters
 from pushgate.nodecalls import Answer, NodeCalls
 from pushgate.recovery import Action, StreamRecovery
-from pushgate.sessions import ANY_USER, AnyUser, Session, Sessions, holder_node, new_token
+from pushgate.sessioncore import Opened, Resumed, SessionCore
+from pushgate.sessions import ANY_USER, AnyUser, Sessions
 from pushgate.streams import (
     ROOM_TOPIC_PREFIX,
     TOPIC_ALL,
@@ -72,7 +54,6 @@ from pushgate.streams import (
     user_topic,
 )
 from pushgate.wire import (
-    CLOSE_SESSION_TAKEN,
     StreamReport,
     encode_notice,
     encode_push,
@@ -80,35 +61,9 @@ from pushgate.wire import (
 
 log = logging.getLogger(__name__)
 
-# How long a session write (a detach) may hold up a stop.
-SESSION_FLUSH_TIMEOUT = 2.0
-# An eviction that finds no connection of its holder here is remembered this long
-# (seconds), at most EVICTED_MAX of them: the resume it is meant for may not have
-# learned its holder yet (its claim's answer and the eviction travel apart).
-EVICTED_TTL = 30.0
-EVICTED_MAX = 10_000
 # Waits between reads of a stream's history to fill a gap, while the broker is away:
 # about 3 s in all, never more than 0.5 s between two reads.
 REPAIR_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5)
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """A new connection's session token (None: sessions off), and a future that
-    completes once its welcome may go out (None: at once)."""
-
-    token: str | None
-    ready: "asyncio.Future[None] | None"
-
-
-@dataclass(frozen=True, slots=True)
-class Resumed:
-    """A resume that succeeded: the session, each stream's report, and the frames
-    the client missed, in order per stream, to send right after the welcome."""
-
-    session: Session
-    streams: dict[str, StreamReport]
-    frames: list[bytes]
 
 
 class Node:
@@ -138,24 +93,32 @@ class Node:
         self.calls = NodeCalls(self.node_id, broker, control_timeout, self._in_background)
         self.calls.handle("join", self._answer_membership)
         self.calls.handle("leave", self._answer_membership)
-        self.calls.handle("evict", self._answer_evict, reply=False)
         answer_calls(self.calls, self)
-        self._subscribed: set[str] = set()
-        self._topic_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._background: set[asyncio.Task[None]] = set()
-        # Session writes a stop waits for (a detach must reach the store).
-        self._session_writes: set[asyncio.Task[None]] = set()
+        self.meters = Meters()
         # Streams: positions, repairs and resume captures (decisions; the I/O is here).
         self.recovery = StreamRecovery()
-        # The holder (<node id>.<nonce>) of each session a local connection holds.
-        self._holders: dict[ConnId, str] = {}
-        # Holders evicted before they were known here (holder -> when), for resumes
-        # whose claim has not come back yet: see _evict.
-        self._evicted: dict[str, float] = {}
+        self.following = Following(broker, hub, self.recovery, self._in_background, history=history)
+        # Opening, closing and resuming connections and their sessions.
+        self.core = SessionCore(
+            node_id=self.node_id,
+            hub=hub,
+            directory=self.directory,
+            sessions=sessions,
+            broker=broker,
+            recovery=self.recovery,
+            following=self.following,
+            calls=self.calls,
+            meters=self.meters,
+            spawn=self._in_background,
+            position=self._position,
+            start_repair=self._start_repair,
+            history=history,
+        )
+        self.calls.handle("evict", self.core.answer_evict, reply=False)
         self._position_queries: dict[str, asyncio.Future[History]] = {}
         self.gaps_filled = 0
         self.gaps_lost = 0
-        self.meters = Meters()
 
     async def start(self) -> None:
         """Connect the broker and subscribe to what this node's roles need.
@@ -179,11 +142,10 @@ class Node:
             if isinstance(result, BaseException):
                 raise result
         if self.has_gateway and self.history:
-            self._in_background(self._learn_position(TOPIC_ALL))
+            self._in_background(self.following.learn_position(TOPIC_ALL))
 
     async def close(self) -> None:
-        if self._session_writes:  # detaches: the sessions must stay resumable
-            await asyncio.wait(list(self._session_writes), timeout=SESSION_FLUSH_TIMEOUT)
+        await self.core.flush()  # detaches: the sessions must stay resumable
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -231,7 +193,7 @@ class Node:
         change = self.hub.join(request.room, request.conn)
         topic = room_topic(request.room)
         try:
-            await self._sync(topic)
+            await self.following.sync(topic)
             if change.changed and self.sessions is not None:
                 position = await self._position(topic)
                 await self.sessions.add_stream(
@@ -244,7 +206,7 @@ class Node:
             if change.changed:  # undo: the caller is told it failed
                 with contextlib.suppress(UnknownConnection):  # it may have gone meanwhile
                     self.hub.leave(request.room, request.conn)
-                self._in_background(self._sync(topic))  # and let go of the topic
+                self._in_background(self.following.sync(topic))  # and let go of the topic
             raise
         return change
 
@@ -254,7 +216,7 @@ class Node:
             return await self._elsewhere("leave", request)
         change = self.hub.leave(request.room, request.conn)
         if change.room_boundary:
-            await self._sync(room_topic(request.room))
+            await self.following.sync(room_topic(request.room))
         if change.changed and self.sessions is not None:
             await self.sessions.remove_stream(request.conn, room_topic(request.room))
         return change
@@ -300,20 +262,10 @@ class Node:
             query.add_done_callback(lambda _: self._position_queries.pop(topic, None))
         return (await asyncio.shield(query)).position
 
-    def connection_count(self) -> int:
-        return len(self.hub)
-
-    def held_sessions(self) -> int:
-        """Sessions held by connections of this node."""
-        return len(self._holders)
-
     def room_sizes(self) -> dict[RoomId, int]:
         return self.hub.room_sizes()
 
-    def room_count(self) -> int:
-        return self.hub.room_count()
-
-    # The gateway's side
+    # The gateway's side: connections and sessions (sessioncore.py)
 
     def connection_opened(
         self,
@@ -323,85 +275,12 @@ class Node:
         user: str | None = None,
         rooms: Iterable[RoomId] = (),
     ) -> Opened:
-        """Register a new connection, of ``user`` and in ``rooms`` if its token says
-        so, and start its session.
-
-        The returned future completes once other nodes can find it, pushes to its
-        user and rooms reach it, and its session can be resumed: the gateway holds
-        the welcome frame until then, so a wsId a client learns resolves.
-        """
-        self.hub.register(conn, sink, user)
-        joined = [room_topic(room) for room in rooms if self.hub.join(room, conn).changed]
-        streams = [TOPIC_ALL, *joined]
-        if user is not None:
-            streams.append(user_topic(user))
-        registered = self.directory.add(conn)
-        token = None
-        if self.sessions is not None:
-            token = new_token()
-            self._holders[conn] = holder = self._new_holder()
-            ready = self._in_background(
-                self._settle_new(registered, streams, (conn, token, user, holder))
-            )
-            return Opened(token, ready)
-        if len(streams) == 1:
-            return Opened(None, registered)
-        return Opened(None, self._in_background(self._settle_new(registered, streams, None)))
-
-    async def _settle_new(
-        self,
-        registered: "asyncio.Future[None] | None",
-        streams: list[str],
-        session: tuple[ConnId, str, str | None, str] | None,
-    ) -> None:
-        if registered is not None:
-            await registered
-        results = await asyncio.gather(
-            *(self._sync(t) for t in streams if t != TOPIC_ALL), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                log.warning("could not subscribe a new connection's topics: %s", result)
-        if session is None or self.sessions is None:
-            return
-        conn, token, user, holder = session
-        try:
-            positions = await asyncio.gather(*(self._position(t) for t in streams))
-            await self.sessions.create(
-                conn, token, user, dict(zip(streams, positions, strict=True)), holder
-            )
-        except BrokerUnavailable as exc:
-            log.warning("session %s cannot be resumed: %s", conn, exc)
+        """See :meth:`SessionCore.opened`."""
+        return self.core.opened(conn, sink, user=user, rooms=rooms)
 
     def connection_closed(self, conn: ConnId, sink: Sink | None = None) -> None:
-        """Forget a connection and every room membership it had, at once; its session
-        (if any) waits for a resume."""
-        if sink is not None and self.hub.sink(conn) is not sink:
-            return  # another connection has its session now
-        self.directory.discard(conn)
-        user = self.hub.user_of(conn)
-        topics = [room_topic(room) for room in self.hub.unregister(conn)]
-        if user is not None and self.hub.user_size(user) == 0:
-            topics.append(user_topic(user))
-        for topic in topics:
-            self._in_background(self._sync(topic))
-        holder = self._holders.pop(conn, None)
-        if holder is not None and self.sessions is not None:
-            task = self._in_background(self._detach(conn, holder))
-            self._session_writes.add(task)
-            task.add_done_callback(self._session_writes.discard)
-
-    async def _detach(self, conn: ConnId, holder: str) -> None:
-        assert self.sessions is not None
-        try:
-            await self.sessions.detach(conn, holder)
-        except BrokerUnavailable as exc:
-            log.warning("session %s: %s", conn, exc)
-
-    def _new_holder(self) -> str:
-        return f"{self.node_id}.{os.urandom(4).hex()}"
-
-    # Resuming a session
+        """See :meth:`SessionCore.closed`."""
+        self.core.closed(conn, sink)
 
     async def resume(
         self,
@@ -411,132 +290,12 @@ class Node:
         sink: Sink,
         user: str | AnyUser | None = ANY_USER,
     ) -> Resumed | None:
-        """Take session ``conn`` over for ``sink`` if ``token`` is its token and
-        ``user`` its user (None: no user; ANY_USER when this server verifies no
-        tokens); None if it cannot be resumed. The sink receives nothing until this
-        returns: the caller queues the welcome, then ``Resumed.frames``, then opens
-        it to fan-out. Whatever happens, nothing of the attempt is left behind but
-        the connection it registered, and only when it returns a Resumed.
+        """See :meth:`SessionCore.resume`."""
+        return await self.core.resume(conn, token, since, sink, user)
 
-        Raises BrokerUnavailable when the session or history cannot be read now, and
-        SessionTaken when a later resume of the session (on any node) won.
-        """
-        resumed = await self._resume(conn, token, since, sink, user)
-        if resumed is None:
-            self.meters.resumes["failed"] += 1
-        elif all(report.recovered for report in resumed.streams.values()):
-            self.meters.resumes["recovered"] += 1
-        else:
-            self.meters.resumes["not_recovered"] += 1
-        return resumed
-
-    async def _resume(
-        self,
-        conn: ConnId,
-        token: str,
-        since: dict[str, Position],
-        sink: Sink,
-        user: str | AnyUser | None,
-    ) -> Resumed | None:
-        if self.sessions is None:
-            return None
-        holder = self._new_holder()
-        session = await self.sessions.claim(conn, token, holder, user=user)
-        if session is None:
-            return None
-        # The previous holder goes even if this claim has lost already: it is not
-        # the session's holder any more either way.
-        self._evict(conn, session.previous_holder)
-        if self._evicted.pop(holder, None) is not None:
-            # A later claim evicted this one before its answer got here: it lost.
-            raise SessionTaken(conn)
-        # Our claim is the latest this node knows of (a later one would have evicted
-        # it, above or from now on): a connection still registered here under this
-        # wsId held an earlier claim, whose eviction may still be on its way.
-        self._take_over(conn)
-        topics = list(session.streams)
-        self.recovery.capture(topics)
-        try:
-            self._holders[conn] = holder
-            self.hub.register(conn, sink, session.user)
-            for room in session.rooms:
-                with contextlib.suppress(RoomLimitExceeded):
-                    self.hub.join(RoomId(room), conn)
-            registered = self.directory.add(conn)
-            if registered is not None:
-                await registered
-            # A topic already subscribed, with no change under way, needs no call.
-            unsettled = [
-                t
-                for t in topics
-                if t != TOPIC_ALL and (t not in self._subscribed or t in self._topic_locks)
-            ]
-            if unsettled:
-                await asyncio.gather(*map(self._sync, unsettled))
-            starts = {t: since.get(t, session.streams[t]) for t in topics}
-            histories = await self.broker.histories(starts)
-            await self.broker.sync(topics)  # every push read above has reached us, or is captured
-            if self.hub.sink(conn) is not sink or self._holders.get(conn) != holder:
-                raise SessionTaken(conn)  # evicted meanwhile by a later claim
-            return self._caught_up(session, starts, histories)
-        except BaseException:
-            self.connection_closed(conn, sink)
-            if self._holders.get(conn) == holder:  # never registered: nothing else undoes it
-                del self._holders[conn]
-            raise
-        finally:
-            self.recovery.release(topics)
-
-    def _take_over(self, conn: ConnId) -> None:
-        """Close (4001) the connection registered here under ``conn``, if any."""
-        sink = self.hub.sink(conn)
-        if sink is None:
-            return
-        log.info("session %s resumed by another connection; closing the old one", conn)
-        sink.close(CLOSE_SESSION_TAKEN, "session resumed by another connection")
-        if self.hub.sink(conn) is sink:  # still registered: it was resuming
-            self.connection_closed(conn, sink)
-
-    def _caught_up(
-        self, session: Session, starts: dict[str, Position], histories: dict[str, History]
-    ) -> Resumed:
-        """History, then what was captured live, each push once (synchronous, so no
-        push can slip between this and live fan-out); streams this node is behind
-        on are repaired for every member at once."""
-        catch_up = self.recovery.catch_up(starts, histories, self.history)
-        for topic in catch_up.repair:
-            self._start_repair(topic)
-        return Resumed(session, catch_up.reports, catch_up.frames)
-
-    def _evict(self, conn: ConnId, previous: str) -> None:
-        """Close the connection that held a session before it was resumed (4001):
-        here, or by a command to the node that holds it.
-
-        A holder not found here may belong to a resume whose claim has not come
-        back yet (the claim's answer and this eviction travel apart): it is
-        remembered for a while, and that resume gives up when it learns its holder.
-        """
-        if not previous:
-            return
-        node = holder_node(previous)
-        if node != self.node_id:
-            self.calls.tell(node, "evict", conn=conn, reply_to=previous)
-            return
-        if self._holders.get(conn) == previous:
-            self._take_over(conn)
-        else:
-            self._remember_evicted(previous)
-
-    def _remember_evicted(self, holder: str) -> None:
-        now = time.monotonic()
-        evicted = self._evicted
-        if len(evicted) >= EVICTED_MAX or (evicted and now - next(iter(evicted.values())) > 1):
-            # Oldest first (insertion order): drop what is too old, then over the cap.
-            for old, when in list(evicted.items()):
-                if now - when < EVICTED_TTL and len(evicted) < EVICTED_MAX:
-                    break
-                del evicted[old]
-        evicted[holder] = now
+    def held_sessions(self) -> int:
+        """Sessions held by connections of this node."""
+        return self.core.held_sessions()
 
     # The broker's side (BrokerHandler)
 
@@ -546,7 +305,7 @@ class Node:
         return 0
 
     def on_publication(self, topic: str, pub: Publication) -> int:
-        if not self._follows(topic):
+        if not self.following.follows(topic):
             # Arrived after this node let go of the topic: nobody here wants it, and it
             # must not become the position a later subscription is checked against.
             return 0
@@ -664,67 +423,6 @@ class Node:
         request = Membership(command.room, command.conn)
         change = await (self.join(request) if command.op == "join" else self.leave(request))
         return Answer(changed=change.changed)
-
-    async def _answer_evict(self, command: Command) -> Answer:
-        """Another node resumed a session held here by ``reply_to`` (a holder)."""
-        self._evict(command.conn, command.reply_to)
-        return Answer()
-
-    # Subscriptions follow membership
-
-    def _wanted(self, topic: str) -> bool:
-        """Whether this node should be subscribed to a room's or a user's topic now."""
-        if topic.startswith(ROOM_TOPIC_PREFIX):
-            return self.hub.room_size(RoomId(topic[len(ROOM_TOPIC_PREFIX) :])) > 0
-        return self.hub.user_size(topic[len(USER_TOPIC_PREFIX) :]) > 0
-
-    async def _sync(self, topic: str) -> None:
-        """Subscribe to a room's or user's topic if it has local members, else unsubscribe.
-
-        Each call reads the wanted state under the topic's lock, so whatever order
-        concurrent calls run in, the last one leaves the subscription matching the
-        membership.
-        """
-        entry = self._topic_locks.get(topic)
-        lock, users = entry if entry is not None else (asyncio.Lock(), 0)
-        self._topic_locks[topic] = (lock, users + 1)
-        try:
-            async with lock:
-                wanted = self._wanted(topic)
-                if wanted and topic not in self._subscribed:
-                    # Recorded first: a broker that could not confirm still wants the
-                    # topic, so a later call must be able to unsubscribe it.
-                    self._subscribed.add(topic)
-                    await self.broker.subscribe(topic)
-                    if self.history:
-                        self._in_background(self._learn_position(topic))
-                elif not wanted and topic in self._subscribed:
-                    self._subscribed.discard(topic)
-                    self.recovery.forget(topic)
-                    await self.broker.unsubscribe(topic)
-        finally:
-            lock, users = self._topic_locks[topic]
-            if users == 1:
-                del self._topic_locks[topic]
-            else:
-                self._topic_locks[topic] = (lock, users - 1)
-
-    async def _learn_position(self, topic: str) -> None:
-        """Note where a stream is when this node starts following it, so that pushes
-        lost before the first one arrives (a broker reconnecting, a Redis Cluster
-        slot moving) are found and filled like any later gap. The position is read,
-        then a sync: if no push arrived meanwhile, none was published since the
-        subscription, and the position read is the last one published before it."""
-        try:
-            history = await self.broker.history(topic, None)
-            await self.broker.sync([topic])
-        except BrokerUnavailable:
-            return  # the first push to arrive sets the position instead
-        if self._follows(topic):
-            self.recovery.noted(topic, history.position)
-
-    def _follows(self, topic: str) -> bool:
-        return topic == TOPIC_ALL or topic in self._subscribed
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> "asyncio.Task[None]":
         """Run ``coro`` as a task that close() cancels and whose failure is logged."""

@@ -1,0 +1,91 @@
+"""Which topics a node subscribes to: a room's or a user's while it has local
+members there, and only then, kept in step with membership even when joins, leaves
+and disconnects interleave; and, once subscribed, where the stream stood (so that
+even its first push is checked for a gap: recovery.py).
+"""
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from pushgate.broker.base import Broker
+from pushgate.errors import BrokerUnavailable
+from pushgate.hub import Hub
+from pushgate.ids import RoomId
+from pushgate.recovery import StreamRecovery
+from pushgate.streams import ROOM_TOPIC_PREFIX, TOPIC_ALL, USER_TOPIC_PREFIX
+
+Spawn = Callable[[Coroutine[Any, Any, None]], Any]
+
+
+class Following:
+    """The room and user topics this node subscribes to, by its hub's membership."""
+
+    def __init__(
+        self, broker: Broker, hub: Hub, recovery: StreamRecovery, spawn: Spawn, *, history: bool
+    ) -> None:
+        self._broker = broker
+        self._hub = hub
+        self._recovery = recovery
+        self._spawn = spawn
+        self._history = history
+        self.subscribed: set[str] = set()
+        self._topic_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def settled(self, topic: str) -> bool:
+        """Subscribed, with no change under way: nothing to wait for."""
+        return topic == TOPIC_ALL or (topic in self.subscribed and topic not in self._topic_locks)
+
+    def wanted(self, topic: str) -> bool:
+        """Whether this node should be subscribed to a room's or a user's topic now."""
+        if topic.startswith(ROOM_TOPIC_PREFIX):
+            return self._hub.room_size(RoomId(topic[len(ROOM_TOPIC_PREFIX) :])) > 0
+        return self._hub.user_size(topic[len(USER_TOPIC_PREFIX) :]) > 0
+
+    async def sync(self, topic: str) -> None:
+        """Subscribe to a room's or user's topic if it has local members, else unsubscribe.
+
+        Each call reads the wanted state under the topic's lock, so whatever order
+        concurrent calls run in, the last one leaves the subscription matching the
+        membership.
+        """
+        entry = self._topic_locks.get(topic)
+        lock, users = entry if entry is not None else (asyncio.Lock(), 0)
+        self._topic_locks[topic] = (lock, users + 1)
+        try:
+            async with lock:
+                wanted = self.wanted(topic)
+                if wanted and topic not in self.subscribed:
+                    # Recorded first: a broker that could not confirm still wants the
+                    # topic, so a later call must be able to unsubscribe it.
+                    self.subscribed.add(topic)
+                    await self._broker.subscribe(topic)
+                    if self._history:
+                        self._spawn(self.learn_position(topic))
+                elif not wanted and topic in self.subscribed:
+                    self.subscribed.discard(topic)
+                    self._recovery.forget(topic)
+                    await self._broker.unsubscribe(topic)
+        finally:
+            lock, users = self._topic_locks[topic]
+            if users == 1:
+                del self._topic_locks[topic]
+            else:
+                self._topic_locks[topic] = (lock, users - 1)
+
+    async def learn_position(self, topic: str) -> None:
+        """Note where a stream is when this node starts following it, so that pushes
+        lost before the first one arrives (a broker reconnecting, a Redis Cluster
+        slot moving) are found and filled like any later gap. The position is read,
+        then a sync: if no push arrived meanwhile, none was published since the
+        subscription, and the position read is the last one published before it."""
+        try:
+            history = await self._broker.history(topic, None)
+            await self._broker.sync([topic])
+        except BrokerUnavailable:
+            return  # the first push to arrive sets the position instead
+        if self.follows(topic):
+            self._recovery.noted(topic, history.position)
+
+    def follows(self, topic: str) -> bool:
+        return topic == TOPIC_ALL or topic in self.subscribed

@@ -1,0 +1,337 @@
+"""The session core of a node's connections: opening one (its session recorded,
+its welcome held until other nodes can find it), closing one (its session then waits
+for a resume), and resuming a session, here or from another node, so that exactly
+one live connection holds it (docs/recovery.md).
+
+It is protocol-free: a connection hands it a :class:`~pushgate.hub.Sink` and gets
+back what to send first (a token, the frames a resume missed); the wire protocol
+decides how those are written.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pushgate.broker.base import Broker
+from pushgate.directory import Directory
+from pushgate.errors import BrokerUnavailable, RoomLimitExceeded, SessionTaken
+from pushgate.follow import Following
+from pushgate.hub import Hub, Sink
+from pushgate.ids import ConnId, RoomId
+from pushgate.messages import Command
+from pushgate.meters import Meters
+from pushgate.nodecalls import Answer, NodeCalls
+from pushgate.recovery import StreamRecovery
+from pushgate.sessions import ANY_USER, AnyUser, Session, Sessions, holder_node, new_token
+from pushgate.streams import TOPIC_ALL, History, Position, room_topic, user_topic
+from pushgate.wire import CLOSE_SESSION_TAKEN, StreamReport
+
+log = logging.getLogger("pushgate.node")
+
+# How long a session write (a detach) may hold up a stop.
+SESSION_FLUSH_TIMEOUT = 2.0
+# An eviction that finds no connection of its holder here is remembered this long
+# (seconds), at most EVICTED_MAX of them: the resume it is meant for may not have
+# learned its holder yet (its claim's answer and the eviction travel apart).
+EVICTED_TTL = 30.0
+EVICTED_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A new connection's session token (None: sessions off), and a future that
+    completes once its welcome may go out (None: at once)."""
+
+    token: str | None
+    ready: "asyncio.Future[None] | None"
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A resume that succeeded: the session, each stream's report, and the frames
+    the client missed, in order per stream, to send right after the welcome."""
+
+    session: Session
+    streams: dict[str, StreamReport]
+    frames: list[bytes]
+
+
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+
+
+class SessionCore:
+    """Opens, closes and resumes the connections of one node, and their sessions."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        hub: Hub,
+        directory: Directory,
+        sessions: Sessions | None,
+        broker: Broker,
+        recovery: StreamRecovery,
+        following: Following,
+        calls: NodeCalls,
+        meters: Meters,
+        spawn: Spawn,
+        position: Callable[[str], Awaitable[Position]],
+        start_repair: Callable[[str], None],
+        history: bool,
+    ) -> None:
+        self.node_id = node_id
+        self.hub = hub
+        self.directory = directory
+        self.sessions = sessions  # None: sessions are off
+        self.broker = broker
+        self.recovery = recovery
+        self.calls = calls
+        self.meters = meters
+        self._following = following
+        self._spawn = spawn
+        self._position = position
+        self._start_repair = start_repair
+        self._history = history
+        # The holder (<node id>.<nonce>) of each session a local connection holds.
+        self._holders: dict[ConnId, str] = {}
+        # Holders evicted before they were known here (holder -> when), for resumes
+        # whose claim has not come back yet: see _evict.
+        self._evicted: dict[str, float] = {}
+        # Session writes a stop waits for (a detach must reach the store).
+        self._session_writes: set[asyncio.Task[None]] = set()
+
+    async def flush(self) -> None:
+        """Wait (a while) for the detaches under way: the sessions must stay resumable."""
+        if self._session_writes:
+            await asyncio.wait(list(self._session_writes), timeout=SESSION_FLUSH_TIMEOUT)
+
+    def opened(
+        self,
+        conn: ConnId,
+        sink: Sink,
+        *,
+        user: str | None = None,
+        rooms: Iterable[RoomId] = (),
+    ) -> Opened:
+        """Register a new connection, of ``user`` and in ``rooms`` if its token says
+        so, and start its session.
+
+        The returned future completes once other nodes can find it, pushes to its
+        user and rooms reach it, and its session can be resumed: the gateway holds
+        the welcome frame until then, so a wsId a client learns resolves.
+        """
+        self.hub.register(conn, sink, user)
+        joined = [room_topic(room) for room in rooms if self.hub.join(room, conn).changed]
+        streams = [TOPIC_ALL, *joined]
+        if user is not None:
+            streams.append(user_topic(user))
+        registered = self.directory.add(conn)
+        token = None
+        if self.sessions is not None:
+            token = new_token()
+            self._holders[conn] = holder = self._new_holder()
+            ready = self._spawn(self._settle_new(registered, streams, (conn, token, user, holder)))
+            return Opened(token, ready)
+        if len(streams) == 1:
+            return Opened(None, registered)
+        return Opened(None, self._spawn(self._settle_new(registered, streams, None)))
+
+    async def _settle_new(
+        self,
+        registered: "asyncio.Future[None] | None",
+        streams: list[str],
+        session: tuple[ConnId, str, str | None, str] | None,
+    ) -> None:
+        if registered is not None:
+            await registered
+        results = await asyncio.gather(
+            *(self._following.sync(t) for t in streams if t != TOPIC_ALL), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("could not subscribe a new connection's topics: %s", result)
+        if session is None or self.sessions is None:
+            return
+        conn, token, user, holder = session
+        try:
+            positions = await asyncio.gather(*(self._position(t) for t in streams))
+            await self.sessions.create(
+                conn, token, user, dict(zip(streams, positions, strict=True)), holder
+            )
+        except BrokerUnavailable as exc:
+            log.warning("session %s cannot be resumed: %s", conn, exc)
+
+    def closed(self, conn: ConnId, sink: Sink | None = None) -> None:
+        """Forget a connection and every room membership it had, at once; its session
+        (if any) waits for a resume."""
+        if sink is not None and self.hub.sink(conn) is not sink:
+            return  # another connection has its session now
+        self.directory.discard(conn)
+        user = self.hub.user_of(conn)
+        topics = [room_topic(room) for room in self.hub.unregister(conn)]
+        if user is not None and self.hub.user_size(user) == 0:
+            topics.append(user_topic(user))
+        for topic in topics:
+            self._spawn(self._following.sync(topic))
+        holder = self._holders.pop(conn, None)
+        if holder is not None and self.sessions is not None:
+            task = self._spawn(self._detach(conn, holder))
+            self._session_writes.add(task)
+            task.add_done_callback(self._session_writes.discard)
+
+    async def _detach(self, conn: ConnId, holder: str) -> None:
+        assert self.sessions is not None
+        try:
+            await self.sessions.detach(conn, holder)
+        except BrokerUnavailable as exc:
+            log.warning("session %s: %s", conn, exc)
+
+    def _new_holder(self) -> str:
+        return f"{self.node_id}.{os.urandom(4).hex()}"
+
+    # Resuming a session
+
+    async def resume(
+        self,
+        conn: ConnId,
+        token: str,
+        since: dict[str, Position],
+        sink: Sink,
+        user: str | AnyUser | None = ANY_USER,
+    ) -> Resumed | None:
+        """Take session ``conn`` over for ``sink`` if ``token`` is its token and
+        ``user`` its user (None: no user; ANY_USER when this server verifies no
+        tokens); None if it cannot be resumed. The sink receives nothing until this
+        returns: the caller queues the welcome, then ``Resumed.frames``, then opens
+        it to fan-out. Whatever happens, nothing of the attempt is left behind but
+        the connection it registered, and only when it returns a Resumed.
+
+        Raises BrokerUnavailable when the session or history cannot be read now, and
+        SessionTaken when a later resume of the session (on any node) won.
+        """
+        resumed = await self._resume(conn, token, since, sink, user)
+        if resumed is None:
+            self.meters.resumes["failed"] += 1
+        elif all(report.recovered for report in resumed.streams.values()):
+            self.meters.resumes["recovered"] += 1
+        else:
+            self.meters.resumes["not_recovered"] += 1
+        return resumed
+
+    async def _resume(
+        self,
+        conn: ConnId,
+        token: str,
+        since: dict[str, Position],
+        sink: Sink,
+        user: str | AnyUser | None,
+    ) -> Resumed | None:
+        if self.sessions is None:
+            return None
+        holder = self._new_holder()
+        session = await self.sessions.claim(conn, token, holder, user=user)
+        if session is None:
+            return None
+        # The previous holder goes even if this claim has lost already: it is not
+        # the session's holder any more either way.
+        self._evict(conn, session.previous_holder)
+        if self._evicted.pop(holder, None) is not None:
+            # A later claim evicted this one before its answer got here: it lost.
+            raise SessionTaken(conn)
+        # Our claim is the latest this node knows of (a later one would have evicted
+        # it, above or from now on): a connection still registered here under this
+        # wsId held an earlier claim, whose eviction may still be on its way.
+        self._take_over(conn)
+        topics = list(session.streams)
+        self.recovery.capture(topics)
+        try:
+            self._holders[conn] = holder
+            self.hub.register(conn, sink, session.user)
+            for room in session.rooms:
+                with contextlib.suppress(RoomLimitExceeded):
+                    self.hub.join(RoomId(room), conn)
+            registered = self.directory.add(conn)
+            if registered is not None:
+                await registered
+            # A topic already subscribed, with no change under way, needs no call.
+            unsettled = [t for t in topics if not self._following.settled(t)]
+            if unsettled:
+                await asyncio.gather(*map(self._following.sync, unsettled))
+            starts = {t: since.get(t, session.streams[t]) for t in topics}
+            histories = await self.broker.histories(starts)
+            await self.broker.sync(topics)  # every push read above has reached us, or is captured
+            if self.hub.sink(conn) is not sink or self._holders.get(conn) != holder:
+                raise SessionTaken(conn)  # evicted meanwhile by a later claim
+            return self._caught_up(session, starts, histories)
+        except BaseException:
+            self.closed(conn, sink)
+            if self._holders.get(conn) == holder:  # never registered: nothing else undoes it
+                del self._holders[conn]
+            raise
+        finally:
+            self.recovery.release(topics)
+
+    def _take_over(self, conn: ConnId) -> None:
+        """Close (4001) the connection registered here under ``conn``, if any."""
+        sink = self.hub.sink(conn)
+        if sink is None:
+            return
+        log.info("session %s resumed by another connection; closing the old one", conn)
+        sink.close(CLOSE_SESSION_TAKEN, "session resumed by another connection")
+        if self.hub.sink(conn) is sink:  # still registered: it was resuming
+            self.closed(conn, sink)
+
+    def _caught_up(
+        self, session: Session, starts: dict[str, Position], histories: dict[str, History]
+    ) -> Resumed:
+        """History, then what was captured live, each push once (synchronous, so no
+        push can slip between this and live fan-out); streams this node is behind
+        on are repaired for every member at once."""
+        catch_up = self.recovery.catch_up(starts, histories, self._history)
+        for topic in catch_up.repair:
+            self._start_repair(topic)
+        return Resumed(session, catch_up.reports, catch_up.frames)
+
+    def _evict(self, conn: ConnId, previous: str) -> None:
+        """Close the connection that held a session before it was resumed (4001):
+        here, or by a command to the node that holds it.
+
+        A holder not found here may belong to a resume whose claim has not come
+        back yet (the claim's answer and this eviction travel apart): it is
+        remembered for a while, and that resume gives up when it learns its holder.
+        """
+        if not previous:
+            return
+        node = holder_node(previous)
+        if node != self.node_id:
+            self.calls.tell(node, "evict", conn=conn, reply_to=previous)
+            return
+        if self._holders.get(conn) == previous:
+            self._take_over(conn)
+        else:
+            self._remember_evicted(previous)
+
+    def _remember_evicted(self, holder: str) -> None:
+        now = time.monotonic()
+        evicted = self._evicted
+        if len(evicted) >= EVICTED_MAX or (evicted and now - next(iter(evicted.values())) > 1):
+            # Oldest first (insertion order): drop what is too old, then over the cap.
+            for old, when in list(evicted.items()):
+                if now - when < EVICTED_TTL and len(evicted) < EVICTED_MAX:
+                    break
+                del evicted[old]
+        evicted[holder] = now
+
+    async def answer_evict(self, command: Command) -> Answer:
+        """Another node resumed a session held here by ``reply_to`` (a holder)."""
+        self._evict(command.conn, command.reply_to)
+        return Answer()
+
+    def held_sessions(self) -> int:
+        """Sessions held by connections of this node."""
+        return len(self._holders)
