@@ -28,17 +28,26 @@ from websockets.streams import StreamReader
 
 from pushgate.bench.cli import add_bench_parser, options_from, run_bench
 from pushgate.bench.histogram import Histogram, bucket
+from pushgate.bench.losses import account, account_streams
 from pushgate.bench.options import BenchError, BenchOptions, check_url, scenario_named
-from pushgate.bench.rawws import OP_CONT, OP_PING, OP_TEXT, CloseScanner, masked_frame
-from pushgate.bench.report import (
+from pushgate.bench.rawws import (
+    GUID,
+    OP_CONT,
+    OP_PING,
+    OP_TEXT,
+    CloseScanner,
+    frame_spans,
+    masked_frame,
+)
+from pushgate.bench.replies import (
     ClientCount,
     ClientStreams,
-    RunResult,
+    Connected,
+    Duplicated,
+    Report,
     StreamCount,
-    account,
-    account_streams,
-    table,
 )
+from pushgate.bench.report import RunResult
 from pushgate.bench.resumeclient import (
     ResumeClient,
     Tally,
@@ -48,7 +57,8 @@ from pushgate.bench.resumeclient import (
 )
 from pushgate.bench.scenarios import ALL, ROOM, Plan, stream_of
 from pushgate.bench.serverlatency import LatencyBuckets
-from pushgate.bench.wsclient import GUID, Counters
+from pushgate.bench.table import table
+from pushgate.bench.wsclient import BenchClient, Counters
 from tests.helpers import LOOPBACK, UNIT, free_port, pushgate_command
 
 REQUIRED_KEYS = {
@@ -322,23 +332,27 @@ def test_resume_replays_what_was_missed(capsys: pytest.CaptureFixture[str]) -> N
     assert run["caught_up_s"] >= 0.3
 
 
+RECONNECT = ("reconnect", *RESUME[1:])
+
+
 @pytest.mark.parametrize(
     ("secret", "in_room", "title"),
     [([], 20, "into the room"), (["--token-secret", ""], 0, "in no room")],
 )
-def test_resume_fresh_measures_reconnects_under_the_same_pushes(
+def test_reconnect_measures_fresh_connects_under_the_same_pushes(
     capsys: pytest.CaptureFixture[str], secret: list[str], in_room: int, title: str
 ) -> None:
-    """--fresh drops the same way and reconnects afresh while the pushes go on: the
-    baseline a resume storm is compared with. With a token (the bench makes up the
-    secret of its own server) each client is back in the room; without, in none.
-    Fresh sessions owe nothing, so no loss is counted, and the server needs no
-    sessions for it."""
+    """reconnect drops the same way as resume and reconnects afresh while the pushes
+    go on: the baseline a resume storm is compared with. With a token (the bench
+    makes up the secret of its own server) each client is back in the room; without,
+    in none. Fresh sessions owe nothing, so no loss is counted, and the server needs
+    no sessions for it."""
     status, runs, err = bench(
-        capsys, *RESUME, "-n", "20", "--fresh", *secret, "--server-arg=--session-ttl=0", *SMALL
+        capsys, *RECONNECT, "-n", "20", *secret, "--server-arg=--session-ttl=0", *SMALL
     )
     assert status == 0, err
     [run] = runs
+    assert run["scenario"] == "reconnect"
     assert run["connected"] == run["reconnected"] == 20
     assert run["in_room"] == in_room
     assert run["reconnect_failed"] == 0
@@ -352,10 +366,23 @@ def test_resume_fresh_measures_reconnects_under_the_same_pushes(
     assert run["caught_up_s"] is None
     assert run["pushes"] > 0
     assert run["errors"] == []
-    assert f"drop and reconnect afresh {title} after 0.5 s of pushes" in err
+    said = f"reconnect: 20 connections over 2 workers drop and reconnect afresh {title} after"
+    assert f"pushgate bench {said} 0.5 s of pushes" in err
     for label in ("reconnected afresh", "reconnect time s", "server CPU µs/reconnect"):
         assert re.search(rf"^{re.escape(label)}  +\S", err, re.MULTILINE), label
     assert not re.search(r"^lost  ", err, re.MULTILINE)  # nothing is owed, nothing counted
+
+
+def test_resume_fresh_is_the_old_name_of_reconnect() -> None:
+    """`resume --fresh`, as the benchmarks of before the reconnect scenario ran it,
+    still runs reconnect (and says it is deprecated); elsewhere it is refused."""
+    parser = argparse.ArgumentParser(prog="pushgate")
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    opts = options_from(parser.parse_args(["bench", "resume", "--fresh"]))
+    assert opts.scenario.name == "reconnect"
+    assert opts.token_secret  # made up for its own server, as for reconnect
+    with pytest.raises(BenchError, match="--fresh applies to resume only"):
+        options_from(parser.parse_args(["bench", "room", "--fresh"]))
 
 
 def test_resume_needs_sessions(capsys: pytest.CaptureFixture[str]) -> None:
@@ -601,6 +628,8 @@ def test_the_close_scanner_finds_the_close_frame_however_the_reads_fall() -> Non
         (["room", "--scenario", "broadcast"], "two scenarios"),
         (["--connections", "50000", "--workers", "1"], "--workers"),
         (["resume", "--slow", "2"], "--slow"),
+        (["reconnect", "--slow", "2"], "reconnect drops every client"),
+        (["broadcast", "--fresh"], "--fresh applies to resume only"),
         (["resume", "--outage", "100"], "--outage"),
         (["abuse", "--attacks", "ping,teleport"], "--attacks"),
         (["abuse", "--pushes", "5"], "--duration"),
@@ -754,7 +783,7 @@ def test_resume_paces_its_pushes_by_default() -> None:
 
 def test_defaults_are_bounded() -> None:
     """Without --pushes or --duration each scenario still has a bound."""
-    for name in ("broadcast", "room", "rooms", "idle", "churn", "resume", "abuse"):
+    for name in ("broadcast", "room", "rooms", "idle", "churn", "resume", "reconnect", "abuse"):
         opts = BenchOptions(scenario_named(name))
         assert (opts.push_count is not None) != (opts.push_duration is not None)
         assert opts.worker_count >= 2
@@ -778,8 +807,9 @@ def test_worker_module_runs_as_a_script() -> None:
 # The resume scenario's parts, with synthetic data
 
 
-def test_resume_plan_alternates_between_the_room_and_all() -> None:
-    plan = Plan(scenario_named("resume"), [2, 0, 1])
+@pytest.mark.parametrize("name", ["resume", "reconnect"])
+def test_the_drop_plans_alternate_between_the_room_and_all(name: str) -> None:
+    plan = Plan(scenario_named(name), [2, 0, 1])
     assert plan.joins() == [(ROOM, 0), (ROOM, 1), (ROOM, 2)]
     assert [plan.target(seq) for seq in range(4)] == [ROOM, ALL, ROOM, ALL]
     assert plan.expected({ROOM: 2, ALL: 1}) == {0: 3, 1: 3, 2: 3}
@@ -800,13 +830,13 @@ def test_tally_tells_gaps_late_pushes_and_duplicates_apart() -> None:
     for seq in (6, 7, 9, 10):  # 8 is missing
         tally.add(seq, b"e1")
     # [first, last, received, missing, dups, late, epoch_changes]
-    assert tally.to_list() == [5, 10, 5, 1, 0, 0, 0]
+    assert tally.count().to_row() == [5, 10, 5, 1, 0, 0, 0]
     tally.add(8, b"e1")  # late: fills the gap
     tally.add(9, b"e1")  # received twice
     tally.add(3, b"e1")  # before the first: late, and 4 is missing
-    assert tally.to_list() == [3, 10, 7, 1, 1, 2, 0]
+    assert tally.count().to_row() == [3, 10, 7, 1, 1, 2, 0]
     tally.add(1, b"e2")  # the stream's history was lost: numbering starts again
-    assert tally.to_list() == [1, 1, 8, 0, 1, 2, 1]
+    assert tally.count() == StreamCount(1, 1, 8, 0, dups=1, late=2, epoch_changes=1)
 
 
 def test_stream_losses_are_counted_per_client_and_stream() -> None:
@@ -871,6 +901,26 @@ def push_frame(seq: int, keys: bytes = b"", epoch: bytes = b"e1") -> bytes:
     )
 
 
+async def test_clients_count_pushes_off_the_fast_path_too() -> None:
+    """A push whose keys come in another order, or that is fragmented, is decoded as
+    JSON and counted as the fast path would: by the bench's seq, or by position."""
+    push = b'{"type":2,"seq":4,"epoch":"e1","room":"bench","data":"%d 9 x"}' % time.time_ns()
+    first = Frame(Opcode.TEXT, push[:20], fin=False).serialize(mask=False)
+    rest = Frame(Opcode.CONT, push[20:]).serialize(mask=False)
+    welcome = server_frame(b'{"type":0,"data":{"wsId":"W","heartbeat":10,"session":"S"}}')
+    plain = BenchClient(0, "127.0.0.1:1", "/connect", Counters(), need_welcome=True)
+    resuming = ResumeClient(1, "127.0.0.1:1", "/connect", Counters())
+    for client in (plain, resuming):
+        client.transport = cast(asyncio.Transport, FakeTransport())
+        client._handshaking = False  # past the 101
+        client.data_received(welcome + server_frame(push) + first + rest)
+    assert (plain.ws_id, plain.heartbeat, plain.received, plain.last_seq) == ("W", 10.0, 2, 9)
+    assert plain.out_of_order == 1  # the bench's seq 9 twice
+    assert plain.opened.done()
+    assert resuming.session == "S"
+    assert resuming.streams[b'room":"bench'].count() == StreamCount(4, 4, 1, 0, dups=1)
+
+
 def unmask(frame: bytes) -> bytes:
     """The payload of one masked client frame."""
     length, offset = frame[1] & 0x7F, 2
@@ -906,7 +956,7 @@ async def test_resume_client_counts_streams_and_resumes_from_its_positions() -> 
     client.data_received(frames[70:])
     assert (client.ws_id, client.session) == ("W", "S")
     assert client.opened.done()
-    assert {stream_name(k): t.to_list() for k, t in client.streams.items()} == {
+    assert {stream_name(k): t.count().to_row() for k, t in client.streams.items()} == {
         "all": [1, 2, 2, 0, 1, 0, 0],
         "room:bench": [1, 2, 2, 0, 0, 0, 0],
         "user:alice": [4, 4, 1, 0, 0, 0, 0],
@@ -952,3 +1002,48 @@ async def test_resume_client_counts_streams_and_resumes_from_its_positions() -> 
     assert resumed.caught_up([(b"all", "all", 4)])
     assert not resumed.caught_up([(b"all", "all", 5)])
     assert not resumed.caught_up([(b'room":"bench', "room:bench", 9)])
+
+
+# The bench's own frame walk, and what the workers answer
+
+
+def test_the_frame_walk_finds_every_frame_however_the_reads_fall() -> None:
+    """Short, 16-bit and 64-bit lengths, and a masked frame, whose payload starts
+    after its mask; a frame cut short is yielded with its end past the read, and a
+    header cut short not at all, so a reader keeps both for the next read."""
+    payloads = [b"a" * 5, b"b" * 300, b"c" * 70_000]
+    frames = [server_frame(p) for p in payloads] + [masked_frame(OP_TEXT, b"d" * 3)]
+    stream = b"".join(frames)
+    spans = list(frame_spans(stream))
+    assert [stream[start:end] for _, _, start, end in spans[:3]] == payloads
+    assert [(b0, b1) for b0, b1, _, _ in spans] == [
+        (0x81, 5),
+        (0x81, 126),
+        (0x81, 127),
+        (0x81, 0x83),
+    ]
+    assert [end for _, _, _, end in spans] == [7, 311, 70_321, 70_330]  # each the next's start
+    assert spans[3][2] == 70_321 + 6  # after the mask
+    cut = stream[: 7 + 4 + 100]  # the second frame's header and 100 of its 300 bytes
+    assert list(frame_spans(cut)) == [(0x81, 5, 2, 7), (0x81, 126, 11, 311)]
+    assert list(frame_spans(stream[: 7 + 3])) == [(0x81, 5, 2, 7)]  # its length half there
+
+
+def test_worker_replies_read_back_as_sent() -> None:
+    """A reply crosses the pipe as JSON, client rows as arrays, and reads back equal."""
+    report = Report(
+        cpu_s=1.5,
+        deliveries=3,
+        last_ns=10,
+        hist=[[100, 3]],
+        clients=[ClientCount(0, 2), ClientCount(1, 1, 1, 1008)],
+        streams=[ClientStreams(0, {"all": StreamCount(1, 2, 2, 0)}, frozenset({"all"}), None, 1)],
+        duplicated=[Duplicated(0, "all", [2], ["e1", 1], {"seq": 2}, "127.0.0.1:1")],
+        unpositioned=4,
+    )
+    data = json.loads(json.dumps({"id": 7, **report.to_json()}))
+    assert data["clients"] == [[0, 2, 0, None], [1, 1, 1, 1008]]
+    assert Report.from_json(data) == report
+    assert report.latency_hist.total == 3
+    connected = Connected([0, 1], 0, {}, 0.5, [], {0: "w0", 1: "w1"}, 2)
+    assert Connected.from_json(json.loads(json.dumps(connected.to_json()))) == connected

@@ -11,11 +11,21 @@ from pushgate.ids import ConnId, RoomId
 from pushgate.wire import (
     CLOSE_INVALID_DATA,
     CLOSE_UNSUPPORTED_DATA,
+    PING,
     PONG,
     ClientMessage,
+    Notice,
+    Push,
+    ResumeRequest,
+    StreamReport,
+    Welcome,
+    encode_notice,
     encode_push,
     encode_welcome,
     parse_client_message,
+    parse_resume,
+    parse_server_message,
+    parse_welcome,
 )
 
 MAX_REASON_BYTES = 123
@@ -111,6 +121,7 @@ def test_ping_is_a_heartbeat() -> None:
     message = parse_client_message(b'{"type":1,"data":"PING"}')
     assert message == ClientMessage(1, "PING")
     assert message.is_heartbeat
+    assert PING == b'{"type":1,"data":"PING"}'
 
 
 @pytest.mark.parametrize("msg_type", [0, 2, 42, -5, 2**53, 2**70])
@@ -235,3 +246,71 @@ def test_json_object_with_integer_type_round_trips(
     message = parse_client_message(payload)
     assert message.type == msg_type
     assert message.data == (data if with_data else None)
+
+
+# Both sides: what a client sends, and reads back from what the server encodes
+
+
+def test_a_resume_request_reads_back_as_sent() -> None:
+    """The resume message a client sends is what the server parses, and its bytes
+    (the client serializes with json.dumps' defaults) are the Python client's."""
+    request = ResumeRequest(WS_ID, "s3cret", {"all": ("e1", 3), "room:a": ("e2", 0)})
+    payload = json.dumps(request.as_message())
+    assert payload == (
+        f'{{"type": 0, "data": {{"wsId": "{WS_ID}", "session": "s3cret", '
+        '"since": {"all": ["e1", 3], "room:a": ["e2", 0]}}}'
+    )
+    assert parse_resume(parse_client_message(payload.encode())) == request
+
+
+def test_a_welcome_reads_back_as_encoded() -> None:
+    """A first welcome, and the answer to a resume, read back field for field."""
+    assert parse_welcome(encode_welcome(WS_ID, 2.5)) == Welcome(WS_ID, 2.5)
+    streams = {"all": StreamReport(True, "e1", 7), "room:a": StreamReport(False, "e2", 9)}
+    encoded = encode_welcome(WS_ID, 10, session="s", resumed=True, streams=streams)
+    assert parse_welcome(encoded) == Welcome(WS_ID, 10.0, "s", True, False, streams)
+    refused = encode_welcome(WS_ID, 10, session="t", reason="session expired")
+    assert parse_welcome(refused).reason == "session expired"
+
+
+@pytest.mark.parametrize(
+    ("payload", "said"),
+    [
+        (b'{"type":1,"data":"PONG"}', "not a welcome"),
+        (b'{"type":0,"data":{"heartbeat":10}}', "no wsId"),
+        (b'{"type":0,"data":{"wsId":"w","heartbeat":0}}', "not a positive number"),
+        (b'{"type":0,"data":{"wsId":"w","heartbeat":true}}', "not a positive number"),
+        (b"not json", "Expecting value"),
+    ],
+)
+def test_anything_but_a_welcome_is_refused_first(payload: bytes, said: str) -> None:
+    with pytest.raises(ValueError, match=said):
+        parse_welcome(payload)
+
+
+def test_pushes_read_back_with_their_target_and_position() -> None:
+    """A push reads back as encoded; its stream position, when spliced in, too."""
+    assert parse_server_message(encode_push(3, {"a": 1})) == Push(3, {"a": 1})
+    push = parse_server_message(b'{"type":7,"data":"x","room":"r","seq":5,"epoch":"e"}\n')
+    assert push == Push(7, "x", "r")
+    assert isinstance(push, Push)
+    assert (push.stream, push.seq, push.epoch) == ("room:r", 5, "e")
+    to_user = parse_server_message(encode_push(2, None, user="alice"))
+    assert isinstance(to_user, Push)
+    assert (to_user.user, to_user.stream) == ("alice", "user:alice")
+
+
+def test_a_notice_reads_back_and_the_rest_is_passed_over() -> None:
+    """A notice names the streams not recovered; a PONG, a welcome, a type that is
+    no integer, or a seq that is a boolean, are passed over or ignored."""
+    streams = {"all": StreamReport(False, "e3", 4)}
+    assert parse_server_message(encode_notice(streams)) == Notice(streams)
+    for other in (PONG, encode_welcome(WS_ID, 10), b'{"type":"2"}', b"[2]", b'{"type":true}'):
+        assert parse_server_message(other) is None
+    odd = parse_server_message(b'{"type":2,"data":1,"seq":true,"room":5}')
+    assert isinstance(odd, Push)
+    assert (odd.room, odd.seq) == (None, 0)
+    with pytest.raises(ValueError, match="Expecting value"):
+        parse_server_message(b"not json")
+    with pytest.raises(UnicodeDecodeError):  # a ValueError too
+        parse_server_message(b"\xff not UTF-8")

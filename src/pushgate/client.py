@@ -48,15 +48,15 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.typing import Subprotocol
 
+from pushgate.ids import ConnId
 from pushgate.pushapi import (
     APIConnectionError,
     BadRequestError,
@@ -79,6 +79,18 @@ from pushgate.pushapi import (
     UserMembershipResult,
 )
 from pushgate.syncpushapi import SyncPushAPI
+from pushgate.wire import (
+    CLOSE_SERVICE_RESTART,
+    CLOSE_SESSION_TAKEN,
+    PING,
+    Notice,
+    Push,
+    ResumeRequest,
+    StreamReport,
+    Welcome,
+    parse_server_message,
+    parse_welcome,
+)
 
 __all__ = [
     "APIConnectionError",
@@ -110,32 +122,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("pushgate.client")
-
-PING = '{"type":1,"data":"PING"}'
-TYPE_WELCOME = 0
-TYPE_HEARTBEAT = 1
-CLOSE_SERVICE_RESTART = 1012
-CLOSE_SESSION_TAKEN = 4001
-
-
-@dataclass(frozen=True, slots=True)
-class Push:
-    """A push: its ``type`` (the tag, 2 or more), its ``data`` (any JSON value), the
-    ``room`` it was pushed to (None for a push to all or to a user), the ``user`` it
-    was pushed to, and its position in its stream (``seq`` 0 without history)."""
-
-    type: int
-    data: object
-    room: str | None = None
-    user: str | None = None
-    seq: int = field(default=0, compare=False)
-    epoch: str = field(default="", compare=False)
-
-    @property
-    def stream(self) -> str:
-        if self.room is not None:
-            return "room:" + self.room
-        return "all" if self.user is None else "user:" + self.user
 
 
 class State(enum.Enum):
@@ -353,16 +339,24 @@ class Connection:
         beat = asyncio.create_task(self._beat(ws)) if self._heartbeat_option else None
         try:
             async for frame in ws:
-                push = _parse_push(frame)
-                if push is None:
-                    await self._on_notice(frame)
-                elif self._is_new(push):
-                    await self._queue.put(push)
+                await self._on_frame(frame)
         except ConnectionClosed:
             pass
         finally:
             if beat is not None:
                 beat.cancel()
+
+    async def _on_frame(self, frame: str | bytes) -> None:
+        """Queue a push not seen before; apply a notice; pass over the rest (PONGs)."""
+        try:
+            message = parse_server_message(frame)
+        except ValueError:
+            log.warning("ignored a message that is not JSON: %r", frame[:100])
+            return
+        if isinstance(message, Notice):
+            await self._apply_streams(message.streams)
+        elif isinstance(message, Push) and self._is_new(message):
+            await self._queue.put(message)
 
     def _is_new(self, push: Push) -> bool:
         """Track the stream's position; False for a push already delivered."""
@@ -375,30 +369,16 @@ class Connection:
         self.positions[stream] = (push.epoch, push.seq)
         return True
 
-    async def _on_notice(self, frame: str | bytes) -> None:
-        """A type-0 frame after the welcome: streams the server could not recover."""
-        try:
-            message = json.loads(frame)
-            data = message["data"]
-            if message.get("type") != TYPE_WELCOME or data.get("recovered") is not False:
-                return
-            await self._apply_streams(data.get("streams") or {})
-        except (ValueError, TypeError, KeyError, AttributeError):
-            return
-
-    async def _apply_streams(self, streams: dict[str, object]) -> None:
+    async def _apply_streams(self, streams: dict[str, StreamReport]) -> None:
         """Take the server's position for each stream it could not recover."""
         report: dict[str, bool] = {}
-        for name, value in streams.items():
-            if not isinstance(value, dict):
-                continue
-            report[name] = bool(value.get("recovered"))
-            epoch = str(value.get("epoch", ""))
+        for name, stream in streams.items():
+            report[name] = stream.recovered
             known = self.positions.get(name)
-            if not report[name] and (known is None or known[0] != epoch):
+            if not stream.recovered and (known is None or known[0] != stream.epoch):
                 # A new epoch: every push of it is new to us. (Its seq in the report is
                 # where the server is, and pushes up to it may still be on their way.)
-                self.positions[name] = (epoch, 0)
+                self.positions[name] = (stream.epoch, 0)
         if all(report.values()):
             return
         self.recovered = False
@@ -422,7 +402,7 @@ class Connection:
         with contextlib.suppress(ConnectionClosed):
             while True:
                 await asyncio.sleep(interval)
-                await ws.send(PING)
+                await ws.send(PING, text=True)
 
     async def _reopen(self) -> ClientConnection:
         """Open a new connection, retrying with full-jitter exponential backoff."""
@@ -488,41 +468,37 @@ class Connection:
             raise ValueError(str(exc)) from None
         try:
             if resume:
-                since = {name: [e, s] for name, (e, s) in self.positions.items()}
-                await ws.send(
-                    json.dumps(
-                        {
-                            "type": TYPE_WELCOME,
-                            "data": {"wsId": self.ws_id, "session": self.session, "since": since},
-                        }
-                    )
-                )
+                request = ResumeRequest(ConnId(self.ws_id), self.session, dict(self.positions))
+                await ws.send(json.dumps(request.as_message()))
             async with asyncio.timeout(self._open_timeout):
                 frame = await ws.recv()
-            data = _parse_welcome(frame)
+            welcome = parse_welcome(frame)
         except (ConnectionClosed, TimeoutError, ValueError) as exc:
             await ws.close()
             raise ConnectError(f"no welcome from {self.url}: {_reason(exc)}") from None
-        ws_id, self.heartbeat = data["wsId"], float(data["heartbeat"])
-        self.session = str(data.get("session") or "")
-        self.resumed = resume and bool(data.get("resumed")) and ws_id == self.ws_id
+        ws_id, self.heartbeat = welcome.ws_id, welcome.heartbeat
+        self.session = welcome.session
+        self.resumed = resume and welcome.resumed and ws_id == self.ws_id
         self.ws_id = ws_id
         self.connects += 1
         if resume:
-            if self.resumed:
-                self.recovered = bool(data.get("recovered"))
-                log.info(
-                    "resumed %s (%s)", ws_id, "recovered" if self.recovered else "NOT recovered"
-                )
-                streams = data.get("streams") or {}
-                if not self.recovered:
-                    await self._apply_streams(streams)
-            else:
-                self.recovered = False
-                self.positions.clear()
-                log.warning("could not resume (%s); new wsId %s", data.get("reason"), ws_id)
-                await self._call_recovery({})
+            await self._on_resume_welcome(welcome)
         return ws
+
+    async def _on_resume_welcome(self, welcome: Welcome) -> None:
+        """After a resume: note whether everything missed is coming, or start over."""
+        if self.resumed:
+            self.recovered = welcome.recovered
+            log.info(
+                "resumed %s (%s)", welcome.ws_id, "recovered" if self.recovered else "NOT recovered"
+            )
+            if not self.recovered:
+                await self._apply_streams(welcome.streams)
+        else:
+            self.recovered = False
+            self.positions.clear()
+            log.warning("could not resume (%s); new wsId %s", welcome.reason, welcome.ws_id)
+            await self._call_recovery({})
 
     def _finish(self) -> None:
         self._done = True
@@ -588,44 +564,6 @@ def connect(
         max_queue=max_queue,
         max_message_bytes=max_message_bytes,
         on_recovery=on_recovery,
-    )
-
-
-def _parse_welcome(frame: str | bytes) -> dict[str, Any]:
-    """The welcome's data; raises ValueError when it is no welcome."""
-    message = json.loads(frame)
-    if not isinstance(message, dict) or message.get("type") != TYPE_WELCOME:
-        raise ValueError(f"the first message is not a welcome: {str(frame)[:100]}")
-    data = message.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("wsId"), str):
-        raise ValueError("the welcome has no wsId")
-    heartbeat = data.get("heartbeat")
-    if not isinstance(heartbeat, int | float) or isinstance(heartbeat, bool) or heartbeat <= 0:
-        raise ValueError(f"the welcome's heartbeat is not a positive number: {heartbeat!r}")
-    return data
-
-
-def _parse_push(frame: str | bytes) -> Push | None:
-    """A push, or None for a PONG, a repeated welcome, or a message it cannot read."""
-    try:
-        message = json.loads(frame)
-    except ValueError:
-        log.warning("ignored a message that is not JSON: %r", frame[:100])
-        return None
-    if not isinstance(message, dict):
-        return None
-    kind = message.get("type")
-    if not isinstance(kind, int) or isinstance(kind, bool) or kind <= TYPE_HEARTBEAT:
-        return None
-    room, user = message.get("room"), message.get("user")
-    seq, epoch = message.get("seq"), message.get("epoch")
-    return Push(
-        kind,
-        message.get("data"),
-        room if isinstance(room, str) else None,
-        user if isinstance(user, str) else None,
-        seq if isinstance(seq, int) and not isinstance(seq, bool) else 0,
-        epoch if isinstance(epoch, str) else "",
     )
 
 

@@ -17,14 +17,22 @@ whether everything missed is replayed. docs/recovery.md is the protocol.
 
 Types 0 and 1 are reserved, so a push ``tag`` is an integer from 2 up.
 
+Both sides of the format live here, so that it is written down once: what the server
+encodes and parses, and what a client (:mod:`pushgate.client`) sends and reads back
+(:data:`PING`, :meth:`ResumeRequest.as_message`, :func:`parse_welcome`,
+:func:`parse_server_message`). A client reads leniently: a key it does not know, or
+one of the wrong kind, is passed over rather than refused.
+
 This module is pure: it knows nothing of sockets or of WebSocket framing.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeGuard
 
 from pushgate.errors import ClientFrameError, InvalidField
 from pushgate.ids import ConnId, RoomId
+from pushgate.streams import ROOM_TOPIC_PREFIX, TOPIC_ALL, USER_TOPIC_PREFIX
 
 TYPE_WELCOME = 0
 TYPE_HEARTBEAT = 1
@@ -33,6 +41,8 @@ MIN_PUSH_TAG = 2
 MAX_PUSH_TAG = 2**53 - 1
 
 PONG = b'{"type":1,"data":"PONG"}\n'
+# A client's heartbeat, sent as a text frame every heartbeat seconds; PONG answers it.
+PING = b'{"type":1,"data":"PING"}'
 
 # WebSocket close codes pushgate sends (RFC 6455 section 7.4.1).
 CLOSE_NORMAL = 1000  # echo of a client's own close (sent by the websockets protocol)
@@ -85,6 +95,19 @@ class StreamReport:
     def as_json(self) -> dict[str, object]:
         return {"recovered": self.recovered, "epoch": self.epoch, "seq": self.seq}
 
+    @classmethod
+    def from_json(cls, value: object) -> "StreamReport | None":
+        """Read :meth:`as_json` back, as a client does: None when ``value`` is no
+        object; a missing key reads as not recovered, epoch ``""``, seq 0."""
+        if not isinstance(value, dict):
+            return None
+        seq = value.get("seq")
+        return cls(
+            bool(value.get("recovered")),
+            str(value.get("epoch", "")),
+            seq if _is_int(seq) else 0,
+        )
+
 
 def encode_welcome(
     conn_id: ConnId,
@@ -131,6 +154,13 @@ class ResumeRequest:
     ws_id: ConnId
     session: str
     since: dict[str, tuple[str, int]]
+
+    def as_message(self) -> dict[str, object]:
+        """The message a client sends to ask for its session back (what
+        :func:`parse_resume` reads), before it is serialized."""
+        since = {name: [epoch, seq] for name, (epoch, seq) in self.since.items()}
+        data = {"wsId": self.ws_id, "session": self.session, "since": since}
+        return {"type": TYPE_WELCOME, "data": data}
 
 
 def parse_resume(message: "ClientMessage") -> ResumeRequest:
@@ -232,3 +262,117 @@ def _json_kind(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """An integer, and not a boolean (JSON's true is no number)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What a client reads
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """A push: its ``type`` (the tag, 2 or more), its ``data`` (any JSON value), the
+    ``room`` it was pushed to (None for a push to all or to a user), the ``user`` it
+    was pushed to, and its position in its stream (``seq`` 0 without history)."""
+
+    type: int
+    data: object
+    room: str | None = None
+    user: str | None = None
+    seq: int = field(default=0, compare=False)
+    epoch: str = field(default="", compare=False)
+
+    @property
+    def stream(self) -> str:
+        if self.room is not None:
+            return ROOM_TOPIC_PREFIX + self.room
+        return TOPIC_ALL if self.user is None else USER_TOPIC_PREFIX + self.user
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The first message on a connection, as a client reads it (:func:`encode_welcome`
+    writes it). ``session`` is empty when the server keeps no sessions; ``recovered``,
+    ``streams`` and ``reason`` come with the answer to a resume."""
+
+    ws_id: ConnId
+    heartbeat: float
+    session: str = ""
+    resumed: bool = False
+    recovered: bool = False
+    streams: dict[str, StreamReport] = field(default_factory=dict)
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A type-0 message after the welcome: the streams the server could not recover
+    (:func:`encode_notice`)."""
+
+    streams: dict[str, StreamReport]
+
+
+def parse_welcome(payload: str | bytes) -> Welcome:
+    """Read the first message on a connection. Raises ValueError when it is not JSON,
+    or no welcome with a string ``wsId`` and a positive ``heartbeat``."""
+    message = json.loads(payload)
+    if not isinstance(message, dict) or message.get("type") != TYPE_WELCOME:
+        raise ValueError(f"the first message is not a welcome: {str(payload)[:100]}")
+    data = message.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("wsId"), str):
+        raise ValueError("the welcome has no wsId")
+    heartbeat = data.get("heartbeat")
+    if not isinstance(heartbeat, int | float) or isinstance(heartbeat, bool) or heartbeat <= 0:
+        raise ValueError(f"the welcome's heartbeat is not a positive number: {heartbeat!r}")
+    reason = data.get("reason")
+    return Welcome(
+        ConnId(data["wsId"]),
+        float(heartbeat),
+        session=str(data.get("session") or ""),
+        resumed=bool(data.get("resumed")),
+        recovered=bool(data.get("recovered")),
+        streams=_stream_reports(data.get("streams")),
+        reason=None if reason is None else str(reason),
+    )
+
+
+def parse_server_message(payload: str | bytes) -> Push | Notice | None:
+    """Read a message after the welcome: a :class:`Push`, a :class:`Notice` (a type-0
+    message with ``recovered`` false), or None for anything else (a PONG, a repeated
+    welcome, a message that is no object with an integer type). Raises ValueError
+    when it is not JSON."""
+    message = json.loads(payload)
+    if not isinstance(message, dict):
+        return None
+    kind = message.get("type")
+    if _is_int(kind) and kind > TYPE_HEARTBEAT:
+        return _push(kind, message)
+    data = message.get("data")
+    if kind == TYPE_WELCOME and isinstance(data, dict) and data.get("recovered") is False:
+        streams = data.get("streams") or {}
+        return Notice(_stream_reports(streams)) if isinstance(streams, dict) else None
+    return None
+
+
+def _push(kind: int, message: dict[str, object]) -> Push:
+    room, user = message.get("room"), message.get("user")
+    seq, epoch = message.get("seq"), message.get("epoch")
+    return Push(
+        kind,
+        message.get("data"),
+        room if isinstance(room, str) else None,
+        user if isinstance(user, str) else None,
+        seq if _is_int(seq) else 0,
+        epoch if isinstance(epoch, str) else "",
+    )
+
+
+def _stream_reports(value: object) -> dict[str, StreamReport]:
+    """The ``streams`` of a welcome or a notice; entries that are no object are passed over."""
+    if not isinstance(value, dict):
+        return {}
+    reports = {name: StreamReport.from_json(report) for name, report in value.items()}
+    return {name: report for name, report in reports.items() if report is not None}

@@ -15,25 +15,29 @@ After the honest clients connected (:class:`pushgate.bench.runner.Run`), one run
 4. stops the attacks, each telling what the server did to its connections, stops
    the attacker processes, lets the server settle and reads its RSS once more.
 
-Each phase accounts the honest clients on its own: the pushes the server accepted
-in it, and what each client received in it (its count at the end of the phase
-minus its count at the end of the one before).
+Each phase accounts the honest clients on its own
+(:func:`pushgate.bench.abusereport.phase_figures`).
 """
 
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
-from pushgate.bench.abusereport import AbuseResult, bar_missed
+from pushgate.bench.abusereport import (
+    ATTACKED,
+    QUIET,
+    AbuseResult,
+    Phase,
+    bar_missed,
+    mb,
+    phase_figures,
+    sampled_figures,
+)
 from pushgate.bench.abusers import DRAIN_WITHIN
-from pushgate.bench.histogram import Histogram
 from pushgate.bench.meter import Meter
 from pushgate.bench.procstat import ProcessGone, total_cpu_seconds
-from pushgate.bench.pusher import PushLog
-from pushgate.bench.report import ClientCount, account, ms
 from pushgate.bench.samplers import HealthPoller, PhaseClock, RssSampler
 from pushgate.bench.scenarios import Plan
 from pushgate.bench.workers import WorkerPool
@@ -51,21 +55,7 @@ SETTLE = 1.0  # seconds between stopping the attackers and the last RSS reading
 # may stall, and the phase must still end (a push answered 200 later, and then
 # delivered, shows as "received beyond expected").
 PUSH_TIMEOUT = 5.0
-QUIET, ATTACKED = "quiet", "attacked"
 Json = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Phase:
-    """What one phase's pushes and honest clients did."""
-
-    name: str
-    log: PushLog
-    expected: dict[int, int]  # pushes each honest client should have received
-    reports: list[Json]  # the honest workers' reports at its end
-    before: Meter
-    after: Meter
-    attackers_cpu_s: float | None  # the attacker processes' CPU over the phase
 
 
 async def run_abuse(run: "Run", plan: Plan) -> None:
@@ -97,9 +87,9 @@ class AbuseRun:
             runs = [poller.run() for poller in health.values()] + [rss.run()]
             samplers = [asyncio.create_task(coro) for coro in runs]
             try:
-                result.rss_start_mb = _mb(server.rss_bytes())
-                self._account(await self._phase(QUIET))
-                self._account(await self._phase(ATTACKED))
+                result.rss_start_mb = mb(server.rss_bytes())
+                phase_figures(result, await self._phase(QUIET), self.received)
+                phase_figures(result, await self._phase(ATTACKED), self.received)
                 await self._stop_attacks()
             finally:
                 for task in samplers:
@@ -108,8 +98,8 @@ class AbuseRun:
         finally:
             await self.attackers.stop()
         await asyncio.sleep(SETTLE)
-        result.rss_end_mb = _mb(server.rss_bytes())
-        self._sampled(health, rss)
+        result.rss_end_mb = mb(server.rss_bytes())
+        sampled_figures(result, health, rss)
         result.bar_missed = bar_missed(result)
 
     # Phases
@@ -144,7 +134,7 @@ class AbuseRun:
                 await asyncio.gather(starting, return_exceptions=True)
         after, attackers_after = Meter.read(run.server), self._attackers_cpu()
         self.clock.phase = None
-        reports = await run.pool.call_all("report", within=120)
+        reports = await run.reports()
         attackers_cpu = None
         if attackers_before is not None and attackers_after is not None:
             attackers_cpu = attackers_after - attackers_before
@@ -182,81 +172,6 @@ class AbuseRun:
             for kind, fate in zip(self.opts.attacks, fates, strict=True)
         }
 
-    # Figures
-
-    def _account(self, phase: Phase) -> None:
-        """The honest clients' deliveries, losses and latency in one phase."""
-        result, name = self.result, phase.name
-        hist = Histogram()
-        clients: list[ClientCount] = []
-        for report in phase.reports:
-            hist.merge(Histogram.from_pairs(report["hist"]))
-            for index, received, _, code in report["clients"]:
-                clients.append(ClientCount(index, received - self.received.get(index, 0), 0, code))
-                self.received[index] = received
-        losses = account(phase.expected, clients)
-        log = phase.log
-        figures = {
-            "sent": log.sent,
-            "pushes": log.accepted_total,
-            "push_errors": sum(log.errors.values()),
-            "expected": losses.expected,
-            "received": losses.received,
-            "lost": losses.lost,
-            "beyond": losses.duplicates,
-            "p50_ms": ms(hist.percentile(0.5)),
-            "p99_ms": ms(hist.percentile(0.99)),
-            "max_ms": ms(hist.maximum()),
-        }
-        for key, value in figures.items():
-            setattr(result, f"{name}_{key}", value)
-        result.pushes += log.accepted_total
-        result.deliveries += losses.received
-        result.expected += losses.expected
-        result.lost += losses.lost
-        result.lost_on_closed += losses.lost_on_closed
-        result.closed_by_server = losses.closed_by_server
-        result.push_errors += sum(log.errors.values())
-        if log.errors:
-            top = "; ".join(f"{e} ({n})" for e, n in log.errors.most_common(3))
-            result.errors.append(f"push errors, {name}: {top}")
-        self._cpu(phase)
-        if name == ATTACKED:
-            result.p50_ratio = _ratio(result.attacked_p50_ms, result.quiet_p50_ms)
-            result.p99_ratio = _ratio(result.attacked_p99_ms, result.quiet_p99_ms)
-            result.max_ratio = _ratio(result.attacked_max_ms, result.quiet_max_ms)
-
-    def _cpu(self, phase: Phase) -> None:
-        """Server CPU per phase; under attack also the attackers' and the others'."""
-        before, after, result = phase.before, phase.after, self.result
-        wall = after.wall - before.wall
-        if wall <= 0 or before.server is None or after.server is None:
-            return
-        server = after.server - before.server
-        setattr(result, f"server_cpu_pct_{phase.name}", 100 * server / wall)
-        if phase.name != ATTACKED:
-            return
-        attackers = phase.attackers_cpu_s or 0.0
-        clients = sum(r["cpu_s"] for r in phase.reports)
-        ours = server + clients + attackers + (after.own - before.own)
-        result.attackers_cpu_pct = 100 * attackers / wall
-        result.other_cpu_pct = 100 * max(0.0, after.busy - before.busy - ours) / wall
-        result.steal_pct = 100 * (after.steal - before.steal) / wall
-
-    def _sampled(self, health: dict[str, HealthPoller], rss: RssSampler) -> None:
-        """The samplers' figures: health per port and phase, RSS at its peak."""
-        result = self.result
-        for port, poller in health.items():
-            for phase in (QUIET, ATTACKED):
-                figures = poller.figures(phase)
-                setattr(result, f"{port}_health_{phase}_p99_ms", figures.p99_ms)
-                setattr(result, f"{port}_health_{phase}_max_ms", figures.max_ms)
-                setattr(result, f"{port}_health_{phase}_failed", figures.failed)
-        if ATTACKED in rss.peak:
-            result.rss_attack_peak_mb = _mb(rss.peak[ATTACKED])
-            if result.rss_start_mb is not None and result.rss_attack_peak_mb is not None:
-                result.rss_attack_cost_mb = result.rss_attack_peak_mb - result.rss_start_mb
-
     # Internals
 
     def _health_pollers(self) -> dict[str, HealthPoller]:
@@ -271,11 +186,3 @@ class AbuseRun:
         with contextlib.suppress(ProcessGone):
             return total_cpu_seconds(self.attackers.pids)
         return None
-
-
-def _mb(rss: int | None) -> float | None:
-    return None if rss is None else rss / 1024 / 1024
-
-
-def _ratio(attacked: float | None, quiet: float | None) -> float | None:
-    return attacked / quiet if attacked is not None and quiet else None

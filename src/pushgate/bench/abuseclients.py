@@ -16,7 +16,7 @@ import time
 from typing import TypeVar, cast
 
 from pushgate.bench.rawws import CloseScanner, client_socket, status_of, upgrade_request
-from pushgate.bench.worker import Target
+from pushgate.bench.targets import Target
 from pushgate.bench.wsclient import HandshakeError
 
 FLOOD_HIGH_WATER = 256 * 1024  # bytes buffered in the flooder before it waits

@@ -6,18 +6,32 @@ leave the honest clients' p99 within 2x of quiet, lose them nothing, keep
 ``/healthz`` under 200 ms, cost under 300 MB, and end with both flooders closed by
 the server. :class:`AbuseResult` holds every figure that sentence names, per phase
 (quiet, then attacked), and :func:`bar_missed` says which parts of it a run missed.
+
+The arithmetic is here too: each :class:`Phase` accounts the honest clients on its
+own (:func:`phase_figures`): the pushes the server accepted in it, and what each
+client received in it (its count at the end of the phase minus its count at the end
+of the one before).
 """
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pushgate.bench.report import RunResult
+from pushgate.bench.histogram import Histogram
+from pushgate.bench.losses import account
+from pushgate.bench.replies import ClientCount, Report
+from pushgate.bench.report import RunResult, cpu_use, ms
+
+if TYPE_CHECKING:
+    from pushgate.bench.meter import Meter
+    from pushgate.bench.pusher import PushLog
+    from pushgate.bench.samplers import HealthPoller, RssSampler
 
 # Issue 25's "Done when"
 MAX_P99_RATIO = 2.0
 MAX_HEALTH_MS = 200.0
 MAX_ATTACK_COST_MB = 300.0
 FLOODERS = {"ping": "ping flooder", "fragments": "endless message"}
+QUIET, ATTACKED = "quiet", "attacked"  # the phases
 
 Json = dict[str, Any]
 
@@ -103,7 +117,105 @@ class AbuseResult(RunResult):
         return rows
 
 
-# (label, field, format), as report.ROWS
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """What one phase's pushes and honest clients did."""
+
+    name: str  # QUIET or ATTACKED
+    log: "PushLog"
+    expected: dict[int, int]  # pushes each honest client should have received
+    reports: list[Report]  # the honest workers' reports at its end
+    before: "Meter"
+    after: "Meter"
+    attackers_cpu_s: float | None  # the attacker processes' CPU over the phase
+
+
+def phase_figures(result: AbuseResult, phase: Phase, received: dict[int, int]) -> None:
+    """The honest clients' deliveries, losses and latency in one phase. ``received``
+    holds each client's count at the end of the phase before; it is brought up to
+    the end of this one."""
+    name, log = phase.name, phase.log
+    hist = Histogram()
+    clients: list[ClientCount] = []
+    for report in phase.reports:
+        hist.merge(report.latency_hist)
+        for client in report.clients:
+            count = client.received - received.get(client.index, 0)
+            clients.append(ClientCount(client.index, count, 0, client.close_code))
+            received[client.index] = client.received
+    losses = account(phase.expected, clients)
+    figures = {
+        "sent": log.sent,
+        "pushes": log.accepted_total,
+        "push_errors": sum(log.errors.values()),
+        "expected": losses.expected,
+        "received": losses.received,
+        "lost": losses.lost,
+        "beyond": losses.duplicates,
+        "p50_ms": ms(hist.percentile(0.5)),
+        "p99_ms": ms(hist.percentile(0.99)),
+        "max_ms": ms(hist.maximum()),
+    }
+    for key, value in figures.items():
+        setattr(result, f"{name}_{key}", value)
+    result.pushes += log.accepted_total
+    result.deliveries += losses.received
+    result.expected += losses.expected
+    result.lost += losses.lost
+    result.lost_on_closed += losses.lost_on_closed
+    result.closed_by_server = losses.closed_by_server
+    result.push_errors += sum(log.errors.values())
+    if log.errors:
+        top = "; ".join(f"{e} ({n})" for e, n in log.errors.most_common(3))
+        result.errors.append(f"push errors, {name}: {top}")
+    _phase_cpu(result, phase)
+    if name == ATTACKED:
+        result.p50_ratio = _ratio(result.attacked_p50_ms, result.quiet_p50_ms)
+        result.p99_ratio = _ratio(result.attacked_p99_ms, result.quiet_p99_ms)
+        result.max_ratio = _ratio(result.attacked_max_ms, result.quiet_max_ms)
+
+
+def _phase_cpu(result: AbuseResult, phase: Phase) -> None:
+    """Server CPU per phase; under attack also the attackers' and the others'."""
+    attackers = phase.attackers_cpu_s or 0.0
+    clients = sum(report.cpu_s for report in phase.reports)
+    use = cpu_use(phase.before, phase.after, clients, attackers)
+    if use.wall <= 0 or use.server_s is None:
+        return
+    setattr(result, f"server_cpu_pct_{phase.name}", 100 * use.server_s / use.wall)
+    if phase.name != ATTACKED:
+        return
+    result.attackers_cpu_pct = 100 * attackers / use.wall
+    result.other_cpu_pct = use.other_pct
+    result.steal_pct = use.steal_pct
+
+
+def sampled_figures(
+    result: AbuseResult, health: "dict[str, HealthPoller]", rss: "RssSampler"
+) -> None:
+    """The samplers' figures: health per port and phase, RSS at its peak."""
+    for port, poller in health.items():
+        for phase in (QUIET, ATTACKED):
+            figures = poller.figures(phase)
+            setattr(result, f"{port}_health_{phase}_p99_ms", figures.p99_ms)
+            setattr(result, f"{port}_health_{phase}_max_ms", figures.max_ms)
+            setattr(result, f"{port}_health_{phase}_failed", figures.failed)
+    if ATTACKED in rss.peak:
+        result.rss_attack_peak_mb = mb(rss.peak[ATTACKED])
+        if result.rss_start_mb is not None and result.rss_attack_peak_mb is not None:
+            result.rss_attack_cost_mb = result.rss_attack_peak_mb - result.rss_start_mb
+
+
+def mb(rss: int | None) -> float | None:
+    """Bytes of RSS as MB; None stays None."""
+    return None if rss is None else rss / 1024 / 1024
+
+
+def _ratio(attacked: float | None, quiet: float | None) -> float | None:
+    return attacked / quiet if attacked is not None and quiet else None
+
+
+# (label, field, format), as table.ROWS
 ABUSE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("honest connections open", "connected", "n"),
     ("connect time s", "connect_s", ".2f"),

@@ -38,7 +38,7 @@ from pushgate.bench.abuseclients import (
 )
 from pushgate.bench.rawws import OP_CONT, OP_PING, OP_TEXT, masked_frame, repeated
 from pushgate.bench.scenarios import ATTACKS
-from pushgate.bench.worker import Target, describe
+from pushgate.bench.targets import Target, describe
 from pushgate.bench.wsclient import HandshakeError
 
 Json = dict[str, Any]

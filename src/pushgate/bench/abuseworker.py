@@ -21,7 +21,9 @@ from typing import Any
 
 from pushgate.bench.abusers import Attack, make_attack
 from pushgate.bench.procstat import raise_fd_limit
-from pushgate.bench.worker import Commands, Target, main
+from pushgate.bench.replies import Hello
+from pushgate.bench.targets import Target
+from pushgate.bench.worker import Commands, main
 
 Json = dict[str, Any]
 
@@ -34,8 +36,8 @@ class AbuseWorker(Commands):
         self.opening: asyncio.Task[Json] | None = None  # the attack's start, while it runs
         self.fd_limit = raise_fd_limit()
 
-    async def _cmd_hello(self, msg: Json) -> Json:
-        return {"pid": os.getpid(), "fd_limit": self.fd_limit}
+    async def _cmd_hello(self, msg: Json) -> Hello:
+        return Hello(os.getpid(), self.fd_limit)
 
     async def _cmd_start(self, msg: Json) -> Json:
         if self.attack is not None:

@@ -5,8 +5,9 @@ to an ``add_subparsers()`` object; :func:`run_bench` runs the parsed arguments a
 returns the exit status: 0 done; 1 could not run (the message says why); 2 bad
 options; 3 a run lost or duplicated messages on clients the server did not close,
 or (with one sender, when order is defined) reordered them, or (resume) a session
-could not be resumed or a client did not catch up, or (abuse) an honest client lost
-a push, closed or not; 130 interrupted.
+could not be resumed or a client did not catch up, or (reconnect) a client could
+not reconnect, or (abuse) an honest client lost a push, closed or not; 130
+interrupted.
 """
 
 import argparse
@@ -27,9 +28,10 @@ from pushgate.bench.options import (
 )
 from pushgate.bench.procstat import raise_fd_limit
 from pushgate.bench.progress import Progress
-from pushgate.bench.report import RunResult, table
+from pushgate.bench.report import RunResult
 from pushgate.bench.runner import run_once
 from pushgate.bench.scenarios import ATTACKS, SCENARIOS, Scenario
+from pushgate.bench.table import table
 from pushgate.config import parse_size
 
 DESCRIPTION = """\
@@ -65,10 +67,13 @@ stream in the welcomes), beside the time the same N clients took to connect
 afresh (connect time); server CPU per resume (from the drop to caught up, live
 pushes included); pushes replayed; resumes not recovered; and pushes lost or
 duplicated, from the seqs of every stream of every client (both must be 0).
-With --fresh the clients reconnect afresh after the same drop instead (a new
-wsId, in no room, nothing replayed, nothing counted lost), under the same pushes:
-reconnect time (from the drop to the last welcome) and CPU per reconnect, the
-baseline a resume storm is compared with.
+
+reconnect: the same drop under the same pushes, but the clients reconnect afresh
+instead of resuming (a new wsId, back in the room with a token signed with
+--token-secret, nothing replayed, nothing counted lost): reconnect time (from the
+drop to the last welcome), the room's members after, and CPU per reconnect, the
+baseline a resume storm is compared with. `resume --fresh` is its old name, kept
+as an alias.
 
 abuse (issue 25): N honest clients (default 300) receive pushes to all at --rate
 (default 20/s, val 1 KB) for --duration seconds (default 10) with nothing else
@@ -102,7 +107,7 @@ examples:
   pushgate bench idle --connections 19000 --duration 30 --workers 2
   pushgate bench rooms --connections 5000 --rate 2000 --duration 10 --json
   pushgate bench resume -n 10000 --rate 5 --duration 3 --repeat 3
-  pushgate bench resume -n 10000 --fresh
+  pushgate bench reconnect -n 10000
   scripts/bench-cluster resume -n 10000 --resume-on other
   pushgate bench abuse --attacks ping,nonreaders --non-readers 1000
   pushgate bench broadcast --ws-url ws://127.0.0.1:8888/connect \\
@@ -153,22 +158,23 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         "--rate",
         type=float,
         metavar="R",
-        help="pushes per second; 0 sends them back to back (default: 0; 5 for resume, "
-        "20 for abuse)",
+        help="pushes per second; 0 sends them back to back (default: 0; 5 for resume "
+        "and reconnect, 20 for abuse)",
     )
     load.add_argument(
         "--pushes",
         type=int,
         metavar="M",
-        help="pushes per run (default: 100 for broadcast and room); resume: pushes before the drop",
+        help="pushes per run (default: 100 for broadcast and room); resume, reconnect: "
+        "pushes before the drop",
     )
     load.add_argument(
         "--duration",
         type=float,
         metavar="S",
         help="seconds of pushing, or of idling (default: 10 for rooms, idle, churn); "
-        "resume: seconds of pushes before the drop (default: 2); abuse: of each phase, "
-        "quiet and attacked (default: 10)",
+        "resume, reconnect: seconds of pushes before the drop (default: 2); abuse: of "
+        "each phase, quiet and attacked (default: 10)",
     )
     load.add_argument(
         "--size",
@@ -201,23 +207,21 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         "--resume-on",
         choices=RESUME_ON,
         default="same",
-        help="resume: each client resumes on its own gateway (same), or on the next "
-        "--ws-url (other; the same with one URL) (default: same)",
+        help="resume, reconnect: each client comes back on its own gateway (same), or on "
+        "the next --ws-url (other; the same with one URL) (default: same)",
     )
     load.add_argument(
         "--outage",
         type=float,
         default=0.0,
         metavar="S",
-        help="resume: seconds the clients stay away between the drop and the resume "
-        "(default: 0, they resume at once)",
+        help="resume, reconnect: seconds the clients stay away between the drop and "
+        "their return (default: 0, they come back at once)",
     )
     load.add_argument(
         "--fresh",
         action="store_true",
-        help="resume: after the drop the clients reconnect afresh instead of resuming "
-        "(new wsIds, no rooms, nothing replayed): the time a storm of fresh connects "
-        "takes under the same pushes, to compare a resume storm with",
+        help="deprecated: `resume --fresh` is the reconnect scenario's old name",
     )
 
     abuse = parser.add_argument_group("abuse (issue 25)")
@@ -332,8 +336,8 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
     server.add_argument(
         "--token-secret",
         metavar="SECRET",
-        help="the server's --token-secret: resume --fresh reconnects each client with "
-        "a token naming the room, as an app without resume puts its clients back in "
+        help="the server's --token-secret: reconnect brings each client back with a "
+        "token naming the room, as an app without resume puts its clients back in "
         "their rooms (its own server gets one made up); without it, in no room",
     )
 
@@ -355,20 +359,18 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
 
 def options_from(args: argparse.Namespace) -> BenchOptions:
     """BenchOptions from parsed arguments; raises BenchError on conflicts."""
-    if args.scenario and args.scenario_arg and args.scenario != args.scenario_arg:
-        raise BenchError(f"two scenarios given: {args.scenario_arg} and --scenario {args.scenario}")
+    scenario = scenario_named(_scenario_name(args))
     server_args: list[str] = []
     for flag, _, _, _ in SERVER_FLAGS:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             server_args += [flag, str(value)]
     token_secret = args.token_secret
-    if args.fresh and token_secret is None and not args.ws_url:
+    if scenario.name == "reconnect" and token_secret is None and not args.ws_url:
         token_secret = secrets.token_hex(16)  # for our own server, and our tokens
     if token_secret is not None and not args.ws_url:
         server_args += ["--token-secret", token_secret]
     server_args += args.server_arg
-    scenario = scenario_named(args.scenario or args.scenario_arg or "broadcast")
     return BenchOptions(
         scenario=scenario,
         connections=scenario.default_connections if args.connections is None else args.connections,
@@ -392,7 +394,6 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         churn_lifetime=args.churn_lifetime,
         resume_on=args.resume_on,
         outage=args.outage,
-        fresh=args.fresh,
         token_secret=token_secret,
         ws_urls=tuple(args.ws_url),
         api_url=args.api_url,
@@ -400,6 +401,19 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         server_args=tuple(server_args),
         **_abuse_options(args, scenario),
     )
+
+
+def _scenario_name(args: argparse.Namespace) -> str:
+    """The scenario asked for, as an argument or with --scenario; ``resume --fresh``,
+    the reconnect scenario's old name, is reconnect."""
+    if args.scenario and args.scenario_arg and args.scenario != args.scenario_arg:
+        raise BenchError(f"two scenarios given: {args.scenario_arg} and --scenario {args.scenario}")
+    name: str = args.scenario or args.scenario_arg or "broadcast"
+    if not args.fresh:
+        return name
+    if name not in ("resume", "reconnect"):
+        raise BenchError(f"--fresh applies to resume only (it makes it reconnect), not to {name}")
+    return "reconnect"
 
 
 def _abuse_options(args: argparse.Namespace, scenario: Scenario) -> dict[str, Any]:
@@ -428,6 +442,10 @@ def run_bench(args: argparse.Namespace) -> int:
     except BenchError as exc:
         print(f"pushgate bench: {exc}", file=sys.stderr)
         return 2
+    if args.fresh:
+        print(
+            "pushgate bench: --fresh is deprecated: use `pushgate bench reconnect`", file=sys.stderr
+        )
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(_main(opts))
@@ -504,24 +522,29 @@ def _title(opts: BenchOptions) -> str:
     where = "external server" if opts.external else "own server"
     if opts.scenario.name == "abuse":
         return _abuse_title(opts, where)
-    if opts.scenario.name == "resume":
-        before = (
-            f"{opts.push_count:,} pushes"
-            if opts.push_count is not None
-            else f"{opts.push_duration:g} s of pushes"
-        )
-        on = " on the next gateway" if opts.resume_on == "other" else ""
-        verb = "resume"
-        if opts.fresh:
-            verb = "reconnect afresh " + ("into the room" if opts.token_secret else "in no room")
-        return (
-            f"pushgate bench resume: {opts.connections:,} connections over "
-            f"{opts.worker_count} workers drop and {verb}{on} after {before} ({pace}, "
-            f"val {opts.size} B), {where}"
-        )
+    if opts.scenario.drops:
+        return _drop_title(opts, pace, where)
     return (
         f"pushgate bench {opts.scenario.name}: {opts.connections:,} connections over "
         f"{opts.worker_count} workers, {load}, {where}"
+    )
+
+
+def _drop_title(opts: BenchOptions, pace: str, where: str) -> str:
+    """resume and reconnect: how the clients come back, and after how many pushes."""
+    before = (
+        f"{opts.push_count:,} pushes"
+        if opts.push_count is not None
+        else f"{opts.push_duration:g} s of pushes"
+    )
+    on = " on the next gateway" if opts.resume_on == "other" else ""
+    verb = "resume"
+    if opts.scenario.name == "reconnect":
+        verb = "reconnect afresh " + ("into the room" if opts.token_secret else "in no room")
+    return (
+        f"pushgate bench {opts.scenario.name}: {opts.connections:,} connections over "
+        f"{opts.worker_count} workers drop and {verb}{on} after {before} ({pace}, "
+        f"val {opts.size} B), {where}"
     )
 
 

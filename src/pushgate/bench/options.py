@@ -64,10 +64,9 @@ class BenchOptions:
     slow_pause: float = 1.0
     churn_rate: float = 100.0  # churn: connections opened (and later closed) per second
     churn_lifetime: float = 1.0
-    resume_on: str = "same"  # resume: the gateway a client resumes on, "same" or "other"
-    outage: float = 0.0  # resume: seconds between the drop and the resume
-    fresh: bool = False  # resume: reconnect afresh instead (the baseline under load)
-    token_secret: str | None = None  # the server's: fresh reconnects get a token naming ROOM
+    resume_on: str = "same"  # resume, reconnect: the gateway a client comes back on
+    outage: float = 0.0  # resume, reconnect: seconds between the drop and the comeback
+    token_secret: str | None = None  # the server's: reconnects get a token naming ROOM
     # The abuse scenario's attackers (pushgate.bench.abusers)
     attacks: tuple[str, ...] = ATTACKS
     non_readers: int = 300
@@ -138,8 +137,8 @@ class BenchOptions:
         _within("--outage", self.outage, 0, 60)
         if self.resume_on not in RESUME_ON:
             raise BenchError(f"--resume-on must be one of {', '.join(RESUME_ON)}")
-        if self.scenario.name == "resume" and self.slow:
-            raise BenchError("resume drops every client: --slow does not apply")
+        if self.scenario.drops and self.slow:
+            raise BenchError(f"{self.scenario.name} drops every client: --slow does not apply")
         if self.scenario.name == "abuse":
             self._check_abuse(fd_limit)
         per_worker = -(-self.connections // self.worker_count)

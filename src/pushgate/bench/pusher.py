@@ -1,4 +1,4 @@
-"""Pushes and joins over the logic API.
+"""Pushes, joins and the room's members over the logic API.
 
 Every push is a form POST whose ``val`` is ``"<send time ns> <seq> <pad>"``, padded
 with ``x`` to ``--size`` bytes: the workers read the send time (wall clock,
@@ -14,16 +14,18 @@ free; when all are busy the schedule slips, and the achieved rate shows it.
 
 import asyncio
 import itertools
+import json
 import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pushgate.bench.histogram import Histogram
 from pushgate.bench.httpclient import HttpConnection, HttpError
 from pushgate.bench.options import BenchError
-from pushgate.bench.scenarios import ALL, Plan
+from pushgate.bench.scenarios import ALL, ROOM, Plan
 
 REQUEST_TIMEOUT = 30.0
 MAX_CONSECUTIVE_ERRORS = 50  # then the server is taken to be down, and pushing stops
@@ -213,3 +215,12 @@ async def join_all(
             await conn.close()
 
     await asyncio.gather(*(joiner() for _ in range(max(1, min(concurrency, len(pairs))))))
+
+
+async def room_page(conn: HttpConnection, query: str) -> dict[str, Any]:
+    """One answer of GET /rooms/{id} for the bench's room; BenchError unless 200."""
+    status, body = await conn.get(f"/rooms/{ROOM}{query}")
+    if status != 200:
+        raise BenchError(f"GET /rooms/{ROOM} failed: HTTP {status} {body[:200]!r}")
+    page: dict[str, Any] = json.loads(body)
+    return page

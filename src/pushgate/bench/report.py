@@ -1,165 +1,35 @@
-"""What a run measured, how losses are accounted, and how results are shown.
+"""What a run measured, and the arithmetic that makes its figures: from the
+workers' replies (:mod:`pushgate.bench.replies`), the pusher's log and the meters'
+readings (:class:`~pushgate.bench.meter.Meter`), one function per phase fills in
+the :class:`RunResult`. Losses are accounted by :mod:`pushgate.bench.losses`; how
+the figures are shown is :mod:`pushgate.bench.table`'s.
 
-Loss accounting (:func:`account`) is per client: each client should have received
-every push the server accepted for a target it belongs to (its rooms, or all);
-``lost`` is the sum of the shortfalls. The part of it on clients the server closed
-(the slow-client policy's 1008, a heartbeat timeout's 1011, or a dropped TCP
-connection, 1006) is ``lost_on_closed``, and those closes are counted by code in
-``closed_by_server``: a non-zero ``lost`` is a bug unless it all sits there.
-
-The resume scenario accounts by position instead (:func:`account_streams`): each
-client reports, per stream, the first and last seq it received and the gaps and
-duplicates between; a stream's pushes of the run are the seqs from the lowest any
-client received, as many as the server accepted for it. Losses on a stream the
-server said it could not recover (``recovered`` false) are ``lost_not_recovered``:
-told, hence explained.
+CPU (:func:`cpu_use`) is the difference of two meter readings: the server's, the
+bench's own processes' (workers, pusher, attackers), and the rest of the machine's,
+which is noise the run is told about (``other_cpu_pct``).
 """
 
 import json
-import statistics
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pushgate.bench.histogram import Histogram
+from pushgate.bench.losses import Losses, account, account_streams
+from pushgate.bench.replies import (
+    CaughtUp,
+    ChurnStopped,
+    Connected,
+    Reconnected,
+    Report,
+    Resumed,
+)
+from pushgate.bench.serverlatency import ms_of
 
-
-@dataclass(frozen=True, slots=True)
-class ClientCount:
-    """One client's tally, as its worker reports it."""
-
-    index: int
-    received: int
-    out_of_order: int = 0
-    close_code: int | None = None  # the server closed it (1006: without a close frame)
-
-
-@dataclass(frozen=True, slots=True)
-class Losses:
-    expected: int
-    received: int
-    lost: int
-    lost_on_closed: int
-    duplicates: int
-    out_of_order: int
-    closed_by_server: dict[int, int]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamCount:
-    """What one client received on one stream, as its worker reports it (see
-    :meth:`pushgate.bench.resumeclient.Tally.to_list`)."""
-
-    first: int
-    last: int
-    received: int
-    missing: int  # seqs between first and last never received
-    dups: int = 0
-    late: int = 0
-    epoch_changes: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ClientStreams:
-    """One client's per-stream tally, and the streams the server said it could not
-    recover for it."""
-
-    index: int
-    streams: Mapping[str, StreamCount]
-    unrecovered: frozenset[str] = frozenset()
-    close_code: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StreamLosses(Losses):
-    lost_not_recovered: int = 0
-    epoch_changes: int = 0
-
-
-def account_streams(
-    accepted: Mapping[str, int], indexes: Iterable[int], clients: Iterable[ClientStreams]
-) -> StreamLosses:
-    """Per client and stream, the pushes of the run it did not receive (``lost``)
-    and those it received twice (``duplicates``). ``accepted`` is the number of
-    pushes the server accepted per stream; every client in ``indexes`` should have
-    received them all. Each stream's pushes are taken to be ``accepted`` seqs from
-    the lowest seq any client received on it."""
-    by_index = {c.index: c for c in clients}
-    start: dict[str, int] = {}
-    for tallies in by_index.values():
-        for name, tally in tallies.streams.items():
-            start[name] = min(start.get(name, tally.first), tally.first)
-    lost = lost_on_closed = lost_not_recovered = duplicates = out_of_order = 0
-    received_total = expected_total = epoch_changes = 0
-    closed: Counter[int] = Counter()
-    for index in indexes:
-        client = by_index.get(index)
-        if client is not None and client.close_code is not None:
-            closed[client.close_code] += 1
-        for name, n in accepted.items():
-            if n <= 0:
-                continue
-            expected_total += n
-            count = client.streams.get(name) if client is not None else None
-            if count is None:
-                shortfall = n
-            else:
-                first, end = start[name], start[name] + n - 1
-                shortfall = min(
-                    n, max(0, count.first - first) + count.missing + max(0, end - count.last)
-                )
-                received_total += count.received
-                duplicates += count.dups
-                out_of_order += count.late
-                epoch_changes += count.epoch_changes
-            lost += shortfall
-            if client is None:
-                continue
-            if name in client.unrecovered:
-                lost_not_recovered += shortfall
-            elif client.close_code is not None:
-                lost_on_closed += shortfall
-    return StreamLosses(
-        expected=expected_total,
-        received=received_total,
-        lost=lost,
-        lost_on_closed=lost_on_closed,
-        duplicates=duplicates,
-        out_of_order=out_of_order,
-        closed_by_server=dict(sorted(closed.items())),
-        lost_not_recovered=lost_not_recovered,
-        epoch_changes=epoch_changes,
-    )
-
-
-def account(expected: Mapping[int, int], clients: Iterable[ClientCount]) -> Losses:
-    """Compare what each client received with what it should have (``expected`` by
-    client index). A client missing from ``clients`` lost everything it expected."""
-    lost = lost_on_closed = duplicates = out_of_order = received_total = 0
-    closed: Counter[int] = Counter()
-    seen: set[int] = set()
-    for client in clients:
-        seen.add(client.index)
-        want = expected.get(client.index, 0)
-        received_total += client.received
-        out_of_order += client.out_of_order
-        shortfall = max(0, want - client.received)
-        duplicates += max(0, client.received - want)
-        lost += shortfall
-        if client.close_code is not None:
-            closed[client.close_code] += 1
-            lost_on_closed += shortfall
-    missing = sum(n for index, n in expected.items() if index not in seen)
-    return Losses(
-        expected=sum(expected.values()),
-        received=received_total,
-        lost=lost + missing,
-        lost_on_closed=lost_on_closed,
-        duplicates=duplicates,
-        out_of_order=out_of_order,
-        closed_by_server=dict(sorted(closed.items())),
-    )
+if TYPE_CHECKING:
+    from pushgate.bench.meter import Meter
+    from pushgate.bench.pusher import PushLog
+    from pushgate.bench.serverlatency import LatencyBuckets
 
 
 @dataclass
@@ -214,7 +84,7 @@ class RunResult:
     # Presence: a walk through the room's members (GET /rooms/{id}, 1,000 a page)
     members_paged: int | None = None  # distinct wsIds listed
     members_page_s: float | None = None
-    # Losses (not counted by resume --fresh)
+    # Losses (not counted by reconnect)
     lost: int = 0
     lost_on_closed: int = 0
     duplicates: int = 0
@@ -242,7 +112,7 @@ class RunResult:
     client_cpu_us_per_resume: float | None = None
     lost_not_recovered: int | None = None  # lost on streams the server said were not recovered
     gap_notices: int | None = None  # type-0 frames after a welcome: recovered false
-    # Resume --fresh: the same drop, then fresh connects under the same pushes.
+    # Reconnect: the same drop as resume, then fresh connects under the same pushes.
     reconnected: int | None = None  # clients that got a fresh welcome after the drop
     reconnect_failed: int | None = None
     in_room: int | None = None  # members of the room after the reconnects (a token joins)
@@ -297,157 +167,324 @@ def _rounded(value: object) -> object:
     return value
 
 
-# The table
-
-# (label, field, format); format "n" is a count with separators, otherwise a precision.
-ROWS: tuple[tuple[str, str, str], ...] = (
-    ("connections open", "connected", "n"),
-    ("connect time s", "connect_s", ".2f"),
-    ("connect p99 ms", "connect_p99_ms", ".1f"),
-    ("pushes accepted", "pushes", "n"),
-    ("pushes/s", "pushes_per_s", ".1f"),
-    ("deliveries", "deliveries", "n"),
-    ("deliveries/s", "deliveries_per_s", "n"),
-    ("server CPU µs/delivery", "server_cpu_us_per_delivery", ".2f"),
-    ("client CPU µs/delivery", "client_cpu_us_per_delivery", ".2f"),
-    ("pusher CPU µs/push", "pusher_cpu_us_per_push", ".0f"),
-    ("latency p50 ms", "p50_ms", ".2f"),
-    ("latency p95 ms", "p95_ms", ".2f"),
-    ("latency p99 ms", "p99_ms", ".2f"),
-    ("latency max ms", "max_ms", ".2f"),
-    ("server's latency p50 ms", "server_p50_ms", ".2f"),
-    ("server's latency p99 ms", "server_p99_ms", ".2f"),
-    ("push answered p50 ms", "push_rtt_p50_ms", ".2f"),
-    ("push answered p99 ms", "push_rtt_p99_ms", ".2f"),
-    ("room members paged", "members_paged", "n"),
-    ("paging through them s", "members_page_s", ".2f"),
-    ("server RSS KB/conn", "rss_kb_per_conn", ".2f"),
-    ("server RSS MB", "server_rss_mb", ".1f"),
-    ("idle CPU µs/conn/s", "idle_cpu_us_per_conn_s", ".3f"),
-    ("churn opened", "churn_opened", "n"),
-    ("churn closed", "churn_closed", "n"),
-    ("churn failed", "churn_failed", "n"),
-    ("churn connect p99 ms", "churn_connect_p99_ms", ".1f"),
-    ("other processes' CPU %", "other_cpu_pct", ".0f"),
-    ("steal %", "steal_pct", ".0f"),
-    ("lost", "lost", "n"),
-    ("lost on closed clients", "lost_on_closed", "n"),
-    ("out of order", "out_of_order", "n"),
-    ("push errors", "push_errors", "n"),
-)
+# The figures of each phase, from what the workers, the pusher and the meters said
 
 
-# The resume scenario's rows, after the connect rows.
-RESUME_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("resumed", "resumed", "n"),
-    ("resume failed", "resume_failed", "n"),
-    ("resumed, recovered=false", "not_recovered", "n"),
-    ("resume time s", "resume_s", ".2f"),
-    ("resume p50 ms", "resume_p50_ms", ".1f"),
-    ("resume p99 ms", "resume_p99_ms", ".1f"),
-    ("caught up time s", "caught_up_s", ".2f"),
-    ("caught up / connect time", "caught_up_vs_connect", ".2f"),
-    ("not caught up", "not_caught_up", "n"),
-    ("pushes replayed", "replayed", "n"),
-    ("server CPU µs/resume", "server_cpu_us_per_resume", ".0f"),
-    ("client CPU µs/resume", "client_cpu_us_per_resume", ".0f"),
-    ("duplicated", "duplicates", "n"),
-    ("lost, not recovered", "lost_not_recovered", "n"),
-    ("gap notices", "gap_notices", "n"),
-)
+class Metered(Protocol):
+    """A worker's reply that says how much CPU the worker used."""
+
+    @property
+    def cpu_s(self) -> float: ...
 
 
-UNCOUNTED_WHEN_FRESH = {"deliveries", "lost", "lost_on_closed", "out_of_order", "duplicates"}
-
-# The rows of resume --fresh, after the connect rows.
-FRESH_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("reconnected afresh", "reconnected", "n"),
-    ("reconnect failed", "reconnect_failed", "n"),
-    ("in the room after", "in_room", "n"),
-    ("reconnect time s", "reconnect_s", ".2f"),
-    ("reconnect / connect time", "reconnect_vs_connect", ".2f"),
-    ("server CPU µs/reconnect", "server_cpu_us_per_reconnect", ".0f"),
-    ("client CPU µs/reconnect", "client_cpu_us_per_reconnect", ".0f"),
-)
-
-
-def rows_for(results: Sequence[RunResult]) -> tuple[tuple[str, str, str], ...]:
-    """The table's rows: the resume scenario's inserted after the connect rows, or
-    a scenario's own."""
-    own = results[0].table_rows() if results else None
-    if own is not None:
-        return own
-    if any(r.reconnected is not None for r in results):
-        # Fresh sessions start from nothing: no push is owed them, none counted lost.
-        kept = tuple(row for row in ROWS[3:] if row[1] not in UNCOUNTED_WHEN_FRESH)
-        return ROWS[:3] + FRESH_ROWS + kept
-    if not any(r.scenario == "resume" for r in results):
-        return ROWS
-    return ROWS[:3] + RESUME_ROWS + ROWS[3:]
+def connect_figures(
+    result: RunResult, replies: Sequence[Connected], seconds: float
+) -> dict[str, int]:
+    """The connect phase, which took ``seconds``: how many opened, how many failed
+    and why, how long each took. Returns the failures by reason."""
+    hist = Histogram()
+    for reply in replies:
+        hist.merge(reply.connect_hist)
+    errors = merged_counts(reply.errors for reply in replies)
+    result.connect_s = seconds
+    result.connect_failed = sum(reply.failed for reply in replies)
+    result.connected = sum(len(reply.indexes) for reply in replies)
+    result.connect_p50_ms = ms(hist.percentile(0.5))
+    result.connect_p99_ms = ms(hist.percentile(0.99))
+    if errors:
+        result.errors.append(f"{result.connect_failed} connections failed: {top(errors)}")
+    return errors
 
 
-def summary(results: Sequence[RunResult], name: str) -> tuple[float, float, float] | None:
-    """(median, min, max) of a numeric field over runs; None when no run has it."""
-    values = [v for r in results if isinstance(v := getattr(r, name), int | float)]
-    if not values:
-        return None
-    return statistics.median(values), min(values), max(values)
+def rss_per_connection(result: RunResult, before: int | None, after: int | None) -> None:
+    """The server's RSS growth over the connect phase, per connection opened."""
+    if before is not None and after is not None:
+        result.rss_kb_per_conn = (after - before) / 1024 / result.connected
 
 
-def table(results: Sequence[RunResult], title: str) -> str:
-    """A readable table: one column per run, then the median and the spread."""
-    many = len(results) > 1
-    header = ["", *(f"run {i + 1}" for i in range(len(results)))]
-    if many:
-        header += ["median", "min-max"]
-    rows = [header]
-    for label, name, fmt in rows_for(results):
-        stats = summary(results, name)
-        if stats is None:
-            continue
-        cells = [label, *(_fmt(getattr(r, name), fmt) for r in results)]
-        if many:
-            median, low, high = stats
-            cells += [_fmt(median, fmt), f"{_fmt(low, fmt)}-{_fmt(high, fmt)}"]
-        rows.append(cells)
-    closed = [_closed_text(r.closed_by_server) for r in results]
-    if any(closed):
-        rows.append(["closed by server (code: n)", *(c or "-" for c in closed)])
-    texts = _text_lines(results)
-    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(header))]
-    widths[0] = max([widths[0], *(len(label) for label, _ in texts)])
-    lines = [title]
-    for row in rows:
-        cells = [row[0].ljust(widths[0])] + [
-            cell.rjust(widths[i + 1]) for i, cell in enumerate(row[1:])
-        ]
-        lines.append("  ".join(cells).rstrip())
-    # Told in words: too wide for a column, so one line each, under the table.
-    lines.extend(f"{label.ljust(widths[0])}  {text}" for label, text in texts)
-    for i, result in enumerate(results):
-        for error in result.errors:
-            lines.append(f"run {i + 1}: {error}")
-    return "\n".join(lines)
+def rss_at_end(result: RunResult, rss: int | None) -> None:
+    if rss is not None:
+        result.server_rss_mb = rss / 1024 / 1024
 
 
-def _text_lines(results: Sequence[RunResult]) -> list[tuple[str, str]]:
-    """Each run's text rows, labelled with the run when there are several."""
-    if len(results) == 1:
-        return results[0].text_rows()
-    return [
-        (f"{label}, run {i + 1}", text)
-        for i, result in enumerate(results)
-        for label, text in result.text_rows()
-    ]
+def push_figures(result: RunResult, log: "PushLog") -> None:
+    """What the pusher saw: pushes accepted, errors, rate, answer times."""
+    result.pushes = log.accepted_total
+    result.push_errors = sum(log.errors.values())
+    if log.errors:
+        result.errors.append(f"push errors: {top(log.errors)}")
+    if log.gave_up:
+        result.errors.append("pushing stopped early: the server answered errors only")
+    elapsed = log.finished - log.started
+    if elapsed > 0:
+        result.pushes_per_s = result.pushes / elapsed
+    result.server_delivered = log.server_delivered or None
+    result.push_rtt_p50_ms = ms(log.rtt.percentile(0.5))
+    result.push_rtt_p99_ms = ms(log.rtt.percentile(0.99))
 
 
-def _fmt(value: object, fmt: str) -> str:
-    if not isinstance(value, int | float):
-        return "-"
-    if fmt == "n":
-        return f"{round(value):,}"
-    return format(value, fmt)
+def delivery_figures(
+    result: RunResult,
+    log: "PushLog",
+    reports: Sequence[Report],
+    before: "Meter",
+    after: "Meter",
+) -> None:
+    """Deliveries per second, from the first push sent to the last delivery, and
+    CPU per delivery and per push (after :func:`loss_figures`, :func:`cpu_figures`
+    and :func:`push_figures`)."""
+    deliveries = result.deliveries
+    last_ns = max(report.last_ns for report in reports)
+    if deliveries and last_ns > log.first_ns:
+        result.duration_s = (last_ns - log.first_ns) / 1e9
+        result.deliveries_per_s = deliveries / result.duration_s
+    if deliveries and result.client_cpu_s is not None:
+        result.client_cpu_us_per_delivery = result.client_cpu_s * 1e6 / deliveries
+    if deliveries and result.server_cpu_s is not None:
+        result.server_cpu_us_per_delivery = result.server_cpu_s * 1e6 / deliveries
+    if result.pushes:
+        result.pusher_cpu_us_per_push = (after.own - before.own) * 1e6 / result.pushes
 
 
-def _closed_text(closed: Mapping[int, int]) -> str:
-    return ", ".join(f"{code}: {n}" for code, n in closed.items())
+def server_latency_figures(
+    result: RunResult, before: "LatencyBuckets | None", after: "LatencyBuckets | None"
+) -> None:
+    """The server's own delivery latency over the run, from two scrapes of /metrics."""
+    if before is not None and after is not None:
+        buckets = after.since(before)
+        result.server_p50_ms = ms_of(buckets.quantile(0.50))
+        result.server_p99_ms = ms_of(buckets.quantile(0.99))
+
+
+def loss_figures(
+    result: RunResult, expected: Mapping[int, int], reports: Sequence[Report], *, ordered: bool
+) -> None:
+    """Deliveries, latency and losses, client by client (:func:`account`). Order is
+    checked only when ``ordered``: pushes sent concurrently may reach the server in
+    any order, so no order is defined."""
+    hist = Histogram()
+    for report in reports:
+        hist.merge(report.latency_hist)
+    result.deliveries = sum(report.deliveries for report in reports)
+    result.set_latency(hist)
+    result.set_losses(account(expected, (c for report in reports for c in report.clients)))
+    if not ordered:
+        result.out_of_order = None
+
+
+@dataclass(frozen=True, slots=True)
+class CpuUse:
+    """CPU used between two meter readings: the server's (None when its pids are
+    unknown), and the rest of the machine's and the hypervisor's, in percent of one
+    core (None over no time)."""
+
+    wall: float
+    server_s: float | None
+    other_pct: float | None
+    steal_pct: float | None
+
+
+def cpu_use(before: "Meter", after: "Meter", *ours: float) -> CpuUse:
+    """What the server and everything else used between ``before`` and ``after``;
+    ``ours`` are the CPU seconds of the bench's processes beside the server (its
+    workers, its attackers) over the same span. The bench's own process is metered."""
+    wall = after.wall - before.wall
+    server = other = steal = None
+    if before.server is not None and after.server is not None:
+        server = after.server - before.server
+        used = server
+        for seconds in ours:
+            used += seconds
+        used += after.own - before.own
+        other = 100 * max(0.0, after.busy - before.busy - used) / wall if wall > 0 else None
+    if wall > 0:
+        steal = 100 * (after.steal - before.steal) / wall
+    return CpuUse(wall, server, other, steal)
+
+
+def cpu_figures(
+    result: RunResult, before: "Meter", after: "Meter", replies: Sequence[Metered]
+) -> None:
+    """CPU of the server, of the workers (as ``replies`` say), and of everything else."""
+    result.client_cpu_s = sum(reply.cpu_s for reply in replies)
+    use = cpu_use(before, after, result.client_cpu_s)
+    if use.server_s is not None:
+        result.server_cpu_s = use.server_s
+        result.other_cpu_pct = use.other_pct
+    result.steal_pct = use.steal_pct
+
+
+def idle_figures(result: RunResult, before: "Meter", after: "Meter") -> None:
+    """The idle scenario: server CPU per connection and second (after :func:`cpu_figures`)."""
+    if result.server_cpu_s is not None:
+        elapsed = after.wall - before.wall
+        result.idle_cpu_us_per_conn_s = result.server_cpu_s * 1e6 / result.connected / elapsed
+
+
+def churn_figures(result: RunResult, replies: Sequence[ChurnStopped]) -> None:
+    """The churning connections: opened, closed, failed, and their connect time."""
+    hist = Histogram()
+    for reply in replies:
+        hist.merge(reply.connect_hist)
+    errors = merged_counts(reply.errors for reply in replies)
+    result.churn_opened = sum(reply.opened for reply in replies)
+    result.churn_closed = sum(reply.closed for reply in replies)
+    result.churn_failed = sum(reply.failed for reply in replies)
+    result.churn_connect_p99_ms = ms(hist.percentile(0.99))
+    if errors:
+        result.errors.append(f"churn: {top(errors)}")
+
+
+def reconnect_figures(
+    result: RunResult, replies: Sequence[Reconnected], before: "Meter", after: "Meter"
+) -> None:
+    """The reconnect scenario: how long the fresh connects took after the drop, and
+    their CPU (the pushes to the clients already back included, as for a resume)."""
+    drop_ns = min(reply.drop_ns for reply in replies)
+    welcome_ns = max(reply.welcome_ns for reply in replies)
+    result.reconnected = sum(reply.reconnected for reply in replies)
+    result.reconnect_failed = sum(reply.failed for reply in replies)
+    errors = merged_counts(reply.errors for reply in replies)
+    if errors:
+        result.errors.append(f"{result.reconnect_failed} reconnects failed: {top(errors)}")
+    if result.reconnected and welcome_ns > drop_ns:
+        result.reconnect_s = (welcome_ns - drop_ns) / 1e9
+        if result.connect_s:
+            result.reconnect_vs_connect = result.reconnect_s / result.connect_s
+    cpu_figures(result, before, after, replies)
+    server_us, client_us = _cpu_us_per(result, result.reconnected)
+    result.server_cpu_us_per_reconnect = server_us
+    result.client_cpu_us_per_reconnect = client_us
+
+
+def resume_figures(
+    result: RunResult,
+    replies: Sequence[Resumed],
+    caught: Sequence[CaughtUp],
+    before: "Meter",
+    after: "Meter",
+    *,
+    stall: float,
+) -> None:
+    """The resume scenario: how many resumed, how long from the drop to the last
+    welcome and until every client caught up (or not, after ``stall`` seconds
+    without progress), and the CPU per resume."""
+    result.resumed = sum(reply.resumed for reply in replies)
+    result.resume_failed = sum(reply.failed + reply.new_session for reply in replies)
+    result.not_recovered = sum(reply.not_recovered for reply in replies)
+    result.replayed = sum(reply.replayed for reply in replies)
+    result.not_caught_up = sum(reply.not_caught_up for reply in caught)
+    hist = Histogram()
+    for reply in replies:
+        hist.merge(reply.reopen_hist)
+    result.resume_p50_ms = ms(hist.percentile(0.5))
+    result.resume_p99_ms = ms(hist.percentile(0.99))
+    _resume_errors(result, replies, stall)
+    _resume_times(result, replies, caught)
+    cpu_figures(result, before, after, caught)
+    server_us, client_us = _cpu_us_per(result, result.resumed)
+    result.server_cpu_us_per_resume = server_us
+    result.client_cpu_us_per_resume = client_us
+
+
+def _resume_errors(result: RunResult, replies: Sequence[Resumed], stall: float) -> None:
+    errors = merged_counts(reply.errors for reply in replies)
+    reasons = merged_counts(reply.reasons for reply in replies)
+    if errors:
+        result.errors.append(f"{sum(errors.values())} resumes failed: {top(errors)}")
+    if reasons:
+        result.errors.append(
+            f"{sum(reasons.values())} resumes got a new session instead: {top(reasons)}"
+        )
+    retried = sum(reply.retried for reply in replies)
+    if retried:
+        result.errors.append(f"{retried} resumes were closed with 1013 and tried again")
+    if result.not_caught_up:
+        result.errors.append(
+            f"{result.not_caught_up} resumed clients had not caught up after "
+            f"{stall:g} s without progress"
+        )
+
+
+def _resume_times(
+    result: RunResult, replies: Sequence[Resumed], caught: Sequence[CaughtUp]
+) -> None:
+    """From the drop (the earliest of the workers' drops) to the last resumed
+    welcome, and to the moment the last client caught up."""
+    drop_ns = min(reply.drop_ns for reply in replies)
+    welcome_ns = max(reply.welcome_ns for reply in replies)
+    if result.resumed and welcome_ns > drop_ns:
+        result.resume_s = (welcome_ns - drop_ns) / 1e9
+    caught_ns = max(reply.caught_up_ns for reply in caught)
+    if result.resumed and not result.not_caught_up and caught_ns > drop_ns:
+        result.caught_up_s = (caught_ns - drop_ns) / 1e9
+        if result.connect_s:
+            result.caught_up_vs_connect = result.caught_up_s / result.connect_s
+
+
+def _cpu_us_per(result: RunResult, count: int | None) -> tuple[float | None, float | None]:
+    """Server and client CPU of the last :func:`cpu_figures`, in µs per one of ``count``."""
+    server, client = result.server_cpu_s, result.client_cpu_s
+    if not count:
+        return None, None
+    return (
+        None if server is None else server * 1e6 / count,
+        None if client is None else client * 1e6 / count,
+    )
+
+
+def stream_loss_figures(
+    result: RunResult,
+    accepted: Mapping[str, int],
+    indexes: Iterable[int],
+    reports: Sequence[Report],
+) -> None:
+    """Deliveries, latency and losses by position (:func:`account_streams`), and
+    what in them points to a bug: pushes without a position, pushes received
+    twice, streams whose history was lost."""
+    hist = Histogram()
+    for report in reports:
+        hist.merge(report.latency_hist)
+    clients = [client for report in reports for client in report.streams]
+    result.deliveries = sum(report.deliveries for report in reports)
+    result.set_latency(hist)
+    losses = account_streams(accepted, indexes, clients)
+    result.set_losses(losses)
+    result.lost_not_recovered = losses.lost_not_recovered
+    result.gap_notices = sum(client.gap_notices for client in clients)
+    unpositioned = sum(report.unpositioned for report in reports)
+    if unpositioned:
+        result.errors.append(
+            f"{unpositioned} pushes carried no seq: the server keeps no history "
+            "(--history-size 0?), so nothing can be counted by position"
+        )
+    samples = [sample for report in reports for sample in report.duplicated][:3]
+    if samples:
+        result.errors.append(
+            "received twice, e.g.: "
+            + "; ".join(
+                f"client {s.client} on {s.gateway}, {s.stream} seqs {s.seqs} "
+                f"(resumed since {s.since}, welcome {s.welcome})"
+                for s in samples
+            )
+        )
+    if losses.epoch_changes:
+        result.errors.append(
+            f"{losses.epoch_changes} epoch changes seen by clients: the server lost a "
+            "stream's history during the run"
+        )
+
+
+def merged_counts(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Counts by text (errors, reasons) from several workers, summed."""
+    merged: dict[str, int] = {}
+    for each in counts:
+        for text, n in each.items():
+            merged[text] = merged.get(text, 0) + n
+    return merged
+
+
+def top(counts: Mapping[str, int], n: int = 3) -> str:
+    """The ``n`` most frequent texts, with their counts, for a one-line message."""
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
+    return "; ".join(f"{text} ({count})" for text, count in ranked)

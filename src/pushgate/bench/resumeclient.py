@@ -26,12 +26,13 @@ resolves on the welcome that answers it.
 """
 
 import json
-import time
 from typing import Any
 
-from websockets.frames import Opcode
-
-from pushgate.bench.wsclient import BenchClient, Counters, client_frame
+from pushgate.bench.rawws import OP_TEXT, masked_frame
+from pushgate.bench.replies import ClientStreams, Duplicated, StreamCount
+from pushgate.bench.wsclient import BenchClient, Counters
+from pushgate.ids import ConnId
+from pushgate.wire import ResumeRequest
 
 STREAM_ALL = b"all"
 MAX_SAMPLES = 5  # duplicated seqs kept per stream, to show in the report
@@ -116,9 +117,9 @@ class Tally:
             if len(self.dup_seqs) < MAX_SAMPLES:
                 self.dup_seqs.append(seq)
 
-    def to_list(self) -> list[int]:
-        """``[first, last, received, missing, dups, late, epoch_changes]`` for the report."""
-        return [
+    def count(self) -> StreamCount:
+        """The tally as the worker reports it."""
+        return StreamCount(
             self.first,
             self.last,
             self.received,
@@ -126,7 +127,7 @@ class Tally:
             self.dups,
             self.late,
             self.epoch_changes,
-        ]
+        )
 
 
 class ResumeClient(BenchClient):
@@ -160,13 +161,15 @@ class ResumeClient(BenchClient):
             self.gap_notices = previous.gap_notices
             self.unpositioned = previous.unpositioned
             self.received = previous.received
-            self.since = {
-                stream_name(key): [tally.epoch.decode(errors="replace"), tally.last]
+            since = {
+                stream_name(key): (tally.epoch.decode(errors="replace"), tally.last)
                 for key, tally in self.streams.items()
             }
-            data = {"wsId": self.ws_id, "session": self.session, "since": self.since}
-            message = json.dumps({"type": 0, "data": data}, separators=(",", ":"))
-            self._resume_frame = client_frame(Opcode.TEXT, message.encode())
+            self.since = {name: list(position) for name, position in since.items()}
+            # The worker resumes only clients that were welcomed with a session.
+            request = ResumeRequest(ConnId(self.ws_id or ""), self.session or "", since)
+            message = json.dumps(request.as_message(), separators=(",", ":"))
+            self._resume_frame = masked_frame(OP_TEXT, message.encode())
 
     @property
     def welcome_resumed(self) -> bool:
@@ -178,6 +181,31 @@ class ResumeClient(BenchClient):
         ours, so no close code is recorded."""
         self._closing = True
         self.abort()
+
+    def client_streams(self) -> ClientStreams:
+        """What this client received per stream, as its worker reports it."""
+        return ClientStreams(
+            self.index,
+            {stream_name(key): tally.count() for key, tally in self.streams.items()},
+            frozenset(self.unrecovered),
+            self.close_code,
+            self.gap_notices,
+        )
+
+    def duplicated(self) -> list[Duplicated]:
+        """The streams on which this client received a push twice, with what its
+        resume asked for and was told there: the clues to why."""
+        told = (self.welcome or {}).get("streams") or {}
+        samples = []
+        for key, tally in self.streams.items():
+            if tally.dup_seqs:
+                name = stream_name(key)
+                welcome = told.get(name) if isinstance(told, dict) else None
+                since = self.since.get(name)
+                samples.append(
+                    Duplicated(self.index, name, tally.dup_seqs, since, welcome, self.gateway)
+                )
+        return samples
 
     def caught_up(self, targets: list[tuple[bytes, str, int]]) -> bool:
         """Whether the client has received, on each stream (key, name), every push up
@@ -203,113 +231,76 @@ class ResumeClient(BenchClient):
 
     # Frames
 
-    def _on_frames(self, buf: bytes) -> None:
-        """The base client's frame walk (inlined there, for the client CPU it
-        measures), counting each push on its stream by position (:meth:`_count`)."""
-        now = time.time_ns()
-        pos, size = 0, len(buf)
-        while size - pos >= 2:
-            b0, length = buf[pos], buf[pos + 1]
-            if length & 0x80:
-                self._protocol_error("the server masked a frame")
-                return
-            start = pos + 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = int.from_bytes(buf[start : start + 2], "big")
-                start += 2
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = int.from_bytes(buf[start : start + 8], "big")
-                start += 8
-            end = start + length
-            if end > size:
-                break
-            pos = end
-            if b0 != 0x81:  # not a final text frame
-                self._on_other_frame(b0, b0 & 0x0F, buf[start:end], now)
-                continue
-            # {"type":N,"data":"<sent ns> <seq> <pad>","room":"R","seq":S,"epoch":"E"};
-            # the keys after data are searched for after its second space: the pad
-            # holds no quote. Anything else is decoded as JSON.
-            i = buf.find(b'"data":"', start, end) + 8
-            j = buf.find(b" ", i, end) if i > 7 else -1
-            k = buf.find(b" ", j + 1, end) if j > 0 else -1
-            s = buf.find(_SEQ, k, end) if k > 0 else -1
-            try:
-                if s < 0:
-                    raise ValueError
-                s += 6
-                c = buf.find(b",", s, end)
-                if c < 0:
-                    c = buf.find(b"}", s, end)
-                seq = int(buf[s:c])
-                sent = int(buf[i:j])
-            except ValueError:
-                self._on_other_message(buf[start:end], now)
-                continue
-            e = buf.find(_EPOCH, k, end)
-            if e >= 0:
-                e += 9
-                epoch = buf[e : buf.find(b'"', e, end)]
-            else:
-                epoch = b""
-            r = buf.find(_ROOM, k, end)
-            if r < 0:
-                r = buf.find(_USER, k, end)
-            key = buf[r + 1 : buf.find(b'"', r + 8, end)] if r >= 0 else STREAM_ALL
-            self._count(key, seq, epoch, sent, now)
-        if pos < size:
-            self._buf = buf[pos:]
+    def _on_text(self, buf: bytes, start: int, end: int, now: int) -> None:
+        """A text message, counted on its stream by position (:meth:`_count`) if it
+        is a push::
 
-    def _on_other_message(self, payload: bytes, now: int) -> None:
-        """A welcome, a gap notice, a PONG, or a push off the fast path."""
+            {"type":N,"data":"<sent ns> <seq> <pad>","room":"R","seq":S,"epoch":"E"}
+
+        The keys after data are searched for after its second space: the pad holds
+        no quote. Anything else is decoded as JSON."""
+        i = buf.find(b'"data":"', start, end) + 8
+        j = buf.find(b" ", i, end) if i > 7 else -1
+        k = buf.find(b" ", j + 1, end) if j > 0 else -1
+        s = buf.find(_SEQ, k, end) if k > 0 else -1
         try:
-            message = json.loads(payload)
+            if s < 0:
+                raise ValueError
+            s += 6
+            c = buf.find(b",", s, end)
+            if c < 0:
+                c = buf.find(b"}", s, end)
+            seq = int(buf[s:c])
+            sent = int(buf[i:j])
         except ValueError:
+            self._on_other_message(buf[start:end], now)
             return
-        if not isinstance(message, dict):
+        e = buf.find(_EPOCH, k, end)
+        if e >= 0:
+            e += 9
+            epoch = buf[e : buf.find(b'"', e, end)]
+        else:
+            epoch = b""
+        r = buf.find(_ROOM, k, end)
+        if r < 0:
+            r = buf.find(_USER, k, end)
+        key = buf[r + 1 : buf.find(b'"', r + 8, end)] if r >= 0 else STREAM_ALL
+        self._count(key, seq, epoch, sent, now)
+
+    def _on_type0(self, data: dict[str, Any], now: int) -> None:
+        """This connection's welcome, or a gap notice after it."""
+        if self.welcome is None:
+            self._on_welcome(data, now)
+        elif data.get("recovered") is False:
+            self.gap_notices += 1
+            self._unrecovered(data.get("streams"))
+
+    def _on_push(self, message: dict[str, Any], sent_ns: int, seq: int, now: int) -> None:
+        """A push off the fast path, counted on its stream by the position its
+        message carries (the ``seq`` in its data is the bench's, not the stream's)."""
+        position, epoch = message.get("seq"), message.get("epoch")
+        if not isinstance(position, int):
+            self.unpositioned += 1  # a push, but no position to count it by
+            self.counters.deliveries += 1
             return
-        data = message.get("data")
-        if message.get("type") == 0 and isinstance(data, dict):
-            if self.welcome is None:
-                self._on_welcome(data, now)
-            elif data.get("recovered") is False:
-                self.gap_notices += 1
-                self._unrecovered(data.get("streams"))
-            return
-        seq, epoch = message.get("seq"), message.get("epoch")
-        if isinstance(data, str):
-            parts = data.split(" ", 2)
-            if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
-                return
-            if not isinstance(seq, int):
-                self.unpositioned += 1  # a push, but no position to count it by
-                self.counters.deliveries += 1
-            else:
-                room, user = message.get("room"), message.get("user")
-                if isinstance(room, str):
-                    key = stream_key(f"room:{room}")
-                elif isinstance(user, str):
-                    key = stream_key(f"user:{user}")
-                else:
-                    key = STREAM_ALL
-                self._count(key, seq, str(epoch or "").encode(), int(parts[0]), now)
+        room, user = message.get("room"), message.get("user")
+        if isinstance(room, str):
+            key = stream_key(f"room:{room}")
+        elif isinstance(user, str):
+            key = stream_key(f"user:{user}")
+        else:
+            key = STREAM_ALL
+        self._count(key, position, str(epoch or "").encode(), sent_ns, now)
 
     def _on_welcome(self, data: dict[str, Any], now: int) -> None:
         self.welcome = data
         self.welcome_ns = now
-        ws_id, heartbeat, session = data.get("wsId"), data.get("heartbeat"), data.get("session")
-        self.ws_id = ws_id if isinstance(ws_id, str) else None
-        self.heartbeat = float(heartbeat) if isinstance(heartbeat, int | float) else None
+        session = data.get("session")
         if isinstance(session, str):
             self.session = session
         if data.get("resumed") is True:
             self._unrecovered(data.get("streams"))
-        if not self.opened.done():
-            self.opened.set_result(None)
+        super()._on_type0(data, now)  # the wsId and heartbeat; open now
 
     def _unrecovered(self, streams: object) -> None:
         """Note the streams a welcome or a gap notice says were not recovered."""

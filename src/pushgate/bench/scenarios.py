@@ -5,10 +5,13 @@ that opened, and answers the three questions a run asks of it: which joins to
 make, where push number ``seq`` goes, and how many pushes each client should
 therefore receive (the basis of loss accounting). For the resume scenario, which
 accounts per stream (docs/recovery.md), :func:`stream_of` names a target's stream.
+
+The two scenarios that drop every client (resume, and reconnect, its baseline) put
+every client in one room and alternate their pushes between the room and all.
 """
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 ALL = ""  # the target of a POST /push/all
 ROOM = "bench"  # the one room of the room scenario
@@ -31,7 +34,19 @@ class Scenario:
     default_rate: float = 0.0  # pushes per second when --rate is not given
     default_connections: int = 1000  # when -n is not given
     default_size: int = 100  # bytes of each push's val when --size is not given
+    drops: bool = False  # every client drops its connection mid-run, and comes back
 
+
+RESUME = Scenario(
+    "resume",
+    "N connections in one room drop their TCP connections at once and resume "
+    "their sessions (docs/recovery.md) while pushes to the room and to all go on",
+    True,
+    True,
+    default_duration=2.0,
+    default_rate=5.0,
+    drops=True,
+)
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -63,14 +78,13 @@ SCENARIOS: dict[str, Scenario] = {
             True,
             default_duration=10.0,
         ),
-        Scenario(
-            "resume",
-            "N connections in one room drop their TCP connections at once and resume "
-            "their sessions (docs/recovery.md) while pushes to the room and to all go on",
-            True,
-            True,
-            default_duration=2.0,
-            default_rate=5.0,
+        RESUME,
+        # The baseline of a resume storm: its defaults must stay resume's.
+        replace(
+            RESUME,
+            name="reconnect",
+            summary="the same drop as resume, then fresh connects under the same pushes "
+            "(a new session, back in the room with a token): the baseline of a resume storm",
         ),
         Scenario(
             "abuse",
@@ -102,7 +116,7 @@ class Plan:
     def joins(self) -> list[tuple[str, int]]:
         """(room, client index) pairs to join before pushing."""
         name = self.scenario.name
-        if name in ("room", "resume"):
+        if name == "room" or self.scenario.drops:
             return [(ROOM, i) for i in self.indexes]
         if name == "rooms":
             return [(room, i) for i in self.indexes for room in (own_room(i), group_room(i))]
@@ -113,7 +127,7 @@ class Plan:
         name = self.scenario.name
         if name == "room":
             return ROOM
-        if name == "resume":
+        if self.scenario.drops:
             return ROOM if seq % 2 == 0 else ALL
         if name == "rooms":
             half = seq // 2
@@ -127,7 +141,7 @@ class Plan:
         name = self.scenario.name
         if name == "room":
             return (ROOM,)
-        if name == "resume":
+        if self.scenario.drops:
             return (ROOM, ALL)
         if name == "rooms":
             return (own_room(index), group_room(index))

@@ -36,10 +36,6 @@ class ServerUnderTest:
     )
     _drain: asyncio.Task[None] | None = None
 
-    @property
-    def measurable(self) -> bool:
-        return bool(self.pids)
-
     def cpu_seconds(self) -> float | None:
         return procstat.total_cpu_seconds(self.pids) if self.pids else None
 

@@ -9,8 +9,9 @@ End of stdin means the coordinator is gone: the worker drops every connection an
 exits, so no worker outlives a bench that was killed.
 
 Commands: ``hello``, ``connect``, ``status``, ``mark``, ``report``, ``churn``,
-``churn_stop``, ``drop_resume``, ``caught_up``, ``quit``; see the ``_cmd_*`` methods
-for their fields.
+``churn_stop``, ``drop_resume``, ``drop_reconnect``, ``caught_up``, ``quit``; see the
+``_cmd_*`` methods for their fields, and :mod:`pushgate.bench.replies` for what
+each answers.
 """
 
 import asyncio
@@ -18,7 +19,6 @@ import contextlib
 import gc
 import json
 import os
-import socket
 import sys
 import time
 from collections import Counter
@@ -27,90 +27,27 @@ from typing import Any
 
 from pushgate.bench.histogram import Histogram
 from pushgate.bench.procstat import own_cpu_seconds, raise_fd_limit
-from pushgate.bench.resumeclient import (
-    ResumeClient,
-    fresh_path,
-    resume_path,
-    stream_key,
-    stream_name,
+from pushgate.bench.reopen import Drop, Reconnects, Resumes, caught_up
+from pushgate.bench.replies import (
+    CaughtUp,
+    ChurnStopped,
+    ClientCount,
+    Connected,
+    Hello,
+    Reconnected,
+    Reply,
+    Report,
+    Resumed,
+    Status,
 )
-from pushgate.bench.wsclient import CLOSE_ABNORMAL, BenchClient, Counters, HandshakeError
+from pushgate.bench.resumeclient import ResumeClient
+from pushgate.bench.targets import MAX_ERROR_KINDS, Target, describe, gave_up, open_client
+from pushgate.bench.wsclient import BenchClient, Counters, HandshakeError
 
-# Linux's IP_BIND_ADDRESS_NO_PORT (24): with a source address bound, let connect()
-# pick the port per destination, instead of bind() reserving one for every address.
-IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-SLOW_RCVBUF = 4096  # a slow client's receive buffer: it fills after a few pushes
 STDIN_LIMIT = 64 * 1024 * 1024
-MAX_ERROR_KINDS = 20
-GIVE_UP_AFTER = 100  # failed connections, when more failed than opened
-CATCH_UP_POLL = 0.05  # seconds between looks at the clients still catching up (the
-# caught-up time comes from the arrival times, not from these looks)
-RESUME_ATTEMPTS = 3  # a resume the server closes with 1013 (try again later) is retried
-CLOSE_TRY_AGAIN_LATER = 1013
-MAX_REASONS = 5
-MAX_SAMPLES = 5
+MAX_SAMPLES = 5  # clients that received a push twice, shown in the report
 
 Json = dict[str, Any]
-
-
-class Target:
-    """One gateway URL, resolved: where a client connects and what it asks for."""
-
-    def __init__(self, host: str, port: int, path: str) -> None:
-        self.host_header = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        infos.sort(key=lambda info: info[0] != socket.AF_INET)  # IPv4 first
-        family, _, _, _, address = infos[0]
-        self.family = family
-        self.address = address
-        self.path = path
-
-
-async def open_client(
-    target: Target,
-    source: str | None,
-    client: BenchClient,
-    within: float,
-    *,
-    slow: bool = False,
-) -> None:
-    """Connect ``client`` from ``source`` (an address to bind, or None) and wait until
-    it is open, at most ``within`` seconds. Raises OSError, HandshakeError or TimeoutError."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(target.family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        if source is not None and target.family == socket.AF_INET:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-            sock.bind((source, 0))
-        if slow:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
-        async with asyncio.timeout(within):
-            await loop.sock_connect(sock, target.address)
-            await loop.create_connection(lambda: client, sock=sock)
-            await client.opened
-    except TimeoutError:
-        client.abort()
-        sock.close()
-        if client.upgraded and client.need_welcome:
-            raise HandshakeError(
-                "no welcome frame after the 101: this scenario needs the wsId of a "
-                '{"type":0,"data":{"wsId":...}} frame'
-            ) from None
-        raise
-    except BaseException:
-        client.abort()
-        sock.close()
-        raise
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return f"{type(exc).__name__}: {exc}"[:200]
 
 
 class Commands:
@@ -118,7 +55,7 @@ class Commands:
     ``_cmd_<name>`` (an ``async`` method taking the message, returning the reply)."""
 
     async def handle(self, msg: Json, reply: Callable[[Json], None]) -> None:
-        method: Callable[[Json], Coroutine[Any, Any, Json]] | None = getattr(
+        method: Callable[[Json], Coroutine[Any, Any, Json | Reply]] | None = getattr(
             self, f"_cmd_{msg.get('cmd')}", None
         )
         try:
@@ -128,7 +65,8 @@ class Commands:
         except Exception as exc:
             reply({"id": msg.get("id"), "error": describe(exc)})
             return
-        reply({"id": msg.get("id"), **result})
+        body = result.to_json() if isinstance(result, Reply) else result
+        reply({"id": msg.get("id"), **body})
 
     def drop_all(self) -> None:
         """The coordinator is gone or said quit: drop every connection at once."""
@@ -146,24 +84,25 @@ class Worker(Commands):
         self.sources: list[str | None] = [None]
         self.slow: set[int] = set()
         self.slow_pause = 1.0
-        self.churn_task: asyncio.Task[Json] | None = None
+        self.churn_task: asyncio.Task[ChurnStopped] | None = None
         self.churn_stop = asyncio.Event()
         self.ping_task: asyncio.Task[None] | None = None
-        self.resumable = False  # the clients are ResumeClients (the resume scenario)
-        self.resume_cpu_mark = 0.0
+        self.resumable = False  # the clients are ResumeClients (resume, reconnect)
+        self.drop: Drop | None = None  # the last drop_resume or drop_reconnect
 
     # Commands
 
-    async def _cmd_hello(self, msg: Json) -> Json:
-        return {"pid": os.getpid(), "fd_limit": self.fd_limit}
+    async def _cmd_hello(self, msg: Json) -> Hello:
+        return Hello(os.getpid(), self.fd_limit)
 
-    async def _cmd_connect(self, msg: Json) -> Json:
+    async def _cmd_connect(self, msg: Json) -> Connected:
         """Open ``count`` clients numbered from ``first``. Fields: ``targets``
         ([[host, port, path]]), ``sources`` (addresses to bind), ``concurrency``,
         ``need_welcome``, ``timeout`` (per connection), ``slow`` (indexes of clients
         that stop reading for ``slow_pause`` seconds once pushes start), ``ping``
         (seconds between application PINGs, 0 for none), ``resumable`` (the clients
-        keep their session and count per stream, for ``drop_resume``)."""
+        keep their session and count per stream, for ``drop_resume`` and
+        ``drop_reconnect``)."""
         self.targets = [Target(h, int(p), path) for h, p, path in msg["targets"]]
         self.resumable = bool(msg.get("resumable", False))
         self.sources = list(msg.get("sources") or [None])
@@ -179,9 +118,8 @@ class Worker(Commands):
 
         async def connect_some() -> None:
             for index in indexes:
-                failed = sum(errors.values())
-                if failed >= GIVE_UP_AFTER and failed > len(opened):
-                    return  # the server refuses us: do not wait out every timeout
+                if gave_up(sum(errors.values()), len(opened)):
+                    return
                 client = self._new_client(index, need_welcome=need_welcome)
                 t0 = time.monotonic()
                 try:
@@ -207,22 +145,19 @@ class Worker(Commands):
         ping = float(msg.get("ping", 0))
         if ping > 0 and self.ping_task is None:
             self.ping_task = asyncio.create_task(self._ping_forever(ping))
-        return {
-            "indexes": [c.index for c in opened],
-            "failed": sum(errors.values()),
-            "errors": dict(errors.most_common(MAX_ERROR_KINDS)),
-            "elapsed_s": time.monotonic() - started,
-            "connect_us": hist.to_pairs(),
-            "ws_ids": [[c.index, c.ws_id] for c in opened if c.ws_id],
-            "sessions": sum(1 for c in opened if isinstance(c, ResumeClient) and c.session),
-        }
+        return Connected(
+            indexes=[c.index for c in opened],
+            failed=sum(errors.values()),
+            errors=dict(errors.most_common(MAX_ERROR_KINDS)),
+            elapsed_s=time.monotonic() - started,
+            connect_us=hist.to_pairs(),
+            ws_ids={c.index: c.ws_id for c in opened if c.ws_id},
+            sessions=sum(1 for c in opened if isinstance(c, ResumeClient) and c.session),
+        )
 
-    async def _cmd_status(self, msg: Json) -> Json:
-        return {
-            "open": self.counters.open,
-            "deliveries": self.counters.deliveries,
-            "last_ns": self.counters.last_ns,
-        }
+    async def _cmd_status(self, msg: Json) -> Status:
+        counters = self.counters
+        return Status(counters.open, counters.deliveries, counters.last_ns)
 
     async def _cmd_mark(self, msg: Json) -> Json:
         """Start of the measured phase: zero the counters and the CPU meter, and make
@@ -243,56 +178,23 @@ class Worker(Commands):
         self.cpu_mark = own_cpu_seconds()
         return {}
 
-    async def _cmd_report(self, msg: Json) -> Json:
-        """Everything measured since ``mark``, and each client's own counts:
-        ``clients`` is ``[[index, received, out_of_order, close_code], ...]``."""
+    async def _cmd_report(self, msg: Json) -> Report:
+        """Everything measured since ``mark``, and each client's own counts (per
+        stream too, for the clients that count by position)."""
         counters = self.counters
-        return {
-            "cpu_s": own_cpu_seconds() - self.cpu_mark,
-            "deliveries": counters.deliveries,
-            "last_ns": counters.last_ns,
-            "hist": counters.hist.to_pairs(),
-            "clients": [[c.index, c.received, c.out_of_order, c.close_code] for c in self.clients],
-            # The resume scenario: [[index, {stream: Tally.to_list()}, [streams not
-            # recovered], gap notices], ...]
-            "streams": [
-                [
-                    c.index,
-                    {stream_name(key): tally.to_list() for key, tally in c.streams.items()},
-                    sorted(c.unrecovered),
-                    c.gap_notices,
-                ]
-                for c in self.clients
-                if isinstance(c, ResumeClient)
+        resumable = [c for c in self.clients if isinstance(c, ResumeClient)]
+        return Report(
+            cpu_s=own_cpu_seconds() - self.cpu_mark,
+            deliveries=counters.deliveries,
+            last_ns=counters.last_ns,
+            hist=counters.hist.to_pairs(),
+            clients=[
+                ClientCount(c.index, c.received, c.out_of_order, c.close_code) for c in self.clients
             ],
-            "duplicated": self._duplicated_samples(),
-            "unpositioned": sum(
-                c.unpositioned for c in self.clients if isinstance(c, ResumeClient)
-            ),
-        }
-
-    def _duplicated_samples(self) -> list[Json]:
-        """A few clients that received a push twice: which, and where they resumed from."""
-        samples: list[Json] = []
-        for client in self.clients:
-            if not isinstance(client, ResumeClient):
-                continue
-            streams = (client.welcome or {}).get("streams") or {}
-            for key, tally in client.streams.items():
-                if tally.dup_seqs and len(samples) < MAX_SAMPLES:
-                    name = stream_name(key)
-                    welcome = streams.get(name) if isinstance(streams, dict) else None
-                    samples.append(
-                        {
-                            "client": client.index,
-                            "stream": name,
-                            "seqs": tally.dup_seqs,
-                            "since": client.since.get(name),
-                            "welcome": welcome,
-                            "gateway": client.gateway,
-                        }
-                    )
-        return samples
+            streams=[c.client_streams() for c in resumable],
+            duplicated=[sample for c in resumable for sample in c.duplicated()][:MAX_SAMPLES],
+            unpositioned=sum(c.unpositioned for c in resumable),
+        )
 
     async def _cmd_churn(self, msg: Json) -> Json:
         """Start opening ``rate`` clients per second, numbered from ``first``, each
@@ -313,159 +215,40 @@ class Worker(Commands):
         )
         return {}
 
-    async def _cmd_churn_stop(self, msg: Json) -> Json:
+    async def _cmd_churn_stop(self, msg: Json) -> ChurnStopped:
         if self.churn_task is None:
-            return {"opened": 0, "failed": 0, "closed": 0, "errors": {}, "connect_us": []}
+            return ChurnStopped(opened=0, closed=0, failed=0, errors={}, connect_us=[])
         self.churn_stop.set()
         result = await self.churn_task
         self.churn_task = None
         return result
 
-    async def _cmd_drop_resume(self, msg: Json) -> Json:
-        """Drop every client's TCP connection at once (aborted, no close frame), then
-        resume each one's session on a new connection (docs/recovery.md), ``concurrency``
+    async def _cmd_drop_resume(self, msg: Json) -> Resumed:
+        """Drop every client's TCP connection at once, then resume each one's session
+        on a new connection (:class:`pushgate.bench.reopen.Resumes`): ``concurrency``
         handshakes in flight, each within ``timeout`` seconds, on the target ``shift``
-        places after the client's own (0: the same gateway), ``outage`` seconds after
-        the drop (0: at once). From the drop until
-        ``caught_up``, the arrival of every push is recorded per stream and seq.
-        With ``fresh``, each client connects afresh instead (a new session, in the
-        rooms ``token`` names, if given): the baseline a resume storm is compared
-        with (``reconnected``)."""
-        timeout, shift = float(msg["timeout"]), int(msg.get("shift", 0))
-        fresh = bool(msg.get("fresh", False))
-        token = msg.get("token")
-        counters = self.counters
-        olds = [(n, c) for n, c in enumerate(self.clients) if isinstance(c, ResumeClient)]
-        counters.arrivals = {}
-        self.resume_cpu_mark = own_cpu_seconds()
-        drop_ns = time.time_ns()
-        for _, client in olds:
-            client.drop()
-        outage = float(msg.get("outage", 0))
-        if outage > 0:
-            await asyncio.sleep(outage)
-        errors: Counter[str] = Counter()
-        reasons: Counter[str] = Counter()
-        hist = Histogram()
-        stats = {
-            "resumed": 0,
-            "new_session": 0,
-            "not_recovered": 0,
-            "replayed": 0,
-            "retried": 0,
-            "reconnected": 0,
-        }
-        seqs: dict[str, int] = {}
-        welcome_ns = 0
-        todo = iter(olds)
+        places after the client's own, ``outage`` seconds after the drop. From the
+        drop until ``caught_up``, the arrival of every push is recorded."""
+        return await Resumes(self._new_drop(msg)).run(float(msg.get("outage", 0)))
 
-        async def resume_some() -> None:
-            nonlocal welcome_ns
-            for n, old in todo:
-                failed = sum(errors.values()) + stats["new_session"]
-                if failed >= GIVE_UP_AFTER and failed > stats["resumed"] + stats["reconnected"]:
-                    return  # the server refuses us: do not wait out every timeout
-                if not fresh and not (old.session and old.ws_id):
-                    errors["no session to resume (the welcome had none)"] += 1
-                    continue
-                target = self._target(old.index + shift)
-                t0 = time.monotonic()
-                for attempt in range(1, RESUME_ATTEMPTS + 1):
-                    client = ResumeClient(
-                        old.index,
-                        target.host_header,
-                        fresh_path(target.path, token) if fresh else resume_path(target.path),
-                        counters,
-                        previous=None if fresh else old,
-                    )
-                    try:
-                        await open_client(target, self._source(old.index), client, timeout)
-                        break
-                    except (OSError, HandshakeError, TimeoutError) as exc:
-                        code = client.close_code
-                        if code == CLOSE_TRY_AGAIN_LATER and attempt < RESUME_ATTEMPTS:
-                            stats["retried"] += 1  # the server asks for it (docs/recovery.md)
-                            continue
-                        if code is not None and code != CLOSE_ABNORMAL:
-                            errors[f"the server closed with {code} before the welcome"] += 1
-                        else:
-                            errors[describe(exc)] += 1
-                        break
-                if not client.welcome:
-                    continue
-                hist.add(int((time.monotonic() - t0) * 1e6))
-                self.clients[n] = client
-                if fresh:
-                    stats["reconnected"] += 1
-                    welcome_ns = max(welcome_ns, client.welcome_ns)
-                    continue
-                welcome = client.welcome or {}
-                if not client.welcome_resumed or client.ws_id != old.ws_id:
-                    stats["new_session"] += 1
-                    reasons[str(welcome.get("reason") or "no reason given")[:200]] += 1
-                    continue
-                stats["resumed"] += 1
-                welcome_ns = max(welcome_ns, client.welcome_ns)
-                if welcome.get("recovered") is not True:
-                    stats["not_recovered"] += 1
-                streams = welcome.get("streams")
-                for name, state in (streams if isinstance(streams, dict) else {}).items():
-                    if not isinstance(state, dict) or not isinstance(state.get("seq"), int):
-                        continue
-                    seqs[name] = max(seqs.get(name, 0), state["seq"])
-                    since = client.since.get(name)
-                    if since and since[0] == state.get("epoch") and isinstance(since[1], int):
-                        stats["replayed"] += max(0, state["seq"] - since[1])
+    async def _cmd_drop_reconnect(self, msg: Json) -> Reconnected:
+        """The same drop, then each client connects afresh instead (a new session, in
+        the rooms ``token`` names, if given): the baseline a resume storm is
+        compared with (:class:`pushgate.bench.reopen.Reconnects`)."""
+        reconnects = Reconnects(self._new_drop(msg), msg.get("token"))
+        return await reconnects.run(float(msg.get("outage", 0)))
 
-        concurrency = max(1, min(int(msg.get("concurrency", 100)), len(olds) or 1))
-        await asyncio.gather(*(resume_some() for _ in range(concurrency)))
-        tried = stats["resumed"] + stats["new_session"] + stats["reconnected"]
-        tried += sum(errors.values())
-        if tried < len(olds):
-            errors["not tried: too many failures before"] += len(olds) - tried
-        return {
-            "drop_ns": drop_ns,
-            "welcome_ns": welcome_ns,
-            **stats,
-            "failed": sum(errors.values()),
-            "errors": dict(errors.most_common(MAX_ERROR_KINDS)),
-            "reasons": dict(reasons.most_common(MAX_REASONS)),
-            "seqs": seqs,
-            "resume_us": hist.to_pairs(),
-            "cpu_s": own_cpu_seconds() - self.resume_cpu_mark,
-        }
-
-    async def _cmd_caught_up(self, msg: Json) -> Json:
+    async def _cmd_caught_up(self, msg: Json) -> CaughtUp:
         """Wait until every resumed client has received, on each stream of ``seqs``
         ({stream: seq}), every push up to that seq, or until none got there for
-        ``stall`` seconds. Returns when the last one got there (``caught_up_ns``, wall
-        clock: its welcome, or the arrival of the last push it needed), how many did
-        not, and this worker's CPU since the drop; arrivals are no longer recorded."""
-        targets = [(stream_key(name), name, int(seq)) for name, seq in msg["seqs"].items()]
-        stall = float(msg["stall"])
-        resumed = [c for c in self.clients if isinstance(c, ResumeClient) and c.welcome_resumed]
-        pending = resumed
-        last_change = time.monotonic()
-        while pending:
-            still = [c for c in pending if not c.caught_up(targets)]
-            now = time.monotonic()
-            if len(still) != len(pending):
-                last_change = now
-            pending = still
-            if not pending or now - last_change > stall:
-                break
-            await asyncio.sleep(CATCH_UP_POLL)
-        arrivals = self.counters.arrivals or {}
-        self.counters.arrivals = None
-        caught_ns = max((c.welcome_ns for c in resumed), default=0)
-        for key, _, seq in targets:
-            caught_ns = max(caught_ns, arrivals.get(key, {}).get(seq, 0))
-        return {
-            "caught_up_ns": caught_ns,
-            "caught_up": len(resumed) - len(pending),
-            "not_caught_up": len(pending),
-            "cpu_s": own_cpu_seconds() - self.resume_cpu_mark,
-        }
+        ``stall`` seconds (:func:`pushgate.bench.reopen.caught_up`); with this
+        worker's CPU since the drop."""
+        if self.drop is None:
+            raise RuntimeError("caught_up comes after drop_resume")
+        seqs, stall = msg["seqs"], float(msg["stall"])
+        caught_ns, caught, not_caught = await caught_up(self.clients, self.counters, seqs, stall)
+        cpu_s = own_cpu_seconds() - self.drop.cpu_mark
+        return CaughtUp(caught_ns, caught, not_caught, cpu_s)
 
     async def _cmd_quit(self, msg: Json) -> Json:
         self.drop_all()
@@ -503,9 +286,21 @@ class Worker(Commands):
                 client.send_ping_message()
             tick += 1
 
+    def _new_drop(self, msg: Json) -> Drop:
+        self.drop = Drop(
+            self.clients,
+            self.counters,
+            self._target,
+            self._source,
+            timeout=float(msg["timeout"]),
+            shift=int(msg.get("shift", 0)),
+            concurrency=int(msg.get("concurrency", 100)),
+        )
+        return self.drop
+
     async def _churn(
         self, rate: float, lifetime: float, first: int, within: float, max_open: int
-    ) -> Json:
+    ) -> ChurnStopped:
         errors: Counter[str] = Counter()
         hist = Histogram()
         stats = {"opened": 0, "closed": 0}
@@ -554,13 +349,13 @@ class Worker(Commands):
             _, pending = await asyncio.wait(live, timeout=lifetime + 2 * within)
             for task in pending:
                 task.cancel()
-        return {
-            "opened": stats["opened"],
-            "closed": stats["closed"],
-            "failed": sum(v for k, v in errors.items() if not k.startswith("skipped")),
-            "errors": dict(errors.most_common(MAX_ERROR_KINDS)),
-            "connect_us": hist.to_pairs(),
-        }
+        return ChurnStopped(
+            opened=stats["opened"],
+            closed=stats["closed"],
+            failed=sum(v for k, v in errors.items() if not k.startswith("skipped")),
+            errors=dict(errors.most_common(MAX_ERROR_KINDS)),
+            connect_us=hist.to_pairs(),
+        )
 
     def drop_all(self) -> None:
         for client in self.clients:

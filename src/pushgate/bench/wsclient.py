@@ -7,7 +7,8 @@ cores with the server they measure. Here a read that holds many frames (the serv
 coalesces them) is walked in one loop, and a push is recognised without decoding
 its JSON: its ``data`` is the bench's own text ``"<send time ns> <seq> <pad>"``.
 What it does not need, it does not implement: no extensions, no subprotocols;
-fragmented messages are reassembled but rare.
+fragmented messages are reassembled but rare. The bytes it writes and the walk of
+the frames it reads are :mod:`pushgate.bench.rawws`'s.
 
 A client's life: ``connection_made`` sends the upgrade request; ``opened`` resolves
 once the 101 arrived (and the welcome frame, when ``need_welcome``); protocol pings
@@ -16,24 +17,30 @@ are answered; a close frame from the server is echoed and its code kept in
 """
 
 import asyncio
-import base64
-import hashlib
 import json
-import os
 import time
-from typing import cast
-
-from websockets.frames import Frame, Opcode
+from typing import Any, cast
 
 from pushgate.bench.histogram import SIGNIFICANT_BITS, Histogram
+from pushgate.bench.rawws import (
+    NO_STATUS,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    accept_of,
+    frame_spans,
+    masked_frame,
+    new_key,
+    upgrade_request,
+)
+from pushgate.wire import PING, TYPE_WELCOME
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_ABNORMAL = 1006  # no close frame: the TCP connection just ended
 MAX_HANDSHAKE_BYTES = 16 * 1024
-PING_MESSAGE = b'{"type":1,"data":"PING"}'
-
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING = 0, 1, 2, 8, 9
 
 
 class HandshakeError(Exception):
@@ -57,11 +64,6 @@ class Counters:
         self.arrivals: dict[bytes, dict[int, int]] | None = None
 
 
-def client_frame(opcode: Opcode, payload: bytes) -> bytes:
-    """A masked frame, as every client-to-server frame must be (RFC 6455 5.3)."""
-    return Frame(opcode, payload).serialize(mask=True)
-
-
 def close_payload(code: int) -> bytes:
     return code.to_bytes(2, "big")
 
@@ -83,16 +85,8 @@ class BenchClient(asyncio.Protocol):
         self.counters = counters
         self.measured = measured
         self.need_welcome = need_welcome
-        self.key = base64.b64encode(os.urandom(16))
-        self.request = (
-            (
-                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-            ).encode()
-            + b"Sec-WebSocket-Key: "
-            + self.key
-            + b"\r\n\r\n"
-        )
+        self.key = new_key()
+        self.request = upgrade_request(host, path, self.key)
         loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -150,7 +144,7 @@ class BenchClient(asyncio.Protocol):
     def send_ping_message(self) -> None:
         """The application heartbeat a seed client sends: ``{"type":1,"data":"PING"}``."""
         if self.transport is not None and not self._closing and not self.transport.is_closing():
-            self.transport.write(client_frame(Opcode.TEXT, PING_MESSAGE))
+            self.transport.write(masked_frame(OP_TEXT, PING))
 
     def close(self, code: int = 1000) -> None:
         """Start the closing handshake; the server answers and drops the TCP connection."""
@@ -161,7 +155,7 @@ class BenchClient(asyncio.Protocol):
             return
         if not self._closing:
             self._closing = True
-            self.transport.write(client_frame(Opcode.CLOSE, close_payload(code)))
+            self.transport.write(masked_frame(OP_CLOSE, close_payload(code)))
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -183,8 +177,7 @@ class BenchClient(asyncio.Protocol):
         if status_line[9:12] != b"101":
             self._fail_handshake(f"server answered {status_line.decode('latin-1')!r}, not 101")
             return b""
-        expected = base64.b64encode(hashlib.sha1(self.key + GUID).digest())
-        if _header(headers, b"sec-websocket-accept") != expected:
+        if _header(headers, b"sec-websocket-accept") != accept_of(self.key):
             self._fail_handshake("Sec-WebSocket-Accept does not match the key")
             return b""
         self._handshaking = False
@@ -205,69 +198,89 @@ class BenchClient(asyncio.Protocol):
     def _on_frames(self, buf: bytes) -> None:
         """Walk every complete frame in ``buf``; keep a partial one for the next read.
 
-        This runs once per read and its loop once per delivery: the common case, a
-        final text frame holding a push, is handled inline (no call per frame)."""
+        This runs once per read and its loop once per delivery: a final text frame
+        (a push, as a rule) goes straight to :meth:`_on_text`, which a subclass
+        reads in its own way; the rest to :meth:`_on_other_frame`."""
         now = time.time_ns()  # one arrival time for every frame of this read
-        counters = self.counters
+        on_text = self._on_text
         pos, size = 0, len(buf)
-        while size - pos >= 2:
-            b0, length = buf[pos], buf[pos + 1]
-            if length & 0x80:
+        for b0, b1, start, end in frame_spans(buf):
+            if b1 & 0x80:
                 self._protocol_error("the server masked a frame")
                 return
-            start = pos + 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = int.from_bytes(buf[start : start + 2], "big")
-                start += 2
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = int.from_bytes(buf[start : start + 8], "big")
-                start += 8
-            end = start + length
             if end > size:
                 break
             pos = end
-            if b0 != 0x81:  # not a final text frame
+            if b0 == 0x81:  # a final text frame
+                on_text(buf, start, end, now)
+            else:
                 self._on_other_frame(b0, b0 & 0x0F, buf[start:end], now)
-                continue
-            # A push reads {"type":N,"data":"<sent ns> <seq> <pad>"...}; anything
-            # else (the welcome, a PONG, another layout) is decoded as JSON.
-            i = buf.find(b'"data":"', start, end) + 8
-            j = buf.find(b" ", i, end) if i > 7 else -1
-            k = buf.find(b" ", j + 1, end) if j > 0 else -1
-            try:
-                if k < 0:
-                    raise ValueError
-                sent, seq = int(buf[i:j]), int(buf[j + 1 : k])
-            except ValueError:
-                self._on_other_message(buf[start:end], now)
-                continue
-            if not self.measured:
-                counters.unmeasured += 1
-                continue
-            self.received += 1
-            if seq <= self.last_seq:
-                self.out_of_order += 1
-            self.last_seq = seq
-            counters.deliveries += 1
-            # Histogram.add, inlined.
-            latency = (now - sent) // 1000
-            if latency < 0:
-                latency = 0
-            shift = latency.bit_length() - SIGNIFICANT_BITS
-            if shift > 0:
-                latency = latency >> shift << shift
-            counts = counters.hist.counts
-            counts[latency] = counts.get(latency, 0) + 1
-            counters.last_ns = now
         if pos < size:
             self._buf = buf[pos:]
 
-    def _on_push(self, sent_ns: int, seq: int, now: int) -> None:
-        """A push found off the fast path (fragmented, or in another JSON layout)."""
+    def _on_text(self, buf: bytes, start: int, end: int, now: int) -> None:
+        """A text message, ``buf[start:end]``. A push reads
+        ``{"type":N,"data":"<sent ns> <seq> <pad>"...}`` and is counted in place,
+        without decoding its JSON (the counting of :meth:`_on_push`, inlined);
+        anything else (the welcome, a PONG, another layout) is decoded as JSON."""
+        i = buf.find(b'"data":"', start, end) + 8
+        j = buf.find(b" ", i, end) if i > 7 else -1
+        k = buf.find(b" ", j + 1, end) if j > 0 else -1
+        try:
+            if k < 0:
+                raise ValueError
+            sent, seq = int(buf[i:j]), int(buf[j + 1 : k])
+        except ValueError:
+            self._on_other_message(buf[start:end], now)
+            return
+        counters = self.counters
+        if not self.measured:
+            counters.unmeasured += 1
+            return
+        self.received += 1
+        if seq <= self.last_seq:
+            self.out_of_order += 1
+        self.last_seq = seq
+        counters.deliveries += 1
+        # Histogram.add, inlined.
+        latency = (now - sent) // 1000
+        if latency < 0:
+            latency = 0
+        shift = latency.bit_length() - SIGNIFICANT_BITS
+        if shift > 0:
+            latency = latency >> shift << shift
+        counts = counters.hist.counts
+        counts[latency] = counts.get(latency, 0) + 1
+        counters.last_ns = now
+
+    def _on_other_message(self, payload: bytes, now: int) -> None:
+        """A message off the fast path, decoded as JSON: a type-0 message (the
+        welcome), a PONG, or a push in a layout the fast path does not know."""
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        data = message.get("data")
+        if message.get("type") == TYPE_WELCOME and isinstance(data, dict):
+            self._on_type0(data, now)
+        elif isinstance(data, str):
+            parts = data.split(" ", 2)
+            if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+                self._on_push(message, int(parts[0]), int(parts[1]), now)
+
+    def _on_type0(self, data: dict[str, Any], now: int) -> None:
+        """The welcome: the wsId a scenario joins rooms with."""
+        ws_id, heartbeat = data.get("wsId"), data.get("heartbeat")
+        self.ws_id = ws_id if isinstance(ws_id, str) else None
+        self.heartbeat = float(heartbeat) if isinstance(heartbeat, int | float) else None
+        if self.need_welcome and not self.opened.done():
+            self.opened.set_result(None)
+
+    def _on_push(self, message: dict[str, Any], sent_ns: int, seq: int, now: int) -> None:
+        """A push found off the fast path (fragmented, or in another JSON layout),
+        sent at ``sent_ns`` with the bench's ``seq``: counted as :meth:`_on_text` does."""
         counters = self.counters
         if not self.measured:
             counters.unmeasured += 1
@@ -279,26 +292,6 @@ class BenchClient(asyncio.Protocol):
         counters.deliveries += 1
         counters.hist.add((now - sent_ns) // 1000)
         counters.last_ns = now
-
-    def _on_other_message(self, payload: bytes, now: int) -> None:
-        """The welcome, a PONG, or a push in a layout the fast path does not know."""
-        try:
-            message = json.loads(payload)
-        except ValueError:
-            return
-        if not isinstance(message, dict):
-            return
-        data = message.get("data")
-        if message.get("type") == 0 and isinstance(data, dict):
-            ws_id, heartbeat = data.get("wsId"), data.get("heartbeat")
-            self.ws_id = ws_id if isinstance(ws_id, str) else None
-            self.heartbeat = float(heartbeat) if isinstance(heartbeat, int | float) else None
-            if self.need_welcome and not self.opened.done():
-                self.opened.set_result(None)
-        elif isinstance(data, str):
-            parts = data.split(" ", 2)
-            if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
-                self._on_push(int(parts[0]), int(parts[1]), now)
 
     def _on_other_frame(self, b0: int, opcode: int, payload: bytes, now: int) -> None:
         fin = bool(b0 & 0x80)
@@ -316,18 +309,18 @@ class BenchClient(asyncio.Protocol):
         elif opcode == OP_CLOSE:
             self._on_close_frame(payload)
         elif opcode == OP_PING and self.transport is not None:
-            self.transport.write(client_frame(Opcode.PONG, payload))
+            self.transport.write(masked_frame(OP_PONG, payload))
         # OP_PONG and reserved opcodes: nothing to do.
 
     def _on_close_frame(self, payload: bytes) -> None:
-        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else NO_STATUS
         if self._closing:
             return  # the echo of our own close; the server now drops the connection
         self.close_code = code
         self._closing = True
         if self.transport is not None:
             # Echo it (RFC 6455 5.5.1); the server closes the TCP connection first.
-            self.transport.write(client_frame(Opcode.CLOSE, payload[:2]))
+            self.transport.write(masked_frame(OP_CLOSE, payload[:2]))
 
     def _protocol_error(self, reason: str) -> None:
         """The server broke the protocol: drop the connection, as 1002 would."""
