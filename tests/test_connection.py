@@ -12,6 +12,8 @@ from websockets.uri import parse_uri
 from pushgate.broker.memory import MemoryBroker
 from pushgate.config import Config
 from pushgate.connection import INPUT_PER_TURN, WebSocketConnection
+from pushgate.gatekeeper import Gatekeeper
+from pushgate.gatewayhttp import GatewayRoutes
 from pushgate.hub import Hub
 from pushgate.node import Node
 from pushgate.outbox import ConnectionRegistry, Outbox
@@ -68,6 +70,7 @@ async def new_connection(
         (config or Config()).connection_settings(),
         Outbox(asyncio.get_running_loop()),
         ConnectionRegistry(),
+        GatewayRoutes(node, Gatekeeper()),
     )
     transport = FakeTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]

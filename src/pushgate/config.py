@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pushgate.broker.urls import CLUSTER_SCHEMES, parse_cluster_url
-from pushgate.connection import RESUME_MAX_MESSAGE_BYTES, ConnectionSettings
+from pushgate.connsettings import ConnectionSettings
 from pushgate.errors import ConfigError
 from pushgate.limits import InputLimits
+from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES
 
 ENV_PREFIX = "PUSHGATE_"
 KIB = 1024

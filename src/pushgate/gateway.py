@@ -16,8 +16,10 @@ import logging
 import socket
 
 from pushgate.backlog import OutputBudget
-from pushgate.connection import ConnectionSettings, WebSocketConnection
+from pushgate.connection import WebSocketConnection
+from pushgate.connsettings import ConnectionSettings
 from pushgate.gatekeeper import Gatekeeper
+from pushgate.gatewayhttp import GatewayRoutes
 from pushgate.node import Node
 from pushgate.outbox import ConnectionRegistry, Outbox
 from pushgate.wire import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART
@@ -62,9 +64,9 @@ class Gateway:
         meters = self._node.meters if self._count_writes else None
         outbox = Outbox(loop, meters, self.output_budget)
         settings, node, registry = self._settings, self._node, self._registry
-        gatekeeper = self._gatekeeper
+        routes = GatewayRoutes(node, self._gatekeeper, echo=settings.conformance_echo)
         self._server = await loop.create_server(
-            lambda: WebSocketConnection(node, settings, outbox, registry, gatekeeper),
+            lambda: WebSocketConnection(node, settings, outbox, registry, routes),
             host,
             port,
             backlog=LISTEN_BACKLOG,

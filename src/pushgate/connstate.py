@@ -1,0 +1,82 @@
+"""The state one client connection keeps, shared by its parts: the lifecycle
+(connection.py), the reading half (wsinput.py) and the writing half (wsoutput.py),
+each a class over this one, so that a connection is one object with slots (tens of
+thousands are alive at once) while each concern lives in its own module."""
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from pushgate.connsettings import ConnectionSettings
+from pushgate.gatewayhttp import GatewayRoutes
+from pushgate.ids import ConnId
+from pushgate.limits import ClientBudget
+from pushgate.outbox import ConnectionRegistry, Outbox
+from pushgate.phase import Phase
+from pushgate.wsprotocol import GatewayProtocol
+
+if TYPE_CHECKING:
+    from pushgate.node import Node
+    from pushgate.pushgateproto import PushgateProtocol
+
+
+class ConnectionState:
+    """The slots of a connection; :class:`~pushgate.connection.WebSocketConnection`
+    sets them all in its ``__init__``."""
+
+    __slots__ = (
+        "_abort_at",
+        "_admitted_ip",
+        "_backlogged",
+        "_budget",
+        "_client",
+        "_deflate_bits",
+        "_fragmented_text",
+        "_fragments",
+        "_handshake_bytes",
+        "_held_bytes",
+        "_loop",
+        "_node",
+        "_outbox",
+        "_pending",
+        "_phase",
+        "_pinged_at",
+        "_proto",
+        "_registry",
+        "_routes",
+        "_settings",
+        "_transport",
+        "_unread",
+        "conn_id",
+        "connected_at",
+        "ip",
+        "last_seen",
+        "peer",
+    )
+
+    _abort_at: float | None  # closing: drop the TCP connection then (loop clock)
+    _admitted_ip: str | None  # set while counted by the gatekeeper
+    _backlogged: bool  # holds enough unsent to be in the output budget
+    _budget: ClientBudget  # what it has sent: messages, frames, bytes
+    _client: "PushgateProtocol | None"  # the wire protocol, once upgraded
+    _deflate_bits: int  # the window of a negotiated permessage-deflate (0: none)
+    _fragmented_text: bool
+    _fragments: list[bytes] | None  # the frames of a message in progress
+    _handshake_bytes: int  # received before the handshake was answered
+    _held_bytes: int  # fan-out bytes held while WELCOMING
+    _loop: asyncio.AbstractEventLoop
+    _node: "Node"
+    _outbox: Outbox
+    _pending: list[bytes]  # frames queued, written by the next flush
+    _phase: Phase
+    _pinged_at: float
+    _proto: GatewayProtocol
+    _registry: "ConnectionRegistry[Any]"  # of WebSocketConnection
+    _routes: GatewayRoutes
+    _settings: ConnectionSettings
+    _transport: asyncio.Transport | None
+    _unread: bytes  # input left for the next turn of the loop (reading paused)
+    conn_id: ConnId | None  # set once the session core knows it
+    connected_at: float
+    ip: str
+    last_seen: float
+    peer: str

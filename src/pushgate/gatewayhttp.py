@@ -1,0 +1,149 @@
+"""The gateway's answer to the one HTTP request each connection makes: the request
+hook in front of the WebSocket endpoints, as websockets' ``process_request``.
+
+Checked in order: a ``Host`` header (400 without one), the method (405: an upgrade
+is a GET, the side paths are read with GET or HEAD), then the path: ``/connect``
+(the pushgate protocol: a valid upgrade goes to the gatekeeper, which admits it or
+says why not), ``/echo`` (``--conformance-echo`` only), ``/healthz`` and ``/readyz``,
+``/static/pushgate.js``, and 404 for anything else. What it answers with a WebSocket
+is an :class:`Upgrade`: which protocol the connection speaks from now on.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
+
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+
+from pushgate import __version__
+from pushgate.console import static_file
+from pushgate.gatekeeper import Admitted, Gatekeeper
+from pushgate.security import Refusal
+
+if TYPE_CHECKING:
+    from pushgate.node import Node
+
+ENDPOINT = "/connect"
+ECHO_ENDPOINT = "/echo"
+HEALTH_PATHS = ("/healthz", "/readyz")
+BROWSER_CLIENT_PATH = "/static/pushgate.js"
+SERVER_HEADER = f"pushgate/{__version__}"
+# The HTTP methods the gateway answers: a WebSocket upgrade is a GET; the side paths
+# (health, pushgate.js, 404s) are read with GET or HEAD.
+UPGRADE_METHODS = ("GET",)
+READ_METHODS = ("GET", "HEAD")
+
+# Refusals that are a limit tripping, and the option that sets the limit.
+LIMIT_REFUSALS = {
+    "server_full": "max_connections",
+    "ip_limit": "max_connections_per_ip",
+    "connect_rate": "max_connects_per_second",
+    "ip_connect_rate": "max_connects_per_second_per_ip",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """A request answered with a WebSocket: ``echo`` (the conformance endpoint) or
+    the pushgate protocol, for a client the gatekeeper ``admitted``, that resumes a
+    session first (``resume``) or opens a new one."""
+
+    echo: bool = False
+    admitted: Admitted | None = None
+    resume: bool = False
+
+
+class GatewayRoutes:
+    """What the gateway answers; one per gateway, shared by its connections."""
+
+    def __init__(self, node: "Node", gatekeeper: Gatekeeper, *, echo: bool = False) -> None:
+        self._node = node
+        self.gatekeeper = gatekeeper
+        self._echo = echo  # serve /echo (--conformance-echo)
+
+    def answer(
+        self, proto: ServerProtocol, request: Request, peer: str, now: float
+    ) -> tuple[Response, Upgrade | None]:
+        """The response to send, and the upgrade it makes (None: no WebSocket);
+        ``now`` is the event loop's clock."""
+        path = request.path.partition("?")[0]
+        upgrade = None
+        if "Host" not in request.headers:  # RFC 9112 3.2: a request without one is a 400
+            response = proto.reject(400, "Bad Request: no Host header\n")
+        elif request.method not in _allowed_methods(path):
+            allowed = ", ".join(_allowed_methods(path))
+            response = proto.reject(405, f"Method Not Allowed: {path} answers {allowed}\n")
+            response.headers["Allow"] = allowed
+        elif path == ENDPOINT:
+            response, upgrade = self._admit(proto, request, peer, now)
+        elif path == ECHO_ENDPOINT and self._echo:
+            response = proto.accept(request)
+            upgrade = Upgrade(echo=True) if response.status_code == 101 else None
+        elif path in HEALTH_PATHS:
+            response = self._health(proto, path)
+        elif path == BROWSER_CLIENT_PATH:
+            response = _browser_client(proto)
+        else:
+            response = proto.reject(404, f"Not Found: the WebSocket endpoint is {ENDPOINT}\n")
+        response.headers["Server"] = SERVER_HEADER
+        if request.method == "HEAD":
+            response.body = b""  # its headers, Content-Length included, as for a GET
+        return response, upgrade
+
+    def refused(self, refusal: Refusal, peer: str, now: float) -> None:
+        """Count a refusal for the metrics, and log it (once per kind per interval)."""
+        meters = self._node.meters
+        meters.refused[refusal.kind] += 1
+        if refusal.kind in LIMIT_REFUSALS:
+            meters.limits[LIMIT_REFUSALS[refusal.kind]] += 1
+        self.gatekeeper.refusals.refused(
+            refusal.kind, f"refused a connection from {peer}: {refusal.reason}", now
+        )
+
+    def _admit(
+        self, proto: ServerProtocol, request: Request, peer: str, now: float
+    ) -> tuple[Response, Upgrade | None]:
+        """A valid upgrade to /connect goes to the gatekeeper; refused, it gets the
+        gatekeeper's status and reason and no WebSocket."""
+        response = proto.accept(request)
+        if response.status_code != 101:
+            return response, None
+        verdict = self.gatekeeper.check(request)
+        if isinstance(verdict, Refusal):
+            self.refused(verdict, peer, now)
+            return proto.reject(verdict.status, verdict.reason + "\n"), None
+        if verdict.subprotocol is not None:
+            response.headers["Sec-WebSocket-Protocol"] = verdict.subprotocol
+        resume = "resume" in parse_qs(request.path.partition("?")[2])
+        return response, Upgrade(admitted=verdict, resume=resume)
+
+    def _health(self, proto: ServerProtocol, path: str) -> Response:
+        """``/healthz``: the process serves. ``/readyz``: and its broker is ready."""
+        ready = path == "/healthz" or self._node.ready
+        status = "serving" if path == "/healthz" else ("ready" if ready else "not ready")
+        body = json.dumps({"ok": ready, "status": status}, separators=(",", ":"))
+        response = proto.reject(200 if ready else 503, body)
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+
+def _browser_client(proto: ServerProtocol) -> Response:
+    """pushgate.js, so a page can import the client from the gateway it talks to."""
+    body, content_type = static_file("pushgate.js")
+    response = proto.reject(200, "")
+    response.body = body
+    for name, value in (
+        ("Content-Length", str(len(body))),
+        ("Content-Type", content_type),
+    ):
+        del response.headers[name]
+        response.headers[name] = value
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+def _allowed_methods(path: str) -> tuple[str, ...]:
+    return UPGRADE_METHODS if path in (ENDPOINT, ECHO_ENDPOINT) else READ_METHODS

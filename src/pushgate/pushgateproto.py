@@ -1,0 +1,275 @@
+"""The pushgate wire protocol (the seed's, extended) on one connection: what a
+client says and what it is told, over whatever transport carries its messages.
+
+Theory of operation (docs/recovery.md for the messages)
+-------------------------------------------------------
+
+A client admitted at ``/connect`` either opens a new session at once, or, with
+``?resume=1``, speaks first: its first message names the session to resume (wsId,
+session token, its position in each stream). Then:
+
+- **Open**: the session core registers a new wsId; the welcome frame (wsId,
+  heartbeat, session token) is the first thing the client gets. In a cluster it is
+  held until other nodes can find the wsId (or the handshake timeout passes, so a
+  client never waits on a lost broker), and so is everything behind it.
+- **Resume**: the session core claims the session; the welcome (``resumed``, each
+  stream's report) and the pushes the client missed go first, then live pushes.
+  An unknown session gets a new one, and the welcome says why. A resume that lost
+  to a later one is closed with 4001; one the broker cannot serve now, with 1013.
+- **Messages**: ``{"type":1,"data":"PING"}`` is answered with PONG; other valid
+  messages are ignored (room for later versions); an invalid one closes the
+  connection with the code :func:`~pushgate.wire.parse_client_message` names; more
+  than the message rate closes it with 1008.
+
+The transport (connection.py) frames and writes; this module never touches a
+socket or a frame, only messages and the :class:`Transport` it is given.
+"""
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+from pushgate.errors import BrokerUnavailable, ClientFrameError, SessionTaken
+from pushgate.gatekeeper import Admitted
+from pushgate.hub import Sink
+from pushgate.ids import ConnId, new_conn_id
+from pushgate.sessions import ANY_USER, AnyUser
+from pushgate.streams import Position
+from pushgate.wire import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_SESSION_TAKEN,
+    CLOSE_TRY_AGAIN_LATER,
+    PONG,
+    ResumeRequest,
+    encode_welcome,
+    parse_client_message,
+    parse_resume,
+)
+
+if TYPE_CHECKING:
+    from pushgate.node import Node
+
+log = logging.getLogger("pushgate.gateway")
+
+# A resume message names every stream of its session: allow it more than other messages.
+RESUME_MAX_MESSAGE_BYTES = 64 * 1024
+# The resumes under way (each catches and logs its own failure).
+_resumes: set["asyncio.Task[None]"] = set()
+
+
+class Transport(Sink, Protocol):
+    """What the protocol needs of the connection that carries it (which is also the
+    sink the session core hands pushes to)."""
+
+    conn_id: ConnId | None
+    peer: str
+
+    @property
+    def alive(self) -> bool:
+        """Open, and not closing."""
+        ...
+
+    def log_context(self, code: int | None = None) -> dict[str, object]: ...
+
+    def send_first(self, messages: list[bytes]) -> None:
+        """Queue messages ahead of anything queued already (the welcome first)."""
+        ...
+
+    def send_message(self, message: bytes) -> None:
+        """Queue a message behind what is queued (a reply)."""
+        ...
+
+    def limit_message_size(self, size: int) -> None: ...
+
+    def begin_resume(self) -> None:
+        """The resume message came: the connection waits for its session."""
+        ...
+
+    def enter_hub(self, *, held: bool) -> None:
+        """The session core holds it now: fan-out may reach it; with ``held``, all
+        output waits for :meth:`release`."""
+        ...
+
+    def release(self) -> None:
+        """Let held output go."""
+        ...
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close it for something it sent (the close frame goes out at once)."""
+        ...
+
+    def limit_close(self, limit: str, reason: str) -> None:
+        """Close it (1008) for passing one of its limits, named for the metrics."""
+        ...
+
+
+class PushgateProtocol:
+    """One client's side of the pushgate protocol."""
+
+    __slots__ = ("_admitted", "_awaiting", "_conn", "_node", "handshake_timeout", "heartbeat")
+
+    def __init__(
+        self,
+        node: "Node",
+        conn: Transport,
+        admitted: Admitted,
+        *,
+        heartbeat: float,
+        handshake_timeout: float,
+    ) -> None:
+        self._node = node
+        self._conn = conn
+        self._admitted = admitted
+        self._awaiting = False  # a ?resume=1 client, whose first message is to come
+        self.heartbeat = heartbeat
+        self.handshake_timeout = handshake_timeout
+
+    def opened(self, *, resume: bool) -> None:
+        """The upgrade was written. A resuming client speaks first: its resume
+        message may be larger than others."""
+        if resume:
+            self._awaiting = True
+            self._conn.limit_message_size(RESUME_MAX_MESSAGE_BYTES)
+        else:
+            self._open()
+
+    def on_message(self, data: bytes, max_message_bytes: int) -> None:
+        """A client message (its rate already counted by the transport)."""
+        if self._awaiting:
+            self._awaiting = False
+            self._conn.limit_message_size(max_message_bytes)
+            self._start_resume(data)
+            return
+        try:
+            message = parse_client_message(data)
+        except ClientFrameError as exc:
+            self._refuse(exc)
+            return
+        if message.is_heartbeat:
+            self._conn.send_message(PONG)
+        # Other types are ignored: room for client messages of later versions.
+
+    def _refuse(self, exc: ClientFrameError) -> None:
+        conn = self._conn
+        log.info(
+            "closing %s from %s: %d %s",
+            conn.conn_id,
+            conn.peer,
+            exc.code,
+            exc.reason,
+            extra=conn.log_context(exc.code),
+        )
+        conn.fail(exc.code, exc.reason)
+
+    def _open(self, reason: str | None = None) -> None:
+        """Register a new connection (a new session) and queue its welcome first."""
+        conn, claims = self._conn, self._admitted.claims
+        conn_id = conn.conn_id = new_conn_id()
+        conn.enter_hub(held=True)  # before registering: a failure must unregister
+        opened = self._node.connection_opened(
+            conn_id,
+            conn,
+            user=claims.user if claims else None,
+            rooms=claims.rooms if claims else (),
+        )
+        conn.send_first(
+            [encode_welcome(conn_id, self.heartbeat, session=opened.token, reason=reason)]
+        )
+        registered = opened.ready
+        if registered is None or registered.done():
+            conn.release()
+        else:
+            # In a cluster: send the welcome once other nodes can find the wsId, or
+            # after the handshake timeout anyway, so a client never waits on a lost broker.
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(self.handshake_timeout, conn.release)
+
+            def on_registered(_: "asyncio.Future[None]") -> None:
+                timer.cancel()
+                conn.release()
+
+            registered.add_done_callback(on_registered)
+        log.debug("opened %s from %s", conn_id, conn.peer, extra=conn.log_context())
+
+    def _start_resume(self, data: bytes) -> None:
+        """The first message of a ?resume=1 connection: resume the session it names."""
+        try:
+            request = parse_resume(parse_client_message(data))
+        except ClientFrameError as exc:
+            self._refuse(exc)
+            return
+        self._conn.begin_resume()
+        task = asyncio.get_running_loop().create_task(self._resume(request))
+        _resumes.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(_resumes.discard)
+
+    def _bound_user(self) -> str | AnyUser | None:
+        """Where tokens are verified, a session resumes only for its own user, and a
+        session of a user never for a connection without one (docs/security.md)."""
+        if not self._admitted.verified:
+            return ANY_USER
+        claims = self._admitted.claims
+        return claims.user if claims else None
+
+    async def _resume(self, request: ResumeRequest) -> None:
+        conn, node = self._conn, self._node
+        since = {stream: Position(e, s) for stream, (e, s) in request.since.items()}
+        conn.conn_id = request.ws_id
+        try:
+            resumed = await node.resume(
+                request.ws_id, request.session, since, conn, self._bound_user()
+            )
+        except SessionTaken:
+            self._close_resume(request, "lost to a later one", CLOSE_SESSION_TAKEN)
+            return
+        except BrokerUnavailable as exc:
+            self._close_resume(request, f"failed: {exc}", CLOSE_TRY_AGAIN_LATER)
+            return
+        except Exception:  # a bug must cost this connection only, and say so
+            log.exception("resume of %s from %s failed; closing it", request.ws_id, conn.peer)
+            conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+            return
+        if resumed is None:
+            conn.conn_id = None
+            if conn.alive:
+                log.info(
+                    "%s could not resume %s: unknown session",
+                    conn.peer,
+                    request.ws_id,
+                    extra=conn.log_context(),
+                )
+                self._open(reason="session expired, unknown, or not yours")
+            return
+        if not conn.alive:  # it went while resuming: the session waits again
+            node.connection_closed(request.ws_id, conn)
+            return
+        welcome = encode_welcome(
+            request.ws_id,
+            self.heartbeat,
+            session=request.session,
+            resumed=True,
+            streams=resumed.streams,
+        )
+        conn.enter_hub(held=True)
+        conn.send_first([welcome, *resumed.frames])
+        recovered = all(r.recovered for r in resumed.streams.values())
+        log.debug(
+            "resumed %s from %s: %d pushes replayed, %s",
+            request.ws_id,
+            conn.peer,
+            len(resumed.frames),
+            "recovered" if recovered else "NOT recovered",
+            extra=conn.log_context(),
+        )
+        conn.release()
+
+    def _close_resume(self, request: ResumeRequest, what: str, code: int) -> None:
+        conn = self._conn
+        log.info(
+            "resume of %s from %s %s", request.ws_id, conn.peer, what, extra=conn.log_context(code)
+        )
+        reasons = {
+            CLOSE_SESSION_TAKEN: "session resumed by another connection",
+            CLOSE_TRY_AGAIN_LATER: "cannot resume now; retry",
+        }
+        conn.close(code, reasons[code])

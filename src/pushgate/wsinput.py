@@ -1,0 +1,251 @@
+"""The reading half of a client connection (a mixin of
+:class:`~pushgate.connection.WebSocketConnection`): bytes in, through the websockets
+library's sans-I/O protocol, to whole messages for the wire protocol, within the
+limits one connection may cost.
+
+- **Bounded work per turn.** Input is parsed :data:`INPUT_SLICE` bytes at a time, and
+  the frame and byte budgets checked between slices, so a flood is cut off within
+  about a millisecond of work; at most :data:`INPUT_PER_TURN` bytes of one
+  connection are handled per turn of the event loop, the rest left (its socket not
+  read) until the next turn.
+- **Every frame counts**, pings, pongs and continuations included
+  (``--max-client-frames-per-second``, ``--max-client-bytes-per-second``), and a
+  message is at most :data:`MAX_FRAGMENTS` frames; whole messages also count
+  against ``--max-client-messages-per-second``. Past any: closed (1008, or 1009).
+- **Handshakes** are bounded in bytes (431 past ``--max-handshake-bytes``), and a
+  refusal made before the request was read is answered, then the connection is
+  left to the client to close (closing a socket with input unread resets it, and
+  the client could lose the answer).
+"""
+
+import logging
+from typing import TYPE_CHECKING
+
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from pushgate.connstate import ConnectionState
+from pushgate.gatewayhttp import SERVER_HEADER
+from pushgate.phase import Phase
+from pushgate.security import Refusal
+from pushgate.wire import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_POLICY_VIOLATION,
+)
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger("pushgate.gateway")
+
+# 4 KiB holds at most ~680 empty frames: a flood is stopped within a millisecond.
+INPUT_SLICE = 4 * 1024
+INPUT_PER_TURN = 64 * 1024
+# A message may come in at most this many frames (the first and its continuations).
+MAX_FRAGMENTS = 64
+# A client answered with a refusal before its request was read is dropped this
+# soon if it does not close (it normally does at once, once it read the answer).
+REFUSAL_LINGER = 1.0
+
+
+class Input(ConnectionState):
+    """Read, bound and dispatch what one client sends."""
+
+    __slots__ = ()
+
+    def _on_handshake(self, request: Request, *, at_frame_boundary: bool = False) -> None:
+        raise NotImplementedError
+
+    def _write_protocol_output(self) -> None:
+        raise NotImplementedError
+
+    def _context(self, code: int | None = None) -> dict[str, object]:
+        raise NotImplementedError
+
+    # Bytes in
+
+    def _take_input(self, data: bytes) -> None:
+        """Parse ``data`` a slice at a time, checking the limits between slices; at
+        most INPUT_PER_TURN bytes now, the rest on the next turns of the loop."""
+        proto = self._proto
+        if (
+            proto.state is State.CONNECTING
+            and not proto.eof_sent  # not answered yet (a refusal discards what follows)
+            and not self._handshake_fits(len(data))
+        ):
+            return
+        if len(data) > INPUT_PER_TURN and self._transport is not None:
+            data, self._unread = data[:INPUT_PER_TURN], data[INPUT_PER_TURN:]
+            self._transport.pause_reading()
+            self._loop.call_soon(self._read_on)
+        try:
+            for start in range(0, len(data), INPUT_SLICE):
+                chunk = data[start : start + INPUT_SLICE]
+                proto.receive_data(chunk)
+                if not self._on_events(proto.events_received(), chunk):
+                    break
+        except Exception:
+            # A bug here must cost this connection only, and say so.
+            log.exception("internal error on the connection from %s; closing it", self.peer)
+            if proto.state is State.OPEN:
+                proto.fail(CLOSE_INTERNAL_ERROR, "internal error")
+            elif self._transport is not None:
+                self._transport.abort()
+        self._write_protocol_output()
+
+    def _on_events(self, events: list[Request | Response | Frame], chunk: bytes) -> bool:
+        """Handle one slice's events; False once the connection should read no more."""
+        if (
+            self._abort_at is None
+            and self._phase is not Phase.ECHO
+            and self._proto.state is State.OPEN
+        ):
+            frames = len(events) - (1 if events and isinstance(events[0], Request) else 0)
+            now, limits = self._loop.time(), self._settings.input
+            over = self._budget.received(now, frames, len(chunk), limits)
+            if over is not None:
+                self.limit_close(*over)
+                return False
+        for event in events:
+            if isinstance(event, Frame):
+                self._on_frame(event)
+            elif isinstance(event, Request):
+                # Nothing came after the request: the parser waits at a frame boundary.
+                boundary = len(events) == 1 and chunk.endswith(b"\r\n\r\n")
+                self._on_handshake(event, at_frame_boundary=boundary)
+            if self._proto.state is not State.OPEN and self._proto.state is not State.CONNECTING:
+                return False  # closing: what came after the close (or the error) is moot
+        return True
+
+    def _read_on(self) -> None:
+        """The next turn: take the next part of what was left, and read again once
+        nothing is left."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self._unread = b""
+            return
+        self._take_input(self._take_unread())
+        if not self._unread and not transport.is_closing() and not self._proto.eof_sent:
+            transport.resume_reading()
+
+    def _take_unread(self) -> bytes:
+        data, self._unread = self._unread, b""
+        return data
+
+    # Frames and messages
+
+    def _on_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._on_message(bytes(frame.data), opcode is Opcode.TEXT)
+            else:
+                self._fragments = [bytes(frame.data)]
+                self._fragmented_text = opcode is Opcode.TEXT
+        elif opcode is Opcode.CONT:
+            # The protocol has checked that a fragmented message is in progress.
+            fragments = self._fragments
+            assert fragments is not None
+            fragments.append(bytes(frame.data))
+            if frame.fin:
+                self._fragments = None
+                self._on_message(b"".join(fragments), self._fragmented_text)
+            elif len(fragments) >= MAX_FRAGMENTS and self._phase is not Phase.ECHO:
+                # Empty continuation frames add no bytes: without this bound a
+                # message that never ends would grow this list without limit.
+                self._fragments = None
+                reason = f"message too big: over {MAX_FRAGMENTS} frames"
+                self.limit_close("max_message_fragments", reason, CLOSE_MESSAGE_TOO_BIG)
+
+    def _on_message(self, data: bytes, is_text: bool) -> None:
+        if self._proto.state is not State.OPEN:
+            return  # a close or an error earlier in the same read
+        if self._phase is Phase.ECHO:
+            self._echo(data, is_text)
+            return
+        client = self._client
+        if client is None:
+            return
+        limits = self._settings.input
+        if self._phase is not Phase.AWAITING and self._budget.message(self._loop.time(), limits):
+            self.limit_close(
+                "max_messages_per_second",
+                f"rate limit: over {limits.messages_per_second} messages per second",
+            )
+            return
+        client.on_message(data, self._settings.max_message_bytes)
+
+    def _echo(self, data: bytes, is_text: bool) -> None:
+        """--conformance-echo: send the message back as it came, once checked."""
+        if is_text:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                # RFC 6455 section 8.1: text must be UTF-8.
+                self._proto.fail(CLOSE_INVALID_DATA, f"invalid UTF-8 at byte {exc.start}")
+                return
+            self._proto.send_text(data)
+        else:
+            self._proto.send_binary(data)
+
+    # Closing for what was sent
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close for something the client sent: the close frame goes out at once."""
+        self._proto.fail(code, reason)
+
+    def limit_close(self, limit: str, reason: str, code: int = CLOSE_POLICY_VIOLATION) -> None:
+        """Close this connection for passing one of its input limits (1008 unless
+        ``code`` says otherwise), counted under the limit's option."""
+        self._node.meters.limits[limit] += 1
+        log.info(
+            "closing %s from %s: %s", self.conn_id, self.peer, reason, extra=self._context(code)
+        )
+        self._proto.fail(code, reason)
+
+    # Refusals before the request is read
+
+    def _handshake_fits(self, size: int) -> bool:
+        """Count bytes received before the handshake is answered; past the bound,
+        answer 431 without parsing them."""
+        self._handshake_bytes += size
+        limit = self._settings.max_handshake_bytes
+        if self._handshake_bytes <= limit:
+            return True
+        self._node.meters.limits["max_handshake_bytes"] += 1
+        self._routes.gatekeeper.refusals.refused(
+            "handshake_size",
+            f"answered a connection from {self.peer} with 431: handshake over {limit} bytes",
+            self._loop.time(),
+        )
+        reason = f"Request Header Fields Too Large: over {limit} bytes of handshake\n"
+        self._answer_and_linger(self._proto.reject(431, reason))
+        return False
+
+    def _refuse_at_accept(self, refusal: Refusal) -> None:
+        """Over a connection limit at the TCP accept: answer at once, and linger."""
+        self._routes.refused(refusal, self.peer, self._loop.time())
+        self._answer_and_linger(self._proto.reject(refusal.status, refusal.reason + "\n"))
+
+    def _answer_and_linger(self, response: Response) -> None:
+        """Answer an HTTP request that was not (or not all) read, then send nothing
+        more and read nothing more, and drop the connection REFUSAL_LINGER seconds
+        later: closing a socket at once, with input unread, would reset the
+        connection and the client could lose the answer; reading on would let a
+        client that keeps sending (a never-ending handshake) cost the loop."""
+        response.headers["Server"] = SERVER_HEADER
+        self._phase = Phase.ANSWERED
+        self._proto.send_response(response)  # the parser now discards all input
+        transport = self._transport
+        assert transport is not None
+        for chunk in self._proto.data_to_send():
+            if chunk:
+                transport.write(chunk)
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.pause_reading()
+        self._unread = b""
+        self._abort_at = self._loop.time() + min(REFUSAL_LINGER, self._settings.close_timeout)
