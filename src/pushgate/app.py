@@ -28,7 +28,7 @@ from pushgate.limits import ConnectionLimits
 from pushgate.metrics import LoopWatch, new_registries
 from pushgate.node import Node
 from pushgate.security import ApiKeys, OriginPolicy, TokenChecks, TokenVerifier, is_loopback
-from pushgate.sessions import MemorySessions, Sessions
+from pushgate.sessions import MemorySessions, NoSessions, Sessions
 
 ROLES = ("serve", "gateway", "logic")
 
@@ -43,7 +43,7 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
     node_id = config.node_id or os.urandom(6).hex()
     broker: Broker
     directory: Directory
-    sessions: Sessions | None = None
+    sessions: Sessions = NoSessions()
     if config.clustered:
         from pushgate.broker.redis import RedisBroker
         from pushgate.broker.redis_cluster import RedisClusterBroker
@@ -91,7 +91,6 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
         has_gateway=has_gateway,
         control_timeout=config.control_timeout,
         sessions=sessions,
-        history=config.history_size > 0,
     )
 
 

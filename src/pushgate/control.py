@@ -193,7 +193,7 @@ class Control:
                     "connectedSince": timestamp(found["since"]),
                 }
         sessions = self.node.sessions
-        info = await sessions.describe(conn) if sessions is not None else None
+        info = await sessions.describe(conn)
         if info is None:
             raise UnknownConnection(conn)
         return {
@@ -258,7 +258,7 @@ class Control:
             except UnknownConnection:
                 pass  # gone meanwhile: its session may remain
         sessions = self.node.sessions
-        if request.end_session and sessions is not None and await sessions.end(conn):
+        if request.end_session and await sessions.end(conn):
             return {"disconnected": [], "sessionEnded": True}
         raise UnknownConnection(conn)
 

@@ -11,9 +11,8 @@ from typing import Any
 from pushgate.broker.base import Broker
 from pushgate.errors import BrokerUnavailable
 from pushgate.hub import Hub
-from pushgate.ids import RoomId
 from pushgate.recovery import StreamRecovery
-from pushgate.streams import ROOM_TOPIC_PREFIX, TOPIC_ALL, USER_TOPIC_PREFIX
+from pushgate.streams import TOPIC_ALL, room_of, user_of
 
 Spawn = Callable[[Coroutine[Any, Any, None]], Any]
 
@@ -21,14 +20,11 @@ Spawn = Callable[[Coroutine[Any, Any, None]], Any]
 class Following:
     """The room and user topics this node subscribes to, by its hub's membership."""
 
-    def __init__(
-        self, broker: Broker, hub: Hub, recovery: StreamRecovery, spawn: Spawn, *, history: bool
-    ) -> None:
+    def __init__(self, broker: Broker, hub: Hub, recovery: StreamRecovery, spawn: Spawn) -> None:
         self._broker = broker
         self._hub = hub
         self._recovery = recovery
         self._spawn = spawn
-        self._history = history
         self.subscribed: set[str] = set()
         self._topic_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
@@ -38,9 +34,11 @@ class Following:
 
     def wanted(self, topic: str) -> bool:
         """Whether this node should be subscribed to a room's or a user's topic now."""
-        if topic.startswith(ROOM_TOPIC_PREFIX):
-            return self._hub.room_size(RoomId(topic[len(ROOM_TOPIC_PREFIX) :])) > 0
-        return self._hub.user_size(topic[len(USER_TOPIC_PREFIX) :]) > 0
+        room = room_of(topic)
+        if room is not None:
+            return self._hub.room_size(room) > 0
+        user = user_of(topic)
+        return user is not None and self._hub.user_size(user) > 0
 
     async def sync(self, topic: str) -> None:
         """Subscribe to a room's or user's topic if it has local members, else unsubscribe.
@@ -60,7 +58,7 @@ class Following:
                     # topic, so a later call must be able to unsubscribe it.
                     self.subscribed.add(topic)
                     await self._broker.subscribe(topic)
-                    if self._history:
+                    if self._broker.keeps_history:
                         self._spawn(self.learn_position(topic))
                 elif not wanted and topic in self.subscribed:
                     self.subscribed.discard(topic)

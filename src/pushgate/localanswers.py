@@ -33,7 +33,7 @@ class LocalNode(Protocol):
 
     hub: Hub
     meters: Meters
-    sessions: Sessions | None
+    sessions: Sessions
 
     async def join(self, request: Membership) -> MembershipChange: ...
 
@@ -137,7 +137,7 @@ async def _disconnect(node: LocalNode, command: Command) -> list[str]:
     conns = hub.conns_of_user(str(uid)) if uid is not None else [command.conn]
     if uid is None and command.conn not in hub:
         raise UnknownConnection(command.conn)
-    if args.get("end") and node.sessions is not None:
+    if args.get("end"):
         # Ended first: the close then detaches nothing, and nobody can resume it.
         await asyncio.gather(*(node.sessions.end(c) for c in conns))
     closed: list[str] = []

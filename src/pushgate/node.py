@@ -42,15 +42,15 @@ from pushgate.meters import Meters
 from pushgate.nodecalls import Answer, NodeCalls
 from pushgate.recovery import Action, StreamRecovery
 from pushgate.sessioncore import Opened, Resumed, SessionCore
-from pushgate.sessions import ANY_USER, AnyUser, Sessions
+from pushgate.sessions import ANY_USER, AnyUser, NoSessions, Sessions
 from pushgate.streams import (
-    ROOM_TOPIC_PREFIX,
     TOPIC_ALL,
-    USER_TOPIC_PREFIX,
     History,
     Position,
     Publication,
+    room_of,
     room_topic,
+    user_of,
     user_topic,
 )
 from pushgate.wire import (
@@ -79,12 +79,10 @@ class Node:
         has_gateway: bool = True,
         control_timeout: float = 2.0,
         sessions: Sessions | None = None,
-        history: bool = True,
     ) -> None:
         self.hub = hub
         self.broker = broker
-        self.sessions = sessions  # None: sessions are off
-        self.history = history
+        self.sessions: Sessions = sessions if sessions is not None else NoSessions()
         self.draining = False
         self.directory: Directory = directory if directory is not None else LocalDirectory()
         self.node_id = node_id or os.urandom(6).hex()
@@ -98,13 +96,13 @@ class Node:
         self.meters = Meters()
         # Streams: positions, repairs and resume captures (decisions; the I/O is here).
         self.recovery = StreamRecovery()
-        self.following = Following(broker, hub, self.recovery, self._in_background, history=history)
+        self.following = Following(broker, hub, self.recovery, self._in_background)
         # Opening, closing and resuming connections and their sessions.
         self.core = SessionCore(
             node_id=self.node_id,
             hub=hub,
             directory=self.directory,
-            sessions=sessions,
+            sessions=self.sessions,
             broker=broker,
             recovery=self.recovery,
             following=self.following,
@@ -113,7 +111,6 @@ class Node:
             spawn=self._in_background,
             position=self._position,
             start_repair=self._start_repair,
-            history=history,
         )
         self.calls.handle("evict", self.core.answer_evict, reply=False)
         self._position_queries: dict[str, asyncio.Future[History]] = {}
@@ -128,8 +125,7 @@ class Node:
         await self.broker.start(self)
         if self.has_gateway:  # only a node that holds connections announces itself
             await self.directory.start(self.node_id)
-        if self.sessions is not None:
-            await self.sessions.start()
+        await self.sessions.start()
         commands, replies = self.calls.topics
         topics = [replies]
         if self.has_gateway:
@@ -141,7 +137,7 @@ class Node:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        if self.has_gateway and self.history:
+        if self.has_gateway and self.broker.keeps_history:
             self._in_background(self.following.learn_position(TOPIC_ALL))
 
     async def close(self) -> None:
@@ -149,8 +145,7 @@ class Node:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self.sessions is not None:
-            await self.sessions.close()
+        await self.sessions.close()
         await self.directory.close()
         await self.broker.close()
 
@@ -194,7 +189,7 @@ class Node:
         topic = room_topic(request.room)
         try:
             await self.following.sync(topic)
-            if change.changed and self.sessions is not None:
+            if change.changed and self.sessions.enabled:
                 position = await self._position(topic)
                 await self.sessions.add_stream(
                     request.conn,
@@ -217,7 +212,7 @@ class Node:
         change = self.hub.leave(request.room, request.conn)
         if change.room_boundary:
             await self.following.sync(room_topic(request.room))
-        if change.changed and self.sessions is not None:
+        if change.changed:
             await self.sessions.remove_stream(request.conn, room_topic(request.room))
         return change
 
@@ -226,7 +221,7 @@ class Node:
         holder = await self.directory.locate(request.conn)
         if holder is not None and holder != self.node_id:
             return await self._ask(op, request, holder)
-        if self.sessions is None:
+        if not self.sessions.enabled:
             raise UnknownConnection(request.conn)
         topic = room_topic(request.room)
         if op == "join":
@@ -346,11 +341,11 @@ class Node:
         every local recipient of the stream; return how many."""
         if topic == TOPIC_ALL:
             return self.hub.broadcast(text_frame(message))
-        if topic.startswith(ROOM_TOPIC_PREFIX):
-            room = RoomId(topic[len(ROOM_TOPIC_PREFIX) :])
+        room = room_of(topic)
+        if room is not None:
             return self.hub.send_room(room, text_frame(message)) if self.hub.room_size(room) else 0
-        if topic.startswith(USER_TOPIC_PREFIX):
-            user = topic[len(USER_TOPIC_PREFIX) :]
+        user = user_of(topic)
+        if user is not None:
             return self.hub.send_user(user, text_frame(message)) if self.hub.user_size(user) else 0
         log.warning("dropped a push on unexpected topic %r", topic)
         return 0

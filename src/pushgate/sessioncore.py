@@ -73,7 +73,7 @@ class SessionCore:
         node_id: str,
         hub: Hub,
         directory: Directory,
-        sessions: Sessions | None,
+        sessions: Sessions,
         broker: Broker,
         recovery: StreamRecovery,
         following: Following,
@@ -82,12 +82,11 @@ class SessionCore:
         spawn: Spawn,
         position: Callable[[str], Awaitable[Position]],
         start_repair: Callable[[str], None],
-        history: bool,
     ) -> None:
         self.node_id = node_id
         self.hub = hub
         self.directory = directory
-        self.sessions = sessions  # None: sessions are off
+        self.sessions = sessions  # NoSessions: sessions are off
         self.broker = broker
         self.recovery = recovery
         self.calls = calls
@@ -96,7 +95,6 @@ class SessionCore:
         self._spawn = spawn
         self._position = position
         self._start_repair = start_repair
-        self._history = history
         # The holder (<node id>.<nonce>) of each session a local connection holds.
         self._holders: dict[ConnId, str] = {}
         # Holders evicted before they were known here (holder -> when), for resumes
@@ -132,7 +130,7 @@ class SessionCore:
             streams.append(user_topic(user))
         registered = self.directory.add(conn)
         token = None
-        if self.sessions is not None:
+        if self.sessions.enabled:
             token = new_token()
             self._holders[conn] = holder = self._new_holder()
             ready = self._spawn(self._settle_new(registered, streams, (conn, token, user, holder)))
@@ -155,7 +153,7 @@ class SessionCore:
         for result in results:
             if isinstance(result, BaseException):
                 log.warning("could not subscribe a new connection's topics: %s", result)
-        if session is None or self.sessions is None:
+        if session is None:
             return
         conn, token, user, holder = session
         try:
@@ -179,13 +177,12 @@ class SessionCore:
         for topic in topics:
             self._spawn(self._following.sync(topic))
         holder = self._holders.pop(conn, None)
-        if holder is not None and self.sessions is not None:
+        if holder is not None:
             task = self._spawn(self._detach(conn, holder))
             self._session_writes.add(task)
             task.add_done_callback(self._session_writes.discard)
 
     async def _detach(self, conn: ConnId, holder: str) -> None:
-        assert self.sessions is not None
         try:
             await self.sessions.detach(conn, holder)
         except BrokerUnavailable as exc:
@@ -231,8 +228,6 @@ class SessionCore:
         sink: Sink,
         user: str | AnyUser | None,
     ) -> Resumed | None:
-        if self.sessions is None:
-            return None
         holder = self._new_holder()
         session = await self.sessions.claim(conn, token, holder, user=user)
         if session is None:
@@ -292,7 +287,7 @@ class SessionCore:
         """History, then what was captured live, each push once (synchronous, so no
         push can slip between this and live fan-out); streams this node is behind
         on are repaired for every member at once."""
-        catch_up = self.recovery.catch_up(starts, histories, self._history)
+        catch_up = self.recovery.catch_up(starts, histories, self.broker.keeps_history)
         for topic in catch_up.repair:
             self._start_repair(topic)
         return Resumed(session, catch_up.reports, catch_up.frames)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from pushgate.ids import ConnId
-from pushgate.streams import ROOM_TOPIC_PREFIX, Position
+from pushgate.streams import Position, room_of
 
 AddResult = Literal["added", "already", "unknown", "limit"]
 RemoveResult = Literal["removed", "absent", "unknown"]
@@ -72,8 +72,7 @@ class Session:
 
     @property
     def rooms(self) -> list[str]:
-        n = len(ROOM_TOPIC_PREFIX)
-        return [s[n:] for s in self.streams if s.startswith(ROOM_TOPIC_PREFIX)]
+        return [room for room in map(room_of, self.streams) if room is not None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +87,16 @@ class SessionInfo:
 
 def rooms_of(streams: Iterable[str]) -> list[str]:
     """The room ids among stream names, sorted."""
-    n = len(ROOM_TOPIC_PREFIX)
-    return sorted(s[n:] for s in streams if s.startswith(ROOM_TOPIC_PREFIX))
+    return sorted(room for room in map(room_of, streams) if room is not None)
 
 
 class Sessions(Protocol):
     """Where the sessions of a cluster are kept."""
 
     ttl: float
+    # False for NoSessions (--session-ttl 0): nothing is kept, so a connection gets no
+    # session token and nobody needs a stream's position to record it.
+    enabled: bool
 
     async def start(self) -> None: ...
 
@@ -172,6 +173,8 @@ class _Entry:
 class MemorySessions:
     """The sessions of one process, in a dict; detached ones end ``ttl`` after."""
 
+    enabled = True
+
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self._clock = clock
@@ -189,7 +192,7 @@ class MemorySessions:
     async def create(
         self, ws_id: ConnId, token: str, user: str | None, streams: dict[str, Position], holder: str
     ) -> None:
-        rooms = sum(1 for s in streams if s.startswith(ROOM_TOPIC_PREFIX))
+        rooms = sum(1 for s in streams if room_of(s) is not None)
         self._entries[ws_id] = _Entry(token_hash(token), user, dict(streams), holder, rooms=rooms)
 
     async def claim(
@@ -216,7 +219,7 @@ class MemorySessions:
             return "unknown"
         if stream in entry.streams:
             return "already"
-        is_room = stream.startswith(ROOM_TOPIC_PREFIX)
+        is_room = room_of(stream) is not None
         if is_room and entry.rooms >= max_rooms:
             return "limit"
         entry.streams[stream] = position
@@ -229,7 +232,7 @@ class MemorySessions:
             return "unknown"
         if entry.streams.pop(stream, None) is None:
             return "absent"
-        entry.rooms -= stream.startswith(ROOM_TOPIC_PREFIX)
+        entry.rooms -= room_of(stream) is not None
         return "removed"
 
     async def detach(self, ws_id: ConnId, holder: str) -> None:
@@ -278,5 +281,47 @@ class MemorySessions:
         return entry
 
 
+class NoSessions:
+    """Sessions off (``--session-ttl 0``): a connection's end is its session's end.
+    Every method is the answer a store that keeps nothing gives."""
+
+    ttl = 0.0
+    enabled = False
+
+    async def start(self) -> None:
+        pass
+
+    async def create(
+        self, ws_id: ConnId, token: str, user: str | None, streams: dict[str, Position], holder: str
+    ) -> None:
+        pass
+
+    async def claim(
+        self, ws_id: ConnId, token: str, holder: str, *, user: str | AnyUser | None = ANY_USER
+    ) -> Session | None:
+        return None
+
+    async def add_stream(
+        self, ws_id: ConnId, stream: str, position: Position, *, max_rooms: int
+    ) -> AddResult:
+        return "unknown"
+
+    async def remove_stream(self, ws_id: ConnId, stream: str) -> RemoveResult:
+        return "unknown"
+
+    async def detach(self, ws_id: ConnId, holder: str) -> None:
+        pass
+
+    async def describe(self, ws_id: ConnId) -> SessionInfo | None:
+        return None
+
+    async def end(self, ws_id: ConnId) -> bool:
+        return False
+
+    async def close(self) -> None:
+        pass
+
+
 if TYPE_CHECKING:
     _: type[Sessions] = MemorySessions
+    __: type[Sessions] = NoSessions

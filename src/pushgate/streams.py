@@ -38,6 +38,20 @@ def user_topic(user: str) -> str:
     return USER_TOPIC_PREFIX + user
 
 
+def room_of(topic: str) -> RoomId | None:
+    """The room a stream is the pushes of (None: not a room's)."""
+    if topic.startswith(ROOM_TOPIC_PREFIX):
+        return RoomId(topic[len(ROOM_TOPIC_PREFIX) :])
+    return None
+
+
+def user_of(topic: str) -> str | None:
+    """The user a stream is the pushes of (None: not a user's)."""
+    if topic.startswith(USER_TOPIC_PREFIX):
+        return topic[len(USER_TOPIC_PREFIX) :]
+    return None
+
+
 EPOCH_BYTES = 4  # 8 hex characters: a lost history is told apart, not guarded by secrecy
 
 

@@ -119,3 +119,9 @@ class Broker(Protocol):
     def ready(self) -> bool:
         """Connected, and every subscription confirmed and delivering."""
         ...
+
+    @property
+    def keeps_history(self) -> bool:
+        """Pushes carry stream positions and are kept in history (``history_size``
+        above 0): the node checks positions and recovers. Fixed for its lifetime."""
+        ...

@@ -136,6 +136,10 @@ class MemoryBroker:
     def ready(self) -> bool:
         return self._handler is not None
 
+    @property
+    def keeps_history(self) -> bool:
+        return self._bus.history.enabled
+
     async def close(self) -> None:
         for topic in list(self._topics):
             await self.unsubscribe(topic)

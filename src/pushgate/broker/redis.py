@@ -397,6 +397,10 @@ class RedisBroker:
         return any(s.running for s in self._subscribers.values())
 
     @property
+    def keeps_history(self) -> bool:
+        return self.history_size > 0
+
+    @property
     def ready(self) -> bool:
         """Connected, every wanted topic confirmed, and our probes coming back (on every
         server that carries a wanted topic)."""

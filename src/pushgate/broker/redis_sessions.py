@@ -100,6 +100,8 @@ return 0
 class RedisSessions:
     """Sessions in Redis; see the module docstring."""
 
+    enabled = True
+
     def __init__(self, client: Redis, *, prefix: str, ttl: float) -> None:
         self.ttl = ttl
         self._client = client
