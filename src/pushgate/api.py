@@ -27,9 +27,12 @@ Fields come from an ``application/x-www-form-urlencoded`` body (as ``curl -d``
 sends them), from a JSON object body, or from the query string; a body field wins
 over a query field of the same name, and the first of repeated form fields wins.
 
-Errors: 400 missing or invalid field (named in ``field``), 404 unknown wsId or
-path, 405 wrong method, 409 room cap reached, 413 body too large, 415 other
-content types. Every error body is ``{"ok":false,"error":"..."}``.
+Errors: 400 missing or invalid field (named in ``field``), 403 a request from a
+page of another site or, without API keys, a Host name that DNS could rebind
+(apiguard.py), 404 unknown wsId or path, 405 wrong method, 409 room cap reached,
+413 body too large, 415 other content types; 503 and the connection closed when the
+API has as many connections as --max-api-connections (apisite.py). Every error body
+is ``{"ok":false,"error":"..."}``.
 """
 
 import json
@@ -43,6 +46,8 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from pushgate import __version__
+from pushgate.apiguard import RequestFacts, check_request
+from pushgate.apisite import track_requests
 from pushgate.commands import (
     Disconnect,
     Push,
@@ -74,6 +79,7 @@ NODE_KEY = web.AppKey("node", Node)
 CONTROL_KEY = web.AppKey("control", Control)
 METRICS_KEY = web.AppKey("metrics", Registries)
 API_KEYS_KEY = web.AppKey("api_keys", ApiKeys)
+API_HOST_KEY = web.AppKey("api_host", str)
 # Answered without an API key: probes must work, a browser cannot send a key to load
 # a page, and none of these reveals anything.
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/openapi.json"})
@@ -93,16 +99,20 @@ def build_api(
     max_body_bytes: int,
     api_keys: ApiKeys | None = None,
     metrics: Registries | None = None,
+    api_host: str = "",
 ) -> web.Application:
     """The logic API as an aiohttp application bound to ``node``; with ``api_keys``,
     every endpoint but the health checks needs one; with ``metrics``, it serves them
-    at ``GET /metrics``."""
+    at ``GET /metrics``. ``api_host`` (--api-host) is accepted as a Host name beside
+    IP addresses and localhost when there are no keys (apiguard.py)."""
     app = web.Application(
-        client_max_size=max_body_bytes, middlewares=[_errors_as_json, _require_api_key]
+        client_max_size=max_body_bytes,
+        middlewares=[track_requests, _errors_as_json, _refuse_cross_site, _require_api_key],
     )
     app[NODE_KEY] = node
     app[CONTROL_KEY] = Control(node)
     app[API_KEYS_KEY] = api_keys or ApiKeys(())
+    app[API_HOST_KEY] = api_host
     app[STARTED_KEY] = time.monotonic()
     app.router.add_post("/push/all", push_all)
     app.router.add_post("/push/room", push_room)
@@ -128,8 +138,9 @@ def build_api(
 
 
 def metrics_app(metrics: Registries) -> web.Application:
-    """``GET /metrics`` alone, for ``--metrics-address``."""
-    app = web.Application()
+    """``GET /metrics`` alone, for ``--metrics-address``. No Host or Origin check:
+    Prometheus names its targets as it pleases, and nothing here changes state."""
+    app = web.Application(middlewares=[track_requests])
     app[METRICS_KEY] = metrics
     app.router.add_get("/metrics", serve_metrics)
     return app
@@ -363,6 +374,34 @@ def _bad_body(message: str) -> web.HTTPBadRequest:
 
 
 # Errors
+
+
+@web.middleware
+async def _refuse_cross_site(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """403 for what a page on another site made a browser send, and, without API
+    keys, for a Host name that DNS rebinding could have pointed here (apiguard.py)."""
+    headers = request.headers
+    facts = RequestFacts(
+        method=request.method,
+        path=request.path,
+        host=headers.get("Host"),
+        origin=headers.get("Origin"),
+        fetch_site=headers.get("Sec-Fetch-Site"),
+        fetch_mode=headers.get("Sec-Fetch-Mode"),
+    )
+    app = request.app
+    refusal = check_request(facts, keyed=bool(app[API_KEYS_KEY]), api_host=app[API_HOST_KEY])
+    if refusal is None:
+        return await handler(request)
+    log.info(
+        "%s %s from %s: %d, %s",
+        request.method,
+        request.path,
+        request.remote,
+        refusal.status,
+        refusal.reason,
+    )
+    return error(refusal.status, refusal.reason)
 
 
 @web.middleware

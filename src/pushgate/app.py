@@ -15,6 +15,7 @@ from aiohttp import web
 
 from pushgate import __version__
 from pushgate.api import build_api, metrics_app
+from pushgate.apisite import ConnectionGuard, GuardedSite, files_needed
 from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.config import Config
@@ -94,8 +95,12 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
     )
 
 
-# Open files kept free for the logic API, Redis and logs when clients are many.
+# Open files kept from the WebSocket clients, at least (see fd_reserve).
 FD_RESERVE = 100
+# Of them: standard streams, the event loop's, the listening sockets, the logs.
+BASE_FILES = 20
+# Connections to the --metrics-address endpoint (a scraper or two, and a person).
+METRICS_CONNECTIONS = 8
 
 
 def raise_open_file_limit() -> int:
@@ -128,7 +133,21 @@ def connection_cap(config: Config) -> int:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
         return 0
-    return max(1, soft - FD_RESERVE)
+    return max(1, soft - fd_reserve(config))
+
+
+def fd_reserve(config: Config) -> int:
+    """Open files the WebSocket clients can never take: the logic API's connections
+    (capped at --max-api-connections) and the metrics endpoint's, the broker's pool,
+    and BASE_FILES; FD_RESERVE at least (what the defaults need, with no Redis)."""
+    files = BASE_FILES + files_needed(config.max_api_connections)
+    files += files_needed(METRICS_CONNECTIONS)
+    if config.clustered:
+        from pushgate.broker.redis import MAX_CONNECTIONS
+
+        # A cluster's pool is twice as large, and it adds a subscriber per master.
+        files += 3 * MAX_CONNECTIONS if config.redis_cluster else MAX_CONNECTIONS
+    return max(FD_RESERVE, files)
 
 
 def make_gatekeeper(config: Config) -> Gatekeeper:
@@ -193,7 +212,7 @@ class PushServer:
         self._loop_watch = None if config.no_metrics else LoopWatch(self.node.meters)
         self._gc = FreezeSurvivors()
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: GuardedSite | None = None
         self._metrics_runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -223,13 +242,21 @@ class PushServer:
             self._gc.start()
 
     async def _start_metrics(self, host: str, port: int) -> None:
-        """GET /metrics alone, on --metrics-address (no API key: keep it private)."""
+        """GET /metrics alone, on --metrics-address (no API key: keep it private),
+        with the logic API's timeouts and METRICS_CONNECTIONS at most."""
         assert self.metrics is not None
+        config = self.config
         self._metrics_runner = web.AppRunner(
-            metrics_app(self.metrics), handle_signals=False, access_log=None
+            metrics_app(self.metrics),
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=config.api_keepalive_timeout,
         )
         await self._metrics_runner.setup()
-        site = web.TCPSite(self._metrics_runner, host, port, reuse_address=True)
+        guard = ConnectionGuard(
+            METRICS_CONNECTIONS, config.api_header_timeout, what="metrics endpoint"
+        )
+        site = GuardedSite(self._metrics_runner, host, port, guard=guard)
         try:
             await site.start()
         except OSError as exc:
@@ -251,13 +278,21 @@ class PushServer:
                 max_body_bytes=config.max_body_bytes,
                 api_keys=ApiKeys(config.api_keys),
                 metrics=self.metrics,
+                api_host=config.api_host,
             ),
             handle_signals=False,
             access_log=logging.getLogger("pushgate.api.access") if debug else None,
+            keepalive_timeout=config.api_keepalive_timeout,
         )
         await self._runner.setup()
-        self._site = web.TCPSite(
-            self._runner, config.api_host, config.api_port, backlog=HTTP_BACKLOG, reuse_address=True
+        guard = ConnectionGuard(
+            config.max_api_connections,
+            config.api_header_timeout,
+            what="API",
+            tripped=self.node.meters.limits,
+        )
+        self._site = GuardedSite(
+            self._runner, config.api_host, config.api_port, guard=guard, backlog=HTTP_BACKLOG
         )
         try:
             await self._site.start()

@@ -56,12 +56,15 @@ def _errors(*statuses: int) -> dict[str, Any]:
     meanings = {
         400: "a field is missing or invalid; `field` names it",
         401: "an API key is required",
-        403: "the API key is not valid",
+        403: "the API key is not valid; or a browser sent the request from a page of "
+        "another site (Origin, Sec-Fetch-Site), or, without API keys, the Host is not an "
+        "IP address, localhost or --api-host (DNS rebinding)",
         404: "no open connection (or resumable session) has this wsId",
         409: "the connection is in as many rooms as allowed",
         413: "the body is larger than --max-body-bytes",
         415: "the body is neither a form nor JSON",
-        503: "the cluster's broker, or the gateway holding the wsId, cannot be reached",
+        503: "the cluster's broker, or the gateway holding the wsId, cannot be reached; or "
+        "the API has --max-api-connections connections open (this one is then closed)",
     }
     return {str(s): {"description": meanings[s], "content": _json(ERROR)} for s in statuses}
 
@@ -286,7 +289,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
                                 )
                             ),
                         },
-                        **_errors(400, 401, 403, 413, 415),
+                        **_errors(400, 401, 403, 413, 415, 503),
                     },
                 }
             },
@@ -367,7 +370,9 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     ["uid", "online", "connections"],
                 ),
             ),
-            "/healthz": _get("The process serves", _ok({"status": {"type": "string"}}, ["status"])),
+            "/healthz": _get(
+                "The process serves", _ok({"status": {"type": "string"}}, ["status"]), 503
+            ),
             "/readyz": _get(
                 "The broker is connected and subscribed",
                 _ok({"status": {"type": "string"}}, ["status"]),
@@ -419,7 +424,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
                             "description": "the Prometheus text format",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
                         },
-                        **_errors(401, 403),
+                        **_errors(401, 403, 503),
                     },
                 }
             },
