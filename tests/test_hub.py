@@ -3,7 +3,7 @@
 import pytest
 
 from pushgate.errors import RoomLimitExceeded, UnknownConnection
-from pushgate.hub import Hub, MembershipChange
+from pushgate.hub import Encoding, Hub, MembershipChange, Outgoing
 from pushgate.ids import ConnId, RoomId
 from pushgate.wire import encode_push
 
@@ -13,12 +13,15 @@ C = ConnId("conn-c")
 LOBBY = RoomId("lobby")
 GAME = RoomId("game")
 CHAT = RoomId("chat")
+# The message's own bytes, as they are: what the hub hands over is what a sink sends.
+AS_IS = Encoding("as is", bytes, bytes)
 
 
 class FakeSink:
     """Records every frame the hub hands it."""
 
     connected_at = 0.0
+    encoding = AS_IS
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
@@ -58,7 +61,7 @@ def test_registering_a_wsid_twice_is_refused() -> None:
     hub, sinks = hub_with(A)
     with pytest.raises(ValueError, match="already registered"):
         hub.register(A, FakeSink())
-    hub.broadcast(b"x")
+    hub.broadcast(Outgoing(b"x"))
     assert sinks[A].frames == [b"x"]
 
 
@@ -80,7 +83,7 @@ def test_unregister_leaves_every_room_and_reports_the_emptied_ones() -> None:
     assert sorted(hub.unregister(A)) == sorted([LOBBY, CHAT])
     assert hub.rooms_of(A) == frozenset()
     assert hub.room_sizes() == {GAME: 1}
-    assert hub.send_room(GAME, b"g") == 1
+    assert hub.send_room(GAME, Outgoing(b"g")) == 1
     assert sinks[A].frames == []
 
 
@@ -92,7 +95,7 @@ def test_reconnecting_with_the_same_wsid_starts_in_no_room() -> None:
     sink = FakeSink()
     hub.register(A, sink)
     assert hub.rooms_of(A) == frozenset()
-    assert hub.send_room(LOBBY, b"x") == 0
+    assert hub.send_room(LOBBY, Outgoing(b"x")) == 0
     assert sink.frames == []
 
 
@@ -176,7 +179,7 @@ def test_broadcast_hands_the_same_bytes_to_every_connection() -> None:
     """A broadcast gives every open connection the very same frame object, and counts them."""
     hub, sinks = hub_with(A, B, C)
     frame = encode_push(3, "hello")
-    assert hub.broadcast(frame) == 3
+    assert hub.broadcast(Outgoing(frame)) == 3
     for sink in sinks.values():
         assert len(sink.frames) == 1
         assert sink.frames[0] is frame
@@ -185,7 +188,7 @@ def test_broadcast_hands_the_same_bytes_to_every_connection() -> None:
 def test_broadcast_to_no_connections_counts_zero() -> None:
     """A broadcast with nobody connected reaches zero connections."""
     hub = Hub(max_rooms_per_conn=4)
-    assert hub.broadcast(b"x") == 0
+    assert hub.broadcast(Outgoing(b"x")) == 0
 
 
 def test_room_push_reaches_members_only_with_the_same_bytes() -> None:
@@ -195,7 +198,7 @@ def test_room_push_reaches_members_only_with_the_same_bytes() -> None:
     hub.join(LOBBY, C)
     hub.join(GAME, B)
     frame = encode_push(4, {"k": 1}, LOBBY)
-    assert hub.send_room(LOBBY, frame) == 2
+    assert hub.send_room(LOBBY, Outgoing(frame)) == 2
     assert sinks[A].frames[0] is frame
     assert sinks[C].frames[0] is frame
     assert len(sinks[A].frames) == len(sinks[C].frames) == 1
@@ -205,7 +208,7 @@ def test_room_push_reaches_members_only_with_the_same_bytes() -> None:
 def test_room_push_to_an_unknown_room_reaches_nobody() -> None:
     """A push to a room with no members reaches zero connections."""
     hub, sinks = hub_with(A)
-    assert hub.send_room(LOBBY, b"x") == 0
+    assert hub.send_room(LOBBY, Outgoing(b"x")) == 0
     assert sinks[A].frames == []
 
 
@@ -214,9 +217,9 @@ def test_a_member_who_left_gets_no_more_room_pushes() -> None:
     hub, sinks = hub_with(A, B)
     hub.join(LOBBY, A)
     hub.join(LOBBY, B)
-    hub.send_room(LOBBY, b"1")
+    hub.send_room(LOBBY, Outgoing(b"1"))
     hub.leave(LOBBY, A)
-    assert hub.send_room(LOBBY, b"2") == 1
+    assert hub.send_room(LOBBY, Outgoing(b"2")) == 1
     assert sinks[A].frames == [b"1"]
     assert sinks[B].frames == [b"1", b"2"]
 
@@ -228,8 +231,47 @@ def test_frames_reach_each_sink_in_the_order_sent() -> None:
     frames = [encode_push(n, n) for n in range(2, 12)]
     for n, frame in enumerate(frames):
         if n % 3 == 0:
-            hub.send_room(LOBBY, frame)
+            hub.send_room(LOBBY, Outgoing(frame))
         else:
-            hub.broadcast(frame)
+            hub.broadcast(Outgoing(frame))
     assert sinks[A].frames == frames
     assert sinks[B].frames == [f for n, f in enumerate(frames) if n % 3 != 0]
+
+
+def test_a_message_is_made_once_per_encoding_whatever_the_recipients() -> None:
+    """Connections of two protocols in one room: each encoding of a push is made
+    once, by its first recipient, and every recipient of it gets the same bytes."""
+    made: list[str] = []
+
+    def encoding(name: str) -> Encoding:
+        def encode(message: bytes) -> bytes:
+            made.append(name)
+            return name.encode() + b":" + message
+
+        return Encoding(name, encode, bytes)
+
+    seed, other = encoding("seed"), encoding("other")
+
+    class Speaker:
+        connected_at = 0.0
+
+        def __init__(self, speaks: Encoding) -> None:
+            self.encoding = speaks
+            self.got: list[bytes] = []
+
+        def send(self, frame: bytes) -> None:
+            self.got.append(frame)
+
+        def close(self, code: int, reason: str) -> None:
+            raise AssertionError("not closed here")
+
+    hub = Hub(max_rooms_per_conn=8)
+    speakers = [Speaker(seed), Speaker(other), Speaker(seed), Speaker(other), Speaker(seed)]
+    for n, speaker in enumerate(speakers):
+        hub.register(ConnId(f"c{n}"), speaker)
+        hub.join(LOBBY, ConnId(f"c{n}"))
+    assert hub.send_room(LOBBY, Outgoing(b"hi")) == 5
+    assert sorted(made) == ["other", "seed"]
+    assert [s.got[0] for s in speakers] == [b"seed:hi", b"other:hi"] * 2 + [b"seed:hi"]
+    assert speakers[0].got[0] is speakers[2].got[0] is speakers[4].got[0]
+    assert speakers[1].got[0] is speakers[3].got[0]

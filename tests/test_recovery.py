@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.client import Connection, PushAPI, State, connect
+from pushgate.connection import PUSHGATE_OVER_WEBSOCKET
 from pushgate.hub import Hub
 from pushgate.ids import ConnId
 from pushgate.node import Node
@@ -205,6 +206,7 @@ class Collector:
     """A sink that keeps the frames it is handed."""
 
     connected_at = 0.0
+    encoding = PUSHGATE_OVER_WEBSOCKET
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []

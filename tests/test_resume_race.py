@@ -20,6 +20,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.commands import PushAll
+from pushgate.connection import PUSHGATE_OVER_WEBSOCKET
 from pushgate.errors import SessionTaken
 from pushgate.hub import Hub
 from pushgate.ids import ConnId
@@ -34,6 +35,7 @@ class Conn:
     does (telling the node it went)."""
 
     connected_at = 0.0
+    encoding = PUSHGATE_OVER_WEBSOCKET
 
     def __init__(self, node: Node, conn: ConnId) -> None:
         self.node, self.conn = node, conn

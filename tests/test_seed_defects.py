@@ -96,7 +96,8 @@ async def test_keep_alive_survives_an_idle_pause(server: Running) -> None:
         "127.0.0.1", int(server.api_url.rsplit(":", 1)[1])
     )
     request = (
-        b"POST /push/all HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"POST /push/all HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
         b"Content-Length: 19\r\n\r\nval=test push&tag=3"
     )
     for _ in range(2):

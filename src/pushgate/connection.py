@@ -30,13 +30,14 @@ from websockets.protocol import Protocol, State
 
 from pushgate.backlog import WATCH_BYTES
 from pushgate.connsettings import ConnectionSettings
-from pushgate.framing import DEFLATE_LEVEL
+from pushgate.framing import DEFLATE_LEVEL, text_frame
 from pushgate.gatewayhttp import GatewayRoutes
+from pushgate.hub import Encoding
 from pushgate.ids import ConnId
 from pushgate.limits import ClientBudget
 from pushgate.outbox import ConnectionRegistry, Outbox
 from pushgate.phase import IN_HUB, Phase
-from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES, PushgateProtocol
+from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES, PushgateProtocol, encode
 from pushgate.wire import CLOSE_HEARTBEAT_TIMEOUT, CLOSE_POLICY_VIOLATION
 from pushgate.wsinput import INPUT_PER_TURN, Input
 from pushgate.wsoutput import Output
@@ -58,6 +59,8 @@ log = logging.getLogger("pushgate.gateway")
 # websockets logs every open and close at INFO; pushgate logs those itself at DEBUG.
 _protocol_log = logging.getLogger("pushgate.websocket")
 
+# The pushgate protocol over WebSocket: its messages in text frames.
+PUSHGATE_OVER_WEBSOCKET = Encoding("pushgate over WebSocket", encode, text_frame)
 # An echo connection's largest message: Autobahn's case 9 sends up to 16 MiB.
 ECHO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -103,6 +106,7 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
         self._phase = Phase.HANDSHAKE
         self._client: PushgateProtocol | None = None  # the wire protocol, once upgraded
         self._deflate_bits = 0  # the window of a negotiated permessage-deflate
+        self.encoding = PUSHGATE_OVER_WEBSOCKET
         self._transport: asyncio.Transport | None = None
         self._pending: list[bytes] = []
         self._fragments: list[bytes] | None = None  # the frames of a message in progress

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pushgate.connsettings import ConnectionSettings
 from pushgate.gatewayhttp import GatewayRoutes
+from pushgate.hub import Encoding
 from pushgate.ids import ConnId
 from pushgate.limits import ClientBudget
 from pushgate.outbox import ConnectionRegistry, Outbox
@@ -48,6 +49,7 @@ class ConnectionState:
         "_unread",
         "conn_id",
         "connected_at",
+        "encoding",
         "ip",
         "last_seen",
         "peer",
@@ -59,6 +61,7 @@ class ConnectionState:
     _budget: ClientBudget  # what it has sent: messages, frames, bytes
     _client: "PushgateProtocol | None"  # the wire protocol, once upgraded
     _deflate_bits: int  # the window of a negotiated permessage-deflate (0: none)
+    encoding: Encoding  # how its protocol over its transport sends a message
     _fragmented_text: bool
     _fragments: list[bytes] | None  # the frames of a message in progress
     _handshake_bytes: int  # received before the handshake was answered

@@ -1,20 +1,69 @@
 """The local connections of one gateway and the rooms they are in; fan-out.
 
-The hub hands an already-encoded frame to each recipient's :class:`Sink`. A sink
-only queues the bytes (see :mod:`pushgate.connection`), so a fan-out to N
+The hub hands each recipient's :class:`Sink` the bytes of one :class:`Outgoing`
+message. A sink only queues them (see :mod:`pushgate.wsoutput`), so a fan-out to N
 connections is N method calls and never waits for any of them: a slow client
 costs the others nothing.
+
+Connections may speak different wire protocols over different transports: each
+sink has its :class:`Encoding`. The message makes its bytes for an encoding the
+first time a recipient of that encoding needs them, and every other recipient of
+it gets the same bytes object: encoded once per push per protocol, framed once per
+push per transport, on each node (deflate is then once per gateway, outbox.py).
+While every connection of the hub has one encoding (the common case), the bytes
+are made once before the loop and the loop is what it was with one protocol.
 
 Pure and synchronous: nothing here awaits.
 """
 
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from pushgate.errors import RoomLimitExceeded, UnknownConnection
 from pushgate.ids import ConnId, RoomId
 from pushgate.rooms import Rooms
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Encoding:
+    """How one wire protocol over one transport sends a pushgate message: the
+    protocol's ``encode`` (from pushgate's own JSON message, wire.py, to its own),
+    then the transport's ``frame``."""
+
+    name: str
+    encode: Callable[[bytes], bytes]
+    frame: Callable[[bytes], bytes]
+
+
+class Outgoing:
+    """One message (a push or a notice) on its way to many connections, with the
+    bytes each encoding sends made once: by the first recipient that asks."""
+
+    __slots__ = ("_first", "_first_bytes", "_more", "message")
+
+    def __init__(self, message: bytes) -> None:
+        self.message = message  # pushgate's JSON and a newline (wire.py)
+        self._first: Encoding | None = None
+        self._first_bytes = b""
+        self._more: dict[Encoding, bytes] | None = None
+
+    def bytes_for(self, encoding: Encoding) -> bytes:
+        """The bytes a connection of ``encoding`` sends (the same object each time)."""
+        if encoding is self._first:
+            return self._first_bytes
+        if self._first is None:
+            self._first = encoding
+            self._first_bytes = encoding.frame(encoding.encode(self.message))
+            return self._first_bytes
+        more = self._more
+        if more is None:
+            more = self._more = {}
+        made = more.get(encoding)
+        if made is None:
+            made = more[encoding] = encoding.frame(encoding.encode(self.message))
+        return made
 
 
 class Sink(Protocol):
@@ -28,6 +77,7 @@ class Sink(Protocol):
     """
 
     connected_at: float  # when it opened (the event loop's clock)
+    encoding: Encoding  # how its protocol over its transport sends a message
 
     def send(self, frame: bytes) -> None: ...
 
@@ -52,6 +102,9 @@ class Hub:
         self._rooms: Rooms[Sink] = Rooms()
         # A user's connections, kept like a room per user (authenticated connections only).
         self._users: Rooms[Sink] = Rooms()
+        # How many connections speak each encoding; the one, while there is one.
+        self._encodings: Counter[Encoding] = Counter()
+        self._only: Encoding | None = None
 
     # Connections
 
@@ -61,6 +114,7 @@ class Hub:
         if conn in self._sinks:
             raise ValueError(f"wsId {conn} is already registered")
         self._sinks[conn] = sink
+        self._count_encoding(sink.encoding, 1)
         if user is not None:
             self._users.add(RoomId(user), conn, sink)
 
@@ -69,10 +123,19 @@ class Hub:
 
         Returns the rooms this left empty. Unregistering twice is harmless.
         """
-        if self._sinks.pop(conn, None) is None:
+        sink = self._sinks.pop(conn, None)
+        if sink is None:
             return []
+        self._count_encoding(sink.encoding, -1)
         self._users.discard_all(conn)
         return self._rooms.discard_all(conn)
+
+    def _count_encoding(self, encoding: Encoding, change: int) -> None:
+        encodings = self._encodings
+        encodings[encoding] += change
+        if not encodings[encoding]:
+            del encodings[encoding]
+        self._only = next(iter(encodings)) if len(encodings) == 1 else None
 
     def sink(self, conn: ConnId) -> Sink | None:
         """The open connection with this wsId, if there is one here."""
@@ -149,21 +212,27 @@ class Hub:
 
     # Fan-out
 
-    def broadcast(self, frame: bytes) -> int:
-        """Hand ``frame`` to every open connection; return how many got it."""
-        for sink in self._sinks.values():
-            sink.send(frame)
+    def broadcast(self, message: Outgoing) -> int:
+        """Hand ``message`` to every open connection; return how many got it."""
+        self._hand(self._sinks.values(), message)
         return len(self._sinks)
 
-    def send_user(self, user: str, frame: bytes) -> int:
-        """Hand ``frame`` to every connection of ``user``; return how many got it."""
-        for sink in self._users.members(RoomId(user)):
-            sink.send(frame)
+    def send_user(self, user: str, message: Outgoing) -> int:
+        """Hand ``message`` to every connection of ``user``; return how many got it."""
+        self._hand(self._users.members(RoomId(user)), message)
         return self._users.size(RoomId(user))
 
-    def send_room(self, room: RoomId, frame: bytes) -> int:
-        """Hand ``frame`` to every member of ``room``; return how many got it."""
-        members = self._rooms.members(room)
-        for sink in members:
-            sink.send(frame)
+    def send_room(self, room: RoomId, message: Outgoing) -> int:
+        """Hand ``message`` to every member of ``room``; return how many got it."""
+        self._hand(self._rooms.members(room), message)
         return self._rooms.size(room)
+
+    def _hand(self, sinks: Iterable[Sink], message: Outgoing) -> None:
+        only = self._only
+        if only is not None:  # one encoding here: its bytes made once, up front
+            frame = message.bytes_for(only)
+            for sink in sinks:
+                sink.send(frame)
+        else:
+            for sink in sinks:
+                sink.send(message.bytes_for(sink.encoding))

@@ -17,8 +17,7 @@ from typing import Any, Protocol
 
 from pushgate.commands import Membership
 from pushgate.errors import UnknownConnection
-from pushgate.framing import text_frame
-from pushgate.hub import Hub, MembershipChange
+from pushgate.hub import Hub, MembershipChange, Outgoing
 from pushgate.ids import ConnId
 from pushgate.messages import Command, Op
 from pushgate.meters import Meters
@@ -102,7 +101,7 @@ async def _send(node: LocalNode, command: Command) -> None:
     sink = node.hub.sink(command.conn)
     if sink is None:
         raise UnknownConnection(command.conn)
-    sink.send(text_frame(str(command.args["message"]).encode()))
+    sink.send(Outgoing(str(command.args["message"]).encode()).bytes_for(sink.encoding))
 
 
 def _since(hub: Hub, conn: ConnId, offset: float) -> float | None:

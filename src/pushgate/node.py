@@ -33,8 +33,7 @@ from pushgate.errors import (
     UnknownConnection,
 )
 from pushgate.follow import Following
-from pushgate.framing import text_frame
-from pushgate.hub import Hub, MembershipChange, Sink
+from pushgate.hub import Hub, MembershipChange, Outgoing, Sink
 from pushgate.ids import ConnId, RoomId
 from pushgate.localanswers import answer_calls
 from pushgate.messages import Command, Op
@@ -337,16 +336,16 @@ class Node:
         self._send(topic, encode_notice({topic: report}))
 
     def _send(self, topic: str, message: bytes) -> int:
-        """Frame ``message`` once (if anyone here is on ``topic``) and hand it to
-        every local recipient of the stream; return how many."""
+        """Hand ``message`` to every local recipient of the stream, each encoding of
+        it made once (hub.Outgoing); return how many."""
         if topic == TOPIC_ALL:
-            return self.hub.broadcast(text_frame(message))
+            return self.hub.broadcast(Outgoing(message))
         room = room_of(topic)
         if room is not None:
-            return self.hub.send_room(room, text_frame(message)) if self.hub.room_size(room) else 0
+            return self.hub.send_room(room, Outgoing(message)) if self.hub.room_size(room) else 0
         user = user_of(topic)
         if user is not None:
-            return self.hub.send_user(user, text_frame(message)) if self.hub.user_size(user) else 0
+            return self.hub.send_user(user, Outgoing(message)) if self.hub.user_size(user) else 0
         log.warning("dropped a push on unexpected topic %r", topic)
         return 0
 

@@ -54,7 +54,8 @@ class Output(ConnectionState):
     # Sink: fan-out
 
     def send(self, frame: bytes) -> None:
-        """Queue a frame; the outbox writes it on this turn of the event loop."""
+        """Queue a frame (made once for every connection of this encoding, hub.py);
+        the outbox writes it on this turn of the event loop."""
         phase = self._phase
         if phase is OPEN or phase is WELCOMING:
             deflate_bits = self._deflate_bits
