@@ -161,9 +161,7 @@ FACTORIES: dict[str, Callable[[], Awaitable[BrokerFactory]]] = {
 }
 
 
-@pytest.fixture(params=[*sorted(FACTORIES), "redis-cluster"])
-async def broker_factory(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
-    """A factory of broker nodes on a fresh shared bus, for each implementation."""
+async def _factory(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
     if request.param == "redis-cluster":
         factory: BrokerFactory = RedisClusterBrokerFactory(request.getfixturevalue("redis_cluster"))
     else:
@@ -172,6 +170,20 @@ async def broker_factory(request: pytest.FixtureRequest) -> AsyncIterator[Broker
         yield factory
     finally:
         await factory.aclose()
+
+
+@pytest.fixture(params=[*sorted(FACTORIES), "redis-cluster"])
+async def broker_factory(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
+    """A factory of broker nodes on a fresh shared bus, for each implementation."""
+    async for factory in _factory(request):
+        yield factory
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def redis_factory(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
+    """The same, for the Redis implementations only (tests of their keys)."""
+    async for factory in _factory(request):
+        yield factory
 
 
 class Recorder:
@@ -578,15 +590,14 @@ async def test_a_stream_keeps_its_position_for_a_session_ttl_after_its_last_foll
 
 
 async def test_redis_keys_of_a_stream_expire_within_their_ttls(
-    broker_factory: BrokerFactory,
+    redis_factory: BrokerFactory,
 ) -> None:
     """On Redis a stream's metadata (its position) lives max(history_ttl,
     session_ttl) plus a margin after its last push, not a day; its history
     history_ttl."""
-    broker_factory.history_options.update(history_ttl=300.0, session_ttl=1000.0)
-    broker, _ = await started(broker_factory)
-    if not isinstance(broker, RedisBroker):
-        pytest.skip("keys in Redis")
+    redis_factory.history_options.update(history_ttl=300.0, session_ttl=1000.0)
+    broker, _ = await started(redis_factory)
+    assert isinstance(broker, RedisBroker)
     await broker.publish_push(TOPIC, push(1))
     meta, history = broker._stream_keys(TOPIC)
     assert 990_000 < await broker.client.pttl(meta) <= (1000 + POSITION_MARGIN) * 1000
@@ -594,14 +605,13 @@ async def test_redis_keys_of_a_stream_expire_within_their_ttls(
 
 
 async def test_redis_history_is_trimmed_by_time_at_each_publish(
-    broker_factory: BrokerFactory,
+    redis_factory: BrokerFactory,
 ) -> None:
     """On Redis a publish also drops the pushes of its stream older than
     history_ttl, so a busy stream holds no more than its last history_ttl."""
-    broker_factory.history_options.update(history_ttl=0.3 * UNIT)
-    broker, _ = await started(broker_factory)
-    if not isinstance(broker, RedisBroker):
-        pytest.skip("keys in Redis")
+    redis_factory.history_options.update(history_ttl=0.3 * UNIT)
+    broker, _ = await started(redis_factory)
+    assert isinstance(broker, RedisBroker)
     _, history = broker._stream_keys(TOPIC)
     for n in (1, 2, 3):
         await broker.publish_push(TOPIC, push(n))

@@ -9,8 +9,9 @@ connections of a set the test keeps as its hub would; and logic nodes, never sta
 that only look things up.
 
 LocalDirectory is a cluster of one, which announces nothing: the tests that need a
-second node to find what a first one announced skip it, and
-:func:`test_local_directory_is_a_cluster_of_one` says what it does instead.
+second node to find what a first one announced take ``shared_factory``, the Redis
+implementations only, and :func:`test_local_directory_is_a_cluster_of_one` says
+what a LocalDirectory does instead.
 
 The Redis servers are one per module (``module_redis`` and ``redis_cluster`` in
 tests/conftest.py); each test keeps to a key prefix of its own.
@@ -161,9 +162,7 @@ class RedisDirectoryFactory:
             await broker.close()
 
 
-@pytest.fixture(params=["local", "redis", "redis-cluster"])
-async def directory_factory(request: pytest.FixtureRequest) -> AsyncIterator[DirectoryFactory]:
-    """A factory of the directories of one cluster's nodes, for each implementation."""
+async def _factory(request: pytest.FixtureRequest) -> AsyncIterator[DirectoryFactory]:
     factory: DirectoryFactory
     if request.param == "local":
         factory = LocalDirectoryFactory()
@@ -178,9 +177,19 @@ async def directory_factory(request: pytest.FixtureRequest) -> AsyncIterator[Dir
         await factory.aclose()
 
 
-def needs_other_nodes(factory: DirectoryFactory) -> None:
-    if not factory.announces:
-        pytest.skip("a LocalDirectory announces nothing: a single process has no other node")
+@pytest.fixture(params=["local", "redis", "redis-cluster"])
+async def directory_factory(request: pytest.FixtureRequest) -> AsyncIterator[DirectoryFactory]:
+    """A factory of the directories of one cluster's nodes, for each implementation."""
+    async for factory in _factory(request):
+        yield factory
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def shared_factory(request: pytest.FixtureRequest) -> AsyncIterator[DirectoryFactory]:
+    """The same, for the implementations that other nodes read (a LocalDirectory is
+    a cluster of one: it announces nothing, test_local_directory_is_a_cluster_of_one)."""
+    async for factory in _factory(request):
+        yield factory
 
 
 async def added(directory: Directory, conns: set[ConnId], *new: ConnId) -> None:
@@ -243,16 +252,15 @@ async def test_local_directory_is_a_cluster_of_one() -> None:
 
 
 async def test_a_conn_is_found_on_its_gateway_once_its_add_completes(
-    directory_factory: DirectoryFactory,
+    shared_factory: DirectoryFactory,
 ) -> None:
     """Once an add's future has completed, every node, the gateway itself included,
     finds the connection on that gateway; each on its own."""
-    needs_other_nodes(directory_factory)
     conns0: set[ConnId] = set()
     conns1: set[ConnId] = set()
-    gw0 = await directory_factory.gateway("gw0", conns0)
-    gw1 = await directory_factory.gateway("gw1", conns1)
-    logic = await directory_factory.logic()
+    gw0 = await shared_factory.gateway("gw0", conns0)
+    gw1 = await shared_factory.gateway("gw1", conns1)
+    logic = await shared_factory.logic()
     a, b, c = new_conn_id(), new_conn_id(), new_conn_id()
     await added(gw0, conns0, a, b)
     await added(gw1, conns1, c)
@@ -261,17 +269,16 @@ async def test_a_conn_is_found_on_its_gateway_once_its_add_completes(
 
 
 async def test_nodes_lists_the_gateways_that_announced_themselves(
-    directory_factory: DirectoryFactory,
+    shared_factory: DirectoryFactory,
 ) -> None:
     """Every live gateway, the asking one included, once it has announced itself
     (by the time its first add has completed); a logic node is not one."""
-    needs_other_nodes(directory_factory)
-    logic = await directory_factory.logic()
+    logic = await shared_factory.logic()
     assert await logic.nodes() == []
     conns0: set[ConnId] = set()
     conns1: set[ConnId] = set()
-    gw0 = await directory_factory.gateway("gw0", conns0)
-    gw1 = await directory_factory.gateway("gw1", conns1)
+    gw0 = await shared_factory.gateway("gw0", conns0)
+    gw1 = await shared_factory.gateway("gw1", conns1)
     await added(gw0, conns0, new_conn_id())
     await added(gw1, conns1, new_conn_id())
     for directory in (logic, gw0, gw1):
@@ -279,15 +286,14 @@ async def test_nodes_lists_the_gateways_that_announced_themselves(
 
 
 async def test_a_discarded_conn_is_not_found_once_a_later_add_completes(
-    directory_factory: DirectoryFactory,
+    shared_factory: DirectoryFactory,
 ) -> None:
     """Discards and adds reach the other nodes in the order they were made: once an
     add made after a discard has completed, the discarded connection is found
     nowhere, and the others still are."""
-    needs_other_nodes(directory_factory)
     conns: set[ConnId] = set()
-    gateway = await directory_factory.gateway("gw0", conns)
-    logic = await directory_factory.logic()
+    gateway = await shared_factory.gateway("gw0", conns)
+    logic = await shared_factory.logic()
     a, b, c = new_conn_id(), new_conn_id(), new_conn_id()
     await added(gateway, conns, a, b)
     discarded(gateway, conns, a)
@@ -295,13 +301,12 @@ async def test_a_discarded_conn_is_not_found_once_a_later_add_completes(
     assert [await logic.locate(conn) for conn in (a, b, c)] == [None, "gw0", "gw0"]
 
 
-async def test_the_later_of_an_add_and_a_discard_wins(directory_factory: DirectoryFactory) -> None:
+async def test_the_later_of_an_add_and_a_discard_wins(shared_factory: DirectoryFactory) -> None:
     """A connection added and discarded in one breath is not found; one discarded
     and added again (a resume on the same gateway) is."""
-    needs_other_nodes(directory_factory)
     conns: set[ConnId] = set()
-    gateway = await directory_factory.gateway("gw0", conns)
-    logic = await directory_factory.logic()
+    gateway = await shared_factory.gateway("gw0", conns)
+    logic = await shared_factory.logic()
     gone, back = new_conn_id(), new_conn_id()
     await added(gateway, conns, back)
     conns.add(gone)
@@ -316,13 +321,12 @@ async def test_the_later_of_an_add_and_a_discard_wins(directory_factory: Directo
 
 
 async def test_thousands_of_conns_added_at_once_are_all_found(
-    directory_factory: DirectoryFactory,
+    shared_factory: DirectoryFactory,
 ) -> None:
     """A gateway whose clients all reconnect at once (more than one write's chunk)."""
-    needs_other_nodes(directory_factory)
     conns: set[ConnId] = set()
-    gateway = await directory_factory.gateway("gw0", conns)
-    logic = await directory_factory.logic()
+    gateway = await shared_factory.gateway("gw0", conns)
+    logic = await shared_factory.logic()
     many = [new_conn_id() for _ in range(2500)]
     await added(gateway, conns, *many)
     found = await asyncio.gather(*(logic.locate(conn) for conn in many[::50]))
@@ -334,16 +338,15 @@ async def test_thousands_of_conns_added_at_once_are_all_found(
 
 
 async def test_a_closed_gateway_and_its_conns_are_forgotten_at_once(
-    directory_factory: DirectoryFactory,
+    shared_factory: DirectoryFactory,
 ) -> None:
     """close() stops announcing and removes the gateway's entries: no node finds
     its connections or lists it any more; the other gateways stay."""
-    needs_other_nodes(directory_factory)
     conns0: set[ConnId] = set()
     conns1: set[ConnId] = set()
-    gw0 = await directory_factory.gateway("gw0", conns0)
-    gw1 = await directory_factory.gateway("gw1", conns1)
-    logic = await directory_factory.logic()
+    gw0 = await shared_factory.gateway("gw0", conns0)
+    gw1 = await shared_factory.gateway("gw1", conns1)
+    logic = await shared_factory.logic()
     a, b = new_conn_id(), new_conn_id()
     await added(gw0, conns0, a)
     await added(gw1, conns1, b)
@@ -353,21 +356,20 @@ async def test_a_closed_gateway_and_its_conns_are_forgotten_at_once(
 
 
 async def test_a_gateway_that_stops_refreshing_is_forgotten_after_its_ttl(
-    directory_factory: DirectoryFactory,
+    shared_factory: DirectoryFactory,
 ) -> None:
     """A gateway killed without a word: once its TTL has passed, its connections are
     found nowhere and it is not listed; a gateway that lives on, refreshing, is
     found and listed still."""
-    needs_other_nodes(directory_factory)
     conns0: set[ConnId] = set()
     conns1: set[ConnId] = set()
-    gw0 = await directory_factory.gateway("gw0", conns0)
-    gw1 = await directory_factory.gateway("gw1", conns1)
-    logic = await directory_factory.logic()
+    gw0 = await shared_factory.gateway("gw0", conns0)
+    gw1 = await shared_factory.gateway("gw1", conns1)
+    logic = await shared_factory.logic()
     a, b = new_conn_id(), new_conn_id()
     await added(gw0, conns0, a)
     await added(gw1, conns1, b)
-    await directory_factory.crash(gw0)
+    await shared_factory.crash(gw0)
     await asyncio.sleep(1.5 * TTL)  # the TTL itself is what is waited for
     assert [await logic.locate(a), await logic.locate(b)] == [None, "gw1"]
     assert await logic.nodes() == ["gw1"]
@@ -375,12 +377,11 @@ async def test_a_gateway_that_stops_refreshing_is_forgotten_after_its_ttl(
 
 
 async def test_a_directory_that_cannot_reach_its_store_says_so(
-    directory_factory: DirectoryFactory,
+    shared_factory: DirectoryFactory,
 ) -> None:
     """locate and nodes raise BrokerUnavailable when they cannot tell (a
     LocalDirectory always can)."""
-    needs_other_nodes(directory_factory)
-    directory = await directory_factory.unreachable()
+    directory = await shared_factory.unreachable()
     with pytest.raises(BrokerUnavailable):
         await directory.locate(new_conn_id())
     with pytest.raises(BrokerUnavailable):
@@ -388,17 +389,16 @@ async def test_a_directory_that_cannot_reach_its_store_says_so(
 
 
 async def test_a_gateway_announces_itself_again_after_the_store_lost_it(
-    directory_factory: DirectoryFactory,
+    shared_factory: DirectoryFactory,
 ) -> None:
     """A store that lost every entry (a Redis restarted empty): within the TTL every
     live gateway is listed again and its connections found again."""
-    needs_other_nodes(directory_factory)
     conns: set[ConnId] = set()
-    gateway = await directory_factory.gateway("gw0", conns)
-    logic = await directory_factory.logic()
+    gateway = await shared_factory.gateway("gw0", conns)
+    logic = await shared_factory.logic()
     a, b = new_conn_id(), new_conn_id()
     await added(gateway, conns, a, b)
-    await directory_factory.lose_everything()
+    await shared_factory.lose_everything()
     async with asyncio.timeout(TTL):
         while await logic.locate(b) != "gw0":  # noqa: ASYNC110
             await asyncio.sleep(TTL / 20)  # the gateway's own refresh: no event to await
