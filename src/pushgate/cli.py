@@ -14,7 +14,7 @@ from typing import Any
 
 from pushgate import __version__
 from pushgate.bench.cli import add_bench_parser, run_bench
-from pushgate.config import OPTION_GROUPS, OPTIONS, default_of, from_sources
+from pushgate.config import OPTIONS, Group, default_of, from_sources
 from pushgate.errors import ConfigError, StartupError
 from pushgate.logformat import configure_logging
 from pushgate.terminal import add_terminal_parsers, run_terminal
@@ -94,12 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        groups = {}
-        for title, names in OPTION_GROUPS:
-            group = sub.add_argument_group(title)
-            groups.update(dict.fromkeys(names, group))
+        # Created in the order of Group, which is the order --help shows them in.
+        groups = {group: sub.add_argument_group(group.value) for group in Group}
         for option in OPTIONS:
-            group = groups[option.name]
+            group = groups[option.group]
             default = default_of(option.name)
             shown = f"default: {default}; " if default not in ("", False) else ""
             help_text = f"{option.help} ({shown}env {option.env})"

@@ -1,5 +1,12 @@
-"""Every setting of ``pushgate serve``, with its default, its environment variable
-and its help text, in one table.
+"""Every setting of ``pushgate serve``, each declared once, as a field of ``Config``.
+
+A field made by ``option(...)`` (or ``flag(...)`` for a yes or no) holds all there is
+to know about its setting: its default, how its text is read, its metavar, its help
+text, its --help group and the checks of its value. ``OPTIONS`` (what cli.py turns
+into arguments, and what the environment variables are read from) is derived from
+the fields, in the order they are declared, so a setting cannot be added without its
+help, group and check. Checks that weigh several settings together are listed once,
+in ``Config._between_settings``, and run after every setting's own checks.
 
 Precedence: a command-line option, else the environment variable
 ``PUSHGATE_<NAME>``, else the default.
@@ -7,8 +14,9 @@ Precedence: a command-line option, else the environment variable
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from typing import Any, TypeVar
 
 from pushgate.broker.urls import CLUSTER_SCHEMES, parse_cluster_url
 from pushgate.connsettings import ConnectionSettings
@@ -19,174 +27,640 @@ from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES
 ENV_PREFIX = "PUSHGATE_"
 KIB = 1024
 MIB = 1024 * KIB
+LOG_LEVELS = ("debug", "info", "warning", "error")
+BROKER_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
+
+
+class Group(Enum):
+    """The sections of ``--help``, in the order it shows them."""
+
+    LISTEN = "where to listen"
+    PROCESSES = "processes"
+    CLUSTER = "cluster (see docs/cluster.md)"
+    RECOVERY = "sessions and recovery (see docs/recovery.md)"
+    TIMEOUTS = "heartbeat, timeouts and stopping"
+    LIMITS = "limits (see docs/security.md)"
+    API_CONNECTIONS = "the logic API's connections (see docs/security.md)"
+    COMPRESSION_GC = "compression and garbage collection"
+    ACCESS = "who may push and connect (see docs/security.md)"
+    OBSERVING = "metrics and logs (see docs/operations.md)"
+    TESTING = "testing"
+
+
+# -- Checks of one value ------------------------------------------------------------
+# A check returns what is wrong with a value, worded to follow the option's flag
+# ("must be ...", "may hold ..."), or None when the value is fine.
+
+Check = Callable[[Any], str | None]
+
+
+def must_be(ok: Callable[[Any], bool], wanted: str) -> Check:
+    """A check that answers "must be <wanted>" for a value ``ok`` refuses."""
+
+    def check(value: Any) -> str | None:
+        return None if ok(value) else f"must be {wanted}"
+
+    return check
+
+
+def at_least(least: int, unit: str = "") -> Check:
+    """A number of ``least`` or more (of ``unit``, when the message should say it)."""
+    return must_be(lambda value: value >= least, f"at least {least} {unit}".rstrip())
+
+
+def zero_or_more(zero_means: str) -> Check:
+    """A number that may be 0, which means ``zero_means`` ("no limit"), or more."""
+    return must_be(lambda value: value >= 0, f"0 ({zero_means}) or more")
+
+
+def one_of(*choices: str) -> Check:
+    """One of a few words, the two of a pair named as "a or b"."""
+    wanted = " or ".join(choices) if len(choices) == 2 else "one of " + ", ".join(choices)
+    return must_be(lambda value: value in choices, wanted)
+
+
+positive_seconds = must_be(lambda seconds: seconds > 0, "more than 0 seconds")
+non_negative_seconds = must_be(lambda seconds: seconds >= 0, "0 seconds or more")
+
+
+def port(value: int) -> str | None:
+    """A TCP port; 0 lets the system pick a free one."""
+    return None if 0 <= value <= 65535 else f"must be a port from 0 to 65535, got {value}"
+
+
+def host_port(address: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as (host, port); None when it is not that."""
+    host, colon, number = address.rpartition(":")
+    if not colon or not host or not number.isdigit() or int(number) > 65535:
+        return None
+    return host.strip("[]"), int(number)
+
+
+def empty_or_host_port(address: str) -> str | None:
+    """Nothing (not served), or an address to serve on."""
+    if address and host_port(address) is None:
+        return f"must be HOST:PORT, got {address!r}"
+    return None
+
+
+def broker_url(url: str) -> str | None:
+    """A URL of a broker pushgate has, and for a Redis Cluster one that parses, so
+    that a wrong URL is told at start rather than when the broker is made."""
+    if not url.startswith(BROKER_SCHEMES):
+        return (
+            f"{url!r} is not supported: use memory://, "
+            "redis://HOST:PORT/DB (rediss:// for TLS, unix:///path for a socket) or "
+            "redis+cluster://HOST:PORT,HOST:PORT (rediss+cluster:// for TLS)"
+        )
+    if url.startswith(CLUSTER_SCHEMES):
+        try:
+            parse_cluster_url(url)
+        except ValueError as exc:
+            return f"{url!r}: {exc}"
+    return None
+
+
+def node_name(text: str) -> str | None:
+    """Empty (a random name), or a name fit for Redis keys and log lines."""
+    if text and not text.replace("-", "").replace("_", "").isalnum():
+        return "may hold letters, digits, - and _ only"
+    return None
+
+
+# -- Reading a setting's text (an environment variable or an argument) --------------
+
+
+def parse_bool(text: str) -> bool:
+    """An environment variable's yes or no: 1/true/yes/on or 0/false/no/off."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a yes or no: {text!r}")
+
+
+def parse_workers(text: str) -> int:
+    """A number of processes, or ``auto`` (0: one per CPU)."""
+    value = text.strip().lower()
+    if value == "auto":
+        return 0
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"not auto or a number: {text!r}") from None
+    if count < 1:
+        raise ValueError(f"not auto or a number of processes, 1 or more: {text!r}")
+    return count
+
+
+def parse_size(text: str) -> int:
+    """Bytes, with an optional K/KiB or M/MiB suffix: ``4096``, ``64K``, ``4MiB``."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = 1
+    if value.endswith("K"):
+        scale, value = KIB, value[:-1]
+    elif value.endswith("M"):
+        scale, value = MIB, value[:-1]
+    try:
+        return int(value) * scale
+    except ValueError:
+        raise ValueError(f"not a size in bytes: {text!r}") from None
+
+
+# -- Declaring a setting ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting as the command line and the environment show it. A ``flag_only``
+    option takes no value on the command line. ``name`` is its Config field's."""
+
+    parse: Callable[[str], Any]
+    metavar: str
+    help: str
+    group: Group
+    checks: tuple[Check, ...] = ()
+    flag_only: bool = False
+    name: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + _dashed(self.name)
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    def check(self, value: object) -> None:
+        """Raise ConfigError, naming this option, at the first check ``value`` fails."""
+        for check in self.checks:
+            problem = check(value)
+            if problem is not None:
+                raise ConfigError(f"{self.flag} {problem}")
+
+
+def _dashed(name: str) -> str:
+    return name.replace("_", "-")
+
+
+_OPTION = "pushgate.option"  # the key of a Config field's Option in its metadata
+T = TypeVar("T", int, float, str)
+
+
+def option(
+    default: T,
+    help: str,
+    *,
+    metavar: str,
+    group: Group,
+    parse: Callable[[str], T] | None = None,
+    check: Check | tuple[Check, ...] = (),
+) -> T:
+    """A Config field that is a setting. Its text is read by ``parse``, by default the
+    type of ``default`` (so write a float's default as ``10.0``); its value must
+    pass ``check`` (one check or several, in order)."""
+    checks = check if isinstance(check, tuple) else (check,)
+    declared = Option(parse or type(default), metavar, help, group, checks)
+    return field(default=default, metadata={_OPTION: declared})
+
+
+def flag(help: str, *, group: Group) -> bool:
+    """A Config field that is a yes or no, off unless ``--name`` is given (or its
+    environment variable says 1/true/yes/on)."""
+    declared = Option(parse_bool, "", help, group, flag_only=True)
+    return field(default=False, metadata={_OPTION: declared})
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The settings of one pushgate process."""
+    """The settings of one pushgate process.
 
-    # Listening
-    ws_host: str = "0.0.0.0"
-    ws_port: int = 8888
-    api_host: str = "127.0.0.1"
-    api_port: int = 9999
-    broker: str = "memory://"
-    # Processes
-    workers: int = 1  # 0: one per CPU ("auto")
-    reuse_port: bool = False
-    # Cluster
-    prefix: str = "pushgate:"
-    node_id: str = ""
-    node_ttl: float = 10.0
-    control_timeout: float = 2.0
-    # Recovery
-    history_size: int = 100
-    history_ttl: float = 300.0
-    session_ttl: float = 60.0
-    history_max_bytes: int = 64 * MIB
-    # Heartbeat
-    heartbeat: float = 10.0
-    idle_timeout: float = 30.0
-    # Timeouts
-    handshake_timeout: float = 10.0
-    close_timeout: float = 5.0
-    shutdown_timeout: float = 10.0
-    drain_seconds: float = 5.0
-    # Limits
-    max_message_bytes: int = 4 * KIB
-    max_body_bytes: int = 1 * MIB
-    max_output_bytes: int = 1 * MIB
-    max_output_total_bytes: int = 128 * MIB
-    max_rooms_per_conn: int = 100
-    max_connections: int = 0
-    max_connections_per_ip: int = 0
-    max_connects_per_second: float = 0.0
-    max_connects_per_second_per_ip: float = 0.0
-    max_client_messages_per_second: int = 50
-    max_client_frames_per_second: int = 200
-    max_client_bytes_per_second: int = 256 * KIB
-    max_handshake_bytes: int = 16 * KIB
-    # The logic API's connections
-    max_api_connections: int = 64
-    api_header_timeout: float = 10.0
-    api_keepalive_timeout: float = 15.0
-    # Security
-    api_key: str = ""
-    insecure: bool = False
-    token_secret: str = ""
-    token_public_key: str = ""
-    require_token: bool = False
-    token_audience: str = ""
-    token_issuer: str = ""
-    token_require_exp: bool = False
-    allowed_origins: str = "*"
-    # Testing
-    conformance_echo: bool = False
-    # Compression
-    no_compression: bool = False
-    # Garbage collection
-    no_gc_freeze: bool = False
-    # Metrics and logs
-    no_metrics: bool = False
-    metrics_address: str = ""
-    log_level: str = "info"
-    log_format: str = "text"
+    Fields are declared in the order of the usage line; --help shows them by group.
+    """
 
-    @property
-    def metrics_endpoint(self) -> tuple[str, int] | None:
-        """--metrics-address as (host, port); None when not given or not HOST:PORT."""
-        host, colon, port = self.metrics_address.rpartition(":")
-        if not colon or not host or not port.isdigit() or int(port) > 65535:
-            return None
-        return host.strip("[]"), int(port)
+    ws_host: str = option(
+        "0.0.0.0", "address the WebSocket gateway listens on", metavar="HOST", group=Group.LISTEN
+    )
+    ws_port: int = option(
+        8888,
+        "port of the gateway; clients connect to ws://HOST:PORT/connect",
+        metavar="PORT",
+        group=Group.LISTEN,
+        check=port,
+    )
+    api_host: str = option(
+        "127.0.0.1",
+        "address the logic HTTP API listens on (keep it private)",
+        metavar="HOST",
+        group=Group.LISTEN,
+    )
+    api_port: int = option(
+        9999, "port of the logic HTTP API", metavar="PORT", group=Group.LISTEN, check=port
+    )
+    workers: int = option(  # 0: one per CPU ("auto")
+        1,
+        "gateway processes sharing the WebSocket port (serve and gateway; auto: one per "
+        "CPU). More than 1 runs a supervisor that restarts a worker that dies; they share "
+        "--broker, or a private redis-server it starts when none is given (see "
+        "docs/scaling.md)",
+        metavar="N",
+        group=Group.PROCESSES,
+        parse=parse_workers,
+        check=must_be(lambda n: n >= 0, "auto or a number of processes, 1 or more"),
+    )
+    reuse_port: bool = flag(
+        "listen with SO_REUSEPORT, so that several gateways share the WebSocket port "
+        "(--workers sets it)",
+        group=Group.PROCESSES,
+    )
+    broker: str = option(
+        "memory://",
+        "message broker: memory:// keeps everything in this process; redis://HOST:PORT/DB "
+        "joins the cluster that shares that Redis (or Valkey); "
+        "redis+cluster://HOST:PORT,HOST:PORT spreads topics over the shards of a "
+        "Redis Cluster (Redis 7 or later, sharded pub/sub; rediss+cluster:// for TLS, "
+        "?ssl_ca_certs=PATH for a private CA)",
+        metavar="URL",
+        group=Group.CLUSTER,
+        check=broker_url,
+    )
+    # --prefix is checked with the broker, in _between_settings.
+    prefix: str = option(
+        "pushgate:",
+        "prefix of every Redis key and channel; one per cluster",
+        metavar="TEXT",
+        group=Group.CLUSTER,
+    )
+    node_id: str = option(
+        "",
+        "this node's name in the cluster (default: random)",
+        metavar="ID",
+        group=Group.CLUSTER,
+        check=node_name,
+    )
+    node_ttl: float = option(
+        10.0,
+        "a node that stops refreshing its Redis entries (killed) is forgotten after this, "
+        "and the wsIds it held stop resolving",
+        metavar="SECONDS",
+        group=Group.CLUSTER,
+        check=positive_seconds,
+    )
+    control_timeout: float = option(
+        2.0,
+        "time a logic node waits for the gateway holding a wsId to answer a join or leave",
+        metavar="SECONDS",
+        group=Group.CLUSTER,
+        check=positive_seconds,
+    )
+    history_size: int = option(
+        100,
+        "pushes each stream (all, a room, a user) keeps for clients that resume; "
+        "0 turns history, positions and recovery off (see docs/recovery.md)",
+        metavar="N",
+        group=Group.RECOVERY,
+        check=zero_or_more("no history"),
+    )
+    history_ttl: float = option(
+        300.0,
+        "how long a stream keeps each push; a client away longer resumes without "
+        "recovery (and is told so)",
+        metavar="SECONDS",
+        group=Group.RECOVERY,
+        check=positive_seconds,
+    )
+    session_ttl: float = option(
+        60.0,
+        "how long a session (wsId, rooms, user) waits for its client to resume after "
+        "its connection ends; 0: a connection's end is its session's end",
+        metavar="SECONDS",
+        group=Group.RECOVERY,
+        check=non_negative_seconds,
+    )
+    # --history-max-bytes is checked against --max-body-bytes, in _between_settings.
+    history_max_bytes: int = option(
+        64 * MIB,
+        "memory the history of all streams together may take with --broker memory:// "
+        "(with Redis, history is in Redis); past it the oldest pushes go first, and a "
+        "client that missed them is told it was not recovered (0: no limit)",
+        metavar="BYTES",
+        group=Group.RECOVERY,
+        parse=parse_size,
+    )
+    heartbeat: float = option(
+        10.0,
+        "PING interval announced in the welcome frame",
+        metavar="SECONDS",
+        group=Group.TIMEOUTS,
+        check=positive_seconds,
+    )
+    idle_timeout: float = option(
+        30.0,
+        "close (1011) a connection that sent nothing, not even a pong, for this long; "
+        "a silent connection is sent a protocol ping half-way",
+        metavar="SECONDS",
+        group=Group.TIMEOUTS,
+        check=positive_seconds,
+    )
+    handshake_timeout: float = option(
+        10.0,
+        "time a new TCP connection has to complete the WebSocket handshake; in a "
+        "cluster, also the longest a welcome waits for the wsId to be announced",
+        metavar="SECONDS",
+        group=Group.TIMEOUTS,
+        check=positive_seconds,
+    )
+    close_timeout: float = option(
+        5.0,
+        "time a client has to answer a close frame before its TCP connection is dropped",
+        metavar="SECONDS",
+        group=Group.TIMEOUTS,
+        check=positive_seconds,
+    )
+    shutdown_timeout: float = option(
+        10.0,
+        "on SIGTERM/SIGINT, after the drain, time to let connections close and output drain",
+        metavar="SECONDS",
+        group=Group.TIMEOUTS,
+        check=non_negative_seconds,
+    )
+    drain_seconds: float = option(
+        5.0,
+        "on SIGTERM/SIGINT, report not ready and close the connections spread over this "
+        "long with 1012 (service restart), so that clients resume elsewhere a few at a time",
+        metavar="SECONDS",
+        group=Group.TIMEOUTS,
+        check=non_negative_seconds,
+    )
+    max_message_bytes: int = option(
+        4 * KIB,
+        "largest client message; a larger one closes the connection with 1009",
+        metavar="BYTES",
+        group=Group.LIMITS,
+        parse=parse_size,
+        check=at_least(64, "bytes"),
+    )
+    max_body_bytes: int = option(
+        1 * MIB,
+        "largest logic API request body; more is 413",
+        metavar="BYTES",
+        group=Group.LIMITS,
+        parse=parse_size,
+        check=at_least(64, "bytes"),
+    )
+    max_output_bytes: int = option(
+        1 * MIB,
+        "bytes held unsent for one client beyond the kernel's buffers; a client that "
+        "reads too slowly to stay under it is closed with 1008, the others never wait",
+        metavar="BYTES",
+        group=Group.LIMITS,
+        parse=parse_size,
+        check=at_least(64, "bytes"),
+    )
+    # --max-output-total-bytes is checked against --max-output-bytes, in _between_settings.
+    max_output_total_bytes: int = option(
+        128 * MIB,
+        "bytes held unsent for all clients together; past it, the clients holding the "
+        "most are closed with 1008 until the rest fits (0: no limit)",
+        metavar="BYTES",
+        group=Group.LIMITS,
+        parse=parse_size,
+    )
+    max_rooms_per_conn: int = option(
+        100,
+        "rooms one connection may be in at once; more is 409",
+        metavar="N",
+        group=Group.LIMITS,
+        check=at_least(1),
+    )
+    max_connections: int = option(
+        0,
+        "open connections in all; one more is refused with 503 (0: the open-file limit, "
+        "raised to its maximum at start, less 100 kept for the API and the broker)",
+        metavar="N",
+        group=Group.LIMITS,
+        check=zero_or_more("no limit"),
+    )
+    max_connections_per_ip: int = option(
+        0,
+        "open connections from one client address; one more is refused (0: no limit)",
+        metavar="N",
+        group=Group.LIMITS,
+        check=zero_or_more("no limit"),
+    )
+    max_connects_per_second: float = option(
+        0.0,
+        "new connections accepted per second, in bursts of up to one second's worth (0: no limit)",
+        metavar="RATE",
+        group=Group.LIMITS,
+        check=zero_or_more("no limit"),
+    )
+    max_connects_per_second_per_ip: float = option(
+        0.0,
+        "new connections accepted per second from one client address (an IPv6 /64), "
+        "checked before --max-connects-per-second, so that one address cannot take it "
+        "all (0: a quarter of --max-connects-per-second, at least 1)",
+        metavar="RATE",
+        group=Group.LIMITS,
+        check=zero_or_more("no limit"),
+    )
+    max_client_messages_per_second: int = option(
+        50,
+        "messages one client may send per second; more closes it with 1008 (0: no limit)",
+        metavar="N",
+        group=Group.LIMITS,
+        check=zero_or_more("no limit"),
+    )
+    max_client_frames_per_second: int = option(
+        200,
+        "WebSocket frames of any kind (ping, pong, continuation, data) one client may "
+        "send per second, in bursts of up to one second's worth; more closes it with "
+        "1008 (0: no limit)",
+        metavar="N",
+        group=Group.LIMITS,
+        check=zero_or_more("no limit"),
+    )
+    max_client_bytes_per_second: int = option(
+        256 * KIB,
+        "bytes one client may send per second (a burst may always hold one message of "
+        "--max-message-bytes); more closes it with 1008 (0: no limit)",
+        metavar="BYTES",
+        group=Group.LIMITS,
+        parse=parse_size,
+        check=zero_or_more("no limit"),
+    )
+    max_handshake_bytes: int = option(
+        16 * KIB,
+        "largest WebSocket handshake request, request line and headers together; a "
+        "larger one is answered 431",
+        metavar="BYTES",
+        group=Group.LIMITS,
+        parse=parse_size,
+        check=at_least(1024, "bytes"),
+    )
+    max_api_connections: int = option(
+        64,
+        "open connections to the logic API; one more is answered 503 and closed (the "
+        "open-file reserve of 100 holds these and the broker's)",
+        metavar="N",
+        group=Group.API_CONNECTIONS,
+        check=at_least(1),
+    )
+    api_header_timeout: float = option(
+        10.0,
+        "time a logic API connection has to send a whole request header, from its "
+        "first byte or from connecting",
+        metavar="SECONDS",
+        group=Group.API_CONNECTIONS,
+        check=positive_seconds,
+    )
+    api_keepalive_timeout: float = option(
+        15.0,
+        "an idle keep-alive connection to the logic API is closed after this long",
+        metavar="SECONDS",
+        group=Group.API_CONNECTIONS,
+        check=positive_seconds,
+    )
+    api_key: str = option(
+        "",
+        "API keys (comma-separated, for rotation); the logic API then requires "
+        "Authorization: Bearer <key>",
+        metavar="KEYS",
+        group=Group.ACCESS,
+    )
+    insecure: bool = flag(
+        "allow the logic API on a non-loopback address without --api-key", group=Group.ACCESS
+    )
+    token_secret: str = option(
+        "",
+        "verify connection tokens (JWT, HS256) with this secret",
+        metavar="SECRET",
+        group=Group.ACCESS,
+    )
+    token_public_key: str = option(
+        "",
+        "verify connection tokens (JWT, RS256 or ES256) with the PEM public key in FILE",
+        metavar="FILE",
+        group=Group.ACCESS,
+    )
+    require_token: bool = flag(
+        "refuse (401/403) WebSocket handshakes without a valid token", group=Group.ACCESS
+    )
+    token_audience: str = option(
+        "",
+        'accept only connection tokens whose "aud" names AUD (default: "aud" not checked)',
+        metavar="AUD",
+        group=Group.ACCESS,
+    )
+    token_issuer: str = option(
+        "",
+        'accept only connection tokens whose "iss" is ISS (default: "iss" not checked)',
+        metavar="ISS",
+        group=Group.ACCESS,
+    )
+    token_require_exp: bool = flag(
+        'refuse connection tokens without an "exp" (by default a token without one never expires)',
+        group=Group.ACCESS,
+    )
+    allowed_origins: str = option(
+        "*",
+        "browser Origins allowed to connect, comma-separated, or * for any; requests "
+        "without an Origin header (programs) are always allowed",
+        metavar="ORIGINS",
+        group=Group.ACCESS,
+    )
+    conformance_echo: bool = flag(
+        "also serve ws://HOST:PORT/echo, which echoes every message (for protocol "
+        "conformance tests such as Autobahn; not for production)",
+        group=Group.TESTING,
+    )
+    no_compression: bool = flag(
+        "decline permessage-deflate: send every frame uncompressed (by default a client "
+        "that offers it, as browsers do, gets pushes over 128 bytes compressed, each "
+        "compressed once per gateway)",
+        group=Group.COMPRESSION_GC,
+    )
+    no_gc_freeze: bool = flag(
+        "let full garbage collections walk every object again (by default, on uvloop, "
+        "long-lived objects are frozen out of them, so that none stops the event loop "
+        "for long; see docs/operations.md)",
+        group=Group.COMPRESSION_GC,
+    )
+    no_metrics: bool = flag(
+        "count nothing for GET /metrics, and do not serve it (to measure what metrics cost)",
+        group=Group.OBSERVING,
+    )
+    metrics_address: str = option(
+        "",
+        "also serve GET /metrics on this address, without an API key (a gateway-only "
+        "node has no logic API to serve it on); keep it private. With --workers N: "
+        "every worker's metrics, labelled by worker, on PORT (worker i on PORT+i)",
+        metavar="HOST:PORT",
+        group=Group.OBSERVING,
+        check=empty_or_host_port,
+    )
+    log_level: str = option(
+        "info",
+        f"log level: {', '.join(LOG_LEVELS)}",
+        metavar="LEVEL",
+        group=Group.OBSERVING,
+        parse=str.lower,
+        check=one_of(*LOG_LEVELS),
+    )
+    log_format: str = option(
+        "text",
+        "text: a readable line per event; json: one JSON object per line (time, level, "
+        "logger, message, and wsId, remote, code, room where there is one)",
+        metavar="FORMAT",
+        group=Group.OBSERVING,
+        parse=str.lower,
+        check=one_of("text", "json"),
+    )
 
     def __post_init__(self) -> None:
-        for name in ("ws_port", "api_port"):
-            port = getattr(self, name)
-            if not 0 <= port <= 65535:
-                raise ConfigError(f"--{_flag(name)} must be a port from 0 to 65535, got {port}")
-        for name in ("heartbeat", "idle_timeout", "handshake_timeout", "close_timeout"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{_flag(name)} must be more than 0 seconds")
-        for name in ("shutdown_timeout", "drain_seconds", "session_ttl"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{_flag(name)} must be 0 seconds or more")
-        if self.metrics_address and self.metrics_endpoint is None:
-            raise ConfigError(f"--metrics-address must be HOST:PORT, got {self.metrics_address!r}")
+        """Check every setting on its own (its option's checks, in declaration order),
+        then the settings that must agree with one another."""
+        for declared in OPTIONS:
+            declared.check(getattr(self, declared.name))
+        problem = self._between_settings()
+        if problem is not None:
+            raise ConfigError(problem)
+
+    def _between_settings(self) -> str | None:
+        """What is wrong between settings that are each fine on their own, or None:
+        every check that reads more than one setting, in the order they are made."""
         if self.no_metrics and self.metrics_address:
-            raise ConfigError("--metrics-address serves /metrics, which --no-metrics turns off")
-        if self.history_size < 0:
-            raise ConfigError("--history-size must be 0 (no history) or more")
-        if self.workers < 0:
-            raise ConfigError("--workers must be auto or a number of processes, 1 or more")
-        if self.history_ttl <= 0:
-            raise ConfigError("--history-ttl must be more than 0 seconds")
+            return "--metrics-address serves /metrics, which --no-metrics turns off"
+        # A negative size is told the same way: it is neither of the two.
         if 0 < self.history_max_bytes < self.max_body_bytes or self.history_max_bytes < 0:
-            raise ConfigError(
+            return (
                 "--history-max-bytes must be 0 (no limit) or at least --max-body-bytes, "
                 "so that the largest push fits"
             )
         if self.idle_timeout <= self.heartbeat:
-            raise ConfigError(
+            return (
                 f"--idle-timeout ({self.idle_timeout:g} s) must be longer than --heartbeat "
                 f"({self.heartbeat:g} s), or clients that PING on time would be closed"
             )
-        for name in ("max_message_bytes", "max_body_bytes", "max_output_bytes"):
-            if getattr(self, name) < 64:
-                raise ConfigError(f"--{_flag(name)} must be at least 64 bytes")
-        if self.max_handshake_bytes < 1024:
-            raise ConfigError("--max-handshake-bytes must be at least 1024 bytes")
+        # A negative total is told the same way: it is less than --max-output-bytes.
         if self.max_output_total_bytes and self.max_output_total_bytes < self.max_output_bytes:
-            raise ConfigError(
-                "--max-output-total-bytes must be 0 (no limit) or at least --max-output-bytes"
-            )
-        if self.max_api_connections < 1:
-            raise ConfigError("--max-api-connections must be at least 1")
-        for name in ("api_header_timeout", "api_keepalive_timeout"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{_flag(name)} must be more than 0 seconds")
-        if self.max_rooms_per_conn < 1:
-            raise ConfigError("--max-rooms-per-conn must be at least 1")
-        for name in (
-            "max_connections",
-            "max_connections_per_ip",
-            "max_connects_per_second",
-            "max_connects_per_second_per_ip",
-            "max_client_messages_per_second",
-            "max_client_frames_per_second",
-            "max_client_bytes_per_second",
-            "max_output_total_bytes",
-        ):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{_flag(name)} must be 0 (no limit) or more")
+            return "--max-output-total-bytes must be 0 (no limit) or at least --max-output-bytes"
         if self.token_secret and self.token_public_key:
-            raise ConfigError("give --token-secret or --token-public-key, not both")
+            return "give --token-secret or --token-public-key, not both"
         if self.require_token and not (self.token_secret or self.token_public_key):
-            raise ConfigError("--require-token needs --token-secret or --token-public-key")
-        if self.log_level not in LOG_LEVELS:
-            raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
-        if self.log_format not in ("text", "json"):
-            raise ConfigError("--log-format must be text or json")
-        if not self.broker.startswith(BROKER_SCHEMES):
-            raise ConfigError(
-                f"--broker {self.broker!r} is not supported: use memory://, "
-                "redis://HOST:PORT/DB (rediss:// for TLS, unix:///path for a socket) or "
-                "redis+cluster://HOST:PORT,HOST:PORT (rediss+cluster:// for TLS)"
-            )
-        if self.redis_cluster:
-            try:
-                parse_cluster_url(self.broker)
-            except ValueError as exc:
-                raise ConfigError(f"--broker {self.broker!r}: {exc}") from None
-            if "{" in self.prefix or "}" in self.prefix:
-                raise ConfigError("--prefix may not hold { or } with a Redis Cluster broker")
-        for name in ("node_ttl", "control_timeout"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{_flag(name)} must be more than 0 seconds")
+            return "--require-token needs --token-secret or --token-public-key"
+        if self.redis_cluster and ("{" in self.prefix or "}" in self.prefix):
+            return "--prefix may not hold { or } with a Redis Cluster broker"
+        # After the braces, so that "{ a}" with a cluster is told about the braces.
         if not self.prefix or any(c.isspace() for c in self.prefix):
-            raise ConfigError("--prefix must be a non-empty string without spaces")
-        if self.node_id and not self.node_id.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError("--node-id may hold letters, digits, - and _ only")
+            return "--prefix must be a non-empty string without spaces"
+        return None
+
+    @property
+    def metrics_endpoint(self) -> tuple[str, int] | None:
+        """--metrics-address as (host, port); None when not given or not HOST:PORT."""
+        return host_port(self.metrics_address)
 
     @property
     def api_keys(self) -> tuple[str, ...]:
@@ -239,384 +713,19 @@ class Config:
         )
 
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
-BROKER_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
+def _options_of(settings: type[Config]) -> tuple[Option, ...]:
+    """The Option of each field, named, in declaration order. A field declared
+    without option() or flag() stops the import, so none goes without its help."""
+    found: list[Option] = []
+    for declared in fields(settings):
+        if _OPTION not in declared.metadata:
+            raise TypeError(f"Config.{declared.name} must be declared with option() or flag()")
+        found.append(replace(declared.metadata[_OPTION], name=declared.name))
+    return tuple(found)
 
 
-@dataclass(frozen=True, slots=True)
-class Option:
-    """One setting as the command line shows it. A ``flag`` takes no value."""
-
-    name: str
-    parse: Callable[[str], Any]
-    metavar: str
-    help: str
-    flag_only: bool = False
-
-    @property
-    def flag(self) -> str:
-        return "--" + _flag(self.name)
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
-
-
-def parse_bool(text: str) -> bool:
-    """An environment variable's yes or no: 1/true/yes/on or 0/false/no/off."""
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a yes or no: {text!r}")
-
-
-def parse_workers(text: str) -> int:
-    """A number of processes, or ``auto`` (0: one per CPU)."""
-    value = text.strip().lower()
-    if value == "auto":
-        return 0
-    try:
-        count = int(value)
-    except ValueError:
-        raise ValueError(f"not auto or a number: {text!r}") from None
-    if count < 1:
-        raise ValueError(f"not auto or a number of processes, 1 or more: {text!r}")
-    return count
-
-
-def parse_size(text: str) -> int:
-    """Bytes, with an optional K/KiB or M/MiB suffix: ``4096``, ``64K``, ``4MiB``."""
-    value = text.strip().upper().removesuffix("B").removesuffix("I")
-    scale = 1
-    if value.endswith("K"):
-        scale, value = KIB, value[:-1]
-    elif value.endswith("M"):
-        scale, value = MIB, value[:-1]
-    try:
-        return int(value) * scale
-    except ValueError:
-        raise ValueError(f"not a size in bytes: {text!r}") from None
-
-
-OPTIONS: tuple[Option, ...] = (
-    Option("ws_host", str, "HOST", "address the WebSocket gateway listens on"),
-    Option(
-        "ws_port", int, "PORT", "port of the gateway; clients connect to ws://HOST:PORT/connect"
-    ),
-    Option("api_host", str, "HOST", "address the logic HTTP API listens on (keep it private)"),
-    Option("api_port", int, "PORT", "port of the logic HTTP API"),
-    Option(
-        "workers",
-        parse_workers,
-        "N",
-        "gateway processes sharing the WebSocket port (serve and gateway; auto: one per "
-        "CPU). More than 1 runs a supervisor that restarts a worker that dies; they share "
-        "--broker, or a private redis-server it starts when none is given (see "
-        "docs/scaling.md)",
-    ),
-    Option(
-        "reuse_port",
-        parse_bool,
-        "",
-        "listen with SO_REUSEPORT, so that several gateways share the WebSocket port "
-        "(--workers sets it)",
-        flag_only=True,
-    ),
-    Option(
-        "broker",
-        str,
-        "URL",
-        "message broker: memory:// keeps everything in this process; redis://HOST:PORT/DB "
-        "joins the cluster that shares that Redis (or Valkey); "
-        "redis+cluster://HOST:PORT,HOST:PORT spreads topics over the shards of a "
-        "Redis Cluster (Redis 7 or later, sharded pub/sub; rediss+cluster:// for TLS, "
-        "?ssl_ca_certs=PATH for a private CA)",
-    ),
-    Option("prefix", str, "TEXT", "prefix of every Redis key and channel; one per cluster"),
-    Option("node_id", str, "ID", "this node's name in the cluster (default: random)"),
-    Option(
-        "node_ttl",
-        float,
-        "SECONDS",
-        "a node that stops refreshing its Redis entries (killed) is forgotten after this, "
-        "and the wsIds it held stop resolving",
-    ),
-    Option(
-        "control_timeout",
-        float,
-        "SECONDS",
-        "time a logic node waits for the gateway holding a wsId to answer a join or leave",
-    ),
-    Option(
-        "history_size",
-        int,
-        "N",
-        "pushes each stream (all, a room, a user) keeps for clients that resume; "
-        "0 turns history, positions and recovery off (see docs/recovery.md)",
-    ),
-    Option(
-        "history_ttl",
-        float,
-        "SECONDS",
-        "how long a stream keeps each push; a client away longer resumes without "
-        "recovery (and is told so)",
-    ),
-    Option(
-        "session_ttl",
-        float,
-        "SECONDS",
-        "how long a session (wsId, rooms, user) waits for its client to resume after "
-        "its connection ends; 0: a connection's end is its session's end",
-    ),
-    Option(
-        "history_max_bytes",
-        parse_size,
-        "BYTES",
-        "memory the history of all streams together may take with --broker memory:// "
-        "(with Redis, history is in Redis); past it the oldest pushes go first, and a "
-        "client that missed them is told it was not recovered (0: no limit)",
-    ),
-    Option("heartbeat", float, "SECONDS", "PING interval announced in the welcome frame"),
-    Option(
-        "idle_timeout",
-        float,
-        "SECONDS",
-        "close (1011) a connection that sent nothing, not even a pong, for this long; "
-        "a silent connection is sent a protocol ping half-way",
-    ),
-    Option(
-        "handshake_timeout",
-        float,
-        "SECONDS",
-        "time a new TCP connection has to complete the WebSocket handshake; in a "
-        "cluster, also the longest a welcome waits for the wsId to be announced",
-    ),
-    Option(
-        "close_timeout",
-        float,
-        "SECONDS",
-        "time a client has to answer a close frame before its TCP connection is dropped",
-    ),
-    Option(
-        "shutdown_timeout",
-        float,
-        "SECONDS",
-        "on SIGTERM/SIGINT, after the drain, time to let connections close and output drain",
-    ),
-    Option(
-        "drain_seconds",
-        float,
-        "SECONDS",
-        "on SIGTERM/SIGINT, report not ready and close the connections spread over this "
-        "long with 1012 (service restart), so that clients resume elsewhere a few at a time",
-    ),
-    Option(
-        "max_message_bytes",
-        parse_size,
-        "BYTES",
-        "largest client message; a larger one closes the connection with 1009",
-    ),
-    Option("max_body_bytes", parse_size, "BYTES", "largest logic API request body; more is 413"),
-    Option(
-        "max_output_bytes",
-        parse_size,
-        "BYTES",
-        "bytes held unsent for one client beyond the kernel's buffers; a client that "
-        "reads too slowly to stay under it is closed with 1008, the others never wait",
-    ),
-    Option(
-        "max_output_total_bytes",
-        parse_size,
-        "BYTES",
-        "bytes held unsent for all clients together; past it, the clients holding the "
-        "most are closed with 1008 until the rest fits (0: no limit)",
-    ),
-    Option("max_rooms_per_conn", int, "N", "rooms one connection may be in at once; more is 409"),
-    Option(
-        "max_connections",
-        int,
-        "N",
-        "open connections in all; one more is refused with 503 (0: the open-file limit, "
-        "raised to its maximum at start, less 100 kept for the API and the broker)",
-    ),
-    Option(
-        "max_connections_per_ip",
-        int,
-        "N",
-        "open connections from one client address; one more is refused (0: no limit)",
-    ),
-    Option(
-        "max_connects_per_second",
-        float,
-        "RATE",
-        "new connections accepted per second, in bursts of up to one second's worth (0: no limit)",
-    ),
-    Option(
-        "max_connects_per_second_per_ip",
-        float,
-        "RATE",
-        "new connections accepted per second from one client address (an IPv6 /64), "
-        "checked before --max-connects-per-second, so that one address cannot take it "
-        "all (0: a quarter of --max-connects-per-second, at least 1)",
-    ),
-    Option(
-        "max_client_messages_per_second",
-        int,
-        "N",
-        "messages one client may send per second; more closes it with 1008 (0: no limit)",
-    ),
-    Option(
-        "max_client_frames_per_second",
-        int,
-        "N",
-        "WebSocket frames of any kind (ping, pong, continuation, data) one client may "
-        "send per second, in bursts of up to one second's worth; more closes it with "
-        "1008 (0: no limit)",
-    ),
-    Option(
-        "max_client_bytes_per_second",
-        parse_size,
-        "BYTES",
-        "bytes one client may send per second (a burst may always hold one message of "
-        "--max-message-bytes); more closes it with 1008 (0: no limit)",
-    ),
-    Option(
-        "max_handshake_bytes",
-        parse_size,
-        "BYTES",
-        "largest WebSocket handshake request, request line and headers together; a "
-        "larger one is answered 431",
-    ),
-    Option(
-        "max_api_connections",
-        int,
-        "N",
-        "open connections to the logic API; one more is answered 503 and closed (the "
-        "open-file reserve of 100 holds these and the broker's)",
-    ),
-    Option(
-        "api_header_timeout",
-        float,
-        "SECONDS",
-        "time a logic API connection has to send a whole request header, from its "
-        "first byte or from connecting",
-    ),
-    Option(
-        "api_keepalive_timeout",
-        float,
-        "SECONDS",
-        "an idle keep-alive connection to the logic API is closed after this long",
-    ),
-    Option(
-        "api_key",
-        str,
-        "KEYS",
-        "API keys (comma-separated, for rotation); the logic API then requires "
-        "Authorization: Bearer <key>",
-    ),
-    Option(
-        "insecure",
-        parse_bool,
-        "",
-        "allow the logic API on a non-loopback address without --api-key",
-        flag_only=True,
-    ),
-    Option("token_secret", str, "SECRET", "verify connection tokens (JWT, HS256) with this secret"),
-    Option(
-        "token_public_key",
-        str,
-        "FILE",
-        "verify connection tokens (JWT, RS256 or ES256) with the PEM public key in FILE",
-    ),
-    Option(
-        "require_token",
-        parse_bool,
-        "",
-        "refuse (401/403) WebSocket handshakes without a valid token",
-        flag_only=True,
-    ),
-    Option(
-        "token_audience",
-        str,
-        "AUD",
-        'accept only connection tokens whose "aud" names AUD (default: "aud" not checked)',
-    ),
-    Option(
-        "token_issuer",
-        str,
-        "ISS",
-        'accept only connection tokens whose "iss" is ISS (default: "iss" not checked)',
-    ),
-    Option(
-        "token_require_exp",
-        parse_bool,
-        "",
-        'refuse connection tokens without an "exp" (by default a token without one never expires)',
-        flag_only=True,
-    ),
-    Option(
-        "allowed_origins",
-        str,
-        "ORIGINS",
-        "browser Origins allowed to connect, comma-separated, or * for any; requests "
-        "without an Origin header (programs) are always allowed",
-    ),
-    Option(
-        "conformance_echo",
-        parse_bool,
-        "",
-        "also serve ws://HOST:PORT/echo, which echoes every message (for protocol "
-        "conformance tests such as Autobahn; not for production)",
-        flag_only=True,
-    ),
-    Option(
-        "no_compression",
-        parse_bool,
-        "",
-        "decline permessage-deflate: send every frame uncompressed (by default a client "
-        "that offers it, as browsers do, gets pushes over 128 bytes compressed, each "
-        "compressed once per gateway)",
-        flag_only=True,
-    ),
-    Option(
-        "no_gc_freeze",
-        parse_bool,
-        "",
-        "let full garbage collections walk every object again (by default, on uvloop, "
-        "long-lived objects are frozen out of them, so that none stops the event loop "
-        "for long; see docs/operations.md)",
-        flag_only=True,
-    ),
-    Option(
-        "no_metrics",
-        parse_bool,
-        "",
-        "count nothing for GET /metrics, and do not serve it (to measure what metrics cost)",
-        flag_only=True,
-    ),
-    Option(
-        "metrics_address",
-        str,
-        "HOST:PORT",
-        "also serve GET /metrics on this address, without an API key (a gateway-only "
-        "node has no logic API to serve it on); keep it private. With --workers N: "
-        "every worker's metrics, labelled by worker, on PORT (worker i on PORT+i)",
-    ),
-    Option("log_level", str.lower, "LEVEL", f"log level: {', '.join(LOG_LEVELS)}"),
-    Option(
-        "log_format",
-        str.lower,
-        "FORMAT",
-        "text: a readable line per event; json: one JSON object per line (time, level, "
-        "logger, message, and wsId, remote, code, room where there is one)",
-    ),
-)
+# Every setting, in the order its Config field is declared.
+OPTIONS = _options_of(Config)
 
 
 def default_of(name: str) -> object:
@@ -637,71 +746,3 @@ def from_sources(cli: Mapping[str, object], env: Mapping[str, str]) -> Config:
             except ValueError as exc:
                 raise ConfigError(f"{option.env}={env[option.env]!r}: {exc}") from None
     return Config(**values)  # type: ignore[arg-type]
-
-
-# How --help groups the options (every option is in exactly one group).
-OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("where to listen", ("ws_host", "ws_port", "api_host", "api_port")),
-    ("processes", ("workers", "reuse_port")),
-    (
-        "cluster (see docs/cluster.md)",
-        ("broker", "prefix", "node_id", "node_ttl", "control_timeout"),
-    ),
-    (
-        "sessions and recovery (see docs/recovery.md)",
-        ("history_size", "history_ttl", "session_ttl", "history_max_bytes"),
-    ),
-    (
-        "heartbeat, timeouts and stopping",
-        (
-            "heartbeat",
-            "idle_timeout",
-            "handshake_timeout",
-            "close_timeout",
-            "drain_seconds",
-            "shutdown_timeout",
-        ),
-    ),
-    (
-        "limits (see docs/security.md)",
-        (
-            "max_message_bytes",
-            "max_body_bytes",
-            "max_output_bytes",
-            "max_output_total_bytes",
-            "max_rooms_per_conn",
-            "max_connections",
-            "max_connections_per_ip",
-            "max_connects_per_second",
-            "max_connects_per_second_per_ip",
-            "max_client_messages_per_second",
-            "max_client_frames_per_second",
-            "max_client_bytes_per_second",
-            "max_handshake_bytes",
-        ),
-    ),
-    (
-        "the logic API's connections (see docs/security.md)",
-        ("max_api_connections", "api_header_timeout", "api_keepalive_timeout"),
-    ),
-    ("compression and garbage collection", ("no_compression", "no_gc_freeze")),
-    (
-        "who may push and connect (see docs/security.md)",
-        (
-            "api_key",
-            "insecure",
-            "token_secret",
-            "token_public_key",
-            "require_token",
-            "token_audience",
-            "token_issuer",
-            "token_require_exp",
-            "allowed_origins",
-        ),
-    ),
-    (
-        "metrics and logs (see docs/operations.md)",
-        ("no_metrics", "metrics_address", "log_level", "log_format"),
-    ),
-    ("testing", ("conformance_echo",)),
-)
