@@ -32,6 +32,9 @@ class FakeSink:
     def close(self, code: int, reason: str) -> None:
         raise AssertionError("the hub never closes a connection")
 
+    def member(self, room: str, joined: bool, reason: str) -> None:
+        raise AssertionError("the hub never moves a connection")
+
 
 def hub_with(*conns: ConnId, max_rooms: int = 8) -> tuple[Hub, dict[ConnId, FakeSink]]:
     """A hub with one registered fake sink per connection."""
@@ -264,6 +267,9 @@ def test_a_message_is_made_once_per_encoding_whatever_the_recipients() -> None:
 
         def close(self, code: int, reason: str) -> None:
             raise AssertionError("not closed here")
+
+        def member(self, room: str, joined: bool, reason: str) -> None:
+            raise AssertionError("not moved here")
 
     hub = Hub(max_rooms_per_conn=8)
     speakers = [Speaker(seed), Speaker(other), Speaker(seed), Speaker(other), Speaker(seed)]

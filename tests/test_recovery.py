@@ -212,6 +212,7 @@ class Collector:
         self.frames: list[bytes] = []
         self._arrived = asyncio.Event()
         self.closed: int | None = None
+        self.moves: list[tuple[str, bool, str]] = []
 
     def send(self, frame: bytes) -> None:
         self.frames.append(frame)
@@ -219,6 +220,9 @@ class Collector:
 
     def close(self, code: int, reason: str) -> None:
         self.closed = code
+
+    def member(self, room: str, joined: bool, reason: str) -> None:
+        self.moves.append((room, joined, reason))
 
     async def wait_for(self, count: int) -> None:
         async with asyncio.timeout(5 * UNIT):

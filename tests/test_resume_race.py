@@ -41,6 +41,7 @@ class Conn:
         self.node, self.conn = node, conn
         self.frames: list[bytes] = []
         self.closed: int | None = None
+        self.moves: list[tuple[str, bool, str]] = []
 
     def send(self, frame: bytes) -> None:
         self.frames.append(frame)
@@ -48,6 +49,9 @@ class Conn:
     def close(self, code: int, reason: str) -> None:
         self.closed = code
         self.node.connection_closed(self.conn, self)
+
+    def member(self, room: str, joined: bool, reason: str) -> None:
+        self.moves.append((room, joined, reason))
 
 
 class GatedSessions(MemorySessions):

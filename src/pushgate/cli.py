@@ -23,7 +23,7 @@ log = logging.getLogger("pushgate")
 
 # Settings that are secrets: on the command line, any user of the machine reads them
 # in the process list (ps, /proc/PID/cmdline); the environment is the owner's only.
-SECRET_OPTIONS = ("api_key", "token_secret")
+SECRET_OPTIONS = tuple(option.name for option in OPTIONS if option.secret)
 
 DESCRIPTION = """\
 pushgate: a real-time WebSocket push server.

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pushgate.errors import InvalidField
+from pushgate.ids import ROOM_ID_PATTERN as ROOM_ID_PATTERN  # re-exported: its old home
 from pushgate.ids import ConnId, RoomId
 from pushgate.wire import MAX_PUSH_TAG, MIN_PUSH_TAG
 
@@ -23,7 +24,6 @@ MAX_BATCH = 1000
 MAX_CLOSE_REASON_BYTES = 123
 DEFAULT_DISCONNECT_CODE = 4000
 DEFAULT_DISCONNECT_REASON = "disconnected by the operator"
-ROOM_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,20}")
 _UUID_TEXT = re.compile(
     r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}"

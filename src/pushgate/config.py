@@ -22,6 +22,7 @@ from pushgate.broker.urls import CLUSTER_SCHEMES, parse_cluster_url
 from pushgate.connsettings import ConnectionSettings
 from pushgate.errors import ConfigError
 from pushgate.limits import InputLimits
+from pushgate.namespaces import Namespaces, parse_namespace
 from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES
 
 ENV_PREFIX = "PUSHGATE_"
@@ -81,6 +82,23 @@ def one_of(*choices: str) -> Check:
 
 positive_seconds = must_be(lambda seconds: seconds > 0, "more than 0 seconds")
 non_negative_seconds = must_be(lambda seconds: seconds >= 0, "0 seconds or more")
+
+
+def _specs(text: str) -> list[str]:
+    return [spec.strip() for spec in text.split(",") if spec.strip()]
+
+
+def namespace_specs(text: str) -> str | None:
+    """Namespaces as --namespaces takes them, each named once."""
+    names = []
+    for spec in _specs(text):
+        try:
+            names.append(parse_namespace(spec).name)
+        except ValueError as exc:
+            return f"has a wrong namespace: {exc}"
+    if len(set(names)) < len(names):
+        return "names a namespace twice"
+    return None
 
 
 def port(value: int) -> str | None:
@@ -183,6 +201,9 @@ class Option:
     checks: tuple[Check, ...] = ()
     flag_only: bool = False
     name: str = ""
+    # A secret: warned of on the command line (ps shows it), and handed to --workers'
+    # children by environment only.
+    secret: bool = False
 
     @property
     def flag(self) -> str:
@@ -216,12 +237,14 @@ def option(
     group: Group,
     parse: Callable[[str], T] | None = None,
     check: Check | tuple[Check, ...] = (),
+    secret: bool = False,
 ) -> T:
     """A Config field that is a setting. Its text is read by ``parse``, by default the
     type of ``default`` (so write a float's default as ``10.0``); its value must
-    pass ``check`` (one check or several, in order)."""
+    pass ``check`` (one check or several, in order); a ``secret`` should be given by
+    environment."""
     checks = check if isinstance(check, tuple) else (check,)
-    declared = Option(parse or type(default), metavar, help, group, checks)
+    declared = Option(parse or type(default), metavar, help, group, checks, secret=secret)
     return field(default=default, metadata={_OPTION: declared})
 
 
@@ -528,6 +551,7 @@ class Config:
         "Authorization: Bearer <key>",
         metavar="KEYS",
         group=Group.ACCESS,
+        secret=True,
     )
     insecure: bool = flag(
         "allow the logic API on a non-loopback address without --api-key", group=Group.ACCESS
@@ -537,6 +561,7 @@ class Config:
         "verify connection tokens (JWT, HS256) with this secret",
         metavar="SECRET",
         group=Group.ACCESS,
+        secret=True,
     )
     token_public_key: str = option(
         "",
@@ -569,6 +594,18 @@ class Config:
         "without an Origin header (programs) are always allowed",
         metavar="ORIGINS",
         group=Group.ACCESS,
+    )
+    namespaces: str = option(
+        "",
+        "who may subscribe a connection to a room, by the room's namespace (the part of "
+        "its id before the first :), comma-separated: NAME=public (any client), "
+        "NAME=grant:SECRET (with the back end's HMAC grant or a subscription token), "
+        "NAME=grant (tokens only), NAME=server (only the back end: the default; =POLICY "
+        "sets the default namespace's); see docs/protocol.md",
+        metavar="NAMESPACES",
+        group=Group.ACCESS,
+        check=namespace_specs,
+        secret=True,  # the grant secrets
     )
     conformance_echo: bool = flag(
         "also serve ws://HOST:PORT/echo, which echoes every message (for protocol "
@@ -671,6 +708,11 @@ class Config:
         return tuple(o.strip() for o in self.allowed_origins.split(",") if o.strip())
 
     @property
+    def namespace_list(self) -> Namespaces:
+        """--namespaces, parsed (checked already, so it parses)."""
+        return Namespaces([parse_namespace(spec) for spec in _specs(self.namespaces)])
+
+    @property
     def sessions(self) -> bool:
         return self.session_ttl > 0
 
@@ -708,6 +750,7 @@ class Config:
             ),
             max_handshake_bytes=self.max_handshake_bytes,
             max_output_total_bytes=self.max_output_total_bytes,
+            namespaces=self.namespace_list,
             conformance_echo=self.conformance_echo,
             compression=not self.no_compression,
         )

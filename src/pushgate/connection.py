@@ -19,6 +19,7 @@ per shortest timeout.
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, cast
 
 from websockets.extensions.permessage_deflate import (
@@ -33,7 +34,7 @@ from pushgate.connsettings import ConnectionSettings
 from pushgate.framing import DEFLATE_LEVEL, text_frame
 from pushgate.gatewayhttp import GatewayRoutes
 from pushgate.hub import Encoding
-from pushgate.ids import ConnId
+from pushgate.ids import ConnId, RoomId
 from pushgate.limits import ClientBudget
 from pushgate.outbox import ConnectionRegistry, Outbox
 from pushgate.phase import IN_HUB, Phase
@@ -223,8 +224,10 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
             self._node,
             cast("Transport", self),
             upgrade.admitted,
+            self._routes.subscriptions,
             heartbeat=settings.heartbeat,
             handshake_timeout=settings.handshake_timeout,
+            events=upgrade.events,
         )
         if upgrade.resume:
             self._phase = Phase.AWAITING  # the client speaks first: its resume message
@@ -259,6 +262,15 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
     def enter_hub(self, *, held: bool) -> None:
         self._phase = Phase.WELCOMING if held else Phase.OPEN
 
+    def reply(self, message: bytes) -> None:
+        self.send_message(message)
+        self.flush()
+
+    def member(self, room: RoomId, joined: bool, reason: str) -> None:
+        """Sink: the session core moved it; its protocol says so, or not."""
+        if self._client is not None:
+            self._client.member(room, joined, reason)
+
     # Closing
 
     def close(self, code: int, reason: str) -> None:
@@ -278,6 +290,9 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
             if now >= self._abort_at:
                 self.abort()
         elif state is State.OPEN:
+            client = self._client
+            if client is not None and client.expiring is not None:
+                client.check_expiry(time.time())
             silent = now - self.last_seen
             if self._phase is Phase.AWAITING and now - self.connected_at >= (
                 settings.handshake_timeout

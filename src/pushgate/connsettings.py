@@ -4,6 +4,7 @@ the configuration once (config.py builds it) and handed to each connection."""
 from dataclasses import dataclass, field
 
 from pushgate.limits import InputLimits
+from pushgate.namespaces import Namespaces
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,8 @@ class ConnectionSettings:
     input: InputLimits = field(default_factory=InputLimits)
     max_handshake_bytes: int = 16 * 1024  # a larger handshake request is answered 431
     max_output_total_bytes: int = 0  # held unsent for all clients; past it, the largest go
+    # Who may subscribe a connection to a room (docs/protocol.md, "Subscribing")
+    namespaces: Namespaces = field(default_factory=Namespaces)
     # Testing
     conformance_echo: bool = False  # serve /echo, which echoes every message (Autobahn)
     # permessage-deflate for clients that offer it, without context takeover both ways

@@ -116,6 +116,11 @@ class Gatekeeper:
     def release(self, ip: str) -> None:
         self._admission.release(ip)
 
+    @property
+    def tokens(self) -> TokenVerifier | None:
+        """What verifies tokens here (connection and subscription tokens alike)."""
+        return self._tokens
+
     def check(self, request: Request) -> Admitted | Refusal:
         """Let the handshake open a WebSocket, or say why not."""
         refusal = self._origins.check(request.headers.get("Origin"))

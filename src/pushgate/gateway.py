@@ -64,7 +64,12 @@ class Gateway:
         meters = self._node.meters if self._count_writes else None
         outbox = Outbox(loop, meters, self.output_budget)
         settings, node, registry = self._settings, self._node, self._registry
-        routes = GatewayRoutes(node, self._gatekeeper, echo=settings.conformance_echo)
+        routes = GatewayRoutes(
+            node,
+            self._gatekeeper,
+            echo=settings.conformance_echo,
+            namespaces=settings.namespaces,
+        )
         self._server = await loop.create_server(
             lambda: WebSocketConnection(node, settings, outbox, registry, routes),
             host,

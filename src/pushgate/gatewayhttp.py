@@ -20,6 +20,7 @@ from websockets.server import ServerProtocol
 from pushgate import __version__
 from pushgate.console import static_file
 from pushgate.gatekeeper import Admitted, Gatekeeper
+from pushgate.namespaces import Namespaces, SubscribePolicy
 from pushgate.security import Refusal
 
 if TYPE_CHECKING:
@@ -53,14 +54,24 @@ class Upgrade:
     echo: bool = False
     admitted: Admitted | None = None
     resume: bool = False
+    events: bool = False  # ?v=2: it reads control events (docs/protocol.md)
 
 
 class GatewayRoutes:
     """What the gateway answers; one per gateway, shared by its connections."""
 
-    def __init__(self, node: "Node", gatekeeper: Gatekeeper, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        node: "Node",
+        gatekeeper: Gatekeeper,
+        *,
+        echo: bool = False,
+        namespaces: Namespaces | None = None,
+    ) -> None:
         self._node = node
         self.gatekeeper = gatekeeper
+        # Who may subscribe a connection to a room (docs/protocol.md, "Subscribing").
+        self.subscriptions = SubscribePolicy(namespaces or Namespaces(), gatekeeper.tokens)
         self._echo = echo  # serve /echo (--conformance-echo)
 
     def answer(
@@ -116,8 +127,9 @@ class GatewayRoutes:
             return proto.reject(verdict.status, verdict.reason + "\n"), None
         if verdict.subprotocol is not None:
             response.headers["Sec-WebSocket-Protocol"] = verdict.subprotocol
-        resume = "resume" in parse_qs(request.path.partition("?")[2])
-        return response, Upgrade(admitted=verdict, resume=resume)
+        query = parse_qs(request.path.partition("?")[2])
+        events = query.get("v", [""])[-1] == "2"
+        return response, Upgrade(admitted=verdict, resume="resume" in query, events=events)
 
     def _health(self, proto: ServerProtocol, path: str) -> Response:
         """``/healthz``: the process serves. ``/readyz``: and its broker is ready."""

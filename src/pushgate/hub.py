@@ -83,6 +83,11 @@ class Sink(Protocol):
 
     def close(self, code: int, reason: str) -> None: ...
 
+    def member(self, room: RoomId, joined: bool, reason: str) -> None:
+        """Its rooms changed without its asking: the back end joined (``joined``) or
+        left it, or its subscription ended (``reason``); its protocol may say so."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class MembershipChange:

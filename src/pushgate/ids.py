@@ -6,11 +6,15 @@ canonical lower-case text form of a random (version 4) UUID. A :data:`RoomId` is
 is the one place that checks it.
 """
 
+import re
 import uuid
 from typing import NewType
 
 ConnId = NewType("ConnId", str)
 RoomId = NewType("RoomId", str)
+
+# What a room id may be (checked by pushgate.commands.parse_room_id).
+ROOM_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
 
 def new_conn_id() -> ConnId:

@@ -178,9 +178,20 @@ class Node:
         meters.pushes[kind] += 1
         return delivered
 
-    async def join(self, request: Membership) -> MembershipChange:
+    async def join(
+        self,
+        request: Membership,
+        *,
+        by_client: bool = False,
+        until: float | None = None,
+    ) -> MembershipChange:
         """Put a connection, wherever it is held, in a room, or a detached session in
         it; returns once pushes to the room reach it (or wait in history for it).
+
+        ``by_client``: the connection subscribed itself (held here), until ``until``
+        (Unix seconds; None: for as long as its session lasts), which its session
+        then keeps even when it was in the room already; otherwise the back end
+        joined it, and it is told so (``Sink.member``).
         Raises UnknownConnection, RoomLimitExceeded, BrokerUnavailable."""
         if request.conn not in self.hub:
             return await self._elsewhere("join", request)
@@ -188,13 +199,14 @@ class Node:
         topic = room_topic(request.room)
         try:
             await self.following.sync(topic)
-            if change.changed and self.sessions.enabled:
+            if (change.changed or by_client) and self.sessions.enabled:
                 position = await self._position(topic)
                 await self.sessions.add_stream(
                     request.conn,
                     topic,
                     position,
                     max_rooms=self.hub.max_rooms_per_conn,
+                    expires_at=until,
                 )
         except BrokerUnavailable:
             if change.changed:  # undo: the caller is told it failed
@@ -202,10 +214,15 @@ class Node:
                     self.hub.leave(request.room, request.conn)
                 self._in_background(self.following.sync(topic))  # and let go of the topic
             raise
+        if change.changed and not by_client:
+            self._tell_member(request, joined=True)
         return change
 
-    async def leave(self, request: Membership) -> MembershipChange:
-        """Take a connection, wherever it is held, or a detached session, out of a room."""
+    async def leave(
+        self, request: Membership, *, by_client: bool = False, reason: str = "server"
+    ) -> MembershipChange:
+        """Take a connection, wherever it is held, or a detached session, out of a
+        room; unless ``by_client``, the connection is told why (``reason``)."""
         if request.conn not in self.hub:
             return await self._elsewhere("leave", request)
         change = self.hub.leave(request.room, request.conn)
@@ -213,7 +230,18 @@ class Node:
             await self.following.sync(room_topic(request.room))
         if change.changed:
             await self.sessions.remove_stream(request.conn, room_topic(request.room))
+            if not by_client:
+                self._tell_member(request, joined=False, reason=reason)
         return change
+
+    def _tell_member(self, request: Membership, *, joined: bool, reason: str = "server") -> None:
+        sink = self.hub.sink(request.conn)
+        if sink is not None:
+            sink.member(request.room, joined, reason)
+
+    async def position_of(self, room: RoomId) -> Position:
+        """Where a room's stream is now, as far as pushes delivered here go."""
+        return await self._position(room_topic(room))
 
     async def _elsewhere(self, op: Op, request: Membership) -> MembershipChange:
         """A join or leave for a wsId not held here: its holder's, or its session's."""

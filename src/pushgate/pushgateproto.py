@@ -20,6 +20,12 @@ session token, its position in each stream). Then:
   messages are ignored (room for later versions); an invalid one closes the
   connection with the code :func:`~pushgate.wire.parse_client_message` names; more
   than the message rate closes it with 1008.
+- **Operations** (type 0 with an ``op``, docs/protocol.md "Subscribing"): a client
+  subscribes itself to a room, or unsubscribes, where the room's namespace allows
+  it, or renews a subscription token. They run one after another, and each gets its
+  reply in the order sent; a token's subscription ends at its ``exp`` unless renewed.
+- **Events** (``?v=2``): the client is told when the back end moves it in or out of
+  a room, and its welcome lists its rooms.
 
 The transport (connection.py) frames and writes; this module never touches a
 socket or a frame, only messages and the :class:`Transport` it is given.
@@ -27,22 +33,39 @@ socket or a frame, only messages and the :class:`Transport` it is given.
 
 import asyncio
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-from pushgate.errors import BrokerUnavailable, ClientFrameError, SessionTaken
+from pushgate.commands import Membership
+from pushgate.errors import (
+    BrokerUnavailable,
+    ClientFrameError,
+    RoomLimitExceeded,
+    SessionTaken,
+    UnknownConnection,
+)
 from pushgate.gatekeeper import Admitted
 from pushgate.hub import Sink
-from pushgate.ids import ConnId, new_conn_id
+from pushgate.ids import ConnId, RoomId, new_conn_id
+from pushgate.namespaces import Granted, SubscribePolicy
+from pushgate.security import Refusal
 from pushgate.sessions import ANY_USER, AnyUser
-from pushgate.streams import Position
+from pushgate.streams import Position, room_of
 from pushgate.wire import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_SESSION_TAKEN,
     CLOSE_TRY_AGAIN_LATER,
     PONG,
+    TYPE_WELCOME,
+    Operation,
+    OperationError,
     ResumeRequest,
+    encode_event,
+    encode_reply,
     encode_welcome,
+    is_operation,
     parse_client_message,
+    parse_operation,
     parse_resume,
 )
 
@@ -59,6 +82,8 @@ def encode(message: bytes) -> bytes:
 
 # A resume message names every stream of its session: allow it more than other messages.
 RESUME_MAX_MESSAGE_BYTES = 64 * 1024
+# Operations of one client waiting for their turn; more closes it (1008).
+MAX_PENDING_OPERATIONS = 32
 # The resumes under way (each catches and logs its own failure).
 _resumes: set["asyncio.Task[None]"] = set()
 
@@ -82,7 +107,12 @@ class Transport(Sink, Protocol):
         ...
 
     def send_message(self, message: bytes) -> None:
-        """Queue a message behind what is queued (a reply)."""
+        """Queue a message behind what is queued (a reply); written this turn, from
+        the handling of what the client sent."""
+        ...
+
+    def reply(self, message: bytes) -> None:
+        """Queue a message behind what is queued, and write it (from a task)."""
         ...
 
     def limit_message_size(self, size: int) -> None: ...
@@ -112,21 +142,43 @@ class Transport(Sink, Protocol):
 class PushgateProtocol:
     """One client's side of the pushgate protocol."""
 
-    __slots__ = ("_admitted", "_awaiting", "_conn", "_node", "handshake_timeout", "heartbeat")
+    __slots__ = (
+        "_admitted",
+        "_awaiting",
+        "_conn",
+        "_events",
+        "_node",
+        "_ops",
+        "_policy",
+        "_user",
+        "expiring",
+        "handshake_timeout",
+        "heartbeat",
+    )
 
     def __init__(
         self,
         node: "Node",
         conn: Transport,
         admitted: Admitted,
+        policy: SubscribePolicy,
         *,
         heartbeat: float,
         handshake_timeout: float,
+        events: bool = False,
     ) -> None:
         self._node = node
         self._conn = conn
         self._admitted = admitted
+        self._policy = policy
+        self._events = events  # ?v=2: told of its rooms and their changes
         self._awaiting = False  # a ?resume=1 client, whose first message is to come
+        # Its user, once known: its token's, or its resumed session's.
+        self._user = admitted.claims.user if admitted.claims else None
+        # Operations waiting their turn (None until the first one).
+        self._ops: deque[Operation | OperationError] | None = None
+        # Rooms whose subscription token ends, and when (Unix seconds).
+        self.expiring: dict[RoomId, float] | None = None
         self.heartbeat = heartbeat
         self.handshake_timeout = handshake_timeout
 
@@ -153,6 +205,11 @@ class PushgateProtocol:
             return
         if message.is_heartbeat:
             self._conn.send_message(PONG)
+        elif message.type == TYPE_WELCOME and is_operation(message.data):
+            try:
+                self._queue(parse_operation(message.data))
+            except OperationError as exc:
+                self._queue(exc)
         # Other types are ignored: room for client messages of later versions.
 
     def _refuse(self, exc: ClientFrameError) -> None:
@@ -178,9 +235,13 @@ class PushgateProtocol:
             user=claims.user if claims else None,
             rooms=claims.rooms if claims else (),
         )
-        conn.send_first(
-            [encode_welcome(conn_id, self.heartbeat, session=opened.token, reason=reason)]
+        rooms: list[str] | None = None
+        if self._events:  # a client reading events learns its rooms from the start
+            rooms = list(claims.rooms) if claims else []
+        welcome = encode_welcome(
+            conn_id, self.heartbeat, session=opened.token, reason=reason, rooms=rooms
         )
+        conn.send_first([welcome])
         registered = opened.ready
         if registered is None or registered.done():
             conn.release()
@@ -249,12 +310,19 @@ class PushgateProtocol:
         if not conn.alive:  # it went while resuming: the session waits again
             node.connection_closed(request.ws_id, conn)
             return
+        session = resumed.session
+        self._user = session.user
+        for stream, end in session.expires.items():
+            room = room_of(stream)
+            if room is not None:
+                self._expires(room, end)
         welcome = encode_welcome(
             request.ws_id,
             self.heartbeat,
             session=request.session,
             resumed=True,
             streams=resumed.streams,
+            rooms=session.rooms if self._events else None,
         )
         conn.enter_hub(held=True)
         conn.send_first([welcome, *resumed.frames])
@@ -279,3 +347,136 @@ class PushgateProtocol:
             CLOSE_TRY_AGAIN_LATER: "cannot resume now; retry",
         }
         conn.close(code, reasons[code])
+
+    # Operations: one after another, each reply in the order sent
+
+    def _queue(self, op: Operation | OperationError) -> None:
+        """Queue an operation; start the runner unless one is running (it keeps the
+        operation in hand at the queue's head until its reply is sent)."""
+        ops = self._ops
+        if ops is None:
+            ops = self._ops = deque()
+        if len(ops) >= MAX_PENDING_OPERATIONS:
+            self._conn.limit_close(
+                "max_pending_operations",
+                f"over {MAX_PENDING_OPERATIONS} operations waiting for an answer",
+            )
+            return
+        ops.append(op)
+        if len(ops) == 1:
+            task = asyncio.get_running_loop().create_task(self._run_operations())
+            _resumes.add(task)
+            task.add_done_callback(_resumes.discard)
+
+    async def _run_operations(self) -> None:
+        ops = self._ops
+        assert ops is not None
+        while ops:
+            op = ops[0]
+            try:
+                reply = await self._answer(op)
+            except Exception:  # a bug must cost this connection only, and say so
+                log.exception("operation of %s failed; closing it", self._conn.peer)
+                self._conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+                return
+            finally:
+                ops.popleft()
+            if not self._conn.alive:
+                ops.clear()
+                return
+            self._conn.reply(reply)
+
+    async def _answer(self, op: Operation | OperationError) -> bytes:
+        if isinstance(op, OperationError):
+            return encode_reply(op.op or "unknown", op.id, None, code=400, reason=op.reason)
+        conn_id = self._conn.conn_id
+        if conn_id is None or self._awaiting:
+            return self._refused(op, Refusal(409, "the connection is not open yet"))
+        if op.op == "unsubscribe":
+            return await self._unsubscribe(op, conn_id)
+        if op.op == "refresh" and (self.expiring is None or op.room not in self.expiring):
+            return self._refused(op, Refusal(409, f"no subscription of {op.room} to renew"))
+        verdict = self._policy.check(conn_id, self._user, op.room, grant=op.grant, token=op.token)
+        if isinstance(verdict, Refusal):
+            return self._refused(op, verdict)
+        return await self._subscribe(op, conn_id, verdict)
+
+    async def _subscribe(self, op: Operation, conn_id: ConnId, granted: Granted) -> bytes:
+        node = self._node
+        try:
+            await node.join(Membership(op.room, conn_id), by_client=True, until=granted.expires_at)
+            position = await node.position_of(op.room) if node.broker.keeps_history else None
+        except RoomLimitExceeded as exc:
+            return self._refused(
+                op, Refusal(409, f"the connection is in {exc.limit} rooms already")
+            )
+        except BrokerUnavailable:
+            return self._refused(op, Refusal(503, "the broker cannot be reached now; retry"))
+        except UnknownConnection:
+            return self._refused(op, Refusal(409, "the connection is closing"))
+        if granted.expires_at is None:
+            self._forget_expiry(op.room)
+        else:
+            self._expires(op.room, granted.expires_at)
+        return encode_reply(
+            op.op,
+            op.id,
+            op.room,
+            position=(position.epoch, position.seq) if position is not None else None,
+            expires=granted.expires_at,
+        )
+
+    async def _unsubscribe(self, op: Operation, conn_id: ConnId) -> bytes:
+        if not self._policy.may_leave(op.room):
+            reason = f"only the back end may take a connection out of {op.room}"
+            return self._refused(op, Refusal(403, reason))
+        try:
+            await self._node.leave(Membership(op.room, conn_id), by_client=True)
+        except UnknownConnection:
+            return self._refused(op, Refusal(409, "the connection is closing"))
+        self._forget_expiry(op.room)
+        return encode_reply(op.op, op.id, op.room)
+
+    @staticmethod
+    def _refused(op: Operation, refusal: Refusal) -> bytes:
+        return encode_reply(op.op, op.id, op.room, code=refusal.status, reason=refusal.reason)
+
+    # Rooms: told, and ended
+
+    def member(self, room: RoomId, joined: bool, reason: str) -> None:
+        """The session core moved this connection (the back end, or an expiry)."""
+        if not joined:
+            self._forget_expiry(room)
+        if self._events or reason == "expired":  # a token's client hears of its end
+            self._conn.reply(encode_event("joined" if joined else "left", room, reason))
+
+    def _expires(self, room: RoomId, end: float) -> None:
+        if self.expiring is None:
+            self.expiring = {}
+        self.expiring[room] = end
+
+    def _forget_expiry(self, room: RoomId) -> None:
+        if self.expiring is not None:
+            self.expiring.pop(room, None)
+            if not self.expiring:
+                self.expiring = None
+
+    def check_expiry(self, now: float) -> None:
+        """Called by the transport's timers (``now``: Unix seconds): end the
+        subscriptions whose token ran out."""
+        expiring, conn_id = self.expiring, self._conn.conn_id
+        if expiring is None or conn_id is None:
+            return
+        for room in [room for room, end in expiring.items() if end <= now]:
+            del expiring[room]
+            task = asyncio.get_running_loop().create_task(self._expire(conn_id, room))
+            _resumes.add(task)
+            task.add_done_callback(_resumes.discard)
+        if not expiring:
+            self.expiring = None
+
+    async def _expire(self, conn_id: ConnId, room: RoomId) -> None:
+        try:
+            await self._node.leave(Membership(room, conn_id), reason="expired")
+        except (UnknownConnection, BrokerUnavailable) as exc:
+            log.info("could not end %s's subscription of %s: %s", conn_id, room, exc)

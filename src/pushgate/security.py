@@ -15,8 +15,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pushgate.commands import MAX_USER_ID_LENGTH, ROOM_ID_PATTERN
-from pushgate.ids import RoomId
+from pushgate.commands import MAX_USER_ID_LENGTH
+from pushgate.ids import ROOM_ID_PATTERN, RoomId
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +129,13 @@ class TokenVerifier:
         """The token's claims; raises TokenError (403) when it is expired, forged or
         malformed, lacks a claim or names an audience or issuer that ``checks``
         requires, or names rooms it may not."""
+        payload = self.decode(token)
+        return Claims(_user_of(payload), _rooms_of(payload, max_rooms))
+
+    def decode(self, token: str) -> dict[str, Any]:
+        """A token's payload once its signature and its ``exp``, ``aud`` and ``iss``
+        (as ``checks`` requires) are good; raises TokenError (403) otherwise. What
+        its other claims mean is the caller's (connection or subscription token)."""
         checks = self._checks
         try:
             payload = jwt.decode(
@@ -147,7 +154,9 @@ class TokenVerifier:
             )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise TokenError(Refusal(403, _why_refused(exc), "token_invalid")) from None
-        return Claims(_user_of(payload), _rooms_of(payload, max_rooms))
+        if not isinstance(payload, dict):
+            raise TokenError(Refusal(403, "the token is not a JSON object", "token_invalid"))
+        return payload
 
 
 # What a missing claim means to the person reading the refusal.

@@ -63,12 +63,14 @@ def holder_node(holder: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Session:
     """A session as a claim finds it: its user, its streams with their start
-    positions, and who held it before the claim ("" when it was detached)."""
+    positions, who held it before the claim ("" when it was detached), and when the
+    streams a subscription token opened end (Unix seconds)."""
 
     ws_id: ConnId
     user: str | None
     streams: dict[str, Position]
     previous_holder: str = ""
+    expires: dict[str, float] = field(default_factory=dict)
 
     @property
     def rooms(self) -> list[str]:
@@ -128,12 +130,15 @@ class Sessions(Protocol):
         position: Position,
         *,
         max_rooms: int,
+        expires_at: float | None = None,
     ) -> AddResult:
         """Make the session follow ``stream`` from ``position``, whether a connection
-        holds it or not: ``added``; ``already`` when it follows it (from the position
-        it had then, unchanged); ``unknown`` when there is no such session; ``limit``
-        (and nothing done) when it would follow more than ``max_rooms`` rooms (only
-        ``room:`` streams count, those it was created with included)."""
+        holds it or not, until ``expires_at`` (Unix seconds; None: for as long as the
+        session lasts): ``added``; ``already`` when it follows it (from the position
+        it had then, unchanged; its end becomes ``expires_at``); ``unknown`` when
+        there is no such session; ``limit`` (and nothing done) when it would follow
+        more than ``max_rooms`` rooms (only ``room:`` streams count, those it was
+        created with included)."""
         ...
 
     async def remove_stream(self, ws_id: ConnId, stream: str) -> RemoveResult:
@@ -168,6 +173,7 @@ class _Entry:
     holder: str
     expires_at: float = 0.0  # while detached
     rooms: int = field(default=0)
+    ends: dict[str, float] = field(default_factory=dict)  # streams with an end
 
 
 class MemorySessions:
@@ -204,7 +210,7 @@ class MemorySessions:
         if user is not ANY_USER and entry.user != user:
             return None
         previous, entry.holder = entry.holder, holder
-        return Session(ws_id, entry.user, dict(entry.streams), previous)
+        return Session(ws_id, entry.user, dict(entry.streams), previous, dict(entry.ends))
 
     async def add_stream(
         self,
@@ -213,18 +219,24 @@ class MemorySessions:
         position: Position,
         *,
         max_rooms: int,
+        expires_at: float | None = None,
     ) -> AddResult:
         entry = self._live(ws_id)
         if entry is None:
             return "unknown"
-        if stream in entry.streams:
-            return "already"
-        is_room = room_of(stream) is not None
-        if is_room and entry.rooms >= max_rooms:
-            return "limit"
-        entry.streams[stream] = position
-        entry.rooms += is_room
-        return "added"
+        result: AddResult = "already"
+        if stream not in entry.streams:
+            is_room = room_of(stream) is not None
+            if is_room and entry.rooms >= max_rooms:
+                return "limit"
+            entry.streams[stream] = position
+            entry.rooms += is_room
+            result = "added"
+        if expires_at is None:
+            entry.ends.pop(stream, None)
+        else:
+            entry.ends[stream] = expires_at
+        return result
 
     async def remove_stream(self, ws_id: ConnId, stream: str) -> RemoveResult:
         entry = self._live(ws_id)
@@ -232,6 +244,7 @@ class MemorySessions:
             return "unknown"
         if entry.streams.pop(stream, None) is None:
             return "absent"
+        entry.ends.pop(stream, None)
         entry.rooms -= room_of(stream) is not None
         return "removed"
 
@@ -302,7 +315,13 @@ class NoSessions:
         return None
 
     async def add_stream(
-        self, ws_id: ConnId, stream: str, position: Position, *, max_rooms: int
+        self,
+        ws_id: ConnId,
+        stream: str,
+        position: Position,
+        *,
+        max_rooms: int,
+        expires_at: float | None = None,
     ) -> AddResult:
         return "unknown"
 

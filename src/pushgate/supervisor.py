@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pushgate import __version__
-from pushgate.config import Config
+from pushgate.config import OPTIONS, Config
 from pushgate.errors import StartupError
 from pushgate.processes import dies_with_parent
 from pushgate.workermetrics import WorkerMetrics
@@ -69,7 +69,7 @@ class Child:
 
 # Options a child does not get on its command line: --workers is the supervisor's,
 # and secrets go by the environment (secret_env), not where `ps` shows them.
-NOT_FOR_CHILDREN = ("--workers", "--api-key", "--token-secret")
+NOT_FOR_CHILDREN = ("--workers", *(option.flag for option in OPTIONS if option.secret))
 
 
 def child_argv(argv: Sequence[str], role: str, extra: Sequence[str]) -> list[str]:
@@ -90,12 +90,11 @@ def child_argv(argv: Sequence[str], role: str, extra: Sequence[str]) -> list[str
 
 def secret_env(config: Config) -> dict[str, str]:
     """The secrets of ``config`` as the environment variables a child reads them from."""
-    env = {}
-    if config.api_key:
-        env["PUSHGATE_API_KEY"] = config.api_key
-    if config.token_secret:
-        env["PUSHGATE_TOKEN_SECRET"] = config.token_secret
-    return env
+    return {
+        option.env: str(getattr(config, option.name))
+        for option in OPTIONS
+        if option.secret and getattr(config, option.name)
+    }
 
 
 class Supervisor:

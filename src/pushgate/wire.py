@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TypeGuard
 
 from pushgate.errors import ClientFrameError, InvalidField
-from pushgate.ids import ConnId, RoomId
+from pushgate.ids import ROOM_ID_PATTERN, ConnId, RoomId
 from pushgate.streams import ROOM_TOPIC_PREFIX, TOPIC_ALL, USER_TOPIC_PREFIX
 
 TYPE_WELCOME = 0
@@ -117,10 +117,11 @@ def encode_welcome(
     resumed: bool = False,
     streams: dict[str, StreamReport] | None = None,
     reason: str | None = None,
+    rooms: list[str] | None = None,
 ) -> bytes:
     """The first message on every connection: the client's wsId and PING interval;
     with sessions on, its session token and whether it resumed (and, when it did,
-    each stream's recovery)."""
+    each stream's recovery); for a client that reads events (``?v=2``), its rooms."""
     seconds = int(heartbeat) if float(heartbeat).is_integer() else heartbeat
     data: dict[str, object] = {"wsId": conn_id, "heartbeat": seconds}
     if session is not None:
@@ -130,6 +131,8 @@ def encode_welcome(
         data.update(recovery(streams))
     if reason is not None:
         data["reason"] = reason
+    if rooms is not None:
+        data["rooms"] = rooms
     return encode({"type": TYPE_WELCOME, "data": data})
 
 
@@ -145,6 +148,107 @@ def recovery(streams: dict[str, StreamReport]) -> dict[str, object]:
         "recovered": all(r.recovered for r in streams.values()),
         "streams": {name: r.as_json() for name, r in streams.items()},
     }
+
+
+# Operations a client may ask for (type 0 with "op"), and events it may be told.
+OPERATIONS = ("subscribe", "unsubscribe", "refresh")
+MAX_OPERATION_ID = 64  # characters of a string id
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A client's operation (docs/protocol.md, "Subscribing"): ``op``, the ``room``,
+    the client's ``id`` for the reply, and the grant or token it shows."""
+
+    op: str
+    room: RoomId
+    id: int | str | None = None
+    grant: str | None = None
+    token: str | None = None
+
+
+class OperationError(Exception):
+    """A malformed operation: answered with code 400 and this reason, the
+    connection kept (the ``id`` is the one the client gave, if it was usable)."""
+
+    def __init__(self, reason: str, op: str | None, id: int | str | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.op = op
+        self.id = id
+
+
+def is_operation(data: object) -> bool:
+    """Whether a type 0 message's data is an operation (it has an ``op``)."""
+    return isinstance(data, dict) and "op" in data
+
+
+def parse_operation(data: object) -> Operation:
+    """An operation from a type 0 message's data; OperationError says what is wrong."""
+    if not isinstance(data, dict):
+        raise OperationError("an operation is a JSON object", None, None)
+    raw_id = data.get("id")
+    op_id: int | str | None = None
+    if _is_int(raw_id) or (isinstance(raw_id, str) and len(raw_id) <= MAX_OPERATION_ID):
+        op_id = raw_id
+    elif raw_id is not None:
+        raise OperationError(
+            f'"id" must be an integer or a string of at most {MAX_OPERATION_ID} characters',
+            None,
+            None,
+        )
+    op = data.get("op")
+    if op not in OPERATIONS:
+        raise OperationError(f'"op" must be one of {", ".join(OPERATIONS)}', None, op_id)
+    assert isinstance(op, str)
+    room = data.get("room")
+    if not isinstance(room, str) or not ROOM_ID_PATTERN.fullmatch(room):
+        raise OperationError(
+            '"room" must be 1-64 characters of letters, digits and _-.:', op, op_id
+        )
+    room_id = RoomId(room)
+    credentials = {}
+    for key in ("grant", "token"):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, str) or not value or len(value) > 8192):
+            raise OperationError(f'"{key}" must be a string of 1-8192 characters', op, op_id)
+        credentials[key] = value
+    if op == "refresh" and credentials["token"] is None:
+        raise OperationError('a refresh needs a "token"', op, op_id)
+    return Operation(op, room_id, op_id, credentials["grant"], credentials["token"])
+
+
+def encode_reply(
+    op: str,
+    op_id: int | str | None,
+    room: str | None,
+    *,
+    position: tuple[str, int] | None = None,
+    expires: float | None = None,
+    code: int | None = None,
+    reason: str | None = None,
+) -> bytes:
+    """The reply to an operation: ok (with the stream's position, and when a token's
+    subscription ends), or a refusal's code and reason."""
+    data: dict[str, object] = {"op": op}
+    if op_id is not None:
+        data["id"] = op_id
+    data["ok"] = code is None
+    if room is not None:
+        data["room"] = room
+    if position is not None:
+        data["position"] = list(position)
+    if expires is not None:
+        data["expires"] = int(expires)
+    if code is not None:
+        data["code"] = code
+        data["reason"] = reason or ""
+    return encode({"type": TYPE_WELCOME, "data": data})
+
+
+def encode_event(op: str, room: str, reason: str) -> bytes:
+    """An event a ``v=2`` client is told: ``joined`` or ``left`` a room, and why."""
+    return encode({"type": TYPE_WELCOME, "data": {"op": op, "room": room, "reason": reason}})
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +295,10 @@ def parse_resume(message: "ClientMessage") -> ResumeRequest:
             or isinstance(position[1], bool)
             or position[1] < 0
         ):
+            # A close reason holds 123 bytes of UTF-8: both quotes are cut short.
+            why = f'"since" of {stream[:36]!r} must be ["<epoch>", <seq>], got {position!r:.36}'
             raise ClientFrameError(
-                CLOSE_UNSUPPORTED_DATA,
-                f'"since" of {stream[:80]!r} must be ["<epoch>", <seq>], got {position!r:.80}',
+                CLOSE_UNSUPPORTED_DATA, why.encode()[:123].decode(errors="ignore")
             )
         positions[stream] = (position[0], position[1])
     return ResumeRequest(ConnId(ws_id), session, positions)

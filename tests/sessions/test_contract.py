@@ -273,6 +273,40 @@ async def test_adding_a_stream_followed_already_keeps_its_position(
     assert session.streams == STREAMS
 
 
+async def test_a_stream_with_an_end_keeps_it_and_a_later_add_replaces_it(
+    sessions_factory: SessionsFactory,
+) -> None:
+    """A stream a subscription token opened ends when the token does: the store
+    keeps that end (a resume must end it on time), a later add gives it the new end
+    (a renewed token) or none (a grant that lasts), and removing it forgets it."""
+    store = await sessions_factory.node()
+    ws_id, token = await created(store)
+    end = 1_900_000_000.0
+    assert await store.add_stream(ws_id, "room:chat", GAME, max_rooms=10, expires_at=end) == "added"
+    session = await store.claim(ws_id, token, "node0.a")
+    assert session is not None
+    assert session.expires == {"room:chat": end}
+    assert session.streams["room:chat"] == GAME
+    later = end + 600
+    assert (
+        await store.add_stream(ws_id, "room:chat", NEWS, max_rooms=10, expires_at=later)
+        == "already"
+    )
+    session = await store.claim(ws_id, token, "node0.b")
+    assert session is not None
+    assert (session.expires, session.streams["room:chat"]) == ({"room:chat": later}, GAME)
+    assert await store.add_stream(ws_id, "room:chat", NEWS, max_rooms=10) == "already"
+    session = await store.claim(ws_id, token, "node0.c")
+    assert session is not None
+    assert session.expires == {}
+    await store.add_stream(ws_id, "room:chat", NEWS, max_rooms=10, expires_at=end)
+    assert await store.remove_stream(ws_id, "room:chat") == "removed"
+    await store.add_stream(ws_id, "room:chat", NEWS, max_rooms=10)
+    session = await store.claim(ws_id, token, "node0.d")
+    assert session is not None
+    assert session.expires == {}
+
+
 async def test_streams_of_an_unknown_session_are_unknown(sessions_factory: SessionsFactory) -> None:
     """Adding or removing a stream of no session is ``unknown``, and makes none."""
     store = await sessions_factory.node()

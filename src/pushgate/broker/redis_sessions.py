@@ -57,10 +57,19 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {previous, redis.call('HGETALL', KEYS[1])}
 """
 
-# Add field ARGV[1] = ARGV[2], unless the session would follow more than ARGV[3] rooms.
+# Add field ARGV[1] = ARGV[2] ("<epoch> <seq>"), with " <end>" when ARGV[4] (Unix seconds)
+# is not empty, unless the session would follow more than ARGV[3] rooms; a field
+# already there keeps its position and takes the new end (or none).
 _ADD = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'already' end
+local had = redis.call('HGET', KEYS[1], ARGV[1])
+if had then
+  local epoch, seq = string.match(had, '^(%S*) (%d+)')
+  local value = epoch .. ' ' .. seq
+  if ARGV[4] ~= '' then value = value .. ' ' .. ARGV[4] end
+  redis.call('HSET', KEYS[1], ARGV[1], value)
+  return 'already'
+end
 if string.sub(ARGV[1], 1, 7) == 'p:room:' then
   local n = 0
   for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
@@ -68,7 +77,9 @@ if string.sub(ARGV[1], 1, 7) == 'p:room:' then
   end
   if n >= tonumber(ARGV[3]) then return 'limit' end
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local value = ARGV[2]
+if ARGV[4] ~= '' then value = value .. ' ' .. ARGV[4] end
+redis.call('HSET', KEYS[1], ARGV[1], value)
 return 'added'
 """
 
@@ -179,12 +190,16 @@ class RedisSessions:
             bytes(k).decode(): bytes(v).decode() for k, v in zip(flat[::2], flat[1::2], strict=True)
         }
         streams = {}
+        ends = {}
         for name, value in fields.items():
             if name.startswith("p:"):
-                epoch, _, seq = value.partition(" ")
+                epoch, seq, *end = value.split(" ")
                 streams[name[2:]] = Position(epoch, int(seq))
+                if end:
+                    ends[name[2:]] = float(end[0])
         self._held[ws_id] = holder
-        return Session(ws_id, fields.get("u") or None, streams, bytes(previous or b"").decode())
+        previous_holder = bytes(previous or b"").decode()
+        return Session(ws_id, fields.get("u") or None, streams, previous_holder, ends)
 
     async def add_stream(
         self,
@@ -193,9 +208,11 @@ class RedisSessions:
         position: Position,
         *,
         max_rooms: int,
+        expires_at: float | None = None,
     ) -> AddResult:
         value = f"{position.epoch} {position.seq}"
-        result = await self._run(self._add, ws_id, "p:" + stream, value, max_rooms)
+        end = "" if expires_at is None else f"{expires_at:.0f}"
+        result = await self._run(self._add, ws_id, "p:" + stream, value, max_rooms, end)
         return _text(result)  # type: ignore[return-value]
 
     async def remove_stream(self, ws_id: ConnId, stream: str) -> RemoveResult:
