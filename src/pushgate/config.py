@@ -775,10 +775,18 @@ def default_of(name: str) -> object:
     return Config.__dataclass_fields__[name].default
 
 
-def from_sources(cli: Mapping[str, object], env: Mapping[str, str]) -> Config:
-    """Build a Config from parsed command-line values (None when not given) and the
-    environment. Raises ConfigError naming the variable or option at fault."""
-    values: dict[str, object] = {}
+def from_sources(
+    cli: Mapping[str, object],
+    env: Mapping[str, str],
+    file: Mapping[str, object] | None = None,
+    *,
+    source: str | None = None,
+) -> Config:
+    """Build a Config from parsed command-line values (None when not given), the
+    environment, and a config file's values (configfile.py; ``source`` its name), in
+    that order of precedence. Raises ConfigError naming the variable or option at
+    fault, and the file when settings together are wrong and it set any of them."""
+    values: dict[str, object] = dict(file or {})
     for option in OPTIONS:
         given = cli.get(option.name)
         if given is not None:
@@ -788,4 +796,9 @@ def from_sources(cli: Mapping[str, object], env: Mapping[str, str]) -> Config:
                 values[option.name] = option.parse(env[option.env])
             except ValueError as exc:
                 raise ConfigError(f"{option.env}={env[option.env]!r}: {exc}") from None
-    return Config(**values)  # type: ignore[arg-type]
+    try:
+        return Config(**values)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        if source and file:
+            raise ConfigError(f"{source} (with the command line and environment): {exc}") from None
+        raise

@@ -1,0 +1,166 @@
+"""Settings from a TOML file (``--config FILE``): every option the command line has,
+by its name, and a table of namespaces.
+
+::
+
+    # pushgate.toml
+    ws_port = 8888
+    max_connections_per_ip = 100
+    allowed_origins = "https://app.example"
+
+    [namespaces.lobby]          # rooms lobby:*
+    policy = "public"
+
+    [namespaces.chat]           # rooms chat:*
+    policy = "grant"
+    secret = "a-secret-of-16-characters-or-more"
+
+    [namespaces.""]             # the default namespace: rooms without a ':'
+    policy = "server"
+
+A name may be written with ``_`` or ``-``. A value is of the option's kind (a number,
+``true``/``false`` for a flag, a string), or a string read as the command line reads
+it (``max_output_bytes = "1M"``). The command line and the environment override the
+file. A wrong key or value is a :class:`~pushgate.errors.ConfigError` naming the
+file, the line and the key.
+"""
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pushgate.config import OPTIONS, Option, default_of
+from pushgate.errors import ConfigError
+from pushgate.namespaces import parse_namespace
+
+NAMESPACE_KEYS = ("policy", "secret")
+_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def read_config_file(path: str) -> dict[str, object]:
+    """The option values a config file sets, checked one by one (the checks across
+    settings run when the Config is made). Raises ConfigError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    lines = text.splitlines()
+    values: dict[str, object] = {}
+    for key, value in data.items():
+        where = f"{path}:{_line_of(lines, key)}"
+        if key == "namespaces":
+            values["namespaces"] = _namespaces(path, lines, value)
+            continue
+        option = _BY_NAME.get(key.replace("-", "_"))
+        if option is None or option.name == "namespaces":
+            raise ConfigError(f"{where}: {key!r} is not an option of pushgate (see --help)")
+        values[option.name] = _value(where, option, value)
+    return values
+
+
+def _value(where: str, option: Option, value: object) -> object:
+    default = default_of(option.name)
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            value = option.parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {option.name}: {exc}") from None
+    elif isinstance(default, bool) != isinstance(value, bool) or not isinstance(
+        value, _kinds(default)
+    ):
+        raise ConfigError(
+            f"{where}: {option.name} must be {_kind_name(default)}, got {_toml_kind(value)}"
+        )
+    if isinstance(default, float) and isinstance(value, int):
+        value = float(value)
+    try:
+        option.check(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return value
+
+
+def _namespaces(path: str, lines: list[str], tables: object) -> str:
+    """The ``[namespaces.NAME]`` tables, as --namespaces writes them."""
+    if not isinstance(tables, dict):
+        where = f"{path}:{_line_of(lines, 'namespaces')}"
+        raise ConfigError(f"{where}: namespaces must be tables: [namespaces.NAME]")
+    specs = []
+    for name, table in tables.items():
+        where = f"{path}:{_table_line(lines, name)}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [namespaces.{name}] must be a table")
+        unknown = sorted(set(table) - set(NAMESPACE_KEYS))
+        if unknown:
+            known = ", ".join(NAMESPACE_KEYS)
+            raise ConfigError(f"{where}: [namespaces.{name}] has {unknown[0]!r}; it takes {known}")
+        policy, secret = table.get("policy", "server"), table.get("secret")
+        if not isinstance(policy, str) or (secret is not None and not isinstance(secret, str)):
+            raise ConfigError(f"{where}: [namespaces.{name}] policy and secret are strings")
+        if secret is not None and "," in secret:
+            raise ConfigError(f"{where}: [namespaces.{name}] secret may not hold a comma")
+        spec = f"{name}={policy}" + (f":{secret}" if secret is not None else "")
+        try:
+            parse_namespace(spec)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: [namespaces.{name}]: {exc}") from None
+        specs.append(spec)
+    return ",".join(specs)
+
+
+def _line_of(lines: list[str], key: str) -> int:
+    """The line (from 1) where ``key`` is set at the top of the file (0: not found)."""
+    pattern = re.compile(rf"^\s*(?:{re.escape(key)}|\"{re.escape(key)}\")\s*[=.\[]")
+    for number, line in enumerate(lines, 1):
+        if line.lstrip().startswith("["):
+            break  # past the top-level keys
+        if pattern.match(line):
+            return number
+    return _table_line(lines, key) if key == "namespaces" else 0
+
+
+def _table_line(lines: list[str], name: str) -> int:
+    header = re.compile(
+        rf"^\s*\[\s*namespaces\s*\.\s*(?:{re.escape(name)}|\"{re.escape(name)}\")\s*\]"
+    )
+    for number, line in enumerate(lines, 1):
+        if header.match(line) or (name == "namespaces" and line.strip().startswith("[namespaces")):
+            return number
+    return 0
+
+
+def _kinds(default: object) -> tuple[type, ...]:
+    if isinstance(default, bool):
+        return (bool,)
+    if isinstance(default, float):
+        return (int, float)
+    return (type(default),)
+
+
+def _kind_name(default: object) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int | float):
+        return "a number"
+    return "a string"
+
+
+def _toml_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__

@@ -1,0 +1,120 @@
+"""Settings from a TOML file (configfile.py, ``--config``, ``pushgate config check``)."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+
+from pushgate.config import Config, from_sources
+from pushgate.configfile import read_config_file
+from pushgate.errors import ConfigError
+from pushgate.namespaces import Namespace, Policy
+from tests.helpers import UNIT, pushgate_command, server_process
+
+GOOD = """\
+ws_port = 8899
+max-output-bytes = "2M"
+no_compression = true
+heartbeat = 5
+close_timeout = 2
+
+[namespaces.lobby]
+policy = "public"
+
+[namespaces.chat]
+policy = "grant"
+secret = "a-secret-of-16-characters-or-more"
+
+[namespaces.""]
+policy = "server"
+"""
+
+
+def written(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "pushgate.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_file_sets_options_by_name_in_their_kind_or_as_text(tmp_path: Path) -> None:
+    values = read_config_file(written(tmp_path, GOOD))
+    config = from_sources({}, {}, values)
+    assert (config.ws_port, config.max_output_bytes, config.no_compression) == (8899, 2**21, True)
+    assert (config.heartbeat, config.close_timeout) == (5.0, 2.0)
+    namespaces = config.namespace_list
+    assert namespaces.of("lobby:1") == Namespace("lobby", Policy.PUBLIC)  # type: ignore[arg-type]
+    assert namespaces.of("chat:1").secret == "a-secret-of-16-characters-or-more"  # type: ignore[arg-type]
+
+
+def test_the_command_line_and_the_environment_override_the_file(tmp_path: Path) -> None:
+    values = read_config_file(written(tmp_path, GOOD))
+    assert from_sources({"ws_port": 1234}, {}, values).ws_port == 1234
+    assert from_sources({}, {"PUSHGATE_WS_PORT": "4321"}, values).ws_port == 4321
+    assert from_sources({}, {}, values).ws_port == 8899
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('ws_port = "x"\n', ":1: ws_port: invalid literal"),
+        ("\n\nnope = 2\n", ":3: 'nope' is not an option"),
+        ("heartbeat = true\n", ":1: heartbeat must be a number, got a boolean"),
+        ("no_compression = 1\n", ":1: no_compression must be true or false, got a number"),
+        ("max_message_bytes = 10\n", ":1: --max-message-bytes must be at least 64 bytes"),
+        ("namespaces = 3\n", "namespaces must be tables"),
+        ('ws_port = 1\n[namespaces.chat]\npolicy = "grant"\nsecret = "short"\n', ":2:"),
+        ('[namespaces.chat]\npolicy = "everyone"\n', "must be one of public, grant, server"),
+        ('[namespaces.chat]\npolicy = "public"\nmembers = 3\n', "has 'members'; it takes"),
+        ('[namespaces.chat]\npolicy = "grant"\nsecret = "a,secret,of,more,than,16"\n', "comma"),
+        ("heartbeat = \n", "not valid TOML"),
+    ],
+)
+def test_a_wrong_key_or_value_names_the_file_line_and_key(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    path = written(tmp_path, text)
+    with pytest.raises(ConfigError) as refused:
+        Config(**read_config_file(path))  # type: ignore[arg-type]
+    assert str(refused.value).startswith(path)
+    assert says in str(refused.value)
+
+
+def test_settings_wrong_together_name_the_file(tmp_path: Path) -> None:
+    path = written(tmp_path, "heartbeat = 40\n")
+    with pytest.raises(ConfigError, match="--idle-timeout") as refused:
+        from_sources({}, {}, read_config_file(path), source=path)
+    assert str(refused.value).startswith(path)
+
+
+def test_config_check_says_good_or_what_is_wrong(tmp_path: Path) -> None:
+    good = written(tmp_path, GOOD)
+    result = subprocess.run(
+        pushgate_command("config", "check", good), capture_output=True, text=True, timeout=30
+    )
+    assert (result.returncode, result.stdout.strip()) == (
+        0,
+        f"{good}: good (5 settings, 3 namespaces)",
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text("ws_port = 1\nheartbeat = 40\n")
+    result = subprocess.run(
+        pushgate_command("config", "check", str(bad)), capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"pushgate: {bad}")
+    assert "--heartbeat" in result.stderr
+
+
+async def test_serve_takes_its_namespaces_from_the_file(tmp_path: Path) -> None:
+    """serve --config: a public namespace of the file lets a client subscribe itself."""
+    path = written(tmp_path, '[namespaces.lobby]\npolicy = "public"\n')
+    async with (
+        server_process("--config", path) as server,
+        connect(server.ws_url, open_timeout=5 * UNIT) as ws,
+    ):
+        await ws.recv()  # the welcome
+        await ws.send('{"type":0,"data":{"op":"subscribe","room":"lobby:1","id":1}}')
+        reply = json.loads(await ws.recv())
+        assert reply["data"]["ok"] is True
