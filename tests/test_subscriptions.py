@@ -44,21 +44,30 @@ class Client:
         self.welcome = welcome
         self.ws_id: str = welcome["wsId"]
         self._next_id = 0
+        self._early: list[dict[str, Any]] = []  # what came before a reply waited for
 
     async def next(self) -> dict[str, Any]:
+        if self._early:
+            return self._early.pop(0)
+        return await self._read()
+
+    async def _read(self) -> dict[str, Any]:
         text = await asyncio.wait_for(self.ws.recv(), 5 * UNIT)
         message: dict[str, Any] = json.loads(without_position(text))
         return message
 
     async def op(self, op: str, room: str, **fields: Any) -> dict[str, Any]:
-        """Send an operation and return its reply's data."""
+        """Send an operation and return its reply's data; what arrives before the
+        reply (a push) is kept, in order, for next()."""
         self._next_id += 1
         await self.send_op(op, room, id=self._next_id, **fields)
-        reply = await self.next()
-        assert reply["type"] == 0, reply
-        assert reply["data"]["id"] == self._next_id, reply
-        data: dict[str, Any] = reply["data"]
-        return data
+        while True:
+            message = await self._read()
+            data = message.get("data")
+            if message["type"] == 0 and isinstance(data, dict) and data.get("id") == self._next_id:
+                reply: dict[str, Any] = data
+                return reply
+            self._early.append(message)
 
     async def send_op(self, op: str, room: str, **fields: Any) -> None:
         await self.ws.send(json.dumps({"type": 0, "data": {"op": op, "room": room, **fields}}))

@@ -34,14 +34,20 @@ Fields = Mapping[str, object]
 
 @dataclass(frozen=True, slots=True)
 class PushAll:
-    """``POST /push/all``: send ``val`` with type ``tag`` to every connection."""
+    """``POST /push/all``: send ``val`` with type ``tag`` to every connection (but
+    ``exclude``, a back end relaying one client's action)."""
 
     tag: int
     val: object
+    exclude: ConnId | None = None
 
     @classmethod
     def from_fields(cls, fields: Fields) -> "PushAll":
-        return cls(tag=parse_tag(_required(fields, "tag")), val=_required(fields, "val"))
+        return cls(
+            tag=parse_tag(_required(fields, "tag")),
+            val=_required(fields, "val"),
+            exclude=_excluded(fields),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,7 @@ class PushRoom:
     room: RoomId
     tag: int
     val: object
+    exclude: ConnId | None = None
 
     @classmethod
     def from_fields(cls, fields: Fields) -> "PushRoom":
@@ -58,6 +65,7 @@ class PushRoom:
             room=parse_room_id(_required(fields, "id")),
             tag=parse_tag(_required(fields, "tag")),
             val=_required(fields, "val"),
+            exclude=_excluded(fields),
         )
 
 
@@ -68,6 +76,7 @@ class PushUser:
     user: str
     tag: int
     val: object
+    exclude: ConnId | None = None
 
     @classmethod
     def from_fields(cls, fields: Fields) -> "PushUser":
@@ -75,6 +84,7 @@ class PushUser:
             user=parse_user_id(_required(fields, "uid")),
             tag=parse_tag(_required(fields, "tag")),
             val=_required(fields, "val"),
+            exclude=_excluded(fields),
         )
 
 
@@ -240,6 +250,17 @@ def parse_room_id(value: object) -> RoomId:
             f"must be 1-64 characters of letters, digits and _-.: , got {_show(value)}",
         )
     return RoomId(value)
+
+
+def _excluded(fields: Fields) -> ConnId | None:
+    """The optional ``exclude`` field: the wsId a push is not for."""
+    value = fields.get("exclude")
+    if value is None or value == "":
+        return None
+    try:
+        return parse_conn_id(value)
+    except InvalidField as exc:
+        raise InvalidField("exclude", exc.message) from None
 
 
 def parse_conn_id(value: object) -> ConnId:

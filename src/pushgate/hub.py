@@ -217,22 +217,27 @@ class Hub:
 
     # Fan-out
 
-    def broadcast(self, message: Outgoing) -> int:
-        """Hand ``message`` to every open connection; return how many got it."""
-        self._hand(self._sinks.values(), message)
-        return len(self._sinks)
+    def broadcast(self, message: Outgoing, skip: Sink | None = None) -> int:
+        """Hand ``message`` to every open connection (but ``skip``); return how many
+        got it."""
+        return len(self._sinks) - self._hand(self._sinks.values(), message, skip)
 
-    def send_user(self, user: str, message: Outgoing) -> int:
-        """Hand ``message`` to every connection of ``user``; return how many got it."""
-        self._hand(self._users.members(RoomId(user)), message)
-        return self._users.size(RoomId(user))
+    def send_user(self, user: str, message: Outgoing, skip: Sink | None = None) -> int:
+        """Hand ``message`` to every connection of ``user`` (but ``skip``); return how
+        many got it."""
+        return self._users.size(RoomId(user)) - self._hand(
+            self._users.members(RoomId(user)), message, skip
+        )
 
-    def send_room(self, room: RoomId, message: Outgoing) -> int:
-        """Hand ``message`` to every member of ``room``; return how many got it."""
-        self._hand(self._rooms.members(room), message)
-        return self._rooms.size(room)
+    def send_room(self, room: RoomId, message: Outgoing, skip: Sink | None = None) -> int:
+        """Hand ``message`` to every member of ``room`` (but ``skip``); return how many
+        got it."""
+        return self._rooms.size(room) - self._hand(self._rooms.members(room), message, skip)
 
-    def _hand(self, sinks: Iterable[Sink], message: Outgoing) -> None:
+    def _hand(self, sinks: Iterable[Sink], message: Outgoing, skip: Sink | None) -> int:
+        """Hand ``message`` to ``sinks``; return 1 if ``skip`` was among them, else 0."""
+        if skip is not None:
+            return self._hand_but(sinks, message, skip)
         only = self._only
         if only is not None:  # one encoding here: its bytes made once, up front
             frame = message.bytes_for(only)
@@ -241,3 +246,14 @@ class Hub:
         else:
             for sink in sinks:
                 sink.send(message.bytes_for(sink.encoding))
+        return 0
+
+    @staticmethod
+    def _hand_but(sinks: Iterable[Sink], message: Outgoing, skip: Sink) -> int:
+        skipped = 0
+        for sink in sinks:
+            if sink is skip:
+                skipped = 1
+            else:
+                sink.send(message.bytes_for(sink.encoding))
+        return skipped

@@ -197,6 +197,12 @@ class ClientBudget:
         self._count += 1
         return self._count > limit
 
+    def abusing(self, limits: InputLimits) -> bool:
+        """Over twice the message rate in this second: not a burst, abuse (close it);
+        between once and twice, its messages are refused one by one."""
+        limit = limits.messages_per_second
+        return bool(limit) and self._count > 2 * limit
+
     def received(
         self, now: float, frames: int, size: int, limits: InputLimits
     ) -> tuple[str, str] | None:

@@ -99,7 +99,9 @@ class Meters:
     def __init__(self) -> None:
         # The logic API's side
         # Accepted, by target kind (each kind shown from the start, at 0).
-        self.pushes: Counter[str] = Counter(dict.fromkeys(("all", "room", "user", "conn"), 0))
+        self.pushes: Counter[str] = Counter(
+            dict.fromkeys(("all", "room", "user", "conn", "client"), 0)
+        )
         self.publish_seconds = Histogram(LATENCY_BUCKETS)
         # Fan-out and writes
         self.deliveries = 0  # frames handed to local connections

@@ -46,12 +46,14 @@ class Policy(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Namespace:
-    """A namespace's name ("" for the default), its policy, and for ``grant`` the
-    secret its HMAC grants are made with (None: subscription tokens only)."""
+    """A namespace's name ("" for the default), its policy, for ``grant`` the secret
+    its HMAC grants are made with (None: subscription tokens only), and whether its
+    members may publish to their room."""
 
     name: str
     policy: Policy
     secret: str | None = None
+    publish: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,22 +106,34 @@ class SubscribePolicy:
             tokens=self.tokens,
         )
 
+    def may_publish(self, room: RoomId) -> bool:
+        """Members of ``room`` may publish to it."""
+        return self.namespaces.of(room).publish
+
     def may_leave(self, room: RoomId) -> bool:
         """A client may take itself out of a room it could put itself in."""
         return self.namespaces.of(room).policy is not Policy.SERVER
 
 
+FLAGS = ("publish",)
+
+
 def parse_namespace(text: str) -> Namespace:
-    """``NAME=POLICY`` or ``NAME=grant:SECRET`` (NAME empty for the default
-    namespace), as ``--namespace`` takes it. Raises ValueError saying what is wrong."""
+    """``NAME=POLICY[+publish][:SECRET]`` (NAME empty for the default namespace; a
+    SECRET for ``grant`` only), as ``--namespaces`` takes it. Raises ValueError saying
+    what is wrong."""
     name, equals, rest = text.partition("=")
     name = name.strip()
     if not equals:
         raise ValueError(f"expected NAME=POLICY, got {text!r}")
     if name and not _NAME.fullmatch(name):
         raise ValueError(f"a namespace is 1-64 letters, digits and _-. ; got {name!r}")
-    policy_text, colon, secret = rest.partition(":")
+    policy_part, colon, secret = rest.partition(":")
+    policy_text, *flags = policy_part.split("+")
     which = repr(name) if name else "the default namespace"
+    unknown = [flag for flag in flags if flag.strip().lower() not in FLAGS]
+    if unknown:
+        raise ValueError(f"{which} has {unknown[0]!r}; a namespace may say +publish")
     try:
         policy = Policy(policy_text.strip().lower())
     except ValueError:
@@ -129,7 +143,8 @@ def parse_namespace(text: str) -> Namespace:
         raise ValueError(f"only a grant namespace takes a secret ({which})")
     if colon and len(secret) < 16:
         raise ValueError(f"the grant secret of {which} is under 16 characters")
-    return Namespace(name, policy, secret if colon else None)
+    publish = "publish" in (flag.strip().lower() for flag in flags)
+    return Namespace(name, policy, secret if colon else None, publish)
 
 
 def grant_for(secret: str, ws_id: str, room: str) -> str:

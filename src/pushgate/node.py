@@ -56,6 +56,7 @@ from pushgate.wire import (
     StreamReport,
     encode_notice,
     encode_push,
+    excluded_conn,
 )
 
 log = logging.getLogger(__name__)
@@ -157,18 +158,30 @@ class Node:
 
     async def push_all(self, request: PushAll) -> int | None:
         """Publish a push to every connection in the cluster; see Broker.publish_push."""
-        payload = encode_push(request.tag, request.val)
+        payload = encode_push(request.tag, request.val, exclude=request.exclude)
         return await self._publish_push("all", TOPIC_ALL, payload)
 
     async def push_room(self, request: PushRoom) -> int | None:
         """Publish a push to every member of a room, wherever it is connected."""
-        payload = encode_push(request.tag, request.val, request.room)
+        payload = encode_push(request.tag, request.val, request.room, exclude=request.exclude)
         return await self._publish_push("room", room_topic(request.room), payload)
 
     async def push_user(self, request: PushUser) -> int | None:
         """Publish a push to every connection of a user, wherever it is connected."""
-        payload = encode_push(request.tag, request.val, user=request.user)
+        payload = encode_push(request.tag, request.val, user=request.user, exclude=request.exclude)
         return await self._publish_push("user", user_topic(request.user), payload)
+
+    async def publish_from(
+        self, conn: ConnId, user: str | None, room: RoomId, tag: int, val: object, *, echo: bool
+    ) -> None:
+        """A member's message to its room: to every other member (and to itself with
+        ``echo``), with its wsId and user, through the broker like any push (ordered,
+        kept in history, recovered). Raises BrokerUnavailable, InvalidField("val")."""
+        sender: dict[str, object] = {"wsId": conn}
+        if user is not None:
+            sender["user"] = user
+        payload = encode_push(tag, val, room, exclude=None if echo else conn, sender=sender)
+        await self._publish_push("client", room_topic(room), payload)
 
     async def _publish_push(self, kind: str, topic: str, payload: bytes) -> int | None:
         started = time.perf_counter()
@@ -364,16 +377,22 @@ class Node:
         self._send(topic, encode_notice({topic: report}))
 
     def _send(self, topic: str, message: bytes) -> int:
-        """Hand ``message`` to every local recipient of the stream, each encoding of
-        it made once (hub.Outgoing); return how many."""
+        """Hand ``message`` to every local recipient of the stream (but the wsId it
+        excludes), each encoding of it made once (hub.Outgoing); return how many."""
+        excluded = excluded_conn(message)
+        skip = None if excluded is None else self.hub.sink(ConnId(excluded))
         if topic == TOPIC_ALL:
-            return self.hub.broadcast(Outgoing(message))
+            return self.hub.broadcast(Outgoing(message), skip)
         room = room_of(topic)
         if room is not None:
-            return self.hub.send_room(room, Outgoing(message)) if self.hub.room_size(room) else 0
+            if not self.hub.room_size(room):
+                return 0
+            return self.hub.send_room(room, Outgoing(message), skip)
         user = user_of(topic)
         if user is not None:
-            return self.hub.send_user(user, Outgoing(message)) if self.hub.user_size(user) else 0
+            if not self.hub.user_size(user):
+                return 0
+            return self.hub.send_user(user, Outgoing(message), skip)
         log.warning("dropped a push on unexpected topic %r", topic)
         return 0
 

@@ -69,10 +69,24 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): {"description": meanings[s], "content": _json(ERROR)} for s in statuses}
 
 
+# A push may leave out one connection (a back end relaying that client's own action).
+EXCLUDE = {
+    "type": "string",
+    "description": "a wsId the push is not for (its own sender, say); the others get it",
+}
+
+
 def _post(
-    summary: str, fields: dict[str, Any], form: dict[str, Any], answer: dict[str, Any], *errors: int
+    summary: str,
+    fields: dict[str, Any],
+    form: dict[str, Any],
+    answer: dict[str, Any],
+    *errors: int,
+    optional: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     required = list(fields)
+    fields = {**fields, **(optional or {})}
+    form = {**form, **(optional or {})}
     return {
         "post": {
             "summary": summary,
@@ -172,6 +186,7 @@ BATCH_ITEM = {
         "id": ROOM_ID,
         "uid": USER_ID,
         "wsId": WS_ID,
+        "exclude": EXCLUDE,
     },
 }
 BATCH_RESULT = {
@@ -210,18 +225,21 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 {"val": val, "tag": TAG},
                 {"val": {"type": "string"}, "tag": TAG_TEXT},
                 _ok({"delivered": DELIVERED}, ["delivered"]),
+                optional={"exclude": EXCLUDE},
             ),
             "/push/room": _post(
                 "Push to the members of a room",
                 {"val": val, "tag": TAG, "id": ROOM_ID},
                 {"val": {"type": "string"}, "tag": TAG_TEXT, "id": ROOM_ID},
                 _ok({"room": ROOM_ID, "delivered": DELIVERED}, ["room", "delivered"]),
+                optional={"exclude": EXCLUDE},
             ),
             "/push/user": _post(
                 "Push to every connection of a user (a token's sub)",
                 {"val": val, "tag": TAG, "uid": USER_ID},
                 {"val": {"type": "string"}, "tag": TAG_TEXT, "uid": USER_ID},
                 _ok({"uid": USER_ID, "delivered": DELIVERED}, ["uid", "delivered"]),
+                optional={"exclude": EXCLUDE},
             ),
             "/room/join": _post_fields(
                 "Put a connection (wsId) or every connection of a user (uid) in a room",

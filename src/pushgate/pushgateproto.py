@@ -40,6 +40,7 @@ from pushgate.commands import Membership
 from pushgate.errors import (
     BrokerUnavailable,
     ClientFrameError,
+    InvalidField,
     RoomLimitExceeded,
     SessionTaken,
     UnknownConnection,
@@ -55,6 +56,8 @@ from pushgate.wire import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_SESSION_TAKEN,
     CLOSE_TRY_AGAIN_LATER,
+    MAX_OPERATION_ID,
+    OPERATIONS,
     PONG,
     TYPE_WELCOME,
     Operation,
@@ -191,8 +194,9 @@ class PushgateProtocol:
         else:
             self._open()
 
-    def on_message(self, data: bytes, max_message_bytes: int) -> None:
-        """A client message (its rate already counted by the transport)."""
+    def on_message(self, data: bytes, max_message_bytes: int, *, over_rate: bool = False) -> None:
+        """A client message (its rate already counted by the transport: ``over_rate``,
+        it is refused: an operation gets a 429, anything else is dropped)."""
         if self._awaiting:
             self._awaiting = False
             self._conn.limit_message_size(max_message_bytes)
@@ -203,7 +207,10 @@ class PushgateProtocol:
         except ClientFrameError as exc:
             self._refuse(exc)
             return
-        if message.is_heartbeat:
+        if over_rate:
+            if message.type == TYPE_WELCOME and is_operation(message.data):
+                self._queue(_rate_refusal(message.data))
+        elif message.is_heartbeat:
             self._conn.send_message(PONG)
         elif message.type == TYPE_WELCOME and is_operation(message.data):
             try:
@@ -388,12 +395,14 @@ class PushgateProtocol:
 
     async def _answer(self, op: Operation | OperationError) -> bytes:
         if isinstance(op, OperationError):
-            return encode_reply(op.op or "unknown", op.id, None, code=400, reason=op.reason)
+            return encode_reply(op.op or "unknown", op.id, None, code=op.code, reason=op.reason)
         conn_id = self._conn.conn_id
         if conn_id is None or self._awaiting:
             return self._refused(op, Refusal(409, "the connection is not open yet"))
         if op.op == "unsubscribe":
             return await self._unsubscribe(op, conn_id)
+        if op.op == "publish":
+            return await self._publish(op, conn_id)
         if op.op == "refresh" and (self.expiring is None or op.room not in self.expiring):
             return self._refused(op, Refusal(409, f"no subscription of {op.room} to renew"))
         verdict = self._policy.check(conn_id, self._user, op.room, grant=op.grant, token=op.token)
@@ -435,6 +444,21 @@ class PushgateProtocol:
         except UnknownConnection:
             return self._refused(op, Refusal(409, "the connection is closing"))
         self._forget_expiry(op.room)
+        return encode_reply(op.op, op.id, op.room)
+
+    async def _publish(self, op: Operation, conn_id: ConnId) -> bytes:
+        if not self._policy.may_publish(op.room):
+            return self._refused(op, Refusal(403, f"members of {op.room} may not publish to it"))
+        if op.room not in self._node.hub.rooms_of(conn_id):
+            return self._refused(op, Refusal(403, f"only a member of {op.room} may publish to it"))
+        try:
+            await self._node.publish_from(
+                conn_id, self._user, op.room, op.tag, op.data, echo=op.echo
+            )
+        except InvalidField as exc:
+            return self._refused(op, Refusal(400, f'"data" {exc.message}'))
+        except BrokerUnavailable:
+            return self._refused(op, Refusal(503, "the broker cannot be reached now; retry"))
         return encode_reply(op.op, op.id, op.room)
 
     @staticmethod
@@ -480,3 +504,18 @@ class PushgateProtocol:
             await self._node.leave(Membership(room, conn_id), reason="expired")
         except (UnknownConnection, BrokerUnavailable) as exc:
             log.info("could not end %s's subscription of %s: %s", conn_id, room, exc)
+
+
+def _rate_refusal(data: object) -> OperationError:
+    """The 429 an operation over the message rate gets (its op and id, if usable)."""
+    op: str | None = None
+    op_id: int | str | None = None
+    if isinstance(data, dict):
+        named = data.get("op")
+        op = named if isinstance(named, str) and named in OPERATIONS else None
+        raw = data.get("id")
+        if (isinstance(raw, int) and not isinstance(raw, bool)) or (
+            isinstance(raw, str) and len(raw) <= MAX_OPERATION_ID
+        ):
+            op_id = raw
+    return OperationError("rate limit: too many messages; retry later", op, op_id, code=429)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from pushgate.streams import History, Position, Publication, StreamGuard, Verdict
-from pushgate.wire import StreamReport
+from pushgate.wire import StreamReport, excluded_conn
 
 
 class Action(Enum):
@@ -231,18 +231,23 @@ class StreamRecovery:
         return list(self._captures)
 
     def catch_up(
-        self, starts: dict[str, Position], histories: dict[str, History], history_on: bool
+        self,
+        starts: dict[str, Position],
+        histories: dict[str, History],
+        history_on: bool,
+        conn: str | None = None,
     ) -> CatchUp:
         """History after each stream's start, then what was captured live, each push
         once: called in one synchronous step with the connection's opening to
         fan-out, so that no push can slip between. Every stream of ``histories``
-        must be captured."""
+        must be captured. A push that excludes ``conn`` (the resuming connection's
+        own message, say) moves its position on but is not handed to it."""
         frames: list[bytes] = []
         reports: dict[str, StreamReport] = {}
         repair: list[str] = []
         for topic, history in histories.items():
             report, behind = self._catch_up_one(
-                starts[topic], history, self._captures[topic][1], history_on, frames, topic
+                starts[topic], history, self._captures[topic][1], history_on, frames, topic, conn
             )
             reports[topic] = report
             if behind and topic not in self._repairs:
@@ -257,6 +262,7 @@ class StreamRecovery:
         history_on: bool,
         frames: list[bytes],
         topic: str,
+        conn: str | None,
     ) -> tuple[StreamReport, bool]:
         top = history.position
         last = start if start.epoch == top.epoch else Position("", 0)
@@ -270,7 +276,8 @@ class StreamRecovery:
         for pub in history.publications:
             if pub.epoch == top.epoch and pub.seq > upto:
                 break
-            frames.append(pub.data)
+            if conn is None or excluded_conn(pub.data) != conn:
+                frames.append(pub.data)
             last = pub.position
         recovered = history_on and history.complete
         for pub in captured:
@@ -280,7 +287,8 @@ class StreamRecovery:
                 continue
             elif pub.seq != last.seq + 1:
                 recovered = False
-            frames.append(pub.data)
+            if conn is None or excluded_conn(pub.data) != conn:
+                frames.append(pub.data)
             last = pub.position
         if last.epoch == "":
             last = top if node_at is None or not behind else node_at

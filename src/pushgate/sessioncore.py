@@ -287,7 +287,9 @@ class SessionCore:
         """History, then what was captured live, each push once (synchronous, so no
         push can slip between this and live fan-out); streams this node is behind
         on are repaired for every member at once."""
-        catch_up = self.recovery.catch_up(starts, histories, self.broker.keeps_history)
+        catch_up = self.recovery.catch_up(
+            starts, histories, self.broker.keeps_history, session.ws_id
+        )
         for topic in catch_up.repair:
             self._start_repair(topic)
         return Resumed(session, catch_up.reports, catch_up.frames)

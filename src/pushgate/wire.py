@@ -19,9 +19,10 @@ Types 0 and 1 are reserved, so a push ``tag`` is an integer from 2 up.
 
 Both sides of the format live here, so that it is written down once: what the server
 encodes and parses, and what a client (:mod:`pushgate.client`) sends and reads back
-(:data:`PING`, :meth:`ResumeRequest.as_message`, :func:`parse_welcome`,
-:func:`parse_server_message`). A client reads leniently: a key it does not know, or
-one of the wrong kind, is passed over rather than refused.
+(:data:`PING`, :meth:`ResumeRequest.as_message`, :meth:`Operation.as_message`,
+:func:`parse_welcome`, :func:`parse_server_message`, :func:`is_pong`). A client reads
+leniently: a key it does not know, or one of the wrong kind, is passed over rather
+than refused.
 
 This module is pure: it knows nothing of sockets or of WebSocket framing.
 """
@@ -66,18 +67,31 @@ def encode(message: dict[str, object]) -> bytes:
 
 
 def encode_push(
-    tag: int, val: object, room: RoomId | None = None, user: str | None = None
+    tag: int,
+    val: object,
+    room: RoomId | None = None,
+    user: str | None = None,
+    *,
+    exclude: str | None = None,
+    sender: dict[str, object] | None = None,
 ) -> bytes:
     """Serialize a push once; the same bytes then go to every recipient.
 
+    ``exclude``: the wsId it is not for, written first (``{"exclude":"<wsId>",...``)
+    so that every node finds it in the bytes without parsing them
+    (:func:`excluded_conn`); ``sender``: a client message's ``from``.
     Raises InvalidField("val") for a value JSON cannot carry (a lone surrogate, a
     number too large for a float).
     """
-    message: dict[str, object] = {"type": tag, "data": val}
+    message: dict[str, object] = {} if exclude is None else {"exclude": exclude}
+    message["type"] = tag
+    message["data"] = val
     if room is not None:
         message["room"] = room
     elif user is not None:
         message["user"] = user
+    if sender is not None:
+        message["from"] = sender
     try:
         return encode(message)
     except ValueError as exc:  # UnicodeEncodeError is a ValueError too
@@ -107,6 +121,18 @@ class StreamReport:
             str(value.get("epoch", "")),
             seq if _is_int(seq) else 0,
         )
+
+
+EXCLUDE_PREFIX = b'{"exclude":"'
+
+
+def excluded_conn(message: bytes) -> str | None:
+    """The wsId a push is not for, when :func:`encode_push` wrote one: a bytes
+    comparison for every other push, so the fan-out of each node pays nothing for it."""
+    if not message.startswith(EXCLUDE_PREFIX):
+        return None
+    start = len(EXCLUDE_PREFIX)
+    return message[start : message.index(b'"', start)].decode()
 
 
 def encode_welcome(
@@ -151,7 +177,7 @@ def recovery(streams: dict[str, StreamReport]) -> dict[str, object]:
 
 
 # Operations a client may ask for (type 0 with "op"), and events it may be told.
-OPERATIONS = ("subscribe", "unsubscribe", "refresh")
+OPERATIONS = ("subscribe", "unsubscribe", "refresh", "publish")
 MAX_OPERATION_ID = 64  # characters of a string id
 
 
@@ -165,17 +191,35 @@ class Operation:
     id: int | str | None = None
     grant: str | None = None
     token: str | None = None
+    # A publish's tag and data, and whether it comes back to the sender too.
+    tag: int = 0
+    data: object = None
+    echo: bool = False
+
+    def as_message(self) -> dict[str, object]:
+        """The message a client sends (what :func:`parse_operation` reads), before it
+        is serialized; keys left at their defaults are left out."""
+        data: dict[str, object] = {"op": self.op, "room": self.room}
+        for key, value in (("id", self.id), ("grant", self.grant), ("token", self.token)):
+            if value is not None:
+                data[key] = value
+        if self.op == "publish":
+            data.update(tag=self.tag, data=self.data, echo=self.echo)
+        return {"type": TYPE_WELCOME, "data": data}
 
 
 class OperationError(Exception):
     """A malformed operation: answered with code 400 and this reason, the
     connection kept (the ``id`` is the one the client gave, if it was usable)."""
 
-    def __init__(self, reason: str, op: str | None, id: int | str | None) -> None:
+    def __init__(
+        self, reason: str, op: str | None, id: int | str | None, *, code: int = 400
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.op = op
         self.id = id
+        self.code = code  # 400 malformed; 429 over the message rate
 
 
 def is_operation(data: object) -> bool:
@@ -215,7 +259,25 @@ def parse_operation(data: object) -> Operation:
         credentials[key] = value
     if op == "refresh" and credentials["token"] is None:
         raise OperationError('a refresh needs a "token"', op, op_id)
+    if op == "publish":
+        return _publish(data, room_id, op_id)
     return Operation(op, room_id, op_id, credentials["grant"], credentials["token"])
+
+
+def _publish(data: dict[str, object], room: RoomId, op_id: int | str | None) -> Operation:
+    tag = data.get("tag")
+    if not _is_int(tag) or not MIN_PUSH_TAG <= tag <= MAX_PUSH_TAG:
+        raise OperationError(
+            f'a publish needs a "tag", an integer from {MIN_PUSH_TAG} to {MAX_PUSH_TAG}',
+            "publish",
+            op_id,
+        )
+    if "data" not in data:
+        raise OperationError('a publish needs "data" (any JSON value)', "publish", op_id)
+    echo = data.get("echo", False)
+    if not isinstance(echo, bool):
+        raise OperationError('"echo" must be true or false', "publish", op_id)
+    return Operation("publish", room, op_id, tag=tag, data=data["data"], echo=echo)
 
 
 def encode_reply(
@@ -410,6 +472,7 @@ class Welcome:
     recovered: bool = False
     streams: dict[str, StreamReport] = field(default_factory=dict)
     reason: str | None = None
+    rooms: tuple[str, ...] | None = None  # with ?v=2: the rooms it is in; None: not told
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,7 +495,7 @@ def parse_welcome(payload: str | bytes) -> Welcome:
     heartbeat = data.get("heartbeat")
     if not isinstance(heartbeat, int | float) or isinstance(heartbeat, bool) or heartbeat <= 0:
         raise ValueError(f"the welcome's heartbeat is not a positive number: {heartbeat!r}")
-    reason = data.get("reason")
+    reason, rooms = data.get("reason"), data.get("rooms")
     return Welcome(
         ConnId(data["wsId"]),
         float(heartbeat),
@@ -441,14 +504,44 @@ def parse_welcome(payload: str | bytes) -> Welcome:
         recovered=bool(data.get("recovered")),
         streams=_stream_reports(data.get("streams")),
         reason=None if reason is None else str(reason),
+        rooms=tuple(r for r in rooms if isinstance(r, str)) if isinstance(rooms, list) else None,
     )
 
 
-def parse_server_message(payload: str | bytes) -> Push | Notice | None:
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to a client's :class:`Operation` (:func:`encode_reply` writes it):
+    ``ok`` with the room's stream ``position`` (None without history) and, for a
+    token's subscription, when it ``expires`` (Unix seconds); or a refusal's ``code``
+    (docs/protocol.md lists them) and ``reason``."""
+
+    op: str
+    id: int | str | None
+    ok: bool
+    room: str | None = None
+    position: tuple[str, int] | None = None
+    expires: int | None = None
+    code: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEvent:
+    """A ``v=2`` client's connection was put in a room (``joined``) or taken out of
+    one, without its asking (:func:`encode_event`): ``reason`` is ``server`` (the back
+    end) or ``expired`` (a subscription token's ``exp`` passed)."""
+
+    joined: bool
+    room: str
+    reason: str
+
+
+def parse_server_message(payload: str | bytes) -> Push | Notice | Reply | RoomEvent | None:
     """Read a message after the welcome: a :class:`Push`, a :class:`Notice` (a type-0
-    message with ``recovered`` false), or None for anything else (a PONG, a repeated
-    welcome, a message that is no object with an integer type). Raises ValueError
-    when it is not JSON."""
+    message with ``recovered`` false), a :class:`Reply` (one with ``op`` and ``ok``), a
+    :class:`RoomEvent` (``op`` joined or left), or None for anything else (a PONG, a
+    repeated welcome, a message that is no object with an integer type). Raises
+    ValueError when it is not JSON."""
     message = json.loads(payload)
     if not isinstance(message, dict):
         return None
@@ -456,10 +549,46 @@ def parse_server_message(payload: str | bytes) -> Push | Notice | None:
     if _is_int(kind) and kind > TYPE_HEARTBEAT:
         return _push(kind, message)
     data = message.get("data")
-    if kind == TYPE_WELCOME and isinstance(data, dict) and data.get("recovered") is False:
+    if kind != TYPE_WELCOME or not isinstance(data, dict):
+        return None
+    if "op" in data:
+        return _reply_or_event(data)
+    if data.get("recovered") is False:
         streams = data.get("streams") or {}
         return Notice(_stream_reports(streams)) if isinstance(streams, dict) else None
     return None
+
+
+def is_pong(payload: str | bytes) -> bool:
+    """Whether a message is the server's :data:`PONG` (which it sends as it is)."""
+    text = payload.encode() if isinstance(payload, str) else payload
+    return text.strip() == PONG.strip()
+
+
+def _reply_or_event(data: dict[str, object]) -> Reply | RoomEvent | None:
+    op, room = data.get("op"), data.get("room")
+    if not isinstance(op, str) or (room is not None and not isinstance(room, str)):
+        return None
+    if "ok" not in data:
+        if op in ("joined", "left") and room is not None:
+            return RoomEvent(op == "joined", room, str(data.get("reason", "")))
+        return None
+    op_id, position = data.get("id"), data.get("position")
+    expires, code = data.get("expires"), data.get("code")
+    at = None
+    if isinstance(position, list) and len(position) == 2:
+        epoch, seq = position
+        at = (epoch, seq) if isinstance(epoch, str) and _is_int(seq) else None
+    return Reply(
+        op,
+        op_id if _is_int(op_id) or isinstance(op_id, str) else None,
+        data["ok"] is True,
+        room,
+        at,
+        expires if _is_int(expires) else None,
+        code if _is_int(code) else None,
+        str(data.get("reason") or ""),
+    )
 
 
 def _push(kind: int, message: dict[str, object]) -> Push:

@@ -170,13 +170,15 @@ class Input(ConnectionState):
         if client is None:
             return
         limits = self._settings.input
-        if self._phase is not Phase.AWAITING and self._budget.message(self._loop.time(), limits):
+        over = self._phase is not Phase.AWAITING and self._budget.message(self._loop.time(), limits)
+        if over and self._budget.abusing(limits):
             self.limit_close(
                 "max_messages_per_second",
                 f"rate limit: over {limits.messages_per_second} messages per second",
             )
             return
-        client.on_message(data, self._settings.max_message_bytes)
+        # Over the rate, but not twice over: the message is refused, not the client.
+        client.on_message(data, self._settings.max_message_bytes, over_rate=over)
 
     def _echo(self, data: bytes, is_text: bool) -> None:
         """--conformance-echo: send the message back as it came, once checked."""
