@@ -35,9 +35,19 @@ DEFLATE_CASES = ",".join(
 DEFAULT_CASES = "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*," + DEFLATE_CASES
 
 
+PYENV_PYTHON2 = "~/.pyenv/versions/2.7*/bin/python2.7"
+NO_PYTHON2 = f"""autobahn: no Python 2.7 found. Autobahn|Testsuite (PyPI autobahntestsuite, its
+latest release, 25.10.1, included) runs on Python 2.7 only. Looked for: $PYTHON2,
+{PYENV_PYTHON2}, and python2.7 on PATH; none runs.
+Debian 12 and later package no Python 2.7: get one with pyenv (`pyenv install 2.7.18`,
+which builds it from source, with pip) and run again, or point PYTHON2 at one
+(PYTHON2=/path/to/python2.7). Its pip then installs autobahntestsuite from PyPI into
+.autobahn/site, once."""
+
+
 def python2() -> str:
     candidates = [os.environ.get("PYTHON2", "")]
-    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/2.7*/bin/python2.7")))
+    candidates += sorted(glob.glob(os.path.expanduser(PYENV_PYTHON2)))
     candidates += [shutil.which("python2.7") or ""]  # last: a pyenv shim may not run
     for candidate in candidates:
         if (
@@ -45,14 +55,14 @@ def python2() -> str:
             and subprocess.run([candidate, "--version"], capture_output=True).returncode == 0
         ):
             return candidate
-    sys.exit("autobahn: no Python 2.7 found (set PYTHON2); Autobahn|Testsuite needs one")
+    sys.exit(NO_PYTHON2)
 
 
 def install(py2: str) -> None:
     if (SITE / "bin" / "wstest").exists():
         return
     print("autobahn: installing autobahntestsuite for Python 2.7 into .autobahn/site", flush=True)
-    subprocess.run(
+    done = subprocess.run(
         [
             py2,
             "-m",
@@ -64,8 +74,12 @@ def install(py2: str) -> None:
             str(SITE),
             "autobahntestsuite",
         ],
-        check=True,
     )
+    if done.returncode:
+        sys.exit(
+            f"autobahn: `{py2} -m pip install autobahntestsuite` failed (above): that Python"
+            " 2.7 needs pip (`python2.7 -m ensurepip`) and PyPI must be reachable"
+        )
 
 
 def main() -> int:

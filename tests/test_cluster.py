@@ -211,10 +211,13 @@ async def test_garbage_on_the_nodes_channels_harms_nothing(
 async def test_a_burst_of_connections_gets_welcomes_at_once(cluster: Cluster) -> None:
     """In a cluster the welcome waits until the wsId is findable; a burst of new
     connections is announced together, not one refresh period at a time."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    clients = await asyncio.gather(*(open_client(cluster.gateways[0].ws_url) for _ in range(200)))
-    assert loop.time() - start < 2.0 * UNIT  # the refresh period alone is 0.67 s here
+    # One refresh period (0.67 s here) per connection would take over two minutes: the
+    # deadline catches that, or a hang, and no latency. How long a burst of connections
+    # takes is measured by `scripts/bench-cluster resume` (connect s, docs/benchmarks.md).
+    async with asyncio.timeout(20 * UNIT):
+        clients = await asyncio.gather(
+            *(open_client(cluster.gateways[0].ws_url) for _ in range(200))
+        )
     await asyncio.gather(*(ws.close() for ws, _ in clients))
 
 

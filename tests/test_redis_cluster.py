@@ -3,7 +3,6 @@ gateways and a logic node whose topics live on different shards, sessions that r
 across them, and a shard that goes down and comes back."""
 
 import asyncio
-import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -122,7 +121,7 @@ async def test_a_shard_down_fails_only_its_topics_and_flows_again_once_back(
 ) -> None:
     """With one master killed, pushes to rooms on it answer 503 while pushes to rooms on
     the other masters (and to all) keep arriving; once that master serves again,
-    pushes to its rooms are accepted and delivered within 2 s."""
+    pushes to its rooms are accepted and delivered again, with no restart."""
     down = next(i for i in range(3) if i != master_of_topic(own_cluster, "all"))
     rooms = [room_on_master(own_cluster, i) for i in range(3)]
     settings = {**FAST_TIMERS, "broker": own_cluster.url, "prefix": "rc2:", "node_ttl": 2.0}
@@ -153,7 +152,8 @@ async def test_a_shard_down_fails_only_its_topics_and_flows_again_once_back(
 
         await own_cluster.nodes[down].start()
         await own_cluster.wait_ok()
-        back = time.monotonic()
+        # A deadline against a hang, not a latency bound (one would flake under load):
+        # the time it takes is observed for docs/cluster.md ("0.01 s"), not asserted.
         async with asyncio.timeout(5 * UNIT):
             while True:
                 status, body = await post(
@@ -170,7 +170,75 @@ async def test_a_shard_down_fails_only_its_topics_and_flows_again_once_back(
                     break
                 assert status == 503, body
                 await asyncio.sleep(0.05)  # the shard gives no event when it serves again
-        assert time.monotonic() - back < 2.0
+        await ws.close()
+
+
+def node_id_on(cluster: RedisClusterServers, name: str, masters: set[int]) -> str:
+    """A node id starting with ``name`` whose own topics (commands to it, replies to
+    it) both hash to slots of ``masters``."""
+    for n in range(100_000):
+        node_id = f"{name}{n}"
+        if {master_of_topic(cluster, f"{kind}:{node_id}") for kind in ("node", "reply")} <= masters:
+            return node_id
+    raise AssertionError("no node id found")
+
+
+async def until_status(http: aiohttp.ClientSession, urls: list[str], status: int) -> None:
+    """Ask each URL until it answers ``status``, within a deadline against a hang.
+    Polls: a master going or coming back gives the test no event to await."""
+    async with asyncio.timeout(10 * UNIT):
+        for url in urls:
+            while True:
+                async with http.get(url) as response:
+                    if response.status == status:
+                        break
+                    assert response.status in (200, 503), url
+                await asyncio.sleep(0.05)
+
+
+async def test_readyz_is_503_on_the_nodes_subscribed_to_a_master_while_it_is_down(
+    own_cluster: RedisClusterServers, http: aiohttp.ClientSession
+) -> None:
+    """With a master killed, /readyz answers 503 on the gateway's port of a gateway
+    with a client in a room on it and on the logic API of a logic node whose replies
+    topic is on it, and 200 again once the master serves again; a gateway with no
+    topic there stays ready (docs/cluster.md)."""
+    down = next(i for i in range(3) if i != master_of_topic(own_cluster, "all"))
+    others = {0, 1, 2} - {down}
+    settings = {**FAST_TIMERS, "broker": own_cluster.url, "prefix": "rc6:", "node_ttl": 2.0}
+    async with AsyncExitStack() as stack:
+        gateway = await stack.enter_async_context(
+            running_server("gateway", **settings, node_id=node_id_on(own_cluster, "gw", others))
+        )
+        elsewhere = await stack.enter_async_context(
+            running_server("gateway", **settings, node_id=node_id_on(own_cluster, "other", others))
+        )
+        logic = await stack.enter_async_context(
+            running_server("logic", **settings, node_id=node_id_on(own_cluster, "logic", {down}))
+        )
+        ws, ws_id = await open_client(gateway.ws_url)
+        room = room_on_master(own_cluster, down)
+        status, body = await post(
+            http, logic.api_url + "/room/join", data={"id": room, "wsId": ws_id}
+        )
+        assert status == 200, body
+        subscribed = [
+            f"http://{LOOPBACK}:{gateway.ws_port}/readyz",
+            logic.api_url + "/readyz",
+        ]
+        not_there = f"http://{LOOPBACK}:{elsewhere.ws_port}/readyz"
+        await until_status(http, [*subscribed, not_there], 200)
+
+        own_cluster.nodes[down].kill()
+        await until_status(http, subscribed, 503)
+        async with http.get(subscribed[0]) as response:
+            assert await response.json() == {"ok": False, "status": "not ready"}
+        async with http.get(not_there) as response:
+            assert response.status == 200  # nothing of it is on that master
+
+        await own_cluster.nodes[down].start()
+        await own_cluster.wait_ok()
+        await until_status(http, [*subscribed, not_there], 200)
         await ws.close()
 
 

@@ -82,10 +82,20 @@ def test_a_public_api_without_a_key_refuses_to_start() -> None:
     assert "--insecure" in lines[0]
 
 
-async def test_insecure_says_the_operator_means_it() -> None:
-    """With --insecure a keyless public API starts (and logs a warning)."""
+async def test_insecure_says_the_operator_means_it(
+    caplog: pytest.LogCaptureFixture, http: aiohttp.ClientSession
+) -> None:
+    """With --insecure a keyless public API starts on every address (0.0.0.0, reached
+    here through 127.0.0.1), takes a push without a key, and logs a warning."""
+    caplog.set_level(logging.WARNING, logger="pushgate")
     async with running_server(**FAST_TIMERS, api_host="0.0.0.0", insecure=True) as server:
-        assert server.server.api_port > 0
+        assert server.server._runner is not None
+        assert [a[0] for a in server.server._runner.addresses] == ["0.0.0.0"]
+        url = f"http://127.0.0.1:{server.server.api_port}"
+        status, body = await post(http, url + "/push/all", data={"val": "x", "tag": "3"})
+        assert (status, body) == (200, {"ok": True, "delivered": 0})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "the logic API on 0.0.0.0 has no API key (--insecure)" in warnings
 
 
 # Who may connect

@@ -259,8 +259,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if request.app[NODE_KEY].ready:
+    node = request.app[NODE_KEY]
+    if node.ready:
         return ok({"status": "ready"})
+    if node.draining:
+        return error(503, "not ready: draining (stopping)")
     return error(503, "not ready: the broker is not connected and subscribed")
 
 
