@@ -82,7 +82,14 @@ async def running_server(role: str = "serve", **overrides: Any) -> AsyncIterator
 
 
 async def open_client(ws_url: str, **kwargs: Any) -> tuple[ClientConnection, str]:
-    """Connect a websockets client and read its welcome; return it and its wsId."""
+    """Connect a websockets client and read its welcome; return it and its wsId.
+
+    The client keeps reading whatever the test does meanwhile (no ``max_queue``,
+    unless given): websockets otherwise stops reading after 16 unread messages, so a
+    test that pushes 100 before receiving them would, on a slow machine, stop
+    answering the server's pings and be closed for silence. A client meant not to
+    read is a raw socket (tests/test_abuse.py)."""
+    kwargs.setdefault("max_queue", None)
     ws = await connect(ws_url, open_timeout=5 * UNIT, **kwargs)
     welcome = json.loads(await asyncio.wait_for(ws.recv(), 5 * UNIT))
     assert welcome["type"] == 0, welcome
