@@ -131,3 +131,76 @@ def test_history_max_bytes_holds_the_largest_push_or_is_no_limit() -> None:
     assert Config(history_max_bytes=2 * 1024 * 1024).history_max_bytes == 2 * 1024 * 1024
     with pytest.raises(ConfigError, match="--history-max-bytes"):
         Config(history_max_bytes=1000)
+
+
+def test_pushes_trimmed_to_history_size_give_back_their_bytes() -> None:
+    """A stream keeps its last ``size`` pushes; the bytes counted against
+    --history-max-bytes are those of the pushes still kept."""
+    kept = history(size=2)
+    pubs = [kept.publish("room:a", push(n), now=float(n)) for n in (1, 2, 3, 4)]
+    assert kept.bytes == sum(len(p.data) + PUSH_OVERHEAD for p in pubs[2:])
+    read = kept.read("room:a", Position(pubs[0].epoch, 0), now=4.0)
+    assert (seqs(read.publications), read.complete) == ([3, 4], False)
+
+
+def test_a_stream_trimmed_many_times_still_keeps_its_last_push_its_whole_ttl() -> None:
+    """The expiry of several pushes trimmed already takes none of those still kept."""
+    kept = history(size=1)
+    epoch = kept.publish("room:a", push(1), now=0.0).epoch
+    kept.publish("room:a", push(2), now=1.0)
+    last = kept.publish("room:a", push(3), now=2.0)
+    kept.expire(6.5)  # pushes 1 and 2 (trimmed) are due, push 3 is not
+    assert seqs(kept.read("room:a", Position(epoch, 2), now=6.5).publications) == [3]
+    assert kept.bytes == len(last.data) + PUSH_OVERHEAD
+
+
+def test_without_max_bytes_nothing_is_dropped_for_its_size() -> None:
+    kept = MemoryHistory(size=3, ttl=5.0, position_ttl=20.0)
+    epoch = kept.publish("room:a", push(1), now=0.0).epoch
+    kept.publish("room:a", push(2) * 1000, now=0.0)
+    assert seqs(kept.read("room:a", Position(epoch, 0), now=0.0).publications) == [1, 2]
+
+
+def test_a_publication_carries_when_the_api_accepted_it() -> None:
+    """Where the delivery-latency metric starts; 0 when it is not known."""
+    kept = history()
+    assert kept.publish("room:a", push(1), now=0.0, accepted_at=1_700_000_000.5).accepted_at == (
+        1_700_000_000.5
+    )
+    assert kept.publish("room:a", push(2), now=0.0).accepted_at == 0.0
+
+
+def test_every_idle_stream_is_forgotten_once_idle_position_ttl() -> None:
+    """Each stream is judged on its own (a followed one does not shelter those after
+    it), as soon as it has been idle position_ttl; expire() says how many went."""
+    kept = history()
+    for topic in ("room:followed", "room:a", "room:b"):
+        kept.publish(topic, push(1), now=0.0)
+    assert kept.expire(19.9, followed={"room:followed"}) == 0
+    assert kept.expire(20.0, followed={"room:followed"}) == 2
+    assert len(kept) == 1
+
+
+def test_next_due_is_when_a_push_expires_or_a_position_may_be_forgotten() -> None:
+    """What the bus's timer waits for: the first push's ttl, or else the first
+    check of an idle position; None when nothing is kept."""
+    kept = history()
+    assert kept.next_due() is None
+    kept.publish("room:a", push(1), now=3.0)
+    assert kept.next_due() == 3.0 + 5.0
+    kept.expire(8.0)
+    assert kept.next_due() == 3.0 + 20.0
+
+
+def test_a_client_from_an_epoch_the_stream_no_longer_has_gets_all_it_kept() -> None:
+    """Whatever seq the client held in the old epoch, the new epoch's pushes are all
+    given, and the client is told that is not all it missed."""
+    kept = history()
+    old = kept.publish("room:a", push(1), now=0.0).epoch
+    kept.publish("room:a", push(2), now=0.0)
+    assert kept.expire(30.0) == 1
+    for n in (1, 2, 3):
+        kept.publish("room:a", push(n), now=30.0 + n)
+    read = kept.read("room:a", Position(old, 2), now=34.0)
+    assert read.position.epoch != old
+    assert (seqs(read.publications), read.complete) == ([1, 2, 3], False)

@@ -2,9 +2,9 @@
 hand out and the notices to send out (docs/recovery.md). The live paths are in
 tests/test_recovery*.py and tests/test_resume_race.py."""
 
-from pushgate.recovery import Action, StreamRecovery
+from pushgate.recovery import Action, RepairOutcome, StreamRecovery
 from pushgate.streams import History, Position, Publication
-from pushgate.wire import StreamReport
+from pushgate.wire import StreamReport, encode_push
 
 S = "room:s"
 
@@ -22,7 +22,7 @@ def following(at: int, epoch: str = "e") -> StreamRecovery:
     return recovery
 
 
-def history(top: int, kept: range, epoch: str = "e", complete: bool = True) -> History:
+def history(top: int, kept: range | list[int], epoch: str = "e", complete: bool = True) -> History:
     return History(Position(epoch, top), tuple(pub(s, epoch) for s in kept), complete)
 
 
@@ -226,3 +226,189 @@ def test_captures_are_counted_per_resume_and_released() -> None:
     assert recovery.capturing() == []
     recovery.fanned_out(S, pub(2))  # nobody captures: kept nowhere
     assert recovery.capturing() == []
+
+
+def counted(outcome: RepairOutcome) -> RepairOutcome:
+    """The outcome, once its counts are checked against its steps: ``filled`` the
+    pushes handed out from history, ``lost`` the notices (what the node logs)."""
+    notices = sum(isinstance(step, StreamReport) for step in outcome.steps)
+    assert outcome.lost == notices
+    return outcome
+
+
+def test_a_stream_no_longer_followed_is_judged_afresh() -> None:
+    """Once the node lets go of a stream, its old position is forgotten: a later
+    subscription's first push is delivered, not taken for a gap."""
+    recovery = following(3)
+    recovery.forget(S)
+    assert recovery.last(S) is None
+    assert S not in recovery.topics()
+    assert recovery.arrive(S, pub(9)).action is Action.DELIVER
+
+
+def test_each_hole_among_held_pushes_is_told() -> None:
+    """History could not be read and the held pushes have holes between them too:
+    a notice before each push that does not follow the one before."""
+    recovery = following(3)
+    recovery.arrive(S, pub(6))
+    recovery.arrive(S, pub(7))
+    recovery.arrive(S, pub(9))
+    outcome = counted(recovery.finish_repair(S, None))
+    assert data(outcome.steps) == [
+        StreamReport(False, "e", 6),
+        b"e-6",
+        b"e-7",
+        StreamReport(False, "e", 9),
+        b"e-9",
+    ]
+    assert outcome.lost == 2
+    assert recovery.last(S) == Position("e", 9)
+
+
+def test_held_pushes_history_already_gave_are_skipped_and_the_later_ones_go_on() -> None:
+    """History was read at 7 while 6 and 8 were held: 4 to 7 from history, then 8."""
+    recovery = following(3)
+    recovery.arrive(S, pub(6))
+    recovery.arrive(S, pub(8))
+    outcome = counted(recovery.finish_repair(S, history(7, range(4, 8))))
+    assert data(outcome.steps) == [b"e-4", b"e-5", b"e-6", b"e-7", b"e-8"]
+    assert (outcome.filled, outcome.lost) == (4, 0)
+
+
+def test_a_reconnect_whose_history_has_a_hole_says_so_and_goes_on_from_the_top() -> None:
+    """Nothing held: history gives what follows without a gap, then one notice that
+    the stream is not recovered, at its top, which becomes the node's position."""
+    recovery = following(3)
+    recovery.start_repair(S)
+    outcome = counted(recovery.finish_repair(S, history(9, range(6, 10), complete=False)))
+    assert data(outcome.steps) == [StreamReport(False, "e", 9)]
+    assert (outcome.filled, outcome.lost) == (0, 1)
+    assert recovery.last(S) == Position("e", 9)
+    recovery.start_repair(S)
+    outcome = counted(recovery.finish_repair(S, history(12, [10, 11, 12], complete=True)))
+    assert data(outcome.steps) == [b"e-10", b"e-11", b"e-12"]
+
+
+def test_a_reconnect_whose_history_could_not_be_read_counts_one_loss() -> None:
+    recovery = following(3)
+    recovery.start_repair(S)
+    outcome = counted(recovery.finish_repair(S, None))
+    assert (outcome.filled, outcome.lost) == (0, 1)
+
+
+def test_a_repair_that_finds_a_new_epoch_with_a_hole_tells_both() -> None:
+    """The old epoch is gone and the new one no longer holds its first pushes: a
+    notice for each, and the stream goes on from the new epoch's top."""
+    recovery = following(3)
+    recovery.start_repair(S)
+    outcome = counted(recovery.finish_repair(S, history(5, range(3, 6), "f", complete=False)))
+    assert data(outcome.steps) == [StreamReport(False, "f", 0), StreamReport(False, "f", 5)]
+    assert (outcome.filled, outcome.lost) == (0, 2)
+    assert recovery.last(S) == Position("f", 5)
+
+
+def test_a_repair_that_finds_a_new_epoch_counts_its_notice() -> None:
+    recovery = following(3)
+    recovery.start_repair(S)
+    outcome = counted(recovery.finish_repair(S, history(2, range(1, 3), epoch="f")))
+    assert (outcome.filled, outcome.lost) == (2, 1)
+
+
+def test_a_quiet_stream_repaired_into_a_new_epoch_loses_nothing() -> None:
+    """Noted at subscription (nothing delivered), a stream that a reconnect finds in
+    a new epoch gets that epoch's pushes and no notice."""
+    recovery = StreamRecovery()
+    recovery.noted(S, Position("e", 0))
+    recovery.start_repair(S)
+    outcome = counted(recovery.finish_repair(S, history(2, range(1, 3), epoch="f")))
+    assert data(outcome.steps) == [b"f-1", b"f-2"]
+    assert recovery.last(S) == Position("f", 2)
+
+
+def test_a_resume_on_a_node_level_with_history_repairs_nothing() -> None:
+    recovery = following(5)
+    recovery.capture([S])
+    catch_up = recovery.catch_up({S: Position("e", 3)}, {S: history(5, range(4, 6))}, True)
+    assert catch_up.frames == [b"e-4", b"e-5"]
+    assert catch_up.reports[S] == StreamReport(True, "e", 5)
+    assert catch_up.repair == []
+
+
+def test_a_resume_from_a_lost_epoch_to_a_quiet_stream_names_the_new_epoch() -> None:
+    """The stream restarted and has nothing yet: the client is told where it is now
+    (not where it was), and that it was not recovered."""
+    recovery = StreamRecovery()
+    recovery.noted(S, Position("f", 0))
+    recovery.capture([S])
+    lost = History(Position("f", 0), (), complete=False)
+    catch_up = recovery.catch_up({S: Position("e", 7)}, {S: lost}, True)
+    assert catch_up.frames == []
+    assert catch_up.reports[S] == StreamReport(False, "f", 0)
+
+
+def test_a_resume_with_nothing_left_in_history_reports_where_history_is() -> None:
+    """History kept nothing and the node is ahead of the read: the client is given
+    the position history was read at, so that a later resume asks for what came
+    after it."""
+    recovery = following(3, epoch="f")
+    recovery.capture([S])
+    gone = History(Position("f", 2), (), complete=False)
+    catch_up = recovery.catch_up({S: Position("e", 7)}, {S: gone}, True)
+    assert catch_up.reports[S] == StreamReport(False, "f", 2)
+
+
+def test_a_resume_from_a_lost_epoch_on_a_node_behind_reports_the_nodes_position() -> None:
+    """The node has delivered nothing of the new epoch yet but history has: the
+    client gets nothing now and is told the node's position; the repair gives it
+    the rest with every other member."""
+    recovery = StreamRecovery()
+    recovery.noted(S, Position("f", 0))
+    recovery.capture([S])
+    catch_up = recovery.catch_up({S: Position("e", 7)}, {S: history(2, range(1, 3), "f")}, True)
+    assert catch_up.frames == []
+    assert catch_up.reports[S] == StreamReport(True, "f", 0)
+    assert catch_up.repair == [S]
+
+
+def test_a_resume_across_a_new_epoch_whose_pushes_arrive_while_it_resumes() -> None:
+    """The client's epoch is gone and the new one's pushes came live during the
+    resume: it gets them, and the report names the new epoch."""
+    recovery = StreamRecovery()
+    recovery.capture([S])
+    for seq in (1, 2):
+        recovery.arrive(S, pub(seq, "f"))
+        recovery.fanned_out(S, pub(seq, "f"))
+    catch_up = recovery.catch_up({S: Position("e", 7)}, {S: history(0, range(0), "f")}, True)
+    assert catch_up.frames == [b"f-1", b"f-2"]
+    assert catch_up.reports[S] == StreamReport(True, "f", 2)
+
+
+def test_a_new_epoch_captured_during_a_resume_is_not_recovered() -> None:
+    """History was read in one epoch and a push of a new one arrived live: the
+    client gets it but is told it was not recovered (what came between is lost)."""
+    recovery = following(5)
+    recovery.capture([S])
+    recovery.arrive(S, pub(1, "f"))
+    recovery.fanned_out(S, pub(1, "f"))
+    catch_up = recovery.catch_up({S: Position("e", 3)}, {S: history(5, range(4, 6))}, True)
+    assert catch_up.frames == [b"e-4", b"e-5", b"f-1"]
+    assert catch_up.reports[S] == StreamReport(False, "f", 1)
+
+
+def test_a_resume_is_not_handed_its_own_messages_back() -> None:
+    """A push that excludes the resuming connection (one it published itself) moves
+    its position on, from history and from the capture alike, but is not given to
+    it; every other connection's pushes are."""
+    mine = [Publication(seq, "e", encode_push(2, seq, exclude="me")) for seq in (4, 6)]
+    theirs = [Publication(seq, "e", encode_push(2, seq, exclude="you")) for seq in (3, 5)]
+    recovery = following(4)
+    recovery.capture([S])
+    for pub in (theirs[1], mine[1]):
+        recovery.arrive(S, pub)
+        recovery.fanned_out(S, pub)
+    read = History(Position("e", 4), (theirs[0], mine[0]))
+    catch_up = recovery.catch_up({S: Position("e", 2)}, {S: read}, True, conn="me")
+    assert catch_up.frames == [theirs[0].data, theirs[1].data]
+    assert catch_up.reports[S] == StreamReport(True, "e", 6)
+    everyone = recovery.catch_up({S: Position("e", 2)}, {S: read}, True)
+    assert everyone.frames == [theirs[0].data, mine[0].data, theirs[1].data, mine[1].data]

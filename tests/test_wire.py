@@ -1,12 +1,14 @@
 """The client-facing message format: server frames to the byte, client frames parsed."""
 
 import json
+import re
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushgate.errors import ClientFrameError
+from pushgate.errors import ClientFrameError, InvalidField
 from pushgate.ids import ConnId, RoomId
 from pushgate.wire import (
     CLOSE_INVALID_DATA,
@@ -314,3 +316,177 @@ def test_a_notice_reads_back_and_the_rest_is_passed_over() -> None:
         parse_server_message(b"not json")
     with pytest.raises(UnicodeDecodeError):  # a ValueError too
         parse_server_message(b"\xff not UTF-8")
+
+
+# What each refusal tells a client, and what a client reads leniently
+
+
+def closed_with(parse: Callable[[], object]) -> tuple[int, str]:
+    """The close code and reason of the ClientFrameError ``parse`` raises."""
+    with pytest.raises(ClientFrameError) as info:
+        parse()
+    return info.value.code, info.value.reason
+
+
+def test_a_value_json_cannot_carry_is_refused_as_val() -> None:
+    """A lone surrogate cannot be sent as UTF-8 JSON: the API's 400 names ``val``."""
+    with pytest.raises(InvalidField) as info:
+        encode_push(2, "\ud800")
+    assert info.value.field == "val"
+    assert info.value.message.startswith("cannot be sent as JSON text: ")
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "reason"),
+    [
+        (b"{", CLOSE_INVALID_DATA, "message is not valid JSON"),
+        (b'{"data":1}', CLOSE_UNSUPPORTED_DATA, 'expected an integer "type", it is missing'),
+        (b'{"type":{}}', CLOSE_UNSUPPORTED_DATA, 'expected an integer "type", got an object'),
+        (
+            b"[]",
+            CLOSE_UNSUPPORTED_DATA,
+            'expected a JSON object with an integer "type", got an array',
+        ),
+    ],
+)
+def test_a_refused_message_is_closed_with_a_reason_saying_why(
+    payload: bytes, code: int, reason: str
+) -> None:
+    assert closed_with(lambda: parse_client_message(payload)) == (code, reason)
+
+
+def resume(data: object, msg_type: int = 0) -> ResumeRequest:
+    return parse_resume(ClientMessage(msg_type, data))
+
+
+def test_a_resume_without_positions_resumes_every_stream_from_its_start() -> None:
+    assert resume({"wsId": WS_ID, "session": "s"}) == ResumeRequest(WS_ID, "s", {})
+
+
+@pytest.mark.parametrize(
+    ("msg_type", "data", "reason"),
+    [
+        (
+            1,
+            {"wsId": WS_ID, "session": "s"},
+            'expected a resume message {"type":0,"data":{"wsId","session","since"}} first',
+        ),
+        (
+            0,
+            "resume",
+            'expected a resume message {"type":0,"data":{"wsId","session","since"}} first',
+        ),
+        (0, {"wsId": WS_ID}, 'a resume needs "wsId" and "session" strings'),
+        (0, {"wsId": 7, "session": "s"}, 'a resume needs "wsId" and "session" strings'),
+        (0, {"wsId": WS_ID, "session": "s", "since": []}, '"since" must be an object'),
+    ],
+)
+def test_a_resume_that_is_not_one_is_closed_saying_what_was_expected(
+    msg_type: int, data: object, reason: str
+) -> None:
+    assert closed_with(lambda: resume(data, msg_type)) == (CLOSE_UNSUPPORTED_DATA, reason)
+
+
+@pytest.mark.parametrize(
+    "position", ["e", ["e"], ["e", 1, 2], [1, 2], ["e", "1"], ["e", 1.0], ["e", True], ["e", -1]]
+)
+def test_each_position_must_be_an_epoch_and_a_seq(position: object) -> None:
+    """Every way a position can be malformed is refused on its own, naming it."""
+    data = {"wsId": WS_ID, "session": "s", "since": {"all": position}}
+    code, reason = closed_with(lambda: resume(data))
+    assert code == CLOSE_UNSUPPORTED_DATA
+    assert reason == f'"since" of \'all\' must be ["<epoch>", <seq>], got {position!r}'
+
+
+@pytest.mark.parametrize(
+    ("stream", "position"),
+    [("room:" + "r" * 200, ["e"] * 100), ("room:" + "é" * 60, "\x00" * 60), ("all", "€" * 100)],
+)
+def test_a_long_stream_or_position_is_cut_short_in_the_reason(
+    stream: str, position: object
+) -> None:
+    """The reason quotes the start of the stream and of what came, and fits a close
+    frame (123 bytes of UTF-8) whatever their length and characters: a longer one
+    could not be sent at all."""
+    data = {"wsId": WS_ID, "session": "s", "since": {stream: position}}
+    code, reason = closed_with(lambda: resume(data))
+    assert code == CLOSE_UNSUPPORTED_DATA
+    assert reason.startswith(f'"since" of {stream[:20]!r}'[:-1])
+    assert len(reason.encode()) <= MAX_REASON_BYTES
+
+
+def test_a_stream_and_a_position_are_quoted_up_to_36_characters() -> None:
+    stream = "room:" + "r" * 31
+    data = {"wsId": WS_ID, "session": "s", "since": {stream: ["e", -1]}}
+    assert closed_with(lambda: resume(data))[1] == (
+        f'"since" of {stream!r} must be ["<epoch>", <seq>], got [\'e\', -1]'
+    )
+    longer = stream + "s"
+    data = {"wsId": WS_ID, "session": "s", "since": {longer: "x" * 40}}
+    assert closed_with(lambda: resume(data))[1] == (
+        f'"since" of {stream!r} must be ["<epoch>", <seq>], got \'{"x" * 35}'
+    )
+
+
+def test_a_welcome_says_whether_a_session_resumed_and_the_rooms_when_asked() -> None:
+    """With sessions on, ``resumed`` is false unless it resumed; ``rooms`` is there
+    only for a client that asked for events."""
+    first = json.loads(encode_welcome(WS_ID, 10, session="s"))
+    assert first["data"] == {"wsId": WS_ID, "heartbeat": 10, "session": "s", "resumed": False}
+    with_rooms = json.loads(encode_welcome(WS_ID, 10, rooms=["a", "b"]))
+    assert with_rooms["data"] == {"wsId": WS_ID, "heartbeat": 10, "rooms": ["a", "b"]}
+
+
+def test_a_resume_that_recovered_everything_reads_back_as_recovered() -> None:
+    streams = {"all": StreamReport(True, "e1", 7)}
+    encoded = encode_welcome(WS_ID, 10, session="s", resumed=True, streams=streams)
+    assert parse_welcome(encoded) == Welcome(WS_ID, 10.0, "s", True, True, streams)
+
+
+def test_a_stream_report_missing_its_keys_reads_as_not_recovered_at_the_start() -> None:
+    assert StreamReport.from_json({}) == StreamReport(False, "", 0)
+    assert StreamReport.from_json({"recovered": 1, "epoch": "e", "seq": "3"}) == StreamReport(
+        True, "e", 0
+    )
+    assert StreamReport.from_json([]) is None
+
+
+def test_a_welcome_with_a_short_heartbeat_is_read() -> None:
+    """Any positive heartbeat is a heartbeat, less than a second too."""
+    for heartbeat in (0.5, 1):
+        assert parse_welcome(encode_welcome(WS_ID, heartbeat)).heartbeat == heartbeat
+
+
+@pytest.mark.parametrize(
+    ("payload", "said"),
+    [
+        (
+            b'{"type":1,"data":"PONG"}',
+            'the first message is not a welcome: b\'{"type":1,"data":"PONG"}\'',
+        ),
+        (b'{"type":0,"data":{"heartbeat":10}}', "the welcome has no wsId"),
+        (b'{"type":0,"data":[]}', "the welcome has no wsId"),
+    ],
+)
+def test_what_is_no_welcome_is_refused_saying_what_arrived(payload: bytes, said: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
+        parse_welcome(payload)
+
+
+def test_a_refused_first_message_is_quoted_in_its_first_hundred_characters() -> None:
+    payload = '{"type":3,"data":"' + "x" * 200 + '"}'
+    said = "the first message is not a welcome: " + payload[:100]
+    with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
+        parse_welcome(payload)
+
+
+def test_a_notice_whose_streams_are_no_object_is_passed_over() -> None:
+    assert parse_server_message(b'{"type":0,"data":{"recovered":false,"streams":[1]}}') is None
+    notice = parse_server_message(b'{"type":0,"data":{"recovered":false}}')
+    assert notice == Notice({})
+
+
+def test_a_push_whose_epoch_is_no_string_has_none() -> None:
+    push = parse_server_message(b'{"type":2,"data":1,"seq":4,"epoch":5}')
+    assert isinstance(push, Push)
+    assert (push.seq, push.epoch) == (4, "")
