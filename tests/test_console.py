@@ -6,8 +6,10 @@ which scripts/test installs; ``playwright install`` is never run. Set
 """
 
 import asyncio
+import json
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,9 +24,18 @@ from aiohttp import web
 from pushgate.api import build_api
 from pushgate.client import PushAPI
 from pushgate.console import add_console_routes
+from pushgate.namespaces import grant_for
 from tests.browser import WAIT_MS
 from tests.dropping_proxy import DroppingProxy
-from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, open_client, running_server
+from tests.helpers import (
+    FAST_TIMERS,
+    LOOPBACK,
+    UNIT,
+    Running,
+    open_client,
+    running_server,
+    until_gone,
+)
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Dialog, Page
@@ -57,11 +68,16 @@ def screenshot_wanted() -> bool:
     return False
 
 
-async def open_console(browser: "Browser", page_url: str, ws_url: str) -> tuple["Page", str]:
-    """A new tab on the console, connected; returns it and its wsId."""
+async def open_console(
+    browser: "Browser", page_url: str, ws_url: str, *, init_script: str | None = None
+) -> tuple["Page", str]:
+    """A new tab on the console (``init_script`` run before the page's), connected;
+    returns it and its wsId."""
     from playwright.async_api import expect
 
     page = await browser.new_page(viewport={"width": 1280, "height": 600})
+    if init_script is not None:
+        await page.add_init_script(init_script)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     await page.goto(f"{page_url}/?ws={ws_url}", timeout=WAIT_MS)
@@ -464,3 +480,354 @@ async def test_a_link_to_another_host_is_used_once_the_person_accepts(
         await elsewhere.saw("GET", "/connect", None)  # the WebSocket handshake
         await type_api_key(page, "k-123")
         await elsewhere.saw("GET", "/stats", "Bearer k-123")
+
+
+# Subscribing from the page (pushgate.js: subscribe, unsubscribe, refresh, rooms)
+
+SUB_SECRET = "a-console-subscription-secret-32-bytes"
+GRANT_SECRET = "chat-grant-secret-of-the-back-end"
+SUBSCRIBING = {
+    **FAST_TIMERS,
+    "namespaces": f"lobby=public,chat=grant:{GRANT_SECRET},private=grant",
+    "token_secret": SUB_SECRET,
+}
+# What the page's WebSockets send, kept in window.sent (before any page script runs).
+RECORD_SENT = """
+const send = WebSocket.prototype.send;
+window.sent = [];
+WebSocket.prototype.send = function (data) {
+  window.sent.push(String(data));
+  return send.call(this, data);
+};
+"""
+
+
+def subscription_token(*rooms: str, **claims: object) -> str:
+    return jwt.encode({"subscribe": list(rooms), **claims}, SUB_SECRET, algorithm="HS256")
+
+
+async def subscribe_in(page: "Page", room: str, kind: str = "", credential: str = "") -> None:
+    """Fill the subscribe box and press Subscribe."""
+    await page.fill("#sub-room", room)
+    await page.select_option("#sub-kind", kind)
+    await page.fill("#sub-credential", credential)
+    await page.click("#subscribe")
+
+
+async def sent_subscribes(page: "Page") -> list[dict[str, object]]:
+    """The subscribe operations the page's connections have sent (RECORD_SENT)."""
+    sent: list[str] = await page.evaluate("window.sent")
+    messages = [json.loads(text) for text in sent]
+    return [m["data"] for m in messages if m["type"] == 0 and m["data"].get("op") == "subscribe"]
+
+
+async def test_the_subscribe_box_subscribes_and_unsubscribes_a_public_room(
+    browser: "Browser",
+) -> None:
+    """Subscribe: the answer and the room's chip (its button unsubscribes); the room's
+    pushes arrive; unsubscribed, the chip goes, and the server has the room no more."""
+    from playwright.async_api import expect
+
+    async with (
+        running_server(**SUBSCRIBING) as server,
+        console_for(server) as page_url,
+        PushAPI(server.api_url) as api,
+    ):
+        page, _ = await open_console(browser, page_url, server.ws_url)
+        await subscribe_in(page, "lobby:1")
+        result = page.locator("#sub-result")
+        await expect(result).to_have_text(
+            re.compile(r"^subscribed to lobby:1 at #0 of epoch [0-9a-f]+$"), timeout=WAIT_MS
+        )
+        await expect(result).not_to_have_class(re.compile("error"))
+        chip = page.locator('#my-rooms li[data-room="lobby:1"]')
+        await expect(chip).to_have_attribute("data-how", "subscribed")
+        assert server.server.node.room_sizes() == {"lobby:1": 1}
+
+        assert (await api.push_room("lobby:1", "to the lobby", 4)).delivered == 1
+        await expect(page.locator("#messages li .data").first).to_have_text(
+            "to the lobby", timeout=WAIT_MS
+        )
+        await chip.locator("button").click()
+        await expect(page.locator("#my-rooms li")).to_have_count(0, timeout=WAIT_MS)
+        assert server.server.node.room_sizes() == {}
+        await page.click("#unsubscribe")  # from a room it is not in: no error
+        await expect(result).to_have_text("unsubscribed from lobby:1", timeout=WAIT_MS)
+
+
+async def test_a_refusal_shows_its_code_and_reason_and_a_grant_or_token_opens_the_room(
+    browser: "Browser",
+) -> None:
+    """A server room: 403 and why; a grant room without a grant: 401, with another
+    connection's: 403, with the page's own (the back end's): subscribed. A token's
+    subscription shows until when; a refresh renews it."""
+    from playwright.async_api import expect
+
+    async with running_server(**SUBSCRIBING) as server, console_for(server) as page_url:
+        page, ws_id = await open_console(browser, page_url, server.ws_url)
+        result = page.locator("#sub-result")
+        await subscribe_in(page, "news")
+        await expect(result).to_have_text(
+            "subscribe news refused: 403 only the back end may put a connection in news",
+            timeout=WAIT_MS,
+        )
+        await expect(result).to_have_class(re.compile("error"))
+        await expect(result).to_have_attribute("data-code", "403")
+        await subscribe_in(page, "chat:42")
+        await expect(result).to_have_text(
+            "subscribe chat:42 refused: 401 chat:42 needs a grant or a subscription token",
+            timeout=WAIT_MS,
+        )
+        foreign = grant_for(GRANT_SECRET, "00000000-0000-4000-8000-000000000000", "chat:42")
+        await subscribe_in(page, "chat:42", "grant", foreign)
+        await expect(result).to_have_attribute("data-code", "403", timeout=WAIT_MS)
+        await expect(page.locator("#my-rooms li")).to_have_count(0)
+
+        await subscribe_in(page, "chat:42", "grant", grant_for(GRANT_SECRET, ws_id, "chat:42"))
+        await expect(result).to_have_text(
+            re.compile("^subscribed to chat:42 at #0"), timeout=WAIT_MS
+        )
+        await expect(page.locator('#my-rooms li[data-room="chat:42"]')).to_be_visible()
+
+        end = int(time.time()) + 600
+        await subscribe_in(page, "private:a", "token", subscription_token("private:a", exp=end))
+        until = time.strftime("%H:%M:%S", time.localtime(end))
+        await expect(result).to_contain_text(f", until {until}", timeout=WAIT_MS)
+        later = end + 600
+        await page.fill("#sub-credential", subscription_token("private:a", exp=later))
+        await page.click("#refresh-subscription")
+        until = time.strftime("%H:%M:%S", time.localtime(later))
+        await expect(result).to_have_text(
+            re.compile(f"^renewed private:a at #0 of epoch [0-9a-f]+, until {until}$"),
+            timeout=WAIT_MS,
+        )
+        assert server.server.node.room_sizes() == {"chat:42": 1, "private:a": 1}
+
+
+async def test_the_rooms_follow_the_back_end_and_a_tokens_expiry(browser: "Browser") -> None:
+    """The back end joins the page to a room and takes it out: the chip comes and
+    goes, and the log says so; a token's subscription ends at its exp, said too."""
+    from playwright.async_api import expect
+
+    async with (
+        running_server(**SUBSCRIBING) as server,
+        console_for(server) as page_url,
+        PushAPI(server.api_url) as api,
+    ):
+        page, ws_id = await open_console(browser, page_url, server.ws_url)
+        await api.join("sports", ws_id)
+        chip = page.locator('#my-rooms li[data-room="sports"]')
+        await expect(chip).to_have_attribute("data-how", "server", timeout=WAIT_MS)
+        await expect(chip.locator("button")).to_have_text("leave")
+        await expect(page.locator("#log li .text").first).to_have_text(
+            "joined sports (through the logic API)"
+        )
+        await api.leave("sports", ws_id)
+        await expect(page.locator("#my-rooms li")).to_have_count(0, timeout=WAIT_MS)
+
+        end = int(time.time()) + 2  # waiting for a token's exp is waiting for time
+        await subscribe_in(page, "private:e", "token", subscription_token("private:e", exp=end))
+        await expect(page.locator('#my-rooms li[data-room="private:e"]')).to_be_visible(
+            timeout=WAIT_MS
+        )
+        await expect(page.locator("#my-rooms li")).to_have_count(0, timeout=WAIT_MS)
+        await expect(page.locator("#notice")).to_have_text(
+            "left private:e: its subscription token expired"
+        )
+        assert await page.evaluate("window.pushgateConsole.client.ownRooms") == []
+
+
+async def test_a_resume_keeps_the_pages_subscriptions_without_subscribing_again(
+    browser: "Browser",
+) -> None:
+    """Cut and resumed (sessions on): the same wsId, the same chips, and not one more
+    subscribe sent; the rooms' pushes still arrive."""
+    from playwright.async_api import expect
+
+    async with (
+        running_server(**{**SUBSCRIBING, "session_ttl": 30.0}) as server,
+        console_for(server) as page_url,
+        PushAPI(server.api_url) as api,
+    ):
+        proxy = DroppingProxy(LOOPBACK, server.ws_port)
+        await proxy.start()
+        try:
+            page, ws_id = await open_console(
+                browser, page_url, f"ws://{LOOPBACK}:{proxy.port}/connect", init_script=RECORD_SENT
+            )
+            await subscribe_in(page, "lobby:1")
+            await subscribe_in(page, "chat:42", "grant", grant_for(GRANT_SECRET, ws_id, "chat:42"))
+            await subscribe_in(page, "private:t", "token", subscription_token("private:t"))
+            await expect(page.locator("#my-rooms li")).to_have_count(3, timeout=WAIT_MS)
+            assert len(await sent_subscribes(page)) == 3
+
+            await proxy.drop()
+            await expect(page.locator("#log li .text").first).to_have_text(
+                f"resumed as {ws_id}: recovered everything", timeout=WAIT_MS
+            )
+            await expect(page.locator("#state")).to_have_text("open")
+            await expect(page.locator("#my-rooms li")).to_have_count(3)
+            assert len(await sent_subscribes(page)) == 3
+            for room in ("lobby:1", "chat:42", "private:t"):
+                assert (await api.push_room(room, f"in {room}", 3)).delivered == 1
+            await expect(page.locator("#message-count")).to_have_text("3", timeout=WAIT_MS)
+        finally:
+            await proxy.close()
+
+
+async def test_a_new_session_subscribes_again_and_gives_up_a_grant_room(
+    browser: "Browser",
+) -> None:
+    """The session expired while the page was cut off: with the new wsId it subscribes
+    to the public room again and shows the token again; a grant was for the old wsId
+    and the console has no grantFor: it says it gave that room up."""
+    from playwright.async_api import expect
+
+    async with (
+        running_server(**SUBSCRIBING) as server,
+        console_for(server) as page_url,
+        aiohttp.ClientSession() as http,
+    ):
+        proxy = DroppingProxy(LOOPBACK, server.ws_port)
+        await proxy.start()
+        try:
+            page, ws_id = await open_console(
+                browser, page_url, f"ws://{LOOPBACK}:{proxy.port}/connect", init_script=RECORD_SENT
+            )
+            token = subscription_token("private:t")
+            await subscribe_in(page, "lobby:1")
+            await subscribe_in(page, "chat:42", "grant", grant_for(GRANT_SECRET, ws_id, "chat:42"))
+            await subscribe_in(page, "private:t", "token", token)
+            await expect(page.locator("#my-rooms li")).to_have_count(3, timeout=WAIT_MS)
+
+            proxy.freeze()
+            await proxy.drop()
+            await until_gone(http, server.api_url, ws_id)
+            proxy.thaw()
+            await expect(page.locator("#ws-id")).not_to_have_text(ws_id, timeout=WAIT_MS)
+            await expect(page.locator("#state")).to_have_text("open", timeout=WAIT_MS)
+            new_id = await page.locator("#ws-id").inner_text()
+            await expect(page.locator("#my-rooms li")).to_have_text(
+                ["lobby:1unsubscribe", "private:tunsubscribe"], timeout=WAIT_MS
+            )
+            await expect(page.locator('#log li[data-kind="given-up"] .text')).to_have_text(
+                "not subscribed to chat:42 again: it was subscribed with a grant, "
+                "and there is no grantFor"
+            )
+            again = (await sent_subscribes(page))[3:]
+            assert again == [
+                {"op": "subscribe", "room": "lobby:1", "id": 4},
+                {"op": "subscribe", "room": "private:t", "id": 5, "token": token},
+            ]
+            assert server.server.node.room_sizes() == {"lobby:1": 1, "private:t": 1}
+            assert UUID.match(new_id)
+        finally:
+            await proxy.close()
+
+
+async def test_the_js_client_asks_grant_for_for_a_new_sessions_grant_room(
+    browser: "Browser",
+) -> None:
+    """A PushgateClient given grantFor (here the page asks the test, as it would ask
+    its back end): after a new session it subscribes to its grant room again with a
+    grant made for the new wsId, and client.rooms has it."""
+    async with (
+        running_server(**SUBSCRIBING) as server,
+        console_for(server) as page_url,
+        aiohttp.ClientSession() as http,
+    ):
+        proxy = DroppingProxy(LOOPBACK, server.ws_port)
+        await proxy.start()
+        try:
+            page, _ = await open_console(browser, page_url, server.ws_url)
+            asked: list[list[str]] = []
+
+            def back_end_grant(room: str, ws_id: str) -> str:
+                asked.append([room, ws_id])
+                return grant_for(GRANT_SECRET, ws_id, room)
+
+            await page.expose_function("backEndGrant", back_end_grant)
+            first_id = await page.evaluate(
+                """async (url) => {
+                  const { PushgateClient } = await import("/static/pushgate.js");
+                  const grantFor = window.backEndGrant;
+                  const c = new PushgateClient(url, { grantFor, backoffInitial: 50 });
+                  window.own = c;
+                  const wsId = await c.connect();
+                  await c.subscribe("chat:42", { grant: await grantFor("chat:42", wsId) });
+                  return wsId;
+                }""",
+                f"ws://{LOOPBACK}:{proxy.port}/connect",
+            )
+            assert await page.evaluate("window.own.rooms") == ["chat:42"]
+            proxy.freeze()
+            await proxy.drop()
+            await until_gone(http, server.api_url, first_id)
+            proxy.thaw()
+            # Open again, as a new session: put back in its rooms before it counts as open.
+            await page.wait_for_function(
+                "(first) => window.own.state === 'open' && window.own.wsId !== first",
+                arg=first_id,
+                timeout=WAIT_MS,
+            )
+            new_id = await page.evaluate("window.own.wsId")
+            assert await page.evaluate("window.own.rooms") == ["chat:42"]
+            assert asked == [["chat:42", first_id], ["chat:42", new_id]]
+            assert server.server.node.room_sizes() == {"chat:42": 1}
+            await page.evaluate("window.own.close()")
+        finally:
+            await proxy.close()
+
+
+async def test_the_js_clients_join_resolves_once_its_rooms_say_so_and_it_paces_itself(
+    browser: "Browser",
+) -> None:
+    """join() (through the API) resolves only once the server's event has been read:
+    with the WebSocket held in a frozen proxy it waits. 60 subscribes at once stay
+    under the server's 50 messages a second: none is refused."""
+    async with (
+        running_server(**{**SUBSCRIBING, "idle_timeout": 10.0}) as server,
+        console_for(server) as page_url,
+    ):
+        proxy = DroppingProxy(LOOPBACK, server.ws_port)
+        await proxy.start()
+        try:
+            page, _ = await open_console(browser, page_url, server.ws_url)
+            await page.evaluate(
+                """async (url) => {
+                  const { PushAPI, PushgateClient } = await import("/static/pushgate.js");
+                  window.own = new PushgateClient(url, { api: new PushAPI() }); // the page's
+                  await window.own.connect();
+                }""",
+                f"ws://{LOOPBACK}:{proxy.port}/connect",
+            )
+            proxy.freeze()
+            await page.evaluate(
+                """() => {
+                  window.joined = null;
+                  window.own.join("news").then(() => (window.joined = window.own.rooms));
+                }"""
+            )
+            # The API answers at once; the event is held: join must still wait.
+            await asyncio.sleep(0.5 * UNIT)
+            assert server.server.node.room_sizes() == {"news": 1}
+            assert await page.evaluate("window.joined") is None
+            proxy.thaw()
+            await page.wait_for_function("window.joined !== null", timeout=WAIT_MS)
+            assert await page.evaluate("window.joined") == ["news"]
+
+            rooms = [f"lobby:{n}" for n in range(60)]
+            refused = await page.evaluate(
+                """async (rooms) => {
+                  const c = window.own;
+                  const done = rooms.map((room) => c.subscribe(room).then(() => null, String));
+                  return (await Promise.all(done)).filter(Boolean);
+                }""",
+                rooms,
+            )
+            assert refused == []
+            assert sorted(await page.evaluate("window.own.rooms")) == sorted(["news", *rooms])
+            await page.evaluate("window.own.close()")
+        finally:
+            proxy.thaw()
+            await proxy.close()

@@ -382,7 +382,7 @@ async def test_a_push_the_path_delivers_twice_is_shown_once_and_a_1012_resumes_f
         )
         assert len(connections) == 2
         url, sent = connections[1]
-        assert url == server.ws_url + "?resume=1"
+        assert url == server.ws_url + "?resume=1&v=2"
         assert json.loads(sent[0]) == {
             "type": 0,
             "data": {"wsId": ws_id, "session": session, "since": {"all": [epoch, 3]}},

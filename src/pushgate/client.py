@@ -8,7 +8,8 @@
         "ws://127.0.0.1:8888/connect", api=api
     ) as conn:
         print("connected as", conn.ws_id)
-        await conn.join("news")              # and again after every reconnect
+        await conn.join("news")              # through the logic API
+        await conn.subscribe("lobby:1")      # by itself, where the room's namespace allows
         async for push in conn:              # Push(type=3, data=..., room="news")
             print(push.type, push.room, push.data)
 
@@ -28,8 +29,6 @@ What a caller must know:
   before any new one. ``conn.recovered`` then says whether the server could give
   everything; when it could not (the session expired, history was trimmed or lost),
   ``conn.recovered`` is False and ``on_recovery`` is called: refetch your state.
-  A session that could not be resumed at all gives a new wsId: rooms joined through
-  :meth:`Connection.join` are joined again before the connection counts as open.
 - Pushes are delivered exactly once: a push whose position the client has already
   seen is dropped. A close with 4001 (another connection resumed this session) ends
   the connection for good.
@@ -37,7 +36,30 @@ What a caller must know:
   ``reconnect=False``; ``conn.close_code`` then tells why.
 - Pushes wait in a queue of ``max_queue`` messages; while it is full the client stops
   reading, and a server that then holds too much for it closes it (1008, slow
-  consumer), after which it reconnects.
+  consumer), after which it reconnects. Replies and room events are read in order
+  behind the pushes before them: while the queue is full they wait too.
+
+Rooms (docs/protocol.md, "Subscribing" and "Events"; docs/sdk.md):
+
+- ``conn.rooms`` is the rooms the connection is in, kept from what the server says
+  and in its order: the welcome's list, the replies to :meth:`Connection.subscribe`
+  and :meth:`~Connection.unsubscribe`, and its ``joined``/``left`` events (the back
+  end's moves, and a subscription token's expiry). :meth:`~Connection.join` and
+  :meth:`~Connection.leave` (through the logic API) return once it says so too. Each
+  change is handed to ``on_room_change`` as a :class:`RoomChange`.
+- :meth:`Connection.subscribe` returns once the server has answered: a
+  :class:`Subscribed`, or :class:`SubscribeError` with the refusal's ``code`` and
+  ``reason`` (:class:`NoReplyError` when no answer can come: not connected, or the
+  connection dropped first). Nothing is retried by itself.
+- A resumed session keeps its rooms: nothing is subscribed or joined again. A NEW
+  session (the old one could not be resumed: a new wsId) is put back in the rooms
+  the client put itself in (``conn.own_rooms``: :meth:`~Connection.join` and
+  :meth:`~Connection.subscribe`) before it counts as open; a grant is made for one
+  wsId, so a room subscribed with a grant or a token gets a new one from
+  ``grant_for(room, ws_id)`` (without it, a token is shown again, and a grant room is
+  given up). The rooms the back end put it in are the back end's to redo.
+- The client sends at most ``max_send_rate`` messages a second (PINGs, operations),
+  under the server's ``--max-client-messages-per-second``.
 """
 
 import asyncio
@@ -48,6 +70,7 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
@@ -56,7 +79,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.typing import Subprotocol
 
-from pushgate.ids import ConnId
+from pushgate.ids import ConnId, RoomId
 from pushgate.pushapi import (
     APIConnectionError,
     BadRequestError,
@@ -84,12 +107,17 @@ from pushgate.wire import (
     CLOSE_SESSION_TAKEN,
     PING,
     Notice,
+    Operation,
     Push,
+    Reply,
     ResumeRequest,
+    RoomEvent,
     StreamReport,
     Welcome,
+    is_pong,
     parse_server_message,
     parse_welcome,
+    room_stream,
 )
 
 __all__ = [
@@ -106,15 +134,19 @@ __all__ = [
     "LeaveResult",
     "Member",
     "MembersPage",
+    "NoReplyError",
     "NotFoundError",
     "PayloadTooLargeError",
     "Push",
     "PushAPI",
     "PushAPIError",
     "PushResult",
+    "RoomChange",
     "ServiceUnavailableError",
     "State",
     "Stats",
+    "SubscribeError",
+    "Subscribed",
     "SyncPushAPI",
     "UnauthorizedError",
     "UserMembershipResult",
@@ -141,11 +173,101 @@ class ClientClosed(Exception):
     """:meth:`Connection.recv` on a connection that is closed for good."""
 
 
+class SubscribeError(Exception):
+    """The server refused an operation (subscribe, unsubscribe, refresh) on ``room``:
+    ``code`` and ``reason`` as it sent them. 400 malformed, 401 the room needs a grant
+    or a token, 403 not allowed (a ``server`` room, a grant or token not good for this
+    connection and room), 409 the connection is in too many rooms (or has no token's
+    subscription to refresh), 429 over the message rate, 503 the broker is away.
+    ``retryable``: the same call may succeed later (429, 503, and no reply)."""
+
+    def __init__(self, op: str, room: str, code: int | None, reason: str) -> None:
+        said = f"{code} {reason}" if code is not None else reason
+        super().__init__(f"{op} {room}: {said}")
+        self.op = op
+        self.room = room
+        self.code = code
+        self.reason = reason
+
+    @property
+    def retryable(self) -> bool:
+        return self.code is None or self.code in (429, 503)
+
+
+class NoReplyError(SubscribeError):
+    """No reply can come (``code`` None): the connection is not open, or it dropped
+    before the reply. The operation may have been done or not; once the connection is
+    open again, ``conn.rooms`` says."""
+
+    def __init__(self, op: str, room: str, reason: str) -> None:
+        super().__init__(op, room, None, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """A subscription done (or renewed): where the room's stream stood then
+    (``position``, ``(epoch, seq)``; None when the server keeps no history), and when
+    a token's subscription ends unless renewed (``expires``, Unix seconds; None: for
+    as long as the session lasts)."""
+
+    room: str
+    position: tuple[str, int] | None
+    expires: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomChange:
+    """``conn.rooms`` gained ``room`` (``joined``) or lost it, and why: ``subscribe``
+    or ``unsubscribe`` (this client's operation), ``server`` (the back end: POST
+    /room/join or /room/leave, :meth:`Connection.join` included), ``expired`` (a
+    subscription token's ``exp`` passed without a refresh), or ``welcome`` (the
+    welcome listed the rooms so: a connection token's rooms; after a reconnect, a
+    change made while it was away, or a new session's rooms)."""
+
+    room: str
+    joined: bool
+    reason: str
+
+
 StateCallback = Callable[["Connection", State], Awaitable[None] | None]
 RecoveryCallback = Callable[["Connection", dict[str, bool]], Awaitable[None] | None]
+RoomCallback = Callable[["Connection", RoomChange], Awaitable[None] | None]
 TokenSource = str | Callable[[], str | Awaitable[str]]
+GrantSource = Callable[[str, str], str | Awaitable[str]]
 
 _END = object()
+
+
+@dataclass(slots=True)
+class _Own:
+    """How the client put itself in a room, to do it again in a new session: through
+    the logic API (``join``), or by subscribing with nothing (``subscribe``), a
+    ``grant``, or a ``token`` (the last one shown)."""
+
+    via: str
+    token: str | None = None
+
+
+class _RedoFailed(Exception):
+    """Putting a new session back in its rooms failed for now: reconnect and retry."""
+
+
+class _Pacer:
+    """At most ``rate`` messages a second, in bursts of as many (a token bucket):
+    any second then holds at most twice ``rate``."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._tokens = rate
+        self._stamp: float | None = None
+
+    def delay(self, now: float) -> float:
+        """Take one message's token: how long to wait before sending it."""
+        if self._stamp is not None:
+            self._tokens = min(self.rate, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        self._tokens -= 1
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
 class Connection:
@@ -167,6 +289,9 @@ class Connection:
         max_queue: int,
         max_message_bytes: int,
         on_recovery: RecoveryCallback | None = None,
+        on_room_change: RoomCallback | None = None,
+        grant_for: GrantSource | None = None,
+        max_send_rate: float = 20.0,
     ) -> None:
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
@@ -176,6 +301,8 @@ class Connection:
                 raise ValueError(f"url must start with ws:// or wss://, got {each!r}")
         if backoff_initial <= 0 or backoff_max < backoff_initial:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
+        if max_send_rate < 1:
+            raise ValueError(f"max_send_rate must be 1 or more, got {max_send_rate}")
         self.urls = urls
         self.url = urls[0]
         """The gateway URL of the current (or last) connection."""
@@ -207,16 +334,50 @@ class Connection:
         self._open_timeout = open_timeout
         self._max_message_bytes = max_message_bytes
         self._queue: asyncio.Queue[object] = asyncio.Queue(max_queue)
-        self._rooms: dict[str, None] = {}  # insertion-ordered set
         self._ws: ClientConnection | None = None
         self._runner: asyncio.Task[None] | None = None
         self._done = False
         self._closing = False
+        # Reading: one task per connection; pushes held until it counts as open.
+        self._reader: asyncio.Task[None] | None = None
+        self._holding = False
+        self._held: list[Push] = []
+        self._handing = asyncio.Lock()  # one hands pushes to the queue at a time
+        # Sending: paced, PINGs counted so that a PONG tells what was read before it.
+        self._pacer = _Pacer(max_send_rate)
+        self._sending = asyncio.Lock()
+        self._pings = 0
+        self._pongs = 0
+        self._catching_up: list[tuple[int, asyncio.Future[None]]] = []
+        # Rooms: the server's word (v=2), and what the client put itself in.
+        self._rooms: dict[str, None] = {}  # insertion-ordered sets
+        self._own: dict[str, _Own] = {}
+        self._events = False  # the server tells this connection of its rooms (v=2)
+        self._redo_pending = False  # a new session is not yet back in its own rooms
+        self._grant_for = grant_for
+        self._on_room_change = on_room_change
+        self._changes: asyncio.Queue[RoomChange] | None = None
+        self._notifier: asyncio.Task[None] | None = None
+        # Operations sent and not yet answered, by id.
+        self._pending: dict[int, tuple[Operation, asyncio.Future[Reply]]] = {}
+        self._last_id = 0
 
     @property
     def rooms(self) -> tuple[str, ...]:
-        """The rooms joined through :meth:`join`, rejoined after each reconnect."""
+        """The rooms the connection is in, as the server has said (after it is closed
+        for good: the last ones)."""
         return tuple(self._rooms)
+
+    @property
+    def own_rooms(self) -> tuple[str, ...]:
+        """The rooms the client put itself in (:meth:`join`, :meth:`subscribe`), which
+        a new session is put back in; a room the server takes it out of is dropped."""
+        return tuple(self._own)
+
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        """Of :attr:`own_rooms`, those it subscribed itself (not through :meth:`join`)."""
+        return tuple(room for room, own in self._own.items() if own.via != "join")
 
     # Lifecycle
 
@@ -240,7 +401,7 @@ class Connection:
         await self._set_state(State.CONNECTING)
         for attempt in range(len(self.urls)):
             try:
-                self._ws = await self._open_once()
+                await self._open_once()
                 break
             except ConnectError as exc:
                 if attempt + 1 < len(self.urls):
@@ -251,19 +412,24 @@ class Connection:
                 await self._set_state(State.CLOSED)
                 raise
         await self._set_state(State.OPEN)
-        self._runner = asyncio.create_task(self._run(), name=f"pushgate client {self.url}")
+        await self._release()
+        if not self._closing:
+            self._runner = asyncio.create_task(self._run(), name=f"pushgate client {self.url}")
 
     async def close(self) -> None:
         """Close for good (with code 1000): iteration ends once the queue is read."""
         self._closing = True
-        if self._runner is not None and self._runner is not asyncio.current_task():
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+        current = asyncio.current_task()
+        for task in (self._runner, self._reader):
+            if task is not None and task is not current and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._ws is not None:
             await self._ws.close()
             self.close_code = self._ws.close_code
             self._ws = None
+        self._end_waits()
         if not self._done:
             self._finish()
             await self._set_state(State.CLOSED)
@@ -290,31 +456,74 @@ class Connection:
         except StopAsyncIteration:
             raise ClientClosed(f"the connection to {self.url} is closed") from None
 
-    # Rooms (need the api argument)
+    # Subscriptions (docs/protocol.md, "Subscribing")
+
+    async def subscribe(
+        self, room: str, grant: str | None = None, token: str | None = None
+    ) -> Subscribed:
+        """Put this connection in ``room`` (where its namespace lets a client do it:
+        with nothing, a ``grant`` from the back end, or a subscription ``token``), and
+        again after a new session. Returns once the server has; raises
+        :class:`SubscribeError` (not retried: see its ``retryable``)."""
+        if grant is not None and token is not None:
+            raise ValueError("give a grant or a token, not both")
+        reply = await self._operate("subscribe", room, grant=grant, token=token)
+        return Subscribed(room, reply.position, reply.expires)
+
+    async def unsubscribe(self, room: str) -> None:
+        """Take this connection out of ``room`` (one it could put itself in) and stop
+        putting it back. Raises :class:`SubscribeError`."""
+        await self._operate("unsubscribe", room)
+
+    async def refresh(self, room: str, token: str) -> Subscribed:
+        """Renew a token's subscription with a newer token before its ``expires``.
+        Raises :class:`SubscribeError` (409: no token's subscription of ``room``)."""
+        reply = await self._operate("refresh", room, token=token)
+        return Subscribed(room, reply.position, reply.expires)
+
+    # Rooms through the logic API (need the api argument)
 
     async def join(self, room: str) -> JoinResult:
-        """Join ``room`` now, and again after every reconnect. Raises PushAPIError."""
+        """Join ``room`` now, and again after a new session; returns once
+        ``conn.rooms`` has it. Raises PushAPIError."""
         result = await self._require_api().join(room, self.ws_id)
-        self._rooms[room] = None
+        self._own[room] = _Own("join")
+        await self._settle([room], joined=True)
         return result
 
     async def leave(self, room: str) -> LeaveResult:
-        """Leave ``room`` and stop rejoining it. Raises PushAPIError."""
-        self._rooms.pop(room, None)
-        return await self._require_api().leave(room, self.ws_id)
+        """Leave ``room`` and stop rejoining it; returns once ``conn.rooms`` has it
+        no more. Raises PushAPIError."""
+        self._own.pop(room, None)
+        result = await self._require_api().leave(room, self.ws_id)
+        await self._settle([room], joined=False)
+        return result
 
     def _require_api(self) -> PushAPI:
         if self._api is None:
             raise RuntimeError("join and leave need connect(..., api=PushAPI(...))")
         return self._api
 
-    # Internals
+    async def _settle(self, rooms: list[str], *, joined: bool) -> None:
+        """After API calls that moved this connection: the server's events come
+        before the PONG to a PING sent now (a server without events: take its word)."""
+        if self._events:
+            await self._catch_up()
+            return
+        for room in rooms:
+            if joined:
+                self._enter(room, "server")
+            else:
+                self._exit(room, "server")
+
+    # Internals: the runner
 
     async def _run(self) -> None:
-        """Pump the open connection; when it drops, reconnect (or finish)."""
+        """Wait for the open connection to end; then reconnect (or finish)."""
         try:
             while (ws := self._ws) is not None and not self._closing:
-                await self._pump(ws)
+                assert self._reader is not None
+                await self._reader
                 self.close_code = ws.close_code or 1006
                 log.info("connection %s closed (%s)", self.ws_id, self.close_code)
                 self._ws = None
@@ -326,8 +535,9 @@ class Connection:
                 await self._set_state(State.RECONNECTING)
                 if self._closing:  # close() called by the callback
                     break
-                self._ws = await self._reopen()
+                await self._reopen()
                 await self._set_state(State.OPEN)
+                await self._release()
         except Exception:
             log.exception("pushgate client for %s failed", self.url)
         finally:
@@ -335,7 +545,177 @@ class Connection:
                 self._finish()
                 await self._set_state(State.CLOSED)
 
-    async def _pump(self, ws: ClientConnection) -> None:
+    async def _reopen(self) -> None:
+        """Open a new connection, retrying with full-jitter exponential backoff, and
+        put a new session back in its own rooms."""
+        initial, cap = self._backoff
+        attempt = 0
+        at_once = self.close_code == CLOSE_SERVICE_RESTART
+        while True:
+            if not at_once:
+                await asyncio.sleep(random.uniform(0, min(cap, initial * 2**attempt)))
+            at_once = False
+            try:
+                await self._open_once(resume=True)
+            except ConnectError as exc:
+                log.info("reconnect to %s failed: %s", self.url, exc)
+                self._next_url()
+            else:
+                if not self.resumed:
+                    self._redo_pending = True
+                try:
+                    await self._redo()
+                    return
+                except _RedoFailed as exc:
+                    # The next attempt resumes this session and finishes the work.
+                    log.warning("putting %s back in its rooms failed: %s", self.ws_id, exc)
+                    await self._stop_reading()
+            attempt = min(attempt + 1, 30)
+
+    async def _redo(self) -> None:
+        """Put a new session back in the rooms the client had put itself in and it is
+        not in. A room refused for good is given up; anything else raises _RedoFailed."""
+        if not self._redo_pending:
+            return
+        missing = [(room, own) for room, own in self._own.items() if room not in self._rooms]
+        joins = [room for room, own in missing if own.via == "join"]
+        if joins:
+            api = self._require_api()
+            try:
+                for room in joins:
+                    await api.join(room, self.ws_id)
+            except PushAPIError as exc:
+                raise _RedoFailed(str(exc)) from None
+            await self._settle(joins, joined=True)
+        shown: dict[str, dict[str, str]] = {}  # all asked for first: then all sent
+        for room, own in missing:
+            if own.via == "join":
+                continue
+            try:
+                credentials = await self._credentials(room, own)
+            except Exception as exc:
+                raise _RedoFailed(f"grant_for({room!r}, ...) failed: {exc!r}") from None
+            if credentials is None:
+                self._give_up(room, "it was subscribed with a grant, and there is no grant_for")
+            else:
+                shown[room] = credentials
+        operations = [
+            asyncio.create_task(self._operate("subscribe", room, redo=True, **credentials))
+            for room, credentials in shown.items()
+        ]
+        failed: BaseException | None = None
+        for outcome in await asyncio.gather(*operations, return_exceptions=True):
+            if isinstance(outcome, SubscribeError) and not outcome.retryable:
+                self._give_up(outcome.room, str(outcome))
+            elif isinstance(outcome, BaseException):
+                failed = outcome
+        if failed is not None:
+            raise _RedoFailed(str(failed))
+        self._redo_pending = False
+
+    async def _credentials(self, room: str, own: _Own) -> dict[str, str] | None:
+        """What to show to subscribe to ``room`` again (None: nothing will do)."""
+        if own.via == "subscribe":
+            return {}
+        if self._grant_for is not None:
+            made = self._grant_for(room, self.ws_id)
+            return {own.via: made if isinstance(made, str) else await made}
+        if own.via == "token" and own.token is not None:
+            return {"token": own.token}  # good unless bound to the old wsId, or expired
+        return None
+
+    def _give_up(self, room: str, why: str) -> None:
+        self._own.pop(room, None)
+        log.warning("%s is not subscribed to %s again: %s", self.ws_id, room, why)
+
+    # Internals: one connection
+
+    async def _open_once(self, resume: bool = False) -> None:
+        """One connection, welcomed and read from: sets ws_id, heartbeat and rooms.
+        With ``resume`` (and a session to resume) it asks for the session back;
+        ``resumed`` says if it was. Pushes are held until :meth:`_release`."""
+        subprotocols = None
+        if self._token is not None:
+            token = self._token() if callable(self._token) else self._token
+            if not isinstance(token, str):
+                token = await token
+            subprotocols = [Subprotocol("pushgate"), Subprotocol(token)]
+        resume = resume and bool(self.session)
+        url = self.url + ("&" if "?" in self.url else "?") + "v=2"  # events: docs/protocol.md
+        if resume:
+            url += "&resume=1"
+        try:
+            ws = await ws_connect(
+                url,
+                open_timeout=self._open_timeout,
+                max_size=self._max_message_bytes,
+                compression=None,
+                subprotocols=subprotocols,
+            )
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise ConnectError(f"cannot connect to {self.url}: {_reason(exc)}") from None
+        except InvalidURI as exc:
+            raise ValueError(str(exc)) from None
+        try:
+            if resume:
+                request = ResumeRequest(ConnId(self.ws_id), self.session, dict(self.positions))
+                await self._send(ws, json.dumps(request.as_message()))
+            async with asyncio.timeout(self._open_timeout):
+                frame = await ws.recv()
+            welcome = parse_welcome(frame)
+        except (ConnectionClosed, TimeoutError, ValueError) as exc:
+            await ws.close()
+            raise ConnectError(f"no welcome from {self.url}: {_reason(exc)}") from None
+        ws_id, self.heartbeat = welcome.ws_id, welcome.heartbeat
+        self.session = welcome.session
+        self.resumed = resume and welcome.resumed and ws_id == self.ws_id
+        self.ws_id = ws_id
+        self.connects += 1
+        self._take_rooms(welcome)
+        if resume:
+            await self._on_resume_welcome(welcome)
+        self._ws = ws
+        self._pings = self._pongs = 0
+        self._holding, self._held = True, []
+        self._reader = asyncio.create_task(self._read(ws), name=f"pushgate reader {ws_id}")
+
+    def _take_rooms(self, welcome: Welcome) -> None:
+        """The welcome's rooms are the connection's (a server without events lists
+        none: a new session is in none, a resumed one where it was)."""
+        self._events = welcome.rooms is not None
+        if welcome.rooms is None and self.resumed:
+            return
+        rooms = welcome.rooms or ()
+        for room in [room for room in self._rooms if room not in rooms]:
+            self._exit(room, "welcome")
+        for room in rooms:
+            self._enter(room, "welcome")
+
+    async def _on_resume_welcome(self, welcome: Welcome) -> None:
+        """After a resume: note whether everything missed is coming, or start over."""
+        if self.resumed:
+            self.recovered = welcome.recovered
+            log.info(
+                "resumed %s (%s)", welcome.ws_id, "recovered" if self.recovered else "NOT recovered"
+            )
+            if not self.recovered:
+                await self._apply_streams(welcome.streams)
+        else:
+            self.recovered = False
+            self.positions.clear()
+            log.warning("could not resume (%s); new wsId %s", welcome.reason, welcome.ws_id)
+            await self._call_recovery({})
+
+    async def _stop_reading(self) -> None:
+        """Close the connection and wait until its reader has ended."""
+        ws, reader = self._ws, self._reader
+        self._ws = None
+        if ws is not None:
+            await ws.close()
+        if reader is not None:
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _read(self, ws: ClientConnection) -> None:
         beat = asyncio.create_task(self._beat(ws)) if self._heartbeat_option else None
         try:
             async for frame in ws:
@@ -345,18 +725,46 @@ class Connection:
         finally:
             if beat is not None:
                 beat.cancel()
+            self._end_waits()
 
     async def _on_frame(self, frame: str | bytes) -> None:
-        """Queue a push not seen before; apply a notice; pass over the rest (PONGs)."""
+        """Queue a push not seen before; apply a reply, an event or a notice."""
+        if is_pong(frame):
+            self._pongs += 1
+            self._wake_caught_up()
+            return
         try:
             message = parse_server_message(frame)
         except ValueError:
             log.warning("ignored a message that is not JSON: %r", frame[:100])
             return
-        if isinstance(message, Notice):
+        if isinstance(message, Push):
+            if self._is_new(message):
+                await self._deliver(message)
+        elif isinstance(message, Reply):
+            self._on_reply(message)
+        elif isinstance(message, RoomEvent):
+            if message.joined:
+                self._enter(message.room, message.reason)
+            else:
+                self._own.pop(message.room, None)  # the server's word: not put back
+                self._exit(message.room, message.reason)
+        elif isinstance(message, Notice):
             await self._apply_streams(message.streams)
-        elif isinstance(message, Push) and self._is_new(message):
-            await self._queue.put(message)
+
+    async def _deliver(self, push: Push) -> None:
+        if self._holding:
+            self._held.append(push)
+            return
+        async with self._handing:
+            await self._queue.put(push)
+
+    async def _release(self) -> None:
+        """The connection counts as open: hand over the pushes held meanwhile."""
+        async with self._handing:
+            self._holding = False
+            while self._held:
+                await self._queue.put(self._held.pop(0))
 
     def _is_new(self, push: Push) -> bool:
         """Track the stream's position; False for a push already delivered."""
@@ -396,114 +804,153 @@ class Connection:
         except Exception:
             log.exception("on_recovery failed")
 
+    # Internals: operations, and sending
+
+    async def _operate(
+        self,
+        op: str,
+        room: str,
+        *,
+        grant: str | None = None,
+        token: str | None = None,
+        redo: bool = False,
+    ) -> Reply:
+        """Send an operation on the open connection (or, ``redo``, the one being
+        reopened) and wait for its reply; a refusal raises SubscribeError."""
+        ws = self._ws
+        if ws is None or (self.state is not State.OPEN and not redo):
+            raise NoReplyError(op, room, f"the connection is not open ({self.state.value})")
+        self._last_id = op_id = self._last_id + 1
+        operation = Operation(op, RoomId(room), op_id, grant, token)
+        answered: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[op_id] = (operation, answered)
+        try:
+            await self._send(ws, json.dumps(operation.as_message()))
+            reply = await answered
+        except ConnectionClosed:
+            raise NoReplyError(op, room, "the connection dropped before the reply") from None
+        finally:
+            self._pending.pop(op_id, None)
+        if not reply.ok:
+            raise SubscribeError(op, room, reply.code, reply.reason)
+        return reply
+
+    def _on_reply(self, reply: Reply) -> None:
+        """An answer: the rooms change here, in the order the server said things."""
+        pending = self._pending.get(reply.id) if isinstance(reply.id, int) else None
+        room = reply.room
+        if reply.ok and room is not None:
+            if reply.op == "subscribe":
+                if pending is not None:
+                    self._own[room] = _own_of(pending[0])
+                self._enter(room, "subscribe")
+            elif reply.op == "refresh" and pending is not None and room in self._own:
+                self._own[room] = _own_of(pending[0])
+            elif reply.op == "unsubscribe":
+                self._own.pop(room, None)
+                self._exit(room, "unsubscribe")
+        if pending is not None and not pending[1].done():
+            pending[1].set_result(reply)
+
+    async def _send(self, ws: ClientConnection, message: str | bytes, *, ping: bool = False) -> int:
+        """Send one message, paced; returns how many PINGs were sent on ``ws``."""
+        async with self._sending:
+            delay = self._pacer.delay(asyncio.get_running_loop().time())
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await ws.send(message, text=True)
+            if ping and ws is self._ws:
+                self._pings += 1
+            return self._pings
+
+    async def _catch_up(self) -> None:
+        """Wait until the server has answered a PING sent now, so that everything it
+        sent before (the events of an API call that has returned) has been read."""
+        ws = self._ws
+        if ws is None or self._reader is None or self._reader.done():
+            return
+        try:
+            sent = await self._send(ws, PING, ping=True)
+        except ConnectionClosed:
+            return
+        if self._pongs >= sent or ws is not self._ws:
+            return
+        answered = asyncio.get_running_loop().create_future()
+        self._catching_up.append((sent, answered))
+        with contextlib.suppress(TimeoutError):  # a PING over the server's rate is dropped
+            async with asyncio.timeout(self._open_timeout):
+                await answered
+
+    def _wake_caught_up(self) -> None:
+        waiting = self._catching_up
+        self._catching_up = [(n, f) for n, f in waiting if n > self._pongs]
+        for n, answered in waiting:
+            if n <= self._pongs and not answered.done():
+                answered.set_result(None)
+
+    def _end_waits(self) -> None:
+        """The connection has ended: no reply or PONG will come on it."""
+        pending, self._pending = self._pending, {}
+        for _, answered in pending.values():
+            if not answered.done():
+                answered.set_exception(ConnectionClosed(None, None))
+        waiting, self._catching_up = self._catching_up, []
+        for _, caught_up in waiting:
+            if not caught_up.done():
+                caught_up.set_result(None)
+
     async def _beat(self, ws: ClientConnection) -> None:
         option = self._heartbeat_option
         interval = self.heartbeat if option is True else float(option)
         with contextlib.suppress(ConnectionClosed):
             while True:
                 await asyncio.sleep(interval)
-                await ws.send(PING, text=True)
+                await self._send(ws, PING, ping=True)
 
-    async def _reopen(self) -> ClientConnection:
-        """Open a new connection, retrying with full-jitter exponential backoff."""
-        initial, cap = self._backoff
-        attempt = 0
-        at_once = self.close_code == CLOSE_SERVICE_RESTART
-        while True:
-            if not at_once:
-                await asyncio.sleep(random.uniform(0, min(cap, initial * 2**attempt)))
-            at_once = False
+    # Internals: rooms
+
+    def _enter(self, room: str, reason: str) -> None:
+        if room not in self._rooms:
+            self._rooms[room] = None
+            self._tell(RoomChange(room, True, reason))
+
+    def _exit(self, room: str, reason: str) -> None:
+        self.positions.pop(room_stream(room), None)  # a later join starts afresh
+        if room in self._rooms:
+            del self._rooms[room]
+            self._tell(RoomChange(room, False, reason))
+
+    def _tell(self, change: RoomChange) -> None:
+        """Hand a change to on_room_change, in order, from a task of its own (so that
+        the callback may subscribe, which needs the reader)."""
+        if self._on_room_change is None:
+            return
+        if self._changes is None:
+            self._changes = asyncio.Queue()
+            self._notifier = asyncio.create_task(self._notify(self._changes, self._on_room_change))
+        self._changes.put_nowait(change)
+
+    async def _notify(self, changes: asyncio.Queue[RoomChange], callback: RoomCallback) -> None:
+        while not self._done:
+            change = await changes.get()
             try:
-                ws = await self._open_once(resume=True)
-            except ConnectError as exc:
-                log.info("reconnect to %s failed: %s", self.url, exc)
-                self._next_url()
-            else:
-                self._ws = ws  # so that close() closes it
-                if self.resumed:
-                    return ws
-                try:
-                    await self._rejoin()
-                except PushAPIError as exc:
-                    log.warning("rejoining rooms as %s failed: %s", self.ws_id, exc)
-                    self._ws = None
-                    await ws.close()
-                else:
-                    return ws
-            attempt = min(attempt + 1, 30)
+                result = callback(self, change)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("on_room_change(%s) failed", change)
 
-    async def _rejoin(self) -> None:
-        if self._rooms:
-            api = self._require_api()
-            for room in list(self._rooms):
-                await api.join(room, self.ws_id)
+    # Internals: the rest
 
     def _next_url(self) -> None:
         self.url = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
-
-    async def _open_once(self, resume: bool = False) -> ClientConnection:
-        """One connection, welcomed: sets ws_id and heartbeat. With ``resume`` (and a
-        session to resume) it asks for the session back; ``resumed`` says if it was."""
-        subprotocols = None
-        if self._token is not None:
-            token = self._token() if callable(self._token) else self._token
-            if not isinstance(token, str):
-                token = await token
-            subprotocols = [Subprotocol("pushgate"), Subprotocol(token)]
-        resume = resume and bool(self.session)
-        url = self.url
-        if resume:
-            url += ("&" if "?" in url else "?") + "resume=1"
-        try:
-            ws = await ws_connect(
-                url,
-                open_timeout=self._open_timeout,
-                max_size=self._max_message_bytes,
-                compression=None,
-                subprotocols=subprotocols,
-            )
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise ConnectError(f"cannot connect to {self.url}: {_reason(exc)}") from None
-        except InvalidURI as exc:
-            raise ValueError(str(exc)) from None
-        try:
-            if resume:
-                request = ResumeRequest(ConnId(self.ws_id), self.session, dict(self.positions))
-                await ws.send(json.dumps(request.as_message()))
-            async with asyncio.timeout(self._open_timeout):
-                frame = await ws.recv()
-            welcome = parse_welcome(frame)
-        except (ConnectionClosed, TimeoutError, ValueError) as exc:
-            await ws.close()
-            raise ConnectError(f"no welcome from {self.url}: {_reason(exc)}") from None
-        ws_id, self.heartbeat = welcome.ws_id, welcome.heartbeat
-        self.session = welcome.session
-        self.resumed = resume and welcome.resumed and ws_id == self.ws_id
-        self.ws_id = ws_id
-        self.connects += 1
-        if resume:
-            await self._on_resume_welcome(welcome)
-        return ws
-
-    async def _on_resume_welcome(self, welcome: Welcome) -> None:
-        """After a resume: note whether everything missed is coming, or start over."""
-        if self.resumed:
-            self.recovered = welcome.recovered
-            log.info(
-                "resumed %s (%s)", welcome.ws_id, "recovered" if self.recovered else "NOT recovered"
-            )
-            if not self.recovered:
-                await self._apply_streams(welcome.streams)
-        else:
-            self.recovered = False
-            self.positions.clear()
-            log.warning("could not resume (%s); new wsId %s", welcome.reason, welcome.ws_id)
-            await self._call_recovery({})
 
     def _finish(self) -> None:
         self._done = True
         if not self._queue.full():
             self._queue.put_nowait(_END)
+        if self._notifier is not None and self._notifier is not asyncio.current_task():
+            self._notifier.cancel()
 
     async def _set_state(self, state: State) -> None:
         self.state = state
@@ -532,6 +979,9 @@ def connect(
     max_queue: int = 1024,
     max_message_bytes: int = 16 << 20,
     on_recovery: RecoveryCallback | None = None,
+    on_room_change: RoomCallback | None = None,
+    grant_for: GrantSource | None = None,
+    max_send_rate: float = 20.0,
 ) -> Connection:
     """A connection to the gateway at ``url`` (``ws://HOST:8888/connect``), opened by
     ``async with`` (or ``await conn.open()``).
@@ -550,6 +1000,14 @@ def connect(
     ``on_recovery(conn, streams)``: called when pushes could not be recovered (a
     resume that could not give everything, or that got a new session, or a gap the
     server could not fill); ``streams`` maps each stream to whether it was recovered.
+    ``on_room_change(conn, change)``: called with each :class:`RoomChange` of
+    ``conn.rooms``, in order, from a task of its own (it may await
+    :meth:`Connection.subscribe`); ``conn.rooms`` may be ahead of it by then.
+    ``grant_for(room, ws_id)`` (sync or async): a new grant (or subscription token,
+    whichever the room was subscribed with) for ``ws_id``, asked of your back end when
+    a new session subscribes again; an exception is retried, as a failed reconnect is.
+    ``max_send_rate``: messages sent per second at most, in bursts of as many (keep
+    twice it under the server's ``--max-client-messages-per-second``, 50).
     """
     return Connection(
         url,
@@ -564,7 +1022,19 @@ def connect(
         max_queue=max_queue,
         max_message_bytes=max_message_bytes,
         on_recovery=on_recovery,
+        on_room_change=on_room_change,
+        grant_for=grant_for,
+        max_send_rate=max_send_rate,
     )
+
+
+def _own_of(operation: Operation) -> _Own:
+    """How a subscription was made, from its operation."""
+    if operation.grant is not None:
+        return _Own("grant")
+    if operation.token is not None:
+        return _Own("token", operation.token)
+    return _Own("subscribe")
 
 
 def _reason(exc: BaseException) -> str:

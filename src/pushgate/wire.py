@@ -455,8 +455,13 @@ class Push:
     @property
     def stream(self) -> str:
         if self.room is not None:
-            return ROOM_TOPIC_PREFIX + self.room
+            return room_stream(self.room)
         return TOPIC_ALL if self.user is None else USER_TOPIC_PREFIX + self.user
+
+
+def room_stream(room: str) -> str:
+    """The stream of a room's pushes, as positions and resumes name it."""
+    return ROOM_TOPIC_PREFIX + room
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@
 // and no connection with the token, goes to a host nobody confirmed.
 
 import { Chart, Series, quantileBetween } from "./charts.js";
-import { PushAPI, PushgateClient, State } from "./pushgate.js";
+import { PushAPI, PushgateClient, State, SubscribeError } from "./pushgate.js";
 
 const MAX_MESSAGES = 500;
 const MAX_LOG = 50;
@@ -33,6 +33,10 @@ const ui = {
   roomInput: $("room-input"),
   myRooms: $("my-rooms"),
   noRooms: $("no-rooms"),
+  subRoom: $("sub-room"),
+  subKind: $("sub-kind"),
+  subCredential: $("sub-credential"),
+  subResult: $("sub-result"),
   pushRoom: $("push-room"),
   pushTag: $("push-tag"),
   pushVal: $("push-val"),
@@ -142,8 +146,11 @@ function connect() {
   });
   c.on("recovery", showRecovery);
   c.on("message", showMessage);
-  c.on("rooms", ({ rooms }) => showRooms(rooms));
-  c.on("error", ({ error }) => notify(String(error.message || error)));
+  c.on("rooms", showRoomChange);
+  c.on("error", ({ error, room }) => {
+    if (room) log("given-up", String(error.message || error));
+    notify(String(error.message || error));
+  });
   c.connect().catch((error) => notify(String(error.message || error)));
   window.pushgateConsole.client = c;
 }
@@ -217,29 +224,99 @@ $("join-form").addEventListener("submit", async (event) => {
   }
 });
 
+/** A change of the client's rooms: the list is redrawn, and what the page did not ask
+ *  for itself (the back end's moves, an expiry, a new session) is logged. */
+function showRoomChange({ rooms, room, joined, reason }) {
+  showRooms(rooms);
+  if (reason === "expired") {
+    report("expired", `left ${room}: its subscription token expired`);
+  } else if (reason === "server" || reason === "welcome") {
+    const by = reason === "server" ? "through the logic API" : "as the welcome said";
+    log("rooms", `${joined ? "joined" : "left"} ${room} (${by})`);
+  }
+}
+
+/** The rooms as chips: those this page subscribed itself are unsubscribed with their
+ *  button, the others left through the logic API. */
 function showRooms(rooms) {
+  const subscribed = new Set(client?.subscriptions ?? []);
+  const joined = new Set(client?.ownRooms ?? []);
   ui.myRooms.replaceChildren(
     ...rooms.map((room) => {
       const item = document.createElement("li");
       item.dataset.room = room;
+      const own = subscribed.has(room);
+      item.dataset.how = own ? "subscribed" : joined.has(room) ? "joined" : "server";
       const name = document.createElement("span");
       name.textContent = room;
-      const leave = document.createElement("button");
-      leave.type = "button";
-      leave.textContent = "leave";
-      leave.title = `leave ${room}`;
-      leave.addEventListener("click", async () => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = own ? "unsubscribe" : "leave";
+      button.title = own ? `unsubscribe from ${room}` : `leave ${room} (logic API)`;
+      button.addEventListener("click", async () => {
         try {
-          await client?.leave(room);
+          await (own ? client?.unsubscribe(room) : client?.leave(room));
         } catch (error) {
-          notify(`leave ${room}: ${error.message}`);
+          notify(`${button.textContent} ${room}: ${error.message}`);
         }
       });
-      item.append(name, leave);
+      item.append(name, button);
       return item;
     }),
   );
   ui.noRooms.hidden = rooms.length > 0;
+}
+
+// Subscribe: the page's connection puts itself in a room (docs/protocol.md, "Subscribing")
+
+/** The grant or token typed for the operation, as subscribe() takes it. */
+function shown() {
+  const kind = ui.subKind.value;
+  const value = ui.subCredential.value.trim();
+  return kind && value ? { [kind]: value } : {};
+}
+
+/** Run an operation from the form and show its answer, or its refusal's code and reason. */
+async function operate(what, call) {
+  const room = ui.subRoom.value.trim();
+  if (!room) return showSubResult("a room id, please", true);
+  if (!client || client.state !== State.OPEN) return showSubResult("not connected", true);
+  try {
+    showSubResult(await call(client, room), false);
+  } catch (error) {
+    if (!(error instanceof SubscribeError)) return showSubResult(`${what} ${room}: ${error.message}`, true);
+    const said = error.code ? `${error.code} ${error.reason}` : `no reply (${error.reason})`;
+    showSubResult(`${what} ${room} refused: ${said}`, true, error.code);
+  }
+}
+
+function subscribed(verb, { room, position, expires }) {
+  const at = position ? ` at #${position[1]} of epoch ${position[0]}` : "";
+  const until = expires ? `, until ${new Date(expires * 1000).toTimeString().slice(0, 8)}` : "";
+  return `${verb} ${room}${at}${until}`;
+}
+
+$("subscribe-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  operate("subscribe", async (c, room) => subscribed("subscribed to", await c.subscribe(room, shown())));
+});
+$("unsubscribe").addEventListener("click", () =>
+  operate("unsubscribe", async (c, room) => {
+    await c.unsubscribe(room);
+    return `unsubscribed from ${room}`;
+  }),
+);
+$("refresh-subscription").addEventListener("click", () => {
+  const { token } = shown();
+  if (!token) return showSubResult('a refresh needs a token: choose "a token" and paste it', true);
+  operate("refresh", async (c, room) => subscribed("renewed", await c.refresh(room, token)));
+});
+
+function showSubResult(text, isError, code = null) {
+  ui.subResult.textContent = text;
+  ui.subResult.classList.toggle("error", isError);
+  if (code === null) delete ui.subResult.dataset.code;
+  else ui.subResult.dataset.code = String(code);
 }
 
 // Push

@@ -8,8 +8,12 @@
 //   // a gateway that checks connection tokens: new PushgateClient(url, { api, token: jwt })
 //   client.addEventListener("message", (e) => console.log(e.detail.type, e.detail.room, e.detail.data));
 //   client.on("recovery", ({ recovered, streams }) => recovered || console.warn("lost pushes", streams));
+//   client.on("rooms", ({ rooms, room, joined, reason }) => console.log(rooms, room, joined, reason));
 //   await client.connect();        // resolves with the wsId once the welcome has arrived
 //   await client.join("news");     // kept by the session; joined again if it is a new one
+//   await client.subscribe("lobby:1");                        // a public room: by itself
+//   await client.subscribe("chat:42", { grant });             // a grant room: the back end's grant
+//   // (or { token }: a subscription token); rejects with SubscribeError {code, reason, retryable}
 //
 // What a caller must know (docs/recovery.md is the protocol):
 // - The client sends {"type":1,"data":"PING"} every `heartbeat` seconds (the server's
@@ -40,6 +44,22 @@
 //   [epoch, seq] a resume continues from.
 // - The server closing with 4001 means another connection resumed this session: the
 //   client stops (state closed) and does not reconnect.
+// - Rooms (docs/protocol.md "Subscribing" and "Events", docs/sdk.md): client.rooms is the
+//   rooms the connection is in, kept from what the server says, in its order: the
+//   welcome's list (it connects with ?v=2), the replies to subscribe() and unsubscribe(),
+//   and its "joined"/"left" events (the back end's moves, a subscription token's expiry).
+//   join() and leave() (through the api) resolve once it says so too. subscribe(room,
+//   {grant, token}) resolves with {room, position, expires} once the server has done it,
+//   or rejects with a SubscribeError {op, room, code, reason, retryable} (code 0: no reply
+//   can come, the connection is not open or dropped first); nothing is retried by itself.
+// - A resumed session keeps its rooms: nothing is subscribed or joined again. A NEW session
+//   is put back in the rooms the client put itself in (client.ownRooms: join() and
+//   subscribe()) before it counts as open. A grant is made for one wsId: a room subscribed
+//   with a grant or a token gets a new one from the grantFor(room, wsId) option (an async
+//   function asking your back end; without it a token is shown again, and a grant room is
+//   given up with an "error" event). Rooms the back end put it in are the back end's to redo.
+// - It sends at most maxSendRate messages a second (PINGs, operations), under the server's
+//   --max-client-messages-per-second (50).
 // - Events (an EventTarget; each detail is a plain object):
 //     "state"    {state, wsId}   state is one of State: connecting, open, reconnecting, closed
 //     "open"     {wsId, heartbeat, reconnected, resumed}
@@ -49,9 +69,13 @@
 //                streams: {name: {recovered, epoch, seq}} as the server sent them;
 //                reason: why it could not resume (null when it did)
 //     "message"  {type, data, room, user, stream, seq, epoch, time}
-//     "rooms"    {rooms}         the rooms joined through join() and leave(), after each change
+//     "rooms"    {rooms, room, joined, reason}   after each change of client.rooms: room came
+//                in (joined) or went; reason "subscribe" or "unsubscribe" (this client's),
+//                "server" (the back end, join() and leave() included), "expired" (a token's
+//                exp passed), "welcome" (the welcome said so: a new session, or moved while away)
 //     "close"    {code, reason}  a connection ended (reconnecting follows unless closed)
-//     "error"    {error}         a rejoin or a frame it could not read; it carries on
+//     "error"    {error, room}   a rejoin, a room given up in a new session (room), or a frame
+//                it could not read; it carries on
 // - PushAPI methods resolve with the server's JSON answer and reject with PushAPIError
 //   ({status, message, field}; status 0 when the server could not be reached).
 
@@ -73,6 +97,26 @@ const CLOSE_NO_WELCOME = 4000;
 const CLOSE_HEARTBEAT = 4002;
 const CLOSE_NO_TOKEN = 4003;
 const CLOSE_REJOIN_FAILED = 4004;
+
+/** The server refused an operation (subscribe, unsubscribe, refresh) on `room`: `code`
+ * (400 malformed, 401 a grant or token is needed, 403 not allowed, 409 too many rooms or
+ * nothing to refresh, 429 over the message rate, 503 the broker is away) and `reason`.
+ * code 0: no reply can come (not open, or the connection dropped before it). */
+export class SubscribeError extends Error {
+  constructor(op, room, code, reason) {
+    super(`${op} ${room}: ${code ? `${code} ` : ""}${reason}`);
+    this.name = "SubscribeError";
+    this.op = op;
+    this.room = room;
+    this.code = code;
+    this.reason = reason;
+  }
+
+  /** Whether the same call may succeed later. */
+  get retryable() {
+    return this.code === 0 || this.code === 429 || this.code === 503;
+  }
+}
 
 /** The logic API refused a request (status = HTTP status), or could not be reached (0). */
 export class PushAPIError extends Error {
@@ -209,6 +253,8 @@ export class PushgateClient extends EventTarget {
       backoffInitial = 500,
       backoffMax = 30000,
       openTimeout = 10000,
+      grantFor = null,
+      maxSendRate = 20,
     } = {},
   ) {
     super();
@@ -218,7 +264,9 @@ export class PushgateClient extends EventTarget {
     // A JWT (or a function returning one, or a promise of one), sent as the WebSocket
     // subprotocols ["pushgate", token]: browsers cannot set headers on a WebSocket.
     this.token = token;
-    this.options = { heartbeat, reconnect, backoffInitial, backoffMax, openTimeout };
+    // async (room, wsId) => a new grant or subscription token for a new session's wsId.
+    this.grantFor = grantFor;
+    this.options = { heartbeat, reconnect, backoffInitial, backoffMax, openTimeout, maxSendRate };
     this.state = State.CLOSED;
     this.wsId = "";
     this.session = ""; // the session's secret token, from the welcome ("" if none)
@@ -228,7 +276,19 @@ export class PushgateClient extends EventTarget {
     this.resumed = false; // whether the current connection resumed the session
     this.recovered = null; // whether the last resume recovered everything (null: none yet)
     this._urlIndex = 0;
-    this._rooms = new Set();
+    this._rooms = new Set(); // the rooms the connection is in, as the server says
+    this._own = new Map(); // room -> {via, token}: what the client put itself in, and how
+    this._events = false; // the server tells of rooms (?v=2)
+    this._redoPending = false; // a new session is not yet back in the client's own rooms
+    this._pending = new Map(); // operation id -> {op, room, grant, token, resolve, reject}
+    this._lastId = 0;
+    this._pings = 0; // PINGs sent and PONGs read on this connection: a PONG tells
+    this._pongs = 0; // that everything the server sent before it has been read
+    this._caughtUp = [];
+    this._outbox = []; // messages waiting for their turn under maxSendRate
+    this._sendTokens = maxSendRate;
+    this._sendStamp = 0;
+    this._sendTimer = null;
     // stream -> {epoch, seq, got}: `seq` is where a resume starts from (the last push
     // received, or the server's position for a stream it could not recover); `got` is
     // the last seq delivered in that epoch, at or below which a push is a duplicate.
@@ -247,9 +307,20 @@ export class PushgateClient extends EventTarget {
     return this.urls[this._urlIndex];
   }
 
-  /** The rooms joined through join(), in the order joined. */
+  /** The rooms the connection is in, as the server has said. */
   get rooms() {
     return [...this._rooms];
+  }
+
+  /** The rooms the client put itself in (join(), subscribe()), which a new session is put
+   *  back in; a room the server takes it out of is dropped. */
+  get ownRooms() {
+    return [...this._own.keys()];
+  }
+
+  /** Of ownRooms, those it subscribed itself (subscribe(), not join()). */
+  get subscriptions() {
+    return [...this._own].filter(([, own]) => own.via !== "join").map(([room]) => room);
   }
 
   /** Per stream, the position [epoch, seq] a resume asks to continue from. */
@@ -290,6 +361,7 @@ export class PushgateClient extends EventTarget {
       const ws = this._detach();
       ws.close(1000);
     }
+    this._endWaits();
     if (this.state !== State.CLOSED) {
       this._setState(State.CLOSED);
       this._rejectFirst?.(new Error("closed before the first connection opened"));
@@ -297,20 +369,42 @@ export class PushgateClient extends EventTarget {
     }
   }
 
-  /** Join `room` through the api; the session keeps it, and a new session joins it again. */
+  /** Join `room` through the api; the session keeps it, and a new session joins it again.
+   *  Resolves once client.rooms has it. */
   async join(room) {
     const answer = await this._needApi().join(room, this.wsId);
-    this._rooms.add(room);
-    this._emit("rooms", { rooms: this.rooms });
+    this._own.set(room, { via: "join", token: null });
+    await this._settle([room], true);
     return answer;
   }
 
-  /** Leave `room` and stop rejoining it. */
+  /** Leave `room` and stop rejoining it; resolves once client.rooms has it no more. */
   async leave(room) {
-    this._rooms.delete(room);
-    this._positions.delete(`room:${room}`);
-    this._emit("rooms", { rooms: this.rooms });
-    return this._needApi().leave(room, this.wsId);
+    this._own.delete(room);
+    const answer = await this._needApi().leave(room, this.wsId);
+    await this._settle([room], false);
+    return answer;
+  }
+
+  /** Put this connection in `room` where its namespace lets a client do it (with nothing,
+   *  a `grant` from the back end, or a subscription `token`), and again in a new session.
+   *  Resolves with {room, position: [epoch, seq] or null, expires: Unix seconds or null};
+   *  rejects with SubscribeError. */
+  async subscribe(room, { grant = null, token = null } = {}) {
+    if (grant !== null && token !== null) throw new Error("give a grant or a token, not both");
+    const reply = await this._operate("subscribe", room, { grant, token });
+    return { room, position: reply.position, expires: reply.expires };
+  }
+
+  /** Take this connection out of `room` and stop putting it back; rejects with SubscribeError. */
+  async unsubscribe(room) {
+    await this._operate("unsubscribe", room);
+  }
+
+  /** Renew a token's subscription with a newer token, before its `expires`. */
+  async refresh(room, token) {
+    const reply = await this._operate("refresh", room, { token });
+    return { room, position: reply.position, expires: reply.expires };
   }
 
   // Internals
@@ -318,6 +412,210 @@ export class PushgateClient extends EventTarget {
   _needApi() {
     if (!this.api) throw new Error("join and leave need new PushgateClient(url, { api })");
     return this.api;
+  }
+
+  /** After api calls that moved this connection: the server's events come before the PONG
+   *  to a PING sent now (a server without events: take the answer's word). */
+  async _settle(rooms, joined) {
+    if (this._events) return this._catchUp();
+    for (const room of rooms) {
+      if (joined) this._enter(room, "server");
+      else this._exit(room, "server");
+    }
+  }
+
+  async _catchUp() {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    const sent = await this._send(ws, PING, true);
+    if (sent === null || this._pongs >= sent || this._ws !== ws) return;
+    // A PING over the server's rate is dropped: do not wait for ever.
+    await new Promise((resolve) => {
+      this._caughtUp.push({ n: sent, resolve });
+      this._after(this.options.openTimeout, resolve);
+    });
+  }
+
+  /** Send an operation on the open connection (or, `redo`, the one being reopened) and
+   *  resolve with its reply; a refusal rejects with SubscribeError. */
+  async _operate(op, room, { grant = null, token = null } = {}, redo = false) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN || (this.state !== State.OPEN && !redo)) {
+      throw new SubscribeError(op, room, 0, `the connection is not open (${this.state})`);
+    }
+    const id = ++this._lastId;
+    const data = { op, room, id };
+    if (grant !== null) data.grant = grant;
+    if (token !== null) data.token = token;
+    const reply = await new Promise((resolve, reject) => {
+      this._pending.set(id, { op, room, grant, token, resolve, reject });
+      this._send(ws, JSON.stringify({ type: TYPE_WELCOME, data }));
+    });
+    if (!reply.ok) throw new SubscribeError(op, room, reply.code ?? 0, reply.reason);
+    return reply;
+  }
+
+  /** A reply: client.rooms changes here, in the order the server said things. */
+  _onReply(data) {
+    const pending = Number.isInteger(data.id) ? this._pending.get(data.id) : undefined;
+    const room = typeof data.room === "string" ? data.room : null;
+    if (data.ok === true && room !== null) {
+      if (data.op === "subscribe") {
+        if (pending) this._own.set(room, ownOf(pending));
+        this._enter(room, "subscribe");
+      } else if (data.op === "refresh" && pending && this._own.has(room)) {
+        this._own.set(room, ownOf(pending));
+      } else if (data.op === "unsubscribe") {
+        this._own.delete(room);
+        this._exit(room, "unsubscribe");
+      }
+    }
+    if (!pending) return;
+    this._pending.delete(data.id);
+    const position = data.position;
+    pending.resolve({
+      op: data.op,
+      ok: data.ok === true,
+      room,
+      position: Array.isArray(position) && position.length === 2 ? position : null,
+      expires: Number.isInteger(data.expires) ? data.expires : null,
+      code: Number.isInteger(data.code) ? data.code : null,
+      reason: typeof data.reason === "string" ? data.reason : "",
+    });
+  }
+
+  /** A type-0 frame with an "op": a reply, or a joined/left event. */
+  _onControl(data) {
+    if ("ok" in data) {
+      this._onReply(data);
+    } else if ((data.op === "joined" || data.op === "left") && typeof data.room === "string") {
+      const reason = String(data.reason ?? "");
+      if (data.op === "joined") {
+        this._enter(data.room, reason);
+      } else {
+        this._own.delete(data.room); // the server's word: not put back
+        this._exit(data.room, reason);
+      }
+    }
+  }
+
+  _enter(room, reason) {
+    if (this._rooms.has(room)) return;
+    this._rooms.add(room);
+    this._emit("rooms", { rooms: this.rooms, room, joined: true, reason });
+  }
+
+  _exit(room, reason) {
+    this._positions.delete(`room:${room}`); // a later join starts afresh
+    if (!this._rooms.has(room)) return;
+    this._rooms.delete(room);
+    this._emit("rooms", { rooms: this.rooms, room, joined: false, reason });
+  }
+
+  /** The welcome's rooms are the connection's (a server without events lists none: a new
+   *  session is in none, a resumed one where it was). */
+  _takeRooms(data, resumed) {
+    this._events = Array.isArray(data.rooms);
+    if (!this._events && resumed) return;
+    const rooms = new Set(this._events ? data.rooms.filter((r) => typeof r === "string") : []);
+    for (const room of [...this._rooms]) if (!rooms.has(room)) this._exit(room, "welcome");
+    for (const room of rooms) this._enter(room, "welcome");
+  }
+
+  /** Put a new session back in the rooms the client had put itself in and it is not in. A
+   *  room refused for good is given up; any other failure throws (the caller reconnects,
+   *  resuming this session, and tries again). */
+  async _redo() {
+    const missing = [...this._own].filter(([room]) => !this._rooms.has(room));
+    const joins = missing.filter(([, own]) => own.via === "join").map(([room]) => room);
+    for (const room of joins) await this._needApi().join(room, this.wsId);
+    if (joins.length) await this._settle(joins, true);
+    const shown = new Map(); // all asked for first: then all sent
+    for (const [room, own] of missing) {
+      if (own.via === "join") continue;
+      const credentials = await this._credentials(room, own);
+      if (credentials === null) this._giveUp(room, "it was subscribed with a grant, and there is no grantFor");
+      else shown.set(room, credentials);
+    }
+    const operations = [...shown].map(([room, credentials]) =>
+      this._operate("subscribe", room, credentials, true).then(
+        () => null,
+        (error) => error,
+      ),
+    );
+    let failed = null;
+    for (const error of await Promise.all(operations)) {
+      if (error instanceof SubscribeError && !error.retryable) this._giveUp(error.room, error.message);
+      else if (error) failed = error;
+    }
+    if (failed) throw failed;
+    this._redoPending = false;
+  }
+
+  /** What to show to subscribe to `room` again (null: nothing will do). */
+  async _credentials(room, own) {
+    if (own.via === "subscribe") return {};
+    if (this.grantFor) return { [own.via]: String(await this.grantFor(room, this.wsId)) };
+    if (own.via === "token" && own.token) return { token: own.token };
+    return null;
+  }
+
+  _giveUp(room, why) {
+    this._own.delete(room);
+    this._emit("error", { error: new Error(`not subscribed to ${room} again: ${why}`), room });
+  }
+
+  /** Send `text` on `ws` in its turn under maxSendRate; resolves with the number of PINGs
+   *  sent on it (null when it is no longer the connection). */
+  _send(ws, text, ping = false) {
+    return new Promise((resolve) => {
+      this._outbox.push({ ws, text, ping, resolve });
+      this._drain();
+    });
+  }
+
+  _drain() {
+    if (this._sendTimer !== null) return;
+    const rate = this.options.maxSendRate;
+    while (this._outbox.length) {
+      const { ws, text, ping, resolve } = this._outbox[0];
+      if (ws !== this._ws || ws.readyState !== WebSocket.OPEN) {
+        this._outbox.shift();
+        resolve(null);
+        continue;
+      }
+      const now = Date.now();
+      this._sendTokens = Math.min(rate, this._sendTokens + ((now - this._sendStamp) / 1000) * rate);
+      this._sendStamp = now;
+      if (this._sendTokens < 1) {
+        const wait = ((1 - this._sendTokens) / rate) * 1000;
+        this._sendTimer = setTimeout(() => {
+          this._sendTimer = null;
+          this._drain();
+        }, wait);
+        return;
+      }
+      this._sendTokens -= 1;
+      this._outbox.shift();
+      ws.send(text);
+      if (ping) this._pings += 1;
+      resolve(this._pings);
+    }
+  }
+
+  /** The connection has ended: no reply or PONG will come on it. */
+  _endWaits() {
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    for (const { op, room, reject } of pending) {
+      reject(new SubscribeError(op, room, 0, "the connection dropped before the reply"));
+    }
+    const waiting = this._caughtUp;
+    this._caughtUp = [];
+    for (const { resolve } of waiting) resolve();
+    const outbox = this._outbox;
+    this._outbox = [];
+    for (const { resolve } of outbox) resolve(null);
   }
 
   async _open() {
@@ -335,9 +633,11 @@ export class PushgateClient extends EventTarget {
     if (epoch !== this._epoch) return; // closed while the token was coming
     // Resume when the last welcome gave a session (and a wsId to resume).
     const resume = this.options.reconnect && this.session && this.wsId ? this._resumeMessage() : null;
+    // v=2: told of its rooms (docs/protocol.md, "Events").
+    const url = withQuery(resume ? withQuery(this.url, "resume=1") : this.url, "v=2");
     let ws;
     try {
-      ws = new WebSocket(resume ? withResume(this.url) : this.url, token ? ["pushgate", String(token)] : []);
+      ws = new WebSocket(url, token ? ["pushgate", String(token)] : []);
     } catch (error) {
       // A malformed URL: retrying cannot help.
       this.close();
@@ -345,6 +645,7 @@ export class PushgateClient extends EventTarget {
       return;
     }
     this._ws = ws;
+    this._pings = this._pongs = 0;
     let welcomed = false;
     const welcomeTimer = this._after(this.options.openTimeout, () => {
       if (!welcomed && this._ws === ws) this._dropped(ws, CLOSE_NO_WELCOME, "no welcome in time");
@@ -366,10 +667,13 @@ export class PushgateClient extends EventTarget {
         return;
       }
       if (!message || typeof message !== "object" || !Number.isInteger(message.type)) return;
-      if (message.type === TYPE_WELCOME) {
+      if (message.type === TYPE_HEARTBEAT) {
+        if (message.data === "PONG") this._ponged();
+      } else if (message.type === TYPE_WELCOME) {
         const data = message.data && typeof message.data === "object" ? message.data : {};
         if (welcomed) {
-          if (data.recovered === false) this._gap(data);
+          if (data.op !== undefined) this._onControl(data);
+          else if (data.recovered === false) this._gap(data);
           return;
         }
         welcomed = true;
@@ -404,10 +708,12 @@ export class PushgateClient extends EventTarget {
     this.resumed = resumed;
     if (resumed) this._takePositions(streams);
     else this._positions.clear(); // a new session: its streams start afresh
+    this._takeRooms(data, resumed);
     this._startHeartbeat(ws);
-    if (reconnected && !resumed && this._rooms.size) {
+    if (reconnected && !resumed) this._redoPending = true;
+    if (this._redoPending) {
       try {
-        for (const room of this._rooms) await this._needApi().join(room, this.wsId);
+        await this._redo();
       } catch (error) {
         this._emit("error", { error });
         if (this._ws === ws) this._dropped(ws, CLOSE_REJOIN_FAILED, "could not rejoin rooms");
@@ -507,16 +813,24 @@ export class PushgateClient extends EventTarget {
         this._dropped(ws, CLOSE_HEARTBEAT, "heartbeat: no answer from the server");
         return;
       }
-      if (ws.readyState === WebSocket.OPEN) ws.send(PING);
+      if (ws.readyState === WebSocket.OPEN) this._send(ws, PING, true);
       this._after(seconds * 1000, beat);
     };
     this._after(seconds * 1000, beat);
+  }
+
+  _ponged() {
+    this._pongs += 1;
+    const waiting = this._caughtUp;
+    this._caughtUp = waiting.filter(({ n }) => n > this._pongs);
+    for (const { n, resolve } of waiting) if (n <= this._pongs) resolve();
   }
 
   _dropped(ws, code, reason) {
     const welcomed = this._welcomed;
     this._detach();
     this._clearTimers();
+    this._endWaits();
     if (ws && (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN)) {
       ws.close(code >= 4000 ? code : 1000);
     }
@@ -581,9 +895,16 @@ export class PushgateClient extends EventTarget {
   }
 }
 
-/** `url` with resume=1 added to its query (after any query it has, such as ?token=). */
-function withResume(url) {
+/** `url` with `param` added to its query (after any query it has, such as ?token=). */
+function withQuery(url, param) {
   const hash = url.indexOf("#");
   const base = hash < 0 ? url : url.slice(0, hash);
-  return base + (base.includes("?") ? "&" : "?") + "resume=1";
+  return base + (base.includes("?") ? "&" : "?") + param;
+}
+
+/** How a subscription was made, from its operation: to make it again in a new session. */
+function ownOf({ grant, token }) {
+  if (grant !== null) return { via: "grant", token: null };
+  if (token !== null) return { via: "token", token };
+  return { via: "subscribe", token: null };
 }
