@@ -292,7 +292,15 @@ async def room_members(request: web.Request) -> web.Response:
     the next page (null on the last)."""
     room = parse_room_id(request.match_info["id"])
     limit = _limit(request, default=100, most=MAX_MEMBERS_PAGE)
-    page = await request.app[CONTROL_KEY].members(room, limit, request.query.get("cursor"))
+    cursor = request.query.get("cursor")
+    page = await request.app[CONTROL_KEY].members(room, limit, cursor)
+    roster = await request.app[NODE_KEY].roster(room) if cursor is None else None
+    if roster is not None:  # a presence room: its users, on the first page
+        page["presence"] = {
+            "users": [
+                {**present.as_json(), "wsIds": list(present.ws_ids)} for present in roster.members
+            ]
+        }
     return ok({"room": room, **page})
 
 

@@ -28,6 +28,8 @@ from pushgate.hub import Hub
 from pushgate.limits import ConnectionLimits
 from pushgate.metrics import LoopWatch, new_registries
 from pushgate.node import Node
+from pushgate.presence import PresenceStore
+from pushgate.presencestore import MemoryPresence
 from pushgate.security import ApiKeys, OriginPolicy, TokenChecks, TokenVerifier, is_loopback
 from pushgate.sessions import MemorySessions, NoSessions, Sessions
 
@@ -45,6 +47,9 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
     broker: Broker
     directory: Directory
     sessions: Sessions = NoSessions()
+    namespaces = config.namespace_list
+    keeps_presence = any(namespace.presence for namespace in namespaces)
+    presence: PresenceStore | None = None
     if config.clustered:
         from pushgate.broker.redis import RedisBroker
         from pushgate.broker.redis_cluster import RedisClusterBroker
@@ -74,6 +79,10 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
             sessions = RedisSessions(
                 redis_broker.client, prefix=config.prefix, ttl=config.session_ttl
             )
+        if keeps_presence:
+            from pushgate.broker.redis_presence import RedisPresence
+
+            presence = RedisPresence(redis_broker, ttl=sessions.ttl)
     else:
         bus = MemoryBus(
             history_size=config.history_size,
@@ -84,6 +93,8 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
         broker, directory = MemoryBroker(bus), LocalDirectory()
         if config.sessions:
             sessions = MemorySessions(config.session_ttl)
+        if keeps_presence:
+            presence = MemoryPresence(broker, sessions.ttl)
     return Node(
         hub,
         broker,
@@ -92,6 +103,8 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
         has_gateway=has_gateway,
         control_timeout=config.control_timeout,
         sessions=sessions,
+        presence=presence,
+        has_presence=lambda room: namespaces.of(room).presence,
     )
 
 

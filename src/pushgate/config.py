@@ -601,7 +601,9 @@ class Config:
         "its id before the first :), comma-separated: NAME=public (any client), "
         "NAME=grant:SECRET (with the back end's HMAC grant or a subscription token), "
         "NAME=grant (tokens only), NAME=server (only the back end: the default; =POLICY "
-        "sets the default namespace's); see docs/protocol.md",
+        "sets the default namespace's); +publish after the policy lets members publish "
+        "to their room, +presence tells them who joins and leaves (chat=public+presence); "
+        "see docs/protocol.md",
         metavar="NAMESPACES",
         group=Group.ACCESS,
         check=namespace_specs,

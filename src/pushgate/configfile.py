@@ -34,7 +34,7 @@ from pushgate.config import OPTIONS, Option, default_of
 from pushgate.errors import ConfigError
 from pushgate.namespaces import parse_namespace
 
-NAMESPACE_KEYS = ("policy", "secret", "publish")
+NAMESPACE_KEYS = ("policy", "secret", "publish", "presence")
 _BY_NAME = {option.name: option for option in OPTIONS}
 
 
@@ -102,14 +102,17 @@ def _namespaces(path: str, lines: list[str], tables: object) -> str:
             known = ", ".join(NAMESPACE_KEYS)
             raise ConfigError(f"{where}: [namespaces.{name}] has {unknown[0]!r}; it takes {known}")
         policy, secret = table.get("policy", "server"), table.get("secret")
-        publish = table.get("publish", False)
         if not isinstance(policy, str) or (secret is not None and not isinstance(secret, str)):
             raise ConfigError(f"{where}: [namespaces.{name}] policy and secret are strings")
-        if not isinstance(publish, bool):
-            raise ConfigError(f"{where}: [namespaces.{name}] publish is true or false")
+        flags = ""
+        for flag in ("publish", "presence"):
+            said = table.get(flag, False)
+            if not isinstance(said, bool):
+                raise ConfigError(f"{where}: [namespaces.{name}] {flag} is true or false")
+            flags += f"+{flag}" if said else ""
         if secret is not None and "," in secret:
             raise ConfigError(f"{where}: [namespaces.{name}] secret may not hold a comma")
-        spec = f"{name}={policy}" + ("+publish" if publish else "")
+        spec = f"{name}={policy}{flags}"
         spec += f":{secret}" if secret is not None else ""
         try:
             parse_namespace(spec)

@@ -257,8 +257,7 @@ class Control:
                 return {"disconnected": found, "sessionEnded": request.end_session}
             except UnknownConnection:
                 pass  # gone meanwhile: its session may remain
-        sessions = self.node.sessions
-        if request.end_session and await sessions.end(conn):
+        if request.end_session and await self.node.end_session(conn):
             return {"disconnected": [], "sessionEnded": True}
         raise UnknownConnection(conn)
 

@@ -38,6 +38,8 @@ class LocalNode(Protocol):
 
     async def leave(self, request: Membership) -> MembershipChange: ...
 
+    async def end_session(self, conn: ConnId) -> bool: ...
+
 
 def answer_calls(calls: NodeCalls, node: LocalNode) -> None:
     """Answer presence queries and the operator's actions from ``node``'s hub."""
@@ -138,7 +140,7 @@ async def _disconnect(node: LocalNode, command: Command) -> list[str]:
         raise UnknownConnection(command.conn)
     if args.get("end"):
         # Ended first: the close then detaches nothing, and nobody can resume it.
-        await asyncio.gather(*(node.sessions.end(c) for c in conns))
+        await asyncio.gather(*(node.end_session(c) for c in conns))
     closed: list[str] = []
     for conn in conns:
         sink = hub.sink(conn)

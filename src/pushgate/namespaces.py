@@ -32,7 +32,8 @@ from functools import lru_cache
 from typing import Any
 
 from pushgate.ids import ConnId, RoomId
-from pushgate.security import Refusal, TokenError, TokenVerifier
+from pushgate.presence import decode_info, encode_info
+from pushgate.security import Refusal, TokenError, TokenVerifier, info_of
 
 DEFAULT_NAMESPACE = ""
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -47,21 +48,25 @@ class Policy(Enum):
 @dataclass(frozen=True, slots=True)
 class Namespace:
     """A namespace's name ("" for the default), its policy, for ``grant`` the secret
-    its HMAC grants are made with (None: subscription tokens only), and whether its
-    members may publish to their room."""
+    its HMAC grants are made with (None: subscription tokens only), whether its
+    members may publish to their room, and whether its rooms keep presence (their
+    members get join and leave events: presence.py)."""
 
     name: str
     policy: Policy
     secret: str | None = None
     publish: bool = False
+    presence: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Granted:
     """A subscription allowed, until ``expires_at`` (the caller's clock; None: for as
-    long as the connection's session lasts)."""
+    long as the connection's session lasts), with the member ``info`` its grant or
+    token gave (encoded; None: the connection token's, if any)."""
 
     expires_at: float | None = None
+    info: str | None = None
 
 
 class Namespaces:
@@ -95,6 +100,7 @@ class SubscribePolicy:
         *,
         grant: str | None,
         token: str | None,
+        info: str | None = None,
     ) -> Granted | Refusal:
         return check_subscription(
             self.namespaces.of(room),
@@ -104,22 +110,27 @@ class SubscribePolicy:
             grant=grant,
             token=token,
             tokens=self.tokens,
+            info=info,
         )
 
     def may_publish(self, room: RoomId) -> bool:
         """Members of ``room`` may publish to it."""
         return self.namespaces.of(room).publish
 
+    def has_presence(self, room: RoomId) -> bool:
+        """``room`` keeps presence."""
+        return self.namespaces.of(room).presence
+
     def may_leave(self, room: RoomId) -> bool:
         """A client may take itself out of a room it could put itself in."""
         return self.namespaces.of(room).policy is not Policy.SERVER
 
 
-FLAGS = ("publish",)
+FLAGS = ("publish", "presence")
 
 
 def parse_namespace(text: str) -> Namespace:
-    """``NAME=POLICY[+publish][:SECRET]`` (NAME empty for the default namespace; a
+    """``NAME=POLICY[+publish][+presence][:SECRET]`` (NAME empty for the default namespace; a
     SECRET for ``grant`` only), as ``--namespaces`` takes it. Raises ValueError saying
     what is wrong."""
     name, equals, rest = text.partition("=")
@@ -133,7 +144,7 @@ def parse_namespace(text: str) -> Namespace:
     which = repr(name) if name else "the default namespace"
     unknown = [flag for flag in flags if flag.strip().lower() not in FLAGS]
     if unknown:
-        raise ValueError(f"{which} has {unknown[0]!r}; a namespace may say +publish")
+        raise ValueError(f"{which} has {unknown[0]!r}; a namespace may say +publish and +presence")
     try:
         policy = Policy(policy_text.strip().lower())
     except ValueError:
@@ -143,15 +154,17 @@ def parse_namespace(text: str) -> Namespace:
         raise ValueError(f"only a grant namespace takes a secret ({which})")
     if colon and len(secret) < 16:
         raise ValueError(f"the grant secret of {which} is under 16 characters")
-    publish = "publish" in (flag.strip().lower() for flag in flags)
-    return Namespace(name, policy, secret if colon else None, publish)
+    said = {flag.strip().lower() for flag in flags}
+    return Namespace(name, policy, secret if colon else None, "publish" in said, "presence" in said)
 
 
-def grant_for(secret: str, ws_id: str, room: str) -> str:
+def grant_for(secret: str, ws_id: str, room: str, info: str | None = None) -> str:
     """The HMAC grant a back end gives a client to subscribe ``ws_id`` to ``room``:
-    hex HMAC-SHA256 of ``"<wsId>:<room>"`` with the namespace's secret."""
-    message = f"{ws_id}:{room}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    hex HMAC-SHA256 of ``"<wsId>:<room>"`` with the namespace's secret; with ``info``
+    (the member's info as a JSON text, which the client sends as it is), of
+    ``"<wsId>:<room>:<info>"``."""
+    message = f"{ws_id}:{room}" if info is None else f"{ws_id}:{room}:{info}"
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
 def check_subscription(
@@ -163,10 +176,14 @@ def check_subscription(
     grant: str | None,
     token: str | None,
     tokens: TokenVerifier | None,
+    info: str | None = None,
 ) -> Granted | Refusal:
     """Whether ``ws_id`` (of ``user``) may subscribe itself to ``room``, and until
-    when. A refusal's status: 403 not allowed (a ``server`` namespace, or a bad or
-    foreign grant), 401 a grant is needed and none was given."""
+    when, with what member info. A refusal's status: 403 not allowed (a ``server``
+    namespace, or a bad or foreign grant), 401 a grant is needed and none was given,
+    400 an ``info`` that is not a small JSON object or comes without a grant."""
+    if info is not None and (grant is None or namespace.policy is not Policy.GRANT):
+        return Refusal(400, '"info" comes with a grant that signs it', "bad_grant")
     if namespace.policy is Policy.PUBLIC:
         return Granted()
     if namespace.policy is Policy.SERVER:
@@ -174,9 +191,17 @@ def check_subscription(
     if grant is not None:
         if namespace.secret is None:
             return Refusal(403, f"{room} takes subscription tokens, not grants", "bad_grant")
-        if hmac.compare_digest(grant.encode(), grant_for(namespace.secret, ws_id, room).encode()):
+        expected = grant_for(namespace.secret, ws_id, room, info)
+        if not hmac.compare_digest(grant.encode(), expected.encode()):
+            reason = f"the grant is not valid for this connection and {room}"
+            reason += " with this info" if info is not None else ""
+            return Refusal(403, reason, "bad_grant")
+        if info is None:
             return Granted()
-        return Refusal(403, f"the grant is not valid for this connection and {room}", "bad_grant")
+        try:
+            return Granted(info=encode_info(decode_info(info)))
+        except ValueError as exc:
+            return Refusal(400, str(exc), "bad_grant")
     if token is not None:
         if tokens is None:
             return Refusal(403, "this server verifies no tokens", "bad_grant")
@@ -202,8 +227,12 @@ def _check_token(
     owner = payload.get("sub")
     if owner is not None and owner != user:
         return Refusal(403, "the token was made for another user", "bad_grant")
+    try:
+        info = info_of(payload)
+    except TokenError as exc:
+        return Refusal(403, exc.refusal.reason, "bad_grant")
     expires = payload.get("exp")
-    return Granted(float(expires) if isinstance(expires, int | float) else None)
+    return Granted(float(expires) if isinstance(expires, int | float) else None, info)
 
 
 @lru_cache(maxsize=1024)

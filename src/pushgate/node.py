@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from pushgate.broker.base import Broker
@@ -39,6 +39,8 @@ from pushgate.localanswers import answer_calls
 from pushgate.messages import Command, Op
 from pushgate.meters import Meters
 from pushgate.nodecalls import Answer, NodeCalls
+from pushgate.presence import PresenceStore, Roster
+from pushgate.presencerooms import PresenceRooms
 from pushgate.recovery import Action, StreamRecovery
 from pushgate.sessioncore import Opened, Resumed, SessionCore
 from pushgate.sessions import ANY_USER, AnyUser, NoSessions, Sessions
@@ -79,7 +81,11 @@ class Node:
         has_gateway: bool = True,
         control_timeout: float = 2.0,
         sessions: Sessions | None = None,
+        presence: PresenceStore | None = None,
+        has_presence: Callable[[RoomId], bool] | None = None,
     ) -> None:
+        """``presence``: where the presence of the rooms ``has_presence`` names is kept
+        (presence.py); without it no room keeps presence."""
         self.hub = hub
         self.broker = broker
         self.sessions: Sessions = sessions if sessions is not None else NoSessions()
@@ -113,6 +119,16 @@ class Node:
             start_repair=self._start_repair,
         )
         self.calls.handle("evict", self.core.answer_evict, reply=False)
+        self.presence: PresenceRooms | None = None
+        if presence is not None and has_presence is not None:
+            self.presence = self.core.presence = PresenceRooms(
+                presence,
+                has_presence,
+                hub,
+                self._in_background,
+                holder_of=self.core.holder_of,
+                sessions_kept=self.sessions.enabled,
+            )
         self._position_queries: dict[str, asyncio.Future[History]] = {}
         self.gaps_filled = 0
         self.gaps_lost = 0
@@ -126,6 +142,8 @@ class Node:
         if self.has_gateway:  # only a node that holds connections announces itself
             await self.directory.start(self.node_id)
         await self.sessions.start()
+        if self.presence is not None and self.has_gateway:
+            self.presence.start()
         commands, replies = self.calls.topics
         topics = [replies]
         if self.has_gateway:
@@ -142,6 +160,8 @@ class Node:
 
     async def close(self) -> None:
         await self.core.flush()  # detaches: the sessions must stay resumable
+        if self.presence is not None:
+            await self.presence.close()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -197,14 +217,16 @@ class Node:
         *,
         by_client: bool = False,
         until: float | None = None,
+        info: str | None = None,
     ) -> MembershipChange:
         """Put a connection, wherever it is held, in a room, or a detached session in
-        it; returns once pushes to the room reach it (or wait in history for it).
+        it; returns once pushes to the room reach it (or wait in history for it), and
+        in a presence room once its join is published (if it is its user's first).
 
         ``by_client``: the connection subscribed itself (held here), until ``until``
         (Unix seconds; None: for as long as its session lasts), which its session
-        then keeps even when it was in the room already; otherwise the back end
-        joined it, and it is told so (``Sink.member``).
+        then keeps even when it was in the room already, with ``info`` from its grant;
+        otherwise the back end joined it, and it is told so (``Sink.member``).
         Raises UnknownConnection, RoomLimitExceeded, BrokerUnavailable."""
         if request.conn not in self.hub:
             return await self._elsewhere("join", request)
@@ -221,6 +243,8 @@ class Node:
                     max_rooms=self.hub.max_rooms_per_conn,
                     expires_at=until,
                 )
+            if (change.changed or by_client) and self.presence is not None:
+                await self.presence.enter(request.room, request.conn, info)
         except BrokerUnavailable:
             if change.changed:  # undo: the caller is told it failed
                 with contextlib.suppress(UnknownConnection):  # it may have gone meanwhile
@@ -243,6 +267,8 @@ class Node:
             await self.following.sync(room_topic(request.room))
         if change.changed:
             await self.sessions.remove_stream(request.conn, room_topic(request.room))
+            if self.presence is not None:
+                await self.presence.leave(request.room, request.conn)
             if not by_client:
                 self._tell_member(request, joined=False, reason=reason)
         return change
@@ -251,6 +277,22 @@ class Node:
         sink = self.hub.sink(request.conn)
         if sink is not None:
             sink.member(request.room, joined, reason)
+
+    async def end_session(self, conn: ConnId) -> bool:
+        """End ``conn``'s session now (held here or detached): nobody can resume it,
+        and it leaves its presence rooms. False when there was no such session."""
+        rooms: Iterable[RoomId] = self.hub.rooms_of(conn) if conn in self.hub else ()
+        if not rooms and self.presence is not None:
+            described = await self.sessions.describe(conn)
+            rooms = map(RoomId, described.rooms) if described is not None else ()
+        ended = await self.sessions.end(conn)
+        if ended and self.presence is not None:
+            await self.presence.ended(conn, rooms)
+        return ended
+
+    async def roster(self, room: RoomId) -> Roster | None:
+        """Who is in ``room``, when it keeps presence. Raises BrokerUnavailable."""
+        return await self.presence.roster(room) if self.presence is not None else None
 
     async def position_of(self, room: RoomId) -> Position:
         """Where a room's stream is now, as far as pushes delivered here go."""
@@ -280,6 +322,8 @@ class Node:
             result: str = added
         else:
             result = await self.sessions.remove_stream(request.conn, topic)
+            if result == "removed" and self.presence is not None:
+                await self.presence.leave(request.room, request.conn)
         if result == "unknown":
             raise UnknownConnection(request.conn)
         return MembershipChange(result in ("added", "removed"), False)
@@ -309,9 +353,10 @@ class Node:
         *,
         user: str | None = None,
         rooms: Iterable[RoomId] = (),
+        info: str | None = None,
     ) -> Opened:
         """See :meth:`SessionCore.opened`."""
-        return self.core.opened(conn, sink, user=user, rooms=rooms)
+        return self.core.opened(conn, sink, user=user, rooms=rooms, info=info)
 
     def connection_closed(self, conn: ConnId, sink: Sink | None = None) -> None:
         """See :meth:`SessionCore.closed`."""
@@ -324,9 +369,10 @@ class Node:
         since: dict[str, Position],
         sink: Sink,
         user: str | AnyUser | None = ANY_USER,
+        info: str | None = None,
     ) -> Resumed | None:
         """See :meth:`SessionCore.resume`."""
-        return await self.core.resume(conn, token, since, sink, user)
+        return await self.core.resume(conn, token, since, sink, user, info)
 
     def held_sessions(self) -> int:
         """Sessions held by connections of this node."""

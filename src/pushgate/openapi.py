@@ -176,6 +176,16 @@ MEMBER = {
         "connectedSince": SINCE,
     },
 }
+PRESENT_USER = {
+    "type": "object",
+    "required": ["user", "wsIds"],
+    "properties": {
+        "user": {"type": "string", "nullable": True},
+        "wsId": WS_ID,
+        "info": {"type": "object", "description": "from its token or grant"},
+        "wsIds": {"type": "array", "items": WS_ID},
+    },
+}
 BATCH_ITEM = {
     "type": "object",
     "required": ["target", "val", "tag"],
@@ -344,6 +354,14 @@ def openapi_spec(version: str) -> dict[str, Any]:
                             "items": MEMBER,
                         },
                         "nextCursor": {"type": "string", "nullable": True},
+                        "presence": {
+                            "type": "object",
+                            "description": "in a presence room, on the first page: its "
+                            "users (grouped by user; an anonymous member is a user of "
+                            "its own, with its wsId), each with its info and wsIds",
+                            "properties": {"users": {"type": "array", "items": PRESENT_USER}},
+                            "required": ["users"],
+                        },
                     },
                     ["count", "members", "nextCursor"],
                 ),

@@ -65,6 +65,7 @@ from pushgate.wire import (
     ResumeRequest,
     encode_event,
     encode_reply,
+    encode_roster,
     encode_welcome,
     is_operation,
     parse_client_message,
@@ -241,6 +242,7 @@ class PushgateProtocol:
             conn,
             user=claims.user if claims else None,
             rooms=claims.rooms if claims else (),
+            info=claims.info if claims else None,
         )
         rooms: list[str] | None = None
         if self._events:  # a client reading events learns its rooms from the start
@@ -289,9 +291,15 @@ class PushgateProtocol:
         conn, node = self._conn, self._node
         since = {stream: Position(e, s) for stream, (e, s) in request.since.items()}
         conn.conn_id = request.ws_id
+        claims = self._admitted.claims
         try:
             resumed = await node.resume(
-                request.ws_id, request.session, since, conn, self._bound_user()
+                request.ws_id,
+                request.session,
+                since,
+                conn,
+                self._bound_user(),
+                claims.info if claims else None,
             )
         except SessionTaken:
             self._close_resume(request, "lost to a later one", CLOSE_SESSION_TAKEN)
@@ -403,9 +411,13 @@ class PushgateProtocol:
             return await self._unsubscribe(op, conn_id)
         if op.op == "publish":
             return await self._publish(op, conn_id)
+        if op.op == "presence":
+            return await self._presence(op, conn_id)
         if op.op == "refresh" and (self.expiring is None or op.room not in self.expiring):
             return self._refused(op, Refusal(409, f"no subscription of {op.room} to renew"))
-        verdict = self._policy.check(conn_id, self._user, op.room, grant=op.grant, token=op.token)
+        verdict = self._policy.check(
+            conn_id, self._user, op.room, grant=op.grant, token=op.token, info=op.info
+        )
         if isinstance(verdict, Refusal):
             return self._refused(op, verdict)
         return await self._subscribe(op, conn_id, verdict)
@@ -413,8 +425,14 @@ class PushgateProtocol:
     async def _subscribe(self, op: Operation, conn_id: ConnId, granted: Granted) -> bytes:
         node = self._node
         try:
-            await node.join(Membership(op.room, conn_id), by_client=True, until=granted.expires_at)
+            await node.join(
+                Membership(op.room, conn_id),
+                by_client=True,
+                until=granted.expires_at,
+                info=granted.info,
+            )
             position = await node.position_of(op.room) if node.broker.keeps_history else None
+            roster = await node.roster(op.room)
         except RoomLimitExceeded as exc:
             return self._refused(
                 op, Refusal(409, f"the connection is in {exc.limit} rooms already")
@@ -433,6 +451,7 @@ class PushgateProtocol:
             op.room,
             position=(position.epoch, position.seq) if position is not None else None,
             expires=granted.expires_at,
+            presence=encode_roster(roster) if roster is not None else None,
         )
 
     async def _unsubscribe(self, op: Operation, conn_id: ConnId) -> bytes:
@@ -460,6 +479,20 @@ class PushgateProtocol:
         except BrokerUnavailable:
             return self._refused(op, Refusal(503, "the broker cannot be reached now; retry"))
         return encode_reply(op.op, op.id, op.room)
+
+    async def _presence(self, op: Operation, conn_id: ConnId) -> bytes:
+        """Who is in a presence room the connection is in, and as of which position."""
+        if not self._policy.has_presence(op.room):
+            return self._refused(op, Refusal(404, f"{op.room} keeps no presence"))
+        if op.room not in self._node.hub.rooms_of(conn_id):
+            return self._refused(op, Refusal(403, f"only a member of {op.room} may ask"))
+        try:
+            roster = await self._node.roster(op.room)
+        except BrokerUnavailable:
+            return self._refused(op, Refusal(503, "the broker cannot be reached now; retry"))
+        if roster is None:  # the namespace says presence, this node keeps none
+            return self._refused(op, Refusal(404, f"{op.room} keeps no presence"))
+        return encode_reply(op.op, op.id, op.room, presence=encode_roster(roster))
 
     @staticmethod
     def _refused(op: Operation, refusal: Refusal) -> bytes:

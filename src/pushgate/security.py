@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pushgate.commands import MAX_USER_ID_LENGTH
 from pushgate.ids import ROOM_ID_PATTERN, RoomId
+from pushgate.presence import encode_info
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ class Claims:
 
     user: str | None
     rooms: tuple[RoomId, ...]
+    info: str | None = None  # the "info" object, encoded: told to presence rooms
 
 
 class TokenError(Exception):
@@ -130,7 +132,7 @@ class TokenVerifier:
         malformed, lacks a claim or names an audience or issuer that ``checks``
         requires, or names rooms it may not."""
         payload = self.decode(token)
-        return Claims(_user_of(payload), _rooms_of(payload, max_rooms))
+        return Claims(_user_of(payload), _rooms_of(payload, max_rooms), info_of(payload))
 
     def decode(self, token: str) -> dict[str, Any]:
         """A token's payload once its signature and its ``exp``, ``aud`` and ``iss``
@@ -199,6 +201,18 @@ def _user_of(payload: dict[str, Any]) -> str | None:
             )
         )
     return user
+
+
+def info_of(payload: dict[str, Any]) -> str | None:
+    """A token's ``info`` claim (a JSON object a presence room's members are told
+    of), encoded; raises TokenError (403) when it is not a small object."""
+    info = payload.get("info")
+    if info is None:
+        return None
+    try:
+        return encode_info(info)
+    except ValueError as exc:
+        raise TokenError(Refusal(403, f"the token's {exc}", "token_invalid")) from None
 
 
 def _rooms_of(payload: dict[str, Any], max_rooms: int) -> tuple[RoomId, ...]:

@@ -26,9 +26,10 @@ from pushgate.ids import ConnId, RoomId
 from pushgate.messages import Command
 from pushgate.meters import Meters
 from pushgate.nodecalls import Answer, NodeCalls
+from pushgate.presencerooms import PresenceRooms
 from pushgate.recovery import StreamRecovery
 from pushgate.sessions import ANY_USER, AnyUser, Session, Sessions, holder_node, new_token
-from pushgate.streams import TOPIC_ALL, History, Position, room_topic, user_topic
+from pushgate.streams import TOPIC_ALL, History, Position, room_of, room_topic, user_topic
 from pushgate.wire import CLOSE_SESSION_TAKEN, StreamReport
 
 log = logging.getLogger("pushgate.node")
@@ -83,6 +84,9 @@ class SessionCore:
         position: Callable[[str], Awaitable[Position]],
         start_repair: Callable[[str], None],
     ) -> None:
+        # Presence (set by the node when a namespace keeps it): told of every entry,
+        # close and resume of a session in a presence room.
+        self.presence: PresenceRooms | None = None
         self.node_id = node_id
         self.hub = hub
         self.directory = directory
@@ -115,17 +119,23 @@ class SessionCore:
         *,
         user: str | None = None,
         rooms: Iterable[RoomId] = (),
+        info: str | None = None,
     ) -> Opened:
         """Register a new connection, of ``user`` and in ``rooms`` if its token says
-        so, and start its session.
+        so (with ``info`` for presence rooms), and start its session.
 
         The returned future completes once other nodes can find it, pushes to its
         user and rooms reach it, and its session can be resumed: the gateway holds
         the welcome frame until then, so a wsId a client learns resolves.
         """
         self.hub.register(conn, sink, user)
-        joined = [room_topic(room) for room in rooms if self.hub.join(room, conn).changed]
-        streams = [TOPIC_ALL, *joined]
+        joined = [room for room in rooms if self.hub.join(room, conn).changed]
+        presence = self.presence
+        if presence is not None:
+            presence.identify(conn, info)
+            if not any(map(presence.tracks, joined)):
+                presence = None
+        streams = [TOPIC_ALL, *map(room_topic, joined)]
         if user is not None:
             streams.append(user_topic(user))
         registered = self.directory.add(conn)
@@ -133,17 +143,19 @@ class SessionCore:
         if self.sessions.enabled:
             token = new_token()
             self._holders[conn] = holder = self._new_holder()
-            ready = self._spawn(self._settle_new(registered, streams, (conn, token, user, holder)))
-            return Opened(token, ready)
+            settle = self._settle_new(registered, streams, (conn, token, user, holder))
+            return Opened(token, self._spawn(settle))
         if len(streams) == 1:
             return Opened(None, registered)
-        return Opened(None, self._spawn(self._settle_new(registered, streams, None)))
+        entered = (conn, joined) if presence is not None else None
+        return Opened(None, self._spawn(self._settle_new(registered, streams, None, entered)))
 
     async def _settle_new(
         self,
         registered: "asyncio.Future[None] | None",
         streams: list[str],
         session: tuple[ConnId, str, str | None, str] | None,
+        entered: tuple[ConnId, list[RoomId]] | None = None,
     ) -> None:
         if registered is not None:
             await registered
@@ -153,6 +165,14 @@ class SessionCore:
         for result in results:
             if isinstance(result, BaseException):
                 log.warning("could not subscribe a new connection's topics: %s", result)
+        if session is not None:
+            entered = (session[0], [r for r in map(room_of, streams) if r is not None])
+        if entered is not None and self.presence is not None:
+            conn, rooms = entered
+            try:
+                await self.presence.enter_all(rooms, conn)
+            except BrokerUnavailable as exc:  # it enters when it resumes, or never
+                log.warning("%s is not in its rooms' presence: %s", conn, exc)
         if session is None:
             return
         conn, token, user, holder = session
@@ -171,12 +191,15 @@ class SessionCore:
             return  # another connection has its session now
         self.directory.discard(conn)
         user = self.hub.user_of(conn)
+        rooms = self.hub.rooms_of(conn) if self.presence is not None else frozenset()
         topics = [room_topic(room) for room in self.hub.unregister(conn)]
         if user is not None and self.hub.user_size(user) == 0:
             topics.append(user_topic(user))
         for topic in topics:
             self._spawn(self._following.sync(topic))
         holder = self._holders.pop(conn, None)
+        if self.presence is not None:
+            self.presence.closed(conn, holder or conn, rooms)
         if holder is not None:
             task = self._spawn(self._detach(conn, holder))
             self._session_writes.add(task)
@@ -200,18 +223,21 @@ class SessionCore:
         since: dict[str, Position],
         sink: Sink,
         user: str | AnyUser | None = ANY_USER,
+        info: str | None = None,
     ) -> Resumed | None:
         """Take session ``conn`` over for ``sink`` if ``token`` is its token and
         ``user`` its user (None: no user; ANY_USER when this server verifies no
-        tokens); None if it cannot be resumed. The sink receives nothing until this
-        returns: the caller queues the welcome, then ``Resumed.frames``, then opens
-        it to fan-out. Whatever happens, nothing of the attempt is left behind but
-        the connection it registered, and only when it returns a Resumed.
+        tokens); None if it cannot be resumed (``info``: the resuming connection's
+        token's, for a presence room that has forgotten the session). The sink
+        receives nothing until this returns: the caller queues the welcome, then
+        ``Resumed.frames``, then opens it to fan-out. Whatever happens, nothing of
+        the attempt is left behind but the connection it registered, and only when
+        it returns a Resumed.
 
         Raises BrokerUnavailable when the session or history cannot be read now, and
         SessionTaken when a later resume of the session (on any node) won.
         """
-        resumed = await self._resume(conn, token, since, sink, user)
+        resumed = await self._resume(conn, token, since, sink, user, info)
         if resumed is None:
             self.meters.resumes["failed"] += 1
         elif all(report.recovered for report in resumed.streams.values()):
@@ -227,6 +253,7 @@ class SessionCore:
         since: dict[str, Position],
         sink: Sink,
         user: str | AnyUser | None,
+        info: str | None,
     ) -> Resumed | None:
         holder = self._new_holder()
         session = await self.sessions.claim(conn, token, holder, user=user)
@@ -251,6 +278,9 @@ class SessionCore:
                 with contextlib.suppress(RoomLimitExceeded):
                     self.hub.join(RoomId(room), conn)
             registered = self.directory.add(conn)
+            if self.presence is not None:  # held here now: no event, unless it was swept
+                self.presence.identify(conn, info)
+                await self.presence.enter_all(map(RoomId, session.rooms), conn)
             if registered is not None:
                 await registered
             # A topic already subscribed, with no change under way, needs no call.
@@ -332,3 +362,7 @@ class SessionCore:
     def held_sessions(self) -> int:
         """Sessions held by connections of this node."""
         return len(self._holders)
+
+    def holder_of(self, conn: ConnId) -> str:
+        """Who holds ``conn``'s session here (without sessions: the wsId itself)."""
+        return self._holders.get(conn, conn)

@@ -33,6 +33,7 @@ from typing import TypeGuard
 
 from pushgate.errors import ClientFrameError, InvalidField
 from pushgate.ids import ROOM_ID_PATTERN, ConnId, RoomId
+from pushgate.presence import Change, Roster
 from pushgate.streams import ROOM_TOPIC_PREFIX, TOPIC_ALL, USER_TOPIC_PREFIX
 
 TYPE_WELCOME = 0
@@ -177,7 +178,7 @@ def recovery(streams: dict[str, StreamReport]) -> dict[str, object]:
 
 
 # Operations a client may ask for (type 0 with "op"), and events it may be told.
-OPERATIONS = ("subscribe", "unsubscribe", "refresh", "publish")
+OPERATIONS = ("subscribe", "unsubscribe", "refresh", "publish", "presence")
 MAX_OPERATION_ID = 64  # characters of a string id
 
 
@@ -191,6 +192,8 @@ class Operation:
     id: int | str | None = None
     grant: str | None = None
     token: str | None = None
+    # The member info a grant signs (a JSON object's text, as the back end signed it).
+    info: str | None = None
     # A publish's tag and data, and whether it comes back to the sender too.
     tag: int = 0
     data: object = None
@@ -200,7 +203,8 @@ class Operation:
         """The message a client sends (what :func:`parse_operation` reads), before it
         is serialized; keys left at their defaults are left out."""
         data: dict[str, object] = {"op": self.op, "room": self.room}
-        for key, value in (("id", self.id), ("grant", self.grant), ("token", self.token)):
+        given = (("id", self.id), ("grant", self.grant), ("token", self.token), ("info", self.info))
+        for key, value in given:
             if value is not None:
                 data[key] = value
         if self.op == "publish":
@@ -252,7 +256,7 @@ def parse_operation(data: object) -> Operation:
         )
     room_id = RoomId(room)
     credentials = {}
-    for key in ("grant", "token"):
+    for key in ("grant", "token", "info"):
         value = data.get(key)
         if value is not None and (not isinstance(value, str) or not value or len(value) > 8192):
             raise OperationError(f'"{key}" must be a string of 1-8192 characters', op, op_id)
@@ -261,7 +265,9 @@ def parse_operation(data: object) -> Operation:
         raise OperationError('a refresh needs a "token"', op, op_id)
     if op == "publish":
         return _publish(data, room_id, op_id)
-    return Operation(op, room_id, op_id, credentials["grant"], credentials["token"])
+    return Operation(
+        op, room_id, op_id, credentials["grant"], credentials["token"], credentials["info"]
+    )
 
 
 def _publish(data: dict[str, object], room: RoomId, op_id: int | str | None) -> Operation:
@@ -287,11 +293,13 @@ def encode_reply(
     *,
     position: tuple[str, int] | None = None,
     expires: float | None = None,
+    presence: dict[str, object] | None = None,
     code: int | None = None,
     reason: str | None = None,
 ) -> bytes:
-    """The reply to an operation: ok (with the stream's position, and when a token's
-    subscription ends), or a refusal's code and reason."""
+    """The reply to an operation: ok (with the stream's position, when a token's
+    subscription ends, and in a presence room who is there: :func:`encode_roster`),
+    or a refusal's code and reason."""
     data: dict[str, object] = {"op": op}
     if op_id is not None:
         data["id"] = op_id
@@ -302,6 +310,8 @@ def encode_reply(
         data["position"] = list(position)
     if expires is not None:
         data["expires"] = int(expires)
+    if presence is not None:
+        data["presence"] = presence
     if code is not None:
         data["code"] = code
         data["reason"] = reason or ""
@@ -311,6 +321,34 @@ def encode_reply(
 def encode_event(op: str, room: str, reason: str) -> bytes:
     """An event a ``v=2`` client is told: ``joined`` or ``left`` a room, and why."""
     return encode({"type": TYPE_WELCOME, "data": {"op": op, "room": room, "reason": reason}})
+
+
+def encode_presence(change: Change) -> bytes:
+    """A presence event, published in the room's stream: a user joined (with its
+    ``info``) or left. The room is named outside ``data`` too, as a room push's is:
+    its position is in the room's stream."""
+    identity = change.identity
+    data: dict[str, object] = {
+        "op": "presence",
+        "room": change.room,
+        "event": "join" if change.joined else "leave",
+        "user": identity.user,
+    }
+    if identity.user is None:
+        data["wsId"] = identity.conn
+    if change.joined and identity.info is not None:
+        data["info"] = json.loads(identity.info)
+    return encode({"type": TYPE_WELCOME, "data": data, "room": change.room})
+
+
+def encode_roster(roster: Roster) -> dict[str, object]:
+    """A room's users as a reply or the API tells them, with the position they are
+    as of: ``{"members": [...], "position": [epoch, seq]}`` (no position without
+    history)."""
+    told: dict[str, object] = {"members": [member.as_json() for member in roster.members]}
+    if roster.position is not None:
+        told["position"] = [roster.position.epoch, roster.position.seq]
+    return told
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,6 +566,45 @@ class Reply:
     expires: int | None = None
     code: int | None = None
     reason: str = ""
+    # In a room that keeps presence: who is there (a subscribe's, a presence operation's).
+    presence: "PresenceRoster | None" = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceMember:
+    """One user in a presence room, as a client is told (docs/protocol.md, "Presence"):
+    its ``user`` (None: an anonymous connection, a user of its own, named by its
+    ``ws_id``) and the ``info`` the back end gave it (a JSON object, or None)."""
+
+    user: str | None
+    info: dict[str, object] | None = field(default=None, hash=False)
+    ws_id: str | None = None  # an anonymous member's only
+
+    @property
+    def key(self) -> str:
+        """What members are told apart by: the user, or an anonymous member's wsId."""
+        return self.user if self.user is not None else self.ws_id or ""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRoster:
+    """A presence room's users as a reply tells them, as of ``position`` (the room's
+    stream; None without history): apply the events after it to know who is there."""
+
+    members: tuple[PresenceMember, ...]
+    position: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEvent:
+    """A user joined a presence room (``joined``, with its info) or left it
+    (:func:`encode_presence`), at ``seq`` of the room's stream (0 without history)."""
+
+    room: str
+    joined: bool
+    member: PresenceMember
+    seq: int = field(default=0, compare=False)
+    epoch: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,12 +618,15 @@ class RoomEvent:
     reason: str
 
 
-def parse_server_message(payload: str | bytes) -> Push | Notice | Reply | RoomEvent | None:
+def parse_server_message(
+    payload: str | bytes,
+) -> Push | Notice | Reply | RoomEvent | PresenceEvent | None:
     """Read a message after the welcome: a :class:`Push`, a :class:`Notice` (a type-0
     message with ``recovered`` false), a :class:`Reply` (one with ``op`` and ``ok``), a
-    :class:`RoomEvent` (``op`` joined or left), or None for anything else (a PONG, a
-    repeated welcome, a message that is no object with an integer type). Raises
-    ValueError when it is not JSON."""
+    :class:`RoomEvent` (``op`` joined or left), a :class:`PresenceEvent` (``op``
+    presence, without ``ok``), or None for anything else (a PONG, a repeated welcome, a
+    message that is no object with an integer type). Raises ValueError when it is not
+    JSON."""
     message = json.loads(payload)
     if not isinstance(message, dict):
         return None
@@ -557,7 +637,7 @@ def parse_server_message(payload: str | bytes) -> Push | Notice | Reply | RoomEv
     if kind != TYPE_WELCOME or not isinstance(data, dict):
         return None
     if "op" in data:
-        return _reply_or_event(data)
+        return _reply_or_event(data, message)
     if data.get("recovered") is False:
         streams = data.get("streams") or {}
         return Notice(_stream_reports(streams)) if isinstance(streams, dict) else None
@@ -570,29 +650,77 @@ def is_pong(payload: str | bytes) -> bool:
     return text.strip() == PONG.strip()
 
 
-def _reply_or_event(data: dict[str, object]) -> Reply | RoomEvent | None:
+def _reply_or_event(
+    data: dict[str, object], message: dict[str, object]
+) -> Reply | RoomEvent | PresenceEvent | None:
     op, room = data.get("op"), data.get("room")
     if not isinstance(op, str) or (room is not None and not isinstance(room, str)):
         return None
     if "ok" not in data:
         if op in ("joined", "left") and room is not None:
             return RoomEvent(op == "joined", room, str(data.get("reason", "")))
+        if op == "presence" and room is not None:
+            return _presence_event(room, data, message)
         return None
-    op_id, position = data.get("id"), data.get("position")
-    expires, code = data.get("expires"), data.get("code")
-    at = None
-    if isinstance(position, list) and len(position) == 2:
-        epoch, seq = position
-        at = (epoch, seq) if isinstance(epoch, str) and _is_int(seq) else None
+    op_id, expires, code = data.get("id"), data.get("expires"), data.get("code")
     return Reply(
         op,
         op_id if _is_int(op_id) or isinstance(op_id, str) else None,
         data["ok"] is True,
         room,
-        at,
+        _position(data.get("position")),
         expires if _is_int(expires) else None,
         code if _is_int(code) else None,
         str(data.get("reason") or ""),
+        _roster(data.get("presence")),
+    )
+
+
+def _position(value: object) -> tuple[str, int] | None:
+    """``[epoch, seq]``, or None when it is not that."""
+    if isinstance(value, list) and len(value) == 2:
+        epoch, seq = value
+        if isinstance(epoch, str) and _is_int(seq):
+            return (epoch, seq)
+    return None
+
+
+def _member(value: object) -> PresenceMember | None:
+    """A member as a roster or an event tells it; None when it names nobody."""
+    if not isinstance(value, dict):
+        return None
+    user, ws_id, info = value.get("user"), value.get("wsId"), value.get("info")
+    if user is not None and not isinstance(user, str):
+        return None
+    if user is None and not isinstance(ws_id, str):
+        return None
+    return PresenceMember(
+        user, info if isinstance(info, dict) else None, ws_id if user is None else None
+    )
+
+
+def _roster(value: object) -> PresenceRoster | None:
+    """A reply's ``presence``; members that name nobody are passed over."""
+    if not isinstance(value, dict):
+        return None
+    members = value.get("members")
+    told = (_member(m) for m in members) if isinstance(members, list) else ()
+    return PresenceRoster(tuple(m for m in told if m is not None), _position(value.get("position")))
+
+
+def _presence_event(
+    room: str, data: dict[str, object], message: dict[str, object]
+) -> PresenceEvent | None:
+    event, member = data.get("event"), _member(data)
+    if event not in ("join", "leave") or member is None:
+        return None
+    seq, epoch = message.get("seq"), message.get("epoch")
+    return PresenceEvent(
+        room,
+        event == "join",
+        member,
+        seq if _is_int(seq) else 0,
+        epoch if isinstance(epoch, str) else "",
     )
 
 

@@ -105,25 +105,36 @@ local function published(entry)
 end
 """
 
+# After _ENSURE_META, a Lua function for every script that publishes in the stream
+# (this module's, broker/redis_presence.py's): publish(msg, channel, size, keep,
+# accepted, command) publishes ``msg`` on ``channel`` at the stream's next position,
+# kept in history (``size`` entries at most, for ``keep`` ms); ``accepted`` is when it
+# was accepted (wall clock, for the delivery-latency metric); ``command`` is PUBLISH,
+# or SPUBLISH on a Redis Cluster. Returns its seq.
+_PUBLISH_FUNCTION = """
+local function publish(msg, channel, size, keep, accepted, command)
+  local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
+  local data = string.sub(msg, 1, -3) .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}\\n'
+  redis.call('RPUSH', KEYS[2], seq .. ' ' .. now .. ' ' .. data)
+  redis.call('LTRIM', KEYS[2], -tonumber(size), -1)
+  local oldest = now - tonumber(keep)
+  while published(redis.call('LINDEX', KEYS[2], 0)) <= oldest do
+    redis.call('LPOP', KEYS[2])
+  end
+  redis.call('PEXPIRE', KEYS[2], keep)
+  redis.call(command, channel, seq .. ' ' .. epoch .. ' ' .. accepted .. ' ' .. data)
+  return seq
+end
+"""
+
 # Publish ARGV[3] on channel ARGV[4] at the stream's next position, kept in history
-# (ARGV[5] entries at most, for ARGV[6] ms); ARGV[7] is when it was accepted (wall
-# clock, for the delivery-latency metric); ARGV[8] is PUBLISH, or SPUBLISH on a Redis
-# Cluster. Returns {seq, epoch}.
+# (ARGV[5] entries at most, for ARGV[6] ms); ARGV[7] is when it was accepted; ARGV[8]
+# is PUBLISH, or SPUBLISH on a Redis Cluster. Returns {seq, epoch}.
 _PUBLISH = (
     _ENSURE_META
+    + _PUBLISH_FUNCTION
     + """
-local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
-local msg = ARGV[3]
-local data = string.sub(msg, 1, -3) .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}\\n'
-redis.call('RPUSH', KEYS[2], seq .. ' ' .. now .. ' ' .. data)
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
-local oldest = now - tonumber(ARGV[6])
-while published(redis.call('LINDEX', KEYS[2], 0)) <= oldest do
-  redis.call('LPOP', KEYS[2])
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call(ARGV[8], ARGV[4], seq .. ' ' .. epoch .. ' ' .. ARGV[7] .. ' ' .. data)
-return {seq, epoch}
+return {publish(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]), epoch}
 """
 )
 

@@ -1,0 +1,283 @@
+"""Presence: who is in a room, by user, and the join and leave events its members get.
+
+In a namespace with presence on (``presence = true``, docs/presence.md), a room's
+**members** are sessions, not connections: a session that drops and resumes stays a
+member throughout, and leaves only when it leaves the room (an unsubscribe, the back
+end's leave, a subscription's expiry) or ends (``endSession``, or it was not resumed
+within ``--session-ttl``). Members are grouped by **user** (the token's ``sub``; a
+connection without one is a user of its own, named by its wsId): a ``join`` event goes
+to the room when a user's first session enters it, a ``leave`` event when its last one
+goes. So a user's second tab joins silently, and a resume storm makes no event at all.
+
+Each entry is held by a *holder* (the connection's, as sessions have: docs/recovery.md)
+with a *deadline*: a held entry's is pushed forward by its holder's node while the
+connection lives (so an entry whose node died, or whose connection closed while it
+was entering, still ends); a detached one's is the session's end. Past its
+deadline an entry is swept, as a leave. A detach names its holder, so that the close
+of a connection whose session another connection resumed cannot start the countdown
+of the new one.
+
+This module is pure: :class:`PresenceTable` decides, for one process's store and as
+the model of the Redis store's Lua script; the stores (presencestore.py,
+broker/redis_presence.py) publish the events it decides on, in the room's stream
+(ordered with its pushes, kept in history, recovered by a resume).
+"""
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pushgate.ids import ConnId, RoomId
+from pushgate.streams import Position
+
+# An entry held by a live connection, in one process: it is never swept.
+NEVER = math.inf
+# A member's info, encoded: what a token's or a grant's "info" may hold.
+MAX_INFO_BYTES = 1024
+
+
+def encode_info(value: object) -> str:
+    """A member's ``info`` as kept and sent: a JSON object, compact. Raises
+    ValueError saying what is wrong (not an object; over MAX_INFO_BYTES encoded)."""
+    if not isinstance(value, dict):
+        raise ValueError('"info" must be a JSON object')
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f'"info" cannot be sent as JSON: {exc}') from None
+    if len(text.encode()) > MAX_INFO_BYTES:
+        raise ValueError(f'"info" is over {MAX_INFO_BYTES} bytes')
+    return text
+
+
+def decode_info(text: str) -> dict[str, object]:
+    """A grant's ``info`` string (the JSON the back end signed): the object it holds.
+    Raises ValueError saying what is wrong."""
+    if len(text.encode()) > MAX_INFO_BYTES:
+        raise ValueError(f'"info" is over {MAX_INFO_BYTES} bytes')
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError('"info" is not JSON') from None
+    if not isinstance(value, dict):
+        raise ValueError('"info" must be a JSON object')
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a member is: its user (None: anonymous, then a user of its own, named by
+    its wsId) and ``info``, a JSON object encoded (compact, from its token or its
+    grant; None for none), told to the room with its join."""
+
+    conn: ConnId
+    user: str | None
+    info: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What members are grouped by: the user, or the wsId of an anonymous one."""
+        return f"u:{self.user}" if self.user is not None else f"c:{self.conn}"
+
+
+@dataclass(frozen=True, slots=True)
+class Present:
+    """One user in a room: its identity as its first session entered (for an
+    anonymous member, its wsId), and the wsIds of its sessions there."""
+
+    user: str | None
+    info: str | None
+    ws_ids: tuple[ConnId, ...]
+
+    def as_json(self) -> dict[str, object]:
+        """How a client is told of it: ``user``, ``info`` when it has one, and for an
+        anonymous member its ``wsId``."""
+        member: dict[str, object] = {"user": self.user}
+        if self.user is None:
+            member["wsId"] = self.ws_ids[0]
+        if self.info is not None:
+            member["info"] = json.loads(self.info)
+        return member
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """A room's users, and the room's stream position they are as of (None without
+    history): a client that applies the presence events after that position to it
+    knows who is there."""
+
+    members: list[Present]
+    position: Position | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A user's first session entered a room (``joined``), or its last one left."""
+
+    room: RoomId
+    joined: bool
+    identity: Identity
+
+
+@dataclass(slots=True)
+class _Entry:
+    identity: Identity
+    holder: str
+    deadline: float
+
+
+@dataclass(slots=True)
+class _Room:
+    entries: dict[ConnId, _Entry] = field(default_factory=dict)
+    # How many sessions each user has here, and the identity it joined with.
+    counts: dict[str, int] = field(default_factory=dict)
+    first: dict[str, Identity] = field(default_factory=dict)
+
+
+class PresenceTable:
+    """The members of every presence room of one process, and when each entry ends.
+
+    Every method returns the changes it made, in order; the caller publishes them.
+    Clocks are the caller's (``now`` and deadlines on one clock)."""
+
+    def __init__(self) -> None:
+        self._rooms: dict[RoomId, _Room] = {}
+
+    def enter(
+        self, room: RoomId, identity: Identity, holder: str, deadline: float, now: float
+    ) -> list[Change]:
+        """``identity``'s session is in ``room``, held by ``holder`` until ``deadline``.
+        Entries past their time are swept first. A session there already keeps its
+        identity and takes the holder and deadline (a resume)."""
+        changes = self.sweep_room(room, now)
+        state = self._rooms.setdefault(room, _Room())
+        entry = state.entries.get(identity.conn)
+        if entry is not None:
+            entry.holder, entry.deadline = holder, deadline
+            return changes
+        state.entries[identity.conn] = _Entry(identity, holder, deadline)
+        key = identity.key
+        count = state.counts.get(key, 0) + 1
+        state.counts[key] = count
+        if count == 1:
+            state.first[key] = identity
+            changes.append(Change(room, True, identity))
+        return changes
+
+    def leave(self, room: RoomId, conn: ConnId) -> list[Change]:
+        """``conn``'s session left ``room`` (or ended)."""
+        state = self._rooms.get(room)
+        if state is None:
+            return []
+        entry = state.entries.pop(conn, None)
+        if entry is None:
+            return []
+        key = entry.identity.key
+        count = state.counts[key] - 1
+        changes = []
+        if count:
+            state.counts[key] = count
+        else:
+            del state.counts[key]
+            changes.append(Change(room, False, state.first.pop(key)))
+        if not state.entries:
+            del self._rooms[room]
+        return changes
+
+    def detach(self, conn: ConnId, holder: str, rooms: Iterable[RoomId], deadline: float) -> None:
+        """The connection of ``holder`` ended: its entries (those it still holds) end
+        at ``deadline`` unless it is resumed."""
+        for room in rooms:
+            state = self._rooms.get(room)
+            entry = state.entries.get(conn) if state is not None else None
+            if entry is not None and entry.holder == holder:
+                entry.deadline = deadline
+
+    def keep(self, room: RoomId, held: Iterable[tuple[ConnId, str]], deadline: float) -> None:
+        """Push the deadline of each entry its holder still holds to ``deadline``."""
+        state = self._rooms.get(room)
+        if state is None:
+            return
+        for conn, holder in held:
+            entry = state.entries.get(conn)
+            if entry is not None and entry.holder == holder:
+                entry.deadline = max(entry.deadline, deadline)
+
+    def sweep_room(self, room: RoomId, now: float) -> list[Change]:
+        """Take out the entries of ``room`` whose deadline has passed."""
+        state = self._rooms.get(room)
+        if state is None:
+            return []
+        due = [conn for conn, entry in state.entries.items() if entry.deadline <= now]
+        changes = []
+        for conn in due:
+            changes += self.leave(room, conn)
+        return changes
+
+    def sweep(self, now: float) -> list[Change]:
+        """:meth:`sweep_room` for every room."""
+        changes = []
+        for room in list(self._rooms):
+            changes += self.sweep_room(room, now)
+        return changes
+
+    def roster(self, room: RoomId, now: float) -> list[Present]:
+        """The users in ``room`` (entries past their time left out), in the order they
+        joined."""
+        state = self._rooms.get(room)
+        if state is None:
+            return []
+        conns: dict[str, list[ConnId]] = {}
+        for conn, entry in state.entries.items():
+            if entry.deadline > now:
+                conns.setdefault(entry.identity.key, []).append(conn)
+        return [
+            Present(identity.user, identity.info, tuple(conns[key]))
+            for key, identity in state.first.items()
+            if key in conns
+        ]
+
+    def rooms(self) -> list[RoomId]:
+        return list(self._rooms)
+
+    def __len__(self) -> int:
+        """Entries, in every room."""
+        return sum(len(state.entries) for state in self._rooms.values())
+
+
+class PresenceStore(Protocol):
+    """Where the presence of a cluster's rooms is kept, and who publishes its events.
+
+    Each change is decided once, wherever it is asked for (several nodes may ask at
+    once: a user's two sessions on two gateways entering together make one join), and
+    its event is published in the room's stream in the same step."""
+
+    async def enter(self, room: RoomId, identity: Identity, holder: str) -> None:
+        """``identity``'s session is in ``room``, held by ``holder`` (a connection of
+        this node). Raises BrokerUnavailable."""
+        ...
+
+    async def roster(self, room: RoomId) -> Roster:
+        """The room's users, and the position of its stream they are as of.
+        Raises BrokerUnavailable."""
+        ...
+
+    async def leave(self, room: RoomId, conn: ConnId) -> None:
+        """``conn``'s session is no longer in ``room``. Raises BrokerUnavailable."""
+        ...
+
+    async def detach(self, conn: ConnId, holder: str, rooms: list[RoomId]) -> None:
+        """The connection of ``holder`` ended; its session waits for a resume (its
+        entries in ``rooms`` end with the session TTL). Raises BrokerUnavailable."""
+        ...
+
+    async def keep(self, held: dict[RoomId, list[tuple[ConnId, str]]]) -> None:
+        """Every ``refresh`` seconds: the entries this node's connections hold are
+        alive; entries past their time in these rooms go (their users' leaves).
+        Raises BrokerUnavailable."""
+        ...
+
+    # How often keep() must be called (0: never; entries held here do not expire).
+    refresh: float

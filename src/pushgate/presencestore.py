@@ -1,0 +1,61 @@
+"""The presence of one process's rooms (the Redis store is broker/redis_presence.py).
+
+Every node of one process shares its :class:`~pushgate.presence.PresenceTable`; an
+event is published in the room's stream through the broker as soon as the table
+decides on it, before anything else can change the room (the memory broker assigns
+its position synchronously), so the events of a room are in the order of its changes.
+"""
+
+import time
+from collections.abc import Callable
+
+from pushgate.broker.base import Broker
+from pushgate.ids import ConnId, RoomId
+from pushgate.presence import Change, Identity, PresenceTable, Roster
+from pushgate.streams import room_topic
+from pushgate.wire import encode_presence
+
+
+class MemoryPresence:
+    """Presence in a dict; detached entries end ``ttl`` after their detach.
+
+    A held entry ends too, unless kept: its connection may have closed while it was
+    entering (the detach came first and found nothing), and an entry nobody holds
+    must not stay forever."""
+
+    def __init__(
+        self, broker: Broker, ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.table = PresenceTable()
+        self._broker = broker
+        self._ttl = ttl
+        self._clock = clock
+        # keep() runs this often: a session that ended leaves within it.
+        self.refresh = min(1.0, max(0.05, ttl / 4))
+        self._held_ttl = ttl + 2 * self.refresh
+
+    async def enter(self, room: RoomId, identity: Identity, holder: str) -> None:
+        now = self._clock()
+        await self._publish(self.table.enter(room, identity, holder, now + self._held_ttl, now))
+
+    async def roster(self, room: RoomId) -> Roster:
+        position = None
+        if self._broker.keeps_history:  # read first: the roster is as of it, or later
+            position = (await self._broker.history(room_topic(room), None)).position
+        return Roster(self.table.roster(room, self._clock()), position)
+
+    async def leave(self, room: RoomId, conn: ConnId) -> None:
+        await self._publish(self.table.leave(room, conn))
+
+    async def detach(self, conn: ConnId, holder: str, rooms: list[RoomId]) -> None:
+        self.table.detach(conn, holder, rooms, self._clock() + self._ttl)
+
+    async def keep(self, held: dict[RoomId, list[tuple[ConnId, str]]]) -> None:
+        now = self._clock()
+        for room, entries in held.items():
+            self.table.keep(room, entries, now + self._held_ttl)
+        await self._publish(self.table.sweep(now))
+
+    async def _publish(self, changes: list[Change]) -> None:
+        for change in changes:
+            await self._broker.publish_push(room_topic(change.room), encode_presence(change))
