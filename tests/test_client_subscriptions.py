@@ -121,7 +121,9 @@ class RecordingProxy(DroppingProxy):
         return [
             message["data"]
             for message in self.sent
-            if message.get("type") == 0 and "op" in (message.get("data") or {})
+            if message.get("type") == 0
+            and "op" in (message.get("data") or {})
+            and message["data"]["op"] != "presence"
         ]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

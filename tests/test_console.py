@@ -22,7 +22,7 @@ import jwt
 from aiohttp import web
 
 from pushgate.api import build_api
-from pushgate.client import PushAPI
+from pushgate.client import PushAPI, connect
 from pushgate.console import add_console_routes
 from pushgate.namespaces import grant_for
 from tests.browser import WAIT_MS
@@ -830,4 +830,130 @@ async def test_the_js_clients_join_resolves_once_its_rooms_say_so_and_it_paces_i
             await page.evaluate("window.own.close()")
         finally:
             proxy.thaw()
+            await proxy.close()
+
+
+# Presence (pushgate.js: client.presence, the "presence" event; the console's list)
+
+PRESENCE_SECRET = "a-console-presence-secret-of-32-bytes"
+TEAM_SECRET = "team-grant-secret-of-the-back-end"
+PRESENCE = {
+    **FAST_TIMERS,
+    "namespaces": f"chat=public+presence,team=grant+presence:{TEAM_SECRET},desk=server+presence",
+    "token_secret": PRESENCE_SECRET,
+    "no_compression": True,  # the test proxy reads the server's frames
+}
+
+
+def user_token(user: str, **claims: object) -> str:
+    return jwt.encode({"sub": user, **claims}, PRESENCE_SECRET, algorithm="HS256")
+
+
+async def test_the_console_lists_who_is_in_each_presence_room(browser: "Browser") -> None:
+    """The page subscribes to a presence room: Bob (with his info) and the page itself
+    are listed; Cay comes and Bob goes, live; unsubscribed, the room's list goes. A
+    grant room's subscribe sends the info the grant signs, and the list shows it."""
+    from playwright.async_api import expect
+
+    async with (
+        running_server(**PRESENCE) as server,
+        console_for(server) as page_url,
+        connect(server.ws_url, token=user_token("bob", info={"name": "Bob"})) as bob,
+    ):
+        await bob.subscribe("chat:1")
+        page, ws_id = await open_console(browser, page_url, server.ws_url)
+        await subscribe_in(page, "chat:1")
+        room = page.locator('#presence .presence-room[data-room="chat:1"]')
+        await expect(room.locator("li")).to_have_text(
+            ['bob{"name":"Bob"}', f"anonymous {ws_id[:8]}"], timeout=WAIT_MS
+        )
+        await expect(room.locator("li.me")).to_have_attribute("data-user", ws_id)
+        await expect(page.locator("#no-presence")).to_be_hidden()
+        async with connect(server.ws_url, token=user_token("cay")) as cay:
+            await cay.subscribe("chat:1")
+            await expect(room.locator(".count")).to_have_text("3", timeout=WAIT_MS)
+            await bob.unsubscribe("chat:1")
+            await expect(room.locator("li")).to_have_text(
+                [f"anonymous {ws_id[:8]}", "cay"], timeout=WAIT_MS
+            )
+        await page.click('#my-rooms li[data-room="chat:1"] button')
+        await expect(page.locator("#presence .presence-room")).to_have_count(0, timeout=WAIT_MS)
+        await expect(page.locator("#no-presence")).to_be_visible()
+
+        info = '{"role":"agent"}'
+        await page.fill("#sub-info", info)
+        await subscribe_in(page, "team:7", "grant", grant_for(TEAM_SECRET, ws_id, "team:7", info))
+        await expect(page.locator('#presence .presence-room[data-room="team:7"] li')).to_have_text(
+            [f"anonymous {ws_id[:8]}{info}"], timeout=WAIT_MS
+        )
+
+
+async def test_the_js_client_counts_events_around_the_reply_and_keeps_presence_across_a_resume(
+    browser: "Browser",
+) -> None:
+    """pushgate.js, as the Python client (tests/test_client_presence.py): the back end
+    puts it in a room while its frames are held, Bob joins, leaves and joins meanwhile;
+    the answer to its presence operation is held while Cay's join goes past it. Told:
+    Ann, Bob, Cay, once each. Cut off, it misses Bob's leave: the resume replays it,
+    and it asks nothing again."""
+    from playwright.async_api import expect
+
+    from tests.test_client_presence import HoldingProxy, is_event, is_presence_reply, presence_ops
+
+    async with (
+        running_server(**{**PRESENCE, "session_ttl": 30.0}) as server,
+        console_for(server) as page_url,
+        PushAPI(server.api_url) as api,
+        connect(server.ws_url, token=user_token("bob")) as bob,
+        connect(server.ws_url, token=user_token("cay")) as cay,
+    ):
+        proxy = HoldingProxy(LOOPBACK, server.ws_port)
+        await proxy.start()
+        try:
+            page, _ = await open_console(browser, page_url, server.ws_url)
+            ann_id = await page.evaluate(
+                """async ({ url, token }) => {
+                  const { PushgateClient } = await import("/static/pushgate.js");
+                  const c = new PushgateClient(url, { token, backoffInitial: 50 });
+                  window.own = c;
+                  window.told = [];
+                  c.on("presence", ({ room, joined, member }) =>
+                    window.told.push([room, joined, member.user]));
+                  return await c.connect();
+                }""",
+                {"url": f"ws://{LOOPBACK}:{proxy.port}/connect", "token": user_token("ann")},
+            )
+            proxy.hold = lambda message: message.get("type") == 0  # not the PONGs
+            await api.join("desk:1", ann_id)
+            await api.join("desk:1", bob.ws_id)
+            await api.leave("desk:1", bob.ws_id)
+            await api.join("desk:1", bob.ws_id)
+            await proxy.until(lambda: len(proxy.held) == 5)
+            proxy.release(hold=is_presence_reply)
+            await proxy.until(lambda: len(proxy.held) == 1)
+            await api.join("desk:1", cay.ws_id)
+            await proxy.until(lambda: any(is_event(m, "join", "cay") for m in proxy.passed))
+            proxy.release()
+            await page.wait_for_function("() => window.told.length >= 3", timeout=WAIT_MS)
+            joins = [["desk:1", True, user] for user in ("ann", "bob", "cay")]
+            assert await page.evaluate("window.told") == joins
+            keys = "[...window.own.presence('desk:1').keys()]"
+            assert await page.evaluate(keys) == ["ann", "bob", "cay"]
+            # The events count as the room's position, as pushes do: a resume goes on
+            # after them.
+            position = await page.evaluate("window.own.positions['room:desk:1']")
+            assert position[1] == 5
+
+            proxy.freeze()
+            await proxy.drop()
+            await api.leave("desk:1", bob.ws_id)
+            proxy.thaw()
+            await page.wait_for_function("() => window.told.length >= 4", timeout=WAIT_MS)
+            await expect(page.locator("#state")).to_have_text("open")
+            assert await page.evaluate("[window.own.resumed, window.own.wsId]") == [True, ann_id]
+            assert await page.evaluate("window.told") == [*joins, ["desk:1", False, "bob"]]
+            assert await page.evaluate(keys) == ["ann", "cay"]
+            assert presence_ops(proxy) == ["desk:1"]
+            await page.evaluate("window.own.close()")
+        finally:
             await proxy.close()

@@ -60,6 +60,22 @@ Rooms (docs/protocol.md, "Subscribing" and "Events"; docs/sdk.md):
   given up). The rooms the back end put it in are the back end's to redo.
 - The client sends at most ``max_send_rate`` messages a second (PINGs, operations),
   under the server's ``--max-client-messages-per-second``.
+
+Presence (docs/protocol.md, "Presence"; docs/sdk.md):
+
+- In a room whose namespace keeps presence, ``conn.presence(room)`` is who is there:
+  a dict of :class:`PresenceMember` by user (an anonymous member by its wsId), None
+  for a room without presence (or not known yet). The client takes the members a
+  subscribe's reply carries, or asks for them (the ``presence`` operation) for a room
+  it learns it is in otherwise (the welcome, a ``joined`` event), once a namespace is
+  known to keep presence (a namespace that keeps none is asked once). It then applies
+  each join and leave event of the room after the members' position; events that
+  come while the members are asked for wait, and those the members already count are
+  passed over. Each change of a view is handed to ``on_presence`` as a
+  :class:`PresenceChange`, in order with the ``on_room_change`` changes.
+- A resume keeps the views: the events missed come from history like pushes (a
+  stream the server could not recover is asked for again). A new session asks for
+  every view again, and tells only what differs.
 """
 
 import asyncio
@@ -70,7 +86,7 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
@@ -101,6 +117,7 @@ from pushgate.pushapi import (
     UnauthorizedError,
     UserMembershipResult,
 )
+from pushgate.streams import ROOM_TOPIC_PREFIX
 from pushgate.syncpushapi import SyncPushAPI
 from pushgate.wire import (
     CLOSE_SERVICE_RESTART,
@@ -108,6 +125,9 @@ from pushgate.wire import (
     PING,
     Notice,
     Operation,
+    PresenceEvent,
+    PresenceMember,
+    PresenceRoster,
     Push,
     Reply,
     ResumeRequest,
@@ -137,6 +157,9 @@ __all__ = [
     "NoReplyError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PresenceChange",
+    "PresenceMember",
+    "PresenceRoster",
     "Push",
     "PushAPI",
     "PushAPIError",
@@ -208,11 +231,13 @@ class Subscribed:
     """A subscription done (or renewed): where the room's stream stood then
     (``position``, ``(epoch, seq)``; None when the server keeps no history), and when
     a token's subscription ends unless renewed (``expires``, Unix seconds; None: for
-    as long as the session lasts)."""
+    as long as the session lasts). In a room that keeps presence, ``presence`` is who
+    was there (``conn.presence(room)`` is kept true from it)."""
 
     room: str
     position: tuple[str, int] | None
     expires: int | None
+    presence: PresenceRoster | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,9 +254,21 @@ class RoomChange:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    """``conn.presence(room)`` gained ``member`` (``joined``: a join event, or the
+    members a reply told; a join of a member there already with other info replaces
+    it) or lost it (a leave event; or the view went: the connection left the room)."""
+
+    room: str
+    joined: bool
+    member: PresenceMember
+
+
 StateCallback = Callable[["Connection", State], Awaitable[None] | None]
 RecoveryCallback = Callable[["Connection", dict[str, bool]], Awaitable[None] | None]
 RoomCallback = Callable[["Connection", RoomChange], Awaitable[None] | None]
+PresenceCallback = Callable[["Connection", PresenceChange], Awaitable[None] | None]
 TokenSource = str | Callable[[], str | Awaitable[str]]
 GrantSource = Callable[[str, str], str | Awaitable[str]]
 
@@ -242,10 +279,31 @@ _END = object()
 class _Own:
     """How the client put itself in a room, to do it again in a new session: through
     the logic API (``join``), or by subscribing with nothing (``subscribe``), a
-    ``grant``, or a ``token`` (the last one shown)."""
+    ``grant`` (and the ``info`` it signed, sent again as it was), or a ``token`` (the
+    last one shown)."""
 
     via: str
     token: str | None = None
+    info: str | None = None
+
+
+@dataclass(slots=True)
+class _View:
+    """Who is in one presence room, as far as the client knows (``known``: a roster
+    was taken), as of ``position`` of its stream. ``buffer`` (not None) while the
+    members are asked for: the events held until they come. ``ask``: the connection
+    and the id of the operation whose reply brings them (id 0: about to be sent)."""
+
+    members: dict[str, PresenceMember] = field(default_factory=dict)
+    known: bool = False
+    position: tuple[str, int] | None = None
+    buffer: list[PresenceEvent] | None = None
+    ask: tuple[object, int] | None = None
+
+
+def _namespace(room: str) -> str:
+    """A room's namespace: what comes before its first ``:`` (none: the default)."""
+    return room.partition(":")[0] if ":" in room else ""
 
 
 class _RedoFailed(Exception):
@@ -292,6 +350,7 @@ class Connection:
         on_room_change: RoomCallback | None = None,
         grant_for: GrantSource | None = None,
         max_send_rate: float = 20.0,
+        on_presence: PresenceCallback | None = None,
     ) -> None:
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
@@ -356,8 +415,15 @@ class Connection:
         self._redo_pending = False  # a new session is not yet back in its own rooms
         self._grant_for = grant_for
         self._on_room_change = on_room_change
-        self._changes: asyncio.Queue[RoomChange] | None = None
+        self._changes: asyncio.Queue[RoomChange | PresenceChange] | None = None
         self._notifier: asyncio.Task[None] | None = None
+        # Presence: a view per presence room, whether each namespace keeps presence
+        # (as the server has said), and the asks under way.
+        self._on_presence = on_presence
+        self._views: dict[str, _View] = {}
+        self._namespaces: dict[str, bool] = {}
+        self._renewing = False  # a new session: views kept until it is back in its rooms
+        self._asks: set[asyncio.Task[None]] = set()
         # Operations sent and not yet answered, by id.
         self._pending: dict[int, tuple[Operation, asyncio.Future[Reply]]] = {}
         self._last_id = 0
@@ -378,6 +444,13 @@ class Connection:
     def subscriptions(self) -> tuple[str, ...]:
         """Of :attr:`own_rooms`, those it subscribed itself (not through :meth:`join`)."""
         return tuple(room for room, own in self._own.items() if own.via != "join")
+
+    def presence(self, room: str) -> dict[str, PresenceMember] | None:
+        """Who is in ``room``, by user (an anonymous member by its wsId): a copy, kept
+        true by the events the client reads. None for a room without presence, one
+        the connection is not in, or one whose members are not known yet."""
+        view = self._views.get(room)
+        return dict(view.members) if view is not None and view.known else None
 
     # Lifecycle
 
@@ -411,6 +484,7 @@ class Connection:
                 self._done = True
                 await self._set_state(State.CLOSED)
                 raise
+        self._end_renewal()
         await self._set_state(State.OPEN)
         await self._release()
         if not self._closing:
@@ -430,6 +504,8 @@ class Connection:
             self.close_code = self._ws.close_code
             self._ws = None
         self._end_waits()
+        for ask in list(self._asks):
+            ask.cancel()
         if not self._done:
             self._finish()
             await self._set_state(State.CLOSED)
@@ -459,16 +535,22 @@ class Connection:
     # Subscriptions (docs/protocol.md, "Subscribing")
 
     async def subscribe(
-        self, room: str, grant: str | None = None, token: str | None = None
+        self,
+        room: str,
+        grant: str | None = None,
+        token: str | None = None,
+        info: str | None = None,
     ) -> Subscribed:
         """Put this connection in ``room`` (where its namespace lets a client do it:
         with nothing, a ``grant`` from the back end, or a subscription ``token``), and
-        again after a new session. Returns once the server has; raises
-        :class:`SubscribeError` (not retried: see its ``retryable``)."""
+        again after a new session. ``info``: in a presence room, the member info the
+        grant signs (the JSON text exactly as the back end signed it, sent as it is).
+        Returns once the server has; raises :class:`SubscribeError` (not retried: see
+        its ``retryable``)."""
         if grant is not None and token is not None:
             raise ValueError("give a grant or a token, not both")
-        reply = await self._operate("subscribe", room, grant=grant, token=token)
-        return Subscribed(room, reply.position, reply.expires)
+        reply = await self._operate("subscribe", room, grant=grant, token=token, info=info)
+        return Subscribed(room, reply.position, reply.expires, reply.presence)
 
     async def unsubscribe(self, room: str) -> None:
         """Take this connection out of ``room`` (one it could put itself in) and stop
@@ -479,7 +561,7 @@ class Connection:
         """Renew a token's subscription with a newer token before its ``expires``.
         Raises :class:`SubscribeError` (409: no token's subscription of ``room``)."""
         reply = await self._operate("refresh", room, token=token)
-        return Subscribed(room, reply.position, reply.expires)
+        return Subscribed(room, reply.position, reply.expires, reply.presence)
 
     # Rooms through the logic API (need the api argument)
 
@@ -565,6 +647,7 @@ class Connection:
                     self._redo_pending = True
                 try:
                     await self._redo()
+                    self._end_renewal()
                     return
                 except _RedoFailed as exc:
                     # The next attempt resumes this session and finishes the work.
@@ -619,7 +702,10 @@ class Connection:
             return {}
         if self._grant_for is not None:
             made = self._grant_for(room, self.ws_id)
-            return {own.via: made if isinstance(made, str) else await made}
+            shown = {own.via: made if isinstance(made, str) else await made}
+            if own.info is not None:
+                shown["info"] = own.info  # the grant_for must sign it again
+            return shown
         if own.via == "token" and own.token is not None:
             return {"token": own.token}  # good unless bound to the old wsId, or expired
         return None
@@ -671,6 +757,8 @@ class Connection:
         self.resumed = resume and welcome.resumed and ws_id == self.ws_id
         self.ws_id = ws_id
         self.connects += 1
+        if not self.resumed:
+            self._renew_presence()
         self._take_rooms(welcome)
         if resume:
             await self._on_resume_welcome(welcome)
@@ -678,6 +766,7 @@ class Connection:
         self._pings = self._pongs = 0
         self._holding, self._held = True, []
         self._reader = asyncio.create_task(self._read(ws), name=f"pushgate reader {ws_id}")
+        self._flush_asks()
 
     def _take_rooms(self, welcome: Welcome) -> None:
         """The welcome's rooms are the connection's (a server without events lists
@@ -739,8 +828,12 @@ class Connection:
             log.warning("ignored a message that is not JSON: %r", frame[:100])
             return
         if isinstance(message, Push):
-            if self._is_new(message):
+            if self._is_new(message.stream, message.seq, message.epoch):
                 await self._deliver(message)
+            return
+        if isinstance(message, PresenceEvent):
+            if self._is_new(room_stream(message.room), message.seq, message.epoch):
+                self._on_presence_event(message)
         elif isinstance(message, Reply):
             self._on_reply(message)
         elif isinstance(message, RoomEvent):
@@ -751,6 +844,7 @@ class Connection:
                 self._exit(message.room, message.reason)
         elif isinstance(message, Notice):
             await self._apply_streams(message.streams)
+        self._flush_asks()
 
     async def _deliver(self, push: Push) -> None:
         if self._holding:
@@ -766,15 +860,15 @@ class Connection:
             while self._held:
                 await self._queue.put(self._held.pop(0))
 
-    def _is_new(self, push: Push) -> bool:
-        """Track the stream's position; False for a push already delivered."""
-        if not push.seq:
+    def _is_new(self, stream: str, seq: int, epoch: str) -> bool:
+        """Track the stream's position (pushes and presence events alike); False for
+        what was delivered already."""
+        if not seq:
             return True
-        stream = push.stream
         known = self.positions.get(stream)
-        if known is not None and known[0] == push.epoch and push.seq <= known[1]:
+        if known is not None and known[0] == epoch and seq <= known[1]:
             return False
-        self.positions[stream] = (push.epoch, push.seq)
+        self.positions[stream] = (epoch, seq)
         return True
 
     async def _apply_streams(self, streams: dict[str, StreamReport]) -> None:
@@ -782,6 +876,8 @@ class Connection:
         report: dict[str, bool] = {}
         for name, stream in streams.items():
             report[name] = stream.recovered
+            if not stream.recovered:
+                self._stream_lost(name)
             known = self.positions.get(name)
             if not stream.recovered and (known is None or known[0] != stream.epoch):
                 # A new epoch: every push of it is new to us. (Its seq in the report is
@@ -813,6 +909,7 @@ class Connection:
         *,
         grant: str | None = None,
         token: str | None = None,
+        info: str | None = None,
         redo: bool = False,
     ) -> Reply:
         """Send an operation on the open connection (or, ``redo``, the one being
@@ -821,9 +918,11 @@ class Connection:
         if ws is None or (self.state is not State.OPEN and not redo):
             raise NoReplyError(op, room, f"the connection is not open ({self.state.value})")
         self._last_id = op_id = self._last_id + 1
-        operation = Operation(op, RoomId(room), op_id, grant, token)
+        operation = Operation(op, RoomId(room), op_id, grant, token, info)
         answered: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[op_id] = (operation, answered)
+        if op in ("subscribe", "presence"):
+            self._roster_asked(room, ws, op_id, op)
         try:
             await self._send(ws, json.dumps(operation.as_message()))
             reply = await answered
@@ -849,6 +948,8 @@ class Connection:
             elif reply.op == "unsubscribe":
                 self._own.pop(room, None)
                 self._exit(room, "unsubscribe")
+        if room is not None and reply.op in ("subscribe", "refresh", "presence"):
+            self._presence_reply(room, reply)
         if pending is not None and not pending[1].done():
             pending[1].set_result(reply)
 
@@ -913,32 +1014,207 @@ class Connection:
         if room not in self._rooms:
             self._rooms[room] = None
             self._tell(RoomChange(room, True, reason))
+            self._want_roster(room)
 
     def _exit(self, room: str, reason: str) -> None:
         self.positions.pop(room_stream(room), None)  # a later join starts afresh
         if room in self._rooms:
             del self._rooms[room]
             self._tell(RoomChange(room, False, reason))
+        if not self._renewing:  # a new session keeps them, to tell only what differs
+            self._drop_view(room)
 
-    def _tell(self, change: RoomChange) -> None:
-        """Hand a change to on_room_change, in order, from a task of its own (so that
-        the callback may subscribe, which needs the reader)."""
-        if self._on_room_change is None:
+    def _tell(self, change: RoomChange | PresenceChange) -> None:
+        """Hand a change to on_room_change or on_presence, in order, from a task of
+        its own (so that the callback may subscribe, which needs the reader)."""
+        if isinstance(change, RoomChange) and self._on_room_change is None:
+            return
+        if isinstance(change, PresenceChange) and self._on_presence is None:
             return
         if self._changes is None:
             self._changes = asyncio.Queue()
-            self._notifier = asyncio.create_task(self._notify(self._changes, self._on_room_change))
+            self._notifier = asyncio.create_task(self._notify(self._changes))
         self._changes.put_nowait(change)
 
-    async def _notify(self, changes: asyncio.Queue[RoomChange], callback: RoomCallback) -> None:
+    async def _notify(self, changes: asyncio.Queue[RoomChange | PresenceChange]) -> None:
         while not self._done:
             change = await changes.get()
             try:
-                result = callback(self, change)
+                if isinstance(change, RoomChange):
+                    assert self._on_room_change is not None
+                    result = self._on_room_change(self, change)
+                else:
+                    assert self._on_presence is not None
+                    result = self._on_presence(self, change)
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                log.exception("on_room_change(%s) failed", change)
+                name = "on_room_change" if isinstance(change, RoomChange) else "on_presence"
+                log.exception("%s(%s) failed", name, change)
+
+    # Internals: presence
+
+    def _want_roster(self, room: str) -> None:
+        """The connection is in ``room``: know who is there, if its namespace keeps
+        presence (or may: then one room of it asks, and the answer tells for all)."""
+        if room in self._views or self._namespaces.get(_namespace(room)) is False:
+            return
+        self._views[room] = _View(buffer=[])
+        self._flush_asks()
+
+    def _roster_asked(self, room: str, ws: object, op_id: int, op: str) -> None:
+        """An operation whose reply may carry ``room``'s members is being sent."""
+        view = self._views.get(room)
+        if op == "subscribe":
+            if self._namespaces.get(_namespace(room)) is False:
+                return
+            if view is None:
+                view = self._views[room] = _View(buffer=[])
+            elif view.buffer is None:
+                return  # known, and kept true: the reply's members tell nothing new
+        elif view is None or view.buffer is None:
+            return
+        view.ask = (ws, op_id)
+
+    def _flush_asks(self) -> None:
+        """Ask for the members of each room that waits for them and has no ask under
+        way on this connection (one room at a time of a namespace not known to keep
+        presence); forget the views of rooms the connection is not in."""
+        ws = self._ws
+        if ws is None or self._done:
+            return
+        views = self._views
+        probing = {
+            _namespace(room)
+            for room, view in views.items()
+            if view.ask is not None and view.ask[0] is ws
+        }
+        for room, view in list(views.items()):
+            if view.buffer is None or (view.ask is not None and view.ask[0] is ws):
+                continue
+            namespace = _namespace(room)
+            keeps = self._namespaces.get(namespace)
+            if room not in self._rooms or keeps is False:
+                if room in self._rooms or not self._renewing:
+                    self._drop_view(room)
+                continue
+            if keeps is None:
+                if namespace in probing:
+                    continue  # its answer tells for this one too
+                probing.add(namespace)
+            view.ask = (ws, 0)
+            task = asyncio.create_task(self._ask(room, ws))
+            self._asks.add(task)
+            task.add_done_callback(self._asks.discard)
+
+    async def _ask(self, room: str, ws: object) -> None:
+        """The ``presence`` operation (unless a subscribe sent meanwhile took it over):
+        its reply is read by :meth:`_presence_reply`."""
+        view = self._views.get(room)
+        if view is None or view.ask != (ws, 0) or ws is not self._ws:
+            return
+        with contextlib.suppress(SubscribeError):
+            await self._operate("presence", room, redo=True)
+
+    def _presence_reply(self, room: str, reply: Reply) -> None:
+        """A reply that may carry ``room``'s members, or say it has none."""
+        namespace = _namespace(room)
+        view = self._views.get(room)
+        mine = view is not None and view.ask is not None and view.ask[1] == reply.id
+        if reply.ok and reply.presence is not None:
+            self._namespaces[namespace] = True
+            if mine:
+                assert view is not None
+                self._take_roster(room, view, reply.presence)
+        elif reply.ok:
+            if reply.op != "presence":  # a subscription in a room without presence
+                self._namespaces[namespace] = False
+                if mine:
+                    self._drop_view(room)
+        elif reply.op == "presence":
+            if reply.code == 404:  # the room's namespace keeps no presence
+                self._namespaces[namespace] = False
+            if not mine:
+                return
+            assert view is not None
+            if reply.code in (409, 429, 503):  # not now: ask again in a moment
+                view.ask = None
+                asyncio.get_running_loop().call_later(1.0, self._flush_asks)
+            else:
+                self._drop_view(room)
+        elif mine:
+            assert view is not None
+            view.ask = None  # a subscribe refused: ask, if the connection is in the room
+
+    def _take_roster(self, room: str, view: _View, roster: PresenceRoster) -> None:
+        """The members as of the roster's position; tell what differs from the view
+        (all of them, the first time), then apply the events held meanwhile that came
+        after it (without history: none, it is after them all)."""
+        before = view.members if view.known else {}
+        held = (view.buffer or []) if roster.position is not None else []
+        members = {member.key: member for member in roster.members}
+        view.members, view.known, view.position = members, True, roster.position
+        view.buffer = view.ask = None
+        for key, member in before.items():
+            if key not in members:
+                self._tell(PresenceChange(room, False, member))
+        for key, member in members.items():
+            if before.get(key) != member:
+                self._tell(PresenceChange(room, True, member))
+        for event in held:
+            self._on_presence_event(event)
+
+    def _on_presence_event(self, event: PresenceEvent) -> None:
+        view = self._views.get(event.room)
+        if view is None:
+            return  # not asked for: the members, when asked, count it
+        if view.buffer is not None:
+            view.buffer.append(event)
+            return
+        position = view.position
+        if event.seq and position is not None:
+            if event.epoch != position[0]:  # the stream started over: ask again
+                view.buffer, view.ask = [], None
+                return
+            if event.seq <= position[1]:
+                return  # the members told of it already
+        member, key = event.member, event.member.key
+        if event.joined:
+            if view.members.get(key) != member:
+                view.members[key] = member
+                self._tell(PresenceChange(event.room, True, member))
+        elif (gone := view.members.pop(key, None)) is not None:
+            self._tell(PresenceChange(event.room, False, gone))
+        if event.seq:
+            view.position = (event.epoch, event.seq)
+
+    def _drop_view(self, room: str) -> None:
+        """Forget ``room``'s view: each member it had leaves it."""
+        view = self._views.pop(room, None)
+        if view is not None and view.known:
+            for member in view.members.values():
+                self._tell(PresenceChange(room, False, member))
+
+    def _stream_lost(self, stream: str) -> None:
+        """Events of ``stream`` may have been lost: ask for its room's members again."""
+        if not stream.startswith(ROOM_TOPIC_PREFIX):
+            return
+        view = self._views.get(stream[len(ROOM_TOPIC_PREFIX) :])
+        if view is not None and view.buffer is None:
+            view.buffer, view.ask = [], None
+
+    def _renew_presence(self) -> None:
+        """A new session: what it is in, and whether a namespace keeps presence, is to
+        be learnt again; every view waits for its members, asked again."""
+        self._namespaces.clear()
+        self._renewing = True
+        for view in self._views.values():
+            view.buffer, view.ask = [], None
+
+    def _end_renewal(self) -> None:
+        """The new session is back in its rooms: the views of the others go."""
+        self._renewing = False
+        self._flush_asks()
 
     # Internals: the rest
 
@@ -982,6 +1258,7 @@ def connect(
     on_room_change: RoomCallback | None = None,
     grant_for: GrantSource | None = None,
     max_send_rate: float = 20.0,
+    on_presence: PresenceCallback | None = None,
 ) -> Connection:
     """A connection to the gateway at ``url`` (``ws://HOST:8888/connect``), opened by
     ``async with`` (or ``await conn.open()``).
@@ -1008,6 +1285,9 @@ def connect(
     a new session subscribes again; an exception is retried, as a failed reconnect is.
     ``max_send_rate``: messages sent per second at most, in bursts of as many (keep
     twice it under the server's ``--max-client-messages-per-second``, 50).
+    ``on_presence(conn, change)``: called with each :class:`PresenceChange` of a
+    ``conn.presence(room)`` view, in order (with the room changes), like
+    ``on_room_change``.
     """
     return Connection(
         url,
@@ -1025,13 +1305,14 @@ def connect(
         on_room_change=on_room_change,
         grant_for=grant_for,
         max_send_rate=max_send_rate,
+        on_presence=on_presence,
     )
 
 
 def _own_of(operation: Operation) -> _Own:
     """How a subscription was made, from its operation."""
     if operation.grant is not None:
-        return _Own("grant")
+        return _Own("grant", info=operation.info)
     if operation.token is not None:
         return _Own("token", operation.token)
     return _Own("subscribe")

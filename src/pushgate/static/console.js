@@ -36,6 +36,9 @@ const ui = {
   subRoom: $("sub-room"),
   subKind: $("sub-kind"),
   subCredential: $("sub-credential"),
+  subInfo: $("sub-info"),
+  presence: $("presence"),
+  noPresence: $("no-presence"),
   subResult: $("sub-result"),
   pushRoom: $("push-room"),
   pushTag: $("push-tag"),
@@ -147,6 +150,7 @@ function connect() {
   c.on("recovery", showRecovery);
   c.on("message", showMessage);
   c.on("rooms", showRoomChange);
+  c.on("presence", showPresence);
   c.on("error", ({ error, room }) => {
     if (room) log("given-up", String(error.message || error));
     notify(String(error.message || error));
@@ -179,6 +183,7 @@ function disconnect() {
   client = null;
   ui.wsId.textContent = "—";
   showRooms([]);
+  showPresence();
 }
 
 function showState(state) {
@@ -228,6 +233,7 @@ $("join-form").addEventListener("submit", async (event) => {
  *  for itself (the back end's moves, an expiry, a new session) is logged. */
 function showRoomChange({ rooms, room, joined, reason }) {
   showRooms(rooms);
+  showPresence();
   if (reason === "expired") {
     report("expired", `left ${room}: its subscription token expired`);
   } else if (reason === "server" || reason === "welcome") {
@@ -269,11 +275,14 @@ function showRooms(rooms) {
 
 // Subscribe: the page's connection puts itself in a room (docs/protocol.md, "Subscribing")
 
-/** The grant or token typed for the operation, as subscribe() takes it. */
+/** The grant or token typed for the operation, as subscribe() takes it (with a grant, the
+ *  info it signs, sent as it was typed). */
 function shown() {
   const kind = ui.subKind.value;
   const value = ui.subCredential.value.trim();
-  return kind && value ? { [kind]: value } : {};
+  const info = ui.subInfo.value.trim();
+  if (!kind || !value) return {};
+  return kind === "grant" && info ? { grant: value, info } : { [kind]: value };
 }
 
 /** Run an operation from the form and show its answer, or its refusal's code and reason. */
@@ -317,6 +326,39 @@ function showSubResult(text, isError, code = null) {
   ui.subResult.classList.toggle("error", isError);
   if (code === null) delete ui.subResult.dataset.code;
   else ui.subResult.dataset.code = String(code);
+}
+
+// Presence: who is in each room that keeps it (client.presence), redrawn on each change
+
+function showPresence() {
+  const rooms = client ? client.rooms.filter((room) => client.presence(room) !== null) : [];
+  ui.presence.replaceChildren(
+    ...rooms.map((room) => {
+      const members = [...client.presence(room).values()];
+      const section = document.createElement("section");
+      section.className = "presence-room";
+      section.dataset.room = room;
+      const title = document.createElement("h3");
+      const count = document.createElement("span");
+      count.className = "count";
+      count.textContent = String(members.length);
+      title.append(`${room} `, count);
+      const list = document.createElement("ul");
+      list.append(
+        ...members.map(({ user, info, wsId }) => {
+          const item = document.createElement("li");
+          item.dataset.user = user ?? wsId;
+          item.textContent = user ?? `anonymous ${wsId.slice(0, 8)}`;
+          if (wsId !== null && wsId === client.wsId) item.className = "me";
+          if (info) item.append(cell("info", JSON.stringify(info)));
+          return item;
+        }),
+      );
+      section.append(title, list);
+      return section;
+    }),
+  );
+  ui.noPresence.hidden = rooms.length > 0;
 }
 
 // Push

@@ -14,6 +14,8 @@
 //   await client.subscribe("lobby:1");                        // a public room: by itself
 //   await client.subscribe("chat:42", { grant });             // a grant room: the back end's grant
 //   // (or { token }: a subscription token); rejects with SubscribeError {code, reason, retryable}
+//   client.on("presence", ({ room, joined, member, members }) => render(room, members));
+//   client.presence("chat:42");   // Map: user (an anonymous member: its wsId) -> {user, info, wsId}
 //
 // What a caller must know (docs/recovery.md is the protocol):
 // - The client sends {"type":1,"data":"PING"} every `heartbeat` seconds (the server's
@@ -60,6 +62,18 @@
 //   given up with an "error" event). Rooms the back end put it in are the back end's to redo.
 // - It sends at most maxSendRate messages a second (PINGs, operations), under the server's
 //   --max-client-messages-per-second (50).
+// - Presence (docs/protocol.md "Presence", docs/sdk.md): in a room whose namespace keeps
+//   presence, client.presence(room) is who is there, a Map of {user, info, wsId} by user (an
+//   anonymous member, user null, by its wsId); null for a room without presence or not known
+//   yet. It takes the members a subscribe's reply carries, or asks for them (the "presence"
+//   operation) for a room it is in otherwise (the welcome, a "joined" event) once the room's
+//   namespace is known to keep presence (a namespace that keeps none is asked once), then
+//   applies each join and leave event after their position; events that come while the
+//   members are asked for wait, and those the members count already are passed over. A
+//   resume keeps the views (the events missed come from history; a stream the server could
+//   not recover is asked for again); a new session asks for them all again and tells only
+//   what differs. subscribe(room, {grant, info}) sends `info`, the member info the grant signs
+//   (the JSON text as the back end signed it); a new session sends it again.
 // - Events (an EventTarget; each detail is a plain object):
 //     "state"    {state, wsId}   state is one of State: connecting, open, reconnecting, closed
 //     "open"     {wsId, heartbeat, reconnected, resumed}
@@ -73,6 +87,10 @@
 //                in (joined) or went; reason "subscribe" or "unsubscribe" (this client's),
 //                "server" (the back end, join() and leave() included), "expired" (a token's
 //                exp passed), "welcome" (the welcome said so: a new session, or moved while away)
+//     "presence" {room, joined, member, members}   after each change of client.presence(room):
+//                member {user, info, wsId} came in (a join, or the members a reply told; a join
+//                of one there already with other info replaces it) or went (a leave, or the
+//                room's view went with the room); members: the view's members now
 //     "close"    {code, reason}  a connection ended (reconnecting follows unless closed)
 //     "error"    {error, room}   a rejoin, a room given up in a new session (room), or a frame
 //                it could not read; it carries on
@@ -280,6 +298,11 @@ export class PushgateClient extends EventTarget {
     this._own = new Map(); // room -> {via, token}: what the client put itself in, and how
     this._events = false; // the server tells of rooms (?v=2)
     this._redoPending = false; // a new session is not yet back in the client's own rooms
+    // Presence: room -> {members: Map, known, position, buffer, ask} (buffer: events held
+    // while the members are asked for; ask: {ws, id} of the operation bringing them).
+    this._views = new Map();
+    this._namespaces = new Map(); // namespace -> whether it keeps presence, as the server said
+    this._renewing = false; // a new session: views kept until it is back in its rooms
     this._pending = new Map(); // operation id -> {op, room, grant, token, resolve, reject}
     this._lastId = 0;
     this._pings = 0; // PINGs sent and PONGs read on this connection: a PONG tells
@@ -321,6 +344,14 @@ export class PushgateClient extends EventTarget {
   /** Of ownRooms, those it subscribed itself (subscribe(), not join()). */
   get subscriptions() {
     return [...this._own].filter(([, own]) => own.via !== "join").map(([room]) => room);
+  }
+
+  /** Who is in `room`: a Map (a copy) of {user, info, wsId} by user (an anonymous member by its
+   *  wsId), kept true by the room's events; null for a room without presence, one the
+   *  connection is not in, or one whose members are not known yet. */
+  presence(room) {
+    const view = this._views.get(room);
+    return view && view.known ? new Map(view.members) : null;
   }
 
   /** Per stream, the position [epoch, seq] a resume asks to continue from. */
@@ -388,12 +419,14 @@ export class PushgateClient extends EventTarget {
 
   /** Put this connection in `room` where its namespace lets a client do it (with nothing,
    *  a `grant` from the back end, or a subscription `token`), and again in a new session.
-   *  Resolves with {room, position: [epoch, seq] or null, expires: Unix seconds or null};
+   *  `info`: in a presence room, the member info the grant signs (the JSON text exactly as
+   *  the back end signed it). Resolves with {room, position: [epoch, seq] or null, expires:
+   *  Unix seconds or null, presence: {members, position} in a presence room, else null};
    *  rejects with SubscribeError. */
-  async subscribe(room, { grant = null, token = null } = {}) {
+  async subscribe(room, { grant = null, token = null, info = null } = {}) {
     if (grant !== null && token !== null) throw new Error("give a grant or a token, not both");
-    const reply = await this._operate("subscribe", room, { grant, token });
-    return { room, position: reply.position, expires: reply.expires };
+    const reply = await this._operate("subscribe", room, { grant, token, info });
+    return { room, position: reply.position, expires: reply.expires, presence: reply.presence };
   }
 
   /** Take this connection out of `room` and stop putting it back; rejects with SubscribeError. */
@@ -404,7 +437,7 @@ export class PushgateClient extends EventTarget {
   /** Renew a token's subscription with a newer token, before its `expires`. */
   async refresh(room, token) {
     const reply = await this._operate("refresh", room, { token });
-    return { room, position: reply.position, expires: reply.expires };
+    return { room, position: reply.position, expires: reply.expires, presence: reply.presence };
   }
 
   // Internals
@@ -438,7 +471,7 @@ export class PushgateClient extends EventTarget {
 
   /** Send an operation on the open connection (or, `redo`, the one being reopened) and
    *  resolve with its reply; a refusal rejects with SubscribeError. */
-  async _operate(op, room, { grant = null, token = null } = {}, redo = false) {
+  async _operate(op, room, { grant = null, token = null, info = null } = {}, redo = false) {
     const ws = this._ws;
     if (!ws || ws.readyState !== WebSocket.OPEN || (this.state !== State.OPEN && !redo)) {
       throw new SubscribeError(op, room, 0, `the connection is not open (${this.state})`);
@@ -447,8 +480,10 @@ export class PushgateClient extends EventTarget {
     const data = { op, room, id };
     if (grant !== null) data.grant = grant;
     if (token !== null) data.token = token;
+    if (info !== null) data.info = info;
+    if (op === "subscribe" || op === "presence") this._rosterAsked(room, ws, id, op);
     const reply = await new Promise((resolve, reject) => {
-      this._pending.set(id, { op, room, grant, token, resolve, reject });
+      this._pending.set(id, { op, room, grant, token, info, resolve, reject });
       this._send(ws, JSON.stringify({ type: TYPE_WELCOME, data }));
     });
     if (!reply.ok) throw new SubscribeError(op, room, reply.code ?? 0, reply.reason);
@@ -470,24 +505,35 @@ export class PushgateClient extends EventTarget {
         this._exit(room, "unsubscribe");
       }
     }
+    const presence = rosterOf(data.presence);
+    if (room !== null && ["subscribe", "refresh", "presence"].includes(data.op)) {
+      this._presenceReply(room, data, presence);
+    }
     if (!pending) return;
     this._pending.delete(data.id);
-    const position = data.position;
     pending.resolve({
       op: data.op,
       ok: data.ok === true,
       room,
-      position: Array.isArray(position) && position.length === 2 ? position : null,
+      position: positionOf(data.position),
       expires: Number.isInteger(data.expires) ? data.expires : null,
       code: Number.isInteger(data.code) ? data.code : null,
       reason: typeof data.reason === "string" ? data.reason : "",
+      presence,
     });
   }
 
-  /** A type-0 frame with an "op": a reply, or a joined/left event. */
-  _onControl(data) {
+  /** A type-0 frame with an "op": a reply, a joined/left event, or a presence event. */
+  _onControl(data, message) {
     if ("ok" in data) {
       this._onReply(data);
+    } else if (data.op === "presence" && typeof data.room === "string") {
+      const member = memberOf(data);
+      if (member === null || (data.event !== "join" && data.event !== "leave")) return;
+      const seq = Number.isInteger(message.seq) ? message.seq : null;
+      const epoch = typeof message.epoch === "string" ? message.epoch : null;
+      if (!this._fresh(`room:${data.room}`, seq, epoch)) return;
+      this._presenceEvent({ room: data.room, joined: data.event === "join", member, seq, epoch });
     } else if ((data.op === "joined" || data.op === "left") && typeof data.room === "string") {
       const reason = String(data.reason ?? "");
       if (data.op === "joined") {
@@ -503,13 +549,185 @@ export class PushgateClient extends EventTarget {
     if (this._rooms.has(room)) return;
     this._rooms.add(room);
     this._emit("rooms", { rooms: this.rooms, room, joined: true, reason });
+    this._wantRoster(room);
   }
 
   _exit(room, reason) {
     this._positions.delete(`room:${room}`); // a later join starts afresh
-    if (!this._rooms.has(room)) return;
-    this._rooms.delete(room);
-    this._emit("rooms", { rooms: this.rooms, room, joined: false, reason });
+    if (this._rooms.has(room)) {
+      this._rooms.delete(room);
+      this._emit("rooms", { rooms: this.rooms, room, joined: false, reason });
+    }
+    if (!this._renewing) this._dropView(room); // a new session keeps them: only differences are told
+  }
+
+  // Presence
+
+  /** The connection is in `room`: know who is there, if its namespace keeps presence (or
+   *  may: then one room of it asks, and the answer tells for all). */
+  _wantRoster(room) {
+    if (this._views.has(room) || this._namespaces.get(namespaceOf(room)) === false) return;
+    this._views.set(room, newView([]));
+    this._flushAsks();
+  }
+
+  /** An operation whose reply may carry `room`'s members is being sent. */
+  _rosterAsked(room, ws, id, op) {
+    let view = this._views.get(room);
+    if (op === "subscribe") {
+      if (this._namespaces.get(namespaceOf(room)) === false) return;
+      if (!view) this._views.set(room, (view = newView([])));
+      else if (view.buffer === null) return; // known and kept true: the reply tells nothing new
+    } else if (!view || view.buffer === null) {
+      return;
+    }
+    view.ask = { ws, id };
+  }
+
+  /** Ask for the members of each room that waits for them and has no ask under way on this
+   *  connection (one room at a time of a namespace not known to keep presence); forget the
+   *  views of rooms the connection is not in. */
+  _flushAsks() {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    const probing = new Set();
+    for (const [room, view] of this._views) {
+      if (view.ask && view.ask.ws === ws) probing.add(namespaceOf(room));
+    }
+    for (const [room, view] of [...this._views]) {
+      if (view.buffer === null || (view.ask && view.ask.ws === ws)) continue;
+      const namespace = namespaceOf(room);
+      const keeps = this._namespaces.get(namespace);
+      if (!this._rooms.has(room) || keeps === false) {
+        if (this._rooms.has(room) || !this._renewing) this._dropView(room);
+        continue;
+      }
+      if (keeps === undefined) {
+        if (probing.has(namespace)) continue; // its answer tells for this one too
+        probing.add(namespace);
+      }
+      view.ask = { ws, id: 0 };
+      this._operate("presence", room, {}, true).catch(() => {}); // the reply is read below
+    }
+  }
+
+  /** A reply that may carry `room`'s members (`presence`), or say it has none. */
+  _presenceReply(room, data, presence) {
+    const namespace = namespaceOf(room);
+    const view = this._views.get(room);
+    const mine = Boolean(view && view.ask && view.ask.id === data.id);
+    if (data.ok === true && presence !== null) {
+      this._namespaces.set(namespace, true);
+      if (mine) this._takeRoster(room, view, presence);
+    } else if (data.ok === true) {
+      if (data.op !== "presence") {
+        this._namespaces.set(namespace, false); // a subscription in a room without presence
+        if (mine) this._dropView(room);
+      }
+    } else if (data.op === "presence") {
+      if (data.code === 404) this._namespaces.set(namespace, false); // its namespace keeps no presence
+      if (!mine) return;
+      if ([409, 429, 503].includes(data.code)) {
+        view.ask = null; // not now: ask again in a moment
+        this._after(1000, () => this._flushAsks());
+      } else {
+        this._dropView(room);
+      }
+    } else if (mine) {
+      view.ask = null; // a subscribe refused: asked for below, if the connection is in the room
+    }
+  }
+
+  /** The members as of the roster's position: tell what differs from the view (all of them,
+   *  the first time), then apply the events held meanwhile that came after it (without
+   *  history: none, it is after them all). */
+  _takeRoster(room, view, roster) {
+    const before = view.known ? view.members : new Map();
+    const held = roster.position !== null ? view.buffer || [] : [];
+    const members = new Map(roster.members.map((member) => [keyOf(member), member]));
+    Object.assign(view, { members, known: true, position: roster.position, buffer: null, ask: null });
+    for (const [key, member] of before) {
+      if (!members.has(key)) this._emitPresence(room, false, member, view);
+    }
+    for (const [key, member] of members) {
+      if (!sameMember(before.get(key), member)) this._emitPresence(room, true, member, view);
+    }
+    for (const event of held) this._presenceEvent(event);
+  }
+
+  _presenceEvent(event) {
+    const view = this._views.get(event.room);
+    if (!view) return; // not asked for: the members, when asked, count it
+    if (view.buffer !== null) {
+      view.buffer.push(event);
+      return;
+    }
+    const position = view.position;
+    if (event.seq !== null && position !== null) {
+      if (event.epoch !== position[0]) {
+        view.buffer = []; // the stream started over: ask again
+        view.ask = null;
+        return;
+      }
+      if (event.seq <= position[1]) return; // the members told of it already
+    }
+    const { member } = event;
+    const key = keyOf(member);
+    if (event.joined) {
+      if (!sameMember(view.members.get(key), member)) {
+        view.members.set(key, member);
+        this._emitPresence(event.room, true, member, view);
+      }
+    } else if (view.members.has(key)) {
+      const gone = view.members.get(key);
+      view.members.delete(key);
+      this._emitPresence(event.room, false, gone, view);
+    }
+    if (event.seq !== null) view.position = [event.epoch, event.seq];
+  }
+
+  /** Forget `room`'s view: each member it had leaves it. */
+  _dropView(room) {
+    const view = this._views.get(room);
+    if (!view) return;
+    this._views.delete(room);
+    if (!view.known) return;
+    const left = new Map(view.members);
+    for (const [key, member] of left) {
+      view.members.delete(key);
+      this._emitPresence(room, false, member, view);
+    }
+  }
+
+  _emitPresence(room, joined, member, view) {
+    this._emit("presence", { room, joined, member, members: [...view.members.values()] });
+  }
+
+  /** Events of `stream` may have been lost: ask for its room's members again. */
+  _streamLost(stream) {
+    if (!stream.startsWith("room:")) return;
+    const view = this._views.get(stream.slice("room:".length));
+    if (view && view.buffer === null) {
+      view.buffer = [];
+      view.ask = null;
+    }
+  }
+
+  /** A new session: what it is in, and whether a namespace keeps presence, is to be learnt
+   *  again; every view waits for its members, asked again. */
+  _renewPresence() {
+    this._namespaces.clear();
+    this._renewing = true;
+    for (const view of this._views.values()) {
+      view.buffer = [];
+      view.ask = null;
+    }
+  }
+
+  /** The new session is back in its rooms: the views of the others go. */
+  _endRenewal() {
+    this._renewing = false;
+    this._flushAsks();
   }
 
   /** The welcome's rooms are the connection's (a server without events lists none: a new
@@ -555,7 +773,11 @@ export class PushgateClient extends EventTarget {
   /** What to show to subscribe to `room` again (null: nothing will do). */
   async _credentials(room, own) {
     if (own.via === "subscribe") return {};
-    if (this.grantFor) return { [own.via]: String(await this.grantFor(room, this.wsId)) };
+    if (this.grantFor) {
+      const shown = { [own.via]: String(await this.grantFor(room, this.wsId)) };
+      if (own.info) shown.info = own.info; // the grantFor must sign it again
+      return shown;
+    }
     if (own.via === "token" && own.token) return { token: own.token };
     return null;
   }
@@ -672,8 +894,9 @@ export class PushgateClient extends EventTarget {
       } else if (message.type === TYPE_WELCOME) {
         const data = message.data && typeof message.data === "object" ? message.data : {};
         if (welcomed) {
-          if (data.op !== undefined) this._onControl(data);
+          if (data.op !== undefined) this._onControl(data, message);
           else if (data.recovered === false) this._gap(data);
+          this._flushAsks();
           return;
         }
         welcomed = true;
@@ -708,7 +931,9 @@ export class PushgateClient extends EventTarget {
     this.resumed = resumed;
     if (resumed) this._takePositions(streams);
     else this._positions.clear(); // a new session: its streams start afresh
+    if (!resumed) this._renewPresence();
     this._takeRooms(data, resumed);
+    this._flushAsks();
     this._startHeartbeat(ws);
     if (reconnected && !resumed) this._redoPending = true;
     if (this._redoPending) {
@@ -721,6 +946,7 @@ export class PushgateClient extends EventTarget {
       }
       if (this._ws !== ws) return;
     }
+    this._endRenewal();
     this._attempt = 0;
     this._setState(State.OPEN);
     this._emit("open", { wsId: this.wsId, heartbeat: this.heartbeat, reconnected, resumed });
@@ -766,6 +992,7 @@ export class PushgateClient extends EventTarget {
   _takePositions(streams) {
     for (const [name, info] of Object.entries(streams)) {
       if (!info || info.recovered !== false) continue;
+      this._streamLost(name);
       if (typeof info.epoch !== "string" || !Number.isInteger(info.seq)) continue;
       const known = this._positions.get(name);
       const same = known && known.epoch === info.epoch;
@@ -784,12 +1011,7 @@ export class PushgateClient extends EventTarget {
     const stream = room !== null ? `room:${room}` : user !== null ? `user:${user}` : "all";
     const seq = Number.isInteger(message.seq) ? message.seq : null;
     const epoch = typeof message.epoch === "string" ? message.epoch : null;
-    if (seq !== null && epoch !== null) {
-      const known = this._positions.get(stream);
-      const same = known && known.epoch === epoch;
-      if (same && seq <= known.got) return; // delivered already
-      this._positions.set(stream, { epoch, seq: same ? Math.max(known.seq, seq) : seq, got: seq });
-    }
+    if (!this._fresh(stream, seq, epoch)) return;
     this._emit("message", {
       type: message.type,
       data: message.data,
@@ -800,6 +1022,17 @@ export class PushgateClient extends EventTarget {
       epoch,
       time: new Date(),
     });
+  }
+
+  /** Track the stream's position (pushes and presence events alike); false for what was
+   *  delivered already. */
+  _fresh(stream, seq, epoch) {
+    if (seq === null || epoch === null) return true;
+    const known = this._positions.get(stream);
+    const same = known && known.epoch === epoch;
+    if (same && seq <= known.got) return false;
+    this._positions.set(stream, { epoch, seq: same ? Math.max(known.seq, seq) : seq, got: seq });
+    return true;
   }
 
   _startHeartbeat(ws) {
@@ -903,8 +1136,52 @@ function withQuery(url, param) {
 }
 
 /** How a subscription was made, from its operation: to make it again in a new session. */
-function ownOf({ grant, token }) {
-  if (grant !== null) return { via: "grant", token: null };
+function ownOf({ grant, token, info = null }) {
+  if (grant !== null) return { via: "grant", token: null, info };
   if (token !== null) return { via: "token", token };
   return { via: "subscribe", token: null };
+}
+
+/** A room's namespace: what comes before its first ":" ("" for the default). */
+function namespaceOf(room) {
+  const colon = room.indexOf(":");
+  return colon < 0 ? "" : room.slice(0, colon);
+}
+
+function newView(buffer) {
+  return { members: new Map(), known: false, position: null, buffer, ask: null };
+}
+
+/** [epoch, seq], or null when it is not that. */
+function positionOf(value) {
+  if (!Array.isArray(value) || value.length !== 2) return null;
+  const [epoch, seq] = value;
+  return typeof epoch === "string" && Number.isInteger(seq) ? [epoch, seq] : null;
+}
+
+/** A member as a reply or an event tells it: {user, info, wsId} (wsId: an anonymous one's);
+ *  null when it names nobody. */
+function memberOf(value) {
+  if (!value || typeof value !== "object") return null;
+  const user = value.user ?? null;
+  if (user !== null && typeof user !== "string") return null;
+  if (user === null && typeof value.wsId !== "string") return null;
+  const info = value.info && typeof value.info === "object" && !Array.isArray(value.info) ? value.info : null;
+  return { user, info, wsId: user === null ? value.wsId : null };
+}
+
+/** A reply's "presence": {members, position}; null when it has none. */
+function rosterOf(value) {
+  if (!value || typeof value !== "object") return null;
+  const members = Array.isArray(value.members) ? value.members.map(memberOf).filter(Boolean) : [];
+  return { members, position: positionOf(value.position) };
+}
+
+function keyOf(member) {
+  return member.user ?? member.wsId;
+}
+
+function sameMember(a, b) {
+  if (!a || a.user !== b.user || a.wsId !== b.wsId) return false;
+  return JSON.stringify(a.info) === JSON.stringify(b.info);
 }
