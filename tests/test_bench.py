@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -26,6 +27,9 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
+from pushgate.bench.chatclient import ChatClient, ChatState, Member
+from pushgate.bench.chatreplies import ChatReport, ChatRow
+from pushgate.bench.chatreport import account_chat, check_joins, expected_joins
 from pushgate.bench.cli import add_bench_parser, options_from, run_bench
 from pushgate.bench.histogram import Histogram, bucket
 from pushgate.bench.losses import account, account_streams
@@ -55,7 +59,7 @@ from pushgate.bench.resumeclient import (
     stream_key,
     stream_name,
 )
-from pushgate.bench.scenarios import ALL, ROOM, Plan, stream_of
+from pushgate.bench.scenarios import ALL, ROOM, Plan, chat_room, chat_slot, stream_of
 from pushgate.bench.serverlatency import LatencyBuckets
 from pushgate.bench.table import table
 from pushgate.bench.wsclient import BenchClient, Counters
@@ -1063,3 +1067,402 @@ def test_worker_replies_read_back_as_sent() -> None:
     assert report.latency_hist.total == 3
     connected = Connected([0, 1], 0, {}, 0.5, [], {0: "w0", 1: "w1"}, 2)
     assert Connected.from_json(json.loads(json.dumps(connected.to_json()))) == connected
+
+
+# The chat scenario: clients that subscribe, publish and hear presence
+
+
+CHAT = ("chat", "--room-size", "10", "--duration", "1", "--rate", "2")
+
+
+def check_chat(run: dict[str, Any], n: int, room_size: int) -> None:
+    """Every position of every room's stream accounted for, the joins each member
+    heard checked, the same messages through the API, a resume storm without a
+    presence event; accounting only, never timings."""
+    rooms = -(-n // room_size)
+    assert run["scenario"] == "chat"
+    assert run["connected"] == run["subscribed"] == n
+    assert (run["rooms"], run["room_size"]) == (rooms, room_size)
+    assert run["subscribe_refused"] == run["subscribe_unanswered"] == 0
+    assert 0 < run["sub_p50_ms"] <= run["sub_p99_ms"] <= run["sub_max_ms"]
+    # Joins: its own and every later one, and some heard early; whatever the order,
+    # at least R(R+1)/2 a room; every member known once.
+    assert run["joins_wrong"] == run["roster_wrong"] == run["no_own_join"] == 0
+    assert run["joins_received"] == run["joins_expected"] + run["joins_early"]
+    assert run["joins_received"] >= expected_joins([room_size] * rooms)
+    assert run["subscribe_lost"] == 0
+    # Each member published --rate messages a second for --duration seconds; each
+    # reached the other members of its room.
+    assert run["published"] == run["publish_ok"] == n * 2
+    assert run["publish_refused"] == run["publish_unanswered"] == 0
+    assert run["msg_deliveries"] == run["msg_expected"] == run["publish_ok"] * (room_size - 1)
+    # The same messages through the API, each leaving its sender out: the same deliveries.
+    assert run["api_pushes"] == run["publish_ok"]
+    assert run["api_push_errors"] == 0
+    assert run["api_deliveries"] == run["api_expected"] == run["msg_deliveries"]
+    assert run["cpu_ratio"] == pytest.approx(
+        run["msg_server_cpu_us_per_delivery"] / run["api_server_cpu_us_per_delivery"], rel=0.01
+    )
+    # The resume storm: everyone back, caught up, and not a presence event.
+    assert run["resumed"] == n
+    assert run["resume_failed"] == run["not_recovered"] == run["not_caught_up"] == 0
+    assert run["presence_on_resume"] == run["leaves"] == 0
+    # The API's pushes while resuming (each leaving one member out), then one to
+    # each room for all its members once everyone was back.
+    assert run["storm_pushes"] > rooms
+    assert run["storm_deliveries"] == run["storm_expected"]
+    assert run["storm_deliveries"] == (run["storm_pushes"] - rooms) * (room_size - 1) + n
+    assert run["presence_by_phase"]["subscribe"][0] == run["joins_received"]
+    # Nothing lost, nothing twice, no position unaccounted for.
+    for key in ("msg_lost", "api_lost", "storm_lost", "lost", "duplicates", "extra_positions"):
+        assert run[key] == 0, key
+    assert run["epoch_changes"] == run["unpositioned"] == run["gap_notices"] == 0
+    assert run["goals"]["presence on resume"] is True
+    assert set(run["goals"]) == {"subscribe p99", "cpu ratio", "presence on resume"}
+    assert run["errors"] == []
+
+
+def test_chat_accounts_for_every_position_join_and_resume(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """40 clients in 4 rooms of 10 subscribe themselves, publish 2 messages a second
+    for a second, the same messages go through the API, and everyone resumes."""
+    status, runs, err = bench(capsys, *CHAT, "-n", "40", *SMALL)
+    assert status == 0, err
+    [run] = runs
+    check_chat(run, 40, 10)
+    for label in (
+        "subscribe: p99 ms",
+        "subscribe: joins heard",
+        "messages: server CPU µs/delivery",
+        "API: server CPU µs/delivery",
+        "CPU/delivery, messages / API",
+        "resume: presence events",
+        "resume: lost",
+    ):
+        assert re.search(rf"^{re.escape(label)}  +\S", err, re.MULTILINE), label
+    assert re.search(r"^goals +subscribe p99 .* presence events on resume 0 = 0: met$", err, re.M)
+    assert "pushgate bench chat: 40 connections over 2 workers in rooms of 10" in err
+
+
+def test_chat_subscribes_all_at_once_in_uneven_rooms(capsys: pytest.CaptureFixture[str]) -> None:
+    """All subscribes at once, the last room short of members: the joins of
+    concurrent subscribes, counted right; and no push while resuming, so that the
+    last positions of a room may be a member's own messages, which it is never sent:
+    it catches up all the same."""
+    status, runs, err = bench(
+        capsys, *CHAT, "-n", "25", "--subscribe-rate", "0", "--resume-rate", "0", *SMALL
+    )
+    assert status == 0, err
+    [run] = runs
+    assert run["rooms"] == 3
+    assert run["joins_wrong"] == run["roster_wrong"] == 0
+    assert run["joins_received"] >= expected_joins([10, 10, 5])
+    assert run["storm_pushes"] == 3  # one to each room once everyone was back
+    assert run["storm_deliveries"] == 25
+    assert run["resumed"] == 25
+    assert run["presence_on_resume"] == run["lost"] == run["duplicates"] == 0
+
+
+@pytest.fixture
+def chat_cluster() -> Iterator[tuple[list[str], str, list[int], str]]:
+    """As external_cluster, with the gateways chat needs: --namespaces and a token
+    secret (as scripts/bench-cluster starts them for chat). Also the secret."""
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        pytest.fail("redis-server is not installed: run scripts/test, which installs it")
+    redis_port = free_port()
+    broker = f"redis://{LOOPBACK}:{redis_port}/0"
+    secret = "a-chat-bench-secret-of-32-bytes-x"
+    env = {**os.environ, "PUSHGATE_NAMESPACES": "chat=public+publish+presence"}
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as work:
+        logs = Path(work)
+
+        def start(name: str, command: list[str]) -> None:
+            with open(logs / f"{name}.log", "wb") as log:
+                processes.append(
+                    subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
+                )
+
+        try:
+            start(
+                "redis",
+                [redis_server, "--bind", LOOPBACK, "--port", str(redis_port), *REDIS_ARGS],
+            )
+            wait_for_port(redis_port)
+            listen = ["--ws-host", LOOPBACK, "--ws-port", "0", "--api-host", LOOPBACK]
+            for name in ("g1", "g2"):
+                start(
+                    name,
+                    pushgate_command(
+                        "gateway", "--broker", broker, *listen, "--token-secret", secret
+                    ),
+                )
+            start(
+                "logic", pushgate_command("logic", "--broker", broker, *listen, "--api-port", "0")
+            )
+            ports = [ready_port(logs / f"{name}.log", GATEWAY_READY) for name in ("g1", "g2")]
+            api_port = ready_port(logs / "logic.log", LOGIC_READY)
+            yield (
+                [f"ws://{LOOPBACK}:{port}/connect" for port in ports],
+                f"http://{LOOPBACK}:{api_port}",
+                [p.pid for p in processes],
+                secret,
+            )
+        finally:
+            for process in reversed(processes):
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(15 * UNIT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def test_chat_on_a_two_gateway_cluster(
+    capsys: pytest.CaptureFixture[str],
+    chat_cluster: tuple[list[str], str, list[int], str],
+) -> None:
+    """Against two gateways on Redis (rooms spread over both, presence kept in Redis),
+    each client resuming on the other gateway, twice against the same servers (each
+    run's rooms and users its own): the same accounting."""
+    ws_urls, api_url, pids, secret = chat_cluster
+    status, runs, err = bench(
+        capsys,
+        *CHAT,
+        "-n",
+        "20",
+        "--resume-on",
+        "other",
+        "--repeat",
+        "2",
+        *(arg for url in ws_urls for arg in ("--ws-url", url)),
+        "--api-url",
+        api_url,
+        *(arg for pid in pids for arg in ("--server-pid", str(pid))),
+        "--token-secret",
+        secret,
+        *SMALL,
+    )
+    assert status == 0, err
+    assert len(runs) == 2
+    for run in runs:
+        check_chat(run, 20, 10)
+
+
+def chat_row(index: int, room: str, own_join: int, position: int, **counts: Any) -> ChatRow:
+    fields: dict[str, Any] = {
+        "received": 0,
+        "last": -1,
+        "dups": 0,
+        "epoch_changes": 0,
+        "published_ok": 0,
+        "joins": 0,
+        "joins_after_position": 0,
+        "roster": 1,
+        "joins_after_roster": 0,
+        "leaves": 0,
+        "close_code": None,
+        "unrecovered": False,
+        **counts,
+    }
+    return ChatRow(index, room, own_join, position, **fields)
+
+
+def test_chat_losses_are_counted_by_position_per_member() -> None:
+    """Room r: three members joined at 1, 2, 3; 0 published 2 messages, the API
+    pushed 3 (one leaving out 1): positions 1-8. Each member is owed what came after
+    its subscription's position, but its own messages and the pushes leaving it out."""
+    rows = [
+        # owed 8 - 1 - 2 = 5 (joins 2, 3; a push excluding 1... and 3 pushes, less 0's own)
+        chat_row(0, "r", 1, 1, received=5, last=8, published_ok=2),
+        # owed 8 - 2 - 1 = 5, received 4: one lost
+        chat_row(1, "r", 2, 2, received=4, last=8),
+        # owed 8 - 3 = 5, received 5, one of them twice; the server closed it
+        chat_row(2, "r", 3, 3, received=5, last=8, dups=1, close_code=1006),
+        # not a member: its subscribe was refused
+        chat_row(3, "r", -1, -1, received=0, last=-1),
+    ]
+    losses = account_chat(rows, excluded={1: 1}, pushed={"r": 3})
+    assert (losses.expected, losses.received, losses.lost) == (15, 14, 1)
+    assert (losses.lost_on_closed, losses.duplicates, losses.extra) == (0, 1, 0)
+    # The stream's last push reached nobody: the plan still counts it.
+    short = [chat_row(0, "r", 1, 1, received=2, last=3), chat_row(1, "r", 2, 2, received=1, last=3)]
+    assert account_chat(short, {}, {"r": 2}).lost == 2
+    # Two positions nobody put there (a leave and a join again), received by all.
+    extra = [chat_row(0, "r", 1, 1, received=3, last=4), chat_row(1, "r", 2, 2, received=2, last=4)]
+    assert (account_chat(extra, {}, {}).extra, account_chat(extra, {}, {}).lost) == (2, 0)
+
+
+def test_chat_joins_are_checked_against_every_members_position() -> None:
+    """Members joined at 1, 2, 3; the third's position was read after a fourth's
+    join (its own at 3, the fourth's at 4): it heard 4 early, and is owed none
+    after; the second missed the join at 4. In room s the second's reply names a
+    position before its own join, which it hears after it."""
+    rows = [
+        chat_row(0, "r", 1, 1, joins=4, joins_after_position=3, roster=1, joins_after_roster=3),
+        chat_row(1, "r", 2, 2, joins=2, joins_after_position=1, roster=2, joins_after_roster=1),
+        chat_row(2, "r", 3, 4, joins=2, joins_after_position=0, roster=4, joins_after_roster=0),
+        chat_row(3, "r", 4, 4, joins=1, joins_after_position=0, roster=4, joins_after_roster=0),
+        # In a cluster the reply may name a position before the member's own join.
+        chat_row(4, "s", 1, 1, joins=2, joins_after_position=1, roster=1, joins_after_roster=1),
+        chat_row(5, "s", 2, 1, joins=1, joins_after_position=1, roster=1, joins_after_roster=1),
+    ]
+    check = check_joins(rows)
+    assert (check.members, check.rooms, check.received) == (6, 2, 12)
+    assert check.expected == (3 + 1) + (2 + 1) + (0 + 1) + (0 + 1) + (1 + 1) + (1 + 0)
+    assert check.early == 1
+    assert (check.wrong, check.roster_wrong, check.no_own_join) == (1, 1, 0)
+    assert expected_joins([10, 10, 5]) == 55 + 55 + 15
+
+
+def test_chat_slots_spread_each_room_over_the_period() -> None:
+    slots = [chat_slot(i, 25, 10) for i in range(25)]
+    assert len(set(slots)) == 25
+    assert all(0 <= s < 1 for s in slots)
+    room_0 = sorted(chat_slot(i, 25, 10) for i in range(10))
+    assert min(b - a for a, b in itertools.pairwise(room_0)) == pytest.approx(0.1)
+    assert [chat_room(i, 10) for i in (0, 9, 10, 24)] == ["chat:0", "chat:0", "chat:1", "chat:2"]
+    assert chat_room(12, 10, "ab-") == "chat:ab-1"
+
+
+async def test_chat_client_counts_presence_by_position_and_resumes_with_its_token() -> None:
+    """The chat client's frames: a subscribe and a publish it sends; the presence
+    events it hears counted per phase and at their positions, its reply's roster,
+    its publishes answered in order; a resume takes its member over, with its token."""
+    state, counters = ChatState(), Counters()
+    member = Member("chat:7", "u7", "TOKEN")
+    client = ChatClient(7, "127.0.0.1:1", "/connect?token=TOKEN", counters, state, member)
+    transport = FakeTransport()
+    client.transport = cast(asyncio.Transport, transport)
+    client._handshaking = False  # past the 101
+    welcome = b'{"type":0,"data":{"wsId":"W","heartbeat":10,"session":"S","resumed":false}}'
+    client.data_received(server_frame(welcome))
+    assert client.subscribe()
+    assert json.loads(unmask(transport.written[-1])) == {
+        "type": 0,
+        "data": {"op": "subscribe", "room": "chat:7", "id": 1},
+    }
+
+    def presence(event: str, user: str, seq: int) -> bytes:
+        data = {"op": "presence", "room": "chat:7", "event": event, "user": user}
+        frame = {"type": 0, "data": data, "room": "chat:7", "seq": seq, "epoch": "e1"}
+        return server_frame(json.dumps(frame).encode())
+
+    reply = {
+        "op": "subscribe",
+        "id": 1,
+        "ok": True,
+        "room": "chat:7",
+        "position": ["e1", 4],
+        "presence": {"members": [{"user": "u5"}, {"user": "u6"}], "position": ["e1", 3]},
+    }
+    client.data_received(
+        presence("join", "u6", 3)  # before its position: early, and in its roster
+        + presence("join", "u7", 4)
+        + server_frame(json.dumps({"type": 0, "data": reply}).encode())
+        + presence("join", "u8", 5)
+    )
+    assert (member.position, member.own_join, member.roster, member.roster_seq) == (4, 4, 2, 3)
+    assert (member.joins, member.joins_after(4), member.joins_after(3)) == ([3, 4, 5], 1, 2)
+    assert state.presence["subscribe"] == [3, 0, 0]
+    assert state.sub_replies == 1
+    assert client.streams[member.key].count() == StreamCount(3, 5, 3, 0)
+    state.phase = "publish"
+    assert client.publish(2, b"xx")
+    assert client.publish(2, b"xx")
+    sent = json.loads(unmask(transport.written[-1]))["data"]
+    assert (sent["op"], sent["room"], sent["tag"]) == ("publish", "chat:7", 2)
+    assert sent["data"].split(" ")[1:] == ["1", "xx"]
+    other = b'{"exclude":"X","type":2,"data":"%d 0 xx","room":"chat:7","from":{"wsId":"X"},' % (
+        time.time_ns()
+    )
+    client.data_received(
+        server_frame(b'{"type":0,"data":{"op":"publish","ok":true,"room":"chat:7"}}')
+        + server_frame(other + b'"seq":7,"epoch":"e1"}')
+        + server_frame(b'{"type":0,"data":{"op":"publish","ok":false,"code":429}}')
+    )
+    assert (member.published, member.published_ok, dict(member.refused)) == (2, 1, {"429": 1})
+    assert not member.pending
+    assert counters.deliveries == 1
+    assert client.streams[member.key].count() == StreamCount(3, 7, 4, 1)  # 6: its own message
+    client.drop()
+
+    resumed = ChatClient(
+        7,
+        "127.0.0.1:1",
+        resume_path("/connect?token=TOKEN"),
+        counters,
+        state,
+        member,
+        previous=client,
+    )
+    written = FakeTransport()
+    resumed.connection_made(cast(asyncio.BaseTransport, written))
+    assert written.written[0].startswith(b"GET /connect?token=TOKEN&resume=1 HTTP/1.1\r\n")
+    assert resumed.streams is client.streams
+    assert resumed.since == {"room:chat:7": ["e1", 7]}
+
+
+def test_chat_reports_read_back_as_sent() -> None:
+    row = chat_row(3, "chat:0", 2, 2, received=5, last=9, close_code=1006)
+    report = ChatReport(1.0, 5, 9, [[100, 5]], {"subscribe": [3, 0, 0]}, [row], 0, 0)
+    data = json.loads(json.dumps({"id": 2, **report.to_json()}))
+    assert data["rows"][0][:4] == [3, "chat:0", 2, 2]
+    assert ChatReport.from_json(data) == report
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["chat", "--pushes", "5"], "--duration"),
+        (["chat", "--rate", "0"], "--rate above 0"),
+        (["chat", "--room-size", "1"], "--room-size"),
+        (["chat", "--slow", "2"], "--slow"),
+        (["room", "--room-size", "5"], "chat only"),
+        (["chat", "--ws-url", "ws://127.0.0.1:1/", "--api-url", "http://127.0.0.1:2"], "secret"),
+    ],
+)
+def test_chat_refuses_what_it_cannot_do(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    status, runs, err = bench(capsys, *argv)
+    assert status == 2
+    assert runs == []
+    assert message in err
+
+
+def test_chat_defaults_and_its_own_server() -> None:
+    """Chat publishes 1 message a second per client for 10 s by default; its own
+    server gets the namespaces and a made-up token secret, which its clients share."""
+    parser = argparse.ArgumentParser(prog="pushgate")
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    opts = options_from(parser.parse_args(["bench", "chat"]))
+    assert (opts.rate, opts.push_duration, opts.room_size, opts.chat_resume_rate) == (
+        1.0,
+        10.0,
+        10,
+        1.0,
+    )
+    args = list(opts.server_args)
+    assert args[args.index("--namespaces") + 1] == "chat=public+publish+presence"
+    assert args[args.index("--token-secret") + 1] == opts.token_secret
+    resume = options_from(parser.parse_args(["bench", "chat", "--resume-rate", "0.5"]))
+    assert resume.chat_resume_rate == 0.5
+
+
+def test_chat_worker_module_runs_as_a_script() -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "pushgate.bench.chatworker"],
+        input=b'{"id":1,"cmd":"hello"}\n{"id":2,"cmd":"chat_mark","phase":"nope"}\n',
+        capture_output=True,
+        timeout=30 * UNIT,
+        env={**os.environ},
+        check=True,
+    )
+    hello, refused = (json.loads(line) for line in process.stdout.splitlines())
+    assert hello["id"] == 1
+    assert hello["fd_limit"] > 0
+    assert "unknown phase" in refused["error"]

@@ -6,8 +6,8 @@ returns the exit status: 0 done; 1 could not run (the message says why); 2 bad
 options; 3 a run lost or duplicated messages on clients the server did not close,
 or (with one sender, when order is defined) reordered them, or (resume) a session
 could not be resumed or a client did not catch up, or (reconnect) a client could
-not reconnect, or (abuse) an honest client lost a push, closed or not; 130
-interrupted.
+not reconnect, or (abuse) an honest client lost a push, closed or not, or (chat) a
+member heard the wrong presence joins; 130 interrupted.
 """
 
 import argparse
@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from pushgate.bench.chatreport import ChatResult
 from pushgate.bench.children import kill_leftovers
 from pushgate.bench.options import (
     MAX_DURATION,
@@ -30,7 +31,7 @@ from pushgate.bench.procstat import raise_fd_limit
 from pushgate.bench.progress import Progress
 from pushgate.bench.report import RunResult
 from pushgate.bench.runner import run_once
-from pushgate.bench.scenarios import ATTACKS, SCENARIOS, Scenario
+from pushgate.bench.scenarios import ATTACKS, CHAT_NAMESPACES, SCENARIOS, Scenario
 from pushgate.bench.table import table
 from pushgate.config import parse_size
 
@@ -94,6 +95,34 @@ parts of issue 25's bar the run missed (p99 within 2x of quiet, nothing lost,
 /healthz under 200 ms, under 300 MB more RSS, both flooders closed). Exit status
 3 when an honest client lost a push, whether the server closed it or not.
 
+chat: the server runs with --namespaces '{CHAT_NAMESPACES}' (its own server
+gets a made-up --token-secret; give an external one's), and each client connects
+with a token whose sub is its index (presence is per user) and belongs to room
+chat:<index // --room-size>. Four phases, each metered on its own:
+  subscribe: every client subscribes itself, --subscribe-rate a second over all
+    of them (default 2000; 0: all at once): the round trip of each (its frame sent
+    to its reply, p50/p99/max), the server's CPU per subscribe, and the presence
+    joins each member heard: the join of every member whose join comes at or after
+    its own in the room's stream, its own included (R(R+1)/2 in a room of R), and
+    every member known once (in its reply's roster, or by a later join);
+  publish: every member publishes --rate messages a second (default 1) to its
+    room for --duration seconds (default 10), data "<sent ns> <seq> xxx" of --size
+    bytes; deliveries, latency, server and client CPU per delivery, and the
+    publishes' replies (refused ones by code, e.g. 429 over
+    --max-client-messages-per-second, 50 by default);
+  api: the same messages, as many per client as the server took from it, on the
+    same schedule, sent by the bench with POST /push/batch to the same rooms with
+    exclude=<the sender's wsId>: the same deliveries, so the line
+    "CPU/delivery, messages / API" compares the two (the goal is at most 1.2);
+  resume: the API's pushes go on at --resume-rate per client (default --rate);
+    after 1 s every client drops its TCP connection at once and resumes its
+    session (as in resume); once all are back, one push to each room for all its
+    members, and until each caught up: resumes, presence events heard meanwhile
+    (the goal is none: a resume is not a leave), and losses.
+Losses are counted by position in each room's stream, presence events included:
+a member is owed every position from its own join on, except its own messages and
+the API's pushes that leave it out.
+
 figures: server CPU is utime+stime of the server process(es) over the push phase;
 client CPU is the workers' own; latency is from the push's send time to its
 arrival at a client; RSS per connection is the server's RSS growth over the
@@ -110,6 +139,8 @@ examples:
   pushgate bench reconnect -n 10000
   scripts/bench-cluster resume -n 10000 --resume-on other
   pushgate bench abuse --attacks ping,nonreaders --non-readers 1000
+  pushgate bench chat -n 10000 --room-size 10 --rate 1 --duration 10 --repeat 3
+  scripts/bench-cluster chat -n 10000 --room-size 10 --rate 1
   pushgate bench broadcast --ws-url ws://127.0.0.1:8888/connect \\
       --api-url http://127.0.0.1:9999 --server-pid 12345
 
@@ -159,7 +190,7 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         type=float,
         metavar="R",
         help="pushes per second; 0 sends them back to back (default: 0; 5 for resume "
-        "and reconnect, 20 for abuse)",
+        "and reconnect, 20 for abuse); chat: messages per second per client (default: 1)",
     )
     load.add_argument(
         "--pushes",
@@ -172,7 +203,8 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         "--duration",
         type=float,
         metavar="S",
-        help="seconds of pushing, or of idling (default: 10 for rooms, idle, churn); "
+        help="seconds of pushing, or of idling (default: 10 for rooms, idle, churn, "
+        "chat's publishing); "
         "resume, reconnect: seconds of pushes before the drop (default: 2); abuse: of "
         "each phase, quiet and attacked (default: 10)",
     )
@@ -222,6 +254,27 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         "--fresh",
         action="store_true",
         help="deprecated: `resume --fresh` is the reconnect scenario's old name",
+    )
+
+    chat = parser.add_argument_group("chat")
+    chat.add_argument(
+        "--room-size",
+        type=int,
+        metavar="R",
+        help="members of each room: client i is in chat:<i // R> (default: 10)",
+    )
+    chat.add_argument(
+        "--subscribe-rate",
+        type=float,
+        metavar="R",
+        help="subscribes per second over all clients; 0: all at once (default: 2000)",
+    )
+    chat.add_argument(
+        "--resume-rate",
+        type=float,
+        metavar="R",
+        help="the API's pushes per second per client while everyone resumes; 0: none "
+        "(default: --rate)",
     )
 
     abuse = parser.add_argument_group("abuse (issue 25)")
@@ -338,7 +391,8 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         metavar="SECRET",
         help="the server's --token-secret: reconnect brings each client back with a "
         "token naming the room, as an app without resume puts its clients back in "
-        "their rooms (its own server gets one made up); without it, in no room",
+        "their rooms (its own server gets one made up); without it, in no room; "
+        "chat gives each client a token naming its user (required with --ws-url)",
     )
 
     output = parser.add_argument_group("output")
@@ -366,10 +420,12 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         if value is not None:
             server_args += [flag, str(value)]
     token_secret = args.token_secret
-    if scenario.name == "reconnect" and token_secret is None and not args.ws_url:
+    if scenario.name in ("reconnect", "chat") and token_secret is None and not args.ws_url:
         token_secret = secrets.token_hex(16)  # for our own server, and our tokens
     if token_secret is not None and not args.ws_url:
         server_args += ["--token-secret", token_secret]
+    if scenario.name == "chat" and not args.ws_url:
+        server_args += ["--namespaces", CHAT_NAMESPACES]
     server_args += args.server_arg
     return BenchOptions(
         scenario=scenario,
@@ -400,6 +456,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         server_pids=tuple(args.server_pid),
         server_args=tuple(server_args),
         **_abuse_options(args, scenario),
+        **_chat_options(args, scenario),
     )
 
 
@@ -431,6 +488,22 @@ def _abuse_options(args: argparse.Namespace, scenario: Scenario) -> dict[str, An
         raise BenchError("--attacks, --non-readers and --fat-handshakes apply to abuse only")
     if "attacks" in given:
         given["attacks"] = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    return given
+
+
+def _chat_options(args: argparse.Namespace, scenario: Scenario) -> dict[str, Any]:
+    """--room-size, --subscribe-rate and --resume-rate, for the chat scenario only."""
+    given = {
+        name: value
+        for name, value in (
+            ("room_size", args.room_size),
+            ("subscribe_rate", args.subscribe_rate),
+            ("resume_rate", args.resume_rate),
+        )
+        if value is not None
+    }
+    if given and scenario.name != "chat":
+        raise BenchError("--room-size, --subscribe-rate and --resume-rate apply to chat only")
     return given
 
 
@@ -501,6 +574,9 @@ async def _runs(opts: BenchOptions) -> int:
             file=sys.stderr,
         )
         return 3
+    if any(isinstance(r, ChatResult) and (r.joins_wrong or r.roster_wrong) for r in results):
+        print("pushgate bench: members heard the wrong presence joins", file=sys.stderr)
+        return 3
     if any(r.resume_failed or r.not_caught_up or r.reconnect_failed for r in results):
         print(
             "pushgate bench: sessions were not resumed, clients did not catch up, "
@@ -522,6 +598,8 @@ def _title(opts: BenchOptions) -> str:
     where = "external server" if opts.external else "own server"
     if opts.scenario.name == "abuse":
         return _abuse_title(opts, where)
+    if opts.scenario.name == "chat":
+        return _chat_title(opts, where)
     if opts.scenario.drops:
         return _drop_title(opts, pace, where)
     return (
@@ -545,6 +623,17 @@ def _drop_title(opts: BenchOptions, pace: str, where: str) -> str:
         f"pushgate bench {opts.scenario.name}: {opts.connections:,} connections over "
         f"{opts.worker_count} workers drop and {verb}{on} after {before} ({pace}, "
         f"val {opts.size} B), {where}"
+    )
+
+
+def _chat_title(opts: BenchOptions, where: str) -> str:
+    subscribes = f"{opts.subscribe_rate:g}/s" if opts.subscribe_rate else "all at once"
+    resume = f"{opts.chat_resume_rate:g}/s per client" if opts.chat_resume_rate else "none"
+    return (
+        f"pushgate bench chat: {opts.connections:,} connections over {opts.worker_count} "
+        f"workers in rooms of {opts.room_size}; subscribes {subscribes}; each client "
+        f"publishes {opts.rate:g}/s for {opts.push_duration:g} s, data {opts.size} B; "
+        f"API pushes while resuming: {resume}; {where}"
     )
 
 

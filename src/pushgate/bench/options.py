@@ -26,6 +26,7 @@ MAX_SOURCES = 250
 WORKER_FD_RESERVE = 64
 CONNECTIONS_PER_WORKER = 15_000  # default share, under this machine's 20,000 fd cap
 RESUME_ON = ("same", "other")  # --resume-on: the gateway a client resumes on
+MAX_ROOM_SIZE = 10_000  # chat: members of each room
 MAX_ATTACKERS = 15_000  # --non-readers, --fat-handshakes: one attacker process each
 # Our own server keeps this many descriptors for itself (listening sockets, the API's
 # connections, the broker, the runtime) beside one per connection.
@@ -67,6 +68,10 @@ class BenchOptions:
     resume_on: str = "same"  # resume, reconnect: the gateway a client comes back on
     outage: float = 0.0  # resume, reconnect: seconds between the drop and the comeback
     token_secret: str | None = None  # the server's: reconnects get a token naming ROOM
+    # The chat scenario (pushgate.bench.chat); its --rate is messages per second per client
+    room_size: int = 10  # members of each room
+    subscribe_rate: float = 2000.0  # subscribes per second over every client; 0: all at once
+    resume_rate: float | None = None  # per client, during the resume phase; None: --rate
     # The abuse scenario's attackers (pushgate.bench.abusers)
     attacks: tuple[str, ...] = ATTACKS
     non_readers: int = 300
@@ -141,6 +146,8 @@ class BenchOptions:
             raise BenchError(f"{self.scenario.name} drops every client: --slow does not apply")
         if self.scenario.name == "abuse":
             self._check_abuse(fd_limit)
+        if self.scenario.name == "chat":
+            self._check_chat()
         per_worker = -(-self.connections // self.worker_count)
         if per_worker > fd_limit - WORKER_FD_RESERVE:
             raise BenchError(
@@ -160,6 +167,29 @@ class BenchOptions:
             check_url(url, ("ws",), "--ws-url")
         if self.api_url is not None:
             check_url(self.api_url, ("http",), "--api-url")
+
+    @property
+    def chat_resume_rate(self) -> float:
+        """Chat: the API's pushes per second per client during the resume phase."""
+        return self.rate if self.resume_rate is None else self.resume_rate
+
+    def _check_chat(self) -> None:
+        """The chat scenario: clients publish on a schedule for --duration seconds,
+        and each needs a user, which only a token signed with the server's secret gives."""
+        if self.pushes is not None:
+            raise BenchError("chat publishes for --duration seconds: give --duration, not --pushes")
+        if self.rate <= 0:
+            raise BenchError("chat needs --rate above 0: messages per second per client")
+        _within("--room-size", self.room_size, 2, MAX_ROOM_SIZE)
+        _within("--subscribe-rate", self.subscribe_rate, 0, MAX_RATE)
+        _within("--resume-rate", self.chat_resume_rate, 0, MAX_RATE)
+        if self.slow:
+            raise BenchError("chat drops every client: --slow does not apply")
+        if self.external and self.token_secret is None:
+            raise BenchError(
+                "chat gives each client a user with a connection token: give the "
+                "server's --token-secret"
+            )
 
     def _check_abuse(self, fd_limit: int) -> None:
         """The abuse scenario: two phases of --duration, attacks known, and every

@@ -18,7 +18,9 @@ What is measured when:
 - resume: server CPU, the workers' CPU and the times from the moment the clients
   dropped their connections until every one of them caught up, and reconnect: the
   same until every one was welcomed afresh (see :mod:`pushgate.bench.drops`);
-- abuse: everything per phase, quiet then attacked (see :mod:`pushgate.bench.abuse`).
+- abuse: everything per phase, quiet then attacked (see :mod:`pushgate.bench.abuse`);
+- chat: everything per phase, subscribe, publish, api, resume (see
+  :mod:`pushgate.bench.chat`).
 """
 
 import asyncio
@@ -30,6 +32,9 @@ from urllib.parse import urlsplit
 from pushgate.bench import report
 from pushgate.bench.abuse import run_abuse
 from pushgate.bench.abusereport import AbuseResult
+from pushgate.bench.chat import WORKER_MODULE as CHAT_WORKER_MODULE
+from pushgate.bench.chat import chat_setup, run_chat
+from pushgate.bench.chatreport import ChatResult
 from pushgate.bench.drops import run_drop
 from pushgate.bench.httpclient import HttpConnection, HttpError
 from pushgate.bench.meter import Meter
@@ -56,7 +61,8 @@ T = TypeVar("T")
 
 async def run_once(opts: BenchOptions, progress: Progress) -> RunResult:
     """Run the scenario once; raise BenchError when it cannot be run as asked."""
-    result = (AbuseResult if opts.scenario.name == "abuse" else RunResult)(
+    kinds: dict[str, type[RunResult]] = {"abuse": AbuseResult, "chat": ChatResult}
+    result = kinds.get(opts.scenario.name, RunResult)(
         scenario=opts.scenario.name,
         connections=opts.connections,
         workers=opts.worker_count,
@@ -69,7 +75,7 @@ async def run_once(opts: BenchOptions, progress: Progress) -> RunResult:
     else:
         server = await start_own_server(list(opts.server_args))
     try:
-        pool = WorkerPool()
+        pool = WorkerPool(CHAT_WORKER_MODULE) if opts.scenario.name == "chat" else WorkerPool()
         try:
             progress.phase("starting workers", f"{opts.worker_count}")
             await pool.start(opts.worker_count)
@@ -100,6 +106,8 @@ class Run:
         self.pool = pool
         self.progress = progress
         self.result = result
+        # chat: what its workers need to open their clients (rooms, users, tokens)
+        self.chat_setup = chat_setup(opts) if opts.scenario.name == "chat" else None
 
     async def run(self) -> None:
         rss_before = self.server.rss_bytes()
@@ -111,6 +119,8 @@ class Run:
         await self.join(plan, ws_ids)
         if scenario.drops:
             await run_drop(self, plan)
+        elif scenario.name == "chat":
+            await run_chat(self, ws_ids)
         elif scenario.name == "abuse":
             await run_abuse(self, plan)
         elif scenario.pushes:
@@ -140,6 +150,7 @@ class Run:
                 "slow_pause": opts.slow_pause,
                 "ping": opts.client_ping,
                 "resumable": opts.scenario.drops,
+                "chat": self.chat_setup,
             }
             for first, count in ranges
         ]
@@ -156,7 +167,7 @@ class Run:
             hint = " (this scenario needs the wsId of a welcome frame)" if needs else ""
             raise BenchError(f"no connection opened{hint}: {top(errors)}")
         self.server.check_alive()
-        if opts.scenario.name == "resume":
+        if opts.scenario.name in ("resume", "chat"):
             _check_sessions(replies, len(indexes))
         return indexes, {i: ws_id for reply in replies for i, ws_id in reply.ws_ids.items()}
 

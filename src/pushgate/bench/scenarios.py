@@ -8,6 +8,10 @@ accounts per stream (docs/recovery.md), :func:`stream_of` names a target's strea
 
 The two scenarios that drop every client (resume, and reconnect, its baseline) put
 every client in one room and alternate their pushes between the room and all.
+
+The chat scenario's clients subscribe themselves, each to the room of its index
+(:func:`chat_room`), and publish on a schedule every process of the bench computes
+alike (:func:`chat_slot`); its phases are :mod:`pushgate.bench.chat`'s.
 """
 
 from collections.abc import Iterable, Mapping
@@ -47,6 +51,20 @@ RESUME = Scenario(
     default_rate=5.0,
     drops=True,
 )
+
+CHAT = Scenario(
+    "chat",
+    "N connections subscribe themselves to rooms of --room-size (with presence), "
+    "publish to them at --rate each, the same messages then go through the logic "
+    "API, and every client drops and resumes",
+    True,
+    True,
+    default_duration=10.0,
+    default_rate=1.0,
+    default_connections=1000,
+)
+CHAT_NAMESPACE = "chat"  # the namespace of the chat scenario's rooms
+CHAT_NAMESPACES = f"{CHAT_NAMESPACE}=public+publish+presence"  # the server's --namespaces
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -97,6 +115,7 @@ SCENARIOS: dict[str, Scenario] = {
             default_connections=300,
             default_size=1024,
         ),
+        CHAT,
     )
 }
 
@@ -169,3 +188,24 @@ def group_room(index: int) -> str:
 
 def _room_number(room: str) -> int:
     return int(room[1:])
+
+
+def chat_room(index: int, room_size: int, prefix: str = "") -> str:
+    """The chat room of client ``index``: ``chat:<index // room_size>`` (``prefix``
+    before the number keeps the rooms of one run apart from another's on a server
+    that outlives runs)."""
+    return f"{CHAT_NAMESPACE}:{prefix}{index // room_size}"
+
+
+def chat_user(index: int, prefix: str = "") -> str:
+    """The user (its connection token's ``sub``) of chat client ``index``."""
+    return f"{prefix}{index}"
+
+
+def chat_slot(index: int, connections: int, room_size: int) -> float:
+    """When, within each period of 1/rate seconds, chat client ``index`` publishes:
+    a fraction in [0, 1). The N clients take N evenly spaced slots, and the members
+    of a room are spread over the period (member j of room r takes slot
+    ``j * rooms + r``), so that a room's messages do not come in bursts."""
+    rooms = -(-connections // room_size)
+    return ((index % room_size) * rooms + index // room_size) / (rooms * room_size)
