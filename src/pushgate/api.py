@@ -71,7 +71,7 @@ from pushgate.metrics import Registries, exposition
 from pushgate.node import Node
 from pushgate.openapi import openapi_spec
 from pushgate.security import ApiKeys
-from pushgate.wire import reject_constant
+from pushgate.wire import decode_json
 
 log = logging.getLogger("pushgate.api")
 
@@ -201,7 +201,7 @@ async def push_batch(request: web.Request) -> web.Response:
             text="POST /push/batch takes a JSON array (Content-Type: application/json)"
         )
     try:
-        body = json.loads((await request.read()).decode("utf-8"), parse_constant=reject_constant)
+        body = decode_json((await request.read()).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise _bad_body("the body is not valid JSON") from None
     results: list[dict[str, object]] = []
@@ -372,7 +372,7 @@ def _parse_form(body: bytes) -> dict[str, object]:
 
 def _parse_json(body: bytes) -> dict[str, object]:
     try:
-        value = json.loads(body.decode("utf-8"), parse_constant=reject_constant)
+        value = decode_json(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise _bad_body("the body is not valid JSON") from None
     if not isinstance(value, dict):

@@ -263,8 +263,12 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
         self._phase = Phase.WELCOMING if held else Phase.OPEN
 
     def reply(self, message: bytes) -> None:
-        self.send_message(message)
-        self.flush()
+        # Written by the outbox at the end of this turn, with whatever else the turn
+        # sends this client: one write, and a client (often a sleeping one) woken once.
+        pending = self._pending
+        pending.append(text_frame(message))
+        if len(pending) == 1:
+            self._outbox.mark(self)
 
     def member(self, room: RoomId, joined: bool, reason: str) -> None:
         """Sink: the session core moved it; its protocol says so, or not."""

@@ -430,7 +430,7 @@ def parse_client_message(payload: bytes) -> ClientMessage:
             CLOSE_INVALID_DATA, f"message is not valid UTF-8 (byte {exc.start})"
         ) from None
     try:
-        value = json.loads(text, parse_constant=reject_constant)
+        value = decode_json(text)
     except (ValueError, RecursionError):
         raise ClientFrameError(CLOSE_INVALID_DATA, "message is not valid JSON") from None
     if not isinstance(value, dict):
@@ -452,6 +452,16 @@ def parse_client_message(payload: bytes) -> ClientMessage:
 def reject_constant(name: str) -> object:
     """For json.loads(parse_constant=...): NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not JSON")
+
+
+# Made once: json.loads with an argument builds a decoder on every call.
+_decoder = json.JSONDecoder(parse_constant=reject_constant)
+
+
+def decode_json(text: str) -> object:
+    """Decode a client's JSON text (NaN and Infinity refused: they are not JSON);
+    raises ValueError, or RecursionError when it nests too deep."""
+    return _decoder.decode(text)
 
 
 def _json_kind(value: object) -> str:
