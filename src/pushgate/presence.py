@@ -32,10 +32,13 @@ from typing import Protocol
 from pushgate.ids import ConnId, RoomId
 from pushgate.streams import Position
 
-# An entry held by a live connection, in one process: it is never swept.
+# A deadline that never comes.
 NEVER = math.inf
 # A member's info, encoded: what a token's or a grant's "info" may hold.
 MAX_INFO_BYTES = 1024
+# Rooms a node's keeper reads or keeps per turn of its event loop: 10,000 members
+# at once would hold up every push and subscribe for milliseconds.
+KEEP_SLICE = 200
 
 
 def encode_info(value: object) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from pushgate.errors import BrokerUnavailable
 from pushgate.hub import Hub
 from pushgate.ids import ConnId, RoomId
-from pushgate.presence import Identity, PresenceStore, Roster
+from pushgate.presence import KEEP_SLICE, Identity, PresenceStore, Roster
 
 log = logging.getLogger("pushgate.presence")
 
@@ -117,7 +117,7 @@ class PresenceRooms:
         failing = False
         while True:
             await asyncio.sleep(self.store.refresh)
-            held = self.held()
+            held = await self.held()
             try:
                 await self.store.keep(held)
             except BrokerUnavailable as exc:
@@ -127,12 +127,14 @@ class PresenceRooms:
             else:
                 failing = False
 
-    def held(self) -> dict[RoomId, list[tuple[ConnId, str]]]:
+    async def held(self) -> dict[RoomId, list[tuple[ConnId, str]]]:
         """The entries this node's connections hold, by room (rooms it has no member
-        in any more are forgotten)."""
+        in any more are forgotten), KEEP_SLICE rooms per turn of the loop."""
         hub, holder_of = self._hub, self._holder_of
         held = {}
-        for room in list(self._rooms):
+        for count, room in enumerate(list(self._rooms), 1):
+            if count % KEEP_SLICE == 0:
+                await asyncio.sleep(0)
             if not hub.room_size(room):
                 self._rooms.discard(room)
                 continue

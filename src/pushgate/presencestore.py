@@ -6,12 +6,13 @@ decides on it, before anything else can change the room (the memory broker assig
 its position synchronously), so the events of a room are in the order of its changes.
 """
 
+import asyncio
 import time
 from collections.abc import Callable
 
 from pushgate.broker.base import Broker
 from pushgate.ids import ConnId, RoomId
-from pushgate.presence import Change, Identity, PresenceTable, Roster
+from pushgate.presence import KEEP_SLICE, Change, Identity, PresenceTable, Roster
 from pushgate.streams import room_topic
 from pushgate.wire import encode_presence
 
@@ -51,10 +52,16 @@ class MemoryPresence:
         self.table.detach(conn, holder, rooms, self._clock() + self._ttl)
 
     async def keep(self, held: dict[RoomId, list[tuple[ConnId, str]]]) -> None:
+        # KEEP_SLICE rooms per turn of the loop, the others' work going on between.
         now = self._clock()
-        for room, entries in held.items():
+        for count, (room, entries) in enumerate(held.items(), 1):
+            if count % KEEP_SLICE == 0:
+                await asyncio.sleep(0)
             self.table.keep(room, entries, now + self._held_ttl)
-        await self._publish(self.table.sweep(now))
+        for count, room in enumerate(self.table.rooms(), 1):
+            if count % KEEP_SLICE == 0:
+                await asyncio.sleep(0)
+            await self._publish(self.table.sweep_room(room, self._clock()))
 
     async def _publish(self, changes: list[Change]) -> None:
         for change in changes:
