@@ -44,6 +44,7 @@ class Group(Enum):
     API_CONNECTIONS = "the logic API's connections (see docs/security.md)"
     COMPRESSION_GC = "compression and garbage collection"
     ACCESS = "who may push and connect (see docs/security.md)"
+    HOOKS = "webhooks and the connect hook (see docs/webhooks.md, docs/connect-hook.md)"
     OBSERVING = "metrics and logs (see docs/operations.md)"
     TESTING = "testing"
 
@@ -609,6 +610,10 @@ class Config:
         check=namespace_specs,
         secret=True,  # the grant secrets
     )
+    # -- webhooks (pushgate.webhooks; composed in app.py) --
+
+    # -- the connect hook (pushgate.connecthook) --
+
     conformance_echo: bool = flag(
         "also serve ws://HOST:PORT/echo, which echoes every message (for protocol "
         "conformance tests such as Autobahn; not for production)",
