@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from pushgate.broker.urls import CLUSTER_SCHEMES, parse_cluster_url
 from pushgate.connsettings import ConnectionSettings
@@ -26,6 +27,15 @@ from pushgate.namespaces import Namespaces, parse_namespace
 from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES
 
 ENV_PREFIX = "PUSHGATE_"
+# What --webhook receivers may be told (client_message: where a namespace asks).
+WEBHOOK_EVENTS = (
+    "session_started",
+    "session_ended",
+    "room_occupied",
+    "room_vacated",
+    "member_joined",
+    "member_left",
+)
 KIB = 1024
 MIB = 1024 * KIB
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -113,6 +123,26 @@ def host_port(address: str) -> tuple[str, int] | None:
     if not colon or not host or not number.isdigit() or int(number) > 65535:
         return None
     return host.strip("[]"), int(number)
+
+
+def webhook_urls(text: str) -> str | None:
+    """Receivers of webhooks: http:// or https:// URLs with a host, each once."""
+    urls = [url.strip() for url in text.split(",") if url.strip()]
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return f"must be http:// or https:// URLs, got {url!r}"
+    if len(set(urls)) < len(urls):
+        return "names a URL twice"
+    return None
+
+
+def webhook_event_names(text: str) -> str | None:
+    """Names of webhook events, known ones only."""
+    for name in (name.strip() for name in text.split(",")):
+        if name and name not in WEBHOOK_EVENTS:
+            return f"names an unknown event {name!r}: the events are {', '.join(WEBHOOK_EVENTS)}"
+    return None
 
 
 def empty_or_host_port(address: str) -> str | None:
@@ -611,6 +641,49 @@ class Config:
         secret=True,  # the grant secrets
     )
     # -- webhooks (pushgate.webhooks; composed in app.py) --
+    webhook: str = option(
+        "",
+        "POST what happens (sessions started and ended, rooms occupied and vacated, "
+        "members joined and left) to these URLs, comma-separated, in signed batches, "
+        "at least once and in order; each receiver gets every event on its own. A "
+        "namespace's webhook in --config gets its rooms' events, and client messages "
+        "where it asks (see docs/webhooks.md)",
+        metavar="URLS",
+        group=Group.HOOKS,
+        check=webhook_urls,
+    )
+    webhook_secret: str = option(
+        "",
+        "sign each webhook request with HMAC-SHA256 under this secret (at least 32 "
+        "bytes; header X-Pushgate-Signature); required with --webhook",
+        metavar="SECRET",
+        group=Group.HOOKS,
+        secret=True,
+    )
+    webhook_events: str = option(
+        ",".join(WEBHOOK_EVENTS),
+        f"the events sent, comma-separated, of {', '.join(WEBHOOK_EVENTS)}",
+        metavar="EVENTS",
+        group=Group.HOOKS,
+        check=webhook_event_names,
+    )
+    webhook_timeout: float = option(
+        5.0,
+        "seconds a receiver has to answer a batch; no answer (or a 5xx, or no "
+        "connection) is retried, with backoff",
+        metavar="SECONDS",
+        group=Group.HOOKS,
+        check=positive_seconds,
+    )
+    webhook_retry_for: float = option(
+        3600.0,
+        "seconds an event is retried before it is given up (logged with its id, and "
+        "counted in pushgate_webhook_events_failed_total; never dropped silently); at "
+        "least 600",
+        metavar="SECONDS",
+        group=Group.HOOKS,
+        check=must_be(lambda value: value >= 600, "at least 600"),
+    )
 
     # -- the connect hook (pushgate.connecthook) --
 
@@ -676,6 +749,11 @@ class Config:
         every check that reads more than one setting, in the order they are made."""
         if self.no_metrics and self.metrics_address:
             return "--metrics-address serves /metrics, which --no-metrics turns off"
+        if self.webhook and len(self.webhook_secret.encode()) < 32:
+            return (
+                "--webhook needs --webhook-secret (at least 32 bytes) to sign its "
+                "requests: receivers must be able to tell them from forgeries"
+            )
         # A negative size is told the same way: it is neither of the two.
         if 0 < self.history_max_bytes < self.max_body_bytes or self.history_max_bytes < 0:
             return (
