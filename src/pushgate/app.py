@@ -19,6 +19,7 @@ from pushgate.apisite import ConnectionGuard, GuardedSite, files_needed
 from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.config import Config
+from pushgate.connecthook import ConnectHook, HookSettings
 from pushgate.directory import Directory, LocalDirectory
 from pushgate.errors import BrokerUnavailable, ConfigError, StartupError
 from pushgate.gatekeeper import Gatekeeper
@@ -26,6 +27,7 @@ from pushgate.gateway import Gateway
 from pushgate.gcpolicy import FreezeSurvivors, runs_on_uvloop
 from pushgate.hub import Hub
 from pushgate.limits import ConnectionLimits
+from pushgate.meters import Meters
 from pushgate.metrics import LoopWatch, new_registries
 from pushgate.node import Node
 from pushgate.presence import PresenceStore
@@ -198,6 +200,28 @@ def make_gatekeeper(config: Config) -> Gatekeeper:
     )
 
 
+def make_connect_hook(config: Config, meters: Meters) -> ConnectHook | None:
+    """--connect-hook: the back end decides on handshakes without a token (None:
+    no hook). Warns when any page may open connections: a hook that authenticates
+    by cookie would then let any site act as its visitors (docs/connect-hook.md)."""
+    if not config.connect_hook:
+        return None
+    if "*" in config.origins:
+        log.warning(
+            "--connect-hook with --allowed-origins *: a page of any site can open a "
+            "connection with its visitors' cookies; set --allowed-origins, or have the "
+            "hook check the Origin header"
+        )
+    settings = HookSettings(
+        config.connect_hook,
+        timeout=config.connect_hook_timeout,
+        allow_on_failure=config.connect_hook_failure == "allow",
+        max_calls=config.connect_hook_max_calls,
+        max_rooms=config.max_rooms_per_conn,
+    )
+    return ConnectHook(settings, meters)
+
+
 class PushServer:
     """One node in a role (see ROLES). ``start()``, then ``stop()``."""
 
@@ -220,6 +244,7 @@ class PushServer:
             config.connection_settings(),
             make_gatekeeper(config),
             count_writes=not config.no_metrics,
+            connect_hook=None if role == "logic" else make_connect_hook(config, self.node.meters),
         )
         self.metrics = None if config.no_metrics else new_registries(self.node)
         self._loop_watch = None if config.no_metrics else LoopWatch(self.node.meters)

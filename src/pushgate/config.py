@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from pushgate.broker.urls import CLUSTER_SCHEMES, parse_cluster_url
 from pushgate.connsettings import ConnectionSettings
 from pushgate.errors import ConfigError
+from pushgate.hookverdict import hook_url
 from pushgate.limits import InputLimits
 from pushgate.namespaces import Namespaces, parse_namespace
 from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES
@@ -129,8 +130,12 @@ def webhook_urls(text: str) -> str | None:
     """Receivers of webhooks: http:// or https:// URLs with a host, each once."""
     urls = [url.strip() for url in text.split(",") if url.strip()]
     for url in urls:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            hostname = parts.hostname
+        except ValueError:  # an unclosed [ of an IPv6 address, a port not a number
+            hostname = None
+        if not hostname or parts.scheme not in ("http", "https"):
             return f"must be http:// or https:// URLs, got {url!r}"
     if len(set(urls)) < len(urls):
         return "names a URL twice"
@@ -686,6 +691,42 @@ class Config:
     )
 
     # -- the connect hook (pushgate.connecthook) --
+    connect_hook: str = option(
+        "",
+        "on each WebSocket handshake without a connection token, POST its headers "
+        "(Cookie and Authorization included), cookies and query to this URL, which "
+        "answers allow (with the user, rooms and info, as a token would) or deny (with "
+        "the 4xx the client gets); see docs/connect-hook.md",
+        metavar="URL",
+        group=Group.HOOKS,
+        check=hook_url,
+    )
+    connect_hook_timeout: float = option(
+        2.0,
+        "seconds the connect hook has to answer; then --connect-hook-failure decides "
+        "(shorter than --handshake-timeout)",
+        metavar="SECONDS",
+        group=Group.HOOKS,
+        check=positive_seconds,
+    )
+    connect_hook_failure: str = option(
+        "deny",
+        "what a handshake gets when the connect hook cannot be reached, times out, or "
+        "answers no valid verdict (each logged and counted): deny (503) or allow (as "
+        "if there were no hook: no user, no rooms)",
+        metavar="POLICY",
+        group=Group.HOOKS,
+        parse=str.lower,
+        check=one_of("deny", "allow"),
+    )
+    connect_hook_max_calls: int = option(
+        100,
+        "connect hook calls in flight at most; a handshake over it is answered 503 at "
+        "once, so that a flood of handshakes cannot pile up work",
+        metavar="N",
+        group=Group.HOOKS,
+        check=at_least(1),
+    )
 
     conformance_echo: bool = flag(
         "also serve ws://HOST:PORT/echo, which echoes every message (for protocol "
@@ -772,6 +813,17 @@ class Config:
             return "give --token-secret or --token-public-key, not both"
         if self.require_token and not (self.token_secret or self.token_public_key):
             return "--require-token needs --token-secret or --token-public-key"
+        if self.connect_hook and self.require_token:
+            return (
+                "--connect-hook is asked about handshakes without a token, which "
+                "--require-token refuses: give one or the other"
+            )
+        if self.connect_hook and self.connect_hook_timeout >= self.handshake_timeout:
+            return (
+                f"--connect-hook-timeout ({self.connect_hook_timeout:g} s) must be shorter "
+                f"than --handshake-timeout ({self.handshake_timeout:g} s), or a slow hook's "
+                "handshakes would be dropped before --connect-hook-failure decides"
+            )
         if self.redis_cluster and ("{" in self.prefix or "}" in self.prefix):
             return "--prefix may not hold { or } with a Redis Cluster broker"
         # After the braces, so that "{ a}" with a cluster is told about the braces.

@@ -20,26 +20,31 @@ per shortest timeout.
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
 from websockets.extensions.permessage_deflate import (
     PerMessageDeflate,
     ServerPerMessageDeflateFactory,
 )
-from websockets.http11 import Request
+from websockets.frames import Frame
+from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, State
 
 from pushgate.backlog import WATCH_BYTES
 from pushgate.connsettings import ConnectionSettings
+from pushgate.connstate import Asking
 from pushgate.framing import DEFLATE_LEVEL, text_frame
-from pushgate.gatewayhttp import GatewayRoutes
+from pushgate.gatekeeper import Admitted
+from pushgate.gatewayhttp import GatewayRoutes, Upgrade
 from pushgate.hub import Encoding
 from pushgate.ids import ConnId, RoomId
 from pushgate.limits import ClientBudget
 from pushgate.outbox import ConnectionRegistry, Outbox
 from pushgate.phase import IN_HUB, Phase
 from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES, PushgateProtocol, encode
-from pushgate.wire import CLOSE_HEARTBEAT_TIMEOUT, CLOSE_POLICY_VIOLATION
+from pushgate.security import Refusal
+from pushgate.wire import CLOSE_HEARTBEAT_TIMEOUT, CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION
 from pushgate.wsinput import INPUT_PER_TURN, Input
 from pushgate.wsoutput import Output
 from pushgate.wsprotocol import GatewayProtocol
@@ -94,6 +99,7 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
         self._node = node
         self._routes = routes
         self._admitted_ip: str | None = None  # set while counted by the gatekeeper
+        self._asking: Asking | None = None  # while the connect hook decides
         self._budget = ClientBudget(settings.input)
         self._settings = settings
         self._outbox = outbox
@@ -153,6 +159,9 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
         self._take_input(data)
 
     def eof_received(self) -> bool | None:
+        if self._asking is not None:  # gone before it was answered: nothing is owed
+            self.abort()
+            return None
         if self._unread:  # the rest of the input first, then the end of it
             self._take_input(self._take_unread())
         self._proto.receive_eof()
@@ -160,6 +169,9 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
         return None  # the transport closes itself once its buffer is written
 
     def connection_lost(self, exc: Exception | None) -> None:
+        asking, self._asking = self._asking, None
+        if asking is not None:  # the connect hook's call is dropped, its place freed
+            asking.task.cancel()
         self._leave_hub()
         self._phase = Phase.CLOSING
         self._pending.clear()
@@ -192,9 +204,61 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
     # The handshake
 
     def _on_handshake(self, request: Request, *, at_frame_boundary: bool = False) -> None:
-        """Answer the one HTTP request a connection makes, then speak its protocol."""
+        """Answer the one HTTP request a connection makes, then speak its protocol;
+        or, when the connect hook decides, wait for its verdict (``_asking``: what
+        the client sends meanwhile waits too, within --max-handshake-bytes)."""
+        response, upgrade = self._routes.answer(self._proto, request, self.peer, self._loop.time())
+        if upgrade is not None and upgrade.deciding is not None:
+            self._asking = Asking(upgrade.deciding, request, response, upgrade, at_frame_boundary)
+            upgrade.deciding.add_done_callback(self._decided)
+            return
+        self._answer(request, response, upgrade, at_frame_boundary=at_frame_boundary)
+
+    def _decided(self, task: "asyncio.Task[Admitted | Refusal]") -> None:
+        """The connect hook's verdict: answer the handshake with it, then take what
+        the client sent meanwhile."""
+        asking = self._asking
+        if asking is None or asking.task is not task:
+            return  # the client went, or was answered otherwise (431)
+        self._asking = None
+        if task.cancelled():  # the gateway stops
+            self.abort()
+            return
+        try:
+            verdict = task.result()
+            if isinstance(verdict, Refusal):
+                now = self._loop.time()
+                response = self._routes.hook_refusal(self._proto, verdict, self.peer, now)
+                self._answer(asking.request, response, None)  # what was held is moot
+            else:
+                upgrade = replace(asking.upgrade, admitted=verdict, deciding=None)
+                self._answer(
+                    asking.request,
+                    asking.response,
+                    upgrade,
+                    at_frame_boundary=asking.at_frame_boundary,
+                )
+                held: list[Request | Response | Frame] = [*asking.frames]
+                if (not held or self._on_events(held, b"")) and asking.data:
+                    self._take_input(asking.data)
+        except Exception:  # a bug must cost this connection only, and say so
+            log.exception("internal error on the connection from %s; closing it", self.peer)
+            if self._proto.state is State.OPEN:
+                self._proto.fail(CLOSE_INTERNAL_ERROR, "internal error")
+            else:
+                self.abort()
+        self._write_protocol_output()
+
+    def _answer(
+        self,
+        request: Request,
+        response: Response,
+        upgrade: Upgrade | None,
+        *,
+        at_frame_boundary: bool = False,
+    ) -> None:
+        """Send the handshake's answer; with an upgrade, speak its protocol from now on."""
         proto = self._proto
-        response, upgrade = self._routes.answer(proto, request, self.peer, self._loop.time())
         proto.send_response(response)
         self._write_protocol_output()  # the 101 goes out before the welcome frame
         if upgrade is None:
@@ -322,8 +386,9 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
                 self._write_protocol_output()
         elif state is State.CONNECTING and now - self.connected_at >= settings.handshake_timeout:
             log.info(
-                "dropped %s: no WebSocket handshake within %g s",
+                "dropped %s: %s within %g s",
                 self.peer,
+                "no verdict of the connect hook" if self._asking else "no WebSocket handshake",
                 settings.handshake_timeout,
                 extra=self._context(),
             )

@@ -4,20 +4,41 @@ each a class over this one, so that a connection is one object with slots (tens 
 thousands are alive at once) while each concern lives in its own module."""
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from websockets.frames import Frame
+from websockets.http11 import Request, Response
+
 from pushgate.connsettings import ConnectionSettings
-from pushgate.gatewayhttp import GatewayRoutes
+from pushgate.gatekeeper import Admitted
+from pushgate.gatewayhttp import GatewayRoutes, Upgrade
 from pushgate.hub import Encoding
 from pushgate.ids import ConnId
 from pushgate.limits import ClientBudget
 from pushgate.outbox import ConnectionRegistry, Outbox
 from pushgate.phase import Phase
+from pushgate.security import Refusal
 from pushgate.wsprotocol import GatewayProtocol
 
 if TYPE_CHECKING:
     from pushgate.node import Node
     from pushgate.pushgateproto import PushgateProtocol
+
+
+@dataclass(slots=True)
+class Asking:
+    """A handshake waiting for the connect hook's verdict (``task``): the answer
+    prepared for an admission, and what the client sent meanwhile, parsed
+    (``frames``) or not (``data``), to be taken once it is answered."""
+
+    task: "asyncio.Task[Admitted | Refusal]"
+    request: Request
+    response: Response  # the 101, if the hook allows
+    upgrade: Upgrade
+    at_frame_boundary: bool
+    frames: list[Frame] = field(default_factory=list)
+    data: bytes = b""
 
 
 class ConnectionState:
@@ -27,6 +48,7 @@ class ConnectionState:
     __slots__ = (
         "_abort_at",
         "_admitted_ip",
+        "_asking",
         "_backlogged",
         "_budget",
         "_client",
@@ -57,6 +79,7 @@ class ConnectionState:
 
     _abort_at: float | None  # closing: drop the TCP connection then (loop clock)
     _admitted_ip: str | None  # set while counted by the gatekeeper
+    _asking: Asking | None  # while the connect hook decides on its handshake
     _backlogged: bool  # holds enough unsent to be in the output budget
     _budget: ClientBudget  # what it has sent: messages, frames, bytes
     _client: "PushgateProtocol | None"  # the wire protocol, once upgraded

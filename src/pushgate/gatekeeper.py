@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from websockets.http11 import Request
 
+from pushgate.ids import ConnId
 from pushgate.limits import Admission, ConnectionLimits
 from pushgate.security import (
     TOKEN_SUBPROTOCOL,
@@ -32,11 +33,13 @@ from pushgate.security import (
 class Admitted:
     """A connection let in: who it is, the subprotocol to answer with, and whether
     tokens are verified here (then a resume must be of the token's user, or of no
-    user when it has no token: docs/security.md)."""
+    user when it has no token: docs/security.md). ``conn_id`` is the wsId its new
+    session gets, when it was chosen early (the connect hook is told it)."""
 
     claims: Claims | None
     subprotocol: str | None
     verified: bool = False
+    conn_id: ConnId | None = None
 
 
 # Refusals of one kind after the first are counted, and logged once per this many

@@ -16,6 +16,7 @@ import logging
 import socket
 
 from pushgate.backlog import OutputBudget
+from pushgate.connecthook import ConnectHook
 from pushgate.connection import WebSocketConnection
 from pushgate.connsettings import ConnectionSettings
 from pushgate.gatekeeper import Gatekeeper
@@ -47,8 +48,10 @@ class Gateway:
         gatekeeper: Gatekeeper | None = None,
         *,
         count_writes: bool = True,
+        connect_hook: ConnectHook | None = None,
     ) -> None:
         self._node = node
+        self._connect_hook = connect_hook  # asked about handshakes without a token
         self._count_writes = count_writes  # writes and delivery latency, for /metrics
         self._settings = settings
         self._gatekeeper = gatekeeper or Gatekeeper()
@@ -69,6 +72,7 @@ class Gateway:
             self._gatekeeper,
             echo=settings.conformance_echo,
             namespaces=settings.namespaces,
+            connect_hook=self._connect_hook,
         )
         self._server = await loop.create_server(
             lambda: WebSocketConnection(node, settings, outbox, registry, routes),
@@ -123,6 +127,8 @@ class Gateway:
             for conn in left:
                 conn.abort()
         self._gatekeeper.refusals.flush(asyncio.get_running_loop().time(), all_kinds=True)
+        if self._connect_hook is not None:  # its calls went with their connections
+            await self._connect_hook.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

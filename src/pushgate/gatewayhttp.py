@@ -7,10 +7,15 @@ is a GET, the side paths are read with GET or HEAD), then the path: ``/connect``
 says why not), ``/echo`` (``--conformance-echo`` only), ``/healthz`` and ``/readyz``,
 ``/static/pushgate.js``, and 404 for anything else. What it answers with a WebSocket
 is an :class:`Upgrade`: which protocol the connection speaks from now on.
+
+With ``--connect-hook``, an upgrade the gatekeeper admitted without a connection
+token is not answered yet: its :class:`Upgrade` carries the hook's pending verdict
+(``deciding``), and the connection answers once it comes (connecthook.py).
 """
 
+import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
@@ -24,6 +29,7 @@ from pushgate.namespaces import Namespaces, SubscribePolicy
 from pushgate.security import Refusal
 
 if TYPE_CHECKING:
+    from pushgate.connecthook import ConnectHook
     from pushgate.node import Node
 
 ENDPOINT = "/connect"
@@ -42,6 +48,7 @@ LIMIT_REFUSALS = {
     "ip_limit": "max_connections_per_ip",
     "connect_rate": "max_connects_per_second",
     "ip_connect_rate": "max_connects_per_second_per_ip",
+    "connect_hook_busy": "connect_hook_max_calls",
 }
 
 
@@ -55,6 +62,8 @@ class Upgrade:
     admitted: Admitted | None = None
     resume: bool = False
     events: bool = False  # ?v=2: it reads control events (docs/protocol.md)
+    # The connect hook's verdict, to wait for before answering (None: answer now).
+    deciding: "asyncio.Task[Admitted | Refusal] | None" = None
 
 
 class GatewayRoutes:
@@ -67,9 +76,11 @@ class GatewayRoutes:
         *,
         echo: bool = False,
         namespaces: Namespaces | None = None,
+        connect_hook: "ConnectHook | None" = None,
     ) -> None:
         self._node = node
         self.gatekeeper = gatekeeper
+        self._hook = connect_hook  # asked about handshakes without a token
         # Who may subscribe a connection to a room (docs/protocol.md, "Subscribing").
         self.subscriptions = SubscribePolicy(namespaces or Namespaces(), gatekeeper.tokens)
         self._echo = echo  # serve /echo (--conformance-echo)
@@ -109,15 +120,26 @@ class GatewayRoutes:
         meters.refused[refusal.kind] += 1
         if refusal.kind in LIMIT_REFUSALS:
             meters.limits[LIMIT_REFUSALS[refusal.kind]] += 1
-        self.gatekeeper.refusals.refused(
-            refusal.kind, f"refused a connection from {peer}: {refusal.reason}", now
-        )
+        if refusal.kind != "connect_hook_failed":  # the hook logged why, in one line
+            self.gatekeeper.refusals.refused(
+                refusal.kind, f"refused a connection from {peer}: {refusal.reason}", now
+            )
+
+    def hook_refusal(
+        self, proto: ServerProtocol, refusal: Refusal, peer: str, now: float
+    ) -> Response:
+        """The answer to a handshake the connect hook refused, or could not judge."""
+        self.refused(refusal, peer, now)
+        response = proto.reject(refusal.status, refusal.reason + "\n")
+        response.headers["Server"] = SERVER_HEADER
+        return response
 
     def _admit(
         self, proto: ServerProtocol, request: Request, peer: str, now: float
     ) -> tuple[Response, Upgrade | None]:
         """A valid upgrade to /connect goes to the gatekeeper; refused, it gets the
-        gatekeeper's status and reason and no WebSocket."""
+        gatekeeper's status and reason and no WebSocket. Admitted without a token,
+        it goes to the connect hook, if any (a token decides alone)."""
         response = proto.accept(request)
         if response.status_code != 101:
             return response, None
@@ -129,7 +151,14 @@ class GatewayRoutes:
             response.headers["Sec-WebSocket-Protocol"] = verdict.subprotocol
         query = parse_qs(request.path.partition("?")[2])
         events = query.get("v", [""])[-1] == "2"
-        return response, Upgrade(admitted=verdict, resume="resume" in query, events=events)
+        upgrade = Upgrade(admitted=verdict, resume="resume" in query, events=events)
+        if self._hook is not None and verdict.claims is None:
+            asked = self._hook.ask(request, peer, verdict, resume=upgrade.resume)
+            if isinstance(asked, Refusal):  # too many calls in flight
+                self.refused(asked, peer, now)
+                return proto.reject(asked.status, asked.reason + "\n"), None
+            upgrade = replace(upgrade, deciding=asked)
+        return response, upgrade
 
     def _health(self, proto: ServerProtocol, path: str) -> Response:
         """``/healthz``: the process serves. ``/readyz``: and its broker is ready."""

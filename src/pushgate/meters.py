@@ -117,6 +117,11 @@ class Meters:
         self.resumes: Counter[str] = Counter(
             dict.fromkeys(("recovered", "not_recovered", "failed"), 0)
         )
+        # The connect hook (pushgate.connecthook): calls by outcome, failures by
+        # cause, and how long each call took (failures included)
+        self.hook_calls: Counter[str] = Counter(dict.fromkeys(("allow", "deny", "failure"), 0))
+        self.hook_failures: Counter[str] = Counter()
+        self.hook_seconds = Histogram(LATENCY_BUCKETS)
         # The process
         self.loop_lag = Histogram(PAUSE_BUCKETS)
         self.gc_pauses = Histogram(PAUSE_BUCKETS)

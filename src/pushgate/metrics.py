@@ -172,6 +172,24 @@ class NodeCollector:
             "result",
             meters.resumes,
         )
+        yield _labelled(
+            "pushgate_connect_hook_calls",
+            "connect hook calls, by outcome: allow, deny, failure",
+            "outcome",
+            meters.hook_calls,
+        )
+        yield _labelled(
+            "pushgate_connect_hook_failures",
+            "connect hook calls that failed, by cause: timeout, unreachable, status, "
+            "too_large, malformed",
+            "cause",
+            meters.hook_failures,
+        )
+        yield _histogram(
+            "pushgate_connect_hook_duration_seconds",
+            "how long the connect hook took to answer (or to fail)",
+            meters.hook_seconds,
+        )
         yield _histogram(
             "pushgate_delivery_latency_seconds",
             "from the API accepting a push to the write of its frame to each socket",

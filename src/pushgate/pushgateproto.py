@@ -235,7 +235,7 @@ class PushgateProtocol:
     def _open(self, reason: str | None = None) -> None:
         """Register a new connection (a new session) and queue its welcome first."""
         conn, claims = self._conn, self._admitted.claims
-        conn_id = conn.conn_id = new_conn_id()
+        conn_id = conn.conn_id = self._admitted.conn_id or new_conn_id()
         conn.enter_hub(held=True)  # before registering: a failure must unregister
         opened = self._node.connection_opened(
             conn_id,

@@ -77,6 +77,10 @@ class Input(ConnectionState):
             and not self._handshake_fits(len(data))
         ):
             return
+        asking = self._asking
+        if asking is not None:  # the connect hook decides: what follows waits for it
+            asking.data += data
+            return
         if len(data) > INPUT_PER_TURN and self._transport is not None:
             data, self._unread = data[:INPUT_PER_TURN], data[INPUT_PER_TURN:]
             self._transport.pause_reading()
@@ -86,6 +90,8 @@ class Input(ConnectionState):
                 chunk = data[start : start + INPUT_SLICE]
                 proto.receive_data(chunk)
                 if not self._on_events(proto.events_received(), chunk):
+                    if self._asking is not None:  # the rest waits for the hook's verdict
+                        self._asking.data += data[start + INPUT_SLICE :]
                     break
         except Exception:
             # A bug here must cost this connection only, and say so.
@@ -109,13 +115,16 @@ class Input(ConnectionState):
             if over is not None:
                 self.limit_close(*over)
                 return False
-        for event in events:
+        for i, event in enumerate(events):
             if isinstance(event, Frame):
                 self._on_frame(event)
             elif isinstance(event, Request):
                 # Nothing came after the request: the parser waits at a frame boundary.
                 boundary = len(events) == 1 and chunk.endswith(b"\r\n\r\n")
                 self._on_handshake(event, at_frame_boundary=boundary)
+                if self._asking is not None:  # frames sent early wait for the verdict
+                    self._asking.frames = [e for e in events[i + 1 :] if isinstance(e, Frame)]
+                    return False
             if self._proto.state is not State.OPEN and self._proto.state is not State.CONNECTING:
                 return False  # closing: what came after the close (or the error) is moot
         return True
@@ -240,6 +249,9 @@ class Input(ConnectionState):
         client that keeps sending (a never-ending handshake) cost the loop."""
         response.headers["Server"] = SERVER_HEADER
         self._phase = Phase.ANSWERED
+        if self._asking is not None:  # answered: the connect hook's verdict is moot
+            self._asking.task.cancel()
+            self._asking = None
         self._proto.send_response(response)  # the parser now discards all input
         transport = self._transport
         assert transport is not None
