@@ -25,8 +25,9 @@ ANON = Identity(X1, None)
 
 
 def test_a_users_first_session_joins_and_its_second_is_silent() -> None:
+    """The room's first user occupies it (edge): webhooks' room_occupied."""
     table = PresenceTable()
-    assert table.enter(ROOM, ANN, "h1", NEVER, 0) == [Change(ROOM, True, ANN)]
+    assert table.enter(ROOM, ANN, "h1", NEVER, 0) == [Change(ROOM, True, ANN, edge=True)]
     assert table.enter(ROOM, ANN_TAB, "h2", NEVER, 0) == []
     assert table.enter(ROOM, BOB, "h3", NEVER, 0) == [Change(ROOM, True, BOB)]
     # The user is told with the info of its first session, and both its wsIds.
@@ -37,12 +38,13 @@ def test_a_users_first_session_joins_and_its_second_is_silent() -> None:
 
 
 def test_a_user_leaves_when_its_last_session_goes() -> None:
+    """The room's last user vacates it (edge): webhooks' room_vacated."""
     table = PresenceTable()
     table.enter(ROOM, ANN, "h1", NEVER, 0)
     table.enter(ROOM, ANN_TAB, "h2", NEVER, 0)
     assert table.leave(ROOM, A1) == []
     assert table.leave(ROOM, A1) == []  # twice: nothing more
-    assert table.leave(ROOM, A2) == [Change(ROOM, False, ANN)]
+    assert table.leave(ROOM, A2) == [Change(ROOM, False, ANN, edge=True)]
     assert table.roster(ROOM, 0) == []
     assert len(table) == 0
     assert table.rooms() == []
@@ -51,7 +53,7 @@ def test_a_user_leaves_when_its_last_session_goes() -> None:
 def test_an_anonymous_member_is_a_user_of_its_own() -> None:
     table = PresenceTable()
     other = Identity(ConnId("x2"), None)
-    assert table.enter(ROOM, ANON, "h", NEVER, 0) == [Change(ROOM, True, ANON)]
+    assert table.enter(ROOM, ANON, "h", NEVER, 0) == [Change(ROOM, True, ANON, edge=True)]
     assert table.enter(ROOM, other, "h2", NEVER, 0) == [Change(ROOM, True, other)]
     assert ANON.key != other.key
     assert table.leave(ROOM, X1) == [Change(ROOM, False, ANON)]
@@ -87,8 +89,8 @@ def test_an_entry_swept_when_the_room_is_entered_again() -> None:
     table.enter(ROOM, ANN, "h", NEVER, 0)
     table.detach(A1, "h", [ROOM], 10)
     assert table.enter(ROOM, BOB, "h2", NEVER, 20) == [
-        Change(ROOM, False, ANN),
-        Change(ROOM, True, BOB),
+        Change(ROOM, False, ANN, edge=True),
+        Change(ROOM, True, BOB, edge=True),
     ]
 
 
@@ -107,8 +109,8 @@ def test_rooms_are_apart() -> None:
     table = PresenceTable()
     other = RoomId("chat:2")
     table.enter(ROOM, ANN, "h", NEVER, 0)
-    assert table.enter(other, ANN, "h", NEVER, 0) == [Change(other, True, ANN)]
-    assert table.leave(ROOM, A1) == [Change(ROOM, False, ANN)]
+    assert table.enter(other, ANN, "h", NEVER, 0) == [Change(other, True, ANN, edge=True)]
+    assert table.leave(ROOM, A1) == [Change(ROOM, False, ANN, edge=True)]
     assert table.roster(other, 0) == [Present("ann", '{"name":"Ann"}', (A1,))]
     assert math.isinf(NEVER)
 

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -26,14 +27,21 @@ from pushgate.gatekeeper import Gatekeeper
 from pushgate.gateway import Gateway
 from pushgate.gcpolicy import FreezeSurvivors, runs_on_uvloop
 from pushgate.hub import Hub
+from pushgate.ids import RoomId
 from pushgate.limits import ConnectionLimits
 from pushgate.meters import Meters
 from pushgate.metrics import LoopWatch, new_registries
 from pushgate.node import Node
 from pushgate.presence import PresenceStore
+from pushgate.presencerooms import Reports
 from pushgate.presencestore import MemoryPresence
 from pushgate.security import ApiKeys, OriginPolicy, TokenChecks, TokenVerifier, is_loopback
 from pushgate.sessions import MemorySessions, NoSessions, Sessions
+from pushgate.webhooks.events import Receiver
+from pushgate.webhooks.queue import WebhookQueue
+
+if TYPE_CHECKING:
+    from pushgate.webhooks.service import Webhooks
 
 ROLES = ("serve", "gateway", "logic")
 
@@ -50,8 +58,19 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
     directory: Directory
     sessions: Sessions = NoSessions()
     namespaces = config.namespace_list
-    keeps_presence = any(namespace.presence for namespace in namespaces)
+    receivers = webhook_receivers(config)
+    reports_rooms = any(receiver.events & ROOM_EVENTS for receiver in receivers)
+    reports_sessions = any(receiver.events & SESSION_EVENTS for receiver in receivers)
+    # Rooms with presence, and with webhooks the rooms and sessions, are kept there.
+    keeps_presence = (
+        any(namespace.presence for namespace in namespaces) or reports_rooms or reports_sessions
+    )
     presence: PresenceStore | None = None
+    queue: WebhookQueue | None = None
+
+    def has_presence(room: RoomId) -> bool:
+        return namespaces.of(room).presence
+
     if config.clustered:
         from pushgate.broker.redis import RedisBroker
         from pushgate.broker.redis_cluster import RedisClusterBroker
@@ -84,7 +103,11 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
         if keeps_presence:
             from pushgate.broker.redis_presence import RedisPresence
 
-            presence = RedisPresence(redis_broker, ttl=sessions.ttl)
+            presence = RedisPresence(redis_broker, ttl=sessions.ttl, announces=has_presence)
+        if receivers:
+            from pushgate.webhooks.redisqueue import RedisWebhookQueue
+
+            queue = RedisWebhookQueue(redis_broker)
     else:
         bus = MemoryBus(
             history_size=config.history_size,
@@ -96,7 +119,30 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
         if config.sessions:
             sessions = MemorySessions(config.session_ttl)
         if keeps_presence:
-            presence = MemoryPresence(broker, sessions.ttl)
+            presence = MemoryPresence(broker, sessions.ttl, announces=has_presence)
+        if receivers:
+            from pushgate.webhooks.memqueue import memory_queue
+
+            queue = memory_queue()
+    webhooks: Webhooks | None = None
+    reports: Reports | None = None
+    if queue is not None:
+        from pushgate.webhooks import service
+
+        webhooks = service.Webhooks(
+            queue,
+            receivers,
+            secret=config.webhook_secret.encode(),
+            timeout=config.webhook_timeout,
+            retry_for=config.webhook_retry_for,
+            holder=node_id,
+        )
+        reports = Reports(
+            emit=webhooks.emit,
+            rooms=lambda room: reports_rooms,
+            sessions=reports_sessions,
+            messages=lambda room: namespaces.of(room).webhook,
+        )
     return Node(
         hub,
         broker,
@@ -106,8 +152,23 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
         control_timeout=config.control_timeout,
         sessions=sessions,
         presence=presence,
-        has_presence=lambda room: namespaces.of(room).presence,
+        has_presence=has_presence,
+        reports=reports,
+        webhooks=webhooks,
     )
+
+
+# The events that need the rooms' members, or the sessions, kept in the presence store.
+ROOM_EVENTS = frozenset({"room_occupied", "room_vacated", "member_joined", "member_left"})
+SESSION_EVENTS = frozenset({"session_started", "session_ended"})
+
+
+def webhook_receivers(config: Config) -> list[Receiver]:
+    """The --webhook URLs, each wanting the --webhook-events, and client messages
+    (which only namespaces with +webhook send)."""
+    events = frozenset(name.strip() for name in config.webhook_events.split(",") if name.strip())
+    urls = [url.strip() for url in config.webhook.split(",") if url.strip()]
+    return [Receiver(url, events | {"client_message"}) for url in urls]
 
 
 # Open files kept from the WebSocket clients, at least (see fd_reserve).
@@ -247,6 +308,12 @@ class PushServer:
             connect_hook=None if role == "logic" else make_connect_hook(config, self.node.meters),
         )
         self.metrics = None if config.no_metrics else new_registries(self.node)
+        if self.metrics is not None and config.webhook:
+            from pushgate.metrics import WebhookCollector
+            from pushgate.webhooks.service import Webhooks
+
+            assert isinstance(self.node.webhooks, Webhooks)
+            self.metrics.node.register(WebhookCollector(self.node.webhooks.stats))
         self._loop_watch = None if config.no_metrics else LoopWatch(self.node.meters)
         self._gc = FreezeSurvivors()
         self._runner: web.AppRunner | None = None

@@ -638,7 +638,8 @@ class Config:
         "NAME=grant:SECRET (with the back end's HMAC grant or a subscription token), "
         "NAME=grant (tokens only), NAME=server (only the back end: the default; =POLICY "
         "sets the default namespace's); +publish after the policy lets members publish "
-        "to their room, +presence tells them who joins and leaves (chat=public+presence); "
+        "to their room, +presence tells them who joins and leaves (chat=public+presence), "
+        "+webhook sends their messages to --webhook too; "
         "see docs/protocol.md",
         metavar="NAMESPACES",
         group=Group.ACCESS,
@@ -674,8 +675,8 @@ class Config:
     )
     webhook_timeout: float = option(
         5.0,
-        "seconds a receiver has to answer a batch; no answer (or a 5xx, or no "
-        "connection) is retried, with backoff",
+        "seconds a receiver has to answer a batch; no answer, no connection or any "
+        "status but 2xx is retried, with backoff",
         metavar="SECONDS",
         group=Group.HOOKS,
         check=positive_seconds,

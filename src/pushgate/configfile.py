@@ -34,7 +34,7 @@ from pushgate.config import OPTIONS, Option, default_of
 from pushgate.errors import ConfigError
 from pushgate.namespaces import parse_namespace
 
-NAMESPACE_KEYS = ("policy", "secret", "publish", "presence")
+NAMESPACE_KEYS = ("policy", "secret", "publish", "presence", "webhook")
 _BY_NAME = {option.name: option for option in OPTIONS}
 
 
@@ -105,7 +105,7 @@ def _namespaces(path: str, lines: list[str], tables: object) -> str:
         if not isinstance(policy, str) or (secret is not None and not isinstance(secret, str)):
             raise ConfigError(f"{where}: [namespaces.{name}] policy and secret are strings")
         flags = ""
-        for flag in ("publish", "presence"):
+        for flag in ("publish", "presence", "webhook"):
             said = table.get(flag, False)
             if not isinstance(said, bool):
                 raise ConfigError(f"{where}: [namespaces.{name}] {flag} is true or false")

@@ -34,6 +34,7 @@ from prometheus_client.exposition import generate_latest
 
 from pushgate import __version__
 from pushgate.meters import Histogram, Meters
+from pushgate.webhooks.stats import REASONS, WebhookStats
 
 if TYPE_CHECKING:
     from pushgate.node import Node
@@ -225,6 +226,52 @@ def _histogram(name: str, help_text: str, histogram: Histogram) -> Metric:
     family = HistogramMetricFamily(name, help_text, labels=[])
     family.add_metric([], histogram.cumulative(), histogram.total)
     return family
+
+
+class WebhookCollector:
+    """The ``pushgate_webhook_*`` metrics of one node's webhooks (register it in the
+    node's registry when the node has webhooks)."""
+
+    def __init__(self, stats: WebhookStats) -> None:
+        self.stats = stats
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        yield CounterMetricFamily(
+            "pushgate_webhook_events_queued", "webhook events this node queued", stats.queued
+        )
+        yield CounterMetricFamily(
+            "pushgate_webhook_events_sent",
+            "webhook events a receiver answered 2xx for (counted once per receiver)",
+            stats.sent,
+        )
+        yield CounterMetricFamily(
+            "pushgate_webhook_events_retried",
+            "webhook events in a POST that failed (no answer, or not 2xx), tried again",
+            stats.retried,
+        )
+        failed = CounterMetricFamily(
+            "pushgate_webhook_events_failed",
+            "webhook events given up, by reason: gave_up (past the retry window), trimmed "
+            "(dropped from the queue unsent), dropped (emit buffer full), unqueued (at close)",
+            labels=["reason"],
+        )
+        for reason in REASONS:
+            failed.add_metric([reason], stats.failed[reason])
+        yield failed
+        yield GaugeMetricFamily(
+            "pushgate_webhook_events_buffered",
+            "webhook events emitted here and waiting to be queued",
+            stats.buffered,
+        )
+        yield _histogram(
+            "pushgate_webhook_post_duration_seconds",
+            "time a webhook receiver took to answer a POST",
+            stats.post_seconds,
+        )
 
 
 @dataclass(frozen=True)

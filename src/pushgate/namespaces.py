@@ -49,14 +49,16 @@ class Policy(Enum):
 class Namespace:
     """A namespace's name ("" for the default), its policy, for ``grant`` the secret
     its HMAC grants are made with (None: subscription tokens only), whether its
-    members may publish to their room, and whether its rooms keep presence (their
-    members get join and leave events: presence.py)."""
+    members may publish to their room, whether its rooms keep presence (their
+    members get join and leave events: presence.py), and whether its members'
+    messages are sent to the webhooks (client_message)."""
 
     name: str
     policy: Policy
     secret: str | None = None
     publish: bool = False
     presence: bool = False
+    webhook: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,18 +123,22 @@ class SubscribePolicy:
         """``room`` keeps presence."""
         return self.namespaces.of(room).presence
 
+    def reports_messages(self, room: RoomId) -> bool:
+        """Members' messages to ``room`` go to the webhooks too."""
+        return self.namespaces.of(room).webhook
+
     def may_leave(self, room: RoomId) -> bool:
         """A client may take itself out of a room it could put itself in."""
         return self.namespaces.of(room).policy is not Policy.SERVER
 
 
-FLAGS = ("publish", "presence")
+FLAGS = ("publish", "presence", "webhook")
 
 
 def parse_namespace(text: str) -> Namespace:
-    """``NAME=POLICY[+publish][+presence][:SECRET]`` (NAME empty for the default namespace; a
-    SECRET for ``grant`` only), as ``--namespaces`` takes it. Raises ValueError saying
-    what is wrong."""
+    """``NAME=POLICY[+publish][+presence][+webhook][:SECRET]`` (NAME empty for the
+    default namespace; a SECRET for ``grant`` only), as ``--namespaces`` takes it.
+    Raises ValueError saying what is wrong."""
     name, equals, rest = text.partition("=")
     name = name.strip()
     if not equals:
@@ -144,7 +150,9 @@ def parse_namespace(text: str) -> Namespace:
     which = repr(name) if name else "the default namespace"
     unknown = [flag for flag in flags if flag.strip().lower() not in FLAGS]
     if unknown:
-        raise ValueError(f"{which} has {unknown[0]!r}; a namespace may say +publish and +presence")
+        raise ValueError(
+            f"{which} has {unknown[0]!r}; a namespace may say +publish, +presence and +webhook"
+        )
     try:
         policy = Policy(policy_text.strip().lower())
     except ValueError:
@@ -155,7 +163,14 @@ def parse_namespace(text: str) -> Namespace:
     if colon and len(secret) < 16:
         raise ValueError(f"the grant secret of {which} is under 16 characters")
     said = {flag.strip().lower() for flag in flags}
-    return Namespace(name, policy, secret if colon else None, "publish" in said, "presence" in said)
+    return Namespace(
+        name,
+        policy,
+        secret if colon else None,
+        "publish" in said,
+        "presence" in said,
+        "webhook" in said,
+    )
 
 
 def grant_for(secret: str, ws_id: str, room: str, info: str | None = None) -> str:

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from pushgate.broker.base import Broker
 from pushgate.commands import Membership, PushAll, PushRoom, PushUser
@@ -40,7 +40,7 @@ from pushgate.messages import Command, Op
 from pushgate.meters import Meters
 from pushgate.nodecalls import Answer, NodeCalls
 from pushgate.presence import PresenceStore, Roster
-from pushgate.presencerooms import PresenceRooms
+from pushgate.presencerooms import PresenceRooms, Reports
 from pushgate.recovery import Action, StreamRecovery
 from pushgate.sessioncore import Opened, Resumed, SessionCore
 from pushgate.sessions import ANY_USER, AnyUser, NoSessions, Sessions
@@ -68,6 +68,14 @@ log = logging.getLogger(__name__)
 REPAIR_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5)
 
 
+class Service(Protocol):
+    """Something the node starts with it and closes before its broker: the webhooks."""
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class Node:
     """Owns the hub and the broker; the logic API and the gateway both talk to it."""
 
@@ -83,9 +91,13 @@ class Node:
         sessions: Sessions | None = None,
         presence: PresenceStore | None = None,
         has_presence: Callable[[RoomId], bool] | None = None,
+        reports: Reports | None = None,
+        webhooks: "Service | None" = None,
     ) -> None:
         """``presence``: where the presence of the rooms ``has_presence`` names is kept
-        (presence.py); without it no room keeps presence."""
+        (presence.py), and the sessions and rooms ``reports`` wants told to the
+        webhooks; without it no room keeps presence and nothing is reported but
+        client messages."""
         self.hub = hub
         self.broker = broker
         self.sessions: Sessions = sessions if sessions is not None else NoSessions()
@@ -128,7 +140,10 @@ class Node:
                 self._in_background,
                 holder_of=self.core.holder_of,
                 sessions_kept=self.sessions.enabled,
+                reports=reports,
             )
+        self._reports = reports
+        self.webhooks = webhooks
         self._position_queries: dict[str, asyncio.Future[History]] = {}
         self.gaps_filled = 0
         self.gaps_lost = 0
@@ -144,6 +159,8 @@ class Node:
         await self.sessions.start()
         if self.presence is not None and self.has_gateway:
             self.presence.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
         commands, replies = self.calls.topics
         topics = [replies]
         if self.has_gateway:
@@ -165,6 +182,8 @@ class Node:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.webhooks is not None:  # what was emitted is queued before the broker goes
+            await self.webhooks.close()
         await self.sessions.close()
         await self.directory.close()
         await self.broker.close()
@@ -202,6 +221,9 @@ class Node:
             sender["user"] = user
         payload = encode_push(tag, val, room, exclude=None if echo else conn, sender=sender)
         await self._publish_push("client", room_topic(room), payload)
+        reports = self._reports
+        if reports is not None and reports.messages(room):
+            reports.emit("client_message", {"room": room, **sender, "tag": tag, "val": val})
 
     async def _publish_push(self, kind: str, topic: str, payload: bytes) -> int | None:
         started = time.perf_counter()

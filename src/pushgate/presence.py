@@ -117,11 +117,14 @@ class Roster:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """A user's first session entered a room (``joined``), or its last one left."""
+    """A user's first session entered a room (``joined``), or its last one left;
+    ``edge`` when that user was the room's first (it is occupied now) or its last
+    (it is vacated): what webhooks report as room_occupied and room_vacated."""
 
     room: RoomId
     joined: bool
     identity: Identity
+    edge: bool = False
 
 
 @dataclass(slots=True)
@@ -166,7 +169,7 @@ class PresenceTable:
         state.counts[key] = count
         if count == 1:
             state.first[key] = identity
-            changes.append(Change(room, True, identity))
+            changes.append(Change(room, True, identity, edge=len(state.counts) == 1))
         return changes
 
     def leave(self, room: RoomId, conn: ConnId) -> list[Change]:
@@ -184,7 +187,7 @@ class PresenceTable:
             state.counts[key] = count
         else:
             del state.counts[key]
-            changes.append(Change(room, False, state.first.pop(key)))
+            changes.append(Change(room, False, state.first.pop(key), edge=not state.counts))
         if not state.entries:
             del self._rooms[room]
         return changes
@@ -255,11 +258,14 @@ class PresenceStore(Protocol):
 
     Each change is decided once, wherever it is asked for (several nodes may ask at
     once: a user's two sessions on two gateways entering together make one join), and
-    its event is published in the room's stream in the same step."""
+    its event is published in the room's stream in the same step, in a room the store
+    ``announces`` (a presence room; rooms kept only for webhooks are not), and returned
+    to the one caller that made it (for its webhooks)."""
 
-    async def enter(self, room: RoomId, identity: Identity, holder: str) -> None:
+    async def enter(self, room: RoomId, identity: Identity, holder: str) -> list[Change]:
         """``identity``'s session is in ``room``, held by ``holder`` (a connection of
-        this node). Raises BrokerUnavailable."""
+        this node); the changes it made (a sweep's leaves first). Raises
+        BrokerUnavailable."""
         ...
 
     async def roster(self, room: RoomId) -> Roster:
@@ -267,8 +273,9 @@ class PresenceStore(Protocol):
         Raises BrokerUnavailable."""
         ...
 
-    async def leave(self, room: RoomId, conn: ConnId) -> None:
-        """``conn``'s session is no longer in ``room``. Raises BrokerUnavailable."""
+    async def leave(self, room: RoomId, conn: ConnId) -> list[Change]:
+        """``conn``'s session is no longer in ``room``; the change it made, if any.
+        Raises BrokerUnavailable."""
         ...
 
     async def detach(self, conn: ConnId, holder: str, rooms: list[RoomId]) -> None:
@@ -276,10 +283,10 @@ class PresenceStore(Protocol):
         entries in ``rooms`` end with the session TTL). Raises BrokerUnavailable."""
         ...
 
-    async def keep(self, held: dict[RoomId, list[tuple[ConnId, str]]]) -> None:
+    async def keep(self, held: dict[RoomId, list[tuple[ConnId, str]]]) -> list[Change]:
         """Every ``refresh`` seconds: the entries this node's connections hold are
-        alive; entries past their time in these rooms go (their users' leaves).
-        Raises BrokerUnavailable."""
+        alive; entries past their time in these rooms go (their users' leaves, which
+        it returns). Raises BrokerUnavailable."""
         ...
 
     # How often keep() must be called (0: never; entries held here do not expire).

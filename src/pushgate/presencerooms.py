@@ -7,22 +7,63 @@ about events (the store does, atomically, wherever it is asked). Every
 ``PresenceStore.refresh`` seconds it tells the store that the entries its connections
 hold are alive, and lets it sweep the rooms it has members in (a session that ended
 unresumed leaves then).
+
+The webhooks hear from it too (:class:`Reports`): each change the store returns to
+this node is reported once, cluster-wide, as member_joined and member_left (with
+room_occupied and room_vacated at a room's first and last user). A room is kept in
+the store when it keeps presence or when the webhooks want its events (then nothing
+is published in its stream). Sessions are kept the same way, for session_started
+and session_ended: each session is an entry of its own in one of SESSION_SHARDS
+pseudo-rooms ``@sessions:<n>`` (``@`` is in no room id a client or the API can
+name), entered when the session starts or resumes, detached when its connection
+ends, and swept when its TTL passes unresumed, or on a node that died, by whichever
+node keeps that shard next. The change is reported by the node the store returned
+it to; were that node to die between the store's step and its webhook's queueing,
+that one event would be lost (docs/webhooks.md says so).
 """
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+import zlib
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from pushgate.errors import BrokerUnavailable
 from pushgate.hub import Hub
 from pushgate.ids import ConnId, RoomId
-from pushgate.presence import KEEP_SLICE, Identity, PresenceStore, Roster
+from pushgate.presence import KEEP_SLICE, Change, Identity, PresenceStore, Roster
 
 log = logging.getLogger("pushgate.presence")
 
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+
+# Pseudo-rooms the sessions are kept in (a Redis Cluster spreads them over its slots).
+SESSION_SHARDS = 64
+SESSIONS = "@sessions:"
+
+
+def session_room(conn: ConnId) -> RoomId:
+    """The pseudo-room ``conn``'s session is kept in."""
+    return RoomId(f"{SESSIONS}{zlib.crc32(conn.encode()) % SESSION_SHARDS}")
+
+
+class Emit(Protocol):
+    def __call__(self, name: str, data: Mapping[str, object]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reports:
+    """What the webhooks want told: ``emit`` takes an event; ``rooms`` says whether a
+    room's occupancy and members are wanted, ``sessions`` whether sessions are,
+    ``messages`` whether members' messages to a room are."""
+
+    emit: Emit
+    rooms: Callable[[RoomId], bool]
+    sessions: bool
+    messages: Callable[[RoomId], bool]
 
 
 class PresenceRooms:
@@ -37,17 +78,33 @@ class PresenceRooms:
         *,
         holder_of: Callable[[ConnId], str],
         sessions_kept: bool,
+        reports: Reports | None = None,
     ) -> None:
         self.store = store
-        self.tracks = has_presence
+        self.announces = has_presence
+        self._reports = reports
         self._hub = hub
         self._spawn = spawn
         self._holder_of = holder_of
         # Without sessions a connection's end is its session's: its leaves are at once.
         self._sessions_kept = sessions_kept
         self._info: dict[ConnId, str] = {}  # the connection token's info, where it had one
-        self._rooms: set[RoomId] = set()  # presence rooms this node has had members in
+        self._rooms: set[RoomId] = set()  # rooms this node has had members in
+        # This node's sessions (held here), by their pseudo-room, when they are reported.
+        self._sessions: dict[RoomId, set[ConnId]] | None = (
+            {} if reports is not None and reports.sessions else None
+        )
         self._keeper: asyncio.Task[None] | None = None
+
+    def tracks(self, room: RoomId) -> bool:
+        """``room``'s members are kept in the store (it keeps presence, or the
+        webhooks want its events)."""
+        reports = self._reports
+        return self.announces(room) or (reports is not None and reports.rooms(room))
+
+    def wanted(self, rooms: Iterable[RoomId]) -> bool:
+        """A session in ``rooms`` is kept in the store (its own, or in some room)."""
+        return self._sessions is not None or any(map(self.tracks, rooms))
 
     def start(self) -> None:
         self._keeper = asyncio.get_running_loop().create_task(
@@ -72,38 +129,73 @@ class PresenceRooms:
             return
         identity = Identity(conn, self._hub.user_of(conn), info or self._info.get(conn))
         self._rooms.add(room)
-        await self.store.enter(room, identity, self._holder_of(conn))
+        self._report(await self.store.enter(room, identity, self._holder_of(conn)), "left")
 
     async def enter_all(self, rooms: Iterable[RoomId], conn: ConnId) -> None:
-        """:meth:`enter` for each of a new or resumed session's rooms. Raises
-        BrokerUnavailable."""
-        await asyncio.gather(*(self.enter(room, conn) for room in rooms if self.tracks(room)))
+        """:meth:`enter` for each of a new or resumed session's rooms, and its session
+        (session_started, unless it is a resume). Raises BrokerUnavailable."""
+        calls = [self.enter(room, conn) for room in rooms if self.tracks(room)]
+        if self._sessions is not None:
+            calls.append(self._enter_session(conn))
+        await asyncio.gather(*calls)
+
+    async def _enter_session(self, conn: ConnId) -> None:
+        assert self._sessions is not None
+        room = session_room(conn)
+        self._sessions.setdefault(room, set()).add(conn)
+        # Each session an entry of its own (anonymous), its user in its info.
+        info = json.dumps({"user": self._hub.user_of(conn)})
+        identity = Identity(conn, None, info)
+        self._report(await self.store.enter(room, identity, self._holder_of(conn)), "expired")
 
     async def leave(self, room: RoomId, conn: ConnId) -> None:
         """``conn``'s session left ``room``. Raises BrokerUnavailable."""
         if self.tracks(room):
-            await self.store.leave(room, conn)
+            self._report(await self.store.leave(room, conn), "left")
 
     async def roster(self, room: RoomId) -> Roster | None:
         """Who is in ``room``, when it keeps presence. Raises BrokerUnavailable."""
-        return await self.store.roster(room) if self.tracks(room) else None
+        return await self.store.roster(room) if self.announces(room) else None
 
     def closed(self, conn: ConnId, holder: str, rooms: Iterable[RoomId]) -> None:
         """The connection of ``holder`` ended, in ``rooms``: its session waits for a
         resume (its entries end with it), or, without sessions, has ended."""
         self._info.pop(conn, None)
         tracked = [room for room in rooms if self.tracks(room)]
+        if self._sessions is not None:
+            room = session_room(conn)
+            local = self._sessions.get(room)
+            if local is not None:
+                local.discard(conn)
+                if not local:
+                    del self._sessions[room]
+            tracked.append(room)
         if not tracked:
             return
         if self._sessions_kept:
             self._spawn(self._quietly(self.store.detach(conn, holder, tracked), conn))
         else:
-            self._spawn(self.ended(conn, tracked))
+            self._spawn(self._quietly(self._end(conn, tracked, "closed"), conn))
 
     async def ended(self, conn: ConnId, rooms: Iterable[RoomId]) -> None:
-        """``conn``'s session ended (it will not be resumed): it leaves ``rooms``."""
+        """``conn``'s session ended (it will not be resumed; the back end ended it):
+        it leaves ``rooms``."""
         tracked = [room for room in rooms if self.tracks(room)]
-        await asyncio.gather(*(self._quietly(self.store.leave(r, conn), conn) for r in tracked))
+        if self._sessions is not None:
+            tracked.append(session_room(conn))
+        await self._quietly(self._end(conn, tracked, "ended"), conn)
+
+    async def _end(self, conn: ConnId, rooms: list[RoomId], reason: str) -> None:
+        results = await asyncio.gather(
+            *(self.store.leave(room, conn) for room in rooms), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                if not isinstance(result, BrokerUnavailable):
+                    raise result
+                log.warning("presence of %s: %s", conn, result)
+            else:
+                self._report(result, reason)
 
     @staticmethod
     async def _quietly(call: Coroutine[Any, Any, None], conn: ConnId) -> None:
@@ -119,7 +211,7 @@ class PresenceRooms:
             await asyncio.sleep(self.store.refresh)
             held = await self.held()
             try:
-                await self.store.keep(held)
+                self._report(await self.store.keep(held), "expired")
             except BrokerUnavailable as exc:
                 if not failing:
                     log.warning("cannot keep this node's presence entries alive: %s", exc)
@@ -139,4 +231,55 @@ class PresenceRooms:
                 self._rooms.discard(room)
                 continue
             held[room] = [(conn, holder_of(conn)) for conn in hub.members_of(room)]
+        if self._sessions is not None:
+            for count, (room, conns) in enumerate(list(self._sessions.items()), 1):
+                if count % KEEP_SLICE == 0:
+                    await asyncio.sleep(0)
+                held[room] = [(conn, holder_of(conn)) for conn in conns]
         return held
+
+    # Webhooks
+
+    def _report(self, changes: list[Change], reason: str) -> None:
+        """Tell the webhooks of the changes the store made for this node; ``reason``:
+        why a leave happened (a member's or a session's)."""
+        reports = self._reports
+        if reports is None:
+            return
+        for change in changes:
+            if change.room.startswith(SESSIONS):
+                _report_session(reports, change, reason)
+            elif reports.rooms(change.room):
+                _report_member(reports, change, reason)
+
+
+def _report_session(reports: Reports, change: Change, reason: str) -> None:
+    if not reports.sessions:
+        return
+    identity = change.identity
+    user = json.loads(identity.info)["user"] if identity.info else None
+    data: dict[str, object] = {"wsId": identity.conn, "user": user}
+    if change.joined:
+        reports.emit("session_started", data)
+    else:
+        reports.emit("session_ended", {**data, "reason": reason})
+
+
+def _report_member(reports: Reports, change: Change, reason: str) -> None:
+    room, identity = change.room, change.identity
+    member: dict[str, object] = {"room": room, "user": identity.user}
+    if identity.user is None:
+        member["wsId"] = identity.conn
+    if identity.info is not None:
+        member["info"] = json.loads(identity.info)
+    if change.joined:
+        if change.edge:
+            reports.emit("room_occupied", {"room": room})
+        reports.emit("member_joined", member)
+    else:
+        # "left": it left the room; else its session ended ("expired", "closed", "ended").
+        reports.emit(
+            "member_left", {**member, "reason": "left" if reason == "left" else "session_ended"}
+        )
+        if change.edge:
+            reports.emit("room_vacated", {"room": room})

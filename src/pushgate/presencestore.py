@@ -25,19 +25,26 @@ class MemoryPresence:
     must not stay forever."""
 
     def __init__(
-        self, broker: Broker, ttl: float, clock: Callable[[], float] = time.monotonic
+        self,
+        broker: Broker,
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+        announces: Callable[[RoomId], bool] = lambda room: True,
     ) -> None:
         self.table = PresenceTable()
         self._broker = broker
+        self._announces = announces
         self._ttl = ttl
         self._clock = clock
         # keep() runs this often: a session that ended leaves within it.
         self.refresh = min(1.0, max(0.05, ttl / 4))
         self._held_ttl = ttl + 2 * self.refresh
 
-    async def enter(self, room: RoomId, identity: Identity, holder: str) -> None:
+    async def enter(self, room: RoomId, identity: Identity, holder: str) -> list[Change]:
         now = self._clock()
-        await self._publish(self.table.enter(room, identity, holder, now + self._held_ttl, now))
+        return await self._publish(
+            self.table.enter(room, identity, holder, now + self._held_ttl, now)
+        )
 
     async def roster(self, room: RoomId) -> Roster:
         position = None
@@ -45,24 +52,28 @@ class MemoryPresence:
             position = (await self._broker.history(room_topic(room), None)).position
         return Roster(self.table.roster(room, self._clock()), position)
 
-    async def leave(self, room: RoomId, conn: ConnId) -> None:
-        await self._publish(self.table.leave(room, conn))
+    async def leave(self, room: RoomId, conn: ConnId) -> list[Change]:
+        return await self._publish(self.table.leave(room, conn))
 
     async def detach(self, conn: ConnId, holder: str, rooms: list[RoomId]) -> None:
         self.table.detach(conn, holder, rooms, self._clock() + self._ttl)
 
-    async def keep(self, held: dict[RoomId, list[tuple[ConnId, str]]]) -> None:
+    async def keep(self, held: dict[RoomId, list[tuple[ConnId, str]]]) -> list[Change]:
         # KEEP_SLICE rooms per turn of the loop, the others' work going on between.
         now = self._clock()
         for count, (room, entries) in enumerate(held.items(), 1):
             if count % KEEP_SLICE == 0:
                 await asyncio.sleep(0)
             self.table.keep(room, entries, now + self._held_ttl)
+        swept = []
         for count, room in enumerate(self.table.rooms(), 1):
             if count % KEEP_SLICE == 0:
                 await asyncio.sleep(0)
-            await self._publish(self.table.sweep_room(room, self._clock()))
+            swept += await self._publish(self.table.sweep_room(room, self._clock()))
+        return swept
 
-    async def _publish(self, changes: list[Change]) -> None:
+    async def _publish(self, changes: list[Change]) -> list[Change]:
         for change in changes:
-            await self._broker.publish_push(room_topic(change.room), encode_presence(change))
+            if self._announces(change.room):
+                await self._broker.publish_push(room_topic(change.room), encode_presence(change))
+        return changes

@@ -133,7 +133,7 @@ class SessionCore:
         presence = self.presence
         if presence is not None:
             presence.identify(conn, info)
-            if not any(map(presence.tracks, joined)):
+            if not presence.wanted(joined):
                 presence = None
         streams = [TOPIC_ALL, *map(room_topic, joined)]
         if user is not None:

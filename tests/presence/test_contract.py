@@ -39,6 +39,14 @@ from tests.helpers import LOOPBACK, UNIT, free_port
 TTL = 0.4 * UNIT
 
 ROOM = RoomId("lobby")
+# A room kept for webhooks only: its changes are returned, never published.
+QUIET = RoomId("quiet:lobby")
+
+
+def announces(room: RoomId) -> bool:
+    return not room.startswith("quiet:")
+
+
 ALICE = encode_info({"name": "Alice", "colour": "#e0457b"})
 BOB = encode_info({"name": "Bob"})
 
@@ -116,7 +124,9 @@ class MemoryCluster:
 
     async def node(self) -> PresenceStore:
         if self.store is None:
-            self.store = MemoryPresence(MemoryBroker(self.bus), TTL, clock=self.clock)
+            self.store = MemoryPresence(
+                MemoryBroker(self.bus), TTL, clock=self.clock, announces=announces
+            )
             self.refresh = self.store.refresh
         return self.store
 
@@ -173,7 +183,7 @@ class RedisCluster:
         broker = self._broker(f"node{len(self.stores)}", url)
         if isinstance(broker, RedisClusterBroker) and url is None:
             await broker.client.initialize()  # as RedisClusterBroker.start does
-        store = RedisPresence(broker, ttl=TTL)
+        store = RedisPresence(broker, ttl=TTL, announces=announces)
         self.refresh = store.refresh
         self.stores.append(store)
         return store
@@ -315,6 +325,86 @@ async def test_a_users_first_session_joins_and_its_last_one_leaves(
     await second.leave(RoomId("elsewhere"), tab1.conn)
     assert await told(cluster) == []
     assert (await first.roster(ROOM)).members == []
+
+
+def seen(changes: list[Change]) -> list[tuple[bool, str | None, str | None, bool]]:
+    """What the webhooks are told of changes: joined, user, info, edge."""
+    return [(c.joined, c.identity.user, c.identity.info, c.edge) for c in changes]
+
+
+async def test_each_change_is_returned_to_the_caller_that_made_it(
+    cluster: PresenceCluster,
+) -> None:
+    """enter, leave and keep return the changes they made (for the webhooks), once:
+    the room's first user occupies it (edge), its last vacates it."""
+    first, second = await cluster.node(), await cluster.node()
+    tab1, tab2, bob = person("alice", ALICE), person("alice"), person("bob")
+    assert seen(await first.enter(ROOM, tab1, "node0.tab1")) == [(True, "alice", ALICE, True)]
+    assert await second.enter(ROOM, tab2, "node1.tab2") == []
+    assert seen(await second.enter(ROOM, bob, "node1.bob")) == [(True, "bob", None, False)]
+    assert await first.leave(ROOM, tab1.conn) == []
+    assert seen(await second.leave(ROOM, tab2.conn)) == [(False, "alice", ALICE, False)]
+    assert seen(await first.leave(ROOM, bob.conn)) == [(False, "bob", None, True)]
+    assert await first.leave(ROOM, bob.conn) == []
+
+
+async def test_concurrent_enters_return_one_join_between_them(cluster: PresenceCluster) -> None:
+    first, second = await cluster.node(), await cluster.node()
+    tabs = [person("alice") for _ in range(6)]
+    results = await asyncio.gather(
+        *(
+            (first if n % 2 else second).enter(ROOM, tab, f"node{n % 2}.{n}")
+            for n, tab in enumerate(tabs)
+        )
+    )
+    assert [seen(changes) for changes in results if changes] == [[(True, "alice", None, True)]]
+
+
+async def test_a_sweep_returns_the_leaves_once(cluster: PresenceCluster) -> None:
+    """A detached session past its TTL leaves in the keep (or enter) that sweeps it,
+    returned to that one node."""
+    first, second = await cluster.node(), await cluster.node()
+    alice, bob = person("alice"), person("bob")
+    await first.enter(ROOM, alice, "node0.alice")
+    await second.enter(ROOM, bob, "node1.bob")
+    await first.detach(alice.conn, "node0.alice", [ROOM])
+    # Past alice's TTL, before bob's held entry needs keeping.
+    await cluster.elapse(TTL + cluster.refresh / 2)
+    held = {ROOM: [(bob.conn, "node1.bob")]}
+    swept = await asyncio.gather(first.keep({}), second.keep(held), second.keep(held))
+    assert sorted(seen(changes) for changes in swept) == [[], [], [(False, "alice", None, False)]]
+    assert [m.user for m in (await second.roster(ROOM)).members] == ["bob"]
+
+
+async def test_a_room_whose_only_node_died_is_swept_by_another(cluster: PresenceCluster) -> None:
+    """Alice's node enters her and dies (never keeps, never detaches); a node with
+    no member in the room, keeping nothing, sweeps her out once her held entry is
+    past its time, and gets her leave."""
+    dead, alive = await cluster.node(), await cluster.node()
+    await cluster.watch(ROOM)
+    alice = person("alice")
+    await dead.enter(ROOM, alice, "node0.alice")
+    assert await told(cluster) == [joined(alice)]
+    changes: list[Change] = []
+    async with asyncio.timeout(TTL + 10 * cluster.refresh + 5):
+        while not changes:
+            await cluster.elapse(cluster.refresh)
+            changes = await alive.keep({})
+    assert seen(changes) == [(False, "alice", None, True)]
+    assert await told(cluster) == [left(alice)]
+
+
+async def test_a_room_kept_for_webhooks_publishes_nothing(cluster: PresenceCluster) -> None:
+    """A room the store does not announce (kept for its webhooks only) returns its
+    changes and publishes no event in its stream."""
+    node = await cluster.node()
+    await cluster.watch(QUIET)
+    alice = person("alice")
+    assert seen(await node.enter(QUIET, alice, "node0.alice")) == [(True, "alice", None, True)]
+    assert seen(await node.leave(QUIET, alice.conn)) == [(False, "alice", None, True)]
+    await node.enter(ROOM, person("bob"), "node0.bob")  # a fence: published after
+    await cluster.watch(ROOM)
+    assert await told(cluster, QUIET) == []
 
 
 async def test_anonymous_members_are_users_of_their_own(cluster: PresenceCluster) -> None:
@@ -551,13 +641,13 @@ async def test_rosters_read_while_members_enter_match_their_positions(
     first, second = await cluster.node(), await cluster.node()
     await cluster.watch(ROOM)
     people = [person(f"user{n}") for n in range(8)]
-    calls: list[Awaitable[Roster | None]] = []
+    calls: list[Awaitable[object]] = []
     for n, someone in enumerate(people):
         calls.append(second.enter(ROOM, someone, f"node1.{n}"))
         if n % 2:
             calls.append(first.roster(ROOM))
     results = await asyncio.gather(*calls)
-    rosters = [result for result in results if result is not None]
+    rosters = [result for result in results if isinstance(result, Roster)]
     seq_of = {message(pub): pub.seq for pub in await cluster.events(ROOM)}
     for roster in rosters:
         assert roster.position is not None

@@ -30,6 +30,12 @@ session's end, ``ttl`` after its detach. After each write the room's keys expire
 ``2 * refresh`` after the last deadline in it (a room nobody touches any more is
 gone then; a room with no entry left is deleted at once).
 
+One more key, for the whole cluster, in a slot of its own: ``<prefix>presence-rooms:{presence}``,
+a sorted set of rooms by when (ms) one of their entries may be past its deadline,
+written by each node for the rooms it enters, detaches in and keeps. Each keep()
+also sweeps the rooms due there: a room whose members were all on a node that died
+still gets their leaves (and the webhooks its room_vacated).
+
 Sweeps run in the scripts of ``enter`` and ``keep``. A node keeps the rooms its
 connections are in, and also, for a while, those it detached entries in: a room whose
 last local connection ended is no longer among them, yet its detached entries must
@@ -37,8 +43,10 @@ leave when their session ends.
 """
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +59,11 @@ from pushgate.presence import Change, Identity, PresenceStore, Present, Roster
 from pushgate.streams import Position, new_epoch, room_topic
 from pushgate.wire import encode_presence
 
+log = logging.getLogger("pushgate.presence")
+
+# How much later than its deadline, by this node's clock, an entry is looked for:
+# the clocks of Redis and the nodes differ a little.
+CLOCK_MARGIN_MS = 250
 # Rooms per batch of keep() calls (each batch is pipelined; batches one after another).
 CHUNK = 500
 # The longest time between keep() calls: a detached session's leave comes at most
@@ -61,14 +74,16 @@ MAX_REFRESH = 5.0
 # keys. ARGV[1..2] are _ENSURE_META's (a new epoch, the meta's lifetime in ms);
 # ARGV[3..7] how an event is published: channel, history size, history TTL in ms,
 # when it was accepted, PUBLISH or SPUBLISH; ARGV[8] how long the presence keys
-# outlive their last deadline (ms). Each operation's own arguments follow.
+# outlive their last deadline (ms); ARGV[9] "1" when the room announces its changes
+# (publishes them in its stream: a presence room), else "0" (a room kept for webhooks
+# only). Each operation's own arguments follow; each returns the changes it made.
 _WITH_HISTORY = (
     _ENSURE_META
     + _PUBLISH_FUNCTION
     + """
 local history = true
 local function emit(msg)
-  publish(msg, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+  if ARGV[9] == '1' then publish(msg, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]) end
 end
 """
 )
@@ -78,12 +93,19 @@ local history = false
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local function emit(msg)
-  redis.call(ARGV[7], ARGV[3], '0 - ' .. ARGV[6] .. ' ' .. msg)
+  if ARGV[9] == '1' then redis.call(ARGV[7], ARGV[3], '0 - ' .. ARGV[6] .. ' ' .. msg) end
 end
 """
 
 _COMMON = """
 local entries, users, deadlines = KEYS[3], KEYS[4], KEYS[5]
+-- The changes made, returned to the caller: {joined 1/0, user key, info, edge 1/0}
+-- (edge: the room's first user came, or its last went).
+local changes = {}
+local function changed(joined, key, info)
+  local edge = redis.call('HLEN', users) == (joined == 1 and 2 or 1)
+  changes[#changes + 1] = {joined, key, info, edge and 1 or 0}
+end
 
 -- Take conn's entry out: its user's leave, if it was the user's last.
 local function remove(conn)
@@ -101,6 +123,7 @@ local function remove(conn)
   else
     redis.call('HDEL', users, key)
     emit(user[4])
+    changed(0, key, user[3])
   end
 end
 
@@ -117,25 +140,27 @@ local function sweep()
   for _, conn in ipairs(due) do remove(conn) end
 end
 
--- The room's keys last until its last deadline and the margin; none when it is empty.
+-- The room's keys last until its last deadline and the margin; none when it is empty
+-- (then it returns true).
 local function expire()
   local last = redis.call('ZRANGE', deadlines, -1, -1, 'WITHSCORES')
   if #last == 0 then
     redis.call('DEL', entries, users, deadlines)
-    return
+    return true
   end
   local ms = math.max(tonumber(last[2]) - now, 0) + tonumber(ARGV[8])
   redis.call('PEXPIRE', entries, ms)
   redis.call('PEXPIRE', users, ms)
   redis.call('PEXPIRE', deadlines, ms)
+  return false
 end
 """
 
-# Entry ARGV[9] (user key ARGV[11], info ARGV[12] or "", join event ARGV[13], leave
-# event ARGV[14]) held by ARGV[10] for ARGV[15] ms; due entries swept first.
+# Entry ARGV[10] (user key ARGV[12], info ARGV[13] or "", join event ARGV[14], leave
+# event ARGV[15]) held by ARGV[11] for ARGV[16] ms; due entries swept first.
 _ENTER = """
 sweep()
-local conn, holder, key = ARGV[9], ARGV[10], ARGV[11]
+local conn, holder, key = ARGV[10], ARGV[11], ARGV[12]
 local packed = redis.call('HGET', entries, conn)
 if packed then
   local entry = cmsgpack.unpack(packed)
@@ -150,34 +175,38 @@ else
     user[1] = user[1] + 1
     redis.call('HSET', users, key, cmsgpack.pack(user))
   else
-    redis.call('HSET', users, key, cmsgpack.pack({1, order, ARGV[12], ARGV[14]}))
-    emit(ARGV[13])
+    redis.call('HSET', users, key, cmsgpack.pack({1, order, ARGV[13], ARGV[15]}))
+    emit(ARGV[14])
+    changed(1, key, ARGV[13])
   end
 end
-redis.call('ZADD', deadlines, now + tonumber(ARGV[15]), conn)
+redis.call('ZADD', deadlines, now + tonumber(ARGV[16]), conn)
 expire()
+return changes
 """
 
-# Entry ARGV[9] leaves.
+# Entry ARGV[10] leaves.
 _LEAVE = """
-remove(ARGV[9])
+remove(ARGV[10])
 expire()
+return changes
 """
 
-# Entry ARGV[9], if holder ARGV[10] holds it, ends in ARGV[11] ms.
+# Entry ARGV[10], if holder ARGV[11] holds it, ends in ARGV[12] ms.
 _DETACH = """
-local packed = redis.call('HGET', entries, ARGV[9])
-if packed and cmsgpack.unpack(packed)[1] == ARGV[10] then
-  redis.call('ZADD', deadlines, now + tonumber(ARGV[11]), ARGV[9])
+local packed = redis.call('HGET', entries, ARGV[10])
+if packed and cmsgpack.unpack(packed)[1] == ARGV[11] then
+  redis.call('ZADD', deadlines, now + tonumber(ARGV[12]), ARGV[10])
   expire()
 end
 """
 
-# The entries ARGV[10], ARGV[12]... that their holders ARGV[11], ARGV[13]... still
-# hold last ARGV[9] ms more (at least); then due entries are swept.
+# The entries ARGV[11], ARGV[13]... that their holders ARGV[12], ARGV[14]... still
+# hold last ARGV[10] ms more (at least); then due entries are swept. Returns the
+# changes, and 1 when the room is empty now.
 _KEEP = """
-local deadline = now + tonumber(ARGV[9])
-for i = 10, #ARGV - 1, 2 do
+local deadline = now + tonumber(ARGV[10])
+for i = 11, #ARGV - 1, 2 do
   local packed = redis.call('HGET', entries, ARGV[i])
   if packed and cmsgpack.unpack(packed)[1] == ARGV[i + 1] then
     local current = redis.call('ZSCORE', deadlines, ARGV[i])
@@ -187,7 +216,8 @@ for i = 10, #ARGV - 1, 2 do
   end
 end
 sweep()
-expire()
+local empty = expire()
+return {changes, empty and 1 or 0}
 """
 
 # The entries before their deadline {wsId, user key, order...}, their users {user
@@ -224,8 +254,15 @@ return {'', 0, found, people}
 class RedisPresence:
     """Presence in Redis, on the client of the node's broker; see the module docstring."""
 
-    def __init__(self, broker: RedisBroker, *, ttl: float) -> None:
+    def __init__(
+        self,
+        broker: RedisBroker,
+        *,
+        ttl: float,
+        announces: Callable[[RoomId], bool] = lambda room: True,
+    ) -> None:
         self._broker = broker
+        self._announces = announces
         self.ttl = ttl
         self.refresh = min(MAX_REFRESH, max(1.0, ttl / 3))
         self._ttl_ms = max(0, int(ttl * 1000))
@@ -242,6 +279,10 @@ class RedisPresence:
         # Rooms this node detached entries in, and until when (monotonic) its keep()
         # sweeps them even when none of its connections is left there.
         self._detached: dict[RoomId, float] = {}
+        # Every node's rooms, for sweeps by any node: see _index.
+        self._index_key = f"{broker.prefix}presence-rooms:{{presence}}"
+        self._to_index: dict[RoomId, float] = {}
+        self._indexing: asyncio.Task[None] | None = None
 
     def keys(self, room: RoomId) -> list[str]:
         """The room's presence keys: its entries, its users, its entries' deadlines."""
@@ -253,29 +294,43 @@ class RedisPresence:
             f"{prefix}presence-deadlines:{tag}",
         ]
 
-    async def enter(self, room: RoomId, identity: Identity, holder: str) -> None:
+    async def enter(self, room: RoomId, identity: Identity, holder: str) -> list[Change]:
+        self._index(room, self._held_ms)
         joined = encode_presence(Change(room, True, identity))
         left = encode_presence(Change(room, False, identity))
         info = identity.info or ""
         args = [identity.conn, holder, identity.key, info, joined, left, self._held_ms]
-        await self._run(self._enter, room, args, f"enter {identity.conn} in the presence")
+        made = await self._run(self._enter, room, args, f"enter {identity.conn} in the presence")
+        return _changes(room, made)
 
-    async def leave(self, room: RoomId, conn: ConnId) -> None:
-        await self._run(self._leave, room, [conn], f"take {conn} out of the presence")
+    async def leave(self, room: RoomId, conn: ConnId) -> list[Change]:
+        made = await self._run(self._leave, room, [conn], f"take {conn} out of the presence")
+        return _changes(room, made)
 
     async def detach(self, conn: ConnId, holder: str, rooms: list[RoomId]) -> None:
         until = time.monotonic() + self.ttl + 3 * self.refresh
         for room in rooms:
             self._detached[room] = max(until, self._detached.get(room, 0.0))
+            self._index(room, self._ttl_ms)
         what = f"detach {conn} in the presence"
         await asyncio.gather(
             *(self._run(self._detach, room, [conn, holder, self._ttl_ms], what) for room in rooms)
         )
 
-    async def keep(self, held: dict[RoomId, list[tuple[ConnId, str]]]) -> None:
+    async def keep(self, held: dict[RoomId, list[tuple[ConnId, str]]]) -> list[Change]:
         started = time.monotonic()
+        swept: list[Change] = []
+        vacated: list[RoomId] = []
         rooms = dict(held)
+        for room in held:
+            self._index(room, self._held_ms)
         for room in self._detached:
+            rooms.setdefault(room, [])
+        # Rooms nobody kept for a while (their nodes died, or left them detached):
+        # whoever keeps next sweeps them, so their leaves come even with no member
+        # left on a live node.
+        due = await self._due()
+        for room in due:
             rooms.setdefault(room, [])
         calls = iter(rooms.items())
         failures: list[BaseException] = []
@@ -293,8 +348,16 @@ class RedisPresence:
             for (room, _), result in zip(chunk, results, strict=True):
                 if isinstance(result, BaseException):
                     failures.append(result)
-                elif self._detached.get(room, started) < started:
+                    continue
+                made, empty = result
+                swept += _changes(room, made)
+                if self._detached.get(room, started) < started:
                     del self._detached[room]
+                if empty:
+                    vacated.append(room)
+                elif room in due:  # others' entries: their holders index it again
+                    self._index(room, self._held_ms)
+        await self._unindex(vacated)
         if failures:
             error = failures[0]
             if isinstance(error, REDIS_ERRORS):
@@ -302,6 +365,7 @@ class RedisPresence:
                     f"cannot keep presence entries alive in Redis at {self._where}: {error}"
                 )
             raise error
+        return swept
 
     def _keep_args(self, entries: list[tuple[ConnId, str]]) -> list[Any]:
         args: list[Any] = [self._held_ms]
@@ -338,11 +402,49 @@ class RedisPresence:
 
     async def close(self) -> None:
         """Wait for the calls already sent."""
+        if self._indexing is not None:
+            with contextlib.suppress(asyncio.CancelledError, *REDIS_ERRORS):
+                await self._indexing
         await self._batch.close()
 
-    async def _run(self, script: Any, room: RoomId, args: list[Any], what: str) -> None:
+    # The index of rooms to sweep: room -> when (ms, this node's wall clock) it may
+    # have an entry past its deadline. Written once per turn of the loop.
+
+    def _index(self, room: RoomId, after_ms: int) -> None:
+        when = time.time() * 1000 + after_ms + CLOCK_MARGIN_MS
+        pending = self._to_index
+        pending[room] = max(when, pending.get(room, 0.0))
+        if self._indexing is None:
+            self._indexing = asyncio.get_running_loop().create_task(self._write_index())
+
+    async def _write_index(self) -> None:
+        await asyncio.sleep(0)  # the rest of this turn's rooms
+        pending, self._to_index = self._to_index, {}
+        self._indexing = None
         try:
-            await self._call(script, room, args)
+            await self._broker.client.zadd(self._index_key, pending, gt=True)
+        except REDIS_ERRORS as exc:  # the next keep writes them again
+            log.warning("cannot index presence rooms in Redis at %s: %s", self._where, exc)
+
+    async def _due(self) -> set[RoomId]:
+        now = time.time() * 1000
+        try:
+            due = await self._broker.client.zrangebyscore(
+                self._index_key, "-inf", now, start=0, num=CHUNK
+            )
+        except REDIS_ERRORS:
+            return set()  # keep() itself says Redis is away
+        return {RoomId(_text(room)) for room in due}
+
+    async def _unindex(self, rooms: list[RoomId]) -> None:
+        # An entry added since (an enter's index write is later) is written again.
+        if rooms:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._broker.client.zrem(self._index_key, *rooms)
+
+    async def _run(self, script: Any, room: RoomId, args: list[Any], what: str) -> Any:
+        try:
+            return await self._call(script, room, args)
         except REDIS_ERRORS as exc:
             raise BrokerUnavailable(
                 f"cannot {what} of room {room} in Redis at {self._where}: {exc}"
@@ -364,6 +466,7 @@ class RedisPresence:
             b"%.6f" % time.time(),
             broker.publish_command,
             self._margin_ms,
+            "1" if self._announces(room) else "0",
         ]
         keys = [*broker._stream_keys(topic), *self.keys(room)]
         return self._batch.call(script, keys, [*head, *args], share=share)
@@ -371,6 +474,18 @@ class RedisPresence:
     @property
     def _where(self) -> str:
         return self._broker._where
+
+
+def _changes(room: RoomId, made: Any) -> list[Change]:
+    """The changes a script returned: {joined, user key, info, edge} each. A leave's
+    identity is its user's (an anonymous member's key holds its wsId)."""
+    changes = []
+    for joined, key, info, edge in made or ():
+        key, info = _text(key), _text(info)
+        user = key[2:] if key.startswith("u:") else None
+        conn = ConnId("" if user is not None else key[2:])
+        changes.append(Change(room, bool(joined), Identity(conn, user, info or None), bool(edge)))
+    return changes
 
 
 def _text(value: Any) -> str:
