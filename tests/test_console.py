@@ -22,7 +22,7 @@ import jwt
 from aiohttp import web
 
 from pushgate.api import build_api
-from pushgate.client import PushAPI, connect
+from pushgate.client import Push, PushAPI, Sender, connect
 from pushgate.console import add_console_routes
 from pushgate.namespaces import grant_for
 from tests.browser import WAIT_MS
@@ -957,3 +957,133 @@ async def test_the_js_client_counts_events_around_the_reply_and_keeps_presence_a
             await page.evaluate("window.own.close()")
         finally:
             await proxy.close()
+
+
+# Publishing from the page (pushgate.js: publish, a message's "from"; the console's box)
+
+PUBLISHING = {
+    **FAST_TIMERS,
+    "namespaces": "chat=public+publish,lobby=public",
+    "token_secret": PRESENCE_SECRET,
+}
+
+
+async def publish_in(page: "Page", room: str, text: str, tag: int = 2) -> None:
+    """Fill the publish box and press Publish."""
+    await page.fill("#pub-room", room)
+    await page.fill("#pub-tag", str(tag))
+    await page.fill("#pub-text", text)
+    await page.click("#publish")
+
+
+async def test_the_publish_box_talks_to_the_room_and_shows_who_said_what(
+    browser: "Browser",
+) -> None:
+    """The page publishes to a room it subscribed: Bob (another client of the room)
+    gets it from the page's wsId; Bob's answer shows in the page under his name. A
+    room whose namespace has no +publish: the refusal's code and reason."""
+    from playwright.async_api import expect
+
+    async with (
+        running_server(**PUBLISHING) as server,
+        console_for(server) as page_url,
+        connect(server.ws_url, token=user_token("bob")) as bob,
+    ):
+        await bob.subscribe("chat:1")
+        page, ws_id = await open_console(browser, page_url, server.ws_url)
+        await subscribe_in(page, "chat:1")
+        await expect(page.locator('#my-rooms li[data-room="chat:1"]')).to_be_visible(
+            timeout=WAIT_MS
+        )
+        result = page.locator("#pub-result")
+        await publish_in(page, "chat:1", "hi from the page", tag=7)
+        await expect(result).to_have_text("published to chat:1", timeout=WAIT_MS)
+        await expect(result).not_to_have_class(re.compile("error"))
+        said = await asyncio.wait_for(bob.recv(), WAIT_MS / 1000)
+        assert said == Push(7, "hi from the page", "chat:1", sender=Sender(ws_id))
+
+        await bob.publish("chat:1", "hi page", tag=5)
+        newest = page.locator("#messages li").first
+        await expect(newest.locator(".data")).to_have_text("hi page", timeout=WAIT_MS)
+        await expect(newest.locator(".from")).to_have_text("bob")
+        await expect(newest).to_have_attribute("data-from", bob.ws_id)
+        await expect(page.locator("#message-count")).to_have_text("1")  # no echo of its own
+
+        await subscribe_in(page, "lobby:1")
+        await expect(page.locator('#my-rooms li[data-room="lobby:1"]')).to_be_visible(
+            timeout=WAIT_MS
+        )
+        await publish_in(page, "lobby:1", "anyone?")
+        await expect(result).to_have_text(
+            "publish lobby:1 refused: 403 members of lobby:1 may not publish to it",
+            timeout=WAIT_MS,
+        )
+        await expect(result).to_have_class(re.compile("error"))
+        await expect(result).to_have_attribute("data-code", "403")
+
+
+async def test_the_js_clients_publish_reaches_the_others_with_from_and_rejects_a_refusal(
+    browser: "Browser",
+) -> None:
+    """pushgate.js, as the Python client (tests/test_client_publish.py): Ann's message
+    reaches Bob from her wsId and user, not her; Bob's reaches her as a "message" with
+    `from`, and himself with echo. Not a member, or no +publish: SubscribeError 403;
+    undefined data: a TypeError, nothing sent; closed: code 0."""
+    async with (
+        running_server(**PUBLISHING) as server,
+        console_for(server) as page_url,
+        connect(server.ws_url, token=user_token("bob")) as bob,
+    ):
+        await bob.subscribe("chat:1")
+        page, _ = await open_console(browser, page_url, server.ws_url)
+        ann_id = await page.evaluate(
+            """async ({ url, token }) => {
+              const { PushgateClient } = await import("/static/pushgate.js");
+              const c = new PushgateClient(url, { token });
+              window.own = c;
+              window.got = [];
+              c.on("message", ({ type, data, room, from }) =>
+                window.got.push({ type, data, room, from }));
+              const wsId = await c.connect();
+              await c.subscribe("chat:1");
+              await c.subscribe("lobby:1");
+              return wsId;
+            }""",
+            {"url": server.ws_url, "token": user_token("ann")},
+        )
+        await page.evaluate("window.own.publish('chat:1', { text: 'hi bob' }, { tag: 7 })")
+        said = await asyncio.wait_for(bob.recv(), WAIT_MS / 1000)
+        assert said == Push(7, {"text": "hi bob"}, "chat:1", sender=Sender(ann_id, "ann"))
+
+        await bob.publish("chat:1", "hi ann", tag=5, echo=True)
+        await page.wait_for_function("window.got.length >= 1", timeout=WAIT_MS)
+        bob_said = {"wsId": bob.ws_id, "user": "bob"}
+        assert await page.evaluate("window.got") == [
+            {"type": 5, "data": "hi ann", "room": "chat:1", "from": bob_said}
+        ]  # her own message did not come back to her
+        assert await asyncio.wait_for(bob.recv(), WAIT_MS / 1000) == Push(
+            5, "hi ann", "chat:1", sender=Sender(bob.ws_id, "bob")
+        )
+        refusals = await page.evaluate(
+            """async () => {
+              const { SubscribeError } = await import("/static/pushgate.js");
+              const c = window.own;
+              const why = (call) =>
+                call.then(
+                  () => "published",
+                  (e) => [e instanceof SubscribeError, e.name, e.op, e.room, e.code, e.retryable],
+                );
+              const said = [];
+              for (const room of ["chat:2", "lobby:1"]) said.push(await why(c.publish(room, "x")));
+              said.push(await why(c.publish("chat:1")));
+              c.close();
+              said.push(await why(c.publish("chat:1", "x")));
+              return said;
+            }"""
+        )
+        assert refusals == [
+            [True, "SubscribeError", "publish", "chat:2", 403, False],
+            [True, "SubscribeError", "publish", "lobby:1", 403, False],
+            [False, "TypeError", None, None, None, None],
+            [True, "SubscribeError", "publish", "chat:1", 0, True],
+        ]

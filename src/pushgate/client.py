@@ -10,8 +10,9 @@
         print("connected as", conn.ws_id)
         await conn.join("news")              # through the logic API
         await conn.subscribe("lobby:1")      # by itself, where the room's namespace allows
+        await conn.publish("lobby:1", {"text": "hi"}, tag=7)  # to the room's other members
         async for push in conn:              # Push(type=3, data=..., room="news")
-            print(push.type, push.room, push.data)
+            print(push.type, push.room, push.data, push.sender)
 
 What a caller must know:
 
@@ -60,6 +61,18 @@ Rooms (docs/protocol.md, "Subscribing" and "Events"; docs/sdk.md):
   given up). The rooms the back end put it in are the back end's to redo.
 - The client sends at most ``max_send_rate`` messages a second (PINGs, operations),
   under the server's ``--max-client-messages-per-second``.
+
+Publishing (docs/protocol.md, "Publishing"; docs/sdk.md):
+
+- :meth:`Connection.publish` sends a message to a room the connection is a member of,
+  in a namespace with ``+publish``; it returns once the server has accepted it, and
+  raises :class:`SubscribeError` for a refusal (403: not a member, or no ``+publish``).
+  The other members get it as a :class:`Push` whose ``sender`` says who sent it; the
+  sender does not, unless ``echo=True``.
+- A publish is never sent again by the client: one cut off by a drop raises
+  :class:`NoReplyError`, and it may or may not have reached the room (after a resume
+  the room's stream, seen by the others, says). Sending it again is the caller's
+  choice, and may deliver it twice.
 
 Presence (docs/protocol.md, "Presence"; docs/sdk.md):
 
@@ -132,6 +145,7 @@ from pushgate.wire import (
     Reply,
     ResumeRequest,
     RoomEvent,
+    Sender,
     StreamReport,
     Welcome,
     is_pong,
@@ -165,6 +179,7 @@ __all__ = [
     "PushAPIError",
     "PushResult",
     "RoomChange",
+    "Sender",
     "ServiceUnavailableError",
     "State",
     "Stats",
@@ -197,10 +212,12 @@ class ClientClosed(Exception):
 
 
 class SubscribeError(Exception):
-    """The server refused an operation (subscribe, unsubscribe, refresh) on ``room``:
-    ``code`` and ``reason`` as it sent them. 400 malformed, 401 the room needs a grant
-    or a token, 403 not allowed (a ``server`` room, a grant or token not good for this
-    connection and room), 409 the connection is in too many rooms (or has no token's
+    """The server refused an operation on ``room`` (``op``: subscribe, unsubscribe,
+    refresh or publish; the name is older than publishing): ``code`` and ``reason`` as
+    it sent them. 400 malformed (a publish's tag), 401 the room needs a grant or a
+    token, 403 not allowed (a ``server`` room, a grant or token not good for this
+    connection and room; a publish by a non-member, or in a namespace without
+    ``+publish``), 409 the connection is in too many rooms (or has no token's
     subscription to refresh), 429 over the message rate, 503 the broker is away.
     ``retryable``: the same call may succeed later (429, 503, and no reply)."""
 
@@ -220,7 +237,7 @@ class SubscribeError(Exception):
 class NoReplyError(SubscribeError):
     """No reply can come (``code`` None): the connection is not open, or it dropped
     before the reply. The operation may have been done or not; once the connection is
-    open again, ``conn.rooms`` says."""
+    open again, ``conn.rooms`` says (of a publish, nothing does: it is not sent again)."""
 
     def __init__(self, op: str, room: str, reason: str) -> None:
         super().__init__(op, room, None, reason)
@@ -563,6 +580,23 @@ class Connection:
         reply = await self._operate("refresh", room, token=token)
         return Subscribed(room, reply.position, reply.expires, reply.presence)
 
+    # Publishing (docs/protocol.md, "Publishing")
+
+    async def publish(self, room: str, data: object, *, tag: int = 2, echo: bool = False) -> None:
+        """Send ``data`` (any JSON value, None included) to the other members of
+        ``room``, a room this connection is in whose namespace has ``+publish``; they
+        get it as a push of type ``tag`` (2 to 2**53-1) with this connection as its
+        ``sender``, and so does this connection with ``echo``. Returns once the server
+        has accepted it (it is in the room's stream, in order with its pushes).
+
+        Raises :class:`SubscribeError` for a refusal (403 not a member or no
+        ``+publish``, 400 a bad tag, 429, 503), :class:`NoReplyError` when no reply
+        can come (never sent again by the client: see the module docstring), and
+        ValueError or TypeError, before sending, for ``data`` JSON cannot carry (NaN, a
+        set). A message over the server's ``--max-message-bytes`` (4 KiB by default)
+        makes the server close the connection (1009): NoReplyError, and a reconnect."""
+        await self._operate("publish", room, tag=tag, data=data, echo=echo)
+
     # Rooms through the logic API (need the api argument)
 
     async def join(self, room: str) -> JoinResult:
@@ -683,7 +717,16 @@ class Connection:
             else:
                 shown[room] = credentials
         operations = [
-            asyncio.create_task(self._operate("subscribe", room, redo=True, **credentials))
+            asyncio.create_task(
+                self._operate(
+                    "subscribe",
+                    room,
+                    grant=credentials.get("grant"),
+                    token=credentials.get("token"),
+                    info=credentials.get("info"),
+                    redo=True,
+                )
+            )
             for room, credentials in shown.items()
         ]
         failed: BaseException | None = None
@@ -910,21 +953,28 @@ class Connection:
         grant: str | None = None,
         token: str | None = None,
         info: str | None = None,
+        tag: int = 0,
+        data: object = None,
+        echo: bool = False,
         redo: bool = False,
     ) -> Reply:
         """Send an operation on the open connection (or, ``redo``, the one being
-        reopened) and wait for its reply; a refusal raises SubscribeError."""
+        reopened) and wait for its reply; a refusal raises SubscribeError. It is sent
+        once: a connection that drops first raises NoReplyError, whatever the op."""
         ws = self._ws
         if ws is None or (self.state is not State.OPEN and not redo):
             raise NoReplyError(op, room, f"the connection is not open ({self.state.value})")
         self._last_id = op_id = self._last_id + 1
-        operation = Operation(op, RoomId(room), op_id, grant, token, info)
+        operation = Operation(op, RoomId(room), op_id, grant, token, info, tag, data, echo)
+        # Serialized before anything is waited for: NaN, which the server reads as no
+        # JSON and closes the connection for (1007), is the caller's ValueError here.
+        message = json.dumps(operation.as_message(), allow_nan=False)
         answered: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[op_id] = (operation, answered)
         if op in ("subscribe", "presence"):
             self._roster_asked(room, ws, op_id, op)
         try:
-            await self._send(ws, json.dumps(operation.as_message()))
+            await self._send(ws, message)
             reply = await answered
         except ConnectionClosed:
             raise NoReplyError(op, room, "the connection dropped before the reply") from None

@@ -9,6 +9,8 @@ byte-compatible with the original Go server's ``WriteJSON``::
     {"type":<tag>,"data":<val>}                           a push to all
     {"type":<tag>,"data":<val>,"room":"<id>"}             a push to one room
     {"type":<tag>,"data":<val>,"user":"<uid>"}            a push to one user
+    {"type":<tag>,"data":<val>,"room":"<id>","from":{"wsId":"<uuid4>","user":"<uid>"}}
+                                                          a member's message to its room
 
 With history on, a push also carries its stream position, ``"seq"`` and ``"epoch"``
 (spliced in by the broker, see :mod:`pushgate.streams`); the welcome carries the
@@ -488,10 +490,20 @@ def _is_int(value: object) -> TypeGuard[int]:
 
 
 @dataclass(frozen=True, slots=True)
+class Sender:
+    """Who published a room's message (docs/protocol.md, "Publishing"): the member's
+    ``ws_id``, and its ``user`` when its connection token named one."""
+
+    ws_id: str
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Push:
     """A push: its ``type`` (the tag, 2 or more), its ``data`` (any JSON value), the
     ``room`` it was pushed to (None for a push to all or to a user), the ``user`` it
-    was pushed to, and its position in its stream (``seq`` 0 without history)."""
+    was pushed to, its position in its stream (``seq`` 0 without history), and, for a
+    message a member published, its ``sender`` (None for the back end's pushes)."""
 
     type: int
     data: object
@@ -499,6 +511,8 @@ class Push:
     user: str | None = None
     seq: int = field(default=0, compare=False)
     epoch: str = field(default="", compare=False)
+    # Compared: who said it is part of what was said (a position is only where it sits).
+    sender: Sender | None = None
 
     @property
     def stream(self) -> str:
@@ -744,7 +758,16 @@ def _push(kind: int, message: dict[str, object]) -> Push:
         user if isinstance(user, str) else None,
         seq if _is_int(seq) else 0,
         epoch if isinstance(epoch, str) else "",
+        _sender(message.get("from")),
     )
+
+
+def _sender(value: object) -> Sender | None:
+    """A push's ``from``; None when there is none, or it names no wsId."""
+    if not isinstance(value, dict) or not isinstance(value.get("wsId"), str):
+        return None
+    user = value.get("user")
+    return Sender(value["wsId"], user if isinstance(user, str) else None)
 
 
 def _stream_reports(value: object) -> dict[str, StreamReport]:

@@ -40,6 +40,10 @@ const ui = {
   presence: $("presence"),
   noPresence: $("no-presence"),
   subResult: $("sub-result"),
+  pubRoom: $("pub-room"),
+  pubTag: $("pub-tag"),
+  pubText: $("pub-text"),
+  pubResult: $("pub-result"),
   pushRoom: $("push-room"),
   pushTag: $("push-tag"),
   pushVal: $("push-val"),
@@ -285,18 +289,25 @@ function shown() {
   return kind === "grant" && info ? { grant: value, info } : { [kind]: value };
 }
 
-/** Run an operation from the form and show its answer, or its refusal's code and reason. */
-async function operate(what, call) {
-  const room = ui.subRoom.value.trim();
-  if (!room) return showSubResult("a room id, please", true);
-  if (!client || client.state !== State.OPEN) return showSubResult("not connected", true);
+/** Run an operation on `room` and show its answer in `result` (a status line), or its
+ *  refusal's code and reason. */
+async function operate(what, room, result, call) {
+  if (!room) return showResult(result, "a room id, please", true);
+  if (!client || client.state !== State.OPEN) return showResult(result, "not connected", true);
   try {
-    showSubResult(await call(client, room), false);
+    showResult(result, await call(client, room), false);
   } catch (error) {
-    if (!(error instanceof SubscribeError)) return showSubResult(`${what} ${room}: ${error.message}`, true);
+    if (!(error instanceof SubscribeError)) {
+      return showResult(result, `${what} ${room}: ${error.message}`, true);
+    }
     const said = error.code ? `${error.code} ${error.reason}` : `no reply (${error.reason})`;
-    showSubResult(`${what} ${room} refused: ${said}`, true, error.code);
+    showResult(result, `${what} ${room} refused: ${said}`, true, error.code);
   }
+}
+
+/** An operation of the subscribe box, on the room typed there. */
+function subscription(what, call) {
+  return operate(what, ui.subRoom.value.trim(), ui.subResult, call);
 }
 
 function subscribed(verb, { room, position, expires }) {
@@ -307,25 +318,36 @@ function subscribed(verb, { room, position, expires }) {
 
 $("subscribe-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  operate("subscribe", async (c, room) => subscribed("subscribed to", await c.subscribe(room, shown())));
+  subscription("subscribe", async (c, room) => subscribed("subscribed to", await c.subscribe(room, shown())));
 });
 $("unsubscribe").addEventListener("click", () =>
-  operate("unsubscribe", async (c, room) => {
+  subscription("unsubscribe", async (c, room) => {
     await c.unsubscribe(room);
     return `unsubscribed from ${room}`;
   }),
 );
 $("refresh-subscription").addEventListener("click", () => {
   const { token } = shown();
-  if (!token) return showSubResult('a refresh needs a token: choose "a token" and paste it', true);
-  operate("refresh", async (c, room) => subscribed("renewed", await c.refresh(room, token)));
+  if (!token) return showResult(ui.subResult, 'a refresh needs a token: choose "a token" and paste it', true);
+  subscription("refresh", async (c, room) => subscribed("renewed", await c.refresh(room, token)));
 });
 
-function showSubResult(text, isError, code = null) {
-  ui.subResult.textContent = text;
-  ui.subResult.classList.toggle("error", isError);
-  if (code === null) delete ui.subResult.dataset.code;
-  else ui.subResult.dataset.code = String(code);
+// Publish: the page's connection talks to a room it is in (docs/protocol.md, "Publishing")
+
+$("publish-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const tag = Number(ui.pubTag.value);
+  operate("publish", ui.pubRoom.value.trim(), ui.pubResult, async (c, room) => {
+    await c.publish(room, ui.pubText.value, { tag });
+    return `published to ${room}`;
+  });
+});
+
+function showResult(result, text, isError, code = null) {
+  result.textContent = text;
+  result.classList.toggle("error", isError);
+  if (code === null) delete result.dataset.code;
+  else result.dataset.code = String(code);
 }
 
 // Presence: who is in each room that keeps it (client.presence), redrawn on each change
@@ -404,7 +426,7 @@ function showPushResult(text, isError) {
 
 // Messages
 
-function showMessage({ type, data, room, stream, seq, epoch, time }) {
+function showMessage({ type, data, room, stream, seq, epoch, from, time }) {
   received += 1;
   ui.messageCount.textContent = String(received);
   ui.noMessages.hidden = true;
@@ -417,11 +439,21 @@ function showMessage({ type, data, room, stream, seq, epoch, time }) {
     item.dataset.seq = String(seq);
     item.title = `${stream} #${seq}, epoch ${epoch}`;
   }
+  // A member's message names who sent it (its user, or an anonymous one's wsId) before its data.
+  const body = document.createElement("span");
+  body.className = "body";
+  if (from) {
+    item.dataset.from = from.wsId;
+    const sender = cell("from", from.user ?? `anonymous ${from.wsId.slice(0, 8)}`);
+    sender.title = `from ${from.wsId}`;
+    body.append(sender, " ");
+  }
+  body.append(cell("data", typeof data === "string" ? data : JSON.stringify(data)));
   item.append(
     cell("time", time.toTimeString().slice(0, 8) + "." + String(time.getMilliseconds()).padStart(3, "0")),
     cell("type", `type ${type}`),
     cell(room === null ? "room all" : "room", room === null ? "all" : room),
-    cell("data", typeof data === "string" ? data : JSON.stringify(data)),
+    body,
   );
   ui.messages.prepend(item);
   while (ui.messages.childElementCount > MAX_MESSAGES) ui.messages.lastElementChild.remove();

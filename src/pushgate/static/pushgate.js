@@ -16,13 +16,16 @@
 //   // (or { token }: a subscription token); rejects with SubscribeError {code, reason, retryable}
 //   client.on("presence", ({ room, joined, member, members }) => render(room, members));
 //   client.presence("chat:42");   // Map: user (an anonymous member: its wsId) -> {user, info, wsId}
+//   await client.publish("chat:42", { text: "hi" }, { tag: 7 });   // a +publish room's members
+//   // get it as a "message" with from: {wsId, user}; rejects with SubscribeError as subscribe does
 //
 // What a caller must know (docs/recovery.md is the protocol):
 // - The client sends {"type":1,"data":"PING"} every `heartbeat` seconds (the server's
 //   interval unless a number is given) and swallows the PONGs; "message" events carry
 //   pushes only: detail {type, data, room (null if not a room push), user (null if not a
 //   push to one user), stream ("all", "room:<id>" or "user:<id>"), seq, epoch (null when
-//   the server keeps no history), time (a Date)}.
+//   the server keeps no history), from ({wsId, user}: the member who published it; null
+//   for the back end's pushes), time (a Date)}.
 // - When the connection drops, or nothing (not even a PONG) arrives for three heartbeat
 //   intervals, it reconnects after a random delay of up to backoffInitial ms, doubling up
 //   to backoffMax ms; at once when the server closed an open connection with 1012 (a
@@ -60,6 +63,14 @@
 //   with a grant or a token gets a new one from the grantFor(room, wsId) option (an async
 //   function asking your back end; without it a token is shown again, and a grant room is
 //   given up with an "error" event). Rooms the back end put it in are the back end's to redo.
+// - Publishing (docs/protocol.md "Publishing", docs/sdk.md): publish(room, data, {tag, echo})
+//   sends `data` (any JSON value) to the other members of a room the connection is in, in a
+//   namespace with +publish; it resolves once the server has accepted it, or rejects with a
+//   SubscribeError (op "publish"; 403: not a member, or no +publish). The others get it as a
+//   "message" with `from`; the sender too only with echo. A publish is never sent again by
+//   the client: one cut off by a drop rejects with code 0, and may or may not have reached
+//   the room; sending it again is the caller's choice (and may deliver it twice). A message
+//   over the server's --max-message-bytes (4 KiB by default) closes the connection (1009).
 // - It sends at most maxSendRate messages a second (PINGs, operations), under the server's
 //   --max-client-messages-per-second (50).
 // - Presence (docs/protocol.md "Presence", docs/sdk.md): in a room whose namespace keeps
@@ -82,7 +93,7 @@
 //                from the server (then {resumed, recovered: false, streams, wsId, gap: true});
 //                streams: {name: {recovered, epoch, seq}} as the server sent them;
 //                reason: why it could not resume (null when it did)
-//     "message"  {type, data, room, user, stream, seq, epoch, time}
+//     "message"  {type, data, room, user, stream, seq, epoch, from, time}
 //     "rooms"    {rooms, room, joined, reason}   after each change of client.rooms: room came
 //                in (joined) or went; reason "subscribe" or "unsubscribe" (this client's),
 //                "server" (the back end, join() and leave() included), "expired" (a token's
@@ -116,8 +127,9 @@ const CLOSE_HEARTBEAT = 4002;
 const CLOSE_NO_TOKEN = 4003;
 const CLOSE_REJOIN_FAILED = 4004;
 
-/** The server refused an operation (subscribe, unsubscribe, refresh) on `room`: `code`
- * (400 malformed, 401 a grant or token is needed, 403 not allowed, 409 too many rooms or
+/** The server refused an operation (`op`: subscribe, unsubscribe, refresh or publish; the
+ * name is older than publishing) on `room`: `code` (400 malformed, 401 a grant or token is
+ * needed, 403 not allowed (a publish: not a member, or no +publish), 409 too many rooms or
  * nothing to refresh, 429 over the message rate, 503 the broker is away) and `reason`.
  * code 0: no reply can come (not open, or the connection dropped before it). */
 export class SubscribeError extends Error {
@@ -440,6 +452,17 @@ export class PushgateClient extends EventTarget {
     return { room, position: reply.position, expires: reply.expires, presence: reply.presence };
   }
 
+  /** Send `data` (any JSON value, null included) to the other members of `room`, a room
+   *  this connection is in whose namespace has +publish: a "message" of type `tag` (2 to
+   *  2^53-1) with `from` this connection, for itself too with `echo`. Resolves once the
+   *  server has accepted it; rejects with SubscribeError (code 0: no reply can come, and it
+   *  is not sent again), or a TypeError, before sending, for `data` undefined. */
+  async publish(room, data, { tag = 2, echo = false } = {}) {
+    // JSON.stringify would leave the key out: the server would refuse it for "no data".
+    if (data === undefined) throw new TypeError("publish needs data (null is data; undefined is not)");
+    await this._operate("publish", room, { tag, data, echo });
+  }
+
   // Internals
 
   _needApi() {
@@ -470,8 +493,9 @@ export class PushgateClient extends EventTarget {
   }
 
   /** Send an operation on the open connection (or, `redo`, the one being reopened) and
-   *  resolve with its reply; a refusal rejects with SubscribeError. */
-  async _operate(op, room, { grant = null, token = null, info = null } = {}, redo = false) {
+   *  resolve with its reply; a refusal rejects with SubscribeError. It is sent once: a
+   *  connection that drops first rejects it with code 0, whatever the op. */
+  async _operate(op, room, { grant = null, token = null, info = null, ...published } = {}, redo = false) {
     const ws = this._ws;
     if (!ws || ws.readyState !== WebSocket.OPEN || (this.state !== State.OPEN && !redo)) {
       throw new SubscribeError(op, room, 0, `the connection is not open (${this.state})`);
@@ -481,6 +505,7 @@ export class PushgateClient extends EventTarget {
     if (grant !== null) data.grant = grant;
     if (token !== null) data.token = token;
     if (info !== null) data.info = info;
+    if (op === "publish") Object.assign(data, published); // {tag, data, echo}
     if (op === "subscribe" || op === "presence") this._rosterAsked(room, ws, id, op);
     const reply = await new Promise((resolve, reject) => {
       this._pending.set(id, { op, room, grant, token, info, resolve, reject });
@@ -1020,6 +1045,7 @@ export class PushgateClient extends EventTarget {
       stream,
       seq,
       epoch,
+      from: senderOf(message.from),
       time: new Date(),
     });
   }
@@ -1150,6 +1176,12 @@ function namespaceOf(room) {
 
 function newView(buffer) {
   return { members: new Map(), known: false, position: null, buffer, ask: null };
+}
+
+/** A push's "from": {wsId, user} (user null: no token's sub); null when it names no wsId. */
+function senderOf(value) {
+  if (!value || typeof value !== "object" || typeof value.wsId !== "string") return null;
+  return { wsId: value.wsId, user: typeof value.user === "string" ? value.user : null };
 }
 
 /** [epoch, seq], or null when it is not that. */
