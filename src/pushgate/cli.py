@@ -146,10 +146,11 @@ def add_config_parser(commands: "argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def check_config_file(path: str) -> int:
-    """``pushgate config check FILE``: 0 and one line when it is good, else 2."""
+    """``pushgate config check FILE``: 0 and one line when it is good, else 2. The
+    environment counts, as it does for ``serve`` (secrets are given there)."""
     try:
         values = read_config_file(path)
-        from_sources({}, {}, values, source=path)
+        from_sources({}, os.environ, values, source=path)
     except ConfigError as exc:
         print(f"pushgate: {exc}", file=sys.stderr)
         return 2
