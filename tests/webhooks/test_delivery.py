@@ -9,6 +9,7 @@ Timers are short (``FAST``): a lease of a second, polls and backoffs of tens of 
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -146,6 +147,37 @@ async def test_a_receiver_down_then_up_gets_everything_in_order(
         assert numbers(events) == list(range(60))
         assert_in_order(server)
         await until(lambda: webhooks.stats.sent == 60)
+    finally:
+        await server.stop()
+
+
+async def test_a_receiver_down_for_two_minutes_loses_nothing(make_webhooks: MakeWebhooks) -> None:
+    """A receiver down for two minutes (by the senders' clock, moved on; the retries
+    at this test's pace) gets everything once it is back: the retry window
+    (--webhook-retry-for, 600 s here as at the least) gives nothing up before."""
+
+    class Clock:
+        offset = 0.0
+
+        def __call__(self) -> float:
+            return time.time() + self.offset
+
+    clock = Clock()
+    server = HookServer()
+    webhooks = await make_webhooks(receiver(server), clock=clock)
+    emit_many(webhooks, 30)
+    await until(lambda: webhooks.stats.retried >= 60)  # failing a while
+    clock.offset = 121.0
+    emit_many(webhooks, 30, start=30)
+    tried = webhooks.stats.retried
+    await until(lambda: webhooks.stats.retried >= tried + 120)  # and two minutes on
+    await server.start()
+    try:
+        events = await server.until_events(60)
+        assert numbers(events) == list(range(60))
+        assert_in_order(server)
+        await until(lambda: webhooks.stats.sent == 60)
+        assert webhooks.stats.failed[GAVE_UP] == 0
     finally:
         await server.stop()
 
