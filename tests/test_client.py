@@ -430,6 +430,9 @@ async def test_listen_json_prints_one_json_object_per_push(server: Running) -> N
         status, _ = await interrupt(process)
     message = json.loads(line)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", message.pop("time"))
+    # Its position in the stream of pushes to all, as received.
+    assert message.pop("seq") >= 1
+    assert isinstance(message.pop("epoch"), str)
     assert message == {"type": 9, "data": [1, "two"]}
     assert status == 0
 

@@ -96,7 +96,12 @@ def add_terminal_parsers(
         formatter_class=raw,
     )
     listen.add_argument("url", nargs="?", default=DEFAULT_WS_URL, help=f"default {DEFAULT_WS_URL}")
-    listen.add_argument("--json", action="store_true", help="print JSON lines")
+    listen.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON lines: time, type, data, and room, user, from (a member's wsId and "
+        "user), seq and epoch where the push has them",
+    )
     listen.add_argument(
         "--join",
         metavar="ROOM",
@@ -283,7 +288,9 @@ async def _print_pushes(conn: Connection, out: TextIO, *, as_json: bool) -> bool
 
 
 def format_push(push: Push, when: datetime, *, as_json: bool) -> str:
-    """One output line for ``push``, received at ``when`` (an aware datetime)."""
+    """One output line for ``push``, received at ``when`` (an aware datetime): where
+    it was pushed (a room, a user, or all), who published it when a member did, and
+    with ``as_json`` its stream position as well."""
     if as_json:
         line: dict[str, Any] = {
             "time": when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -292,9 +299,22 @@ def format_push(push: Push, when: datetime, *, as_json: bool) -> str:
         }
         if push.room is not None:
             line["room"] = push.room
+        if push.user is not None:
+            line["user"] = push.user
+        if push.sender is not None:
+            line["from"] = {"wsId": push.sender.ws_id, "user": push.sender.user}
+        if push.seq:
+            line["seq"], line["epoch"] = push.seq, push.epoch
         return _compact(line)
     clock = when.astimezone().strftime("%H:%M:%S.%f")[:-3]
-    where = f"room {push.room}" if push.room is not None else "all"
+    if push.room is not None:
+        where = f"room {push.room}"
+    elif push.user is not None:
+        where = f"user {push.user}"
+    else:
+        where = "all"
+    if push.sender is not None:
+        where += f"  from {push.sender.user or push.sender.ws_id}"
     return f"{clock}  type {push.type}  {where}  {_compact(push.data)}"
 
 
