@@ -53,10 +53,11 @@ and the data as JSON:
   14:03:07.215  type 3  room news  {{"headline":"pushgate works"}}
 
 With --json, one JSON object per line instead, the message as received plus the
-time:  {{"time":"2024-05-01T12:03:07.215Z","type":3,"data":"hi","room":"news"}}
+time:  {{"time":"2024-05-01T12:03:07.215Z","type":3,"data":"hi","room":"news","seq":8,"epoch":"9f2c1a7e"}}
 
-A dropped connection is reopened with a new wsId (and the --join rooms joined
-again); Ctrl-C stops, with status 0. --api and --api-key default to ${API_ENV}
+A dropped connection is reopened: it resumes its session (the same wsId, in its
+rooms, the pushes it missed delivered) while the server keeps it, else it starts a
+new one (a new wsId; the --join rooms joined again). Ctrl-C stops, with status 0. --api and --api-key default to ${API_ENV}
 and ${API_KEY_ENV}.
 
 examples:
