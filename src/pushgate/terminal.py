@@ -57,8 +57,8 @@ time:  {{"time":"2024-05-01T12:03:07.215Z","type":3,"data":"hi","room":"news","s
 
 A dropped connection is reopened: it resumes its session (the same wsId, in its
 rooms, the pushes it missed delivered) while the server keeps it, else it starts a
-new one (a new wsId; the --join rooms joined again). Ctrl-C stops, with status 0. --api and --api-key default to ${API_ENV}
-and ${API_KEY_ENV}.
+new one (a new wsId; the --join rooms joined again). Ctrl-C stops, with status 0.
+--api and --api-key default to ${API_ENV} and ${API_KEY_ENV}.
 
 examples:
   pushgate listen
