@@ -53,7 +53,8 @@ and the data as JSON:
   14:03:07.215  type 3  room news  {{"headline":"pushgate works"}}
 
 With --json, one JSON object per line instead, the message as received plus the
-time:  {{"time":"2024-05-01T12:03:07.215Z","type":3,"data":"hi","room":"news","seq":8,"epoch":"9f2c1a7e"}}
+time:
+  {{"time":"2024-05-01T12:03:07.215Z","type":3,"data":"hi","room":"news","seq":8,"epoch":"9f2c1a7e"}}
 
 A dropped connection is reopened: it resumes its session (the same wsId, in its
 rooms, the pushes it missed delivered) while the server keeps it, else it starts a

@@ -64,6 +64,8 @@ log = logging.getLogger("pushgate.presence")
 # How much later than its deadline, by this node's clock, an entry is looked for:
 # the clocks of Redis and the nodes differ a little.
 CLOCK_MARGIN_MS = 250
+# Seconds a call of the index (below) may take before it is given up.
+INDEX_TIMEOUT = 2.0
 # Rooms per batch of keep() calls (each batch is pipelined; batches one after another).
 CHUNK = 500
 # The longest time between keep() calls: a detached session's leave comes at most
@@ -401,14 +403,18 @@ class RedisPresence:
         return Roster(members, position)
 
     async def close(self) -> None:
-        """Wait for the calls already sent."""
+        """Wait for the calls already sent (an index write is dropped: the index is
+        written again by every keep)."""
         if self._indexing is not None:
-            with contextlib.suppress(asyncio.CancelledError, *REDIS_ERRORS):
+            self._indexing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._indexing
         await self._batch.close()
 
     # The index of rooms to sweep: room -> when (ms, this node's wall clock) it may
-    # have an entry past its deadline. Written once per turn of the loop.
+    # have an entry past its deadline. One write at a time, of all the rooms given
+    # meanwhile; each Redis call of the index is bounded by INDEX_TIMEOUT, so that an
+    # unreachable Redis holds up neither keep() nor close().
 
     def _index(self, room: RoomId, after_ms: int) -> None:
         when = time.time() * 1000 + after_ms + CLOCK_MARGIN_MS
@@ -418,29 +424,36 @@ class RedisPresence:
             self._indexing = asyncio.get_running_loop().create_task(self._write_index())
 
     async def _write_index(self) -> None:
-        await asyncio.sleep(0)  # the rest of this turn's rooms
-        pending, self._to_index = self._to_index, {}
-        self._indexing = None
         try:
-            await self._broker.client.zadd(self._index_key, pending, gt=True)
-        except REDIS_ERRORS as exc:  # the next keep writes them again
-            log.warning("cannot index presence rooms in Redis at %s: %s", self._where, exc)
+            await asyncio.sleep(0)  # the rest of this turn's rooms
+            while pending := self._to_index:
+                self._to_index = {}
+                try:
+                    async with asyncio.timeout(INDEX_TIMEOUT):
+                        await self._broker.client.zadd(self._index_key, pending, gt=True)
+                except (TimeoutError, *REDIS_ERRORS) as exc:  # the next keep writes them again
+                    log.warning("cannot index presence rooms in Redis at %s: %s", self._where, exc)
+                    return
+        finally:
+            self._indexing = None
 
     async def _due(self) -> set[RoomId]:
         now = time.time() * 1000
         try:
-            due = await self._broker.client.zrangebyscore(
-                self._index_key, "-inf", now, start=0, num=CHUNK
-            )
-        except REDIS_ERRORS:
+            async with asyncio.timeout(INDEX_TIMEOUT):
+                due = await self._broker.client.zrangebyscore(
+                    self._index_key, "-inf", now, start=0, num=CHUNK
+                )
+        except (TimeoutError, *REDIS_ERRORS):
             return set()  # keep() itself says Redis is away
         return {RoomId(_text(room)) for room in due}
 
     async def _unindex(self, rooms: list[RoomId]) -> None:
         # An entry added since (an enter's index write is later) is written again.
         if rooms:
-            with contextlib.suppress(*REDIS_ERRORS):
-                await self._broker.client.zrem(self._index_key, *rooms)
+            with contextlib.suppress(TimeoutError, *REDIS_ERRORS):
+                async with asyncio.timeout(INDEX_TIMEOUT):
+                    await self._broker.client.zrem(self._index_key, *rooms)
 
     async def _run(self, script: Any, room: RoomId, args: list[Any], what: str) -> Any:
         try:
