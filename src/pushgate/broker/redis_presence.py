@@ -64,8 +64,9 @@ log = logging.getLogger("pushgate.presence")
 # How much later than its deadline, by this node's clock, an entry is looked for:
 # the clocks of Redis and the nodes differ a little.
 CLOCK_MARGIN_MS = 250
-# Seconds a call of the index (below) may take before it is given up.
+# Seconds a call of the index (below) may take before it is given up, and how it fails.
 INDEX_TIMEOUT = 2.0
+INDEX_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *REDIS_ERRORS)
 # Rooms per batch of keep() calls (each batch is pipelined; batches one after another).
 CHUNK = 500
 # The longest time between keep() calls: a detached session's leave comes at most
@@ -431,7 +432,7 @@ class RedisPresence:
                 try:
                     async with asyncio.timeout(INDEX_TIMEOUT):
                         await self._broker.client.zadd(self._index_key, pending, gt=True)
-                except (TimeoutError, *REDIS_ERRORS) as exc:  # the next keep writes them again
+                except INDEX_ERRORS as exc:  # the next keep writes them again
                     log.warning("cannot index presence rooms in Redis at %s: %s", self._where, exc)
                     return
         finally:
@@ -444,14 +445,14 @@ class RedisPresence:
                 due = await self._broker.client.zrangebyscore(
                     self._index_key, "-inf", now, start=0, num=CHUNK
                 )
-        except (TimeoutError, *REDIS_ERRORS):
+        except INDEX_ERRORS:
             return set()  # keep() itself says Redis is away
         return {RoomId(_text(room)) for room in due}
 
     async def _unindex(self, rooms: list[RoomId]) -> None:
         # An entry added since (an enter's index write is later) is written again.
         if rooms:
-            with contextlib.suppress(TimeoutError, *REDIS_ERRORS):
+            with contextlib.suppress(*INDEX_ERRORS):
                 async with asyncio.timeout(INDEX_TIMEOUT):
                     await self._broker.client.zrem(self._index_key, *rooms)
 
