@@ -118,3 +118,33 @@ async def test_serve_takes_its_namespaces_from_the_file(tmp_path: Path) -> None:
         await ws.send('{"type":0,"data":{"op":"subscribe","room":"lobby:1","id":1}}')
         reply = json.loads(await ws.recv())
         assert reply["data"]["ok"] is True
+
+
+def test_a_namespaces_webhook_may_be_its_own_receivers(tmp_path: Path) -> None:
+    """``webhook = "URL"`` (or a list) in a namespace's table: receivers of that
+    namespace's events, which also sends its members' messages (+webhook); with a
+    top-level namespace_webhooks, both are kept."""
+    text = """\
+namespace_webhooks = "lobby=http://127.0.0.1:8001/all-lobbies"
+
+[namespaces.chat]
+policy = "public"
+webhook = ["http://127.0.0.1:8002/chat", "http://127.0.0.1:8003/audit"]
+
+[namespaces.lobby]
+policy = "public"
+webhook = "http://127.0.0.1:8004/lobby"
+"""
+    values = read_config_file(written(tmp_path, text))
+    assert values["namespace_webhooks"] == (
+        "lobby=http://127.0.0.1:8001/all-lobbies,chat=http://127.0.0.1:8002/chat,"
+        "chat=http://127.0.0.1:8003/audit,lobby=http://127.0.0.1:8004/lobby"
+    )
+    config = from_sources({}, {"PUSHGATE_WEBHOOK_SECRET": "w" * 32}, values)
+    assert config.namespace_list.of("chat:1").webhook  # type: ignore[arg-type]
+    wrong = "[namespaces.chat]\npolicy = 'public'\nwebhook = 'ftp://x'\n"
+    with pytest.raises(ConfigError, match=r"webhook .*http:// or https://"):
+        read_config_file(written(tmp_path, wrong))
+    without_secret = read_config_file(written(tmp_path, text))
+    with pytest.raises(ConfigError, match="--webhook-secret"):
+        from_sources({}, {}, without_secret)

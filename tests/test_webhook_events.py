@@ -10,6 +10,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -67,8 +68,8 @@ class Receiver:
         return await self.until(lambda events: sum(e["name"] == name for e in events) >= n, wait)
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
+@asynccontextmanager
+async def receiving() -> AsyncIterator[Receiver]:
     app = web.Application()
     hooks = Receiver()
     app.router.add_post("/hooks", hooks.handle)
@@ -82,6 +83,12 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield hooks
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with receiving() as hooks:
+        yield hooks
 
 
 def settings(receiver: Receiver, **more: Any) -> dict[str, Any]:
@@ -246,3 +253,39 @@ async def test_each_event_has_an_id_and_a_time(receiver: Receiver) -> None:
         assert isinstance(event["id"], str)
         assert event["id"]
         assert before - 1000 <= event["time_ms"] <= int(time.time() * 1000) + 1000
+
+
+async def test_a_namespaces_own_receiver_hears_only_its_rooms(
+    receiver: Receiver, http: aiohttp.ClientSession
+) -> None:
+    """--namespace-webhooks chat=URL: that receiver gets the events of chat:* rooms
+    and their members' messages, nothing of other rooms, no session events; the
+    --webhook receiver gets everything."""
+    async with receiving() as chat_only:
+        more = {"session_ttl": 30.0, "namespace_webhooks": f"chat={chat_only.url}"}
+        async with (
+            running_server(**settings(receiver, **more)) as server,
+            client(url(server.ws_url, "ann")) as ann,
+        ):
+            status, body = await post(
+                http, server.api_url + "/room/join", json={"id": "news", "wsId": ann.ws_id}
+            )
+            assert status == 200, body
+            await ann.op("subscribe", "chat:1")
+            said = await ann.op("publish", "chat:1", data="hi", tag=3)
+            assert said["ok"]
+            everything = await receiver.count("client_message", 1)
+            mine = await chat_only.count("client_message", 1)
+        assert [(e["name"], e.get("room")) for e in mine] == [
+            ("room_occupied", "chat:1"),
+            ("member_joined", "chat:1"),
+            ("client_message", "chat:1"),
+        ]
+        assert [(e["name"], e.get("room")) for e in everything] == [
+            ("session_started", None),
+            ("room_occupied", "news"),
+            ("member_joined", "news"),
+            ("room_occupied", "chat:1"),
+            ("member_joined", "chat:1"),
+            ("client_message", "chat:1"),
+        ]

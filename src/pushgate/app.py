@@ -37,7 +37,7 @@ from pushgate.presencerooms import Reports
 from pushgate.presencestore import MemoryPresence
 from pushgate.security import ApiKeys, OriginPolicy, TokenChecks, TokenVerifier, is_loopback
 from pushgate.sessions import MemorySessions, NoSessions, Sessions
-from pushgate.webhooks.events import Receiver
+from pushgate.webhooks.events import Receiver, namespace_of
 from pushgate.webhooks.queue import WebhookQueue
 
 if TYPE_CHECKING:
@@ -59,7 +59,12 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
     sessions: Sessions = NoSessions()
     namespaces = config.namespace_list
     receivers = webhook_receivers(config)
-    reports_rooms = any(receiver.events & ROOM_EVENTS for receiver in receivers)
+    # Rooms whose events some receiver wants: all, or those of some namespaces.
+    reports_all_rooms = any(r.events & ROOM_EVENTS and r.namespaces is None for r in receivers)
+    reported_namespaces = frozenset(
+        name for r in receivers if r.events & ROOM_EVENTS for name in r.namespaces or ()
+    )
+    reports_rooms = reports_all_rooms or bool(reported_namespaces)
     reports_sessions = any(receiver.events & SESSION_EVENTS for receiver in receivers)
     # Rooms with presence, and with webhooks the rooms and sessions, are kept there.
     keeps_presence = (
@@ -139,7 +144,7 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
         )
         reports = Reports(
             emit=webhooks.emit,
-            rooms=lambda room: reports_rooms,
+            rooms=lambda room: reports_all_rooms or namespace_of(room) in reported_namespaces,
             sessions=reports_sessions,
             messages=lambda room: namespaces.of(room).webhook,
         )
@@ -165,10 +170,20 @@ SESSION_EVENTS = frozenset({"session_started", "session_ended"})
 
 def webhook_receivers(config: Config) -> list[Receiver]:
     """The --webhook URLs, each wanting the --webhook-events, and client messages
-    (which only namespaces with +webhook send)."""
+    (which only namespaces with +webhook send); then each --namespace-webhooks URL,
+    wanting the room events of --webhook-events and client messages, of its
+    namespaces only."""
     events = frozenset(name.strip() for name in config.webhook_events.split(",") if name.strip())
     urls = [url.strip() for url in config.webhook.split(",") if url.strip()]
-    return [Receiver(url, events | {"client_message"}) for url in urls]
+    receivers = [Receiver(url, events | {"client_message"}) for url in urls]
+    by_url: dict[str, set[str]] = {}
+    for spec in config.namespace_webhooks.split(","):
+        name, equals, url = spec.partition("=")
+        if equals:
+            by_url.setdefault(url.strip(), set()).add(name.strip())
+    room_events = (events & ROOM_EVENTS) | {"client_message"}
+    receivers += [Receiver(url, room_events, frozenset(names)) for url, names in by_url.items()]
+    return receivers
 
 
 # Open files kept from the WebSocket clients, at least (see fd_reserve).

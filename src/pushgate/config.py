@@ -142,6 +142,18 @@ def webhook_urls(text: str) -> str | None:
     return None
 
 
+def namespace_webhook_specs(text: str) -> str | None:
+    """NAME=URL items: a namespace's name ("" for the default one) and a receiver."""
+    for spec in _specs(text):
+        name, equals, url = spec.partition("=")
+        if not equals:
+            return f"must be NAME=URL items, got {spec!r}"
+        problem = webhook_urls(url)
+        if problem is not None:
+            return f"has a wrong URL for namespace {name.strip()!r}: {problem}"
+    return None
+
+
 def webhook_event_names(text: str) -> str | None:
     """Names of webhook events, known ones only."""
     for name in (name.strip() for name in text.split(",")):
@@ -658,6 +670,16 @@ class Config:
         group=Group.HOOKS,
         check=webhook_urls,
     )
+    namespace_webhooks: str = option(
+        "",
+        "receivers of one namespace's events, comma-separated NAME=URL (a namespace may "
+        "name several): its rooms occupied and vacated, members joined and left, and its "
+        "members' messages where it says +webhook; in --config, a namespace's webhook = "
+        '"URL" (see docs/webhooks.md)',
+        metavar="NAME=URL,...",
+        group=Group.HOOKS,
+        check=namespace_webhook_specs,
+    )
     webhook_secret: str = option(
         "",
         "sign each webhook request with HMAC-SHA256 under this secret (at least 32 "
@@ -791,7 +813,7 @@ class Config:
         every check that reads more than one setting, in the order they are made."""
         if self.no_metrics and self.metrics_address:
             return "--metrics-address serves /metrics, which --no-metrics turns off"
-        if self.webhook and len(self.webhook_secret.encode()) < 32:
+        if (self.webhook or self.namespace_webhooks) and len(self.webhook_secret.encode()) < 32:
             return (
                 "--webhook needs --webhook-secret (at least 32 bytes) to sign its "
                 "requests: receivers must be able to tell them from forgeries"

@@ -30,7 +30,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pushgate.config import OPTIONS, Option, default_of
+from pushgate.config import OPTIONS, Option, default_of, namespace_webhook_specs
 from pushgate.errors import ConfigError
 from pushgate.namespaces import parse_namespace
 
@@ -53,15 +53,19 @@ def read_config_file(path: str) -> dict[str, object]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     lines = text.splitlines()
     values: dict[str, object] = {}
+    table_hooks = ""
     for key, value in data.items():
         where = f"{path}:{_line_of(lines, key)}"
         if key == "namespaces":
-            values["namespaces"] = _namespaces(path, lines, value)
+            values["namespaces"], table_hooks = _namespaces(path, lines, value)
             continue
         option = _BY_NAME.get(key.replace("-", "_"))
         if option is None or option.name == "namespaces":
             raise ConfigError(f"{where}: {key!r} is not an option of pushgate (see --help)")
         values[option.name] = _value(where, option, value)
+    if table_hooks:  # both ways of naming them: the top-level option's, then the tables'
+        given = values.get("namespace_webhooks")
+        values["namespace_webhooks"] = f"{given},{table_hooks}" if given else table_hooks
     return values
 
 
@@ -87,12 +91,14 @@ def _value(where: str, option: Option, value: object) -> object:
     return value
 
 
-def _namespaces(path: str, lines: list[str], tables: object) -> str:
-    """The ``[namespaces.NAME]`` tables, as --namespaces writes them."""
+def _namespaces(path: str, lines: list[str], tables: object) -> tuple[str, str]:
+    """The ``[namespaces.NAME]`` tables, as --namespaces writes them, and their
+    webhook URLs as --namespace-webhooks does (``webhook = "URL"`` or a list of URLs:
+    the namespace's own receivers, and its members' messages sent to webhooks)."""
     if not isinstance(tables, dict):
         where = f"{path}:{_line_of(lines, 'namespaces')}"
         raise ConfigError(f"{where}: namespaces must be tables: [namespaces.NAME]")
-    specs = []
+    specs, hooks = [], []
     for name, table in tables.items():
         where = f"{path}:{_table_line(lines, name)}"
         if not isinstance(table, dict):
@@ -104,9 +110,20 @@ def _namespaces(path: str, lines: list[str], tables: object) -> str:
         policy, secret = table.get("policy", "server"), table.get("secret")
         if not isinstance(policy, str) or (secret is not None and not isinstance(secret, str)):
             raise ConfigError(f"{where}: [namespaces.{name}] policy and secret are strings")
+        urls = table.get("webhook", False)
+        if isinstance(urls, str):
+            urls = [urls]
+        if isinstance(urls, list):
+            if not urls or not all(isinstance(url, str) for url in urls):
+                raise ConfigError(
+                    f"{where}: [namespaces.{name}] webhook is true, false, a URL or a list of URLs"
+                )
+            hooks += [f"{name}={url}" for url in urls]
         flags = ""
         for flag in ("publish", "presence", "webhook"):
             said = table.get(flag, False)
+            if flag == "webhook" and isinstance(said, list | str):
+                said = True
             if not isinstance(said, bool):
                 raise ConfigError(f"{where}: [namespaces.{name}] {flag} is true or false")
             flags += f"+{flag}" if said else ""
@@ -119,7 +136,12 @@ def _namespaces(path: str, lines: list[str], tables: object) -> str:
         except ValueError as exc:
             raise ConfigError(f"{where}: [namespaces.{name}]: {exc}") from None
         specs.append(spec)
-    return ",".join(specs)
+    joined = ",".join(hooks)
+    if joined:
+        problem = namespace_webhook_specs(joined)
+        if problem is not None:
+            raise ConfigError(f"{path}: a namespace's webhook {problem.partition(': ')[2]}")
+    return ",".join(specs), joined
 
 
 def _line_of(lines: list[str], key: str) -> int:
