@@ -183,7 +183,7 @@ async def test_a_body_over_the_limit_is_413(http: aiohttp.ClientSession) -> None
             http, server.api_url + "/push/all", data={"val": "x" * 2000, "tag": "3"}
         )
         assert status == 413
-        assert body["ok"] is False
+        assert body == {"ok": False, "error": "the body is over --max-body-bytes (1000 bytes)"}
         status, _ = await post(
             http, server.api_url + "/push/all", data={"val": "small", "tag": "3"}
         )
@@ -202,6 +202,47 @@ async def test_another_content_type_is_415(server: Running, http: aiohttp.Client
     )
     assert status == 415
     assert "application/json" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "said"),
+    [
+        ({"Content-Type": "application/x-www-form-urlencoded"}, "the request says application/x-"),
+        ({}, "the request has no Content-Type"),
+    ],
+)
+async def test_a_json_body_without_its_content_type_is_told_so(
+    server: Running, http: aiohttp.ClientSession, headers: dict[str, str], said: str
+) -> None:
+    """`curl -d '{"val":...}'` (a form's Content-Type) or no Content-Type at all: 415
+    saying the body is JSON and which header to send, not "tag is required"."""
+    status, body = await post(
+        http,
+        server.api_url + "/push/all",
+        data=b'{"val": "x", "tag": 3}',
+        headers=headers,
+        skip_auto_headers=["Content-Type"],
+    )
+    assert status == 415
+    assert body["error"].startswith("the body looks like JSON but " + said)
+    assert "send Content-Type: application/json" in body["error"]
+
+
+async def test_json_answers_end_with_a_newline(
+    server: Running, http: aiohttp.ClientSession
+) -> None:
+    """An answer, an error and the OpenAPI document are each one JSON line, ended by
+    a newline (a shell prompt after curl starts on its own line)."""
+    for method, path in (
+        ("POST", "/push/all?val=x&tag=3"),
+        ("GET", "/nope"),
+        ("GET", "/openapi.json"),
+    ):
+        async with http.request(method, server.api_url + path) as response:
+            text = await response.text()
+        assert text.endswith("}\n")
+        assert text.count("\n") == 1
+        json.loads(text)
 
 
 @pytest.mark.parametrize("payload", [b"{not json", b"[1,2]", b'{"val": NaN, "tag": 3}', b"\xff"])

@@ -51,7 +51,7 @@ async def test_the_blogs_four_curl_lines_work() -> None:
         api = f"http://0.0.0.0:{server.api_port}"
 
         out = await curl(f'curl  {api}/push/all -X POST -d "val=test push&tag=3"')
-        assert out == '{"ok":true,"delivered":1}'
+        assert out == '{"ok":true,"delivered":1}\n'
         # The seed's frame, plus its position in the stream (which seed clients ignore).
         frame = await ws.recv()
         assert without_position(frame) == '{"type":3,"data":"test push"}\n'
@@ -61,13 +61,13 @@ async def test_the_blogs_four_curl_lines_work() -> None:
         assert '"ok":true' in out
 
         out = await curl(f'curl  {api}/push/room -X POST -d "val=test push&tag=3&id=1"')
-        assert out == '{"ok":true,"room":"1","delivered":1}'
+        assert out == '{"ok":true,"room":"1","delivered":1}\n'
         assert await recv_json(ws) == {"type": 3, "data": "test push", "room": "1"}
 
         out = await curl(f'curl {api}/room/leave -X POST -d "id=1&wsId={ws_id}"')
         assert '"wasMember":true' in out
         out = await curl(f'curl  {api}/push/room -X POST -d "val=test push&tag=3&id=1"')
-        assert out == '{"ok":true,"room":"1","delivered":0}'
+        assert out == '{"ok":true,"room":"1","delivered":0}\n'
         await ws.close()
 
 

@@ -315,11 +315,11 @@ async def test_the_body_and_frame_limits_name_themselves(
             http, server.api_url + "/push/all", data={"val": "x" * 1000, "tag": "3"}
         )
         assert status == 413
-        assert "512" in body["error"]
+        assert body["error"] == "the body is over --max-body-bytes (512 bytes)"
         ws, _ = await open_client(server.ws_url)
         await ws.send("x" * 1000)
         assert await close_code_of(ws) == 1009
         assert ws.close_reason is not None
         assert "256" in ws.close_reason
-    assert "413, Maximum request body size 512 exceeded" in caplog.text
+    assert "413, the body is over --max-body-bytes (512 bytes)" in caplog.text
     assert "1009" in caplog.text

@@ -30,9 +30,10 @@ over a query field of the same name, and the first of repeated form fields wins.
 Errors: 400 missing or invalid field (named in ``field``), 403 a request from a
 page of another site or, without API keys, a Host name that DNS could rebind
 (apiguard.py), 404 unknown wsId or path, 405 wrong method, 409 room cap reached,
-413 body too large, 415 other content types; 503 and the connection closed when the
-API has as many connections as --max-api-connections (apisite.py). Every error body
-is ``{"ok":false,"error":"..."}``.
+413 body over --max-body-bytes, 415 other content types (and a JSON body labelled
+a form or not labelled); 503 and the connection closed when the API has as many
+connections as --max-api-connections (apisite.py). Every error body is
+``{"ok":false,"error":"..."}``; every JSON answer is one line, ending with a newline.
 """
 
 import json
@@ -90,6 +91,15 @@ STARTED_KEY = web.AppKey("started", float)
 MAX_FORM_FIELDS = 64
 
 _compact = partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_line(value: object) -> str:
+    """An answer's body: compact JSON ending with a newline, so that a terminal
+    prompt after ``curl`` starts on a line of its own, and answers can be read as
+    JSON lines."""
+    return _compact(value) + "\n"
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -153,12 +163,12 @@ async def serve_metrics(request: web.Request) -> web.Response:
 
 
 def ok(body: dict[str, object], status: int = 200) -> web.Response:
-    return web.json_response({"ok": True, **body}, status=status, dumps=_compact)
+    return web.json_response({"ok": True, **body}, status=status, dumps=_json_line)
 
 
 def error(status: int, message: str, **extra: object) -> web.Response:
     return web.json_response(
-        {"ok": False, "error": message, **extra}, status=status, dumps=_compact
+        {"ok": False, "error": message, **extra}, status=status, dumps=_json_line
     )
 
 
@@ -323,7 +333,7 @@ def _limit(request: web.Request, *, default: int, most: int) -> int:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_spec(__version__), dumps=_compact)
+    return web.json_response(openapi_spec(__version__), dumps=_json_line)
 
 
 # Request fields
@@ -337,19 +347,40 @@ async def read_fields(request: web.Request) -> dict[str, object]:
     if request.body_exists:
         body = await request.read()  # raises 413 past client_max_size
         if body:
-            fields.update(_parse_body(request.content_type, body))
+            declared = request.headers.get("Content-Type") is not None
+            fields.update(_parse_body(request.content_type if declared else None, body))
     return fields
 
 
-def _parse_body(content_type: str, body: bytes) -> dict[str, object]:
-    if content_type == "application/x-www-form-urlencoded":
-        return _parse_form(body)
-    if content_type == "application/json" or content_type.endswith("+json"):
+def _parse_body(content_type: str | None, body: bytes) -> dict[str, object]:
+    """The fields of a body of ``content_type`` (None: the request named none)."""
+    if content_type == "application/json" or (content_type or "").endswith("+json"):
         return _parse_json(body)
+    if content_type == "application/x-www-form-urlencoded" and not _looks_like_json(body):
+        return _parse_form(body)
+    if _looks_like_json(body):
+        # `curl -d '{"val":...}'` labels JSON as a form: read as one, its fields would
+        # be missing ("tag is required"), which says nothing of the real mistake.
+        said = "has no Content-Type" if content_type is None else f"says {content_type}"
+        raise web.HTTPUnsupportedMediaType(
+            text=f"the body looks like JSON but the request {said}: send "
+            "Content-Type: application/json (curl: -H 'Content-Type: application/json')"
+        )
+    if content_type is None:
+        raise web.HTTPUnsupportedMediaType(
+            text="the request has a body but no Content-Type: send "
+            "application/x-www-form-urlencoded or application/json"
+        )
     raise web.HTTPUnsupportedMediaType(
         text=f"unsupported Content-Type {content_type!r}: send "
         "application/x-www-form-urlencoded or application/json"
     )
+
+
+def _looks_like_json(body: bytes) -> bool:
+    """Whether ``body`` starts as a JSON object or array does: a form's first field
+    name never starts with { or [."""
+    return body.lstrip()[:1] in (b"{", b"[")
 
 
 def _parse_form(body: bytes) -> dict[str, object]:
@@ -451,6 +482,7 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
             raise
         message = _http_error_message(exc, request)
         if exc.status == 413:  # a limit tripped: say so in the log too
+            message = f"the body is over --max-body-bytes ({request.client_max_size} bytes)"
             request.app[NODE_KEY].meters.limits["max_body_bytes"] += 1
             log.info(
                 "%s %s from %s: 413, %s", request.method, request.path, request.remote, message

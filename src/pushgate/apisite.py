@@ -62,13 +62,8 @@ def files_needed(limit: int) -> int:
 
 def refusal_response(what: str, limit: int) -> bytes:
     """The whole HTTP answer to a connection beyond the limit."""
-    body = json.dumps(
-        {
-            "ok": False,
-            "error": f"the {what} connection limit ({limit}) was reached; "
-            "try again when a connection closes",
-        }
-    ).encode()
+    error = f"the {what} connection limit ({limit}) was reached; try again when a connection closes"
+    body = (json.dumps({"ok": False, "error": error}) + "\n").encode()  # one JSON line
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
         "Content-Type: application/json\r\n"
