@@ -74,13 +74,16 @@ async def test_the_blogs_four_curl_lines_work() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_a_signal_drains_every_connection_with_1012_and_exits_0(sig: int) -> None:
     """SIGTERM or SIGINT: clients get a 1012 (service restart: resume elsewhere) close
-    frame within the drain, and the process exits 0."""
+    frame within the drain, and the process exits 0, as `serve --help` says."""
     async with server_process("--drain-seconds", "0.5") as server:
         clients = [await open_client(server.ws_url) for _ in range(3)]
         assert await server.stop(sig) == 0
         for ws, _ in clients:
             assert await close_code_of(ws) == 1012
         assert any("stopped" in line for line in server.log)
+    said = " ".join(SERVE_EPILOG.split())
+    assert "closes every connection with 1012" in said
+    assert "1001" not in said
 
 
 async def test_options_can_come_from_the_environment() -> None:

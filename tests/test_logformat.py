@@ -5,6 +5,7 @@ import asyncio
 import io
 import json
 import logging
+import subprocess
 import sys
 
 import aiohttp
@@ -74,6 +75,38 @@ async def test_serve_logs_json_lines_with_the_ws_id() -> None:
     [closing] = [line for line in lines if line.get("wsId") == ws_id and line.get("code")]
     assert (closing["code"], closing["level"]) == (1007, "info")
     assert closing["remote"].startswith("127.0.0.1:")
+
+
+# A library warning after the log is configured: PyJWT's, for a key that is short.
+WARNING_PROGRAM = """
+import jwt
+from pushgate.logformat import configure_logging
+configure_logging("info", {log_format!r})
+jwt.encode({{"sub": "u"}}, "short", algorithm="HS256")
+"""
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_library_warning_is_one_log_line(log_format: str) -> None:
+    """A Python warning goes through logging: with --log-format json it is one JSON
+    line (logger py.warnings), not a bare line among them; in text, one line too."""
+    result = subprocess.run(
+        [sys.executable, "-W", "default", "-c", WARNING_PROGRAM.format(log_format=log_format)],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+        check=True,
+    )
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    if log_format == "json":
+        record = json.loads(line)
+        assert (record["level"], record["logger"]) == ("warning", "py.warnings")
+        message = record["message"]
+    else:
+        assert " WARNING py.warnings: " in line
+        message = line
+    assert "InsecureKeyLengthWarning: The HMAC key is 5 bytes long" in message
 
 
 def test_text_is_the_default() -> None:

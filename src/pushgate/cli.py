@@ -44,7 +44,9 @@ examples:
   curl http://127.0.0.1:9999/push/all -X POST -d "val=test push&tag=3"
 
 On SIGTERM or SIGINT the server stops accepting, closes every connection with
-1001 and waits up to --shutdown-timeout for them to go, then exits 0.
+1012 (service restart: clients resume at once, on another gateway if there is
+one) spread over --drain-seconds, waits up to --shutdown-timeout for them to go,
+then exits 0.
 """
 
 

@@ -140,8 +140,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+class OneLineWarning(logging.Filter):
+    """A Python warning as :func:`logging.captureWarnings` hands it over is
+    ``file:line: Category: message`` and then the source line that warned, indented
+    on a line of its own: keep the first part, on one line, so that a text log stays
+    one line per event like a JSON one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        warning, _, _source = _rendered(record).rstrip("\n").partition("\n  ")
+        record.msg = " ".join(warning.split())
+        record.args = ()
+        return True
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
-    """Log lines on stderr, at ``level``, as ``text`` or ``json``, secrets hidden."""
+    """Log lines on stderr, at ``level``, as ``text`` or ``json``, secrets hidden.
+    Python warnings (a library's deprecation, PyJWT's short-key warning) are log
+    records too, of logger ``py.warnings``: printed by themselves, they would put
+    lines that are not JSON between the JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactSecrets())
     if log_format == "json":
@@ -157,6 +173,10 @@ def configure_logging(level: str, log_format: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
+    logging.captureWarnings(True)
+    warnings = logging.getLogger("py.warnings")
+    if not any(isinstance(f, OneLineWarning) for f in warnings.filters):
+        warnings.addFilter(OneLineWarning())
     # websockets' own per-connection lines only at debug; pushgate logs those itself.
     if level != "debug":
         logging.getLogger("pushgate.websocket").setLevel(logging.WARNING)
