@@ -165,6 +165,16 @@ async def test_a_port_in_use_is_one_line_and_exit_1() -> None:
             {},
             "--prefix may not hold { or }",
         ),
+        (
+            ["serve"],
+            {"PUSHGATE_TOKEN_SECRET": "0123456789abcdef0123456789abcde"},
+            "--token-secret must be at least 32 bytes, got 31",
+        ),
+        (
+            ["serve", "--token-secret", "short"],
+            {},
+            "--token-secret must be at least 32 bytes, got 5",
+        ),
     ],
 )
 def test_a_bad_setting_is_one_line_and_exit_2(

@@ -276,6 +276,58 @@ async def test_a_token_goes_as_the_pushgate_subprotocol_and_is_renewed_per_conne
                 pass
 
 
+async def test_a_refused_handshake_raises_connect_error_with_the_servers_reason() -> None:
+    """An expired token, a wrong path, the API's port: the message says what the server
+    said, and ``refusal`` holds it; the API's port gets a hint at the gateway's."""
+    secret = "a-test-secret-of-at-least-32-bytes!!"
+    expired = jwt.encode({"sub": "alice", "exp": 1_000_000_000}, secret, algorithm="HS256")
+    async with running_server(**FAST_TIMERS, token_secret=secret, require_token=True) as server:
+        with pytest.raises(ConnectError) as refused:
+            async with connect(server.ws_url, token=expired):
+                pass
+        assert str(refused.value) == (
+            f"cannot connect to {server.ws_url}: HTTP 403: the token has expired"
+        )
+        assert refused.value.refusal is not None
+        assert (refused.value.refusal.status, refused.value.refusal.reason) == (
+            403,
+            "the token has expired",
+        )
+
+        wrong_path = server.ws_url.removesuffix("/connect") + "/socket"
+        with pytest.raises(ConnectError, match=r"HTTP 404: .*the WebSocket endpoint is /connect$"):
+            async with connect(wrong_path):
+                pass
+
+        api_port = "ws" + server.api_url.removeprefix("http") + "/connect"
+        with pytest.raises(ConnectError) as refused:
+            async with connect(api_port):
+                pass
+        assert str(refused.value) == (
+            f"cannot connect to {api_port}: HTTP 404: no such endpoint: /connect "
+            "(is this the logic API's port? the gateway is on --ws-port, 8888 by default)"
+        )
+
+    with pytest.raises(ConnectError) as unanswered:
+        async with connect(f"ws://{LOOPBACK}:{free_port()}/connect"):
+            pass
+    assert unanswered.value.refusal is None
+
+
+async def test_listen_says_why_the_gateway_refused_it_and_what_to_do() -> None:
+    """`listen` without the token a gateway requires: the reason and where a token
+    goes, in one line, status 1."""
+    secret = "a-test-secret-of-at-least-32-bytes!!"
+    async with running_server(**FAST_TIMERS, token_secret=secret, require_token=True) as server:
+        status, out, err = await run_terminal("listen", server.ws_url)
+    assert (status, out) == (1, "")
+    assert err == (
+        f"pushgate: cannot connect to {server.ws_url}: HTTP 401: a connection token is "
+        "required (?token=… or subprotocol) (give one with --token or $PUSHGATE_TOKEN; "
+        "`pushgate token` makes one)\n"
+    )
+
+
 # PushAPI
 
 

@@ -105,9 +105,11 @@ from typing import Self
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.http11 import Response
 from websockets.typing import Subprotocol
 
+from pushgate.connectrefusal import HandshakeRefusal, read_refusal
 from pushgate.ids import ConnId, RoomId
 from pushgate.pushapi import (
     APIConnectionError,
@@ -132,6 +134,7 @@ from pushgate.pushapi import (
 )
 from pushgate.streams import ROOM_TOPIC_PREFIX
 from pushgate.syncpushapi import SyncPushAPI
+from pushgate.tokens import make_token
 from pushgate.wire import (
     CLOSE_SERVICE_RESTART,
     CLOSE_SESSION_TAKEN,
@@ -164,6 +167,7 @@ __all__ = [
     "Connection",
     "ConnectionInfo",
     "DisconnectResult",
+    "HandshakeRefusal",
     "JoinResult",
     "LeaveResult",
     "Member",
@@ -189,6 +193,7 @@ __all__ = [
     "UnauthorizedError",
     "UserMembershipResult",
     "connect",
+    "make_token",
 ]
 
 log = logging.getLogger("pushgate.client")
@@ -204,7 +209,15 @@ class State(enum.Enum):
 
 
 class ConnectError(Exception):
-    """A connection could not be opened, or the server sent no valid welcome."""
+    """A connection could not be opened, or the server sent no valid welcome.
+
+    When the server answered the handshake with a refusal, ``refusal`` holds its
+    HTTP status, the reason it gave ("the token has expired") and a hint, all in
+    the message too; else it is None (nothing answered, or no welcome came)."""
+
+    def __init__(self, message: str, refusal: HandshakeRefusal | None = None) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 class ClientClosed(Exception):
@@ -781,6 +794,8 @@ class Connection:
                 compression=None,
                 subprotocols=subprotocols,
             )
+        except InvalidStatus as exc:
+            raise _refused(self.url, exc.response) from None
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise ConnectError(f"cannot connect to {self.url}: {_reason(exc)}") from None
         except InvalidURI as exc:
@@ -1366,6 +1381,18 @@ def _own_of(operation: Operation) -> _Own:
     if operation.token is not None:
         return _Own("token", operation.token)
     return _Own("subscribe")
+
+
+def _refused(url: str, response: Response) -> ConnectError:
+    """The error for a handshake the server answered without a WebSocket: with the
+    reason it gave, which says what to fix (an expired token, a wrong path)."""
+    refusal = read_refusal(
+        response.status_code,
+        response.reason_phrase,
+        response.headers.get("Content-Type"),
+        bytes(response.body),
+    )
+    return ConnectError(f"cannot connect to {url}: {refusal.describe()}", refusal)
 
 
 def _reason(exc: BaseException) -> str:

@@ -26,6 +26,7 @@ from pushgate.hookverdict import hook_url
 from pushgate.limits import InputLimits
 from pushgate.namespaces import Namespaces, parse_namespace
 from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES
+from pushgate.security import short_secret
 
 ENV_PREFIX = "PUSHGATE_"
 # What --webhook receivers may be told (client_message: where a namespace asks).
@@ -116,6 +117,11 @@ def namespace_specs(text: str) -> str | None:
 def port(value: int) -> str | None:
     """A TCP port; 0 lets the system pick a free one."""
     return None if 0 <= value <= 65535 else f"must be a port from 0 to 65535, got {value}"
+
+
+def hmac_secret(value: str) -> str | None:
+    """An HS256 secret of at least 32 bytes, or none ("")."""
+    return short_secret(value) if value else None
 
 
 def host_port(address: str) -> tuple[str, int] | None:
@@ -606,9 +612,10 @@ class Config:
     )
     token_secret: str = option(
         "",
-        "verify connection tokens (JWT, HS256) with this secret",
+        "verify connection tokens (JWT, HS256) with this secret, of at least 32 bytes",
         metavar="SECRET",
         group=Group.ACCESS,
+        check=hmac_secret,
         secret=True,
     )
     token_public_key: str = option(

@@ -97,6 +97,22 @@ class TokenChecks:
     require_exp: bool = False  # a token without "exp" is refused
 
 
+# RFC 7518 3.2: an HS256 key must be at least as long as the hash, 256 bits; a
+# shorter one can be guessed offline from any token signed with it.
+MIN_HMAC_SECRET_BYTES = 32
+
+
+def short_secret(secret: str) -> str | None:
+    """What is wrong with ``secret`` as an HS256 key (None: nothing)."""
+    size = len(secret.encode())
+    if size < MIN_HMAC_SECRET_BYTES:
+        return (
+            f"must be at least {MIN_HMAC_SECRET_BYTES} bytes, got {size} (an HS256 secret "
+            "shorter than its hash can be guessed from any token signed with it)"
+        )
+    return None
+
+
 class TokenVerifier:
     """Checks connection tokens: JWTs signed with HS256 (a shared secret) or RS256 /
     ES256 (a public key). ``exp`` is honoured when present (and required when

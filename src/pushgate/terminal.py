@@ -1,6 +1,7 @@
 """Terminal commands: ``pushgate listen``, ``push all|room|user|conn|batch``, ``join``
 and ``leave`` (here), and the operator's ``stats``, ``rooms``, ``connection``, ``user``
-and ``disconnect`` (:mod:`pushgate.terminal_presence`).
+and ``disconnect`` (:mod:`pushgate.terminal_presence`), and ``token``
+(:mod:`pushgate.terminal_token`).
 
 ``add_terminal_parsers(subparsers)`` adds them to the ``pushgate`` parser, and
 ``run_terminal(args)`` runs the one parsed (when ``args.terminal_command`` is set) and
@@ -40,8 +41,9 @@ from pushgate.terminal_presence import (
     run_presence,
     say,
 )
+from pushgate.terminal_token import add_token_parser, run_token
 
-TERMINAL_COMMANDS = ("listen", "push", "join", "leave", *PRESENCE_COMMANDS)
+TERMINAL_COMMANDS = ("listen", "push", "join", "leave", "token", *PRESENCE_COMMANDS)
 DEFAULT_WS_URL = "ws://127.0.0.1:8888/connect"
 DEFAULT_TAG = 2
 TOKEN_ENV = "PUSHGATE_TOKEN"
@@ -208,6 +210,7 @@ def add_terminal_parsers(
         sub.set_defaults(terminal_command=name)
 
     add_presence_parsers(subparsers, api_options, API_EPILOG)
+    add_token_parser(subparsers)
 
 
 def run_terminal(args: argparse.Namespace) -> int:
@@ -215,6 +218,8 @@ def run_terminal(args: argparse.Namespace) -> int:
     command: str = args.terminal_command
     if command == "listen":
         return asyncio.run(listen(args, sys.stdout, sys.stderr))
+    if command == "token":
+        return run_token(args, sys.stdout, sys.stderr)
     if command in PRESENCE_COMMANDS:
         return asyncio.run(run_presence(args, sys.stdout, sys.stderr))
     if command == "push" and args.target == "batch":
@@ -267,13 +272,29 @@ async def listen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ValueError as exc:
         say(err, str(exc))
         return 2
-    except (ConnectError, PushAPIError) as exc:
+    except ConnectError as exc:
+        say(err, str(exc) + _token_hint(exc, given=args.token is not None))
+        return 1
+    except PushAPIError as exc:
         say(err, str(exc))
         return 1
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.remove_signal_handler(sig)
+
+
+def _token_hint(exc: ConnectError, *, given: bool) -> str:
+    """What ``listen`` can do about a refused token, when that is the refusal: the
+    gateway's reason says what is wrong, not which option gives a token here."""
+    refusal = exc.refusal
+    if refusal is None or refusal.hint or "token" not in refusal.reason:
+        return ""
+    if refusal.status == 401 and not given:
+        return f" (give one with --token or ${TOKEN_ENV}; `pushgate token` makes one)"
+    if refusal.status == 403:
+        return " (`pushgate token` makes a new one)"
+    return ""
 
 
 async def _print_pushes(conn: Connection, out: TextIO, *, as_json: bool) -> bool:
