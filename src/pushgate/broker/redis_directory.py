@@ -93,6 +93,7 @@ class RedisDirectory:
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def start(self, node_id: str) -> None:
         self._node_id = node_id
@@ -126,10 +127,15 @@ class RedisDirectory:
         return sorted(bytes(node).decode() for node in nodes)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        # Cancelled again until it ends: on Python 3.11 a cancel that lands as its
+        # wait_for times out can be lost; the loop also looks at _closing.
+        self._closing = True
+        task = self._task
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.5)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("the directory's writer ended with %r", task.exception())
         with contextlib.suppress(*REDIS_ERRORS):
             async with self._client.pipeline(transaction=self._transactions) as pipe:
                 pipe.srem(self._prefix + "nodes", self._node_id)
@@ -144,7 +150,7 @@ class RedisDirectory:
         full_sync = True
         failing = False
         delay = RETRY_DELAY
-        while True:
+        while not self._closing:
             # Cleared before the snapshot, so a change made during the write wakes us.
             self._wake.clear()
             waiters, self._waiters = self._waiters, []

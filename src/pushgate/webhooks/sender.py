@@ -51,6 +51,10 @@ BACKOFF = 1.0
 MAX_BACKOFF = 60.0
 
 
+# Seconds between cancels of a sender that has not stopped yet (see Sender.stop).
+STOP_WAIT = 0.5
+
+
 @dataclass(frozen=True, slots=True)
 class Timing:
     """``lease``: how long a claim lasts (a dead holder's receiver waits that long);
@@ -97,6 +101,7 @@ class Sender:
         self._keep = keep
         self._timing = timing
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._wakeup = asyncio.Event()
         # The lease, and where this holder is in the queue.
         self._held_until = 0.0  # monotonic
@@ -117,11 +122,18 @@ class Sender:
         self._wakeup.set()
 
     async def stop(self) -> None:
-        """Stop sending: a POST in flight is abandoned (the next holder sends it again)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop sending: a POST in flight is abandoned (the next holder sends it again).
+
+        The cancel is repeated until the task ends, and every loop of the task looks at
+        ``_stopping``: on Python 3.11 a cancel that lands as an ``asyncio.timeout`` (the
+        idle poll) expires can come out as that timeout, and be swallowed with it."""
+        self._stopping = True
+        task = self._task
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=STOP_WAIT)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("webhook %s: the sender ended with %r", self.receiver.url, task.exception())
 
     async def release(self) -> None:
         """Once stopped, let another node take over at once, rather than when the
@@ -132,7 +144,7 @@ class Sender:
     # The lease
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._serve()
             except Exception:  # a bug must not end this receiver's deliveries for good
@@ -142,7 +154,7 @@ class Sender:
 
     async def _serve(self) -> None:
         """Claim the lease and deliver while it is held; return when it is lost."""
-        while True:
+        while not self._stopping:
             asked = time.monotonic()
             try:
                 claim = await self._queue.claim(self._key, self._holder, self._timing.lease)
@@ -172,7 +184,7 @@ class Sender:
         self.wake()
 
     async def _keep_lease(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._timing.lease / 3)
             asked = time.monotonic()
             try:
@@ -188,7 +200,7 @@ class Sender:
     # Delivery
 
     async def _deliver(self) -> None:
-        while self._held():
+        while self._held() and not self._stopping:
             self._wakeup.clear()  # before the read: a wake during it is not missed
             try:
                 if self._moved and self._cursor is not None:  # a commit that failed
