@@ -31,13 +31,14 @@ from pushgate.ids import RoomId
 from pushgate.limits import ConnectionLimits
 from pushgate.meters import Meters
 from pushgate.metrics import LoopWatch, new_registries
+from pushgate.namespaces import namespace_of
 from pushgate.node import Node
 from pushgate.presence import PresenceStore
 from pushgate.presencerooms import Reports
 from pushgate.presencestore import MemoryPresence
 from pushgate.security import ApiKeys, OriginPolicy, TokenChecks, TokenVerifier, is_loopback
 from pushgate.sessions import MemorySessions, NoSessions, Sessions
-from pushgate.webhooks.events import Receiver, namespace_of
+from pushgate.webhooks.events import Receiver
 from pushgate.webhooks.queue import WebhookQueue
 
 if TYPE_CHECKING:

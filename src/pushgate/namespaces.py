@@ -71,6 +71,13 @@ class Granted:
     info: str | None = None
 
 
+def namespace_of(room: str) -> str:
+    """The name of a room's namespace: the part of its id before the first ``:``, or
+    the default namespace's (whether or not a namespace of that name is configured)."""
+    name, colon, _ = room.partition(":")
+    return name if colon else DEFAULT_NAMESPACE
+
+
 class Namespaces:
     """Every namespace of a server, and the default for the rest."""
 
@@ -79,8 +86,7 @@ class Namespaces:
         self._by_name.setdefault(DEFAULT_NAMESPACE, Namespace(DEFAULT_NAMESPACE, Policy.SERVER))
 
     def of(self, room: RoomId) -> Namespace:
-        name, colon, _ = room.partition(":")
-        namespace = self._by_name.get(name if colon else DEFAULT_NAMESPACE)
+        namespace = self._by_name.get(namespace_of(room))
         return namespace or self._by_name[DEFAULT_NAMESPACE]
 
     def __iter__(self) -> Any:

@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pushgate.namespaces import DEFAULT_NAMESPACE
+from pushgate.namespaces import namespace_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +71,6 @@ class Queued:
 
     id: str
     entry: Entry
-
-
-def namespace_of(room: str) -> str:
-    """A room's namespace, as pushgate.namespaces decides it: the part before the
-    first ``:``, or the default namespace."""
-    name, colon, _ = room.partition(":")
-    return name if colon else DEFAULT_NAMESPACE
 
 
 def namespace_in(data: Mapping[str, object]) -> str | None:
