@@ -17,12 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from pushgate.broker.urls import CLUSTER_SCHEMES, parse_cluster_url
 from pushgate.connsettings import ConnectionSettings
 from pushgate.errors import ConfigError
-from pushgate.hookverdict import hook_url
+from pushgate.hookverdict import hook_url, is_http_url
 from pushgate.limits import InputLimits
 from pushgate.namespaces import Namespaces, parse_namespace
 from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES
@@ -134,14 +133,9 @@ def host_port(address: str) -> tuple[str, int] | None:
 
 def webhook_urls(text: str) -> str | None:
     """Receivers of webhooks: http:// or https:// URLs with a host, each once."""
-    urls = [url.strip() for url in text.split(",") if url.strip()]
+    urls = _specs(text)
     for url in urls:
-        try:
-            parts = urlsplit(url)
-            hostname = parts.hostname
-        except ValueError:  # an unclosed [ of an IPv6 address, a port not a number
-            hostname = None
-        if not hostname or parts.scheme not in ("http", "https"):
+        if not is_http_url(url):
             return f"must be http:// or https:// URLs, got {url!r}"
     if len(set(urls)) < len(urls):
         return "names a URL twice"
@@ -162,8 +156,8 @@ def namespace_webhook_specs(text: str) -> str | None:
 
 def webhook_event_names(text: str) -> str | None:
     """Names of webhook events, known ones only."""
-    for name in (name.strip() for name in text.split(",")):
-        if name and name not in WEBHOOK_EVENTS:
+    for name in _specs(text):
+        if name not in WEBHOOK_EVENTS:
             return f"names an unknown event {name!r}: the events are {', '.join(WEBHOOK_EVENTS)}"
     return None
 

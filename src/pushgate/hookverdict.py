@@ -37,16 +37,20 @@ class MalformedAnswer(ValueError):
     """The hook's answer is not a verdict; the message says what is wrong."""
 
 
-def hook_url(url: str) -> str | None:
-    """A check of --connect-hook: empty (no hook), or an http(s) URL with a host."""
-    if not url:
-        return None
+def is_http_url(url: str) -> bool:
+    """An http:// or https:// URL with a host (what the hooks and webhooks call)."""
     try:
         parts = urlsplit(url)
-        fine = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # a malformed IPv6 host, say
-        fine = False
-    return None if fine else f"must be an http:// or https:// URL with a host, got {url!r}"
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # a malformed IPv6 host, a port not a number
+        return False
+
+
+def hook_url(url: str) -> str | None:
+    """A check of --connect-hook: empty (no hook), or an http(s) URL with a host."""
+    if not url or is_http_url(url):
+        return None
+    return f"must be an http:// or https:// URL with a host, got {url!r}"
 
 
 def url_for_logs(url: str) -> str:
