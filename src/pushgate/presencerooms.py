@@ -175,7 +175,7 @@ class PresenceRooms:
         if self._sessions_kept:
             self._spawn(self._quietly(self.store.detach(conn, holder, tracked), conn))
         else:
-            self._spawn(self._quietly(self._end(conn, tracked, "closed"), conn))
+            self._spawn(self._end(conn, tracked, "closed"))
 
     async def ended(self, conn: ConnId, rooms: Iterable[RoomId]) -> None:
         """``conn``'s session ended (it will not be resumed; the back end ended it):
@@ -183,9 +183,11 @@ class PresenceRooms:
         tracked = [room for room in rooms if self.tracks(room)]
         if self._sessions is not None:
             tracked.append(session_room(conn))
-        await self._quietly(self._end(conn, tracked, "ended"), conn)
+        await self._end(conn, tracked, "ended")
 
     async def _end(self, conn: ConnId, rooms: list[RoomId], reason: str) -> None:
+        """``conn`` leaves ``rooms``; each leave the store could not make is logged (the
+        entry then ends at its deadline: its leave comes late, not never)."""
         results = await asyncio.gather(
             *(self.store.leave(room, conn) for room in rooms), return_exceptions=True
         )
