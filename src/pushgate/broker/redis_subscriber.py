@@ -43,6 +43,7 @@ MIN_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
 CONNECT_TIMEOUT = 1.0
 SUBSCRIBE_TIMEOUT = 2.0
+CLOSE_WAIT = 0.5  # seconds between cancels of a closing reader
 
 
 class DeafSubscription(Exception):
@@ -106,6 +107,7 @@ class Subscriber:
         self._next_sync: asyncio.Future[None] | None = None
         self._sync_sends: set[asyncio.Task[None]] = set()
         self.reconnects = 0  # subscriptions rebuilt after Redis came back (for /metrics)
+        self._closing = False
 
     def start(self) -> None:
         if self._reader is not None:
@@ -113,10 +115,17 @@ class Subscriber:
         self._reader = asyncio.create_task(self._run(), name=f"pushgate-redis-sub-{self.where}")
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        # Cancelled again until it ends, and its loops look at _closing: on Python 3.11
+        # a cancel that lands as a wait_for (the subscribe, the probe) or redis-py's
+        # own read timeout expires can come out as that timeout, which the reader
+        # takes for a lost Redis and reconnects: the task would never end.
+        self._closing = True
+        task = self._reader
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=CLOSE_WAIT)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("Redis subscriber for %s ended with %r", self.where, task.exception())
         for task in self._sync_sends:
             task.cancel()
 
@@ -221,7 +230,7 @@ class Subscriber:
         backoff = MIN_BACKOFF
         failing_since: float | None = None
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             pubsub = self.client.pubsub()
             try:
                 channels = {self.probe_channel, *self.channels}
@@ -263,6 +272,8 @@ class Subscriber:
                 self._confirmed.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed in redis 8
+            if self._closing:
+                return
             try:
                 await self._on_failure()
             except Exception:
@@ -273,7 +284,7 @@ class Subscriber:
     async def _read(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
         next_probe = loop.time()
-        while True:
+        while not self._closing:
             now = loop.time()
             if now >= next_probe:
                 next_probe = now + self._probe_interval
