@@ -202,16 +202,32 @@ class Node:
 
     async def push_room(self, request: PushRoom) -> int | None:
         """Publish a push to every member of a room, wherever it is connected."""
-        payload = encode_push(request.tag, request.val, request.room, exclude=request.exclude)
+        payload = encode_push(
+            request.tag, request.val, request.room, exclude=request.exclude, event=request.event
+        )
         return await self._publish_push("room", room_topic(request.room), payload)
 
     async def push_user(self, request: PushUser) -> int | None:
         """Publish a push to every connection of a user, wherever it is connected."""
-        payload = encode_push(request.tag, request.val, user=request.user, exclude=request.exclude)
+        payload = encode_push(
+            request.tag,
+            request.val,
+            user=request.user,
+            exclude=request.exclude,
+            event=request.event,
+        )
         return await self._publish_push("user", user_topic(request.user), payload)
 
     async def publish_from(
-        self, conn: ConnId, user: str | None, room: RoomId, tag: int, val: object, *, echo: bool
+        self,
+        conn: ConnId,
+        user: str | None,
+        room: RoomId,
+        tag: int,
+        val: object,
+        *,
+        echo: bool,
+        event: str | None = None,
     ) -> None:
         """A member's message to its room: to every other member (and to itself with
         ``echo``), with its wsId and user, through the broker like any push (ordered,
@@ -219,11 +235,16 @@ class Node:
         sender: dict[str, object] = {"wsId": conn}
         if user is not None:
             sender["user"] = user
-        payload = encode_push(tag, val, room, exclude=None if echo else conn, sender=sender)
+        payload = encode_push(
+            tag, val, room, exclude=None if echo else conn, sender=sender, event=event
+        )
         await self._publish_push("client", room_topic(room), payload)
         reports = self._reports
         if reports is not None and reports.messages(room):
-            reports.emit("client_message", {"room": room, **sender, "tag": tag, "val": val})
+            told = {"room": room, **sender, "tag": tag, "val": val}
+            if event is not None:
+                told["event"] = event
+            reports.emit("client_message", told)
 
     async def _publish_push(self, kind: str, topic: str, payload: bytes) -> int | None:
         started = time.perf_counter()
@@ -240,6 +261,7 @@ class Node:
         by_client: bool = False,
         until: float | None = None,
         info: str | None = None,
+        user: str | None = None,
     ) -> MembershipChange:
         """Put a connection, wherever it is held, in a room, or a detached session in
         it; returns once pushes to the room reach it (or wait in history for it), and
@@ -247,8 +269,10 @@ class Node:
 
         ``by_client``: the connection subscribed itself (held here), until ``until``
         (Unix seconds; None: for as long as its session lasts), which its session
-        then keeps even when it was in the room already, with ``info`` from its grant;
-        otherwise the back end joined it, and it is told so (``Sink.member``).
+        then keeps even when it was in the room already, with ``info`` from its grant
+        and, in a presence room, as ``user`` where its protocol names the member per
+        room (Pusher's ``channel_data``; None: the connection's own user); otherwise
+        the back end joined it, and it is told so (``Sink.member``).
         Raises UnknownConnection, RoomLimitExceeded, BrokerUnavailable."""
         if request.conn not in self.hub:
             return await self._elsewhere("join", request)
@@ -266,7 +290,7 @@ class Node:
                     expires_at=until,
                 )
             if (change.changed or by_client) and self.presence is not None:
-                await self.presence.enter(request.room, request.conn, info)
+                await self.presence.enter(request.room, request.conn, info, user)
         except BrokerUnavailable:
             if change.changed:  # undo: the caller is told it failed
                 with contextlib.suppress(UnknownConnection):  # it may have gone meanwhile
@@ -376,13 +400,16 @@ class Node:
         user: str | None = None,
         rooms: Iterable[RoomId] = (),
         info: str | None = None,
+        resumable: bool = True,
     ) -> Opened:
         """See :meth:`SessionCore.opened`."""
-        return self.core.opened(conn, sink, user=user, rooms=rooms, info=info)
+        return self.core.opened(conn, sink, user=user, rooms=rooms, info=info, resumable=resumable)
 
-    def connection_closed(self, conn: ConnId, sink: Sink | None = None) -> None:
+    def connection_closed(
+        self, conn: ConnId, sink: Sink | None = None, *, ended: bool = False
+    ) -> None:
         """See :meth:`SessionCore.closed`."""
-        self.core.closed(conn, sink)
+        self.core.closed(conn, sink, ended=ended)
 
     async def resume(
         self,

@@ -122,12 +122,17 @@ class PresenceRooms:
         if info is not None:
             self._info[conn] = info
 
-    async def enter(self, room: RoomId, conn: ConnId, info: str | None = None) -> None:
+    async def enter(
+        self, room: RoomId, conn: ConnId, info: str | None = None, user: str | None = None
+    ) -> None:
         """The session of ``conn`` (held here) is in ``room``; ``info`` from its grant
-        or token for this room, else its connection token's. Raises BrokerUnavailable."""
+        or token for this room, else its connection token's; as ``user``, where its
+        protocol names the member per room, else as its connection's user. Raises
+        BrokerUnavailable."""
         if not self.tracks(room):
             return
-        identity = Identity(conn, self._hub.user_of(conn), info or self._info.get(conn))
+        user = user if user is not None else self._hub.user_of(conn)
+        identity = Identity(conn, user, info or self._info.get(conn))
         self._rooms.add(room)
         self._report(await self.store.enter(room, identity, self._holder_of(conn)), "left")
 
@@ -157,9 +162,12 @@ class PresenceRooms:
         """Who is in ``room``, when it keeps presence. Raises BrokerUnavailable."""
         return await self.store.roster(room) if self.announces(room) else None
 
-    def closed(self, conn: ConnId, holder: str, rooms: Iterable[RoomId]) -> None:
+    def closed(
+        self, conn: ConnId, holder: str, rooms: Iterable[RoomId], *, ended: bool = False
+    ) -> None:
         """The connection of ``holder`` ended, in ``rooms``: its session waits for a
-        resume (its entries end with it), or, without sessions, has ended."""
+        resume (its entries end with it), or, without sessions or ``ended`` with its
+        connection, has ended."""
         self._info.pop(conn, None)
         tracked = [room for room in rooms if self.tracks(room)]
         if self._sessions is not None:
@@ -172,7 +180,7 @@ class PresenceRooms:
             tracked.append(room)
         if not tracked:
             return
-        if self._sessions_kept:
+        if self._sessions_kept and not ended:
             self._spawn(self._quietly(self.store.detach(conn, holder, tracked), conn))
         else:
             self._spawn(self._end(conn, tracked, "closed"))

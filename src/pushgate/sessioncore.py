@@ -120,9 +120,12 @@ class SessionCore:
         user: str | None = None,
         rooms: Iterable[RoomId] = (),
         info: str | None = None,
+        resumable: bool = True,
     ) -> Opened:
         """Register a new connection, of ``user`` and in ``rooms`` if its token says
-        so (with ``info`` for presence rooms), and start its session.
+        so (with ``info`` for presence rooms), and start its session: one that can be
+        resumed where sessions are on, unless its protocol has no resume
+        (``resumable`` False: Pusher's); such a session ends with its connection.
 
         The returned future completes once other nodes can find it, pushes to its
         user and rooms reach it, and its session can be resumed: the gateway holds
@@ -140,7 +143,7 @@ class SessionCore:
             streams.append(user_topic(user))
         registered = self.directory.add(conn)
         token = None
-        if self.sessions.enabled:
+        if self.sessions.enabled and resumable:
             token = new_token()
             self._holders[conn] = holder = self._new_holder()
             settle = self._settle_new(registered, streams, (conn, token, user, holder))
@@ -184,9 +187,10 @@ class SessionCore:
         except BrokerUnavailable as exc:
             log.warning("session %s cannot be resumed: %s", conn, exc)
 
-    def closed(self, conn: ConnId, sink: Sink | None = None) -> None:
+    def closed(self, conn: ConnId, sink: Sink | None = None, *, ended: bool = False) -> None:
         """Forget a connection and every room membership it had, at once; its session
-        (if any) waits for a resume."""
+        (if any) waits for a resume, unless it ``ended`` with its connection (its
+        protocol has no resume): then it ends now, and so do its presence entries."""
         if sink is not None and self.hub.sink(conn) is not sink:
             return  # another connection has its session now
         self.directory.discard(conn)
@@ -199,9 +203,10 @@ class SessionCore:
             self._spawn(self._following.sync(topic))
         holder = self._holders.pop(conn, None)
         if self.presence is not None:
-            self.presence.closed(conn, holder or conn, rooms)
+            self.presence.closed(conn, holder or conn, rooms, ended=ended or holder is None)
         if holder is not None:
-            task = self._spawn(self._detach(conn, holder))
+            ending = self._end(conn) if ended else self._detach(conn, holder)
+            task = self._spawn(ending)
             self._session_writes.add(task)
             task.add_done_callback(self._session_writes.discard)
 
@@ -209,6 +214,12 @@ class SessionCore:
         try:
             await self.sessions.detach(conn, holder)
         except BrokerUnavailable as exc:
+            log.warning("session %s: %s", conn, exc)
+
+    async def _end(self, conn: ConnId) -> None:
+        try:
+            await self.sessions.end(conn)
+        except BrokerUnavailable as exc:  # it ends at its TTL instead
             log.warning("session %s: %s", conn, exc)
 
     def _new_holder(self) -> str:
