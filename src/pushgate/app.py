@@ -68,14 +68,23 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
     reports_rooms = reports_all_rooms or bool(reported_namespaces)
     reports_sessions = any(receiver.events & SESSION_EVENTS for receiver in receivers)
     # Rooms with presence, and with webhooks the rooms and sessions, are kept there.
+    pusher_apps = config.pusher_apps
     keeps_presence = (
-        any(namespace.presence for namespace in namespaces) or reports_rooms or reports_sessions
+        any(namespace.presence for namespace in namespaces)
+        or bool(pusher_apps)  # presence- channels
+        or reports_rooms
+        or reports_sessions
     )
     presence: PresenceStore | None = None
     queue: WebhookQueue | None = None
 
     def has_presence(room: RoomId) -> bool:
-        return namespaces.of(room).presence
+        return namespaces.of(room).presence or pusher_apps.has_presence(room)
+
+    def quiet_to_joiner(room: RoomId) -> bool:
+        # Pusher's clients learn their own membership from their subscription's
+        # answer; a member_added of their own would be counted twice.
+        return pusher_apps.of_room(room) is not None
 
     if config.clustered:
         from pushgate.broker.redis import RedisBroker
@@ -109,7 +118,12 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
         if keeps_presence:
             from pushgate.broker.redis_presence import RedisPresence
 
-            presence = RedisPresence(redis_broker, ttl=sessions.ttl, announces=has_presence)
+            presence = RedisPresence(
+                redis_broker,
+                ttl=sessions.ttl,
+                announces=has_presence,
+                quiet_to_joiner=quiet_to_joiner,
+            )
         if receivers:
             from pushgate.webhooks.redisqueue import RedisWebhookQueue
 
@@ -125,7 +139,9 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
         if config.sessions:
             sessions = MemorySessions(config.session_ttl)
         if keeps_presence:
-            presence = MemoryPresence(broker, sessions.ttl, announces=has_presence)
+            presence = MemoryPresence(
+                broker, sessions.ttl, announces=has_presence, quiet_to_joiner=quiet_to_joiner
+            )
         if receivers:
             from pushgate.webhooks.memqueue import memory_queue
 

@@ -58,6 +58,7 @@ class PushRoom:
     tag: int
     val: object
     exclude: ConnId | None = None
+    event: str | None = None  # the event a Pusher client hears it as (pusherwire.py)
 
     @classmethod
     def from_fields(cls, fields: Fields) -> "PushRoom":
@@ -77,6 +78,7 @@ class PushUser:
     tag: int
     val: object
     exclude: ConnId | None = None
+    event: str | None = None  # the event a Pusher client hears it as (pusherwire.py)
 
     @classmethod
     def from_fields(cls, fields: Fields) -> "PushUser":

@@ -24,6 +24,7 @@ from pushgate.errors import ConfigError
 from pushgate.hookverdict import hook_url, is_http_url
 from pushgate.limits import InputLimits
 from pushgate.namespaces import Namespaces, parse_namespace
+from pushgate.pusherapps import PusherApps, parse_apps
 from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES
 from pushgate.security import short_secret
 
@@ -110,6 +111,15 @@ def namespace_specs(text: str) -> str | None:
             return f"has a wrong namespace: {exc}"
     if len(set(names)) < len(names):
         return "names a namespace twice"
+    return None
+
+
+def pusher_app_specs(text: str) -> str | None:
+    """Pusher apps as --pusher-app takes them."""
+    try:
+        parse_apps(text)
+    except ValueError as exc:
+        return f"has a wrong app: {exc}"
     return None
 
 
@@ -659,6 +669,18 @@ class Config:
         check=namespace_specs,
         secret=True,  # the grant secrets
     )
+    pusher_app: str = option(
+        "",
+        "speak the Pusher Channels protocol for these apps, comma-separated "
+        "ID:KEY:SECRET[:client-events]: Pusher clients connect to /app/KEY on the "
+        "gateway's port, Pusher server libraries call /apps/ID/... on the API's; "
+        "client-events lets members of private and presence channels send client- "
+        "events (see docs/pusher.md)",
+        metavar="APPS",
+        group=Group.ACCESS,
+        check=pusher_app_specs,
+        secret=True,  # the apps' secrets
+    )
     # -- webhooks (pushgate.webhooks; composed in app.py) --
     webhook: str = option(
         "",
@@ -848,6 +870,12 @@ class Config:
                 f"than --handshake-timeout ({self.handshake_timeout:g} s), or a slow hook's "
                 "handshakes would be dropped before --connect-hook-failure decides"
             )
+        clash = {app.id for app in self.pusher_apps} & {ns.name for ns in self.namespace_list}
+        if clash:
+            return (
+                f"--namespaces names {min(clash)}, which is a Pusher app's id: an app's "
+                "channels are the rooms of its own namespace"
+            )
         if self.redis_cluster and ("{" in self.prefix or "}" in self.prefix):
             return "--prefix may not hold { or } with a Redis Cluster broker"
         # After the braces, so that "{ a}" with a cluster is told about the braces.
@@ -867,6 +895,11 @@ class Config:
     @property
     def origins(self) -> tuple[str, ...]:
         return tuple(o.strip() for o in self.allowed_origins.split(",") if o.strip())
+
+    @property
+    def pusher_apps(self) -> PusherApps:
+        """--pusher-app, parsed (checked already, so it parses)."""
+        return parse_apps(self.pusher_app)
 
     @property
     def namespace_list(self) -> Namespaces:
@@ -912,6 +945,7 @@ class Config:
             max_handshake_bytes=self.max_handshake_bytes,
             max_output_total_bytes=self.max_output_total_bytes,
             namespaces=self.namespace_list,
+            pusher_apps=self.pusher_apps,
             conformance_echo=self.conformance_echo,
             compression=not self.no_compression,
         )

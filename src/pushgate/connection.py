@@ -42,6 +42,8 @@ from pushgate.ids import ConnId, RoomId
 from pushgate.limits import ClientBudget
 from pushgate.outbox import ConnectionRegistry, Outbox
 from pushgate.phase import IN_HUB, Phase
+from pushgate.pusherproto import PusherProtocol
+from pushgate.pusherwire import encode_push as pusher_encode
 from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES, PushgateProtocol, encode
 from pushgate.security import Refusal
 from pushgate.wire import CLOSE_HEARTBEAT_TIMEOUT, CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION
@@ -67,6 +69,8 @@ _protocol_log = logging.getLogger("pushgate.websocket")
 
 # The pushgate protocol over WebSocket: its messages in text frames.
 PUSHGATE_OVER_WEBSOCKET = Encoding("pushgate over WebSocket", encode, text_frame)
+# Pusher's protocol over WebSocket: each push as a Pusher event, in a text frame.
+PUSHER_OVER_WEBSOCKET = Encoding("pusher over WebSocket", pusher_encode, text_frame)
 # An echo connection's largest message: Autobahn's case 9 sends up to 16 MiB.
 ECHO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -111,7 +115,7 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
             extensions=DEFLATE if settings.compression else None,
         )
         self._phase = Phase.HANDSHAKE
-        self._client: PushgateProtocol | None = None  # the wire protocol, once upgraded
+        self._client: PushgateProtocol | PusherProtocol | None = None  # once upgraded
         self._deflate_bits = 0  # the window of a negotiated permessage-deflate
         self.encoding = PUSHGATE_OVER_WEBSOCKET
         self._transport: asyncio.Transport | None = None
@@ -284,6 +288,18 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
             return
         assert upgrade.admitted is not None
         settings = self._settings
+        if upgrade.pusher:
+            self.encoding = PUSHER_OVER_WEBSOCKET
+            pusher = self._client = PusherProtocol(
+                self._node,
+                cast("Transport", self),
+                upgrade.app,
+                activity_timeout=settings.heartbeat,
+                handshake_timeout=settings.handshake_timeout,
+                refusal=upgrade.pusher_refusal,
+            )
+            pusher.opened(resume=False)
+            return
         self._client = PushgateProtocol(
             self._node,
             cast("Transport", self),

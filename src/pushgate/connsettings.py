@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from pushgate.limits import InputLimits
 from pushgate.namespaces import Namespaces
+from pushgate.pusherapps import PusherApps
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,8 @@ class ConnectionSettings:
     max_output_total_bytes: int = 0  # held unsent for all clients; past it, the largest go
     # Who may subscribe a connection to a room (docs/protocol.md, "Subscribing")
     namespaces: Namespaces = field(default_factory=Namespaces)
+    # The Pusher apps whose clients connect at /app/<key> (docs/pusher.md)
+    pusher_apps: PusherApps = field(default_factory=PusherApps)
     # Testing
     conformance_echo: bool = False  # serve /echo, which echoes every message (Autobahn)
     # permessage-deflate for clients that offer it, without context takeover both ways

@@ -23,6 +23,7 @@ from pushgate.wsprotocol import GatewayProtocol
 
 if TYPE_CHECKING:
     from pushgate.node import Node
+    from pushgate.pusherproto import PusherProtocol
     from pushgate.pushgateproto import PushgateProtocol
 
 
@@ -82,7 +83,7 @@ class ConnectionState:
     _asking: Asking | None  # while the connect hook decides on its handshake
     _backlogged: bool  # holds enough unsent to be in the output budget
     _budget: ClientBudget  # what it has sent: messages, frames, bytes
-    _client: "PushgateProtocol | None"  # the wire protocol, once upgraded
+    _client: "PushgateProtocol | PusherProtocol | None"  # the wire protocol, once upgraded
     _deflate_bits: int  # the window of a negotiated permessage-deflate (0: none)
     encoding: Encoding  # how its protocol over its transport sends a message
     _fragmented_text: bool

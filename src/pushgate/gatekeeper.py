@@ -124,6 +124,10 @@ class Gatekeeper:
         """What verifies tokens here (connection and subscription tokens alike)."""
         return self._tokens
 
+    def check_origin(self, request: Request) -> Refusal | None:
+        """The Origin policy alone (a protocol with its own authentication: Pusher's)."""
+        return self._origins.check(request.headers.get("Origin"))
+
     def check(self, request: Request) -> Admitted | Refusal:
         """Let the handshake open a WebSocket, or say why not."""
         refusal = self._origins.check(request.headers.get("Origin"))

@@ -73,6 +73,7 @@ class Gateway:
             echo=settings.conformance_echo,
             namespaces=settings.namespaces,
             connect_hook=self._connect_hook,
+            pusher_apps=settings.pusher_apps,
         )
         self._server = await loop.create_server(
             lambda: WebSocketConnection(node, settings, outbox, registry, routes),

@@ -5,7 +5,8 @@ Checked in order: a ``Host`` header (400 without one), the method (405: an upgra
 is a GET, the side paths are read with GET or HEAD), then the path: ``/connect``
 (the pushgate protocol: a valid upgrade goes to the gatekeeper, which admits it or
 says why not), ``/echo`` (``--conformance-echo`` only), ``/healthz`` and ``/readyz``,
-``/static/pushgate.js``, and 404 for anything else. What it answers with a WebSocket
+``/static/pushgate.js``, ``/app/<key>`` (the Pusher protocol, where ``--pusher-app``
+names apps: pusherproto.py), and 404 for anything else. What it answers with a WebSocket
 is an :class:`Upgrade`: which protocol the connection speaks from now on.
 
 With ``--connect-hook``, an upgrade the gatekeeper admitted without a connection
@@ -26,6 +27,8 @@ from pushgate import __version__
 from pushgate.console import static_file
 from pushgate.gatekeeper import Admitted, Gatekeeper
 from pushgate.namespaces import Namespaces, SubscribePolicy
+from pushgate.pusherapps import PusherApp, PusherApps
+from pushgate.pusherwire import PROTOCOL_VERSION
 from pushgate.security import Refusal
 
 if TYPE_CHECKING:
@@ -33,6 +36,10 @@ if TYPE_CHECKING:
     from pushgate.node import Node
 
 ENDPOINT = "/connect"
+PUSHER_PREFIX = "/app/"  # Pusher's clients connect to /app/<key>
+# The Pusher protocol versions served: 7, and the 5 and 6 that older clients ask
+# for (the same messages for what they use).
+PUSHER_VERSIONS = range(5, PROTOCOL_VERSION + 1)
 ECHO_ENDPOINT = "/echo"
 HEALTH_PATHS = ("/healthz", "/readyz")
 BROWSER_CLIENT_PATH = "/static/pushgate.js"
@@ -64,6 +71,11 @@ class Upgrade:
     events: bool = False  # ?v=2: it reads control events (docs/protocol.md)
     # The connect hook's verdict, to wait for before answering (None: answer now).
     deciding: "asyncio.Task[Admitted | Refusal] | None" = None
+    # The Pusher protocol: its app (None with ``pusher``: the key names none, or the
+    # version is not served: told in the protocol, ``pusher_refusal``, then closed).
+    pusher: bool = False
+    app: PusherApp | None = None
+    pusher_refusal: tuple[int, str] | None = None
 
 
 class GatewayRoutes:
@@ -77,6 +89,7 @@ class GatewayRoutes:
         echo: bool = False,
         namespaces: Namespaces | None = None,
         connect_hook: "ConnectHook | None" = None,
+        pusher_apps: PusherApps | None = None,
     ) -> None:
         self._node = node
         self.gatekeeper = gatekeeper
@@ -84,6 +97,7 @@ class GatewayRoutes:
         # Who may subscribe a connection to a room (docs/protocol.md, "Subscribing").
         self.subscriptions = SubscribePolicy(namespaces or Namespaces(), gatekeeper.tokens)
         self._echo = echo  # serve /echo (--conformance-echo)
+        self._pusher_apps = pusher_apps or PusherApps()
 
     def answer(
         self, proto: ServerProtocol, request: Request, peer: str, now: float
@@ -100,6 +114,8 @@ class GatewayRoutes:
             response.headers["Allow"] = allowed
         elif path == ENDPOINT:
             response, upgrade = self._admit(proto, request, peer, now)
+        elif path.startswith(PUSHER_PREFIX) and self._pusher_apps:
+            response, upgrade = self._admit_pusher(proto, request, path, peer, now)
         elif path == ECHO_ENDPOINT and self._echo:
             response = proto.accept(request)
             upgrade = Upgrade(echo=True) if response.status_code == 101 else None
@@ -160,6 +176,32 @@ class GatewayRoutes:
             upgrade = replace(upgrade, deciding=asked)
         return response, upgrade
 
+    def _admit_pusher(
+        self, proto: ServerProtocol, request: Request, path: str, peer: str, now: float
+    ) -> tuple[Response, Upgrade | None]:
+        """A Pusher client's upgrade: Origin as for any; an unknown key or version is
+        accepted and then told in the protocol (pusher:error and a close code in the
+        4000s), which is what its clients act on (an HTTP refusal they retry)."""
+        response = proto.accept(request)
+        if response.status_code != 101:
+            return response, None
+        refusal = self.gatekeeper.check_origin(request)
+        if refusal is not None:
+            self.refused(refusal, peer, now)
+            return proto.reject(refusal.status, refusal.reason + "\n"), None
+        key = path[len(PUSHER_PREFIX) :]
+        app = self._pusher_apps.by_key(key)
+        version = parse_qs(request.path.partition("?")[2]).get("protocol", [""])[-1]
+        problem: tuple[int, str] | None = None
+        if app is None:
+            problem = (4001, f"App key {key} not in this cluster")
+        elif not version:
+            problem = (4008, "No protocol version supplied: connect with ?protocol=7")
+        elif not version.isdigit() or int(version) not in PUSHER_VERSIONS:
+            problem = (4007, f"Unsupported protocol version {version}: this server speaks 7")
+        admitted = Admitted(None, None)
+        return response, Upgrade(admitted=admitted, pusher=True, app=app, pusher_refusal=problem)
+
     def _health(self, proto: ServerProtocol, path: str) -> Response:
         """``/healthz``: the process serves. ``/readyz``: and its broker is ready."""
         ready = path == "/healthz" or self._node.ready
@@ -187,4 +229,5 @@ def _browser_client(proto: ServerProtocol) -> Response:
 
 
 def _allowed_methods(path: str) -> tuple[str, ...]:
-    return UPGRADE_METHODS if path in (ENDPOINT, ECHO_ENDPOINT) else READ_METHODS
+    upgrades = path in (ENDPOINT, ECHO_ENDPOINT) or path.startswith(PUSHER_PREFIX)
+    return UPGRADE_METHODS if upgrades else READ_METHODS

@@ -142,6 +142,11 @@ class Hub:
             del encodings[encoding]
         self._only = next(iter(encodings)) if len(encodings) == 1 else None
 
+    def by_encoding(self) -> dict[str, int]:
+        """How many connections speak each protocol over each transport, by the
+        encoding's name ("pushgate over WebSocket")."""
+        return {encoding.name: count for encoding, count in self._encodings.items()}
+
     def sink(self, conn: ConnId) -> Sink | None:
         """The open connection with this wsId, if there is one here."""
         return self._sinks.get(conn)

@@ -86,6 +86,15 @@ class NodeCollector:
         info.add_metric([__version__, node.node_id], 1)
         yield info
         yield GaugeMetricFamily("pushgate_connections", "open connections here", len(hub))
+        by_protocol = GaugeMetricFamily(
+            "pushgate_connections_by_protocol",
+            "open connections here, by wire protocol and transport",
+            labels=["protocol", "transport"],
+        )
+        for name, count in sorted(hub.by_encoding().items()):
+            protocol, _, transport = name.partition(" over ")
+            by_protocol.add_metric([protocol, transport.lower()], count)
+        yield by_protocol
         yield GaugeMetricFamily(
             "pushgate_rooms", "rooms with at least one member here", hub.room_count()
         )

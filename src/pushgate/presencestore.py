@@ -30,10 +30,12 @@ class MemoryPresence:
         ttl: float,
         clock: Callable[[], float] = time.monotonic,
         announces: Callable[[RoomId], bool] = lambda room: True,
+        quiet_to_joiner: Callable[[RoomId], bool] = lambda room: False,
     ) -> None:
         self.table = PresenceTable()
         self._broker = broker
         self._announces = announces
+        self._quiet_to_joiner = quiet_to_joiner  # see wire.encode_presence
         self._ttl = ttl
         self._clock = clock
         # keep() runs this often: a session that ended leaves within it.
@@ -75,5 +77,6 @@ class MemoryPresence:
     async def _publish(self, changes: list[Change]) -> list[Change]:
         for change in changes:
             if self._announces(change.room):
-                await self._broker.publish_push(room_topic(change.room), encode_presence(change))
+                event = encode_presence(change, quiet_to_joiner=self._quiet_to_joiner(change.room))
+                await self._broker.publish_push(room_topic(change.room), event)
         return changes

@@ -77,17 +77,21 @@ def encode_push(
     *,
     exclude: str | None = None,
     sender: dict[str, object] | None = None,
+    event: str | None = None,
 ) -> bytes:
     """Serialize a push once; the same bytes then go to every recipient.
 
     ``exclude``: the wsId it is not for, written first (``{"exclude":"<wsId>",...``)
     so that every node finds it in the bytes without parsing them
-    (:func:`excluded_conn`); ``sender``: a client message's ``from``.
+    (:func:`excluded_conn`); ``sender``: a client message's ``from``; ``event``: the
+    event name a Pusher client hears it under (pusherwire.py).
     Raises InvalidField("val") for a value JSON cannot carry (a lone surrogate, a
     number too large for a float).
     """
     message: dict[str, object] = {} if exclude is None else {"exclude": exclude}
     message["type"] = tag
+    if event is not None:
+        message["event"] = event
     message["data"] = val
     if room is not None:
         message["room"] = room
@@ -325,10 +329,12 @@ def encode_event(op: str, room: str, reason: str) -> bytes:
     return encode({"type": TYPE_WELCOME, "data": {"op": op, "room": room, "reason": reason}})
 
 
-def encode_presence(change: Change) -> bytes:
+def encode_presence(change: Change, *, quiet_to_joiner: bool = False) -> bytes:
     """A presence event, published in the room's stream: a user joined (with its
     ``info``) or left. The room is named outside ``data`` too, as a room push's is:
-    its position is in the room's stream."""
+    its position is in the room's stream. ``quiet_to_joiner``: a join is not sent to
+    the connection that made it (Pusher's clients know themselves from their
+    subscription's answer, and would count a member_added of their own twice)."""
     identity = change.identity
     data: dict[str, object] = {
         "op": "presence",
@@ -340,7 +346,11 @@ def encode_presence(change: Change) -> bytes:
         data["wsId"] = identity.conn
     if change.joined and identity.info is not None:
         data["info"] = json.loads(identity.info)
-    return encode({"type": TYPE_WELCOME, "data": data, "room": change.room})
+    message: dict[str, object] = {}
+    if quiet_to_joiner and change.joined:
+        message["exclude"] = identity.conn  # first: see excluded_conn
+    message.update(type=TYPE_WELCOME, data=data, room=change.room)
+    return encode(message)
 
 
 def encode_roster(roster: Roster) -> dict[str, object]:

@@ -263,9 +263,11 @@ class RedisPresence:
         *,
         ttl: float,
         announces: Callable[[RoomId], bool] = lambda room: True,
+        quiet_to_joiner: Callable[[RoomId], bool] = lambda room: False,
     ) -> None:
         self._broker = broker
         self._announces = announces
+        self._quiet_to_joiner = quiet_to_joiner  # see wire.encode_presence
         self.ttl = ttl
         self.refresh = min(MAX_REFRESH, max(1.0, ttl / 3))
         self._ttl_ms = max(0, int(ttl * 1000))
@@ -299,7 +301,9 @@ class RedisPresence:
 
     async def enter(self, room: RoomId, identity: Identity, holder: str) -> list[Change]:
         self._index(room, self._held_ms)
-        joined = encode_presence(Change(room, True, identity))
+        joined = encode_presence(
+            Change(room, True, identity), quiet_to_joiner=self._quiet_to_joiner(room)
+        )
         left = encode_presence(Change(room, False, identity))
         info = identity.info or ""
         args = [identity.conn, holder, identity.key, info, joined, left, self._held_ms]

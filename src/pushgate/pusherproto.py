@@ -1,0 +1,356 @@
+"""The Pusher Channels protocol (7) on one connection, over the same transport and
+session core as pushgate's own (docs/pusher.md, docs/architecture.md "The seams of
+a connection").
+
+Theory of operation
+-------------------
+
+- **Open**: a client of a known app (``/app/<key>``) gets a new wsId at once and
+  ``pusher:connection_established`` with its ``socket_id`` (the wsId, see
+  pusherapps.py). Its session ends with its connection: Pusher's clients do not
+  resume, they subscribe again. An unknown key gets ``pusher:error`` 4001 and a
+  close with 4001 (its clients then do not retry).
+- **Subscriptions** (``pusher:subscribe`` / ``pusher:unsubscribe``): a channel is the
+  room ``<app id>:<channel>``; private, presence and encrypted channels need the
+  app's signature (``auth``), a presence one names its member in ``channel_data``
+  (user_id, user_info), which is the room's presence identity: the same presence
+  as pushgate's own clients get, told as ``member_added`` / ``member_removed``. A
+  cache channel sends its last event to a new subscriber, or ``pusher:cache_miss``.
+- **Client events** (``client-*``) on private and presence channels the client is
+  in, where the app allows them: a member's message, never echoed to its sender.
+- **Heartbeat**: ``pusher:ping`` is answered with ``pusher:pong``; the transport's
+  own WebSocket pings and idle timeout apply as to any connection.
+
+Subscriptions and client events run one after another, in the order sent, so that
+an event sent right after its channel's subscribe is judged once the subscribe has
+been.
+"""
+
+import asyncio
+import json
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from pushgate import pusherwire as wire
+from pushgate.commands import Membership
+from pushgate.errors import (
+    BrokerUnavailable,
+    ClientFrameError,
+    InvalidField,
+    RoomLimitExceeded,
+    UnknownConnection,
+)
+from pushgate.ids import ConnId, RoomId, new_conn_id
+from pushgate.pusherapps import (
+    ChannelKind,
+    PusherApp,
+    channel,
+    channel_problem,
+    socket_id_of,
+)
+from pushgate.pushgateproto import Transport
+from pushgate.streams import Position, room_topic
+from pushgate.wire import CLOSE_INTERNAL_ERROR, MIN_PUSH_TAG, TYPE_WELCOME
+
+if TYPE_CHECKING:
+    from pushgate.node import Node
+
+log = logging.getLogger("pushgate.gateway")
+
+# Subscriptions and client events of one client waiting for their turn; more closes it.
+MAX_PENDING = 32
+# channel_data of a presence subscription: at most this many bytes (Pusher: 1 KB of
+# user_info; the id and the JSON around it take some more).
+MAX_CHANNEL_DATA_BYTES = 2048
+# How far back a cache channel looks for its last event past presence events.
+CACHE_LOOKBACK = 20
+_tasks: set["asyncio.Task[None]"] = set()
+
+
+class PusherProtocol:
+    """One client's side of the Pusher protocol."""
+
+    __slots__ = (
+        "_app",
+        "_conn",
+        "_members",
+        "_node",
+        "_ops",
+        "_refusal",
+        "activity_timeout",
+        "expiring",
+        "handshake_timeout",
+    )
+
+    def __init__(
+        self,
+        node: "Node",
+        conn: Transport,
+        app: PusherApp | None,
+        *,
+        activity_timeout: float,
+        handshake_timeout: float,
+        refusal: tuple[int, str] | None = None,
+    ) -> None:
+        self._node = node
+        self._conn = conn
+        # None: refused (an unknown key, a version not served): told, then closed.
+        self._app = app if refusal is None else None
+        self._refusal = refusal or (wire.CLOSE_APP_UNKNOWN, "App key not in this cluster")
+        self._ops: deque[wire.ClientEvent] | None = None
+        # The user_id this connection is in each presence channel as.
+        self._members: dict[RoomId, str] | None = None
+        self.activity_timeout = activity_timeout
+        self.handshake_timeout = handshake_timeout
+        self.expiring: dict[RoomId, float] | None = None  # Pusher has no timed subscriptions
+
+    def opened(self, *, resume: bool) -> None:
+        """The upgrade was written: register the connection and tell its socket_id."""
+        conn, app = self._conn, self._app
+        if app is None:
+            code, message = self._refusal
+            log.info("refused a Pusher client from %s: %s", conn.peer, message)
+            conn.reply(wire.error(code, message))
+            conn.close(code, message)
+            return
+        conn_id = conn.conn_id = new_conn_id()
+        conn.enter_hub(held=True)  # before registering: a failure must unregister
+        opened = self._node.connection_opened(conn_id, conn, resumable=False)
+        activity = max(1, int(self.activity_timeout))
+        conn.send_first([wire.connection_established(socket_id_of(conn_id), activity)])
+        registered = opened.ready
+        if registered is None or registered.done():
+            conn.release()
+        else:  # as pushgate's welcome: once other nodes can find it, or at the timeout
+            timer = asyncio.get_running_loop().call_later(self.handshake_timeout, conn.release)
+
+            def on_registered(_: "asyncio.Future[None]") -> None:
+                timer.cancel()
+                conn.release()
+
+            registered.add_done_callback(on_registered)
+
+    def on_message(self, data: bytes, max_message_bytes: int, *, over_rate: bool = False) -> None:
+        try:
+            message = wire.parse_client_event(data)
+        except ClientFrameError as exc:
+            conn = self._conn
+            log.info(
+                "closing %s from %s: %d %s",
+                conn.conn_id,
+                conn.peer,
+                exc.code,
+                exc.reason,
+                extra=conn.log_context(exc.code),
+            )
+            conn.fail(exc.code, exc.reason)
+            return
+        event = message.event
+        if over_rate:
+            if event.startswith("client-"):
+                reason = "Client event rejected - you're sending too many messages"
+                self._conn.reply(wire.error(wire.ERROR_CLIENT_EVENT_REFUSED, reason))
+            return
+        if event == "pusher:ping":
+            self._conn.send_message(wire.PONG)
+        elif event in ("pusher:subscribe", "pusher:unsubscribe") or event.startswith("client-"):
+            self._queue(message)
+        elif event == "pusher:signin":
+            self._conn.reply(wire.error(None, "pusher:signin is not supported by this server"))
+        # pusher:pong and anything else: nothing to answer.
+
+    def member(self, room: RoomId, joined: bool, reason: str) -> None:
+        """The back end moved it: Pusher's clients are not told (their channels are
+        their own subscriptions)."""
+
+    def check_expiry(self, now: float) -> None:
+        """Nothing expires: Pusher's subscriptions last as long as their connection."""
+
+    # One after another
+
+    def _queue(self, message: wire.ClientEvent) -> None:
+        ops = self._ops
+        if ops is None:
+            ops = self._ops = deque()
+        if len(ops) >= MAX_PENDING:
+            self._conn.limit_close(
+                "max_pending_operations", f"over {MAX_PENDING} subscriptions and events waiting"
+            )
+            return
+        ops.append(message)
+        if len(ops) == 1:
+            task = asyncio.get_running_loop().create_task(self._run())
+            _tasks.add(task)
+            task.add_done_callback(_tasks.discard)
+
+    async def _run(self) -> None:
+        ops = self._ops
+        assert ops is not None
+        while ops:
+            message = ops[0]
+            try:
+                answers = await self._handle(message)
+            except Exception:  # a bug must cost this connection only, and say so
+                log.exception("Pusher event of %s failed; closing it", self._conn.peer)
+                self._conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+                return
+            finally:
+                ops.popleft()
+            if not self._conn.alive:
+                ops.clear()
+                return
+            for answer in answers:
+                self._conn.reply(answer)
+
+    async def _handle(self, message: wire.ClientEvent) -> list[bytes]:
+        conn_id = self._conn.conn_id
+        if conn_id is None or self._app is None:
+            return []
+        if message.event == "pusher:subscribe":
+            return await self._subscribe(self._app, conn_id, message.data)
+        if message.event == "pusher:unsubscribe":
+            await self._unsubscribe(self._app, conn_id, message.data)
+            return []
+        return await self._client_event(self._app, conn_id, message)
+
+    async def _subscribe(self, app: PusherApp, conn_id: ConnId, data: object) -> list[bytes]:
+        name = data.get("channel") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(name, str):
+            return [wire.error(None, 'pusher:subscribe needs {"channel": NAME}')]
+        problem = channel_problem(app, name)
+        if problem is not None:
+            return [wire.subscription_error(name, 400, problem)]
+        kind = channel(name)
+        user: str | None = None
+        info: str | None = None
+        if kind.signed:
+            channel_data = data.get("channel_data")
+            signed_data = channel_data if kind.kind is ChannelKind.PRESENCE else None
+            if kind.kind is ChannelKind.PRESENCE:
+                member = _presence_member(channel_data)
+                if isinstance(member, str):
+                    return [wire.subscription_error(name, 400, member)]
+                user, info = member
+            socket_id = socket_id_of(conn_id)
+            if not app.check_auth(socket_id, name, data.get("auth"), signed_data):
+                expected = f"{socket_id}:{name}" + (
+                    f":{signed_data}" if isinstance(signed_data, str) else ""
+                )
+                reason = (
+                    f"Invalid signature: expected HMAC SHA256 hex digest of {expected}, "
+                    "signed with the app's secret, after the app's key and a colon"
+                )
+                return [wire.subscription_error(name, 401, reason)]
+        room = RoomId(f"{app.id}:{name}")
+        node = self._node
+        try:
+            await node.join(Membership(room, conn_id), by_client=True, info=info, user=user)
+            roster = await node.roster(room) if user is not None else None
+        except RoomLimitExceeded as exc:
+            return [wire.subscription_error(name, 409, f"in {exc.limit} channels already")]
+        except BrokerUnavailable:
+            return [wire.subscription_error(name, 503, "the server's broker is away; retry")]
+        except UnknownConnection:
+            return []
+        if user is not None:
+            if self._members is None:
+                self._members = {}
+            self._members[room] = user
+            members = [m.as_json() for m in roster.members] if roster is not None else []
+            answer = wire.subscription_succeeded(name, wire.presence_data(members))
+        else:
+            answer = wire.subscription_succeeded(name)
+        if not kind.cache:
+            return [answer]
+        return [answer, await self._cached(room, name)]
+
+    async def _cached(self, room: RoomId, name: str) -> bytes:
+        """A cache channel's last event, as a new subscriber gets it, or its miss."""
+        broker = self._node.broker
+        if broker.keeps_history:
+            topic = room_topic(room)
+            try:
+                now = (await broker.history(topic, None)).position
+                if now.seq > 0:
+                    since = Position(now.epoch, max(0, now.seq - CACHE_LOOKBACK))
+                    kept = await broker.history(topic, since)
+                    for publication in reversed(kept.publications):
+                        if _is_event(publication.data):
+                            return wire.encode_push(publication.data)
+            except BrokerUnavailable:
+                pass  # a miss: the client's app asks its back end, as for any miss
+        return wire.cache_miss(name)
+
+    async def _unsubscribe(self, app: PusherApp, conn_id: ConnId, data: object) -> None:
+        name = data.get("channel") if isinstance(data, dict) else None
+        room = app.room(name) if isinstance(name, str) else None
+        if room is None:
+            return
+        if self._members is not None:
+            self._members.pop(room, None)
+        try:
+            await self._node.leave(Membership(room, conn_id), by_client=True)
+        except (UnknownConnection, BrokerUnavailable) as exc:
+            log.info("could not unsubscribe %s from %s: %s", conn_id, room, exc)
+
+    async def _client_event(
+        self, app: PusherApp, conn_id: ConnId, message: wire.ClientEvent
+    ) -> list[bytes]:
+        name = message.channel
+        room = app.room(name) if name is not None else None
+        if not app.client_events:
+            return [wire.error(None, "To send client events, you must enable this feature")]
+        if name is None or room is None or not channel(name).client_events:
+            return [wire.error(None, "Client events are only for private and presence channels")]
+        if room not in self._node.hub.rooms_of(conn_id):
+            return [wire.error(None, f"Client event rejected: not subscribed to {name}")]
+        size = len(wire.encode_data(message.data))
+        if size > app.max_event_bytes:
+            reason = f"Client event rejected: data over {app.max_event_bytes} bytes"
+            return [wire.error(wire.ERROR_CLIENT_EVENT_REFUSED, reason)]
+        user = self._members.get(room) if self._members is not None else None
+        try:
+            await self._node.publish_from(
+                conn_id,
+                user,
+                room,
+                MIN_PUSH_TAG,
+                message.data,
+                echo=False,
+                event=message.event,
+            )
+        except InvalidField as exc:
+            return [wire.error(None, f"Client event rejected: data {exc.message}")]
+        except BrokerUnavailable:
+            return [wire.error(None, "Client event rejected: the server's broker is away")]
+        return []
+
+
+def _presence_member(channel_data: object) -> tuple[str, str | None] | str:
+    """A presence subscription's member: its user_id and user_info (encoded), or
+    what is wrong with its channel_data."""
+    if not isinstance(channel_data, str) or len(channel_data.encode()) > MAX_CHANNEL_DATA_BYTES:
+        most = MAX_CHANNEL_DATA_BYTES
+        return f"a presence channel needs channel_data: a JSON string of at most {most} bytes"
+    try:
+        parsed = json.loads(channel_data)
+    except ValueError:
+        return "channel_data is not JSON"
+    user_id = parsed.get("user_id") if isinstance(parsed, dict) else None
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        user_id = str(user_id)
+    if not isinstance(user_id, str) or not user_id:
+        return "channel_data needs a user_id (a string or a number)"
+    user_info = parsed.get("user_info")
+    info = json.dumps(user_info, separators=(",", ":")) if user_info is not None else None
+    return user_id, info
+
+
+def _is_event(message: bytes) -> bool:
+    """A pushed event (not a presence join or leave)."""
+    try:
+        parsed = json.loads(message)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and parsed.get("type") != TYPE_WELCOME

@@ -1,0 +1,117 @@
+"""Real Pusher clients and server libraries, driven from a test: pusher-js (in Node,
+tests/pusher/driver.cjs, with channel authorization by the `pusher` Node library),
+installed pinned by scripts/test (tests/pusher/package.json and its lock)."""
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import UNIT
+
+HERE = Path(__file__).parent
+NODE = shutil.which("node") or "node"
+WAIT = 10 * UNIT
+
+Line = dict[str, Any]
+
+
+class PusherJs:
+    """One pusher-js client in its own Node process: commands in, what it saw out."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self.seen: list[Line] = []
+        self._changed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._process.stdout is not None
+        async for raw in self._process.stdout:
+            self.seen.append(json.loads(raw))
+            self._changed.set()
+        self._changed.set()
+
+    def send(self, **command: Any) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps(command).encode() + b"\n")
+
+    async def until(self, found: Callable[[Line], bool], wait: float = WAIT) -> Line:
+        """The first line seen (from the start) for which ``found`` holds."""
+        async with asyncio.timeout(wait):
+            while True:
+                for line in self.seen:
+                    if found(line):
+                        return line
+                if self._reader.done():
+                    raise AssertionError(f"the client ended; it saw {self.seen}")
+                self._changed.clear()
+                await self._changed.wait()
+
+    def heard(self, channel: str, event: str) -> list[Line]:
+        """What a channel's bindings heard of ``event`` so far."""
+        return [
+            line
+            for line in self.seen
+            if line["kind"] == "channel" and line["channel"] == channel and line["event"] == event
+        ]
+
+    async def hears(self, channel: str, event: str, n: int = 1, wait: float = WAIT) -> list[Line]:
+        await self.until(lambda _: len(self.heard(channel, event)) >= n, wait)
+        return self.heard(channel, event)
+
+    async def state(self, name: str) -> Line:
+        """Wait for the connection to reach the state ``name`` (pusher-js's)."""
+        return await self.until(lambda line: line["kind"] == "state" and line["current"] == name)
+
+    def reached(self, name: str) -> bool:
+        return any(line["kind"] == "state" and line["current"] == name for line in self.seen)
+
+    async def message(self, event: str) -> Line:
+        """Wait for a message of ``event`` on the connection, as pusher-js decoded it."""
+        return await self.until(lambda line: line["kind"] == "message" and line["event"] == event)
+
+    async def connected(self) -> str:
+        """Wait for the connection; its socket_id."""
+        return str((await self.state("connected"))["socket_id"])
+
+    async def subscribed(self, channel: str, **more: Any) -> Line:
+        self.send(op="subscribe", channel=channel, **more)
+        lines = await self.hears(channel, "pusher:subscription_succeeded")
+        return lines[0]
+
+    async def close(self) -> None:
+        process = self._process
+        if process.returncode is None:
+            assert process.stdin is not None
+            process.stdin.close()
+            try:
+                async with asyncio.timeout(5 * UNIT):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await self._reader
+
+
+@asynccontextmanager
+async def pusher_js(ws_port: int, app: tuple[str, str, str]) -> AsyncIterator[PusherJs]:
+    """A pusher-js client of ``app`` (id, key, secret) connecting to 127.0.0.1:ws_port."""
+    process = await asyncio.create_subprocess_exec(
+        NODE,
+        str(HERE / "driver.cjs"),
+        "127.0.0.1",
+        str(ws_port),
+        *app,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=HERE,
+    )
+    client = PusherJs(process)
+    try:
+        yield client
+    finally:
+        await client.close()

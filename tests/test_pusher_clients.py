@@ -1,0 +1,109 @@
+"""pusher-js (the real one, in Node) against pushgate's Pusher protocol
+(docs/pusher.md): connecting, public, private and presence channels, client events,
+cache channels, and what a wrong key or signature gets."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.helpers import FAST_TIMERS, Running, open_client, post, running_server
+from tests.pusher.harness import pusher_js
+from tests.test_metrics import scrape
+
+APP = ("app1", "key1", "s3cret-s3cret-s3cret")
+SPEC = ":".join(APP) + ":client-events"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Running]:
+    timers = {**FAST_TIMERS, "heartbeat": 1.0, "idle_timeout": 5.0}
+    async with running_server(pusher_app=SPEC, **timers) as running:
+        yield running
+
+
+def ws_port(server: Running) -> int:
+    return int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
+
+
+async def test_a_client_connects_with_a_socket_id_of_pushers_form(server: Running) -> None:
+    async with pusher_js(ws_port(server), APP) as client:
+        socket_id = await client.connected()
+        left, dot, right = socket_id.partition(".")
+        assert dot
+        assert left.isdigit()
+        assert right.isdigit()
+
+
+async def test_a_public_channel_hears_a_push_to_its_room(server: Running) -> None:
+    async with pusher_js(ws_port(server), APP) as client, aiohttp.ClientSession() as http:
+        await client.connected()
+        await client.subscribed("news")
+        fields: dict[str, Any] = {"id": "app1:news", "tag": 2, "val": '{"headline":"hi"}'}
+        status, body = await post(http, server.api_url + "/push/room", data=fields)
+        assert status == 200, body
+        heard = await client.hears("news", "pushgate:push")
+        assert heard[0]["data"] == {"headline": "hi"}
+
+
+async def test_a_wrong_signature_is_a_subscription_error(server: Running) -> None:
+    async with pusher_js(ws_port(server), APP) as client:
+        await client.connected()
+        client.send(op="subscribe", channel="private-room", bad_auth=True)
+        errors = await client.hears("private-room", "pusher:subscription_error")
+        assert errors[0]["data"]["status"] == 401
+        assert "Invalid signature" in errors[0]["data"]["error"]
+
+
+async def test_presence_members_and_client_events(server: Running) -> None:
+    port = ws_port(server)
+    async with pusher_js(port, APP) as ann, pusher_js(port, APP) as bob:
+        await asyncio.gather(ann.connected(), bob.connected())
+        joined = await ann.subscribed("presence-room", user_id="ann", user_info={"name": "Ann"})
+        assert joined["data"]["count"] == 1
+        assert joined["data"]["members"] == [{"id": "ann", "info": {"name": "Ann"}}]
+        joined = await bob.subscribed("presence-room", user_id="bob", user_info={"name": "Bob"})
+        assert joined["data"]["count"] == 2
+        added = await ann.hears("presence-room", "pusher:member_added")
+        assert added[0]["data"] == {"id": "bob", "info": {"name": "Bob"}}
+        # Bob is not told of himself (he knows himself from his subscription).
+        assert bob.heard("presence-room", "pusher:member_added") == []
+
+        bob.send(op="trigger", channel="presence-room", event="client-typing", data={"on": 1})
+        typing = await ann.hears("presence-room", "client-typing")
+        assert typing[0]["data"] == {"on": 1}
+        message = await ann.message("client-typing")
+        assert message["user_id"] == "bob"
+        assert bob.heard("presence-room", "client-typing") == []  # never echoed
+
+        bob.send(op="unsubscribe", channel="presence-room")
+        removed = await ann.hears("presence-room", "pusher:member_removed")
+        assert removed[0]["data"] == {"id": "bob", "info": {"name": "Bob"}}
+
+
+async def test_an_unknown_key_is_closed_with_4001(server: Running) -> None:
+    async with pusher_js(ws_port(server), ("app1", "nokey", APP[2])) as client:
+        error = await client.until(lambda line: line["kind"] == "error")
+        assert error["error"]["code"] == 4001
+        # 4000-4099: pusher-js gives up ("refused") rather than reconnecting.
+        await client.state("disconnected")
+        assert not client.reached("connected")
+
+
+async def test_metrics_count_connections_by_protocol(server: Running) -> None:
+    async with pusher_js(ws_port(server), APP) as client, aiohttp.ClientSession() as http:
+        await client.connected()
+        ws, _ = await open_client(server.ws_url)
+        samples = await scrape(http, server.api_url + "/metrics")
+        await ws.close()
+    by_protocol = {
+        labels: value
+        for (name, labels), value in samples.items()
+        if name == "pushgate_connections_by_protocol"
+    }
+    assert by_protocol == {
+        (("protocol", "pusher"), ("transport", "websocket")): 1,
+        (("protocol", "pushgate"), ("transport", "websocket")): 1,
+    }
