@@ -66,7 +66,9 @@ log = logging.getLogger("pushgate.gateway")
 _protocol_log = logging.getLogger("pushgate.websocket")
 
 # The pushgate protocol over WebSocket: its messages in text frames.
-PUSHGATE_OVER_WEBSOCKET = Encoding("pushgate over WebSocket", encode, text_frame)
+PUSHGATE_OVER_WEBSOCKET = Encoding(
+    "pushgate over WebSocket", encode, text_frame, "pushgate", "websocket"
+)
 # An echo connection's largest message: Autobahn's case 9 sends up to 16 MiB.
 ECHO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 

@@ -86,6 +86,14 @@ class NodeCollector:
         info.add_metric([__version__, node.node_id], 1)
         yield info
         yield GaugeMetricFamily("pushgate_connections", "open connections here", len(hub))
+        by_transport = GaugeMetricFamily(
+            "pushgate_connections_by_transport",
+            "open connections here, by transport (websocket, sse) and wire protocol",
+            labels=["transport", "protocol"],
+        )
+        for encoding, count in sorted(hub.encodings().items(), key=lambda e: e[0].name):
+            by_transport.add_metric([encoding.transport, encoding.protocol], count)
+        yield by_transport
         yield GaugeMetricFamily(
             "pushgate_rooms", "rooms with at least one member here", hub.room_count()
         )
