@@ -6,6 +6,7 @@ on free ports, read over real HTTP with aiohttp."""
 import asyncio
 import json
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import pytest
 from pushgate.ids import ConnId
 from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, post, running_server
 from tests.redis_server import RedisServer
+from tests.test_connect_hook import SETTINGS as HOOKED
+from tests.test_connect_hook import Backend, backend
 
 SECRET = "a-token-secret-of-at-least-32-bytes!!"
 NAMESPACES = "lobby=public,chat=grant"
@@ -448,3 +451,36 @@ async def test_a_stream_resumes_on_another_gateway_of_a_redis_cluster(
             await push(http, first, "/push/room", id="lobby:1", val="live")
             assert await stream.pushes(1) == ["live"]
         assert first.server.node.hub.sink(ConnId(opened["wsId"])) is None
+
+
+async def test_a_stream_without_a_token_is_decided_by_the_connect_hook(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Where a connect hook decides handshakes without a token, it decides streams
+    too: its user and rooms are the stream's; its refusal is the answer."""
+
+    async def by_cookie(asked: dict[str, Any], hooked: Backend) -> object:
+        if asked["cookies"].get("user") == "alice":
+            return {"allow": True, "sub": "alice", "rooms": ["news"]}
+        return {"allow": False, "status": 401, "reason": "log in first"}
+
+    async with backend(by_cookie) as hook, running_server(**HOOKED, connect_hook=hook.url) as s:
+        assert await status_of(http, events_url(s)) == (401, "log in first\n")
+        cookie = {"Cookie": "user=alice"}
+        async with open_events(http, events_url(s), headers=cookie) as (stream, opened):
+            assert set(opened["streams"]) == {"all", "user:alice", "room:news"}
+            assert opened["wsId"] == hook.asked[-1]["wsId"]
+            await push(http, s, "/push/room", id="news", val="n")
+            assert await stream.pushes(1) == ["n"]
+
+
+async def test_a_stream_ends_when_its_grant_expires(http: aiohttp.ClientSession) -> None:
+    """A room opened by a subscription token lasts until the token's exp: then the
+    stream is closed, saying so (reopening with the old token is refused)."""
+    async with running_server(**FAST_TIMERS, token_secret=SECRET, namespaces=NAMESPACES) as server:
+        grant = token(subscribe=["chat:*"], exp=int(time.time()) + 1)
+        url = events_url(server, room="chat:1", grant=grant)
+        async with open_events(http, url) as (stream, _):
+            closed = await stream.next_event(timeout=10 * UNIT)
+            assert closed.event == "pushgate:close"
+            assert "expired" in closed.json()["reason"]
