@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -18,10 +18,14 @@ import jwt
 import pytest
 
 from pushgate.ids import ConnId
+from tests.browser import WAIT_MS
 from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, post, running_server
 from tests.redis_server import RedisServer
 from tests.test_connect_hook import SETTINGS as HOOKED
 from tests.test_connect_hook import Backend, backend
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 SECRET = "a-token-secret-of-at-least-32-bytes!!"
 NAMESPACES = "lobby=public,chat=grant"
@@ -484,3 +488,42 @@ async def test_a_stream_ends_when_its_grant_expires(http: aiohttp.ClientSession)
             closed = await stream.next_event(timeout=10 * UNIT)
             assert closed.event == "pushgate:close"
             assert "expired" in closed.json()["reason"]
+
+
+# A browser
+
+
+async def test_a_browsers_eventsource_resumes_by_itself_without_loss(
+    browser: "Browser", http: aiohttp.ClientSession
+) -> None:
+    """Headless Chromium's own EventSource: pushes arrive; the back end cuts the
+    stream (/disconnect); what is pushed before EventSource reconnects (by itself,
+    with its Last-Event-ID) arrives once it has, then live pushes."""
+    async with running_server(**FAST_TIMERS, namespaces=NAMESPACES) as server:
+        page = await browser.new_page()
+        await page.goto(f"http://{LOOPBACK}:{server.ws_port}/healthz", timeout=WAIT_MS)
+        await page.evaluate(
+            """url => {
+                window.got = []; window.opens = []; window.closes = [];
+                const source = new EventSource(url);
+                source.onmessage = (e) => got.push(JSON.parse(e.data).data);
+                source.addEventListener("pushgate:open", (e) => opens.push(JSON.parse(e.data)));
+                source.addEventListener("pushgate:close", (e) => closes.push(JSON.parse(e.data)));
+            }""",
+            events_url(server, room="lobby:1"),
+        )
+        await page.wait_for_function("opens.length === 1", timeout=WAIT_MS)
+        ws_id = await page.evaluate("opens[0].wsId")
+        await push(http, server, "/push/room", id="lobby:1", val="before")
+        await page.wait_for_function("got.length === 1", timeout=WAIT_MS)
+        await post(http, server.api_url + "/disconnect", json={"wsId": ws_id})
+        await page.wait_for_function("closes.length === 1", timeout=WAIT_MS)
+        for i in range(3):
+            await push(http, server, "/push/room", id="lobby:1", val=f"away-{i}")
+        await page.wait_for_function("opens.length === 2 && got.length === 4", timeout=WAIT_MS)
+        await push(http, server, "/push/all", val="after")
+        await page.wait_for_function("got.length === 5", timeout=WAIT_MS)
+        assert await page.evaluate("got") == ["before", "away-0", "away-1", "away-2", "after"]
+        resumed = await page.evaluate("opens[1]")
+        assert (resumed["resumed"], resumed["recovered"]) == (True, True)
+        assert await page.evaluate("closes[0].code") == 4000
