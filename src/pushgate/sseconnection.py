@@ -232,19 +232,30 @@ class SseConnection(asyncio.Protocol):
 
     def send(self, frame: bytes) -> None:
         """Queue an event (its body made once for every stream, sse.py) behind this
-        connection's own id line; the outbox writes it on this turn of the loop."""
+        connection's own id line; the outbox writes it on this turn of the loop.
+        Per delivery, so inlined: an attribute read, a dict lookup, a join."""
         if self._phase is not OPEN:
             return  # opening (the catch-up captured it), stopped, or closing
         pending = self._pending
         if not pending:
             self._outbox.mark(self)
-        self._append(cast(SseFrame, frame), pending)
+        stream = frame.stream  # type: ignore[attr-defined]  # an SseFrame: sse.frame made it
+        if stream is not None:
+            streams = self._set
+            slot = streams.slots.get(stream)
+            if slot is not None:  # a stream of its id (not a room the back end added)
+                positions = self._positions
+                positions[slot] = frame.position  # type: ignore[attr-defined]
+                pending.append(streams.prefix + b",".join(positions) + b"\n")
+        pending.append(frame)
+        self._events += 1
 
     def _append(self, event: SseFrame, pending: list[bytes]) -> None:
+        """:meth:`send`'s queueing, for what the catch-up hands out."""
         stream = event.stream
         if stream is not None:
             slot = self._set.slots.get(stream)
-            if slot is not None:  # a stream of its id (not a room the back end added)
+            if slot is not None:
                 positions = self._positions
                 positions[slot] = event.position
                 pending.append(self._set.id_line(positions))
