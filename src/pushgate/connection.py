@@ -319,7 +319,6 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
         assert transport is not None
         ip, self._admitted_ip = self._admitted_ip, None
         self._phase = Phase.ANSWERED
-        self._registry.discard(self)
         stream = SseConnection(
             self._node,
             self._settings,
@@ -333,6 +332,9 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
         )
         transport.set_protocol(stream)
         stream.start(transport, response.serialize(), start)
+        # Out of the registry once the stream is in it: never empty meanwhile (a stop
+        # waiting for no connection to be left must not wake).
+        self._registry.discard(self)
         # The parser's reference cycle (see connection_lost), broken once this read
         # is over: it is still running it.
         self._loop.call_soon(self._drop_parser)
