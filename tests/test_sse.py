@@ -527,3 +527,22 @@ async def test_a_browsers_eventsource_resumes_by_itself_without_loss(
         resumed = await page.evaluate("opens[1]")
         assert (resumed["resumed"], resumed["recovered"]) == (True, True)
         assert await page.evaluate("closes[0].code") == 4000
+
+
+async def test_without_history_events_carry_no_id_and_a_resume_is_told_lost(
+    http: aiohttp.ClientSession,
+) -> None:
+    """--history-size 0: pushes come without an id (nothing could resume them), and
+    a Last-Event-ID (of a server that kept history) is answered with pushgate:lost."""
+    async with running_server(**FAST_TIMERS, history_size=0) as server:
+        old_id = "00000000/9f2c1a7e:3"
+        async with open_events(http, events_url(server), headers={"Last-Event-ID": old_id}) as (
+            stream,
+            opened,
+        ):
+            assert (opened["id"], opened["resumed"], opened["recovered"]) == (None, True, False)
+            lost = await stream.next_event()
+            assert (lost.event, lost.id) == ("pushgate:lost", None)
+            await push(http, server, "/push/all", val="no id")
+            event = await stream.next_event()
+            assert (event.id, event.json()["data"]) == (None, "no id")
