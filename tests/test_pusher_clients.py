@@ -101,7 +101,7 @@ async def test_metrics_count_connections_by_protocol(server: Running) -> None:
     by_protocol = {
         labels: value
         for (name, labels), value in samples.items()
-        if name == "pushgate_connections_by_protocol"
+        if name == "pushgate_connections_by_transport"
     }
     assert by_protocol == {
         (("protocol", "pusher"), ("transport", "websocket")): 1,

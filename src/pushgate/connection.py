@@ -10,7 +10,9 @@ timers), a **wire protocol** (pushgateproto.py: what the client says and is told
 and the **session core** (sessioncore.py, through the node: rooms, streams,
 positions, resume). The one HTTP request the connection makes is answered by the
 gateway's request hook (gatewayhttp.py), which says which protocol it speaks from
-then on; the connection's lifecycle is one :class:`~pushgate.phase.Phase`.
+then on; the connection's lifecycle is one :class:`~pushgate.phase.Phase`. A
+request for Server-Sent Events (``/events``) is not a WebSocket: the socket is
+handed to the other transport (sseconnection.py), and this object is done.
 
 Nothing ever awaits a client. Timers are not per connection: the gateway's sweeper
 calls :meth:`WebSocketConnection.check_timers` on every connection about four times
@@ -21,7 +23,7 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from websockets.extensions.permessage_deflate import (
     PerMessageDeflate,
@@ -46,6 +48,8 @@ from pushgate.pusherproto import PusherProtocol
 from pushgate.pusherwire import encode_push as pusher_encode
 from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES, PushgateProtocol, encode
 from pushgate.security import Refusal
+from pushgate.sseconnection import SseConnection
+from pushgate.ssequery import SseStart
 from pushgate.wire import CLOSE_HEARTBEAT_TIMEOUT, CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION
 from pushgate.wsinput import INPUT_PER_TURN, Input
 from pushgate.wsoutput import Output
@@ -68,9 +72,13 @@ log = logging.getLogger("pushgate.gateway")
 _protocol_log = logging.getLogger("pushgate.websocket")
 
 # The pushgate protocol over WebSocket: its messages in text frames.
-PUSHGATE_OVER_WEBSOCKET = Encoding("pushgate over WebSocket", encode, text_frame)
+PUSHGATE_OVER_WEBSOCKET = Encoding(
+    "pushgate over WebSocket", encode, text_frame, "pushgate", "websocket"
+)
 # Pusher's protocol over WebSocket: each push as a Pusher event, in a text frame.
-PUSHER_OVER_WEBSOCKET = Encoding("pusher over WebSocket", pusher_encode, text_frame)
+PUSHER_OVER_WEBSOCKET = Encoding(
+    "pusher over WebSocket", pusher_encode, text_frame, "pusher", "websocket"
+)
 # An echo connection's largest message: Autobahn's case 9 sends up to 16 MiB.
 ECHO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -97,7 +105,7 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
         node: "Node",
         settings: ConnectionSettings,
         outbox: Outbox,
-        registry: "ConnectionRegistry[WebSocketConnection]",
+        registry: "ConnectionRegistry[Any]",  # the gateway's, of either transport
         routes: GatewayRoutes,
     ) -> None:
         self._node = node
@@ -263,6 +271,13 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
     ) -> None:
         """Send the handshake's answer; with an upgrade, speak its protocol from now on."""
         proto = self._proto
+        if upgrade is not None and upgrade.stream is not None:  # GET /events
+            now = self._loop.time()
+            response, start = self._routes.open_stream(proto, response, upgrade, self.peer, now)
+            if start is not None:
+                self._hand_over(response, start)
+                return
+            upgrade = None  # refused: answered below as any request
         proto.send_response(response)
         self._write_protocol_output()  # the 101 goes out before the welcome frame
         if upgrade is None:
@@ -312,6 +327,39 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
         if upgrade.resume:
             self._phase = Phase.AWAITING  # the client speaks first: its resume message
         self._client.opened(resume=upgrade.resume)
+
+    def _hand_over(self, response: Response, start: SseStart) -> None:
+        """Give the socket to a Server-Sent Events stream, which writes ``response``
+        and the events: it takes this connection's place in the registry and its
+        count at the gatekeeper. Whatever is still parsed here (the rest of this
+        read) is dropped, having no transport."""
+        transport, self._transport = self._transport, None
+        assert transport is not None
+        ip, self._admitted_ip = self._admitted_ip, None
+        self._phase = Phase.ANSWERED
+        stream = SseConnection(
+            self._node,
+            self._settings,
+            self._outbox,
+            self._registry,
+            self._routes.gatekeeper,
+            peer=self.peer,
+            ip=self.ip,
+            admitted_ip=ip,
+            connected_at=self.connected_at,
+        )
+        transport.set_protocol(stream)
+        stream.start(transport, response.serialize(), start)
+        # Out of the registry once the stream is in it: never empty meanwhile (a stop
+        # waiting for no connection to be left must not wake).
+        self._registry.discard(self)
+        # The parser's reference cycle (see connection_lost), broken once this read
+        # is over: it is still running it.
+        self._loop.call_soon(self._drop_parser)
+
+    def _drop_parser(self) -> None:
+        self._proto.parser.close()
+        self._proto.parser_exc = None
 
     def _forget_request(self) -> None:
         """Let the handshake request go: websockets' server parser keeps it (with its

@@ -1,5 +1,6 @@
-"""The WebSocket gateway: listens on ``ws://HOST:PORT/connect`` and runs the
-connections' timers.
+"""The WebSocket gateway: listens on ``ws://HOST:PORT/connect`` (and serves
+Server-Sent Events on ``/events`` from the same port) and runs the connections'
+timers.
 
 Shutdown follows a fixed recipe: stop accepting; send every open connection a close
 frame with 1001; wait up to ``shutdown_timeout`` for the clients to complete the
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from typing import Protocol
 
 from pushgate.backlog import OutputBudget
 from pushgate.connecthook import ConnectHook
@@ -38,6 +40,17 @@ LISTEN_BACKLOG = 4096
 DRAIN_STEP = 0.05
 
 
+class GatewayConnection(Protocol):
+    """What the sweeper and a stop do with each connection, of either transport
+    (connection.py's WebSocket, sseconnection.py's event stream)."""
+
+    def check_timers(self, now: float) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class Gateway:
     """Accepts WebSocket clients and hands them to the node."""
 
@@ -55,7 +68,7 @@ class Gateway:
         self._count_writes = count_writes  # writes and delivery latency, for /metrics
         self._settings = settings
         self._gatekeeper = gatekeeper or Gatekeeper()
-        self._registry: ConnectionRegistry[WebSocketConnection] = ConnectionRegistry()
+        self._registry: ConnectionRegistry[GatewayConnection] = ConnectionRegistry()
         self.output_budget = OutputBudget(settings.max_output_total_bytes)
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None

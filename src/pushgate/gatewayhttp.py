@@ -5,9 +5,11 @@ Checked in order: a ``Host`` header (400 without one), the method (405: an upgra
 is a GET, the side paths are read with GET or HEAD), then the path: ``/connect``
 (the pushgate protocol: a valid upgrade goes to the gatekeeper, which admits it or
 says why not), ``/echo`` (``--conformance-echo`` only), ``/healthz`` and ``/readyz``,
-``/static/pushgate.js``, ``/app/<key>`` (the Pusher protocol, where ``--pusher-app``
-names apps: pusherproto.py), and 404 for anything else. What it answers with a WebSocket
-is an :class:`Upgrade`: which protocol the connection speaks from now on.
+``/static/pushgate.js``, ``/events`` (Server-Sent Events: the gatekeeper as for
+``/connect``, then a 200 whose body is the stream, sseconnection.py), ``/app/<key>``
+(the Pusher protocol, where ``--pusher-app`` names apps: pusherproto.py), and 404
+for anything else. What it answers with a WebSocket or a stream is an
+:class:`Upgrade`: which protocol and transport the connection speaks from now on.
 
 With ``--connect-hook``, an upgrade the gatekeeper admitted without a connection
 token is not answered yet: its :class:`Upgrade` carries the hook's pending verdict
@@ -20,16 +22,19 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from pushgate import __version__
 from pushgate.console import static_file
 from pushgate.gatekeeper import Admitted, Gatekeeper
+from pushgate.ids import new_conn_id
 from pushgate.namespaces import Namespaces, SubscribePolicy
 from pushgate.pusherapps import PusherApp, PusherApps
 from pushgate.pusherwire import PROTOCOL_VERSION
 from pushgate.security import Refusal
+from pushgate.ssequery import QueryError, SseQuery, SseStart, parse_query, resolve
 
 if TYPE_CHECKING:
     from pushgate.connecthook import ConnectHook
@@ -41,6 +46,7 @@ PUSHER_PREFIX = "/app/"  # Pusher's clients connect to /app/<key>
 # for (the same messages for what they use).
 PUSHER_VERSIONS = range(5, PROTOCOL_VERSION + 1)
 ECHO_ENDPOINT = "/echo"
+EVENTS_PATH = "/events"  # Server-Sent Events (docs/sse.md)
 HEALTH_PATHS = ("/healthz", "/readyz")
 BROWSER_CLIENT_PATH = "/static/pushgate.js"
 SERVER_HEADER = f"pushgate/{__version__}"
@@ -69,6 +75,8 @@ class Upgrade:
     admitted: Admitted | None = None
     resume: bool = False
     events: bool = False  # ?v=2: it reads control events (docs/protocol.md)
+    # GET /events: a Server-Sent Events stream of what this query names (no WebSocket).
+    stream: SseQuery | None = None
     # The connect hook's verdict, to wait for before answering (None: answer now).
     deciding: "asyncio.Task[Admitted | Refusal] | None" = None
     # The Pusher protocol: its app (None with ``pusher``: the key names none, or the
@@ -116,6 +124,8 @@ class GatewayRoutes:
             response, upgrade = self._admit(proto, request, peer, now)
         elif path.startswith(PUSHER_PREFIX) and self._pusher_apps:
             response, upgrade = self._admit_pusher(proto, request, path, peer, now)
+        elif path == EVENTS_PATH:
+            response, upgrade = self._events(proto, request, peer, now)
         elif path == ECHO_ENDPOINT and self._echo:
             response = proto.accept(request)
             upgrade = Upgrade(echo=True) if response.status_code == 101 else None
@@ -202,6 +212,55 @@ class GatewayRoutes:
         admitted = Admitted(None, None)
         return response, Upgrade(admitted=admitted, pusher=True, app=app, pusher_refusal=problem)
 
+    def _events(
+        self, proto: ServerProtocol, request: Request, peer: str, now: float
+    ) -> tuple[Response, Upgrade | None]:
+        """``GET /events``: the gatekeeper decides as for an upgrade (Origin, token),
+        then the query is read (400 when it cannot be: a room id, a Last-Event-ID);
+        without a token, the connect hook (if any) decides too. The streams are
+        settled by :meth:`open_stream`, once the claims are final."""
+        verdict = self.gatekeeper.check(request)
+        if isinstance(verdict, Refusal):
+            self.refused(verdict, peer, now)
+            return proto.reject(verdict.status, verdict.reason + "\n"), None
+        try:
+            query = parse_query(
+                request.path.partition("?")[2], request.headers.get("Last-Event-ID")
+            )
+        except QueryError as exc:
+            return proto.reject(400, f"Bad Request: {exc}\n"), None
+        upgrade = Upgrade(admitted=verdict, stream=query)
+        if self._hook is not None and verdict.claims is None:
+            asked = self._hook.ask(request, peer, verdict, resume=False)
+            if isinstance(asked, Refusal):  # too many calls in flight
+                self.refused(asked, peer, now)
+                return proto.reject(asked.status, asked.reason + "\n"), None
+            upgrade = replace(upgrade, deciding=asked)
+        return _stream_response(request.headers.get("Origin")), upgrade
+
+    def open_stream(
+        self, proto: ServerProtocol, response: Response, upgrade: Upgrade, peer: str, now: float
+    ) -> tuple[Response, SseStart | None]:
+        """The streams an admitted ``/events`` request opens (its token's rooms and
+        user, the rooms it names as their namespaces allow), with ``response`` (its
+        200); or a refusal (401, 403, 400, 409) and None."""
+        admitted, query = upgrade.admitted, upgrade.stream
+        assert admitted is not None
+        assert query is not None
+        verdict = resolve(
+            query,
+            admitted.conn_id or new_conn_id(),
+            admitted.claims,
+            self.subscriptions,
+            max_rooms=self._node.hub.max_rooms_per_conn,
+        )
+        if isinstance(verdict, Refusal):
+            self.refused(verdict, peer, now)
+            refusal = proto.reject(verdict.status, verdict.reason + "\n")
+            refusal.headers["Server"] = SERVER_HEADER
+            return refusal, None
+        return response, verdict
+
     def _health(self, proto: ServerProtocol, path: str) -> Response:
         """``/healthz``: the process serves. ``/readyz``: and its broker is ready."""
         ready = path == "/healthz" or self._node.ready
@@ -228,6 +287,24 @@ def _browser_client(proto: ServerProtocol) -> Response:
     return response
 
 
+def _stream_response(origin: str | None) -> Response:
+    """The head of an event stream: no length (it ends when the connection does),
+    not cached or transformed, not buffered by nginx; readable by the page of an
+    ``origin`` the Origin policy allowed (EventSource reads cross-origin with CORS)."""
+    headers = Headers(
+        [
+            ("Content-Type", "text/event-stream; charset=utf-8"),
+            ("Cache-Control", "no-cache, no-transform"),
+            ("X-Accel-Buffering", "no"),
+            ("Connection", "close"),
+        ]
+    )
+    if origin is not None:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Vary"] = "Origin"
+    return Response(200, "OK", headers)
+
+
 def _allowed_methods(path: str) -> tuple[str, ...]:
-    upgrades = path in (ENDPOINT, ECHO_ENDPOINT) or path.startswith(PUSHER_PREFIX)
+    upgrades = path in (ENDPOINT, ECHO_ENDPOINT, EVENTS_PATH) or path.startswith(PUSHER_PREFIX)
     return UPGRADE_METHODS if upgrades else READ_METHODS

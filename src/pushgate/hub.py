@@ -35,6 +35,9 @@ class Encoding:
     name: str
     encode: Callable[[bytes], bytes]
     frame: Callable[[bytes], bytes]
+    # Its labels in /metrics (pushgate_connections_by_transport).
+    protocol: str = ""
+    transport: str = ""
 
 
 class Outgoing:
@@ -142,10 +145,9 @@ class Hub:
             del encodings[encoding]
         self._only = next(iter(encodings)) if len(encodings) == 1 else None
 
-    def by_encoding(self) -> dict[str, int]:
-        """How many connections speak each protocol over each transport, by the
-        encoding's name ("pushgate over WebSocket")."""
-        return {encoding.name: count for encoding, count in self._encodings.items()}
+    def encodings(self) -> dict[Encoding, int]:
+        """How many open connections speak each encoding (for /metrics)."""
+        return dict(self._encodings)
 
     def sink(self, conn: ConnId) -> Sink | None:
         """The open connection with this wsId, if there is one here."""

@@ -86,15 +86,14 @@ class NodeCollector:
         info.add_metric([__version__, node.node_id], 1)
         yield info
         yield GaugeMetricFamily("pushgate_connections", "open connections here", len(hub))
-        by_protocol = GaugeMetricFamily(
-            "pushgate_connections_by_protocol",
-            "open connections here, by wire protocol and transport",
-            labels=["protocol", "transport"],
+        by_transport = GaugeMetricFamily(
+            "pushgate_connections_by_transport",
+            "open connections here, by transport (websocket, sse) and wire protocol",
+            labels=["transport", "protocol"],
         )
-        for name, count in sorted(hub.by_encoding().items()):
-            protocol, _, transport = name.partition(" over ")
-            by_protocol.add_metric([protocol, transport.lower()], count)
-        yield by_protocol
+        for encoding, count in sorted(hub.encodings().items(), key=lambda e: e[0].name):
+            by_transport.add_metric([encoding.transport, encoding.protocol], count)
+        yield by_transport
         yield GaugeMetricFamily(
             "pushgate_rooms", "rooms with at least one member here", hub.room_count()
         )
