@@ -13,7 +13,7 @@ from tests.helpers import FAST_TIMERS, Running, open_client, post, running_serve
 from tests.pusher.harness import pusher_js
 from tests.test_metrics import scrape
 
-APP = ("app1", "key1", "s3cret-s3cret-s3cret")
+APP = ("1001", "key1", "s3cret-s3cret-s3cret")
 SPEC = ":".join(APP) + ":client-events"
 
 
@@ -41,7 +41,7 @@ async def test_a_public_channel_hears_a_push_to_its_room(server: Running) -> Non
     async with pusher_js(ws_port(server), APP) as client, aiohttp.ClientSession() as http:
         await client.connected()
         await client.subscribed("news")
-        fields: dict[str, Any] = {"id": "app1:news", "tag": 2, "val": '{"headline":"hi"}'}
+        fields: dict[str, Any] = {"id": "1001:news", "tag": 2, "val": '{"headline":"hi"}'}
         status, body = await post(http, server.api_url + "/push/room", data=fields)
         assert status == 200, body
         heard = await client.hears("news", "pushgate:push")
@@ -84,7 +84,7 @@ async def test_presence_members_and_client_events(server: Running) -> None:
 
 
 async def test_an_unknown_key_is_closed_with_4001(server: Running) -> None:
-    async with pusher_js(ws_port(server), ("app1", "nokey", APP[2])) as client:
+    async with pusher_js(ws_port(server), (APP[0], "nokey", APP[2])) as client:
         error = await client.until(lambda line: line["kind"] == "error")
         assert error["error"]["code"] == 4001
         # 4000-4099: pusher-js gives up ("refused") rather than reconnecting.

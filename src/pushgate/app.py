@@ -66,6 +66,10 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
         name for r in receivers if r.events & ROOM_EVENTS for name in r.namespaces or ()
     )
     reports_rooms = reports_all_rooms or bool(reported_namespaces)
+    # Pusher apps with a receiver: their members' client events are reported.
+    pusher_hooked = frozenset(
+        name for r in receivers if r.pusher is not None for name in r.namespaces or ()
+    )
     reports_sessions = any(receiver.events & SESSION_EVENTS for receiver in receivers)
     # Rooms with presence, and with webhooks the rooms and sessions, are kept there.
     pusher_apps = config.pusher_apps
@@ -163,7 +167,9 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
             emit=webhooks.emit,
             rooms=lambda room: reports_all_rooms or namespace_of(room) in reported_namespaces,
             sessions=reports_sessions,
-            messages=lambda room: namespaces.of(room).webhook,
+            messages=lambda room: (
+                namespaces.of(room).webhook or namespace_of(room) in pusher_hooked
+            ),
         )
     return Node(
         hub,
@@ -183,6 +189,8 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
 # The events that need the rooms' members, or the sessions, kept in the presence store.
 ROOM_EVENTS = frozenset({"room_occupied", "room_vacated", "member_joined", "member_left"})
 SESSION_EVENTS = frozenset({"session_started", "session_ended"})
+# What a Pusher app's receiver gets besides the room events (webhooks/pusherformat.py).
+PUSHER_EVENTS = frozenset({"client_message", "cache_miss"})
 
 
 def webhook_receivers(config: Config) -> list[Receiver]:
@@ -200,6 +208,15 @@ def webhook_receivers(config: Config) -> list[Receiver]:
             by_url.setdefault(url.strip(), set()).add(name.strip())
     room_events = (events & ROOM_EVENTS) | {"client_message"}
     receivers += [Receiver(url, room_events, frozenset(names)) for url, names in by_url.items()]
+    apps = config.pusher_apps
+    for spec in config.pusher_webhook.split(","):
+        app_id, equals, url = spec.partition("=")
+        app = apps.by_id(app_id.strip()) if equals else None
+        if app is not None:
+            wanted = ROOM_EVENTS | PUSHER_EVENTS
+            receivers.append(
+                Receiver(url.strip(), wanted, frozenset({app.id}), (app.key, app.secret))
+            )
     return receivers
 
 

@@ -123,6 +123,17 @@ def pusher_app_specs(text: str) -> str | None:
     return None
 
 
+def pusher_webhook_specs(text: str) -> str | None:
+    """ID=URL pairs, each URL http(s)."""
+    for spec in _specs(text):
+        app_id, equals, url = spec.partition("=")
+        if not equals or not app_id.strip():
+            return f"must be ID=URL pairs, got {spec!r}"
+        if not is_http_url(url.strip()):
+            return f"needs an http:// or https:// URL for {app_id.strip()}, got {url.strip()!r}"
+    return None
+
+
 def port(value: int) -> str | None:
     """A TCP port; 0 lets the system pick a free one."""
     return None if 0 <= value <= 65535 else f"must be a port from 0 to 65535, got {value}"
@@ -681,6 +692,16 @@ class Config:
         check=pusher_app_specs,
         secret=True,  # the apps' secrets
     )
+    pusher_webhook: str = option(
+        "",
+        "a Pusher app's webhook receivers, comma-separated ID=URL: its channels occupied "
+        "and vacated, presence members added and removed, client events and cache "
+        "misses, in Pusher's format and signed with the app's secret (X-Pusher-Key, "
+        "X-Pusher-Signature), queued and retried as --webhook's (see docs/pusher.md)",
+        metavar="ID=URL,...",
+        group=Group.HOOKS,
+        check=pusher_webhook_specs,
+    )
     # -- webhooks (pushgate.webhooks; composed in app.py) --
     webhook: str = option(
         "",
@@ -870,7 +891,12 @@ class Config:
                 f"than --handshake-timeout ({self.handshake_timeout:g} s), or a slow hook's "
                 "handshakes would be dropped before --connect-hook-failure decides"
             )
-        clash = {app.id for app in self.pusher_apps} & {ns.name for ns in self.namespace_list}
+        app_ids = {app.id for app in self.pusher_apps}
+        for spec in _specs(self.pusher_webhook):
+            app_id = spec.partition("=")[0].strip()
+            if app_id not in app_ids:
+                return f"--pusher-webhook names {app_id}, which no --pusher-app is"
+        clash = app_ids & {ns.name for ns in self.namespace_list}
         if clash:
             return (
                 f"--namespaces names {min(clash)}, which is a Pusher app's id: an app's "

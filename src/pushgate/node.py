@@ -246,6 +246,12 @@ class Node:
                 told["event"] = event
             reports.emit("client_message", told)
 
+    def report(self, name: str, data: dict[str, object]) -> None:
+        """Tell the webhooks of something a protocol saw (a Pusher cache miss), where
+        some receiver may want it."""
+        if self._reports is not None:
+            self._reports.emit(name, data)
+
     async def _publish_push(self, kind: str, topic: str, payload: bytes) -> int | None:
         started = time.perf_counter()
         delivered = await self.broker.publish_push(topic, payload)

@@ -280,6 +280,7 @@ class PusherProtocol:
                             return wire.encode_push(publication.data)
             except BrokerUnavailable:
                 pass  # a miss: the client's app asks its back end, as for any miss
+        self._node.report("cache_miss", {"room": room})
         return wire.cache_miss(name)
 
     async def _unsubscribe(self, app: PusherApp, conn_id: ConnId, data: object) -> None:

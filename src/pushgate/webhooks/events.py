@@ -38,6 +38,9 @@ class Receiver:
     url: str
     events: frozenset[str]
     namespaces: frozenset[str] | None = None
+    # A Pusher app's receiver (--pusher-webhook): Pusher's format, signed with the
+    # app's (key, secret) (pusherformat.py); None: pushgate's own format.
+    pusher: tuple[str, str] | None = None
 
     def wants(self, name: str, namespace: str | None) -> bool:
         """It gets an event named ``name`` of a room in ``namespace`` (None: of no room)."""
@@ -51,7 +54,10 @@ class Receiver:
         configured alike, and another one when its URL or filters change (a receiver
         whose filters changed starts again from what the queue holds, which only
         repeats events, with their ids)."""
-        spec = json.dumps([self.url, sorted(self.events), sorted(self.namespaces or ["*"])])
+        parts: list[object] = [self.url, sorted(self.events), sorted(self.namespaces or ["*"])]
+        if self.pusher is not None:
+            parts.append("pusher")
+        spec = json.dumps(parts)
         return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 

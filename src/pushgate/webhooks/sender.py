@@ -32,7 +32,9 @@ import aiohttp
 
 from pushgate import __version__
 from pushgate.errors import BrokerUnavailable
+from pushgate.webhooks import pusherformat
 from pushgate.webhooks.events import Queued, Receiver, body, id_ms, lost_between
+from pushgate.webhooks.pusherformat import PusherHookApp
 from pushgate.webhooks.queue import WebhookQueue
 from pushgate.webhooks.signing import HEADER, sign
 from pushgate.webhooks.stats import GAVE_UP, TRIMMED, WebhookStats
@@ -249,12 +251,17 @@ class Sender:
     async def _post(self, batch: list[Queued]) -> str | None:
         """POST the batch; None when the receiver answered 2xx, else what went wrong."""
         post = self._post_with
-        data = body(batch)
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            HEADER: sign(post.secret, data, int(post.clock())),
-        }
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        pusher = self.receiver.pusher
+        if pusher is None:
+            data = body(batch)
+            headers[HEADER] = sign(post.secret, data, int(post.clock()))
+        else:
+            told = pusherformat.body(batch, int(post.clock() * 1000))
+            if told is None:
+                return None  # nothing Pusher tells: delivered, as far as it goes
+            data = told
+            headers.update(pusherformat.headers(PusherHookApp(*pusher), data))
         started = time.perf_counter()
         try:
             async with post.http.post(
