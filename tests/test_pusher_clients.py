@@ -107,3 +107,30 @@ async def test_metrics_count_connections_by_protocol(server: Running) -> None:
         (("protocol", "pusher"), ("transport", "websocket")): 1,
         (("protocol", "pushgate"), ("transport", "websocket")): 1,
     }
+
+
+async def test_a_signed_in_user_hears_pushes_to_it(server: Running) -> None:
+    """pusher-js signs in (user authentication by the `pusher` library), subscribes
+    its #server-to-user channel by itself, and hears what is pushed to its user,
+    which is the app's user: another app's user of the same id hears nothing."""
+    async with pusher_js(ws_port(server), APP) as client, aiohttp.ClientSession() as http:
+        await client.connected()
+        client.send(op="signin", user={"id": "alice", "name": "Alice"})
+        signed_in = await client.until(lambda line: line["kind"] == "signed_in")
+        assert signed_in["user"] == {"id": "alice", "name": "Alice"}
+        await client.message("pusher_internal:subscription_succeeded")
+        fields = {"uid": f"{APP[0]}:alice", "tag": 2, "val": "for alice"}
+        status, body = await post(http, server.api_url + "/push/user", data=fields)
+        assert status == 200, body
+        assert body["delivered"] == 1
+        heard = await client.until(lambda line: line["kind"] == "user")
+        assert heard == {"kind": "user", "event": "pushgate:push", "data": "for alice"}
+
+
+async def test_a_sign_in_the_app_did_not_sign_is_closed_with_4009(server: Running) -> None:
+    async with pusher_js(ws_port(server), APP) as client:
+        await client.connected()
+        client.send(op="signin", user={"id": "mallory", "bad_auth": True})
+        error = await client.until(lambda line: line["kind"] == "error")
+        assert error["error"]["code"] == 4009
+        await client.state("disconnected")

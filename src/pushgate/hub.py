@@ -126,6 +126,16 @@ class Hub:
         if user is not None:
             self._users.add(RoomId(user), conn, sink)
 
+    def sign_in(self, conn: ConnId, user: str) -> bool:
+        """An open connection without a user authenticated as ``user`` after opening
+        (Pusher's ``pusher:signin``): pushes to the user reach it from now on. False
+        if it is not here, or has a user already."""
+        sink = self._sinks.get(conn)
+        if sink is None or self.user_of(conn) is not None:
+            return False
+        self._users.add(RoomId(user), conn, sink)
+        return True
+
     def unregister(self, conn: ConnId) -> list[RoomId]:
         """Remove a connection and take it out of every room at once.
 

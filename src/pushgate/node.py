@@ -246,6 +246,15 @@ class Node:
                 told["event"] = event
             reports.emit("client_message", told)
 
+    async def sign_in(self, conn: ConnId, user: str) -> bool:
+        """A connection held here authenticated as ``user`` after it opened; returns
+        once pushes to the user reach it. False when it cannot (not here, or it has a
+        user already). Raises BrokerUnavailable."""
+        if not self.hub.sign_in(conn, user):
+            return False
+        await self.following.sync(user_topic(user))
+        return True
+
     def report(self, name: str, data: dict[str, object]) -> None:
         """Tell the webhooks of something a protocol saw (a Pusher cache miss), where
         some receiver may want it."""

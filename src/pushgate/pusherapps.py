@@ -29,6 +29,8 @@ PUSHER_CHANNEL = re.compile(r"[A-Za-z0-9_\-=@,.;]{1,164}")
 # What an app's id and key may be here (an app id is a room's namespace).
 _APP_PART = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 SOCKET_ID = re.compile(r"(\d{1,20})\.(\d{1,20})")
+# A signed-in user's own channel: pushes to the user (Pusher's sendToUser) go to it.
+USER_CHANNEL_PREFIX = "#server-to-user-"
 
 
 class ChannelKind(Enum):
@@ -96,6 +98,15 @@ class PusherApp:
         """The channel name of one of this app's rooms; None for another room."""
         prefix = self.id + ":"
         return room[len(prefix) :] if room.startswith(prefix) else None
+
+    def user(self, user_id: str) -> str:
+        """The pushgate user a signed-in user of this app is: its id behind the app's,
+        so that the users of two apps never meet."""
+        return f"{self.id}:{user_id}"
+
+    def check_signin(self, socket_id: str, user_data: str, auth: object) -> bool:
+        """Whether ``auth`` is this app's signature of a user's sign-in."""
+        return self.check_auth(socket_id, ":user:", auth, user_data)  # "<id>::user::<data>"
 
     def sign(self, text: str) -> str:
         return hmac.new(self.secret.encode(), text.encode(), hashlib.sha256).hexdigest()

@@ -18,10 +18,14 @@ Theory of operation
   cache channel sends its last event to a new subscriber, or ``pusher:cache_miss``.
 - **Client events** (``client-*``) on private and presence channels the client is
   in, where the app allows them: a member's message, never echoed to its sender.
+- **Sign-in** (``pusher:signin``, user authentication): the connection becomes the
+  app's user its ``user_data`` names, as the app signed it (``<app id>:<id>`` in
+  pushgate: a push to that user reaches its ``#server-to-user-<id>`` channel); a
+  sign-in the app did not sign is closed with 4009.
 - **Heartbeat**: ``pusher:ping`` is answered with ``pusher:pong``; the transport's
   own WebSocket pings and idle timeout apply as to any connection.
 
-Subscriptions and client events run one after another, in the order sent, so that
+Subscriptions, sign-ins and client events run one after another, in the order sent, so that
 an event sent right after its channel's subscribe is judged once the subscribe has
 been.
 """
@@ -43,6 +47,7 @@ from pushgate.errors import (
 )
 from pushgate.ids import ConnId, RoomId, new_conn_id
 from pushgate.pusherapps import (
+    USER_CHANNEL_PREFIX,
     ChannelKind,
     PusherApp,
     channel,
@@ -65,6 +70,13 @@ MAX_PENDING = 32
 MAX_CHANNEL_DATA_BYTES = 2048
 # How far back a cache channel looks for its last event past presence events.
 CACHE_LOOKBACK = 20
+# What a signed-in user's user_data may weigh.
+MAX_USER_DATA_BYTES = 4096
+# Events run one after another, in the order sent.
+SERIAL_EVENTS = ("pusher:subscribe", "pusher:unsubscribe", "pusher:signin")
+# A sign-in the app did not sign: Pusher's "connection is unauthorized" (its clients
+# then do not reconnect).
+CLOSE_UNAUTHORIZED = 4009
 _tasks: set["asyncio.Task[None]"] = set()
 
 
@@ -78,6 +90,7 @@ class PusherProtocol:
         "_node",
         "_ops",
         "_refusal",
+        "_user_id",
         "activity_timeout",
         "expiring",
         "handshake_timeout",
@@ -101,6 +114,7 @@ class PusherProtocol:
         self._ops: deque[wire.ClientEvent] | None = None
         # The user_id this connection is in each presence channel as.
         self._members: dict[RoomId, str] | None = None
+        self._user_id: str | None = None  # once signed in (pusher:signin)
         self.activity_timeout = activity_timeout
         self.handshake_timeout = handshake_timeout
         self.expiring: dict[RoomId, float] | None = None  # Pusher has no timed subscriptions
@@ -154,10 +168,8 @@ class PusherProtocol:
             return
         if event == "pusher:ping":
             self._conn.send_message(wire.PONG)
-        elif event in ("pusher:subscribe", "pusher:unsubscribe") or event.startswith("client-"):
+        elif event in SERIAL_EVENTS or event.startswith("client-"):
             self._queue(message)
-        elif event == "pusher:signin":
-            self._conn.reply(wire.error(None, "pusher:signin is not supported by this server"))
         # pusher:pong and anything else: nothing to answer.
 
     def member(self, room: RoomId, joined: bool, reason: str) -> None:
@@ -212,12 +224,18 @@ class PusherProtocol:
         if message.event == "pusher:unsubscribe":
             await self._unsubscribe(self._app, conn_id, message.data)
             return []
+        if message.event == "pusher:signin":
+            return await self._signin(self._app, conn_id, message.data)
         return await self._client_event(self._app, conn_id, message)
 
     async def _subscribe(self, app: PusherApp, conn_id: ConnId, data: object) -> list[bytes]:
         name = data.get("channel") if isinstance(data, dict) else None
         if not isinstance(data, dict) or not isinstance(name, str):
             return [wire.error(None, 'pusher:subscribe needs {"channel": NAME}')]
+        if name.startswith(USER_CHANNEL_PREFIX):  # pusher-js's, once signed in
+            if self._user_id is None or name != USER_CHANNEL_PREFIX + self._user_id:
+                return [wire.subscription_error(name, 403, "only its signed-in user may")]
+            return [wire.subscription_succeeded(name)]
         problem = channel_problem(app, name)
         if problem is not None:
             return [wire.subscription_error(name, 400, problem)]
@@ -264,6 +282,31 @@ class PusherProtocol:
         if not kind.cache:
             return [answer]
         return [answer, await self._cached(room, name)]
+
+    async def _signin(self, app: PusherApp, conn_id: ConnId, data: object) -> list[bytes]:
+        """``pusher:signin``: the connection is the user its ``user_data`` names, as
+        the app's back end signed it; pushes to that user reach it from now on."""
+        auth = data.get("auth") if isinstance(data, dict) else None
+        user_data = data.get("user_data") if isinstance(data, dict) else None
+        user_id = _user_id(user_data)
+        if user_id is None or not isinstance(user_data, str):
+            return [wire.error(None, "pusher:signin needs user_data: a JSON object with an id")]
+        if self._user_id is not None:
+            return [wire.error(None, f"already signed in as {self._user_id}")]
+        if not app.check_signin(socket_id_of(conn_id), user_data, auth):
+            reason = "Invalid signature: the sign-in was not signed with the app's secret"
+            log.info("closing %s from %s: %s", conn_id, self._conn.peer, reason)
+            self._conn.reply(wire.error(CLOSE_UNAUTHORIZED, reason))
+            self._conn.close(CLOSE_UNAUTHORIZED, "Connection not authorized")
+            return []
+        try:
+            signed_in = await self._node.sign_in(conn_id, app.user(user_id))
+        except BrokerUnavailable:
+            return [wire.error(None, "could not sign in now: the server's broker is away")]
+        if not signed_in:
+            return []  # it went meanwhile
+        self._user_id = user_id
+        return [wire.signin_success(user_data)]
 
     async def _cached(self, room: RoomId, name: str) -> bytes:
         """A cache channel's last event, as a new subscriber gets it, or its miss."""
@@ -346,6 +389,18 @@ def _presence_member(channel_data: object) -> tuple[str, str | None] | str:
     user_info = parsed.get("user_info")
     info = json.dumps(user_info, separators=(",", ":")) if user_info is not None else None
     return user_id, info
+
+
+def _user_id(user_data: object) -> str | None:
+    """The id a sign-in's user_data names (a non-empty string), or None."""
+    if not isinstance(user_data, str) or len(user_data.encode()) > MAX_USER_DATA_BYTES:
+        return None
+    try:
+        parsed = json.loads(user_data)
+    except ValueError:
+        return None
+    user_id = parsed.get("id") if isinstance(parsed, dict) else None
+    return user_id if isinstance(user_id, str) and user_id else None
 
 
 def _is_event(message: bytes) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pushgate.errors import ClientFrameError
+from pushgate.pusherapps import USER_CHANNEL_PREFIX
 from pushgate.wire import CLOSE_INVALID_DATA, CLOSE_UNSUPPORTED_DATA, TYPE_WELCOME
 
 PROTOCOL_VERSION = 7
@@ -74,6 +75,10 @@ def subscription_error(channel: str, status: int, message: str) -> bytes:
     return _encode({"event": "pusher:subscription_error", "channel": channel, "data": data})
 
 
+def signin_success(user_data: str) -> bytes:
+    return _encode({"event": "pusher:signin_success", "data": {"user_data": user_data}})
+
+
 def cache_miss(channel: str) -> bytes:
     return _encode({"event": "pusher:cache_miss", "channel": channel})
 
@@ -117,11 +122,14 @@ def encode_push(message: bytes) -> bytes:
     A room's push goes to its channel, under its ``event`` (Pusher's HTTP API and
     client events name one) or :data:`PUSH_EVENT`; a client event on a presence
     channel carries its sender's ``user_id``; a presence join or leave is
-    ``pusher_internal:member_added`` / ``member_removed``; a push to all or to a user
-    has no channel (clients hear it with ``bind_global``)."""
+    ``pusher_internal:member_added`` / ``member_removed``; a push to a signed-in user
+    goes to its ``#server-to-user-<id>`` channel; a push to all has no channel
+    (clients hear it with ``bind_global``)."""
     parsed = json.loads(message)
-    room = parsed.get("room")
+    room, user = parsed.get("room"), parsed.get("user")
     channel = room.partition(":")[2] if isinstance(room, str) else None
+    if channel is None and isinstance(user, str) and ":" in user:  # a signed-in user's
+        channel = USER_CHANNEL_PREFIX + user.partition(":")[2]
     data = parsed.get("data")
     out: dict[str, object]
     if parsed.get("type") == TYPE_WELCOME and isinstance(data, dict):

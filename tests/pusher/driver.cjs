@@ -8,6 +8,7 @@
 // Commands: {"op": "subscribe", "channel": C, "user_id"?: U, "user_info"?: I, "bad_auth"?: true}
 //           {"op": "unsubscribe", "channel": C}
 //           {"op": "trigger", "channel": C, "event": E, "data": D}   (a client event)
+//           {"op": "signin", "user": {"id": U, ...}}   (user authentication by the back end)
 //           {"op": "disconnect"}
 // Output:   {"kind": "state", "current": S, "socket_id": ID}
 //           {"kind": "message", "event": E, "channel": C, "data": D, "user_id": U}  (every message)
@@ -15,6 +16,8 @@
 //             channel's bindings hear: pusher:subscription_succeeded with its members, ...)
 //           {"kind": "triggered", "ok": B}
 //           {"kind": "error", "error": E}  (the connection's errors: pusher:error's data)
+//           {"kind": "signed_in", "user": U}; {"kind": "user", "event": E, "data": D}
+//             (what the signed-in user hears: pushes to it)
 "use strict";
 const readline = require("node:readline");
 const Pusher = require("pusher-js");
@@ -23,6 +26,7 @@ const PusherServer = require("pusher");
 const [host, port, appId, key, secret] = process.argv.slice(2);
 const backEnd = new PusherServer({ appId, key, secret, host, port, useTLS: false });
 const users = {}; // channel -> channel_data member, set by subscribe
+let signinAs = null; // the user_data of a signin
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
@@ -37,6 +41,13 @@ const client = new Pusher(key, {
   cluster: "local",
   activityTimeout: 30000,
   pongTimeout: 10000,
+  userAuthentication: {
+    customHandler: ({ socketId }, callback) => {
+      const auth = backEnd.authenticateUser(socketId, signinAs);
+      if (signinAs.bad_auth) auth.auth = `${key}:${"0".repeat(64)}`;
+      callback(null, auth);
+    },
+  },
   channelAuthorization: {
     customHandler: ({ socketId, channelName }, callback) => {
       const member = users[channelName];
@@ -56,7 +67,7 @@ client.connection.bind("state_change", ({ current }) => {
   out({ kind: "state", current, socket_id: client.connection.socket_id });
 });
 client.connection.bind("error", (error) => {
-  out({ kind: "error", error: error && error.error ? error.error.data : error });
+  out({ kind: "error", error: error && error.error ? error.error.data : error && error.data ? error.data : error });
 });
 client.connection.bind("message", (message) => {
   out({
@@ -106,6 +117,14 @@ input.on("line", (line) => {
   } else if (command.op === "trigger") {
     const ok = client.channel(command.channel).trigger(command.event, command.data);
     out({ kind: "triggered", ok });
+  } else if (command.op === "signin") {
+    signinAs = command.user;
+    client.user.bind("pusher:signin_error", (error) => out({ kind: "user", event: "pusher:signin_error", data: error }));
+    client.user.bind_global((event, data) => out({ kind: "user", event, data }));
+    client.signin();
+    client.user.signinDonePromise.then(() =>
+      out({ kind: "signed_in", user: client.user.user_data }),
+    );
   } else if (command.op === "disconnect") {
     client.disconnect();
   }
