@@ -37,8 +37,7 @@ async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
     }
     async with AsyncExitStack() as stack:
         gateways = [
-            await stack.enter_async_context(running_server("gateway", **settings))
-            for _ in range(2)
+            await stack.enter_async_context(running_server("gateway", **settings)) for _ in range(2)
         ]
         logic = await stack.enter_async_context(running_server("logic", **settings))
         yield Cluster(gateways, logic)

@@ -1,0 +1,95 @@
+"""pusher-js in headless Chromium, as a web app uses it: the page and its channel
+authorization endpoint come from the app's back end (here an aiohttp app whose
+endpoint signs with the real `pusher` library, as Laravel's does), the WebSocket
+goes to pushgate's gateway."""
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pusher
+import pytest
+from aiohttp import web
+
+from tests.browser import WAIT_MS
+from tests.helpers import FAST_TIMERS, LOOPBACK, Running, post, running_server
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
+APP = ("1001", "key1", "s3cret-s3cret-s3cret")
+PUSHER_JS = Path(__file__).parent / "pusher" / "node_modules" / "pusher-js" / "dist" / "web"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Running]:
+    timers = {**FAST_TIMERS, "heartbeat": 1.0, "idle_timeout": 5.0}
+    async with running_server(pusher_app=":".join(APP), **timers) as running:
+        yield running
+
+
+@pytest.fixture
+async def back_end(server: Running) -> AsyncIterator[str]:
+    """The app's back end: its page, pusher-js, and the authorization endpoint."""
+    library = pusher.Pusher(app_id=APP[0], key=APP[1], secret=APP[2])
+    ws_port = int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
+    page = f"""<!doctype html><script src="/pusher.min.js"></script><script>
+      window.heard = []; window.states = [];
+      const client = new Pusher({json.dumps(APP[1])}, {{
+        wsHost: {json.dumps(LOOPBACK)}, wsPort: {ws_port}, forceTLS: false,
+        enabledTransports: ["ws"], disableStats: true, cluster: "local",
+        channelAuthorization: {{ endpoint: "/pusher/auth" }},
+      }});
+      client.connection.bind("state_change", (s) => states.push(s.current));
+      for (const name of ["news", "private-orders"]) {{
+        const channel = client.subscribe(name);
+        channel.bind("pusher:subscription_succeeded", () => heard.push([name, "subscribed"]));
+        channel.bind("pushgate:push", (data) => heard.push([name, data]));
+      }}
+    </script>"""
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text=page, content_type="text/html")
+
+    async def auth(request: web.Request) -> web.Response:
+        form = await request.post()
+        signed = library.authenticate(str(form["channel_name"]), str(form["socket_id"]))
+        return web.json_response(signed)
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_static("/", PUSHER_JS)
+    app.router.add_post("/pusher/auth", auth)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, LOOPBACK, 0)
+    await site.start()
+    try:
+        yield f"http://{LOOPBACK}:{runner.addresses[0][1]}/"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_pages_pusher_js_subscribes_through_its_back_end_and_hears_pushes(
+    browser: "Browser", server: Running, back_end: str
+) -> None:
+    page = await browser.new_page()
+    await page.goto(back_end, timeout=WAIT_MS)
+    await page.wait_for_function("heard.length === 2", timeout=WAIT_MS)
+    assert sorted(await page.evaluate("heard")) == [
+        ["news", "subscribed"],
+        ["private-orders", "subscribed"],
+    ]
+    async with aiohttp.ClientSession() as http:
+        for channel in ("news", "private-orders"):
+            fields = {"id": f"{APP[0]}:{channel}", "tag": 2, "val": json.dumps({"to": channel})}
+            status, body = await post(http, server.api_url + "/push/room", data=fields)
+            assert status == 200, body
+    await page.wait_for_function("heard.length === 4", timeout=WAIT_MS)
+    assert (await page.evaluate("heard"))[2:] == [
+        ["news", {"to": "news"}],
+        ["private-orders", {"to": "private-orders"}],
+    ]
+    assert await page.evaluate("states") == ["connecting", "connected"]
