@@ -134,3 +134,20 @@ async def test_a_sign_in_the_app_did_not_sign_is_closed_with_4009(server: Runnin
         error = await client.until(lambda line: line["kind"] == "error")
         assert error["error"]["code"] == 4009
         await client.state("disconnected")
+
+
+async def test_a_cache_channel_gives_a_new_subscriber_its_last_event(server: Running) -> None:
+    """The room's history holds the channel's events: a subscriber that comes after
+    the last one gets it at once; one of a channel with none gets pusher:cache_miss."""
+    async with pusher_js(ws_port(server), APP) as client, aiohttp.ClientSession() as http:
+        await client.connected()
+        for val in ("first", "last"):
+            fields = {"id": f"{APP[0]}:cache-prices", "tag": 2, "val": val}
+            status, body = await post(http, server.api_url + "/push/room", data=fields)
+            assert status == 200, body
+        await client.subscribed("cache-prices")
+        heard = await client.hears("cache-prices", "pushgate:push")
+        assert [line["data"] for line in heard] == ["last"]
+        await client.subscribed("cache-empty")
+        await client.hears("cache-empty", "pusher:cache_miss")
+        assert client.heard("cache-prices", "pusher:cache_miss") == []
