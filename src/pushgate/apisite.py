@@ -35,6 +35,7 @@ idle site has no wake-up.
 import asyncio
 import json
 import logging
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Literal, cast
@@ -292,7 +293,7 @@ class GuardedSite(web.BaseSite):
     """``web.TCPSite`` with every connection guarded by ``guard`` (module docstring).
     The runner's application must have :func:`track_requests` as its first middleware."""
 
-    __slots__ = ("_guard", "_host", "_port", "_reuse_address")
+    __slots__ = ("_guard", "_host", "_port", "_reuse_address", "_tls")
 
     def __init__(
         self,
@@ -303,6 +304,7 @@ class GuardedSite(web.BaseSite):
         guard: ConnectionGuard,
         backlog: int = 128,
         reuse_address: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         middlewares = list(runner.app.middlewares)
         if not middlewares or middlewares[0] is not track_requests:
@@ -314,10 +316,12 @@ class GuardedSite(web.BaseSite):
         self._port = port
         self._reuse_address = reuse_address
         self._guard = guard
+        self._tls = tls
 
     @property
     def name(self) -> str:
-        return str(URL.build(scheme="http", host=self._host, port=self._port))
+        scheme = "https" if self._tls is not None else "http"
+        return str(URL.build(scheme=scheme, host=self._host, port=self._port))
 
     @property
     def guard(self) -> ConnectionGuard:
@@ -333,6 +337,7 @@ class GuardedSite(web.BaseSite):
             self._port,
             backlog=self._backlog,
             reuse_address=self._reuse_address,
+            ssl=self._tls,
         )
 
     async def stop(self) -> None:

@@ -348,6 +348,7 @@ class PushServer:
                     "(set --api-key, or --insecure if that is what you mean)"
                 )
             log.warning("the logic API on %s has no API key (--insecure)", config.api_host)
+        self._tls = config.tls_context()  # before anything starts: a bad pair stops here
         self.node = make_node(config, has_gateway=role != "logic")
         self.gateway = Gateway(
             self.node,
@@ -381,7 +382,7 @@ class PushServer:
         if self.role != "logic":
             try:
                 await self.gateway.start(
-                    config.ws_host, config.ws_port, reuse_port=config.reuse_port
+                    config.ws_host, config.ws_port, reuse_port=config.reuse_port, tls=self._tls
                 )
             except OSError as exc:
                 await self.node.close()
@@ -446,7 +447,12 @@ class PushServer:
             tripped=self.node.meters.limits,
         )
         self._site = GuardedSite(
-            self._runner, config.api_host, config.api_port, guard=guard, backlog=HTTP_BACKLOG
+            self._runner,
+            config.api_host,
+            config.api_port,
+            guard=guard,
+            backlog=HTTP_BACKLOG,
+            tls=self._tls,
         )
         try:
             await self._site.start()
@@ -492,9 +498,11 @@ class PushServer:
         """Where this node listens, for the ready line."""
         parts = []
         if self.role != "logic":
-            parts.append(f"gateway ws://{self.config.ws_host}:{self.ws_port}/connect")
+            scheme = "wss" if self._tls is not None else "ws"
+            parts.append(f"gateway {scheme}://{self.config.ws_host}:{self.ws_port}/connect")
         if self.role != "gateway":
-            parts.append(f"logic API http://{self.config.api_host}:{self.api_port}")
+            scheme = "https" if self._tls is not None else "http"
+            parts.append(f"logic API {scheme}://{self.config.api_host}:{self.api_port}")
         if self._metrics_runner is not None:
             host = self.config.metrics_address.rpartition(":")[0]
             parts.append(f"metrics http://{host}:{self.metrics_port}/metrics")

@@ -13,6 +13,7 @@ Precedence: a command-line option, else the environment variable
 """
 
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
@@ -111,6 +112,13 @@ def namespace_specs(text: str) -> str | None:
             return f"has a wrong namespace: {exc}"
     if len(set(names)) < len(names):
         return "names a namespace twice"
+    return None
+
+
+def empty_or_readable_file(path: str) -> str | None:
+    """No file, or one this process can read."""
+    if path and not os.access(path, os.R_OK):
+        return f"names {path!r}, which cannot be read"
     return None
 
 
@@ -349,6 +357,21 @@ class Config:
     )
     api_port: int = option(
         9999, "port of the logic HTTP API", metavar="PORT", group=Group.LISTEN, check=port
+    )
+    tls_cert: str = option(
+        "",
+        "serve TLS with this certificate chain (PEM): clients connect to wss://, the API "
+        "answers https:// (a reverse proxy in front is the other way: docs/operations.md)",
+        metavar="FILE",
+        group=Group.LISTEN,
+        check=empty_or_readable_file,
+    )
+    tls_key: str = option(
+        "",
+        "the private key (PEM) of --tls-cert",
+        metavar="FILE",
+        group=Group.LISTEN,
+        check=empty_or_readable_file,
     )
     workers: int = option(  # 0: one per CPU ("auto")
         1,
@@ -855,6 +878,8 @@ class Config:
     def _between_settings(self) -> str | None:
         """What is wrong between settings that are each fine on their own, or None:
         every check that reads more than one setting, in the order they are made."""
+        if bool(self.tls_cert) != bool(self.tls_key):
+            return "--tls-cert and --tls-key go together: give both, or neither"
         if self.no_metrics and self.metrics_address:
             return "--metrics-address serves /metrics, which --no-metrics turns off"
         if (self.webhook or self.namespace_webhooks) and len(self.webhook_secret.encode()) < 32:
@@ -921,6 +946,20 @@ class Config:
     @property
     def origins(self) -> tuple[str, ...]:
         return tuple(o.strip() for o in self.allowed_origins.split(",") if o.strip())
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context, from --tls-cert and --tls-key (None: plain).
+        Raises ConfigError when they do not load (not PEM, or not a pair)."""
+        if not self.tls_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"--tls-cert {self.tls_cert} and --tls-key {self.tls_key} do not load: {exc}"
+            ) from None
+        return context
 
     @property
     def pusher_apps(self) -> PusherApps:

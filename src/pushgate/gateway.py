@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from typing import Protocol
 
 from pushgate.backlog import OutputBudget
@@ -73,7 +74,14 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+    async def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         """Listen (sharing the port with other processes when ``reuse_port``); raises
         OSError when the address cannot be bound."""
         loop = asyncio.get_running_loop()
@@ -95,6 +103,9 @@ class Gateway:
             backlog=LISTEN_BACKLOG,
             reuse_address=True,
             reuse_port=reuse_port or None,
+            ssl=tls,
+            # A TLS handshake is part of the connection's: --handshake-timeout bounds it.
+            ssl_handshake_timeout=self._settings.handshake_timeout if tls else None,
         )
         self._sweeper = asyncio.create_task(self._sweep(), name="pushgate-sweeper")
 
