@@ -71,6 +71,8 @@ from pushgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pushgate.metrics import Registries, exposition
 from pushgate.node import Node
 from pushgate.openapi import openapi_spec
+from pushgate.pusherapi import add_pusher_routes, is_signed_route
+from pushgate.pusherapps import PusherApps
 from pushgate.security import ApiKeys
 from pushgate.wire import decode_json
 
@@ -110,11 +112,13 @@ def build_api(
     api_keys: ApiKeys | None = None,
     metrics: Registries | None = None,
     api_host: str = "",
+    pusher_apps: PusherApps | None = None,
 ) -> web.Application:
     """The logic API as an aiohttp application bound to ``node``; with ``api_keys``,
     every endpoint but the health checks needs one; with ``metrics``, it serves them
     at ``GET /metrics``. ``api_host`` (--api-host) is accepted as a Host name beside
-    IP addresses and localhost when there are no keys (apiguard.py)."""
+    IP addresses and localhost when there are no keys (apiguard.py). With
+    ``pusher_apps``, it serves Pusher's HTTP API for them too (pusherapi.py)."""
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[track_requests, _errors_as_json, _refuse_cross_site, _require_api_key],
@@ -140,6 +144,8 @@ def build_api(
     app.router.add_get("/connections/{wsId}", connection)
     app.router.add_get("/users/{uid:[\\s\\S]+}", user)
     app.router.add_get("/openapi.json", openapi)
+    if pusher_apps:
+        add_pusher_routes(app, pusher_apps, node, app[CONTROL_KEY])
     if metrics is not None:
         app[METRICS_KEY] = metrics
         app.router.add_get("/metrics", serve_metrics)
@@ -448,9 +454,11 @@ async def _refuse_cross_site(request: web.Request, handler: Handler) -> web.Stre
 
 @web.middleware
 async def _require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """401 without a key, 403 with a wrong one, when keys are configured."""
+    """401 without a key, 403 with a wrong one, when keys are configured. Pusher's
+    routes are signed with their app's secret instead, and check that themselves."""
     keys = request.app[API_KEYS_KEY]
     public = request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES)
+    public = public or is_signed_route(request)
     if keys and not public:
         refusal = keys.check(request.headers.get("Authorization"))
         if refusal is not None:
