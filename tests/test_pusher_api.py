@@ -5,8 +5,12 @@ terminating a user's connections, and what a wrong signature or a request over
 Pusher's limits gets. The last test runs two gateways and a logic node on Redis."""
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,9 +19,10 @@ import pusher.errors
 import pytest
 from pusher.http import POST, Request
 
-from tests.helpers import FAST_TIMERS, Running, post, running_server
+from tests.helpers import FAST_TIMERS, UNIT, Running, post, running_server, server_process
 from tests.pusher.harness import PusherJs, node_server_call, pusher_js
 from tests.redis_server import RedisServer
+from tests.test_openapi import CHECKS
 
 # The Python library takes numeric app ids only.
 APP = ("4242", "key4242", "secret-of-app-4242")
@@ -333,14 +338,20 @@ async def test_with_api_keys_pushers_routes_need_their_signature_not_a_key(
             assert "Missing auth_key" in await response.text()
 
 
-async def test_without_pusher_apps_there_are_no_pusher_routes(
-    http: aiohttp.ClientSession,
+async def test_the_openapi_document_has_pushers_routes_where_served(
+    server: Running, http: aiohttp.ClientSession
 ) -> None:
+    async with http.get(server.api_url + "/openapi.json") as response:
+        spec = await response.json()
+    events = spec["paths"]["/apps/{app_id}/events"]["post"]
+    assert events["parameters"][0]["schema"]["enum"] == ["4242", "77"]
     async with (
-        running_server(**TIMERS) as server,
-        http.get(server.api_url + "/apps/4242/channels") as response,
+        running_server(**TIMERS) as plain,
+        http.get(plain.api_url + "/apps/4242/channels") as response,
+        http.get(plain.api_url + "/openapi.json") as described,
     ):
         assert response.status == 404
+        assert not [path for path in (await described.json())["paths"] if "apps" in path]
 
 
 # A cluster
@@ -377,3 +388,28 @@ async def test_a_cluster_triggers_and_counts_across_gateways(module_redis: Redis
         assert listed == {"channels": {"presence-chat": {"user_count": 2}}}
         users = await lib("users_info", "presence-chat")
         assert sorted(user["id"] for user in users["users"]) == ["ann", "bob"]
+
+
+async def test_schemathesis_finds_no_server_error_on_pushers_routes() -> None:
+    """Generated requests to Pusher's routes (unsigned, so refused) get the statuses
+    and bodies the OpenAPI document says, and never a 5xx."""
+    st = Path(sys.executable).with_name("st")
+    async with server_process("--pusher-app", SPEC) as server:
+        process = await asyncio.create_subprocess_exec(
+            str(st),
+            "run",
+            f"http://127.0.0.1:{server.api_port}/openapi.json",
+            "--include-path-regex",
+            "terminate_connections|^/apps/",
+            "--checks",
+            CHECKS,
+            "--max-time",
+            "5",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 60 * UNIT)
+    report = out.decode()
+    assert process.returncode == 0, report
+    assert " passed" in report

@@ -22,6 +22,7 @@ Routes (all answer JSON; see README.md for the bodies)::
     GET  /                            -> the console page (see console.py)
     GET  /openapi.json                -> this API's OpenAPI 3.0 description
     GET  /metrics                     -> Prometheus metrics (docs/operations.md)
+    /apps/{id}/...                    -> Pusher's HTTP API, with --pusher-app (pusherapi.py)
 
 Fields come from an ``application/x-www-form-urlencoded`` body (as ``curl -d``
 sends them), from a JSON object body, or from the query string; a body field wins
@@ -83,6 +84,7 @@ CONTROL_KEY = web.AppKey("control", Control)
 METRICS_KEY = web.AppKey("metrics", Registries)
 API_KEYS_KEY = web.AppKey("api_keys", ApiKeys)
 API_HOST_KEY = web.AppKey("api_host", str)
+PUSHER_IDS_KEY = web.AppKey("pusher_ids", list[str])
 # Answered without an API key: probes must work, a browser cannot send a key to load
 # a page, and none of these reveals anything.
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/openapi.json"})
@@ -144,6 +146,7 @@ def build_api(
     app.router.add_get("/connections/{wsId}", connection)
     app.router.add_get("/users/{uid:[\\s\\S]+}", user)
     app.router.add_get("/openapi.json", openapi)
+    app[PUSHER_IDS_KEY] = [pusher_app.id for pusher_app in pusher_apps or ()]
     if pusher_apps:
         add_pusher_routes(app, pusher_apps, node, app[CONTROL_KEY])
     if metrics is not None:
@@ -339,7 +342,8 @@ def _limit(request: web.Request, *, default: int, most: int) -> int:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_spec(__version__), dumps=_json_line)
+    spec = openapi_spec(__version__, request.app[PUSHER_IDS_KEY])
+    return web.json_response(spec, dumps=_json_line)
 
 
 # Request fields
