@@ -338,6 +338,21 @@ async def test_with_api_keys_pushers_routes_need_their_signature_not_a_key(
             assert "Missing auth_key" in await response.text()
 
 
+async def test_the_host_and_cross_site_checks_still_apply(
+    server: Running, http: aiohttp.ClientSession
+) -> None:
+    """Without API keys, a Host name DNS could rebind and a page of another site are
+    refused on Pusher's routes as on the others, before the signature is looked at."""
+    url = server.api_url + "/apps/4242/channels"
+    async with http.get(url, headers={"Host": "pushgate.example"}) as response:
+        assert response.status == 403
+        assert "DNS rebinding" in (await response.json())["error"]
+    events = server.api_url + "/apps/4242/events"
+    async with http.post(events, json={}, headers={"Origin": "http://evil.example"}) as response:
+        assert response.status == 403
+        assert "another site" in (await response.json())["error"]
+
+
 async def test_the_openapi_document_has_pushers_routes_where_served(
     server: Running, http: aiohttp.ClientSession
 ) -> None:
