@@ -255,6 +255,8 @@ class PusherAPI:
         return answer({})
 
     async def _connections_of(self, app: PusherApp, user: str) -> set[ConnId]:
+        # One census of every gateway and one roster read per presence channel of
+        # the app: a rare operator's action, so no index of users is kept for it.
         found: set[ConnId] = set()
         for room in await self.control.room_sizes():
             name = app.channel_of(room)
