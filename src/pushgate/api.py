@@ -22,6 +22,7 @@ Routes (all answer JSON; see README.md for the bodies)::
     GET  /                            -> the console page (see console.py)
     GET  /openapi.json                -> this API's OpenAPI 3.0 description
     GET  /metrics                     -> Prometheus metrics (docs/operations.md)
+    /apps/{id}/...                    -> Pusher's HTTP API, with --pusher-app (pusherapi.py)
 
 Fields come from an ``application/x-www-form-urlencoded`` body (as ``curl -d``
 sends them), from a JSON object body, or from the query string; a body field wins
@@ -71,6 +72,8 @@ from pushgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pushgate.metrics import Registries, exposition
 from pushgate.node import Node
 from pushgate.openapi import openapi_spec
+from pushgate.pusherapi import add_pusher_routes, is_signed_route
+from pushgate.pusherapps import PusherApps
 from pushgate.security import ApiKeys
 from pushgate.wire import decode_json
 
@@ -81,6 +84,7 @@ CONTROL_KEY = web.AppKey("control", Control)
 METRICS_KEY = web.AppKey("metrics", Registries)
 API_KEYS_KEY = web.AppKey("api_keys", ApiKeys)
 API_HOST_KEY = web.AppKey("api_host", str)
+PUSHER_IDS_KEY = web.AppKey("pusher_ids", list[str])
 # Answered without an API key: probes must work, a browser cannot send a key to load
 # a page, and none of these reveals anything.
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/openapi.json"})
@@ -110,11 +114,13 @@ def build_api(
     api_keys: ApiKeys | None = None,
     metrics: Registries | None = None,
     api_host: str = "",
+    pusher_apps: PusherApps | None = None,
 ) -> web.Application:
     """The logic API as an aiohttp application bound to ``node``; with ``api_keys``,
     every endpoint but the health checks needs one; with ``metrics``, it serves them
     at ``GET /metrics``. ``api_host`` (--api-host) is accepted as a Host name beside
-    IP addresses and localhost when there are no keys (apiguard.py)."""
+    IP addresses and localhost when there are no keys (apiguard.py). With
+    ``pusher_apps``, it serves Pusher's HTTP API for them too (pusherapi.py)."""
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[track_requests, _errors_as_json, _refuse_cross_site, _require_api_key],
@@ -140,6 +146,9 @@ def build_api(
     app.router.add_get("/connections/{wsId}", connection)
     app.router.add_get("/users/{uid:[\\s\\S]+}", user)
     app.router.add_get("/openapi.json", openapi)
+    app[PUSHER_IDS_KEY] = [pusher_app.id for pusher_app in pusher_apps or ()]
+    if pusher_apps:
+        add_pusher_routes(app, pusher_apps, node, app[CONTROL_KEY])
     if metrics is not None:
         app[METRICS_KEY] = metrics
         app.router.add_get("/metrics", serve_metrics)
@@ -333,7 +342,8 @@ def _limit(request: web.Request, *, default: int, most: int) -> int:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_spec(__version__), dumps=_json_line)
+    spec = openapi_spec(__version__, request.app[PUSHER_IDS_KEY])
+    return web.json_response(spec, dumps=_json_line)
 
 
 # Request fields
@@ -448,9 +458,11 @@ async def _refuse_cross_site(request: web.Request, handler: Handler) -> web.Stre
 
 @web.middleware
 async def _require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """401 without a key, 403 with a wrong one, when keys are configured."""
+    """401 without a key, 403 with a wrong one, when keys are configured. Pusher's
+    routes are signed with their app's secret instead, and check that themselves."""
     keys = request.app[API_KEYS_KEY]
     public = request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES)
+    public = public or is_signed_route(request)
     if keys and not public:
         refusal = keys.check(request.headers.get("Authorization"))
         if refusal is not None:

@@ -434,6 +434,7 @@ class PushServer:
                 api_keys=ApiKeys(config.api_keys),
                 metrics=self.metrics,
                 api_host=config.api_host,
+                pusher_apps=config.pusher_apps,
             ),
             handle_signals=False,
             access_log=logging.getLogger("pushgate.api.access") if debug else None,

@@ -9,6 +9,7 @@ from typing import Any
 
 from pushgate.commands import MAX_BATCH, MAX_CLOSE_REASON_BYTES, MAX_USER_ID_LENGTH
 from pushgate.control import MAX_MEMBERS_PAGE
+from pushgate.pusheropenapi import SIGNATURE, pusher_paths
 from pushgate.wire import MAX_PUSH_TAG, MIN_PUSH_TAG
 
 ROOM_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
@@ -215,8 +216,17 @@ BATCH_RESULT = {
 }
 
 
-def openapi_spec(version: str) -> dict[str, Any]:
-    """The OpenAPI document for this version of the logic API."""
+def openapi_spec(version: str, pusher_app_ids: list[str] | None = None) -> dict[str, Any]:
+    """The OpenAPI document for this version of the logic API; with the ids of its
+    --pusher-app apps, Pusher's HTTP API too (pusheropenapi.py)."""
+    spec = _native_spec(version)
+    if pusher_app_ids:
+        spec["paths"].update(pusher_paths(pusher_app_ids))
+        spec["components"]["securitySchemes"]["pusherSignature"] = SIGNATURE
+    return spec
+
+
+def _native_spec(version: str) -> dict[str, Any]:
     val = {"description": "the message: any JSON value (a string from a form)"}
     return {
         "openapi": "3.0.3",

@@ -1,5 +1,6 @@
 """Real Pusher clients and server libraries, driven from a test: pusher-js (in Node,
 tests/pusher/driver.cjs, with channel authorization by the `pusher` Node library),
+and the `pusher` Node server library calling the HTTP API (tests/pusher/server_lib.cjs),
 installed pinned by scripts/test (tests/pusher/package.json and its lock)."""
 
 import asyncio
@@ -115,3 +116,23 @@ async def pusher_js(ws_port: int, app: tuple[str, str, str]) -> AsyncIterator[Pu
         yield client
     finally:
         await client.close()
+
+
+async def node_server_call(api_port: int, app: tuple[str, str, str], **call: Any) -> Line:
+    """One call of the `pusher` Node server library (tests/pusher/server_lib.cjs) to
+    the logic API at 127.0.0.1:api_port: ``{"status": S, "body": B}``."""
+    process = await asyncio.create_subprocess_exec(
+        NODE,
+        str(HERE / "server_lib.cjs"),
+        "127.0.0.1",
+        str(api_port),
+        *app,
+        json.dumps(call),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=HERE,
+    )
+    async with asyncio.timeout(WAIT):
+        out, _ = await process.communicate()
+    assert process.returncode == 0, out
+    result: Line = json.loads(out)
+    return result
