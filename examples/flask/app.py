@@ -52,7 +52,8 @@ PAGE = """<!doctype html>
     document.getElementById("state").textContent = `connected as ${{client.wsId}}`;
   }});
   for (const target of ["me", "news", "all"]) {{
-    document.getElementById(target).onclick = () => fetch(`/push/${{target}}`, {{ method: "POST" }});
+    const push = () => fetch(`/push/${{target}}`, {{ method: "POST" }});
+    document.getElementById(target).onclick = push;
   }}
   window.pushgate = client;  // for the curious (and tests/test_example_flask.py)
   await client.connect();
