@@ -51,20 +51,14 @@ class ProcessCluster:
 async def cluster() -> AsyncIterator[ProcessCluster]:
     redis = RedisServer()
     await redis.start()
-    args = (
-        "--broker",
-        redis.url,
-        "--node-ttl",
-        str(NODE_TTL),
-        "--control-timeout",
-        str(CONTROL_TIMEOUT),
-    )
+    args = ("--broker", redis.url, "--node-ttl", str(NODE_TTL))
+    logic = (*args, "--control-timeout", str(CONTROL_TIMEOUT))
     try:
         async with AsyncExitStack() as stack:
             started = await asyncio.gather(
                 stack.enter_async_context(server_process(*args, role="gateway")),
                 stack.enter_async_context(server_process(*args, role="gateway")),
-                stack.enter_async_context(server_process(*args, role="logic")),
+                stack.enter_async_context(server_process(*logic, role="logic")),
             )
             yield ProcessCluster(redis, list(started[:2]), started[2])
     finally:

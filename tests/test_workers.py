@@ -218,7 +218,7 @@ async def test_workers_without_redis_server_say_how_to_fix_it() -> None:
 
 
 async def test_workers_are_for_gateways() -> None:
-    """``logic --workers 2`` is refused: logic nodes are scaled by running more."""
+    """``logic --workers 2`` is refused, in one line: logic nodes are scaled by running more."""
     process = await asyncio.create_subprocess_exec(
         *pushgate_command("logic", "--workers", "2"),
         stdout=subprocess.DEVNULL,
@@ -226,7 +226,10 @@ async def test_workers_are_for_gateways() -> None:
     )
     _, err = await asyncio.wait_for(process.communicate(), 15 * UNIT)
     assert process.returncode == 2
-    assert "--workers is for serve and gateway" in err.decode()
+    assert err.decode().splitlines() == [
+        "pushgate logic: --workers is not an option of pushgate logic: only serve and "
+        "gateway read it (see pushgate logic --help)"
+    ]
 
 
 async def test_a_killed_supervisor_leaves_no_worker_behind() -> None:

@@ -490,7 +490,15 @@ async def serve(config: Config, role: str = "serve") -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, sig, stop)
-    log.info("pushgate %s %s ready: %s", __version__, role, server.describe())
+    if server.node.ready:
+        log.info("pushgate %s %s ready: %s", __version__, role, server.describe())
+    else:  # it serves, answering 503 where it needs the broker, until Redis answers
+        log.warning(
+            "pushgate %s %s started, not ready: Redis unreachable; %s",
+            __version__,
+            role,
+            server.describe(),
+        )
     if role != "logic":
         log.info("accepting up to %d WebSocket connections", connection_cap(config))
     await stop.wait()
