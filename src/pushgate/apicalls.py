@@ -280,13 +280,16 @@ def disconnect(
     *,
     ws_id: str | None = None,
     user: str | None = None,
-    code: int = 4000,
+    code: int | None = None,
     reason: str | None = None,
     end_session: bool = False,
 ) -> Call[DisconnectResult]:
     if (ws_id is None) == (user is None):
         raise ValueError("give ws_id or user, exactly one of them")
-    fields: dict[str, object] = {"code": code, "endSession": end_session}
+    # No code: the server's, 4000, or with end_session 4410 (the SDKs do not reconnect).
+    fields: dict[str, object] = {"endSession": end_session}
+    if code is not None:
+        fields["code"] = code
     if ws_id is not None:
         fields["wsId"] = ws_id
     if user is not None:

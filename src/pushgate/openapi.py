@@ -326,7 +326,13 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 {
                     "wsId": WS_ID,
                     "uid": USER_ID,
-                    "code": {"type": "integer", "minimum": 4000, "maximum": 4999},
+                    "code": {
+                        "type": "integer",
+                        "minimum": 4000,
+                        "maximum": 4999,
+                        "description": "default 4000, or 4410 with endSession; 4400-4499 "
+                        "tell the SDKs not to reconnect",
+                    },
                     "reason": {"type": "string", "maxLength": MAX_CLOSE_REASON_BYTES // 4},
                     "endSession": {"type": "boolean"},
                 },

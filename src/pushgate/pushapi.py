@@ -162,12 +162,14 @@ class PushAPI:
         *,
         ws_id: str | None = None,
         user: str | None = None,
-        code: int = 4000,
+        code: int | None = None,
         reason: str | None = None,
         end_session: bool = False,
     ) -> DisconnectResult:
         """Close connection ``ws_id``, or every connection of ``user``, with ``code``
-        (4000-4999) and ``reason``; ``end_session``: they cannot resume."""
+        (4000-4999; 4400-4499 tell the SDKs not to reconnect) and ``reason``;
+        ``end_session``: they cannot resume. Without a code: 4000, or 4410 (session
+        ended: the SDKs do not reconnect) with ``end_session``."""
         call = apicalls.disconnect(
             ws_id=ws_id, user=user, code=code, reason=reason, end_session=end_session
         )

@@ -12,12 +12,18 @@ import os
 from typing import Any, TextIO
 
 from pushgate.client import PushAPI, PushAPIError
+from pushgate.wire import CLOSE_SESSION_ENDED
 
 PRESENCE_COMMANDS = ("stats", "rooms", "connection", "user", "disconnect")
 DEFAULT_API_URL = "http://127.0.0.1:9999"
 API_ENV = "PUSHGATE_API"
 API_KEY_ENV = "PUSHGATE_API_KEY"
 MEMBERS_PER_REQUEST = 1000
+
+
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """``1 connection``, ``2 connections`` (``plural`` when not noun + s)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def say(err: TextIO, message: str) -> None:
@@ -104,12 +110,14 @@ def add_presence_parsers(
         "disconnect",
         "close a connection, or every connection of a user",
         "Close a connection (WSID) or every connection of --user with a close code "
-        "from 4000 to 4999. Without --end-session the client may resume its session; "
-        "with it, the session ends and cannot.",
+        "from 4000 to 4999 (4400-4499: the SDKs do not reconnect). Without "
+        "--end-session the client may resume its session; with it, the session ends "
+        "and cannot, and the code is 4410 unless --code says otherwise: the SDKs stay "
+        "away instead of starting a new session.",
     )
     drop.add_argument("ws_id", metavar="WSID", nargs="?")
     drop.add_argument("--user", metavar="UID", help="every connection of this user")
-    drop.add_argument("--code", type=int, default=4000, help="4000-4999 (default 4000)")
+    drop.add_argument("--code", type=int, help="4000-4999 (default 4000; 4410 with --end-session)")
     drop.add_argument("--reason", help="the close reason, at most 123 bytes")
     drop.add_argument(
         "--end-session", action="store_true", help="end the session too: it cannot resume"
@@ -175,9 +183,13 @@ async def _run(api: PushAPI, args: argparse.Namespace) -> tuple[Any, list[str]]:
         reason=args.reason,
         end_session=args.end_session,
     )
-    line = f"closed {len(done.disconnected)} connection(s) with {args.code}"
+    code = args.code
+    if code is None:  # the server's default, as commands.Disconnect has it
+        code = CLOSE_SESSION_ENDED if args.end_session else 4000
+    closed = len(done.disconnected)
+    line = f"closed {counted(closed, 'connection')} with {code}"
     if done.session_ended:
-        line += "; session(s) ended"
+        line += "; its session ended" if closed == 1 else "; their sessions ended"
     return vars_of(done), [line, *done.disconnected]
 
 

@@ -12,7 +12,7 @@
 // and no connection with the token, goes to a host nobody confirmed.
 
 import { Chart, Series, quantileBetween } from "./charts.js";
-import { PushAPI, PushgateClient, State, SubscribeError } from "./pushgate.js";
+import { PushAPI, PushgateClient, State, SubscribeError, isFinalClose } from "./pushgate.js";
 
 const MAX_MESSAGES = 500;
 const MAX_LOG = 50;
@@ -145,6 +145,8 @@ function connect() {
     const why = `code ${code}${reason ? `: ${reason}` : ""}`;
     if (code === 4001) {
       report("stopped", `another connection resumed this session (${why}); not reconnecting`);
+    } else if (isFinalClose(code)) {
+      report("stopped", `the server closed this connection for good (${why}); not reconnecting`);
     } else if (c.state === State.CONNECTING) {
       notify(`cannot connect to ${c.url} (code ${code}); retrying. Does it need a token?`);
     } else if (c.state === State.OPEN && c.options.reconnect) {
