@@ -576,7 +576,8 @@ async def test_api_commands_fail_with_one_line_and_status_1_or_2(server: Running
 
 async def test_the_operators_commands(tmp_path: Path) -> None:
     """stats, rooms [ROOM], connection, user, push conn, push batch, join --user and
-    disconnect: one readable answer each (or the API's JSON with --json)."""
+    disconnect: one readable answer each, "1 connection" never "1 connections" (or
+    the API's JSON with --json)."""
     secret = "a-test-secret-of-at-least-32-bytes!!"
     async with running_server(**FAST_TIMERS, token_secret=secret) as server:
         api = ("--api", server.api_url)
@@ -584,11 +585,13 @@ async def test_the_operators_commands(tmp_path: Path) -> None:
         async with connect(server.ws_url, token=token) as conn:
             assert await run_terminal("join", "vip", "--user", "alice", *api) == (
                 0,
-                "1 connection(s) of user alice joined room vip\n",
+                "1 connection of user alice joined room vip\n",
                 "",
             )
             status, out, _ = await run_terminal("stats", *api)
-            assert (status, out.splitlines()[0]) == (0, "1 connections, 1 rooms, 1 users")
+            assert (status, out.splitlines()[0]) == (0, "1 connection, 1 room, 1 user")
+            status, out, _ = await run_terminal("rooms", "vip", *api)
+            assert out.splitlines()[0] == "room vip: 1 member"
             assert (await run_terminal("rooms", *api))[1] == "       1  vip\n"
             status, out, _ = await run_terminal("rooms", "vip", "--json", *api)
             answer = json.loads(out)

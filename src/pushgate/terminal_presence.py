@@ -147,12 +147,10 @@ async def _run(api: PushAPI, args: argparse.Namespace) -> tuple[Any, list[str]]:
     command: str = args.terminal_command
     if command == "stats":
         stats = await api.stats()
-        lines = [f"{stats.connections} connections, {stats.rooms} rooms, {stats.users} users"]
+        lines = [_counts(stats.connections, stats.rooms, stats.users)]
         for node in stats.raw.get("nodes", []):
-            lines.append(
-                f"  gateway {node['node']}: {node['connections']} connections, "
-                f"{node['rooms']} rooms, {node['users']} users"
-            )
+            counts = _counts(node["connections"], node["rooms"], node["users"])
+            lines.append(f"  gateway {node['node']}: {counts}")
         return dict(stats.raw), lines
     if command == "rooms" and args.room is None:
         rooms = await api.rooms(args.limit or 100)
@@ -208,12 +206,18 @@ async def _members(api: PushAPI, room: str, limit: int | None) -> tuple[Any, lis
             members = members[:limit]
         if cursor is None or (limit is not None and len(members) >= limit):
             break
-    lines = [f"room {room}: {count} members"]
+    lines = [f"room {room}: {counted(count, 'member')}"]
     lines += [
         f"{m.ws_id}  {m.user or '-'}  gateway {m.node}  since {m.connected_since}" for m in members
     ]
     answer = {"room": room, "count": count, "members": [vars_of(m) for m in members]}
     return answer, lines
+
+
+def _counts(connections: int, rooms: int, users: int) -> str:
+    return ", ".join(
+        (counted(connections, "connection"), counted(rooms, "room"), counted(users, "user"))
+    )
 
 
 def vars_of(result: object) -> dict[str, Any]:
