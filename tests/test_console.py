@@ -152,6 +152,26 @@ async def test_the_page_connects_joins_pushes_and_shows_the_message(browser: "Br
         assert ws_id == await page.locator("#ws-id").inner_text()
 
 
+async def test_a_push_without_a_tag_is_type_2_as_in_every_client(browser: "Browser") -> None:
+    """pushgate.js's PushAPI sends type 2 when no tag is given, as the Python clients
+    and `pushgate push` do; the console's push box starts at 2 too."""
+    from playwright.async_api import expect
+
+    async with running_server(**FAST_TIMERS) as server, console_for(server) as page_url:
+        page, _ = await open_console(browser, page_url, server.ws_url)
+        await expect(page.locator("#push-tag")).to_have_value("2")
+        delivered = await page.evaluate(
+            """async () => {
+              const { PushAPI } = await import("/static/pushgate.js");
+              return (await new PushAPI().pushAll("no tag given")).delivered;
+            }"""
+        )
+        assert delivered == 1
+        newest = page.locator("#messages li").first
+        await expect(newest.locator(".data")).to_have_text("no tag given", timeout=WAIT_MS)
+        await expect(newest.locator(".type")).to_have_text("type 2")
+
+
 async def test_a_second_tab_sees_the_first_tabs_pushes(browser: "Browser") -> None:
     """Two tabs: one pushes to all and to a room, the other (a member) shows both."""
     from playwright.async_api import expect

@@ -15,6 +15,10 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
 T = TypeVar("T")
+# A push's type when the caller gives none, the same in every client (this one, the
+# terminal's, pushgate.js, publish): the lowest a push may have (0 and 1 are the
+# welcome and the heartbeat).
+DEFAULT_TAG = 2
 
 
 # Errors
@@ -220,19 +224,19 @@ class Call(Generic[T]):
     read: Callable[[dict[str, Any]], T]
 
 
-def push_all(val: object, tag: int) -> Call[PushResult]:
+def push_all(val: object, tag: int = DEFAULT_TAG) -> Call[PushResult]:
     return Call("POST", "/push/all", {"val": val, "tag": tag}, _push_result)
 
 
-def push_room(room: str, val: object, tag: int) -> Call[PushResult]:
+def push_room(room: str, val: object, tag: int = DEFAULT_TAG) -> Call[PushResult]:
     return Call("POST", "/push/room", {"id": room, "val": val, "tag": tag}, _push_result)
 
 
-def push_user(user: str, val: object, tag: int) -> Call[PushResult]:
+def push_user(user: str, val: object, tag: int = DEFAULT_TAG) -> Call[PushResult]:
     return Call("POST", "/push/user", {"uid": user, "val": val, "tag": tag}, _push_result)
 
 
-def push_conn(ws_id: str, val: object, tag: int) -> Call[PushResult]:
+def push_conn(ws_id: str, val: object, tag: int = DEFAULT_TAG) -> Call[PushResult]:
     return Call("POST", "/push/conn", {"wsId": ws_id, "val": val, "tag": tag}, _push_result)
 
 

@@ -110,6 +110,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.http11 import Response
 from websockets.typing import Subprotocol
 
+from pushgate.apicalls import DEFAULT_TAG
 from pushgate.connectrefusal import HandshakeRefusal, read_refusal
 from pushgate.ids import ConnId, RoomId
 from pushgate.pushapi import (
@@ -160,6 +161,7 @@ from pushgate.wire import (
 )
 
 __all__ = [
+    "DEFAULT_TAG",
     "APIConnectionError",
     "BadRequestError",
     "BatchItemResult",
@@ -597,7 +599,9 @@ class Connection:
 
     # Publishing (docs/protocol.md, "Publishing")
 
-    async def publish(self, room: str, data: object, *, tag: int = 2, echo: bool = False) -> None:
+    async def publish(
+        self, room: str, data: object, *, tag: int = DEFAULT_TAG, echo: bool = False
+    ) -> None:
         """Send ``data`` (any JSON value, None included) to the other members of
         ``room``, a room this connection is in whose namespace has ``+publish``; they
         get it as a push of type ``tag`` (2 to 2**53-1) with this connection as its

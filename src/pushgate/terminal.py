@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pushgate.client import (
+    DEFAULT_TAG,
     ConnectError,
     Connection,
     Push,
@@ -46,7 +47,6 @@ from pushgate.terminal_token import add_token_parser, run_token
 
 TERMINAL_COMMANDS = ("listen", "push", "join", "leave", "token", *PRESENCE_COMMANDS)
 DEFAULT_WS_URL = "ws://127.0.0.1:8888/connect"
-DEFAULT_TAG = 2
 TOKEN_ENV = "PUSHGATE_TOKEN"
 
 LISTEN_EPILOG = f"""\

@@ -116,6 +116,8 @@ export const State = Object.freeze({
   CLOSED: "closed",
 });
 
+// A push's type when none is given, as in every client (pushgate.apicalls.DEFAULT_TAG).
+export const DEFAULT_TAG = 2;
 const TYPE_WELCOME = 0;
 const TYPE_HEARTBEAT = 1;
 const PING = '{"type":1,"data":"PING"}';
@@ -174,19 +176,19 @@ export class PushAPI {
     this.timeout = timeout;
   }
 
-  pushAll(val, tag) {
+  pushAll(val, tag = DEFAULT_TAG) {
     return this.request("POST", "/push/all", { val, tag });
   }
 
-  pushRoom(room, val, tag) {
+  pushRoom(room, val, tag = DEFAULT_TAG) {
     return this.request("POST", "/push/room", { id: room, val, tag });
   }
 
-  pushUser(user, val, tag) {
+  pushUser(user, val, tag = DEFAULT_TAG) {
     return this.request("POST", "/push/user", { uid: user, val, tag });
   }
 
-  pushConn(wsId, val, tag) {
+  pushConn(wsId, val, tag = DEFAULT_TAG) {
     return this.request("POST", "/push/conn", { wsId, val, tag });
   }
 
@@ -465,7 +467,7 @@ export class PushgateClient extends EventTarget {
    *  2^53-1) with `from` this connection, for itself too with `echo`. Resolves once the
    *  server has accepted it; rejects with SubscribeError (code 0: no reply can come, and it
    *  is not sent again), or a TypeError, before sending, for `data` undefined. */
-  async publish(room, data, { tag = 2, echo = false } = {}) {
+  async publish(room, data, { tag = DEFAULT_TAG, echo = false } = {}) {
     // JSON.stringify would leave the key out: the server would refuse it for "no data".
     if (data === undefined) throw new TypeError("publish needs data (null is data; undefined is not)");
     await this._operate("publish", room, { tag, data, echo });
