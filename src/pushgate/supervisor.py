@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pushgate import __version__
 from pushgate.config import OPTIONS, Config
 from pushgate.errors import StartupError
+from pushgate.logformat import with_worker
 from pushgate.processes import dies_with_parent
 from pushgate.workermetrics import WorkerMetrics
 
@@ -253,7 +254,9 @@ class Supervisor:
                     node.group(1) if node else "?",
                 )
                 continue
-            sys.stderr.write(f"[{child.name}] {line}\n" if plain else line + "\n")
+            sys.stderr.write(
+                f"[{child.name}] {line}\n" if plain else with_worker(line, child.name) + "\n"
+            )
             capacity = CAPACITY.search(line)
             if capacity:
                 child.capacity = int(capacity.group(1))
