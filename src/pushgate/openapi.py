@@ -509,8 +509,14 @@ def openapi_spec(version: str) -> dict[str, Any]:
                                 },
                             },
                         },
+                        "missing": {
+                            "type": "array",
+                            "items": NODE,
+                            "description": "gateways listed that did not answer (killed, "
+                            "until --node-ttl forgets them): the counts leave them out",
+                        },
                     },
-                    ["connections", "rooms", "users", "nodes"],
+                    ["connections", "rooms", "users", "nodes", "missing"],
                 ),
                 401,
                 403,

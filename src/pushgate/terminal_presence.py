@@ -151,6 +151,8 @@ async def _run(api: PushAPI, args: argparse.Namespace) -> tuple[Any, list[str]]:
         for node in stats.raw.get("nodes", []):
             counts = _counts(node["connections"], node["rooms"], node["users"])
             lines.append(f"  gateway {node['node']}: {counts}")
+        for node in stats.raw.get("missing", []):
+            lines.append(f"  gateway {node}: no answer (not counted)")
         return dict(stats.raw), lines
     if command == "rooms" and args.room is None:
         rooms = await api.rooms(args.limit or 100)
