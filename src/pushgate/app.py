@@ -21,6 +21,7 @@ from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.config import Config
 from pushgate.connecthook import ConnectHook, HookSettings
+from pushgate.console import show_gateway
 from pushgate.directory import Directory, LocalDirectory
 from pushgate.errors import BrokerUnavailable, ConfigError, StartupError
 from pushgate.gatekeeper import Gatekeeper
@@ -393,14 +394,17 @@ class PushServer:
     async def _start_api(self) -> None:
         config = self.config
         debug = logging.getLogger("pushgate.api").isEnabledFor(logging.DEBUG)
+        api = build_api(
+            self.node,
+            max_body_bytes=config.max_body_bytes,
+            api_keys=ApiKeys(config.api_keys),
+            metrics=self.metrics,
+            api_host=config.api_host,
+        )
+        if self.role == "serve":  # the console page connects to this process's gateway
+            show_gateway(api, lambda: (config.ws_host, self.ws_port))
         self._runner = web.AppRunner(
-            build_api(
-                self.node,
-                max_body_bytes=config.max_body_bytes,
-                api_keys=ApiKeys(config.api_keys),
-                metrics=self.metrics,
-                api_host=config.api_host,
-            ),
+            api,
             handle_signals=False,
             access_log=logging.getLogger("pushgate.api.access") if debug else None,
             keepalive_timeout=config.api_keepalive_timeout,
