@@ -265,10 +265,14 @@ def pushgate_command(*args: str) -> list[str]:
 async def server_process(
     *args: str, env: dict[str, str] | None = None, role: str = "serve"
 ) -> AsyncIterator[ServerProcess]:
-    """Run ``pushgate <role>`` on port 0 (the kernel picks free ports) until the block ends."""
-    command = pushgate_command(
-        role, "--ws-host", LOOPBACK, "--ws-port", "0", "--api-port", "0", *args
-    )
+    """Run ``pushgate <role>`` on port 0 (the kernel picks free ports) until the block
+    ends. Each role is given only the ports it listens on: it refuses the others'."""
+    listen = {
+        "serve": ("--ws-host", LOOPBACK, "--ws-port", "0", "--api-port", "0"),
+        "gateway": ("--ws-host", LOOPBACK, "--ws-port", "0"),
+        "logic": ("--api-port", "0"),
+    }[role]
+    command = pushgate_command(role, *listen, *args)
     process = await asyncio.create_subprocess_exec(
         *command,
         stdout=subprocess.DEVNULL,

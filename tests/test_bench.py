@@ -442,9 +442,12 @@ def external_cluster() -> Iterator[tuple[list[str], str, list[int]]]:
                 [redis_server, "--bind", LOOPBACK, "--port", str(redis_port), *REDIS_ARGS],
             )
             wait_for_port(redis_port)
-            listen = ["--ws-host", LOOPBACK, "--ws-port", "0", "--api-host", LOOPBACK]
+            listen = {
+                "gateway": ["--ws-host", LOOPBACK, "--ws-port", "0"],
+                "logic": ["--api-host", LOOPBACK, "--api-port", "0"],
+            }
             for name, role in (("g1", "gateway"), ("g2", "gateway"), ("logic", "logic")):
-                start(name, pushgate_command(role, "--broker", broker, *listen, "--api-port", "0"))
+                start(name, pushgate_command(role, "--broker", broker, *listen[role]))
             gateway_ports = [
                 ready_port(logs / f"{name}.log", GATEWAY_READY) for name in ("g1", "g2")
             ]
@@ -1191,7 +1194,7 @@ def chat_cluster() -> Iterator[tuple[list[str], str, list[int], str]]:
                 [redis_server, "--bind", LOOPBACK, "--port", str(redis_port), *REDIS_ARGS],
             )
             wait_for_port(redis_port)
-            listen = ["--ws-host", LOOPBACK, "--ws-port", "0", "--api-host", LOOPBACK]
+            listen = ["--ws-host", LOOPBACK, "--ws-port", "0"]
             for name in ("g1", "g2"):
                 start(
                     name,
@@ -1200,7 +1203,10 @@ def chat_cluster() -> Iterator[tuple[list[str], str, list[int], str]]:
                     ),
                 )
             start(
-                "logic", pushgate_command("logic", "--broker", broker, *listen, "--api-port", "0")
+                "logic",
+                pushgate_command(
+                    "logic", "--broker", broker, "--api-host", LOOPBACK, "--api-port", "0"
+                ),
             )
             ports = [ready_port(logs / f"{name}.log", GATEWAY_READY) for name in ("g1", "g2")]
             api_port = ready_port(logs / "logic.log", LOGIC_READY)

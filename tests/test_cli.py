@@ -23,6 +23,7 @@ from tests.helpers import (
     UNIT,
     WS_PORT,
     close_code_of,
+    free_port,
     open_client,
     pushgate_command,
     recv_json,
@@ -128,16 +129,21 @@ async def test_secrets_on_the_command_line_are_warned_of(
     assert "on-argv" not in warning
 
 
-async def test_a_port_in_use_is_one_line_and_exit_1() -> None:
-    """Starting on a busy port says which server and why, in one line, with no traceback."""
-    with socket.socket() as busy:
-        busy.bind((LOOPBACK, 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+@pytest.mark.parametrize("busy", ["gateway", "logic API"])
+async def test_a_port_in_use_is_one_line_and_exit_1(busy: str) -> None:
+    """Starting on a busy port says which server and why, in one line, with no
+    traceback, and nothing about connections: none was open (the gateway, started
+    before the logic API found its port busy, stops with no "0 connections did not
+    close")."""
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        ports = ["--ws-port", port, "--api-port", "0"]
+        if busy == "logic API":
+            ports = ["--ws-port", "0", "--api-host", LOOPBACK, "--api-port", port]
         process = await asyncio.create_subprocess_exec(
-            *pushgate_command(
-                "serve", "--ws-host", LOOPBACK, "--ws-port", str(port), "--api-port", "0"
-            ),
+            *pushgate_command("serve", "--ws-host", LOOPBACK, *ports),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -145,8 +151,118 @@ async def test_a_port_in_use_is_one_line_and_exit_1() -> None:
     assert process.returncode == 1
     lines = err.decode().strip().splitlines()
     assert lines == [
-        f"pushgate: cannot listen on {LOOPBACK}:{port} for the gateway: Address already in use"
+        f"pushgate: cannot listen on {LOOPBACK}:{port} for the {busy}: Address already in use"
     ]
+
+
+async def test_serve_with_redis_unreachable_says_it_started_but_is_not_ready() -> None:
+    """A Redis that does not answer is no reason to refuse to start (the node catches
+    up once it answers), but the start line must not say "ready": it says started,
+    not ready, and why; /readyz agrees."""
+    down = f"redis://{LOOPBACK}:{free_port()}/0"
+    async with server_process("--broker", down) as server:
+        said = next(line for line in server.log if " ready: " in line)
+        async with aiohttp.ClientSession() as http:
+            readyz = await http.get(f"http://{LOOPBACK}:{server.api_port}/readyz")
+    assert "pushgate" in said
+    assert "serve started, not ready: Redis unreachable; gateway ws://" in said
+    assert "serve ready:" not in "".join(server.log)
+    assert readyz.status == 503
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["serve", "--max-body-bytes", "lots"],
+            "pushgate serve: --max-body-bytes: not a size in bytes: 'lots'",
+        ),
+        (["serve", "--heartbeat", "abc"], "pushgate serve: --heartbeat: not a number: 'abc'"),
+        (["serve", "--workers", "x"], "pushgate serve: --workers: not auto or a number: 'x'"),
+        (
+            ["serve", "--ws-prot", "8080"],
+            "pushgate serve: unknown option --ws-prot; did you mean --ws-port?",
+        ),
+        (["serv"], "pushgate: unknown command 'serv'; did you mean serve?"),
+        (
+            ["push", "all", "hi", "--tga", "3"],
+            "pushgate push all: unknown option --tga; did you mean --tag?",
+        ),
+        (["serve", "8080"], "pushgate serve: unexpected argument '8080'"),
+        (
+            ["gateway", "--broker", "memory://", "--api-port", "9000"],
+            "pushgate gateway: --api-port is not an option of pushgate gateway: only serve "
+            "and logic read it",
+        ),
+        (
+            ["logic", "--broker", "memory://", "--ws-port=8080"],
+            "pushgate logic: --ws-port is not an option of pushgate logic: only serve and "
+            "gateway read it",
+        ),
+    ],
+)
+def test_a_usage_error_is_one_line_without_the_usage_block(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong command, option or value is one line in words (no usage block, no
+    Python function name), with the closest command or option when one is close,
+    and where to read more; exit status 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    command = line.split(":", 1)[0]
+    assert capsys.readouterr().err.splitlines() == [f"{line} (see {command} --help)"]
+
+
+def test_each_roles_help_lists_only_the_options_it_reads(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`gateway --help` has no logic API options, `logic --help` no gateway ones;
+    both have what they share (the broker), `serve --help` has them all."""
+    helps = {}
+    for role in ("serve", "gateway", "logic"):
+        with pytest.raises(SystemExit):
+            main([role, "--help"])
+        listed = _help_sections(capsys.readouterr().out).values()
+        helps[role] = [flag for flags in listed for flag in flags]
+    gateway_only = ["--ws-port", "--heartbeat", "--token-secret", "--workers", "--connect-hook"]
+    logic_only = ["--api-port", "--api-key", "--control-timeout", "--max-body-bytes"]
+    for flag in [*gateway_only, *logic_only, "--broker", "--log-format"]:
+        assert flag in helps["serve"], flag
+    for flag in gateway_only:
+        assert (flag in helps["gateway"], flag in helps["logic"]) == (True, False), flag
+    for flag in logic_only:
+        assert (flag in helps["gateway"], flag in helps["logic"]) == (False, True), flag
+    for role in ("gateway", "logic"):
+        assert "--broker" in helps[role]
+
+
+@pytest.mark.parametrize("role", ["gateway", "logic"])
+def test_a_gateway_or_logic_node_without_a_broker_is_refused(
+    role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Alone on memory:// a gateway reaches no logic node, and a logic node no
+    gateway (a push would answer delivered: 0): refused, in one line, exit 2."""
+    assert main([role]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"pushgate {role}: no --broker: on memory://")
+    assert "--broker redis://HOST:PORT/DB" in line
+    assert "--broker memory://" in line
+
+
+@pytest.mark.parametrize(
+    ("role", "args", "env"),
+    [
+        ("gateway", ["--broker", "memory://"], {}),
+        ("logic", [], {"PUSHGATE_BROKER": "memory://"}),
+    ],
+)
+async def test_a_node_alone_on_memory_starts_when_asked_for(
+    role: str, args: list[str], env: dict[str, str]
+) -> None:
+    """--broker memory:// (or PUSHGATE_BROKER) says it is meant: the node starts."""
+    async with server_process(*args, env=env, role=role) as server:
+        assert any(f"{role} ready: " in line for line in server.log)
 
 
 @pytest.mark.parametrize(
@@ -175,6 +291,7 @@ async def test_a_port_in_use_is_one_line_and_exit_1() -> None:
             {},
             "--token-secret must be at least 32 bytes, got 5",
         ),
+        (["serve"], {"PUSHGATE_HEARTBEAT": "abc"}, "PUSHGATE_HEARTBEAT='abc': not a number"),
     ],
 )
 def test_a_bad_setting_is_one_line_and_exit_2(

@@ -203,6 +203,28 @@ async def test_without_reconnect_iteration_ends_when_the_server_goes() -> None:
     await conn.close()
 
 
+@pytest.mark.parametrize(
+    ("end_session", "code", "closed_with"),
+    [(True, None, 4410), (False, 4403, 4403)],
+)
+async def test_a_code_from_4400_to_4499_keeps_the_client_away(
+    server: Running, end_session: bool, code: int | None, closed_with: int
+) -> None:
+    """An operator's disconnect that ends the session (4410 by default), or any code
+    from 4400 to 4499: the client stops for good instead of coming straight back
+    with a new wsId, which would undo the operator's act."""
+    async with (
+        PushAPI(server.api_url) as api,
+        connect(server.ws_url, backoff_initial=BACKOFF_INITIAL, backoff_max=BACKOFF_MAX) as conn,
+    ):
+        done = await api.disconnect(ws_id=conn.ws_id, code=code, end_session=end_session)
+        assert done.disconnected == [conn.ws_id]
+        async with asyncio.timeout(5 * UNIT):
+            assert [push async for push in conn] == []  # the end: no reconnect follows
+        assert (state_of(conn), conn.close_code) == (State.CLOSED, closed_with)
+        assert (await api.stats()).connections == 0
+
+
 async def test_on_state_change_may_close_the_connection(server: Running) -> None:
     """A callback that closes the connection on the first drop ends it cleanly."""
     seen: list[State] = []
@@ -554,7 +576,8 @@ async def test_api_commands_fail_with_one_line_and_status_1_or_2(server: Running
 
 async def test_the_operators_commands(tmp_path: Path) -> None:
     """stats, rooms [ROOM], connection, user, push conn, push batch, join --user and
-    disconnect: one readable answer each (or the API's JSON with --json)."""
+    disconnect: one readable answer each, "1 connection" never "1 connections" (or
+    the API's JSON with --json)."""
     secret = "a-test-secret-of-at-least-32-bytes!!"
     async with running_server(**FAST_TIMERS, token_secret=secret) as server:
         api = ("--api", server.api_url)
@@ -562,11 +585,13 @@ async def test_the_operators_commands(tmp_path: Path) -> None:
         async with connect(server.ws_url, token=token) as conn:
             assert await run_terminal("join", "vip", "--user", "alice", *api) == (
                 0,
-                "1 connection(s) of user alice joined room vip\n",
+                "1 connection of user alice joined room vip\n",
                 "",
             )
             status, out, _ = await run_terminal("stats", *api)
-            assert (status, out.splitlines()[0]) == (0, "1 connections, 1 rooms, 1 users")
+            assert (status, out.splitlines()[0]) == (0, "1 connection, 1 room, 1 user")
+            status, out, _ = await run_terminal("rooms", "vip", *api)
+            assert out.splitlines()[0] == "room vip: 1 member"
             assert (await run_terminal("rooms", *api))[1] == "       1  vip\n"
             status, out, _ = await run_terminal("rooms", "vip", "--json", *api)
             answer = json.loads(out)
@@ -605,7 +630,7 @@ async def test_the_operators_commands(tmp_path: Path) -> None:
             status, out, _ = await run_terminal(
                 "disconnect", "--user", "alice", "--code", "4321", *api
             )
-            assert (status, out) == (0, f"closed 1 connection(s) with 4321\n{conn.ws_id}\n")
+            assert (status, out) == (0, f"closed 1 connection with 4321\n{conn.ws_id}\n")
         status, _, err = await run_terminal("disconnect", *api)
         assert (status, err) == (
             2,

@@ -51,20 +51,14 @@ class ProcessCluster:
 async def cluster() -> AsyncIterator[ProcessCluster]:
     redis = RedisServer()
     await redis.start()
-    args = (
-        "--broker",
-        redis.url,
-        "--node-ttl",
-        str(NODE_TTL),
-        "--control-timeout",
-        str(CONTROL_TIMEOUT),
-    )
+    args = ("--broker", redis.url, "--node-ttl", str(NODE_TTL))
+    logic = (*args, "--control-timeout", str(CONTROL_TIMEOUT))
     try:
         async with AsyncExitStack() as stack:
             started = await asyncio.gather(
                 stack.enter_async_context(server_process(*args, role="gateway")),
                 stack.enter_async_context(server_process(*args, role="gateway")),
-                stack.enter_async_context(server_process(*args, role="logic")),
+                stack.enter_async_context(server_process(*logic, role="logic")),
             )
             yield ProcessCluster(redis, list(started[:2]), started[2])
     finally:
@@ -180,6 +174,32 @@ async def test_a_killed_gateways_wsids_stop_resolving(
     assert (await recv_json(a))["data"] == "still here"
     await a.close()
     await b.close()
+
+
+async def test_stats_count_the_live_gateways_while_a_killed_one_is_forgotten(
+    cluster: ProcessCluster, http: aiohttp.ClientSession
+) -> None:
+    """SIGKILL one gateway: until --node-ttl forgets it, /stats answers 200 with the
+    other gateway's counts and names the silent one in "missing" (not a 503 that
+    hides the whole cluster); once forgotten, nothing is missing."""
+    a, a_id = await open_client(cluster.gateways[0].ws_url)
+    async with http.get(f"{cluster.api}/connections/{a_id}") as response:
+        live = (await response.json())["node"]
+    async with http.get(cluster.api + "/stats") as response:
+        before = await response.json()
+    [dead] = [node["node"] for node in before["nodes"] if node["node"] != live]
+    cluster.gateways[1].process.send_signal(signal.SIGKILL)
+    await cluster.gateways[1].process.wait()
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(NODE_TTL + 5 * UNIT):
+        while not seen or seen[-1]["missing"]:  # forgotten after the TTL: no event
+            async with http.get(cluster.api + "/stats") as response:
+                assert response.status == 200, await response.text()
+                seen.append(await response.json())
+            assert seen[-1]["connections"] == 1
+            assert [node["node"] for node in seen[-1]["nodes"]] == [live]
+    assert seen[0]["missing"] == [dead]  # asked at once: well within the TTL
+    await a.close()
 
 
 async def test_a_draining_gateway_reports_not_ready_until_it_is_gone() -> None:

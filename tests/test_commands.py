@@ -329,6 +329,14 @@ def test_a_disconnect_by_default_closes_with_4000_and_keeps_the_session() -> Non
     )
 
 
+def test_a_disconnect_that_ends_the_session_closes_with_4410_by_default() -> None:
+    """4410 is in the range the SDKs do not reconnect after: an ended session's client
+    must not come straight back as a new one."""
+    assert Disconnect.from_fields({"wsId": WS_ID, "endSession": True}) == Disconnect(
+        ConnId(WS_ID), None, 4410, "session ended by the operator", True
+    )
+
+
 def test_a_disconnect_of_a_user_with_its_code_reason_and_end_of_session() -> None:
     fields = {"uid": "alice", "code": "4999", "reason": "bye", "endSession": "true"}
     assert Disconnect.from_fields(fields) == Disconnect(None, "alice", 4999, "bye", True)

@@ -58,8 +58,9 @@ def test_the_command_line_and_the_environment_override_the_file(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ('ws_port = "x"\n', ":1: ws_port: invalid literal"),
-        ("\n\nnope = 2\n", ":3: 'nope' is not an option"),
+        ('ws_port = "x"\n', ":1: ws_port: not a whole number: 'x'"),
+        ("\n\nnope = 2\n", ":3: 'nope' is not an option of pushgate (see --help)"),
+        ("hartbeat = 3\n", ":1: 'hartbeat' is not an option of pushgate; did you mean heartbeat?"),
         ("heartbeat = true\n", ":1: heartbeat must be a number, got a boolean"),
         ("no_compression = 1\n", ":1: no_compression must be true or false, got a number"),
         ("max_message_bytes = 10\n", ":1: --max-message-bytes must be at least 64 bytes"),

@@ -32,6 +32,7 @@ from tests.helpers import (
     LOOPBACK,
     UNIT,
     Running,
+    free_port,
     open_client,
     running_server,
     until_gone,
@@ -152,6 +153,26 @@ async def test_the_page_connects_joins_pushes_and_shows_the_message(browser: "Br
         assert ws_id == await page.locator("#ws-id").inner_text()
 
 
+async def test_a_push_without_a_tag_is_type_2_as_in_every_client(browser: "Browser") -> None:
+    """pushgate.js's PushAPI sends type 2 when no tag is given, as the Python clients
+    and `pushgate push` do; the console's push box starts at 2 too."""
+    from playwright.async_api import expect
+
+    async with running_server(**FAST_TIMERS) as server, console_for(server) as page_url:
+        page, _ = await open_console(browser, page_url, server.ws_url)
+        await expect(page.locator("#push-tag")).to_have_value("2")
+        delivered = await page.evaluate(
+            """async () => {
+              const { PushAPI } = await import("/static/pushgate.js");
+              return (await new PushAPI().pushAll("no tag given")).delivered;
+            }"""
+        )
+        assert delivered == 1
+        newest = page.locator("#messages li").first
+        await expect(newest.locator(".data")).to_have_text("no tag given", timeout=WAIT_MS)
+        await expect(newest.locator(".type")).to_have_text("type 2")
+
+
 async def test_a_second_tab_sees_the_first_tabs_pushes(browser: "Browser") -> None:
     """Two tabs: one pushes to all and to a room, the other (a member) shows both."""
     from playwright.async_api import expect
@@ -210,7 +231,8 @@ async def test_the_page_reconnects_with_a_new_ws_id_and_rejoins_its_rooms(
 async def test_a_gateway_that_requires_tokens_is_reached_with_the_token_field(
     browser: "Browser",
 ) -> None:
-    """No token: the page keeps retrying and says so; with one pasted, it connects."""
+    """No token: the page keeps retrying and says the gateway refused it, asking for a
+    token; with one pasted, it connects (Reconnect), and the stale notice goes."""
     from playwright.async_api import expect
 
     secret = "a-test-secret-of-at-least-32-bytes!!"
@@ -221,15 +243,50 @@ async def test_a_gateway_that_requires_tokens_is_reached_with_the_token_field(
     ):
         page = await browser.new_page()
         await page.goto(f"{page_url}/?ws={server.ws_url}", timeout=WAIT_MS)
-        await expect(page.locator("#notice")).to_contain_text("cannot connect", timeout=WAIT_MS)
+        await expect(page.locator("#notice")).to_contain_text(
+            "the gateway refused it: does it need a connection token?", timeout=WAIT_MS
+        )
         await expect(page.locator("#state")).to_have_text("connecting")
 
         await page.fill("#token", token)
         await page.click("#connect")
         await expect(page.locator("#state")).to_have_text("open", timeout=WAIT_MS)
+        # At once, not when its 6 s are up: the refusal was about the last connection.
+        assert await page.locator("#notice").is_hidden()
         async with PushAPI(server.api_url) as api:
             assert (await api.push_user("browser-user", "for you", 6)).delivered == 1
         await expect(page.locator("#messages li .data")).to_have_text(["for you"], timeout=WAIT_MS)
+
+
+async def test_the_page_served_by_serve_connects_to_its_own_gateway(browser: "Browser") -> None:
+    """`serve --ws-port` other than 8888: the console page its API serves connects to
+    that port without a ?ws= (the page is told its gateway's address)."""
+    from playwright.async_api import expect
+
+    async with running_server(**FAST_TIMERS) as server:
+        assert server.ws_port != 8888
+        page = await browser.new_page()
+        await page.goto(server.api_url + "/", timeout=WAIT_MS)
+        await expect(page.locator("#state")).to_have_text("open", timeout=WAIT_MS)
+        await expect(page.locator("#gateway-url")).to_have_value(server.ws_url)
+        assert len(list(server.server.node.hub.conn_ids())) == 1
+
+
+async def test_a_gateway_nobody_listens_on_is_said_so_without_talk_of_tokens(
+    browser: "Browser",
+) -> None:
+    """Nothing answers at the gateway's address: the notice says so (is it running,
+    on that port?), and does not suggest a token, which would not help."""
+    from playwright.async_api import expect
+
+    async with running_server(**FAST_TIMERS) as server, console_for(server) as page_url:
+        nobody = f"ws://{LOOPBACK}:{free_port()}/connect"
+        page = await browser.new_page()
+        await page.goto(f"{page_url}/?ws={nobody}", timeout=WAIT_MS)
+        notice = page.locator("#notice")
+        await expect(notice).to_contain_text("nothing answers there", timeout=WAIT_MS)
+        await expect(notice).to_contain_text(f"cannot connect to {nobody}")
+        await expect(notice).not_to_contain_text("token")
 
 
 async def test_rooms_and_their_members_are_listed_page_by_page(browser: "Browser") -> None:

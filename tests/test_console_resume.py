@@ -270,6 +270,32 @@ async def test_a_page_whose_session_another_connection_resumed_stops_for_good(
             await expect(page.locator("#state")).to_have_text("closed")
 
 
+async def test_a_page_whose_session_an_operator_ended_stays_away(browser: "Browser") -> None:
+    """An operator ends the page's session (disconnect with endSession): the server
+    closes with 4410, and pushgate.js stops there instead of coming straight back
+    with a new wsId; the page says so."""
+    from playwright.async_api import expect
+
+    async with (
+        running_server(**TIMERS) as server,
+        console_for(server) as page_url,
+        PushAPI(server.api_url) as api,
+    ):
+        page, ws_id = await open_console(browser, page_url, server.ws_url)
+        done = await api.disconnect(ws_id=ws_id, end_session=True)
+        assert (done.disconnected, done.session_ended) == ([ws_id], True)
+
+        await expect(page.locator("#state")).to_have_text("closed", timeout=WAIT_MS)
+        newest_log = page.locator("#log li").first
+        await expect(newest_log).to_have_attribute("data-kind", "stopped")
+        await expect(newest_log.locator(".text")).to_contain_text(
+            "the server closed this connection for good (code 4410"
+        )
+        assert await client_value(page, "c.closeCode") == 4410
+        assert await client_value(page, "c._timers.size") == 0  # no reconnect scheduled
+        assert (await api.stats()).connections == 0
+
+
 async def test_an_unreachable_gateway_is_skipped_for_the_next_one(browser: "Browser") -> None:
     """Given two gateways, the first of which nobody listens on, the page connects to
     the second."""

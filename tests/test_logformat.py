@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 
-from pushgate.logformat import JsonFormatter, RedactSecrets
+from pushgate.logformat import JsonFormatter, RedactSecrets, with_worker
 from tests.helpers import UNIT, open_client, server_process
 
 
@@ -59,6 +59,25 @@ def test_an_exception_is_one_field_on_the_same_line() -> None:
     text = JsonFormatter().format(made)
     assert "\n" not in text
     assert "ValueError: boom" in json.loads(text)["exc"]
+
+
+def test_a_workers_line_names_the_worker_and_stays_json() -> None:
+    """The supervisor passes a worker's JSON line on with "worker"; anything else the
+    worker wrote (a crash before logging was set up) becomes a JSON line too."""
+    line = '{"time":"t","level":"info","logger":"pushgate","message":"hi"}'
+    assert json.loads(with_worker(line, "gateway 2")) == {
+        "time": "t",
+        "level": "info",
+        "logger": "pushgate",
+        "message": "hi",
+        "worker": "gateway 2",
+    }
+    raw = json.loads(with_worker("Traceback (most recent call last):", "logic"))
+    assert (raw["level"], raw["message"], raw["worker"]) == (
+        "error",
+        "Traceback (most recent call last):",
+        "logic",
+    )
 
 
 async def test_serve_logs_json_lines_with_the_ws_id() -> None:

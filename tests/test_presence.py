@@ -254,7 +254,7 @@ async def test_disconnect_closes_with_the_operators_code_and_reason(
     assert status == 200
     assert sorted(body["disconnected"]) == sorted(ws_id for _, ws_id in dave)
     for ws, ws_id in dave:
-        assert await close_code_of(ws) == 4000
+        assert await close_code_of(ws) == 4410  # session ended: the SDKs stay away
         status, _ = await get(http, setup.api + f"/connections/{ws_id}")
         assert status == 404  # ended: it cannot resume
     await quiet(bystander)

@@ -25,7 +25,9 @@ from tests.helpers import (
 )
 from tests.redis_server import RedisServer
 
-ARGS = ("--node-ttl", "2", "--control-timeout", "1", "--heartbeat", "1", "--idle-timeout", "3")
+# Each role is given the options it reads (it refuses the others').
+GATEWAY_ARGS = ("--node-ttl", "2", "--heartbeat", "1", "--idle-timeout", "3")
+LOGIC_ARGS = ("--node-ttl", "2", "--control-timeout", "1")
 
 
 async def recv_n(conn: Connection, count: int, timeout: float = 10 * UNIT) -> list[object]:
@@ -38,11 +40,13 @@ async def test_a_session_resumes_on_the_other_gateway_after_a_sigkill(
 ) -> None:
     """The client's gateway is SIGKILLed; 20 pushes are sent; the client resumes on the
     other gateway with the same wsId, in the same room, and gets all 20."""
-    args = ("--broker", redis.url, *ARGS)
+    args = ("--broker", redis.url, *GATEWAY_ARGS)
     async with AsyncExitStack() as stack:
         g1 = await stack.enter_async_context(server_process(*args, role="gateway"))
         g2 = await stack.enter_async_context(server_process(*args, role="gateway"))
-        logic = await stack.enter_async_context(server_process(*args, role="logic"))
+        logic = await stack.enter_async_context(
+            server_process("--broker", redis.url, *LOGIC_ARGS, role="logic")
+        )
         api = await stack.enter_async_context(PushAPI(f"http://127.0.0.1:{logic.api_port}"))
         conn = await stack.enter_async_context(
             connect([g2.ws_url, g1.ws_url], api=api, backoff_initial=0.05, backoff_max=0.2)
@@ -66,13 +70,15 @@ async def test_a_rolling_restart_loses_and_duplicates_nothing(
     """1,000 clients over 2 gateways, pushes to all and to rooms at 20/s; SIGTERM one gateway
     (it drains with 1012), start it again, then the other: every client gets every
     push once, in order."""
-    args = ("--broker", redis.url, *ARGS, "--drain-seconds", "0.5")
+    args = ("--broker", redis.url, *GATEWAY_ARGS, "--drain-seconds", "0.5")
     async with AsyncExitStack() as stack:
         gateways = [
             await stack.enter_async_context(server_process(*args, role="gateway")),
             await stack.enter_async_context(server_process(*args, role="gateway")),
         ]
-        logic = await stack.enter_async_context(server_process(*args, role="logic"))
+        logic = await stack.enter_async_context(
+            server_process("--broker", redis.url, *LOGIC_ARGS, role="logic")
+        )
         api = await stack.enter_async_context(PushAPI(f"http://127.0.0.1:{logic.api_port}"))
         urls = [g.ws_url for g in gateways]
         conns = []

@@ -106,6 +106,19 @@ async def test_pushes_joins_and_presence(api: Client, server: Running) -> None:
     assert await close_code_of(ws) == 4100
 
 
+async def test_a_push_without_a_tag_is_type_2_as_in_every_client(
+    api: Client, server: Running
+) -> None:
+    """No tag given: type 2, as `pushgate push` and pushgate.js send it (the server
+    itself requires one: without this the call could not be made)."""
+    ws, ws_id = await open_client(server.ws_url)
+    assert (await api("join", "news", ws_id)).already_member is False
+    for method, target in (("push_all", ()), ("push_room", ("news",)), ("push_conn", (ws_id,))):
+        assert (await api(method, *target, method)).delivered == 1
+        assert (await recv_json(ws))["type"] == 2
+    await ws.close()
+
+
 async def test_errors_are_the_same_in_both(api: Client) -> None:
     with pytest.raises(NotFoundError) as not_found:
         await api("join", "news", OTHER_WSID)

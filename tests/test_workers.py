@@ -201,6 +201,22 @@ def assert_gone(pids: list[int], directory: str) -> None:
     assert not os.path.exists(directory)
 
 
+async def test_json_logs_of_workers_name_the_worker() -> None:
+    """--log-format json with --workers: every line is JSON, and a worker's (here a
+    gateway closing a client for a bad message) says which worker wrote it."""
+    async with server_process("--workers", "2", "--log-format", "json") as server:
+        ws, ws_id = await open_client(server.ws_url)
+        await ws.send("not json")
+        await asyncio.wait_for(ws.wait_closed(), 5 * UNIT)
+        await until_logged(server, ws_id, 0)
+    lines = [json.loads(line) for line in server.log if line.strip()]
+    [closing] = [line for line in lines if line.get("wsId") == ws_id and line.get("code")]
+    assert closing["worker"] in ("gateway 1", "gateway 2")
+    assert any(line.get("worker") == "logic" for line in lines)
+    ready = [line for line in lines if " ready: " in line["message"]]
+    assert [line.get("worker") for line in ready] == [None]  # the supervisor's own
+
+
 async def test_workers_without_redis_server_say_how_to_fix_it() -> None:
     """No broker given and no redis-server installed: exit 1 with what to do."""
     process = await asyncio.create_subprocess_exec(
@@ -218,7 +234,7 @@ async def test_workers_without_redis_server_say_how_to_fix_it() -> None:
 
 
 async def test_workers_are_for_gateways() -> None:
-    """``logic --workers 2`` is refused: logic nodes are scaled by running more."""
+    """``logic --workers 2`` is refused, in one line: logic nodes are scaled by running more."""
     process = await asyncio.create_subprocess_exec(
         *pushgate_command("logic", "--workers", "2"),
         stdout=subprocess.DEVNULL,
@@ -226,7 +242,10 @@ async def test_workers_are_for_gateways() -> None:
     )
     _, err = await asyncio.wait_for(process.communicate(), 15 * UNIT)
     assert process.returncode == 2
-    assert "--workers is for serve and gateway" in err.decode()
+    assert err.decode().splitlines() == [
+        "pushgate logic: --workers is not an option of pushgate logic: only serve and "
+        "gateway read it (see pushgate logic --help)"
+    ]
 
 
 async def test_a_killed_supervisor_leaves_no_worker_behind() -> None:

@@ -15,6 +15,10 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
 T = TypeVar("T")
+# A push's type when the caller gives none, the same in every client (this one, the
+# terminal's, pushgate.js, publish): the lowest a push may have (0 and 1 are the
+# welcome and the heartbeat).
+DEFAULT_TAG = 2
 
 
 # Errors
@@ -220,19 +224,19 @@ class Call(Generic[T]):
     read: Callable[[dict[str, Any]], T]
 
 
-def push_all(val: object, tag: int) -> Call[PushResult]:
+def push_all(val: object, tag: int = DEFAULT_TAG) -> Call[PushResult]:
     return Call("POST", "/push/all", {"val": val, "tag": tag}, _push_result)
 
 
-def push_room(room: str, val: object, tag: int) -> Call[PushResult]:
+def push_room(room: str, val: object, tag: int = DEFAULT_TAG) -> Call[PushResult]:
     return Call("POST", "/push/room", {"id": room, "val": val, "tag": tag}, _push_result)
 
 
-def push_user(user: str, val: object, tag: int) -> Call[PushResult]:
+def push_user(user: str, val: object, tag: int = DEFAULT_TAG) -> Call[PushResult]:
     return Call("POST", "/push/user", {"uid": user, "val": val, "tag": tag}, _push_result)
 
 
-def push_conn(ws_id: str, val: object, tag: int) -> Call[PushResult]:
+def push_conn(ws_id: str, val: object, tag: int = DEFAULT_TAG) -> Call[PushResult]:
     return Call("POST", "/push/conn", {"wsId": ws_id, "val": val, "tag": tag}, _push_result)
 
 
@@ -280,13 +284,16 @@ def disconnect(
     *,
     ws_id: str | None = None,
     user: str | None = None,
-    code: int = 4000,
+    code: int | None = None,
     reason: str | None = None,
     end_session: bool = False,
 ) -> Call[DisconnectResult]:
     if (ws_id is None) == (user is None):
         raise ValueError("give ws_id or user, exactly one of them")
-    fields: dict[str, object] = {"code": code, "endSession": end_session}
+    # No code: the server's, 4000, or with end_session 4410 (the SDKs do not reconnect).
+    fields: dict[str, object] = {"endSession": end_session}
+    if code is not None:
+        fields["code"] = code
     if ws_id is not None:
         fields["wsId"] = ws_id
     if user is not None:

@@ -21,6 +21,7 @@ from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.config import Config
 from pushgate.connecthook import ConnectHook, HookSettings
+from pushgate.console import show_gateway
 from pushgate.directory import Directory, LocalDirectory
 from pushgate.errors import BrokerUnavailable, ConfigError, StartupError
 from pushgate.gatekeeper import Gatekeeper
@@ -427,15 +428,18 @@ class PushServer:
     async def _start_api(self) -> None:
         config = self.config
         debug = logging.getLogger("pushgate.api").isEnabledFor(logging.DEBUG)
+        api = build_api(
+            self.node,
+            max_body_bytes=config.max_body_bytes,
+            api_keys=ApiKeys(config.api_keys),
+            metrics=self.metrics,
+            api_host=config.api_host,
+            pusher_apps=config.pusher_apps,
+        )
+        if self.role == "serve":  # the console page connects to this process's gateway
+            show_gateway(api, lambda: (config.ws_host, self.ws_port))
         self._runner = web.AppRunner(
-            build_api(
-                self.node,
-                max_body_bytes=config.max_body_bytes,
-                api_keys=ApiKeys(config.api_keys),
-                metrics=self.metrics,
-                api_host=config.api_host,
-                pusher_apps=config.pusher_apps,
-            ),
+            api,
             handle_signals=False,
             access_log=logging.getLogger("pushgate.api.access") if debug else None,
             keepalive_timeout=config.api_keepalive_timeout,
@@ -532,7 +536,15 @@ async def serve(config: Config, role: str = "serve") -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, sig, stop)
-    log.info("pushgate %s %s ready: %s", __version__, role, server.describe())
+    if server.node.ready:
+        log.info("pushgate %s %s ready: %s", __version__, role, server.describe())
+    else:  # it serves, answering 503 where it needs the broker, until Redis answers
+        log.warning(
+            "pushgate %s %s started, not ready: Redis unreachable; %s",
+            __version__,
+            role,
+            server.describe(),
+        )
     if role != "logic":
         log.info("accepting up to %d WebSocket connections", connection_cap(config))
     await stop.wait()

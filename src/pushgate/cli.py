@@ -14,6 +14,7 @@ from typing import Any
 
 from pushgate import __version__
 from pushgate.bench.cli import add_bench_parser, run_bench
+from pushgate.cliparser import Parser, argument_type, unknown_arguments
 from pushgate.config import OPTIONS, Group, default_of, from_sources
 from pushgate.configfile import read_config_file
 from pushgate.errors import ConfigError, StartupError
@@ -56,9 +57,21 @@ CLUSTER_EPILOG = """A cluster is several gateway and logic processes sharing one
   pushgate gateway --broker redis://127.0.0.1:6379/0 --ws-port 8889
   pushgate logic   --broker redis://127.0.0.1:6379/0 --api-port 9999
 
-Gateways answer GET /healthz and /readyz on their WebSocket port, logic servers on
-their API port. Every option can also be set by the environment variable shown.
+Both need --broker (on memory:// a node is alone: --broker memory:// says that
+is meant). Each role takes only its own options: a gateway has no --api-port, a
+logic node no --ws-port. Gateways answer GET /healthz and /readyz on their
+WebSocket port, logic servers on their API port. Every option can also be set by
+the environment variable shown.
 """
+
+# Why `gateway` and `logic` need a --broker: on memory:// (the default, right for
+# `serve`, which is both) each is alone, and a push answers "delivered: 0".
+CUT_OFF = {
+    role: f"no --broker: on memory:// this {role} node shares nothing with any {other} "
+    "node, so pushes reach nobody; give --broker redis://HOST:PORT/DB (or --broker "
+    "memory:// to run it alone anyway)"
+    for role, other in (("gateway", "logic"), ("logic", "gateway"))
+}
 
 ROLE_HELP = {
     "serve": (
@@ -82,7 +95,7 @@ ROLE_HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = Parser(
         prog="pushgate",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -96,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
             description=description,
             epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            # No abbreviations: --work 2 would pass --workers' filter in supervisor.py
+            # and reach the children, who would each supervise in turn.
+            allow_abbrev=False,
         )
         sub.add_argument(
             "--config",
@@ -106,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         # Created in the order of Group, which is the order --help shows them in.
         groups = {group: sub.add_argument_group(group.value) for group in Group}
-        for option in OPTIONS:
+        # Only the options this role reads: --help lists them, and another role's is
+        # refused (cliparser.unknown_arguments) rather than silently ignored.
+        for option in (option for option in OPTIONS if role in option.roles):
             group = groups[option.group]
             default = default_of(option.name)
             shown = f"default: {default}; " if default not in ("", False) else ""
@@ -119,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                 group.add_argument(
                     option.flag,
                     dest=option.name,
-                    type=option.parse,
+                    type=argument_type(option),
                     metavar=option.metavar,
                     default=None,
                     help=help_text,
@@ -163,7 +181,9 @@ def check_config_file(path: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        unknown_arguments(parser, args, extras)
     if args.command is None:
         parser.print_help()
         return 2
@@ -173,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_bench(args)
     if args.command == "config":
         return check_config_file(args.file)
+    role: str = args.command
     try:
         path = args.config or os.environ.get("PUSHGATE_CONFIG")
         file = read_config_file(path) if path else None
@@ -180,11 +201,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pushgate: {exc}", file=sys.stderr)
         return 2
+    broker_given = (
+        args.broker is not None or "PUSHGATE_BROKER" in os.environ or "broker" in (file or {})
+    )
+    if role != "serve" and not config.clustered and not broker_given:
+        print(f"pushgate {role}: {CUT_OFF[role]}", file=sys.stderr)
+        return 2
     configure_logging(config.log_level, config.log_format)
     warn_of_secrets_in_argv(args)
     from pushgate.app import serve
 
-    role: str = args.command
     if config.worker_count > 1:
         if role == "logic":
             print(

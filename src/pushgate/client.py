@@ -31,8 +31,9 @@ What a caller must know:
   everything; when it could not (the session expired, history was trimmed or lost),
   ``conn.recovered`` is False and ``on_recovery`` is called: refetch your state.
 - Pushes are delivered exactly once: a push whose position the client has already
-  seen is dropped. A close with 4001 (another connection resumed this session) ends
-  the connection for good.
+  seen is dropped. A close with 4001 (another connection resumed this session), or
+  with a code from 4400 to 4499 (the server says: do not come back; 4410, the
+  operator ended the session), ends the connection for good.
 - Iteration ends after :meth:`Connection.close`, or when the connection drops and
   ``reconnect=False``; ``conn.close_code`` then tells why.
 - Pushes wait in a queue of ``max_queue`` messages; while it is full the client stops
@@ -109,6 +110,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.http11 import Response
 from websockets.typing import Subprotocol
 
+from pushgate.apicalls import DEFAULT_TAG
 from pushgate.connectrefusal import HandshakeRefusal, read_refusal
 from pushgate.ids import ConnId, RoomId
 from pushgate.pushapi import (
@@ -136,6 +138,7 @@ from pushgate.streams import ROOM_TOPIC_PREFIX
 from pushgate.syncpushapi import SyncPushAPI
 from pushgate.tokens import make_token
 from pushgate.wire import (
+    CLOSE_NO_RECONNECT,
     CLOSE_SERVICE_RESTART,
     CLOSE_SESSION_TAKEN,
     PING,
@@ -158,6 +161,7 @@ from pushgate.wire import (
 )
 
 __all__ = [
+    "DEFAULT_TAG",
     "APIConnectionError",
     "BadRequestError",
     "BatchItemResult",
@@ -595,7 +599,9 @@ class Connection:
 
     # Publishing (docs/protocol.md, "Publishing")
 
-    async def publish(self, room: str, data: object, *, tag: int = 2, echo: bool = False) -> None:
+    async def publish(
+        self, room: str, data: object, *, tag: int = DEFAULT_TAG, echo: bool = False
+    ) -> None:
         """Send ``data`` (any JSON value, None included) to the other members of
         ``room``, a room this connection is in whose namespace has ``+publish``; they
         get it as a push of type ``tag`` (2 to 2**53-1) with this connection as its
@@ -660,6 +666,9 @@ class Connection:
                     break
                 if self.close_code == CLOSE_SESSION_TAKEN:
                     log.warning("session %s was resumed by another connection", self.ws_id)
+                    break
+                if self.close_code in CLOSE_NO_RECONNECT:
+                    log.warning("the server closed %s for good (%d)", self.ws_id, self.close_code)
                     break
                 await self._set_state(State.RECONNECTING)
                 if self._closing:  # close() called by the callback

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pushgate.errors import InvalidField
 from pushgate.ids import ROOM_ID_PATTERN as ROOM_ID_PATTERN  # re-exported: its old home
 from pushgate.ids import ConnId, RoomId
-from pushgate.wire import MAX_PUSH_TAG, MIN_PUSH_TAG
+from pushgate.wire import CLOSE_SESSION_ENDED, MAX_PUSH_TAG, MIN_PUSH_TAG
 
 MAX_USER_ID_LENGTH = 128
 MAX_BATCH = 1000
 MAX_CLOSE_REASON_BYTES = 123
 DEFAULT_DISCONNECT_CODE = 4000
 DEFAULT_DISCONNECT_REASON = "disconnected by the operator"
+DEFAULT_END_SESSION_REASON = "session ended by the operator"
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,20}")
 _UUID_TEXT = re.compile(
     r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}"
@@ -163,12 +164,18 @@ class Disconnect:
     def from_fields(cls, fields: Fields) -> "Disconnect":
         if ("wsId" in fields) == ("uid" in fields):
             raise InvalidField("wsId", "give wsId or uid (exactly one of them)")
+        end_session = parse_flag("endSession", fields.get("endSession", False))
+        # An ended session by default closes with a code the SDKs do not reconnect
+        # after: coming straight back with a new session would undo the operator's act.
+        code, reason = DEFAULT_DISCONNECT_CODE, DEFAULT_DISCONNECT_REASON
+        if end_session:
+            code, reason = CLOSE_SESSION_ENDED, DEFAULT_END_SESSION_REASON
         return cls(
             conn=parse_conn_id(fields["wsId"]) if "wsId" in fields else None,
             user=parse_user_id(fields["uid"]) if "uid" in fields else None,
-            code=parse_close_code(fields.get("code", DEFAULT_DISCONNECT_CODE)),
-            reason=parse_close_reason(fields.get("reason", DEFAULT_DISCONNECT_REASON)),
-            end_session=parse_flag("endSession", fields.get("endSession", False)),
+            code=parse_close_code(fields.get("code", code)),
+            reason=parse_close_reason(fields.get("reason", reason)),
+            end_session=end_session,
         )
 
 

@@ -43,6 +43,12 @@ KIB = 1024
 MIB = 1024 * KIB
 LOG_LEVELS = ("debug", "info", "warning", "error")
 BROKER_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
+# The commands that run a node, and which of them read a setting: `serve` is a gateway
+# and a logic API in one process, so it reads every setting; `gateway` and `logic` only
+# their own (cli.py shows only those in their --help, and refuses the others).
+ROLES = ("serve", "gateway", "logic")
+GATEWAY = ("serve", "gateway")
+LOGIC = ("serve", "logic")
 
 
 class Group(Enum):
@@ -281,6 +287,7 @@ class Option:
     # A secret: warned of on the command line (ps shows it), and handed to --workers'
     # children by environment only.
     secret: bool = False
+    roles: tuple[str, ...] = ROLES  # the commands that read it (GATEWAY, LOGIC or all)
 
     @property
     def flag(self) -> str:
@@ -289,6 +296,18 @@ class Option:
     @property
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
+
+    def read(self, text: str) -> Any:
+        """The value ``text`` stands for; ValueError saying what was expected, in
+        words (never the name of the function that read it)."""
+        try:
+            return self.parse(text)
+        except ValueError:
+            if self.parse is int:
+                raise ValueError(f"not a whole number: {text!r}") from None
+            if self.parse is float:
+                raise ValueError(f"not a number: {text!r}") from None
+            raise
 
     def check(self, value: object) -> None:
         """Raise ConfigError, naming this option, at the first check ``value`` fails."""
@@ -315,20 +334,23 @@ def option(
     parse: Callable[[str], T] | None = None,
     check: Check | tuple[Check, ...] = (),
     secret: bool = False,
+    roles: tuple[str, ...] = ROLES,
 ) -> T:
     """A Config field that is a setting. Its text is read by ``parse``, by default the
     type of ``default`` (so write a float's default as ``10.0``); its value must
     pass ``check`` (one check or several, in order); a ``secret`` should be given by
-    environment."""
+    environment; ``roles``: the commands that read it."""
     checks = check if isinstance(check, tuple) else (check,)
-    declared = Option(parse or type(default), metavar, help, group, checks, secret=secret)
+    declared = Option(
+        parse or type(default), metavar, help, group, checks, secret=secret, roles=roles
+    )
     return field(default=default, metadata={_OPTION: declared})
 
 
-def flag(help: str, *, group: Group) -> bool:
+def flag(help: str, *, group: Group, roles: tuple[str, ...] = ROLES) -> bool:
     """A Config field that is a yes or no, off unless ``--name`` is given (or its
     environment variable says 1/true/yes/on)."""
-    declared = Option(parse_bool, "", help, group, flag_only=True)
+    declared = Option(parse_bool, "", help, group, flag_only=True, roles=roles)
     return field(default=False, metadata={_OPTION: declared})
 
 
@@ -340,7 +362,11 @@ class Config:
     """
 
     ws_host: str = option(
-        "0.0.0.0", "address the WebSocket gateway listens on", metavar="HOST", group=Group.LISTEN
+        "0.0.0.0",
+        "address the WebSocket gateway listens on",
+        metavar="HOST",
+        group=Group.LISTEN,
+        roles=GATEWAY,
     )
     ws_port: int = option(
         8888,
@@ -348,15 +374,22 @@ class Config:
         metavar="PORT",
         group=Group.LISTEN,
         check=port,
+        roles=GATEWAY,
     )
     api_host: str = option(
         "127.0.0.1",
         "address the logic HTTP API listens on (keep it private)",
         metavar="HOST",
         group=Group.LISTEN,
+        roles=LOGIC,
     )
     api_port: int = option(
-        9999, "port of the logic HTTP API", metavar="PORT", group=Group.LISTEN, check=port
+        9999,
+        "port of the logic HTTP API",
+        metavar="PORT",
+        group=Group.LISTEN,
+        check=port,
+        roles=LOGIC,
     )
     tls_cert: str = option(
         "",
@@ -383,11 +416,13 @@ class Config:
         group=Group.PROCESSES,
         parse=parse_workers,
         check=must_be(lambda n: n >= 0, "auto or a number of processes, 1 or more"),
+        roles=GATEWAY,
     )
     reuse_port: bool = flag(
         "listen with SO_REUSEPORT, so that several gateways share the WebSocket port "
         "(--workers sets it)",
         group=Group.PROCESSES,
+        roles=GATEWAY,
     )
     broker: str = option(
         "memory://",
@@ -428,6 +463,7 @@ class Config:
         metavar="SECONDS",
         group=Group.CLUSTER,
         check=positive_seconds,
+        roles=LOGIC,
     )
     history_size: int = option(
         100,
@@ -469,6 +505,7 @@ class Config:
         metavar="SECONDS",
         group=Group.TIMEOUTS,
         check=positive_seconds,
+        roles=GATEWAY,
     )
     idle_timeout: float = option(
         30.0,
@@ -477,6 +514,7 @@ class Config:
         metavar="SECONDS",
         group=Group.TIMEOUTS,
         check=positive_seconds,
+        roles=GATEWAY,
     )
     handshake_timeout: float = option(
         10.0,
@@ -485,6 +523,7 @@ class Config:
         metavar="SECONDS",
         group=Group.TIMEOUTS,
         check=positive_seconds,
+        roles=GATEWAY,
     )
     close_timeout: float = option(
         5.0,
@@ -492,6 +531,7 @@ class Config:
         metavar="SECONDS",
         group=Group.TIMEOUTS,
         check=positive_seconds,
+        roles=GATEWAY,
     )
     shutdown_timeout: float = option(
         10.0,
@@ -499,6 +539,7 @@ class Config:
         metavar="SECONDS",
         group=Group.TIMEOUTS,
         check=non_negative_seconds,
+        roles=GATEWAY,
     )
     drain_seconds: float = option(
         5.0,
@@ -507,6 +548,7 @@ class Config:
         metavar="SECONDS",
         group=Group.TIMEOUTS,
         check=non_negative_seconds,
+        roles=GATEWAY,
     )
     max_message_bytes: int = option(
         4 * KIB,
@@ -515,6 +557,7 @@ class Config:
         group=Group.LIMITS,
         parse=parse_size,
         check=at_least(64, "bytes"),
+        roles=GATEWAY,
     )
     max_body_bytes: int = option(
         1 * MIB,
@@ -523,6 +566,7 @@ class Config:
         group=Group.LIMITS,
         parse=parse_size,
         check=at_least(64, "bytes"),
+        roles=LOGIC,
     )
     max_output_bytes: int = option(
         1 * MIB,
@@ -532,6 +576,7 @@ class Config:
         group=Group.LIMITS,
         parse=parse_size,
         check=at_least(64, "bytes"),
+        roles=GATEWAY,
     )
     # --max-output-total-bytes is checked against --max-output-bytes, in _between_settings.
     max_output_total_bytes: int = option(
@@ -541,6 +586,7 @@ class Config:
         metavar="BYTES",
         group=Group.LIMITS,
         parse=parse_size,
+        roles=GATEWAY,
     )
     max_rooms_per_conn: int = option(
         100,
@@ -548,6 +594,7 @@ class Config:
         metavar="N",
         group=Group.LIMITS,
         check=at_least(1),
+        roles=GATEWAY,
     )
     max_connections: int = option(
         0,
@@ -556,6 +603,7 @@ class Config:
         metavar="N",
         group=Group.LIMITS,
         check=zero_or_more("no limit"),
+        roles=GATEWAY,
     )
     max_connections_per_ip: int = option(
         0,
@@ -563,6 +611,7 @@ class Config:
         metavar="N",
         group=Group.LIMITS,
         check=zero_or_more("no limit"),
+        roles=GATEWAY,
     )
     max_connects_per_second: float = option(
         0.0,
@@ -570,6 +619,7 @@ class Config:
         metavar="RATE",
         group=Group.LIMITS,
         check=zero_or_more("no limit"),
+        roles=GATEWAY,
     )
     max_connects_per_second_per_ip: float = option(
         0.0,
@@ -579,6 +629,7 @@ class Config:
         metavar="RATE",
         group=Group.LIMITS,
         check=zero_or_more("no limit"),
+        roles=GATEWAY,
     )
     max_client_messages_per_second: int = option(
         50,
@@ -586,6 +637,7 @@ class Config:
         metavar="N",
         group=Group.LIMITS,
         check=zero_or_more("no limit"),
+        roles=GATEWAY,
     )
     max_client_frames_per_second: int = option(
         200,
@@ -595,6 +647,7 @@ class Config:
         metavar="N",
         group=Group.LIMITS,
         check=zero_or_more("no limit"),
+        roles=GATEWAY,
     )
     max_client_bytes_per_second: int = option(
         256 * KIB,
@@ -604,6 +657,7 @@ class Config:
         group=Group.LIMITS,
         parse=parse_size,
         check=zero_or_more("no limit"),
+        roles=GATEWAY,
     )
     max_handshake_bytes: int = option(
         16 * KIB,
@@ -613,6 +667,7 @@ class Config:
         group=Group.LIMITS,
         parse=parse_size,
         check=at_least(1024, "bytes"),
+        roles=GATEWAY,
     )
     max_api_connections: int = option(
         64,
@@ -621,6 +676,7 @@ class Config:
         metavar="N",
         group=Group.API_CONNECTIONS,
         check=at_least(1),
+        roles=LOGIC,
     )
     api_header_timeout: float = option(
         10.0,
@@ -629,6 +685,7 @@ class Config:
         metavar="SECONDS",
         group=Group.API_CONNECTIONS,
         check=positive_seconds,
+        roles=LOGIC,
     )
     api_keepalive_timeout: float = option(
         15.0,
@@ -636,6 +693,7 @@ class Config:
         metavar="SECONDS",
         group=Group.API_CONNECTIONS,
         check=positive_seconds,
+        roles=LOGIC,
     )
     api_key: str = option(
         "",
@@ -644,9 +702,12 @@ class Config:
         metavar="KEYS",
         group=Group.ACCESS,
         secret=True,
+        roles=LOGIC,
     )
     insecure: bool = flag(
-        "allow the logic API on a non-loopback address without --api-key", group=Group.ACCESS
+        "allow the logic API on a non-loopback address without --api-key",
+        group=Group.ACCESS,
+        roles=LOGIC,
     )
     token_secret: str = option(
         "",
@@ -655,31 +716,38 @@ class Config:
         group=Group.ACCESS,
         check=hmac_secret,
         secret=True,
+        roles=GATEWAY,
     )
     token_public_key: str = option(
         "",
         "verify connection tokens (JWT, RS256 or ES256) with the PEM public key in FILE",
         metavar="FILE",
         group=Group.ACCESS,
+        roles=GATEWAY,
     )
     require_token: bool = flag(
-        "refuse (401/403) WebSocket handshakes without a valid token", group=Group.ACCESS
+        "refuse (401/403) WebSocket handshakes without a valid token",
+        group=Group.ACCESS,
+        roles=GATEWAY,
     )
     token_audience: str = option(
         "",
         'accept only connection tokens whose "aud" names AUD (default: "aud" not checked)',
         metavar="AUD",
         group=Group.ACCESS,
+        roles=GATEWAY,
     )
     token_issuer: str = option(
         "",
         'accept only connection tokens whose "iss" is ISS (default: "iss" not checked)',
         metavar="ISS",
         group=Group.ACCESS,
+        roles=GATEWAY,
     )
     token_require_exp: bool = flag(
         'refuse connection tokens without an "exp" (by default a token without one never expires)',
         group=Group.ACCESS,
+        roles=GATEWAY,
     )
     allowed_origins: str = option(
         "*",
@@ -687,6 +755,7 @@ class Config:
         "without an Origin header (programs) are always allowed",
         metavar="ORIGINS",
         group=Group.ACCESS,
+        roles=GATEWAY,
     )
     namespaces: str = option(
         "",
@@ -790,6 +859,7 @@ class Config:
         metavar="URL",
         group=Group.HOOKS,
         check=hook_url,
+        roles=GATEWAY,
     )
     connect_hook_timeout: float = option(
         2.0,
@@ -798,6 +868,7 @@ class Config:
         metavar="SECONDS",
         group=Group.HOOKS,
         check=positive_seconds,
+        roles=GATEWAY,
     )
     connect_hook_failure: str = option(
         "deny",
@@ -808,6 +879,7 @@ class Config:
         group=Group.HOOKS,
         parse=str.lower,
         check=one_of("deny", "allow"),
+        roles=GATEWAY,
     )
     connect_hook_max_calls: int = option(
         100,
@@ -816,18 +888,21 @@ class Config:
         metavar="N",
         group=Group.HOOKS,
         check=at_least(1),
+        roles=GATEWAY,
     )
 
     conformance_echo: bool = flag(
         "also serve ws://HOST:PORT/echo, which echoes every message (for protocol "
         "conformance tests such as Autobahn; not for production)",
         group=Group.TESTING,
+        roles=GATEWAY,
     )
     no_compression: bool = flag(
         "decline permessage-deflate: send every frame uncompressed (by default a client "
         "that offers it, as browsers do, gets pushes over 128 bytes compressed, each "
         "compressed once per gateway)",
         group=Group.COMPRESSION_GC,
+        roles=GATEWAY,
     )
     no_gc_freeze: bool = flag(
         "let full garbage collections walk every object again (by default, on uvloop, "
@@ -1053,7 +1128,7 @@ def from_sources(
             values[option.name] = given
         elif option.env in env:
             try:
-                values[option.name] = option.parse(env[option.env])
+                values[option.name] = option.read(env[option.env])
             except ValueError as exc:
                 raise ConfigError(f"{option.env}={env[option.env]!r}: {exc}") from None
     try:

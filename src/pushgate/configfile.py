@@ -25,6 +25,7 @@ file. A wrong key or value is a :class:`~pushgate.errors.ConfigError` naming the
 file, the line and the key.
 """
 
+import difflib
 import re
 import tomllib
 from pathlib import Path
@@ -61,7 +62,9 @@ def read_config_file(path: str) -> dict[str, object]:
             continue
         option = _BY_NAME.get(key.replace("-", "_"))
         if option is None or option.name == "namespaces":
-            raise ConfigError(f"{where}: {key!r} is not an option of pushgate (see --help)")
+            close = difflib.get_close_matches(key.replace("-", "_"), _BY_NAME, n=1)
+            hint = f"; did you mean {close[0]}?" if close else " (see --help)"
+            raise ConfigError(f"{where}: {key!r} is not an option of pushgate{hint}")
         values[option.name] = _value(where, option, value)
     if table_hooks:  # both ways of naming them: the top-level option's, then the tables'
         given = values.get("namespace_webhooks")
@@ -73,7 +76,7 @@ def _value(where: str, option: Option, value: object) -> object:
     default = default_of(option.name)
     if isinstance(value, str) and not isinstance(default, str):
         try:
-            value = option.parse(value)
+            value = option.read(value)
         except ValueError as exc:
             raise ConfigError(f"{where}: {option.name}: {exc}") from None
     elif isinstance(default, bool) != isinstance(value, bool) or not isinstance(

@@ -15,13 +15,34 @@ point anywhere, the page (console.js) uses a URL on another host than its own on
 once the person confirms that host in a dialog; the key and the connection token go
 to no other host. For other servers (the gateway),
 :func:`static_file` gives a file's bytes and content type.
+
+The page learns which gateway to connect to from its server: in a process that is
+also a gateway (``serve``), :func:`show_gateway` makes the page say its address in
+``<meta name="pushgate-gateway" content="HOST:PORT">`` (HOST empty: the host the page
+was loaded from, when the gateway listens on every address or on the API's). A logic
+node alone knows no gateway: its page guesses this host, port 8888 (``?ws=`` says
+otherwise).
 """
 
 import hashlib
+import html
 from functools import cache
 from importlib.resources import files
+from typing import Protocol
 
 from aiohttp import web
+
+
+class GatewayAddress(Protocol):
+    """Where the page's gateway listens, as (host, port), asked when the page is served."""
+
+    def __call__(self) -> tuple[str, int]: ...
+
+
+GATEWAY_KEY = web.AppKey("console_gateway", GatewayAddress)
+_GATEWAY_META = b'<meta name="pushgate-gateway" content="">'
+# Addresses that mean "every address": the page's own host reaches the gateway too.
+ANY_ADDRESS = ("", "0.0.0.0", "::")
 
 STATIC_FILES: dict[str, str] = {
     "console.html": "text/html; charset=utf-8",
@@ -55,8 +76,32 @@ def add_console_routes(app: web.Application) -> None:
     app.router.add_get("/static/{name}", _static)
 
 
+def show_gateway(app: web.Application, where: GatewayAddress) -> None:
+    """Make the page served by ``app`` connect to the gateway ``where()`` names: its
+    listening (host, port), asked on each request, once it listens (port 0 is only
+    known then). Call before ``app`` is started."""
+    app[GATEWAY_KEY] = where
+
+
+def gateway_meta(ws_host: str, ws_port: int, api_host: str) -> bytes:
+    """The page's meta element naming the gateway: an empty host where the page's
+    own host reaches it (every address, or the address the page came through)."""
+    host = "" if ws_host in ANY_ADDRESS or ws_host == api_host else ws_host
+    if ":" in host:
+        host = f"[{host}]"
+    content = html.escape(f"{host}:{ws_port}")
+    return f'<meta name="pushgate-gateway" content="{content}">'.encode()
+
+
 async def _console(request: web.Request) -> web.StreamResponse:
-    return _serve(request, "console.html")
+    where = request.app.get(GATEWAY_KEY)
+    if where is None:
+        return _serve(request, "console.html")
+    host, port = where()
+    api_host = request.transport.get_extra_info("sockname")[0] if request.transport else ""
+    meta = gateway_meta(host, port, api_host)
+    body = static_file("console.html")[0].replace(_GATEWAY_META, meta)
+    return _serve(request, "console.html", body=body)
 
 
 async def _static(request: web.Request) -> web.StreamResponse:
@@ -69,10 +114,16 @@ async def _static(request: web.Request) -> web.StreamResponse:
 
 
 def _serve(
-    request: web.Request, name: str, extra: dict[str, str] | None = None
+    request: web.Request,
+    name: str,
+    extra: dict[str, str] | None = None,
+    *,
+    body: bytes | None = None,
 ) -> web.StreamResponse:
-    body, content_type = static_file(name)
-    etag = _etag(name)
+    """A shipped file (or ``body``, the file as rendered for this request)."""
+    shipped, content_type = static_file(name)
+    etag = _etag(name) if body is None else _etag_of(body)
+    body = shipped if body is None else body
     headers = {**SECURITY_HEADERS, **(extra or {}), "ETag": etag, "Cache-Control": "no-cache"}
     if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
@@ -82,4 +133,8 @@ def _serve(
 
 @cache
 def _etag(name: str) -> str:
-    return '"' + hashlib.sha256(static_file(name)[0]).hexdigest()[:16] + '"'
+    return _etag_of(static_file(name)[0])
+
+
+def _etag_of(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:16] + '"'

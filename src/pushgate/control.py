@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pushgate.commands import Disconnect, PushConn, UserMembership
-from pushgate.errors import InvalidField, UnknownConnection
+from pushgate.errors import BrokerUnavailable, InvalidField, UnknownConnection
 from pushgate.ids import NO_CONN, NO_ROOM, ConnId, RoomId
 from pushgate.localanswers import MAX_MEMBERS_PAGE
 from pushgate.messages import Op, Reply
@@ -76,16 +76,27 @@ class Control:
         self, op: Op, *, room: RoomId = NO_ROOM, args: dict[str, Any] | None = None
     ) -> list[tuple[str, Any]]:
         """Every gateway's answer, in node order; BrokerUnavailable if one fails."""
+        answers, failures = await self._ask_all(op, room=room, args=args)
+        if failures:
+            raise failures[0][1]
+        return answers
+
+    async def _ask_all(
+        self, op: Op, *, room: RoomId = NO_ROOM, args: dict[str, Any] | None = None
+    ) -> tuple[list[tuple[str, Any]], list[tuple[str, BaseException]]]:
+        """Every gateway's answer and every gateway's failure, in node order."""
         targets = await self.gateways()
         replies = await asyncio.gather(
             *(self._on(t, op, room=room, args=args) for t in targets), return_exceptions=True
         )
-        answers = []
+        answers: list[tuple[str, Any]] = []
+        failures: list[tuple[str, BaseException]] = []
         for target, reply in zip(targets, replies, strict=True):
             if isinstance(reply, BaseException):
-                raise reply
-            answers.append((target, reply.data))
-        return answers
+                failures.append((target, reply))
+            else:
+                answers.append((target, reply.data))
+        return answers, failures
 
     async def _holder(self, conn: ConnId) -> str | None:
         if conn in self.node.hub:
@@ -96,13 +107,22 @@ class Control:
 
     async def stats(self) -> dict[str, Any]:
         """Connections, rooms and users, counted over every gateway; deliveries so far
-        and the delivery-latency histogram, summed (the console graphs them)."""
+        and the delivery-latency histogram, summed (the console graphs them).
+
+        A gateway that does not answer (killed, and listed until --node-ttl forgets
+        it) is named in ``missing`` and the others' counts are given: an operator
+        looking at the cluster then should see it, not a 503. Only when none answers
+        (the broker is away) is it BrokerUnavailable."""
+        answers, failures = await self._ask_all("census")
+        missing = [target for target, error in failures if isinstance(error, BrokerUnavailable)]
+        if len(missing) < len(failures) or (failures and not answers):
+            raise failures[0][1]
         rooms: set[str] = set()
         users: set[str] = set()
         per_node = []
         connections = deliveries = 0
         latency = [0] * (len(LATENCY_BUCKETS) + 1)
-        for target, census in await self._gather("census"):
+        for target, census in answers:
             connections += census["connections"]
             rooms.update(census["rooms"])
             users.update(census["users"])
@@ -122,6 +142,7 @@ class Control:
             "rooms": len(rooms),
             "users": len(users),
             "nodes": per_node,
+            "missing": missing,
             "deliveries": deliveries,
             "deliveryLatency": {
                 "le": [*LATENCY_BUCKETS, None],  # seconds; null: +Inf

@@ -143,7 +143,9 @@ class Gateway:
         for conn in connections:
             conn.close(CLOSE_GOING_AWAY, "server shutting down")
         try:
-            await asyncio.wait_for(self.wait_empty(), grace_period)
+            # Not when nothing is left: wait_for with no time left times out at once.
+            if not self._registry.empty.is_set():
+                await asyncio.wait_for(self.wait_empty(), grace_period)
         except TimeoutError:
             left = list(self._registry.connections)
             log.warning(

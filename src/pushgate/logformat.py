@@ -4,7 +4,8 @@ one object per line for a log pipeline (Loki, Elasticsearch, CloudWatch...).
 A JSON line holds ``time`` (ISO 8601 UTC, milliseconds), ``level``, ``logger`` and
 ``message`` (the same text the readable line shows), ``exc`` when an exception is
 logged, and the context fields a call site passes with ``extra=``: ``wsId``,
-``remote``, ``code``, ``room``, ``user``, ``node``.
+``remote``, ``code``, ``room``, ``user``, ``node``. With ``--workers``, a worker's
+lines also hold ``worker`` (``gateway 2``, ``logic``): see :func:`with_worker`.
 
 Whatever the format, no line shows a secret: :class:`RedactSecrets` rewrites every
 record before it is written (see its docstring), so that a debug log can be shared.
@@ -138,6 +139,22 @@ class JsonFormatter(logging.Formatter):
         elif record.stack_info:
             line["exc"] = self.formatStack(record.stack_info)
         return json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def with_worker(line: str, worker: str) -> str:
+    """A child's JSON log line as its supervisor passes it on (``--workers``): with
+    ``"worker"`` naming the child, as a text line is prefixed ``[gateway 2]``. What
+    the child wrote that is not a JSON object (Python's last words before logging was
+    set up, say) becomes one, so that the stream stays JSON lines."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        moment = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        record = {"time": moment, "level": "error", "logger": "pushgate.worker", "message": line}
+    record["worker"] = worker
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
 class OneLineWarning(logging.Filter):

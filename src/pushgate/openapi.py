@@ -336,7 +336,13 @@ def _native_spec(version: str) -> dict[str, Any]:
                 {
                     "wsId": WS_ID,
                     "uid": USER_ID,
-                    "code": {"type": "integer", "minimum": 4000, "maximum": 4999},
+                    "code": {
+                        "type": "integer",
+                        "minimum": 4000,
+                        "maximum": 4999,
+                        "description": "default 4000, or 4410 with endSession; 4400-4499 "
+                        "tell the SDKs not to reconnect",
+                    },
                     "reason": {"type": "string", "maxLength": MAX_CLOSE_REASON_BYTES // 4},
                     "endSession": {"type": "boolean"},
                 },
@@ -513,8 +519,14 @@ def _native_spec(version: str) -> dict[str, Any]:
                                 },
                             },
                         },
+                        "missing": {
+                            "type": "array",
+                            "items": NODE,
+                            "description": "gateways listed that did not answer (killed, "
+                            "until --node-ttl forgets them): the counts leave them out",
+                        },
                     },
-                    ["connections", "rooms", "users", "nodes"],
+                    ["connections", "rooms", "users", "nodes", "missing"],
                 ),
                 401,
                 403,

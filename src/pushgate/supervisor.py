@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pushgate import __version__
 from pushgate.config import OPTIONS, Config
 from pushgate.errors import StartupError
+from pushgate.logformat import with_worker
 from pushgate.processes import dies_with_parent
 from pushgate.workermetrics import WorkerMetrics
 
@@ -72,18 +73,25 @@ class Child:
 NOT_FOR_CHILDREN = ("--workers", *(option.flag for option in OPTIONS if option.secret))
 
 
+# Options that take a value (the next argument, unless given as --flag=value).
+TAKES_VALUE = ("--config", *(option.flag for option in OPTIONS if not option.flag_only))
+
+
 def child_argv(argv: Sequence[str], role: str, extra: Sequence[str]) -> list[str]:
     """The command of one child: ``argv`` (this process's options) without the
-    options of NOT_FOR_CHILDREN, and ``extra`` appended (the last of a repeated
-    option wins)."""
+    options of NOT_FOR_CHILDREN and those ``role`` does not read (a gateway refuses
+    --api-port: ``serve --workers 2 --api-port 9000`` gives it to the logic child
+    only), and ``extra`` appended (the last of a repeated option wins)."""
+    dropped = {*NOT_FOR_CHILDREN, *(o.flag for o in OPTIONS if role not in o.roles)}
     kept: list[str] = []
     skip = False
     for arg in argv:
+        flag, equals, _ = arg.partition("=")
         if skip:
             skip = False
-        elif arg in NOT_FOR_CHILDREN:
-            skip = True
-        elif not arg.startswith(tuple(f"{option}=" for option in NOT_FOR_CHILDREN)):
+        elif flag in dropped:
+            skip = not equals and flag in TAKES_VALUE
+        else:
             kept.append(arg)
     return [sys.executable, "-m", "pushgate", role, *kept, *extra]
 
@@ -246,7 +254,9 @@ class Supervisor:
                     node.group(1) if node else "?",
                 )
                 continue
-            sys.stderr.write(f"[{child.name}] {line}\n" if plain else line + "\n")
+            sys.stderr.write(
+                f"[{child.name}] {line}\n" if plain else with_worker(line, child.name) + "\n"
+            )
             capacity = CAPACITY.search(line)
             if capacity:
                 child.capacity = int(capacity.group(1))

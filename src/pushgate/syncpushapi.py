@@ -22,6 +22,7 @@ import httpx
 
 from pushgate import apicalls
 from pushgate.apicalls import (
+    DEFAULT_TAG,
     APIConnectionError,
     BatchItemResult,
     Call,
@@ -84,20 +85,20 @@ class SyncPushAPI:
 
     # The API (apicalls.py builds each request and reads its answer)
 
-    def push_all(self, val: object, tag: int) -> PushResult:
+    def push_all(self, val: object, tag: int = DEFAULT_TAG) -> PushResult:
         """Push ``{"type":tag,"data":val}`` to every connection."""
         return self._call(apicalls.push_all(val, tag))
 
-    def push_room(self, room: str, val: object, tag: int) -> PushResult:
+    def push_room(self, room: str, val: object, tag: int = DEFAULT_TAG) -> PushResult:
         """Push ``{"type":tag,"data":val,"room":room}`` to the members of ``room``."""
         return self._call(apicalls.push_room(room, val, tag))
 
-    def push_user(self, user: str, val: object, tag: int) -> PushResult:
+    def push_user(self, user: str, val: object, tag: int = DEFAULT_TAG) -> PushResult:
         """Push ``{"type":tag,"data":val}`` to every connection whose token's ``sub``
         is ``user``."""
         return self._call(apicalls.push_user(user, val, tag))
 
-    def push_conn(self, ws_id: str, val: object, tag: int) -> PushResult:
+    def push_conn(self, ws_id: str, val: object, tag: int = DEFAULT_TAG) -> PushResult:
         """Push ``{"type":tag,"data":val}`` to the one connection ``ws_id``, at most
         once (not kept in history). NotFoundError when it is not connected now."""
         return self._call(apicalls.push_conn(ws_id, val, tag))
@@ -130,12 +131,14 @@ class SyncPushAPI:
         *,
         ws_id: str | None = None,
         user: str | None = None,
-        code: int = 4000,
+        code: int | None = None,
         reason: str | None = None,
         end_session: bool = False,
     ) -> DisconnectResult:
         """Close connection ``ws_id``, or every connection of ``user``, with ``code``
-        (4000-4999) and ``reason``; ``end_session``: they cannot resume."""
+        (4000-4999; 4400-4499 tell the SDKs not to reconnect) and ``reason``;
+        ``end_session``: they cannot resume. Without a code: 4000, or 4410 (session
+        ended: the SDKs do not reconnect) with ``end_session``."""
         call = apicalls.disconnect(
             ws_id=ws_id, user=user, code=code, reason=reason, end_session=end_session
         )

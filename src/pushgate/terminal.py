@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pushgate.client import (
+    DEFAULT_TAG,
     ConnectError,
     Connection,
     Push,
@@ -38,6 +39,7 @@ from pushgate.terminal_presence import (
     PRESENCE_COMMANDS,
     add_presence_parsers,
     api_options_parser,
+    counted,
     run_presence,
     say,
 )
@@ -45,7 +47,6 @@ from pushgate.terminal_token import add_token_parser, run_token
 
 TERMINAL_COMMANDS = ("listen", "push", "join", "leave", "token", *PRESENCE_COMMANDS)
 DEFAULT_WS_URL = "ws://127.0.0.1:8888/connect"
-DEFAULT_TAG = 2
 TOKEN_ENV = "PUSHGATE_TOKEN"
 
 LISTEN_EPILOG = f"""\
@@ -418,7 +419,7 @@ async def _push_batch(api: PushAPI, text: str) -> tuple[list[str], int]:
             field = f" (field {result.field})" if result.field else ""
             lines.append(f"{n}: HTTP {result.status}: {result.error}{field}")
     failed = sum(1 for r in results if not r.ok)
-    lines.append(f"{len(results) - failed} of {len(results)} pushes done")
+    lines.append(f"{len(results) - failed} of {counted(len(results), 'push', 'pushes')} done")
     return lines, 1 if failed else 0
 
 
@@ -432,7 +433,8 @@ async def _membership(api: PushAPI, command: str, args: argparse.Namespace) -> s
         else:
             moved = await api.leave_user(args.room, args.user)
             verb = "left"
-        line = f"{len(moved.changed)} connection(s) of user {args.user} {verb} room {args.room}"
+        changed = counted(len(moved.changed), "connection")
+        line = f"{changed} of user {args.user} {verb} room {args.room}"
         if moved.unchanged:
             line += f"; {len(moved.unchanged)} already {'in' if command == 'join' else 'out'}"
         return line
@@ -445,9 +447,7 @@ async def _membership(api: PushAPI, command: str, args: argparse.Namespace) -> s
 
 
 def _count(n: int | None) -> str:
-    if n is None:
-        return "the cluster"
-    return f"{n} connection{'' if n == 1 else 's'}"
+    return "the cluster" if n is None else counted(n, "connection")
 
 
 def _compact(value: object) -> str:

@@ -12,12 +12,18 @@ import os
 from typing import Any, TextIO
 
 from pushgate.client import PushAPI, PushAPIError
+from pushgate.wire import CLOSE_SESSION_ENDED
 
 PRESENCE_COMMANDS = ("stats", "rooms", "connection", "user", "disconnect")
 DEFAULT_API_URL = "http://127.0.0.1:9999"
 API_ENV = "PUSHGATE_API"
 API_KEY_ENV = "PUSHGATE_API_KEY"
 MEMBERS_PER_REQUEST = 1000
+
+
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """``1 connection``, ``2 connections`` (``plural`` when not noun + s)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def say(err: TextIO, message: str) -> None:
@@ -104,12 +110,14 @@ def add_presence_parsers(
         "disconnect",
         "close a connection, or every connection of a user",
         "Close a connection (WSID) or every connection of --user with a close code "
-        "from 4000 to 4999. Without --end-session the client may resume its session; "
-        "with it, the session ends and cannot.",
+        "from 4000 to 4999 (4400-4499: the SDKs do not reconnect). Without "
+        "--end-session the client may resume its session; with it, the session ends "
+        "and cannot, and the code is 4410 unless --code says otherwise: the SDKs stay "
+        "away instead of starting a new session.",
     )
     drop.add_argument("ws_id", metavar="WSID", nargs="?")
     drop.add_argument("--user", metavar="UID", help="every connection of this user")
-    drop.add_argument("--code", type=int, default=4000, help="4000-4999 (default 4000)")
+    drop.add_argument("--code", type=int, help="4000-4999 (default 4000; 4410 with --end-session)")
     drop.add_argument("--reason", help="the close reason, at most 123 bytes")
     drop.add_argument(
         "--end-session", action="store_true", help="end the session too: it cannot resume"
@@ -139,12 +147,12 @@ async def _run(api: PushAPI, args: argparse.Namespace) -> tuple[Any, list[str]]:
     command: str = args.terminal_command
     if command == "stats":
         stats = await api.stats()
-        lines = [f"{stats.connections} connections, {stats.rooms} rooms, {stats.users} users"]
+        lines = [_counts(stats.connections, stats.rooms, stats.users)]
         for node in stats.raw.get("nodes", []):
-            lines.append(
-                f"  gateway {node['node']}: {node['connections']} connections, "
-                f"{node['rooms']} rooms, {node['users']} users"
-            )
+            counts = _counts(node["connections"], node["rooms"], node["users"])
+            lines.append(f"  gateway {node['node']}: {counts}")
+        for node in stats.raw.get("missing", []):
+            lines.append(f"  gateway {node}: no answer (not counted)")
         return dict(stats.raw), lines
     if command == "rooms" and args.room is None:
         rooms = await api.rooms(args.limit or 100)
@@ -175,9 +183,13 @@ async def _run(api: PushAPI, args: argparse.Namespace) -> tuple[Any, list[str]]:
         reason=args.reason,
         end_session=args.end_session,
     )
-    line = f"closed {len(done.disconnected)} connection(s) with {args.code}"
+    code = args.code
+    if code is None:  # the server's default, as commands.Disconnect has it
+        code = CLOSE_SESSION_ENDED if args.end_session else 4000
+    closed = len(done.disconnected)
+    line = f"closed {counted(closed, 'connection')} with {code}"
     if done.session_ended:
-        line += "; session(s) ended"
+        line += "; its session ended" if closed == 1 else "; their sessions ended"
     return vars_of(done), [line, *done.disconnected]
 
 
@@ -196,12 +208,18 @@ async def _members(api: PushAPI, room: str, limit: int | None) -> tuple[Any, lis
             members = members[:limit]
         if cursor is None or (limit is not None and len(members) >= limit):
             break
-    lines = [f"room {room}: {count} members"]
+    lines = [f"room {room}: {counted(count, 'member')}"]
     lines += [
         f"{m.ws_id}  {m.user or '-'}  gateway {m.node}  since {m.connected_since}" for m in members
     ]
     answer = {"room": room, "count": count, "members": [vars_of(m) for m in members]}
     return answer, lines
+
+
+def _counts(connections: int, rooms: int, users: int) -> str:
+    return ", ".join(
+        (counted(connections, "connection"), counted(rooms, "room"), counted(users, "user"))
+    )
 
 
 def vars_of(result: object) -> dict[str, Any]:

@@ -60,6 +60,11 @@ CLOSE_INTERNAL_ERROR = 1011  # a bug on the server's side; its log has the detai
 CLOSE_SERVICE_RESTART = 1012  # the gateway is draining: resume at once, elsewhere
 CLOSE_TRY_AGAIN_LATER = 1013  # a resume could not be completed now (the broker is away)
 CLOSE_SESSION_TAKEN = 4001  # another connection resumed this session: do not reconnect
+# Codes that tell a client not to come back: like an HTTP 4xx, the same connection
+# would be refused again. The SDKs stop on them (and on 4001); an operator's own
+# disconnect code (4000-4999) outside the range lets them reconnect.
+CLOSE_NO_RECONNECT = range(4400, 4500)
+CLOSE_SESSION_ENDED = 4410  # an operator ended the session (endSession, no code given)
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 

@@ -1,7 +1,9 @@
 // The pushgate console: a page to try the server without writing code.
 //
-// Query parameters: ?ws=ws://HOST:PORT/connect (default ws://<this page's host>:8888/connect;
-// several gateways of one cluster separated by spaces or commas, tried in turn)
+// Query parameters: ?ws=ws://HOST:PORT/connect (default: the gateway this page's server
+// names in <meta name="pushgate-gateway"> (`serve` names its own), else
+// ws://<this page's host>:8888/connect; several gateways of one cluster separated by
+// spaces or commas, tried in turn)
 // and ?api=http://HOST:PORT (default: this page's own server). The API key is typed or
 // pasted by the person and kept in this page's memory only, like the connection token.
 //
@@ -12,7 +14,7 @@
 // and no connection with the token, goes to a host nobody confirmed.
 
 import { Chart, Series, quantileBetween } from "./charts.js";
-import { PushAPI, PushgateClient, State, SubscribeError } from "./pushgate.js";
+import { PushAPI, PushgateClient, State, SubscribeError, isFinalClose } from "./pushgate.js";
 
 const MAX_MESSAGES = 500;
 const MAX_LOG = 50;
@@ -59,7 +61,7 @@ const ui = {
   noLog: $("no-log"),
 };
 
-const DEFAULT_GATEWAY = `ws://${location.hostname || "127.0.0.1"}:8888/connect`;
+const DEFAULT_GATEWAY = gatewayOfPage();
 const GATEWAY_USE = "open the WebSocket connection, with your connection token,";
 const API_USE = "send the logic API calls, with your API key,";
 
@@ -74,9 +76,21 @@ function api() {
   return new PushAPI(apiBase, { apiKey: key || null });
 }
 
-// Hosts the key and the token may go to
+// Hosts the key and the token may go to: this page's, and the gateway its server named
+// (the server is the page's own origin: no link chose it).
 
-const confirmedHosts = new Set([location.hostname]);
+const confirmedHosts = new Set([location.hostname, hostOf(DEFAULT_GATEWAY)]);
+
+/** The gateway this page's server named ("HOST:PORT", HOST empty for this page's host), or
+ *  a guess: this page's host, the default port. ws: or wss: as this page is http: or https:. */
+function gatewayOfPage() {
+  const named = document.querySelector('meta[name="pushgate-gateway"]')?.content ?? "";
+  const colon = named.lastIndexOf(":");
+  const port = colon >= 0 ? named.slice(colon + 1) : "";
+  const host = (colon > 0 && named.slice(0, colon)) || location.hostname || "127.0.0.1";
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  return `${scheme}://${host}:${/^\d+$/.test(port) ? port : "8888"}/connect`;
+}
 
 /** The host of `url` (relative to this page), or null when it names none. */
 function hostOf(url) {
@@ -125,6 +139,7 @@ function fromLink(name, fallback, use) {
 
 function connect() {
   disconnect();
+  clearNotice(); // what the last connection said is not about this one
   const urls = splitUrls(ui.gatewayUrl.value);
   if (!urls.length) return notify("no gateway URL");
   if (!confirmHosts(urls, GATEWAY_USE)) {
@@ -138,6 +153,7 @@ function connect() {
   c.on("state", ({ state }) => showState(state));
   c.on("open", ({ wsId, reconnected }) => {
     ui.wsId.textContent = wsId;
+    if (noticeAbout === "connecting") clearNotice(); // it connects now: that was stale
     if (!reconnected) log("open", `connected as ${wsId}`);
   });
   c.on("close", ({ code, reason }) => {
@@ -145,8 +161,10 @@ function connect() {
     const why = `code ${code}${reason ? `: ${reason}` : ""}`;
     if (code === 4001) {
       report("stopped", `another connection resumed this session (${why}); not reconnecting`);
+    } else if (isFinalClose(code)) {
+      report("stopped", `the server closed this connection for good (${why}); not reconnecting`);
     } else if (c.state === State.CONNECTING) {
-      notify(`cannot connect to ${c.url} (code ${code}); retrying. Does it need a token?`);
+      explainFailure(c, c.url, code);
     } else if (c.state === State.OPEN && c.options.reconnect) {
       log("lost", `connection lost (${why}); ${c.session ? "resuming" : "reconnecting"}`);
     }
@@ -159,8 +177,34 @@ function connect() {
     if (room) log("given-up", String(error.message || error));
     notify(String(error.message || error));
   });
-  c.connect().catch((error) => notify(String(error.message || error)));
+  // A client replaced by Reconnect rejects its first connect then: that is no news.
+  c.connect().catch((error) => c === client && notify(String(error.message || error)));
   window.pushgateConsole.client = c;
+}
+
+/** Why a connection failed before its welcome, as far as a page can tell: a browser
+ *  shows no refused handshake's status, so ask the gateway's /healthz (no-cors: only
+ *  whether anything answers). Nothing answers: the address is wrong or the gateway
+ *  down, and a token would not help. It answers: it refused this handshake, for a
+ *  token (missing, wrong or expired) or another reason its log gives. */
+async function explainFailure(c, url, code) {
+  const health = url.replace(/^ws/, "http").replace(/\/connect(\?.*)?$/, "/healthz");
+  let answers = true;
+  try {
+    await fetch(health, { mode: "no-cors", cache: "no-store" });
+  } catch {
+    answers = false;
+  }
+  if (c !== client || c.state === State.OPEN) return; // moved on meanwhile
+  let why;
+  if (!answers) {
+    why = "nothing answers there: is the gateway running, on that host and port?";
+  } else if (ui.token.value.trim()) {
+    why = "the gateway refused it: is the connection token right and unexpired?";
+  } else {
+    why = "the gateway refused it: does it need a connection token? (its log says why)";
+  }
+  notify(`cannot connect to ${url} (code ${code}); retrying. ${why}`, "error", "connecting");
 }
 
 /** After a reconnect's welcome, or a gap the server could not fill: say what was kept. */
@@ -638,13 +682,21 @@ function report(logKind, text, noticeKind = "error") {
 }
 
 let noticeTimer = 0;
+let noticeAbout = null; // "connecting": the notice says why a connection fails
 
-function notify(text, kind = "error") {
+function notify(text, kind = "error", about = null) {
   ui.notice.textContent = text;
   ui.notice.className = kind === "info" ? "info" : "";
   ui.notice.hidden = false;
+  noticeAbout = about;
   clearTimeout(noticeTimer);
-  noticeTimer = setTimeout(() => (ui.notice.hidden = true), 6000);
+  noticeTimer = setTimeout(clearNotice, 6000);
+}
+
+function clearNotice() {
+  clearTimeout(noticeTimer);
+  ui.notice.hidden = true;
+  noticeAbout = null;
 }
 
 // Start

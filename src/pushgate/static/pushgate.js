@@ -47,8 +47,9 @@
 // - No push is delivered twice in a session: one at or before the last push delivered
 //   on its stream (same epoch) is dropped. client.positions gives, per stream, the
 //   [epoch, seq] a resume continues from.
-// - The server closing with 4001 means another connection resumed this session: the
-//   client stops (state closed) and does not reconnect.
+// - The server closing with 4001 means another connection resumed this session, and with
+//   a code from 4400 to 4499 that the server wants it gone (4410: an operator ended the
+//   session): the client stops (state closed) and does not reconnect.
 // - Rooms (docs/protocol.md "Subscribing" and "Events", docs/sdk.md): client.rooms is the
 //   rooms the connection is in, kept from what the server says, in its order: the
 //   welcome's list (it connects with ?v=2), the replies to subscribe() and unsubscribe(),
@@ -115,12 +116,20 @@ export const State = Object.freeze({
   CLOSED: "closed",
 });
 
+// A push's type when none is given, as in every client (pushgate.apicalls.DEFAULT_TAG).
+export const DEFAULT_TAG = 2;
 const TYPE_WELCOME = 0;
 const TYPE_HEARTBEAT = 1;
 const PING = '{"type":1,"data":"PING"}';
 // Close codes from the server (docs/recovery.md)
 const CLOSE_SERVICE_RESTART = 1012; // the gateway is draining: resume at once, elsewhere
 const CLOSE_SESSION_TAKEN = 4001; // another connection resumed this session: stop
+
+/** Whether a close `code` from the server means: do not come back (4001, 4400-4499). A new
+ *  connection would be refused again, or undo what an operator did (4410: session ended). */
+export function isFinalClose(code) {
+  return code === CLOSE_SESSION_TAKEN || (code >= 4400 && code <= 4499);
+}
 // Close codes of this client's own (sent to the server, and in "close" events)
 const CLOSE_NO_WELCOME = 4000;
 const CLOSE_HEARTBEAT = 4002;
@@ -167,19 +176,19 @@ export class PushAPI {
     this.timeout = timeout;
   }
 
-  pushAll(val, tag) {
+  pushAll(val, tag = DEFAULT_TAG) {
     return this.request("POST", "/push/all", { val, tag });
   }
 
-  pushRoom(room, val, tag) {
+  pushRoom(room, val, tag = DEFAULT_TAG) {
     return this.request("POST", "/push/room", { id: room, val, tag });
   }
 
-  pushUser(user, val, tag) {
+  pushUser(user, val, tag = DEFAULT_TAG) {
     return this.request("POST", "/push/user", { uid: user, val, tag });
   }
 
-  pushConn(wsId, val, tag) {
+  pushConn(wsId, val, tag = DEFAULT_TAG) {
     return this.request("POST", "/push/conn", { wsId, val, tag });
   }
 
@@ -206,8 +215,9 @@ export class PushAPI {
     return this.request("POST", "/room/leave", { id: room, uid });
   }
 
-  /** Close one connection (or all of a user's, with {uid}) with a 4000-4999 code. */
-  disconnect({ wsId = undefined, uid = undefined, code = 4000, reason = undefined, endSession = false }) {
+  /** Close one connection (or all of a user's, with {uid}) with a 4000-4999 code (4400-4499:
+   *  the SDKs do not reconnect); without one, the server's: 4000, or 4410 with endSession. */
+  disconnect({ wsId = undefined, uid = undefined, code = undefined, reason = undefined, endSession = false }) {
     return this.request("POST", "/disconnect", { wsId, uid, code, reason, endSession });
   }
 
@@ -457,7 +467,7 @@ export class PushgateClient extends EventTarget {
    *  2^53-1) with `from` this connection, for itself too with `echo`. Resolves once the
    *  server has accepted it; rejects with SubscribeError (code 0: no reply can come, and it
    *  is not sent again), or a TypeError, before sending, for `data` undefined. */
-  async publish(room, data, { tag = 2, echo = false } = {}) {
+  async publish(room, data, { tag = DEFAULT_TAG, echo = false } = {}) {
     // JSON.stringify would leave the key out: the server would refuse it for "no data".
     if (data === undefined) throw new TypeError("publish needs data (null is data; undefined is not)");
     await this._operate("publish", room, { tag, data, echo });
@@ -1095,8 +1105,9 @@ export class PushgateClient extends EventTarget {
     }
     this.closeCode = code;
     this._emit("close", { code, reason });
-    if (!this.options.reconnect || code === CLOSE_SESSION_TAKEN) {
+    if (!this.options.reconnect || isFinalClose(code)) {
       // 4001: another connection has this session now; coming back would take it away.
+      // 4400-4499: the server wants this client gone (e.g. its session was ended).
       this._setState(State.CLOSED);
       this._rejectFirst?.(new Error(`cannot connect to ${this.url} (code ${code})`));
       this._resolveFirst = this._rejectFirst = null;
