@@ -298,22 +298,41 @@ async def test_the_node_library_triggers_and_asks_counts_back(server: Running) -
 
 
 async def test_the_node_library_terminates_a_user(server: Running) -> None:
+    """terminateUserConnections closes the connections signed in as the user (and
+    those in a presence channel as it), wherever they are; others stay."""
     ws_port, api_port = ports(server)
-    async with pusher_js(ws_port, APP) as ann:
+    async with pusher_js(ws_port, APP) as ann, pusher_js(ws_port, APP) as ann_too:
         await subscribed(ann, "presence-chat", user_id="ann")
-        result = await node_server_call(api_port, APP, op="terminateUserConnections", user="ann")
+        await ann_too.connected()
+        ann_too.send(op="signin", user={"id": "ann"})
+        await ann_too.until(lambda line: line["kind"] == "signed_in")
+        async with pusher_js(ws_port, APP) as bob:
+            await subscribed(bob, "presence-chat", user_id="bob")
+            result = await node_server_call(
+                api_port, APP, op="terminateUserConnections", user="ann"
+            )
+            assert result == {"status": 200, "body": {}}
+            await ann.state("disconnected")
+            await ann_too.state("disconnected")
+            assert not bob.reached("disconnected")
+
+
+async def test_the_node_library_sends_to_a_signed_in_user(server: Running) -> None:
+    """sendToUser reaches every connection signed in as that user of the app, as
+    the event it names on the user's own channel; not another user."""
+    ws_port, api_port = ports(server)
+    async with pusher_js(ws_port, APP) as ann, pusher_js(ws_port, APP) as bob:
+        for client, user in ((ann, "ann"), (bob, "bob")):
+            await client.connected()
+            client.send(op="signin", user={"id": user})
+            await client.until(lambda line: line["kind"] == "signed_in")
+        result = await node_server_call(
+            api_port, APP, op="sendToUser", user="ann", event="hi", data={"for": "ann"}
+        )
         assert result == {"status": 200, "body": {}}
-        await ann.state("disconnected")
-
-
-async def test_sending_to_a_user_is_refused_as_unsupported(server: Running) -> None:
-    """sendToUser needs pusher:signin, which this server does not support yet: the
-    back end is told so rather than the event vanishing."""
-    result = await node_server_call(
-        ports(server)[1], APP, op="sendToUser", user="ann", event="hi", data="x"
-    )
-    assert result["status"] == 400
-    assert "pusher:signin" in result["body"]
+        heard = await ann.until(lambda line: line["kind"] == "user")
+        assert heard == {"kind": "user", "event": "hi", "data": {"for": "ann"}}
+        assert [line for line in bob.seen if line["kind"] == "user"] == []
 
 
 # The API's own guards

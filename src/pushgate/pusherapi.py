@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pushgate.commands import Disconnect, PushRoom
+from pushgate.commands import Disconnect, PushRoom, PushUser
 from pushgate.control import Control
 from pushgate.errors import UnknownConnection
 from pushgate.ids import ConnId, RoomId
@@ -45,6 +45,7 @@ from pushgate.pusherevents import (
     Event,
     PusherRequestError,
     check_channel,
+    check_user,
     is_presence,
     parse_batch,
     parse_event,
@@ -59,7 +60,6 @@ ROUTE_PREFIX = "pusher-"
 # in the range its clients do not reconnect on by themselves.
 TERMINATED_CODE = 4009
 TERMINATED_REASON = "terminated by the app's back end"
-MAX_USER_ID = 200
 
 Signed = Callable[[web.Request, PusherApp], Awaitable[web.Response]]
 
@@ -159,16 +159,18 @@ class PusherAPI:
         return answer({"batch": [(await self._counts(event))[0] for event in events]})
 
     async def _trigger(self, event: Event) -> None:
-        """The event to each of its channels, as a push to the channel's room."""
+        """The event to each of its channels, as a push to the channel's room, and to
+        each signed-in user it names, as a push to that user."""
+        name, data, exclude = event.name, event.data, event.exclude
         await asyncio.gather(
             *(
-                self.node.push_room(
-                    PushRoom(
-                        room, MIN_PUSH_TAG, event.data, exclude=event.exclude, event=event.name
-                    )
-                )
+                self.node.push_room(PushRoom(room, MIN_PUSH_TAG, data, exclude=exclude, event=name))
                 for room in event.rooms
-            )
+            ),
+            *(
+                self.node.push_user(PushUser(user, MIN_PUSH_TAG, data, exclude=exclude, event=name))
+                for user in event.users
+            ),
         )
 
     async def _counts(self, event: Event) -> list[dict[str, int]]:
@@ -242,13 +244,16 @@ class PusherAPI:
     # Users
 
     async def terminate(self, request: web.Request, app: PusherApp) -> web.Response:
-        """Close every connection of a user: the connections that are in one of the
-        app's presence channels as that user (Pusher closes those signed in as it,
-        which needs pusher:signin: docs/pusher.md says why this stands in)."""
-        user = request.match_info["user"]
-        if not 1 <= len(user) <= MAX_USER_ID or not user.isprintable():
-            raise PusherRequestError(400, f"a user id is 1-{MAX_USER_ID} printable characters")
-        for conn in await self._connections_of(app, user):
+        """Close every connection of a user, cluster-wide: those signed in as it
+        (pusher:signin), as Pusher does, and those in one of the app's presence
+        channels as it (a user of an app that never signs its users in)."""
+        user_id = request.match_info["user"]
+        signed_in = Disconnect(
+            None, check_user(app, user_id), TERMINATED_CODE, TERMINATED_REASON, end_session=True
+        )
+        with contextlib.suppress(UnknownConnection):  # none signed in as it
+            await self.control.disconnect(signed_in)
+        for conn in await self._connections_of(app, user_id):
             order = Disconnect(conn, None, TERMINATED_CODE, TERMINATED_REASON, end_session=True)
             with contextlib.suppress(UnknownConnection):  # closed meanwhile
                 await self.control.disconnect(order)

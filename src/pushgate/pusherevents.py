@@ -10,17 +10,25 @@ no I/O.
 from dataclasses import dataclass
 
 from pushgate.ids import ConnId, RoomId
-from pushgate.pusherapps import ChannelKind, PusherApp, channel, channel_problem, conn_of
+from pushgate.pusherapps import (
+    USER_CHANNEL_PREFIX,
+    ChannelKind,
+    PusherApp,
+    channel,
+    channel_problem,
+    conn_of,
+)
 
 # Pusher's limits: channels per event, events per batch, an event name's length.
 MAX_CHANNELS = 100
 MAX_BATCH = 10
 MAX_EVENT_NAME = 200
 # The channel Pusher's libraries send a user's events to (sendToUser): it reaches
-# the connections signed in as that user, which needs pusher:signin.
-SERVER_TO_USER = "#server-to-user-"
+# the connections signed in as that user (pusher:signin), wherever they are.
+SERVER_TO_USER = USER_CHANNEL_PREFIX
 # Events clients treat as the protocol's own: a back end must not forge them.
 RESERVED_PREFIXES = ("pusher:", "pusher_internal:")
+MAX_USER_ID = 200  # characters of a user's id
 USER_COUNT = "user_count"
 SUBSCRIPTION_COUNT = "subscription_count"
 
@@ -36,8 +44,10 @@ class PusherRequestError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event to trigger: its name, its data (as clients get it), the rooms of
-    its channels, the connection it is not for, and the counts asked back."""
+    """One event to trigger: its name, its data (as clients get it), its channels and
+    their rooms, the signed-in users it is for (their ``#server-to-user-`` channels:
+    pushgate's users ``<app id>:<id>``), the connection it is not for, and the counts
+    asked back."""
 
     name: str
     data: str
@@ -45,6 +55,7 @@ class Event:
     rooms: tuple[RoomId, ...]
     exclude: ConnId | None
     info: frozenset[str]
+    users: tuple[str, ...] = ()
 
 
 def parse_event(app: PusherApp, body: object, *, batched: bool = False) -> Event:
@@ -65,15 +76,20 @@ def parse_event(app: PusherApp, body: object, *, batched: bool = False) -> Event
         raise PusherRequestError(
             413, f"the event's data is {size} bytes, over this app's limit of {app.max_event_bytes}"
         )
-    channels = _channels(body, batched=batched)
-    rooms = tuple(_room(app, name) for name in channels)
+    named = _channels(body, batched=batched)
+    users = tuple(_user(app, name) for name in named if name.startswith(SERVER_TO_USER))
+    channels = tuple(name for name in named if not name.startswith(SERVER_TO_USER))
+    info = parse_info(body.get("info"), {USER_COUNT, SUBSCRIPTION_COUNT})
+    if users and info:
+        raise PusherRequestError(400, "info is for channels, not for a user's events")
     return Event(
         name=name,
         data=data,
         channels=channels,
-        rooms=rooms,
+        rooms=tuple(_room(app, name) for name in channels),
         exclude=_excluded(body.get("socket_id")),
-        info=parse_info(body.get("info"), {USER_COUNT, SUBSCRIPTION_COUNT}),
+        info=info,
+        users=users,
     )
 
 
@@ -141,13 +157,22 @@ def _channels(body: dict[str, object], *, batched: bool) -> tuple[str, ...]:
     return tuple(dict.fromkeys(several))  # a channel named twice gets the event once
 
 
+def _user(app: PusherApp, name: str) -> str:
+    """The pushgate user a ``#server-to-user-<id>`` channel is for."""
+    user_id = name[len(SERVER_TO_USER) :]
+    if not 1 <= len(user_id) <= MAX_USER_ID or not user_id.isprintable():
+        raise PusherRequestError(400, f"a user id is 1-{MAX_USER_ID} printable characters")
+    return app.user(user_id)
+
+
+def check_user(app: PusherApp, user_id: str) -> str:
+    """The pushgate user an app's user id in a request is; a refusal for a bad id."""
+    return _user(app, SERVER_TO_USER + user_id)
+
+
 def _room(app: PusherApp, name: str) -> RoomId:
     if name.startswith(SERVER_TO_USER):
-        raise PusherRequestError(
-            400,
-            "sending to a user (#server-to-user-...) is not supported by this server: it "
-            "needs pusher:signin (user authentication), which it does not support yet",
-        )
+        raise PusherRequestError(400, f"{name[:200]!r} is a user's channel, not a channel's")
     problem = channel_problem(app, name)
     if problem is not None:
         raise PusherRequestError(400, f"channel {name[:200]!r}: {problem}")
