@@ -99,11 +99,14 @@ class PusherJs:
 
 
 @asynccontextmanager
-async def pusher_js(ws_port: int, app: tuple[str, str, str]) -> AsyncIterator[PusherJs]:
-    """A pusher-js client of ``app`` (id, key, secret) connecting to 127.0.0.1:ws_port."""
+async def pusher_js(
+    ws_port: int, app: tuple[str, str, str], script: str = "driver.cjs"
+) -> AsyncIterator[PusherJs]:
+    """A pusher-js client of ``app`` (id, key, secret) connecting to 127.0.0.1:ws_port,
+    driven by ``script`` (driver.cjs: pusher-js itself; echo.mjs: Laravel Echo)."""
     process = await asyncio.create_subprocess_exec(
         NODE,
-        str(HERE / "driver.cjs"),
+        str(HERE / script),
         "127.0.0.1",
         str(ws_port),
         *app,
