@@ -3,6 +3,8 @@ authorization endpoint come from the app's back end (here an aiohttp app whose
 endpoint signs with the real `pusher` library, as Laravel's does), the WebSocket
 goes to pushgate's gateway."""
 
+import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from aiohttp import web
 
 from tests.browser import WAIT_MS
 from tests.helpers import FAST_TIMERS, LOOPBACK, Running, post, running_server
+from tests.pusher.harness import raw_pusher
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -93,3 +96,79 @@ async def test_a_pages_pusher_js_subscribes_through_its_back_end_and_hears_pushe
         ["private-orders", {"to": "private-orders"}],
     ]
     assert await page.evaluate("states") == ["connecting", "connected"]
+
+
+MASTER_KEY = base64.b64encode(b"an encryption master key of 32 b").decode()
+
+
+@pytest.fixture
+async def encrypted_back_end(server: Running) -> AsyncIterator[tuple[str, pusher.Pusher]]:
+    """A back end with an encryption master key: its page uses pusher-js's build
+    with encryption, its endpoint hands each subscriber the channel's shared secret
+    (the library derives it), and it triggers encrypted events."""
+    library = pusher.Pusher(
+        app_id=APP[0],
+        key=APP[1],
+        secret=APP[2],
+        host=LOOPBACK,
+        port=int(server.api_url.rsplit(":", 1)[1]),
+        ssl=False,
+        encryption_master_key_base64=MASTER_KEY,
+    )
+    ws_port = int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
+    page = f"""<!doctype html><script src="/pusher-with-encryption.min.js"></script><script>
+      window.heard = [];
+      const client = new Pusher({json.dumps(APP[1])}, {{
+        wsHost: {json.dumps(LOOPBACK)}, wsPort: {ws_port}, forceTLS: false,
+        enabledTransports: ["ws"], disableStats: true, cluster: "local",
+        channelAuthorization: {{ endpoint: "/pusher/auth" }},
+      }});
+      const channel = client.subscribe("private-encrypted-orders");
+      channel.bind("pusher:subscription_succeeded", () => heard.push("subscribed"));
+      channel.bind("shipped", (data) => heard.push(data));
+    </script>"""
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text=page, content_type="text/html")
+
+    async def auth(request: web.Request) -> web.Response:
+        form = await request.post()
+        signed = library.authenticate(str(form["channel_name"]), str(form["socket_id"]))
+        # The library gives the shared secret as bytes (base64 text): JSON wants text.
+        return web.json_response(
+            {k: v.decode() if isinstance(v, bytes) else v for k, v in signed.items()}
+        )
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_static("/", PUSHER_JS)
+    app.router.add_post("/pusher/auth", auth)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, LOOPBACK, 0)
+    await site.start()
+    try:
+        yield f"http://{LOOPBACK}:{runner.addresses[0][1]}/", library
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_encrypted_channel_is_relayed_as_it_is_and_read_by_the_page(
+    browser: "Browser", server: Running, encrypted_back_end: tuple[str, pusher.Pusher]
+) -> None:
+    """The server never holds the key: what it relays is the library's ciphertext,
+    which only the page, with the channel's shared secret, turns back into data."""
+    url, library = encrypted_back_end
+    page = await browser.new_page()
+    await page.goto(url, timeout=WAIT_MS)
+    await page.wait_for_function("heard.length === 1", timeout=WAIT_MS)
+    ws_port = int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
+    async with raw_pusher(ws_port, APP[1]) as raw:  # a member that only sees the wire
+        channel = "private-encrypted-orders"
+        await raw.subscribe(channel, library.authenticate(channel, raw.socket_id)["auth"])
+        await asyncio.to_thread(library.trigger, channel, "shipped", {"order": 42})
+        relayed = await raw.next_event("shipped")
+    assert "42" not in relayed["data"]  # ciphertext
+    assert set(json.loads(relayed["data"])) == {"nonce", "ciphertext"}
+    await page.wait_for_function("heard.length === 2", timeout=WAIT_MS)
+    assert await page.evaluate("heard") == ["subscribed", {"order": 42}]

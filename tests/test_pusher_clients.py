@@ -3,18 +3,22 @@
 cache channels, and what a wrong key or signature gets."""
 
 import asyncio
+import base64
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import pusher
 import pytest
 
 from tests.helpers import FAST_TIMERS, Running, open_client, post, running_server
-from tests.pusher.harness import pusher_js
+from tests.pusher.harness import pusher_js, raw_pusher
 from tests.test_metrics import scrape
 
 APP = ("1001", "key1", "s3cret-s3cret-s3cret")
 SPEC = ":".join(APP) + ":client-events"
+MASTER_KEY = base64.b64encode(b"an encryption master key of 32 b").decode()
 
 
 @pytest.fixture
@@ -151,3 +155,28 @@ async def test_a_cache_channel_gives_a_new_subscriber_its_last_event(server: Run
         await client.subscribed("cache-empty")
         await client.hears("cache-empty", "pusher:cache_miss")
         assert client.heard("cache-prices", "pusher:cache_miss") == []
+
+
+async def test_client_events_are_refused_where_pusher_refuses_them(server: Running) -> None:
+    """On a public channel, and on an encrypted one (whose payloads the server
+    cannot read): pusher:error, and nothing reaches the channel's other member."""
+    library = pusher.Pusher(
+        app_id=APP[0], key=APP[1], secret=APP[2], encryption_master_key_base64=MASTER_KEY
+    )
+    port = ws_port(server)
+    async with raw_pusher(port, APP[1]) as sender, raw_pusher(port, APP[1]) as other:
+        for member in (sender, other):
+            await member.subscribe("news")
+            channel = "private-encrypted-room"
+            await member.subscribe(channel, library.authenticate(channel, member.socket_id)["auth"])
+        for channel in ("news", "private-encrypted-room"):
+            await sender.send("client-hello", {"hi": 1}, channel=channel)
+            refused = await sender.next_event("pusher:error")
+            assert "only for private and presence channels" in refused["data"]["message"]
+        # A push after them is the first thing the other member gets.
+        async with aiohttp.ClientSession() as http:
+            fields = {"id": f"{APP[0]}:news", "tag": 2, "val": "after"}
+            await post(http, server.api_url + "/push/room", data=fields)
+        first = json.loads(await other.ws.recv())
+        assert first["event"] == "pushgate:push"
+        assert first["data"] == "after"

@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from websockets.asyncio.client import ClientConnection, connect
+
 from tests.helpers import UNIT
 
 HERE = Path(__file__).parent
@@ -139,3 +141,42 @@ async def node_server_call(api_port: int, app: tuple[str, str, str], **call: Any
     assert process.returncode == 0, out
     result: Line = json.loads(out)
     return result
+
+
+class RawPusher:
+    """A Pusher client that is only the wire (websockets, no Pusher library): what a
+    test sends is what the server gets, and each message is read as it came."""
+
+    def __init__(self, ws: ClientConnection, socket_id: str) -> None:
+        self.ws = ws
+        self.socket_id = socket_id
+
+    async def send(self, event: str, data: object, channel: str | None = None) -> None:
+        message: dict[str, object] = {"event": event, "data": data}
+        if channel is not None:
+            message["channel"] = channel
+        await self.ws.send(json.dumps(message))
+
+    async def subscribe(self, channel: str, auth: str | None = None) -> None:
+        data = {"channel": channel} if auth is None else {"channel": channel, "auth": auth}
+        await self.send("pusher:subscribe", data)
+        answer = await self.next_event(
+            "pusher_internal:subscription_succeeded", "pusher:subscription_error"
+        )
+        assert answer["event"] == "pusher_internal:subscription_succeeded", answer
+
+    async def next_event(self, *events: str) -> Line:
+        """The next message of one of ``events`` (others before it are passed over)."""
+        async with asyncio.timeout(WAIT):
+            while True:
+                message: Line = json.loads(await self.ws.recv())
+                if message["event"] in events:
+                    return message
+
+
+@asynccontextmanager
+async def raw_pusher(ws_port: int, key: str) -> AsyncIterator[RawPusher]:
+    async with connect(f"ws://127.0.0.1:{ws_port}/app/{key}?protocol=7") as ws:
+        established = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+        assert established["event"] == "pusher:connection_established", established
+        yield RawPusher(ws, json.loads(established["data"])["socket_id"])
