@@ -149,3 +149,39 @@ webhook = "http://127.0.0.1:8004/lobby"
     without_secret = read_config_file(written(tmp_path, text))
     with pytest.raises(ConfigError, match="--webhook-secret"):
         from_sources({}, {}, without_secret)
+
+
+def test_pusher_apps_come_from_their_tables(tmp_path: Path) -> None:
+    """[pusher_apps.ID] tables are --pusher-app and --pusher-webhook: each app's key,
+    secret, client events, cap and receivers."""
+    path = tmp_path / "pushgate.toml"
+    path.write_text(
+        "[pusher_apps.4242]\n"
+        'key = "app-key"\n'
+        'secret = "app-secret-of-16+chars"\n'
+        "client_events = true\n"
+        "max_connections = 2\n"
+        'webhook = ["https://a.example/hooks", "https://b.example/hooks"]\n'
+        "[pusher_apps.7]\n"
+        'key = "other"\n'
+        'secret = "other-secret-of-16+chars"\n'
+    )
+    values = read_config_file(str(path))
+    assert values == {
+        "pusher_app": (
+            "4242:app-key:app-secret-of-16+chars:client-events:max-connections=2,"
+            "7:other:other-secret-of-16+chars"
+        ),
+        "pusher_webhook": "4242=https://a.example/hooks,4242=https://b.example/hooks",
+    }
+    apps = Config(**values).pusher_apps  # type: ignore[arg-type]
+    app = apps.by_key("app-key")
+    assert app is not None
+    assert (app.id, app.client_events, app.max_connections) == ("4242", True, 2)
+
+
+def test_a_pusher_app_table_without_its_secret_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "pushgate.toml"
+    path.write_text('ws_port = 8888\n\n[pusher_apps.4242]\nkey = "app-key"\n')
+    with pytest.raises(ConfigError, match=r"pushgate.toml:3: \[pusher_apps.4242\] needs a key"):
+        read_config_file(str(path))

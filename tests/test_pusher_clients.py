@@ -180,3 +180,25 @@ async def test_client_events_are_refused_where_pusher_refuses_them(server: Runni
         first = json.loads(await other.ws.recv())
         assert first["event"] == "pushgate:push"
         assert first["data"] == "after"
+
+
+async def test_an_apps_connection_quota_is_kept_on_each_gateway() -> None:
+    """max-connections=1: a second client is told 4004 and closed with it (pusher-js
+    then does not retry); once the first has gone, a client gets in again."""
+    app = ("1002", "capped", APP[2])
+    async with running_server(pusher_app=":".join(app) + ":max-connections=1") as server:
+        port = ws_port(server)
+        async with pusher_js(port, app) as first:
+            await first.connected()
+            async with pusher_js(port, app) as second:
+                error = await second.until(lambda line: line["kind"] == "error")
+                assert error["error"]["code"] == 4004
+                await second.state("disconnected")
+        # The server saw the first one go (it has no event to await: its hub empties).
+        async with asyncio.timeout(5):
+            while True:
+                if not len(server.server.node.hub):
+                    break
+                await asyncio.sleep(0.01)
+        async with pusher_js(port, app) as third:
+            await third.connected()

@@ -775,10 +775,11 @@ class Config:
     pusher_app: str = option(
         "",
         "speak the Pusher Channels protocol for these apps, comma-separated "
-        "ID:KEY:SECRET[:client-events]: Pusher clients connect to /app/KEY on the "
-        "gateway's port, Pusher server libraries call /apps/ID/... on the API's; "
-        "client-events lets members of private and presence channels send client- "
-        "events (see docs/pusher.md)",
+        "ID:KEY:SECRET[:client-events][:max-connections=N]: Pusher clients connect to "
+        "/app/KEY on the gateway's port, Pusher server libraries call /apps/ID/... on the "
+        "API's; client-events lets members of private and presence channels send client- "
+        "events; max-connections caps the app's connections on each gateway; in --config, "
+        "a [pusher_apps.ID] table (see docs/pusher.md)",
         metavar="APPS",
         group=Group.ACCESS,
         check=pusher_app_specs,

@@ -1,5 +1,5 @@
 """Settings from a TOML file (``--config FILE``): every option the command line has,
-by its name, and a table of namespaces.
+by its name, a table of namespaces, and one of Pusher apps.
 
 ::
 
@@ -18,6 +18,13 @@ by its name, and a table of namespaces.
     [namespaces.""]             # the default namespace: rooms without a ':'
     policy = "server"
 
+    [pusher_apps.4242]          # a Pusher app (docs/pusher.md): its id, then its options
+    key = "app-key"
+    secret = "app-secret-of-16+chars"
+    client_events = true        # default false
+    max_connections = 10000     # on each gateway; default 0, no cap of its own
+    webhook = "https://app.example/pusher/webhook"   # or a list of URLs
+
 A name may be written with ``_`` or ``-``. A value is of the option's kind (a number,
 ``true``/``false`` for a flag, a string), or a string read as the command line reads
 it (``max_output_bytes = "1M"``). The command line and the environment override the
@@ -31,9 +38,16 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pushgate.config import OPTIONS, Option, default_of, namespace_webhook_specs
+from pushgate.config import (
+    OPTIONS,
+    Option,
+    default_of,
+    namespace_webhook_specs,
+    pusher_webhook_specs,
+)
 from pushgate.errors import ConfigError
 from pushgate.namespaces import parse_namespace
+from pushgate.pusherapps import parse_app
 
 NAMESPACE_KEYS = ("policy", "secret", "publish", "presence", "webhook")
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -55,13 +69,17 @@ def read_config_file(path: str) -> dict[str, object]:
     lines = text.splitlines()
     values: dict[str, object] = {}
     table_hooks = ""
+    apps_given: tuple[str, str] | None = None
     for key, value in data.items():
         where = f"{path}:{_line_of(lines, key)}"
         if key == "namespaces":
             values["namespaces"], table_hooks = _namespaces(path, lines, value)
             continue
+        if key == "pusher_apps":
+            apps_given = _pusher_apps(path, lines, value)
+            continue
         option = _BY_NAME.get(key.replace("-", "_"))
-        if option is None or option.name == "namespaces":
+        if option is None or option.name in ("namespaces", "pusher_app", "pusher_webhook"):
             close = difflib.get_close_matches(key.replace("-", "_"), _BY_NAME, n=1)
             hint = f"; did you mean {close[0]}?" if close else " (see --help)"
             raise ConfigError(f"{where}: {key!r} is not an option of pushgate{hint}")
@@ -69,6 +87,8 @@ def read_config_file(path: str) -> dict[str, object]:
     if table_hooks:  # both ways of naming them: the top-level option's, then the tables'
         given = values.get("namespace_webhooks")
         values["namespace_webhooks"] = f"{given},{table_hooks}" if given else table_hooks
+    if apps_given is not None:
+        values["pusher_app"], values["pusher_webhook"] = apps_given
     return values
 
 
@@ -147,6 +167,50 @@ def _namespaces(path: str, lines: list[str], tables: object) -> tuple[str, str]:
     return ",".join(specs), joined
 
 
+PUSHER_APP_KEYS = ("key", "secret", "client_events", "max_connections", "webhook")
+
+
+def _pusher_apps(path: str, lines: list[str], tables: object) -> tuple[str, str]:
+    """The ``[pusher_apps.ID]`` tables, as --pusher-app and --pusher-webhook write them."""
+    where = f"{path}:{_line_of(lines, 'pusher_apps')}"
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{where}: pusher_apps must be tables: [pusher_apps.ID]")
+    specs, hooks = [], []
+    for app_id, table in tables.items():
+        name = f"[pusher_apps.{app_id}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {name} must be a table")
+        unknown = sorted(set(table) - set(PUSHER_APP_KEYS))
+        if unknown:
+            known = ", ".join(PUSHER_APP_KEYS)
+            raise ConfigError(f"{where}: {name} has {unknown[0]!r}; it takes {known}")
+        key, secret = table.get("key"), table.get("secret")
+        if not isinstance(key, str) or not isinstance(secret, str):
+            raise ConfigError(f"{where}: {name} needs a key and a secret (strings)")
+        events, most = table.get("client_events", False), table.get("max_connections", 0)
+        if not isinstance(events, bool):
+            raise ConfigError(f"{where}: {name} client_events is true or false")
+        if isinstance(most, bool) or not isinstance(most, int) or most < 0:
+            raise ConfigError(f"{where}: {name} max_connections is a number, 0 or more")
+        spec = f"{app_id}:{key}:{secret}" + (":client-events" if events else "")
+        spec += f":max-connections={most}" if most else ""
+        try:
+            parse_app(spec)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {name}: {exc}") from None
+        specs.append(spec)
+        urls = table.get("webhook", [])
+        urls = [urls] if isinstance(urls, str) else urls
+        if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
+            raise ConfigError(f"{where}: {name} webhook is a URL or a list of URLs")
+        hooks += [f"{app_id}={url}" for url in urls]
+    joined = ",".join(hooks)
+    problem = pusher_webhook_specs(joined)
+    if problem is not None:
+        raise ConfigError(f"{where}: a Pusher app's webhook {problem.partition(' ')[2]}")
+    return ",".join(specs), joined
+
+
 def _line_of(lines: list[str], key: str) -> int:
     """The line (from 1) where ``key`` is set at the top of the file (0: not found)."""
     pattern = re.compile(rf"^\s*(?:{re.escape(key)}|\"{re.escape(key)}\")\s*[=.\[]")
@@ -155,6 +219,9 @@ def _line_of(lines: list[str], key: str) -> int:
             break  # past the top-level keys
         if pattern.match(line):
             return number
+    if key == "pusher_apps":
+        found = (n for n, line in enumerate(lines, 1) if line.strip().startswith("[pusher_apps"))
+        return next(found, 0)
     return _table_line(lines, key) if key == "namespaces" else 0
 
 

@@ -211,6 +211,8 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
         # counting alone, which keeps frozen objects (pushgate.gcpolicy) from leaking.
         self._proto.parser.close()
         self._proto.parser_exc = None
+        if self._client is not None:
+            self._client.closed()
         self._client = None  # it holds this connection: no cycle left behind either
 
     # The handshake
@@ -312,6 +314,7 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
                 activity_timeout=settings.heartbeat,
                 handshake_timeout=settings.handshake_timeout,
                 refusal=upgrade.pusher_refusal,
+                counts=self._routes.pusher_counts,
             )
             pusher.opened(resume=False)
             return

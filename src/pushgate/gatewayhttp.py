@@ -18,6 +18,7 @@ token is not answered yet: its :class:`Upgrade` carries the hook's pending verdi
 
 import asyncio
 import json
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
@@ -106,6 +107,8 @@ class GatewayRoutes:
         self.subscriptions = SubscribePolicy(namespaces or Namespaces(), gatekeeper.tokens)
         self._echo = echo  # serve /echo (--conformance-echo)
         self._pusher_apps = pusher_apps or PusherApps()
+        # Open Pusher connections by app on this gateway (their max_connections).
+        self.pusher_counts: Counter[str] = Counter()
 
     def answer(
         self, proto: ServerProtocol, request: Request, peer: str, now: float

@@ -84,7 +84,7 @@ class PusherApp:
     key: str
     secret: str
     client_events: bool = False  # members of private and presence channels may talk
-    max_connections: int = 0  # 0: only the gateway's own limits
+    max_connections: int = 0  # on each gateway (0: only the gateway's own limits)
     max_event_bytes: int = 10 * 1024  # an event's data, as Pusher's default
 
     def room(self, channel_name: str) -> RoomId | None:
@@ -188,22 +188,29 @@ class PusherApps:
 
 
 def parse_app(text: str) -> PusherApp:
-    """``ID:KEY:SECRET[:client-events]``; raises ValueError saying what is wrong."""
+    """``ID:KEY:SECRET[:client-events][:max-connections=N]``; raises ValueError saying
+    what is wrong."""
     parts = text.strip().split(":")
-    if len(parts) not in (3, 4):
-        raise ValueError(f"{text.strip()!r} is not ID:KEY:SECRET[:client-events]")
+    if len(parts) < 3:
+        raise ValueError(f"{text.strip()!r} is not ID:KEY:SECRET[:OPTION...]")
     app_id, key, secret = parts[:3]
     for what, value in (("id", app_id), ("key", key)):
         if not _APP_PART.fullmatch(value):
             raise ValueError(f"a Pusher app's {what} is 1-64 letters, digits and _.- ({value!r})")
     if len(secret) < 16:
         raise ValueError(f"the secret of Pusher app {app_id} is shorter than 16 characters")
-    client_events = False
-    if len(parts) == 4:
-        if parts[3] != "client-events":
-            raise ValueError(f"unknown Pusher app option {parts[3]!r} (client-events)")
-        client_events = True
-    return PusherApp(app_id, key, secret, client_events=client_events)
+    client_events, max_connections = False, 0
+    for option in parts[3:]:
+        name, equals, value = option.partition("=")
+        if option == "client-events":
+            client_events = True
+        elif name == "max-connections" and equals and value.isdigit():
+            max_connections = int(value)
+        else:
+            raise ValueError(
+                f"unknown Pusher app option {option!r} (client-events, max-connections=N)"
+            )
+    return PusherApp(app_id, key, secret, client_events, max_connections)
 
 
 def parse_apps(text: str) -> PusherApps:

@@ -33,7 +33,7 @@ been.
 import asyncio
 import json
 import logging
-from collections import deque
+from collections import Counter, deque
 from typing import TYPE_CHECKING
 
 from pushgate import pusherwire as wire
@@ -86,6 +86,8 @@ class PusherProtocol:
     __slots__ = (
         "_app",
         "_conn",
+        "_counted",
+        "_counts",
         "_members",
         "_node",
         "_ops",
@@ -105,9 +107,14 @@ class PusherProtocol:
         activity_timeout: float,
         handshake_timeout: float,
         refusal: tuple[int, str] | None = None,
+        counts: "Counter[str] | None" = None,
     ) -> None:
         self._node = node
         self._conn = conn
+        # Open connections by app on this gateway (shared by its Pusher connections),
+        # for the apps' max_connections; this one counts once opened, until closed.
+        self._counts = counts
+        self._counted = False
         # None: refused (an unknown key, a version not served): told, then closed.
         self._app = app if refusal is None else None
         self._refusal = refusal or (wire.CLOSE_APP_UNKNOWN, "App key not in this cluster")
@@ -122,12 +129,21 @@ class PusherProtocol:
     def opened(self, *, resume: bool) -> None:
         """The upgrade was written: register the connection and tell its socket_id."""
         conn, app = self._conn, self._app
+        counts = self._counts
+        open_here = counts[app.id] if app is not None and counts is not None else 0
+        if app is not None and 0 < app.max_connections <= open_here:
+            quota = f"App {app.id} is over its connection quota ({app.max_connections})"
+            self._refusal = (wire.CLOSE_APP_OVER_QUOTA, quota)
+            self._app = app = None
         if app is None:
             code, message = self._refusal
             log.info("refused a Pusher client from %s: %s", conn.peer, message)
             conn.reply(wire.error(code, message))
             conn.close(code, message)
             return
+        if counts is not None:
+            counts[app.id] += 1
+            self._counted = True
         conn_id = conn.conn_id = new_conn_id()
         conn.enter_hub(held=True)  # before registering: a failure must unregister
         opened = self._node.connection_opened(conn_id, conn, resumable=False)
@@ -171,6 +187,12 @@ class PusherProtocol:
         elif event in SERIAL_EVENTS or event.startswith("client-"):
             self._queue(message)
         # pusher:pong and anything else: nothing to answer.
+
+    def closed(self) -> None:
+        """Its connection ended: it counts no more against its app's quota."""
+        if self._counted and self._counts is not None and self._app is not None:
+            self._counted = False
+            self._counts[self._app.id] -= 1
 
     def member(self, room: RoomId, joined: bool, reason: str) -> None:
         """The back end moved it: Pusher's clients are not told (their channels are

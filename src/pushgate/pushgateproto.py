@@ -498,6 +498,9 @@ class PushgateProtocol:
     def _refused(op: Operation, refusal: Refusal) -> bytes:
         return encode_reply(op.op, op.id, op.room, code=refusal.status, reason=refusal.reason)
 
+    def closed(self) -> None:
+        """Its connection ended (the session core was told already): nothing to do."""
+
     # Rooms: told, and ended
 
     def member(self, room: RoomId, joined: bool, reason: str) -> None:
