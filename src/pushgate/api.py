@@ -21,6 +21,7 @@ Routes (all answer JSON; see README.md for the bodies)::
     GET  /users/{uid}                 -> a user's connections
     GET  /                            -> the console page (see console.py)
     GET  /openapi.json                -> this API's OpenAPI 3.0 description
+    GET  /docs                        -> a page that reads it (its reference)
     GET  /metrics                     -> Prometheus metrics (docs/operations.md)
     /apps/{id}/...                    -> Pusher's HTTP API, with --pusher-app (pusherapi.py)
 
@@ -87,7 +88,7 @@ API_HOST_KEY = web.AppKey("api_host", str)
 PUSHER_IDS_KEY = web.AppKey("pusher_ids", list[str])
 # Answered without an API key: probes must work, a browser cannot send a key to load
 # a page, and none of these reveals anything.
-PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/", "/docs", "/healthz", "/readyz", "/openapi.json"})
 PUBLIC_PREFIXES = ("/static/",)
 MAX_ROOMS_LISTED = 1000
 _LIMIT_TEXT = re.compile(r"[0-9]{1,4}")

@@ -35,6 +35,7 @@ from pushgate.security import Refusal
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 OPEN_PREFIXES = ("/static/",)
 CONSOLE_PATH = "/"
+DOCS_PATH = "/docs"  # the API's reference page: followed by links too
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 _NAME = r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+"
@@ -90,7 +91,7 @@ def cross_site(facts: RequestFacts) -> Refusal | None:
 def is_console_navigation(facts: RequestFacts) -> bool:
     """A link followed to the console page: a top-level GET that changes nothing."""
     return (
-        facts.path == CONSOLE_PATH
+        facts.path in (CONSOLE_PATH, DOCS_PATH)
         and facts.method in SAFE_METHODS
         and (facts.fetch_mode or "").strip().lower() == "navigate"
     )

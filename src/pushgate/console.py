@@ -3,6 +3,7 @@
 ``add_console_routes(app)`` adds to an aiohttp application::
 
     GET /                     the console page (static/console.html)
+    GET /docs                 the logic API's reference, read from /openapi.json
     GET /static/<name>        console.css, console.js, charts.js, pushgate.js (text/javascript),
                               with Access-Control-Allow-Origin: * so any page may import them
 
@@ -50,6 +51,9 @@ STATIC_FILES: dict[str, str] = {
     "console.js": "text/javascript; charset=utf-8",
     "charts.js": "text/javascript; charset=utf-8",
     "pushgate.js": "text/javascript; charset=utf-8",
+    "docs.html": "text/html; charset=utf-8",
+    "docs.css": "text/css; charset=utf-8",
+    "docs.js": "text/javascript; charset=utf-8",
 }
 
 SECURITY_HEADERS = {
@@ -71,8 +75,10 @@ def static_file(name: str) -> tuple[bytes, str]:
 
 
 def add_console_routes(app: web.Application) -> None:
-    """Serve the console at ``/`` and its files under ``/static/``."""
+    """Serve the console at ``/``, the API's reference page at ``/docs``, and their
+    files under ``/static/``."""
     app.router.add_get("/", _console)
+    app.router.add_get("/docs", _docs)
     app.router.add_get("/static/{name}", _static)
 
 
@@ -102,6 +108,11 @@ async def _console(request: web.Request) -> web.StreamResponse:
     meta = gateway_meta(host, port, api_host)
     body = static_file("console.html")[0].replace(_GATEWAY_META, meta)
     return _serve(request, "console.html", body=body)
+
+
+async def _docs(request: web.Request) -> web.StreamResponse:
+    """The logic API's reference: a page that reads /openapi.json (docs.js)."""
+    return _serve(request, "docs.html")
 
 
 async def _static(request: web.Request) -> web.StreamResponse:
