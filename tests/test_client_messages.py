@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 from tests.helpers import FAST_TIMERS, UNIT, Running, post, running_server
 from tests.redis_server import RedisServer
 from tests.test_subscriptions import Client, client, push_room
+from tests.test_subscriptions import away as leave
 
 SECRET = "a-client-message-test-secret-32-bytes"
 SETTINGS: dict[str, Any] = {
@@ -90,7 +91,7 @@ async def test_client_messages_are_ordered_kept_and_recovered_once(
         away = await stack.enter_async_context(client(server.ws_url))
         assert (await away.op("subscribe", "chat:3"))["ok"]
         welcome = away.welcome
-        await away.ws.close()
+        await leave(away.ws)
         for n in range(3):
             assert (await publish(sender, "chat:3", n))["ok"]
             await push_room(http, server.api_url, "chat:3", f"api {n}")
@@ -100,13 +101,13 @@ async def test_client_messages_are_ordered_kept_and_recovered_once(
         got = [(await back.next())["data"] for _ in range(6)]
         assert got == seen
         await back.pinged()
-        await back.ws.close()
+        await leave(back.ws)
         sender_welcome = sender.welcome
-        await sender.ws.close()
+        await leave(sender.ws)
         again = await resumed(server.ws_url, sender_welcome)
         assert [(await again.next())["data"] for _ in range(3)] == ["api 0", "api 1", "api 2"]
         await again.pinged()
-        await again.ws.close()
+        await leave(again.ws)
 
 
 async def resumed(url: str, welcome: dict[str, Any]) -> Client:

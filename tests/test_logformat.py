@@ -208,7 +208,7 @@ async def test_a_debug_log_holds_no_token_and_no_session(log_format: str) -> Non
                 assert response.status == 200
             async with http.get(api + "/stats?token=" + token) as response:
                 assert response.status == 200
-        await ws.close()
+        await ws.close(1001)  # going away: the session waits for the resume
         resumed = await connect(url + "?resume=1&token=" + token)
         await resumed.send(
             json.dumps({"type": 0, "data": {"wsId": ws_id, "session": session, "since": {}}})

@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import FAST_TIMERS, Running, running_server
 from tests.test_presence_events import NAMESPACES, SECRET, join, leave, marker, token, until
-from tests.test_subscriptions import Client, client, resume
+from tests.test_subscriptions import Client, away, client, resume
 
 
 @dataclass
@@ -102,7 +102,7 @@ async def test_a_resume_on_the_other_gateway_is_no_event_and_an_end_leaves_once(
         mark = await marker(http, api, "chat:2", "after the resume")
         for observer in (obs0, obs1):
             assert await until(observer, mark) == []
-        await again.ws.close()
+        await away(again.ws)
         for observer in (obs0, obs1):
             assert await observer.next() == leave("chat:2", "ann")
         # No event says "the room was swept": wait out two more sweeps of each gateway.

@@ -16,6 +16,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from pushgate.namespaces import grant_for
+from pushgate.wire import CLOSE_GOING_AWAY
 from tests.helpers import (
     FAST_TIMERS,
     UNIT,
@@ -80,10 +81,19 @@ class Client:
 
 @asynccontextmanager
 async def client(url: str) -> AsyncIterator[Client]:
+    """A connected client; at the end of the block it goes away as a page does (1001),
+    so its session waits for a resume (a 1000 would end it: see away())."""
     async with connect(url, open_timeout=5 * UNIT) as ws:
         welcome = json.loads(await asyncio.wait_for(ws.recv(), 5 * UNIT))
         assert welcome["type"] == 0, welcome
         yield Client(ws, welcome["data"])
+        await away(ws)
+
+
+async def away(ws: ClientConnection) -> None:
+    """Leave, keeping the session for a resume: 1001 (going away), not the 1000 of a
+    client that said goodbye, whose session ends at once."""
+    await ws.close(CLOSE_GOING_AWAY, "going away")
 
 
 async def push_room(http: aiohttp.ClientSession, api_url: str, room: str, val: str) -> int:

@@ -138,6 +138,7 @@ from pushgate.streams import ROOM_TOPIC_PREFIX
 from pushgate.syncpushapi import SyncPushAPI
 from pushgate.tokens import make_token
 from pushgate.wire import (
+    CLOSE_GOING_AWAY,
     CLOSE_NO_RECONNECT,
     CLOSE_SERVICE_RESTART,
     CLOSE_SESSION_TAKEN,
@@ -817,7 +818,7 @@ class Connection:
                 frame = await ws.recv()
             welcome = parse_welcome(frame)
         except (ConnectionClosed, TimeoutError, ValueError) as exc:
-            await ws.close()
+            await ws.close(CLOSE_GOING_AWAY, "no welcome")  # not 1000: a session stays
             raise ConnectError(f"no welcome from {self.url}: {_reason(exc)}") from None
         ws_id, self.heartbeat = welcome.ws_id, welcome.heartbeat
         self.session = welcome.session
@@ -863,11 +864,13 @@ class Connection:
             await self._call_recovery({})
 
     async def _stop_reading(self) -> None:
-        """Close the connection and wait until its reader has ended."""
+        """Close the connection to connect again, and wait until its reader has ended.
+        With 1001, not 1000: the server ends the session of a client that closed with
+        1000 (it said goodbye), and this one resumes it."""
         ws, reader = self._ws, self._reader
         self._ws = None
         if ws is not None:
-            await ws.close()
+            await ws.close(CLOSE_GOING_AWAY, "reconnecting")
         if reader is not None:
             await asyncio.gather(reader, return_exceptions=True)
 

@@ -50,7 +50,12 @@ from pushgate.pushgateproto import RESUME_MAX_MESSAGE_BYTES, PushgateProtocol, e
 from pushgate.security import Refusal
 from pushgate.sseconnection import SseConnection
 from pushgate.ssequery import SseStart
-from pushgate.wire import CLOSE_HEARTBEAT_TIMEOUT, CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION
+from pushgate.wire import (
+    CLOSE_HEARTBEAT_TIMEOUT,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+)
 from pushgate.wsinput import INPUT_PER_TURN, Input
 from pushgate.wsoutput import Output
 from pushgate.wsprotocol import GatewayProtocol
@@ -501,7 +506,15 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
     def _leave_hub(self) -> None:
         if self._phase in IN_HUB and self.conn_id is not None:
             self._phase = Phase.CLOSING
-            self._node.connection_closed(self.conn_id, self)
+            self._node.connection_closed(self.conn_id, self, ended=self._said_goodbye())
+
+    def _said_goodbye(self) -> bool:
+        """The client closed first, with 1000: it is done, and its session ends now
+        instead of waiting --session-ttl for a resume that will not come (a drop, a
+        timeout, 1001 or any other code keeps it)."""
+        proto = self._proto
+        rcvd = proto.close_rcvd
+        return rcvd is not None and rcvd.code == CLOSE_NORMAL and bool(proto.close_rcvd_then_sent)
 
     def abort(self) -> None:
         """Drop the TCP connection now, discarding anything unsent."""
