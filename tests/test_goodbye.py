@@ -11,9 +11,9 @@ import json
 from websockets.asyncio.client import connect
 
 from pushgate.wire import CLOSE_NORMAL
-from tests.helpers import UNIT
+from tests.helpers import UNIT, running_server
 from tests.test_subscriptions import Client, client
-from tests.test_webhook_events import Receiver, named, receiver, running_server, settings, url
+from tests.test_webhook_events import Receiver, named, receiver, settings, url
 
 __all__ = ["receiver"]  # the fixture, used by name
 
