@@ -3,6 +3,7 @@ do reaches a receiver in Pusher's format, each request checked with the real
 `pusher` server library's own ``validate_webhook`` (key, signature, time)."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, running_server
-from tests.pusher.harness import pusher_js
+from tests.pusher.harness import node_server_call, pusher_js
 
 APP = ("1001", "key1", "s3cret-s3cret-s3cret")
 WAIT = 10 * UNIT
@@ -24,12 +25,14 @@ class PusherReceiver:
     def __init__(self) -> None:
         self.library = pusher.Pusher(app_id=APP[0], key=APP[1], secret=APP[2])
         self.events: list[dict[str, Any]] = []
+        self.requests: list[tuple[dict[str, str], str]] = []  # headers and body, as sent
         self.refused = 0
         self.url = ""
         self._arrived = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.text()
+        self.requests.append((dict(request.headers), body))
         valid = self.library.validate_webhook(
             request.headers.get("X-Pusher-Key", ""),
             request.headers.get("X-Pusher-Signature", ""),
@@ -130,3 +133,12 @@ async def test_channels_members_client_events_and_cache_misses_are_told(
     # Bob left first; Ann's leave came with her connection's end.
     removed = [event["user_id"] for event in named(events, "member_removed")]
     assert removed == ["bob", "ann"]
+    # The Node library's own check (pusher.webhook(...).isValid()) takes them too;
+    # it reads the headers as Node's http module gives them, lower-case.
+    api_port = int(server.api_url.rsplit(":", 1)[1])
+    for headers, body in receiver.requests:
+        names = ("X-Pusher-Key", "X-Pusher-Signature", "Content-Type")
+        node = {name.lower(): headers[name] for name in names}
+        checked = await node_server_call(api_port, APP, op="webhook", headers=node, body=body)
+        assert checked["body"]["valid"] is True
+        assert checked["body"]["events"] == json.loads(body)["events"]

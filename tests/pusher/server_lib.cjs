@@ -9,6 +9,9 @@
 //               {"op": "post", "path": "/events", "body": B}  (signed, unchecked by the library)
 //               {"op": "sendToUser", "user": U, "event": E, "data": D}
 //               {"op": "terminateUserConnections", "user": U}
+//               {"op": "webhook", "headers": H, "body": B}  (a webhook request received:
+//                  the library's own check; answers {"status": 200, "body": {"valid": V,
+//                  "events": [...]}})
 // Output, one line: {"status": S, "body": B} (B parsed when it is JSON), for an
 // answer and for a refusal alike.
 "use strict";
@@ -28,6 +31,12 @@ function parsed(text) {
 
 function run() {
   switch (call.op) {
+    case "webhook": {
+      const webhook = pusher.webhook({ headers: call.headers, rawBody: call.body });
+      const valid = webhook.isValid();
+      const events = valid ? webhook.getEvents() : [];
+      return { status: 200, text: async () => JSON.stringify({ valid, events }) };
+    }
     case "trigger":
       return pusher.trigger(call.channels, call.event, call.data, call.params);
     case "triggerBatch":
