@@ -97,20 +97,23 @@ async def test_an_unknown_key_is_closed_with_4001(server: Running) -> None:
 
 
 async def test_metrics_count_connections_by_protocol(server: Running) -> None:
+    """Connections and deliveries, by transport and protocol: a pusher-js client and
+    a pushgate one, each handed one push to all."""
     async with pusher_js(ws_port(server), APP) as client, aiohttp.ClientSession() as http:
         await client.connected()
         ws, _ = await open_client(server.ws_url)
+        status, body = await post(http, server.api_url + "/push/all", data={"val": 1, "tag": 2})
+        assert (status, body["delivered"]) == (200, 2)
         samples = await scrape(http, server.api_url + "/metrics")
         await ws.close()
-    by_protocol = {
-        labels: value
-        for (name, labels), value in samples.items()
-        if name == "pushgate_connections_by_transport"
-    }
-    assert by_protocol == {
-        (("protocol", "pusher"), ("transport", "websocket")): 1,
-        (("protocol", "pushgate"), ("transport", "websocket")): 1,
-    }
+
+    def by_protocol(metric: str) -> dict[tuple[tuple[str, str], ...], float]:
+        return {labels: value for (name, labels), value in samples.items() if name == metric}
+
+    pusher = (("protocol", "pusher"), ("transport", "websocket"))
+    pushgate = (("protocol", "pushgate"), ("transport", "websocket"))
+    assert by_protocol("pushgate_connections_by_transport") == {pusher: 1, pushgate: 1}
+    assert by_protocol("pushgate_deliveries_by_transport_total") == {pusher: 1, pushgate: 1}
 
 
 async def test_a_signed_in_user_hears_pushes_to_it(server: Running) -> None:

@@ -113,6 +113,8 @@ class Hub:
         # How many connections speak each encoding; the one, while there is one.
         self._encodings: Counter[Encoding] = Counter()
         self._only: Encoding | None = None
+        # Deliveries so far by encoding (for /metrics: by protocol and transport).
+        self.delivered: Counter[Encoding] = Counter()
 
     # Connections
 
@@ -237,40 +239,53 @@ class Hub:
     def broadcast(self, message: Outgoing, skip: Sink | None = None) -> int:
         """Hand ``message`` to every open connection (but ``skip``); return how many
         got it."""
-        return len(self._sinks) - self._hand(self._sinks.values(), message, skip)
+        return self._hand(self._sinks.values(), len(self._sinks), message, skip)
 
     def send_user(self, user: str, message: Outgoing, skip: Sink | None = None) -> int:
         """Hand ``message`` to every connection of ``user`` (but ``skip``); return how
         many got it."""
-        return self._users.size(RoomId(user)) - self._hand(
-            self._users.members(RoomId(user)), message, skip
-        )
+        user_id = RoomId(user)
+        return self._hand(self._users.members(user_id), self._users.size(user_id), message, skip)
 
     def send_room(self, room: RoomId, message: Outgoing, skip: Sink | None = None) -> int:
         """Hand ``message`` to every member of ``room`` (but ``skip``); return how many
         got it."""
-        return self._rooms.size(room) - self._hand(self._rooms.members(room), message, skip)
+        return self._hand(self._rooms.members(room), self._rooms.size(room), message, skip)
 
-    def _hand(self, sinks: Iterable[Sink], message: Outgoing, skip: Sink | None) -> int:
-        """Hand ``message`` to ``sinks``; return 1 if ``skip`` was among them, else 0."""
-        if skip is not None:
-            return self._hand_but(sinks, message, skip)
+    def _hand(self, sinks: Iterable[Sink], size: int, message: Outgoing, skip: Sink | None) -> int:
+        """Hand ``message`` to the ``size`` ``sinks`` (but ``skip``); return how many got
+        it, counted by encoding in ``delivered`` (once per push while one encoding is
+        here; per connection only while several are)."""
         only = self._only
-        if only is not None:  # one encoding here: its bytes made once, up front
+        if skip is not None:
+            handed = size - self._hand_but(sinks, message, skip, only)
+        elif only is not None:  # one encoding here: its bytes made once, up front
             frame = message.bytes_for(only)
             for sink in sinks:
                 sink.send(frame)
+            handed = size
         else:
+            delivered = self.delivered
             for sink in sinks:
-                sink.send(message.bytes_for(sink.encoding))
-        return 0
+                encoding = sink.encoding
+                sink.send(message.bytes_for(encoding))
+                delivered[encoding] += 1
+            return size
+        if only is not None:
+            self.delivered[only] += handed
+        return handed
 
-    @staticmethod
-    def _hand_but(sinks: Iterable[Sink], message: Outgoing, skip: Sink) -> int:
+    def _hand_but(
+        self, sinks: Iterable[Sink], message: Outgoing, skip: Sink, only: Encoding | None
+    ) -> int:
         skipped = 0
+        delivered = self.delivered
         for sink in sinks:
             if sink is skip:
                 skipped = 1
             else:
-                sink.send(message.bytes_for(sink.encoding))
+                encoding = sink.encoding
+                sink.send(message.bytes_for(encoding))
+                if only is None:
+                    delivered[encoding] += 1
         return skipped

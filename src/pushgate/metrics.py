@@ -94,6 +94,14 @@ class NodeCollector:
         for encoding, count in sorted(hub.encodings().items(), key=lambda e: e[0].name):
             by_transport.add_metric([encoding.transport, encoding.protocol], count)
         yield by_transport
+        delivered = CounterMetricFamily(
+            "pushgate_deliveries_by_transport",
+            "pushes handed to local connections, by transport and wire protocol",
+            labels=["transport", "protocol"],
+        )
+        for encoding, count in sorted(hub.delivered.items(), key=lambda e: e[0].name):
+            delivered.add_metric([encoding.transport, encoding.protocol], count)
+        yield delivered
         yield GaugeMetricFamily(
             "pushgate_rooms", "rooms with at least one member here", hub.room_count()
         )
