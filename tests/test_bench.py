@@ -31,9 +31,11 @@ from pushgate.bench.chatclient import ChatClient, ChatState, Member
 from pushgate.bench.chatreplies import ChatReport, ChatRow
 from pushgate.bench.chatreport import account_chat, check_joins, expected_joins
 from pushgate.bench.cli import add_bench_parser, options_from, run_bench
+from pushgate.bench.clientkinds import ClientKind
 from pushgate.bench.histogram import Histogram, bucket
 from pushgate.bench.losses import account, account_streams
 from pushgate.bench.options import BenchError, BenchOptions, check_url, scenario_named
+from pushgate.bench.pusherclient import PusherClient
 from pushgate.bench.rawws import (
     GUID,
     OP_CONT,
@@ -61,8 +63,9 @@ from pushgate.bench.resumeclient import (
 )
 from pushgate.bench.scenarios import ALL, ROOM, Plan, chat_room, chat_slot, stream_of
 from pushgate.bench.serverlatency import LatencyBuckets
+from pushgate.bench.sseclient import SseClient
 from pushgate.bench.table import table
-from pushgate.bench.wsclient import BenchClient, Counters
+from pushgate.bench.wsclient import BenchClient, Counters, HandshakeError
 from tests.helpers import LOOPBACK, UNIT, free_port, pushgate_command
 
 REQUIRED_KEYS = {
@@ -169,6 +172,42 @@ def test_churn_opens_and_closes_alongside_pushes(capsys: pytest.CaptureFixture[s
     assert run["churn_failed"] == 0
     assert run["deliveries"] == run["expected"] == 20 * run["pushes"]
     assert run["lost"] == 0
+
+
+@pytest.mark.parametrize("client", ["pusher", "sse"])
+@pytest.mark.parametrize("scenario", ["broadcast", "room"])
+def test_other_protocols_clients_count_every_delivery(
+    capsys: pytest.CaptureFixture[str], client: str, scenario: str
+) -> None:
+    """--client pusher and sse: 40 clients in the room (a Pusher channel, or a stream
+    naming it) or receiving pushes to all get every push, in order, counted and
+    timed as pushgate's clients are; the bench joins nobody by API."""
+    status, runs, err = bench(
+        capsys, scenario, "-n", "40", "--pushes", "30", "--senders", "1", "--client", client, *SMALL
+    )
+    assert status == 0, err
+    [run] = runs
+    assert (run["scenario"], run["client"]) == (scenario, client)
+    assert run["connected"] == 40
+    assert run["deliveries"] == run["expected"] == run["server_delivered"] == 40 * 30
+    assert run["lost"] == run["duplicates"] == run["out_of_order"] == 0
+    assert run["members_paged"] is None  # no joins by wsId, so no walk of the members
+    assert run["server_cpu_us_per_delivery"] is not None
+    assert 0 <= run["p50_ms"] <= run["p99_ms"]
+    assert f"40 {client} connections" in err
+
+
+def test_idle_streams_report_memory_per_connection(capsys: pytest.CaptureFixture[str]) -> None:
+    """idle --client sse holds event streams and reports the server's RSS per stream."""
+    status, runs, err = bench(
+        capsys, "idle", "-n", "40", "--duration", "1", "--client", "sse", *SMALL
+    )
+    assert status == 0, err
+    [run] = runs
+    assert run["client"] == "sse"
+    assert run["connected"] == 40
+    assert run["rss_kb_per_conn"] is not None
+    assert run["closed_by_server"] == {}
 
 
 def test_idle_reports_memory_and_cpu_per_connection(capsys: pytest.CaptureFixture[str]) -> None:
@@ -658,6 +697,16 @@ def test_the_close_scanner_finds_the_close_frame_however_the_reads_fall() -> Non
         (["abuse", "--pushes", "5"], "--duration"),
         (["abuse", "--non-readers", "15001"], "--non-readers"),
         (["broadcast", "--fat-handshakes", "5"], "abuse only"),
+        (["resume", "--client", "pusher"], "--client pusher runs broadcast, room, idle"),
+        (["rooms", "--client", "sse"], "not rooms"),
+        (["--client", "sse", "--client-ping", "5"], "no --client-ping"),
+        (
+            [
+                *("--client", "pusher", "--ws-url", "ws://127.0.0.1:1/connect"),
+                *("--api-url", "http://127.0.0.1:2"),
+            ],
+            "the bench's own server",
+        ),
     ],
 )
 def test_refuses_what_it_cannot_do_safely(
@@ -667,6 +716,16 @@ def test_refuses_what_it_cannot_do_safely(
     assert status == 2
     assert runs == []
     assert message in err
+
+
+def test_an_unknown_client_protocol_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """--client takes pushgate, pusher or sse; anything else is a usage error (2)."""
+    with pytest.raises(SystemExit) as exited:
+        bench(capsys, "broadcast", "--client", "socketio")
+    assert exited.value.code == 2
+    assert "invalid choice: 'socketio'" in capsys.readouterr().err
+    with pytest.raises(BenchError, match="--client must be one of"):
+        BenchOptions(scenario_named("room"), client="socketio").check(20_000)
 
 
 def test_loopback_check_accepts_only_this_machine() -> None:
@@ -942,6 +1001,118 @@ async def test_clients_count_pushes_off_the_fast_path_too() -> None:
     assert plain.opened.done()
     assert resuming.session == "S"
     assert resuming.streams[b'room":"bench'].count() == StreamCount(4, 4, 1, 0, dups=1)
+
+
+async def test_pusher_client_subscribes_then_counts_its_channels_pushes() -> None:
+    """A Pusher client keeps its socket_id, subscribes to its channel, is open once
+    the subscription succeeded, answers pusher:ping, and counts a pushgate:push by
+    the bench's val in its data string, in one read or cut anywhere."""
+    client = PusherClient(0, "127.0.0.1:1", "/app/k?protocol=7", Counters(), channel="bench")
+    transport = FakeTransport()
+    client.transport = cast(asyncio.Transport, transport)
+    client._handshaking = False  # past the 101
+    established = b'{"event":"pusher:connection_established","data":"{\\"socket_id\\":\\"1.2\\"}"}'
+    client.data_received(server_frame(established))
+    assert client.ws_id == "1.2"
+    assert not client.opened.done()
+    [subscribe] = transport.written
+    assert json.loads(unmask(subscribe)) == {
+        "event": "pusher:subscribe",
+        "data": {"channel": "bench"},
+    }
+    succeeded = b'{"event":"pusher_internal:subscription_succeeded","channel":"bench","data":"{}"}'
+    pushes = b"".join(
+        server_frame(
+            b'{"event":"pushgate:push","channel":"bench","data":"%d %d xxxx"}'
+            % (time.time_ns(), seq)
+        )
+        for seq in range(3)
+    )
+    stream = server_frame(succeeded) + pushes + server_frame(b'{"event":"pusher:ping"}')
+    for i in range(0, len(stream), 7):
+        client.data_received(stream[i : i + 7])
+    assert client.opened.done()
+    assert (client.received, client.last_seq, client.out_of_order) == (3, 2, 0)
+    assert json.loads(unmask(transport.written[-1])) == {"event": "pusher:pong", "data": {}}
+
+
+async def test_pusher_client_without_a_channel_is_open_once_established() -> None:
+    """For pushes to all a Pusher client subscribes to nothing; a push without a
+    channel is counted; a pusher:error before it opened fails its opening."""
+    client = PusherClient(0, "127.0.0.1:1", "/app/k?protocol=7", Counters(), channel=None)
+    client.transport = cast(asyncio.Transport, FakeTransport())
+    client._handshaking = False
+    established = b'{"event":"pusher:connection_established","data":"{\\"socket_id\\":\\"3.4\\"}"}'
+    push = b'{"event":"pushgate:push","data":"%d 5 xx"}' % time.time_ns()
+    client.data_received(server_frame(established) + server_frame(push))
+    assert client.opened.done()
+    assert client.transport.written == []  # type: ignore[attr-defined]
+    assert (client.received, client.last_seq) == (1, 5)
+    refused = PusherClient(1, "127.0.0.1:1", "/app/x?protocol=7", Counters(), channel="bench")
+    refused.transport = cast(asyncio.Transport, FakeTransport())
+    refused._handshaking = False
+    error = b'{"event":"pusher:error","data":{"code":4001,"message":"App key not in this cluster"}}'
+    refused.data_received(server_frame(error))
+    with pytest.raises(HandshakeError, match="4001"):
+        await refused.opened
+
+
+async def test_sse_client_reads_events_however_the_reads_fall() -> None:
+    """A stream client checks the 200, opens with pushgate:open (its wsId), counts
+    each push by the bench's val in its data: line's JSON, skips comments and
+    pushgate:lost, and keeps the code of a pushgate:close."""
+    counters = Counters()
+    client = SseClient(0, "127.0.0.1:1", "/events?room=bench", counters)
+    transport = FakeTransport()
+    client.connection_made(cast(asyncio.Transport, transport))
+    assert transport.written[0].startswith(b"GET /events?room=bench HTTP/1.1\r\n")
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+    opened = b'id: f/e:0,e:0\nevent: pushgate:open\ndata: {"wsId":"W","resumed":false}\n\n'
+    pushes = b"".join(
+        b'id: f/e:0,e:%d\ndata: {"type":2,"data":"%d %d xx","room":"bench","seq":%d}\n\n'
+        % (seq + 1, time.time_ns(), seq, seq + 1)
+        for seq in range(4)
+    )
+    lost = b'event: pushgate:lost\ndata: {"recovered":false,"streams":{}}\n\n'
+    closed = b'event: pushgate:close\ndata: {"code":1001,"reason":"going away"}\n\n'
+    stream = head + opened + pushes + b": ping\n\n" + lost + closed
+    for i in range(0, len(stream), 5):
+        client.data_received(stream[i : i + 5])
+    assert client.opened.done()
+    assert client.ws_id == "W"
+    assert counters.open == 1
+    assert (client.received, client.last_seq, client.out_of_order) == (4, 3, 0)
+    assert counters.deliveries == 4
+    assert client.close_code == 1001
+    refused = SseClient(1, "127.0.0.1:1", "/events?room=x", Counters())
+    refused.connection_made(cast(asyncio.Transport, FakeTransport()))
+    refused.data_received(b"HTTP/1.1 403 Forbidden\r\n\r\nnot a public room\n")
+    with pytest.raises(HandshakeError, match=r"403 Forbidden.*not a public room"):
+        await refused.opened
+
+
+def test_client_kinds_name_their_room_path_and_server_options() -> None:
+    """pushgate's clients are joined by API to the room; a Pusher client subscribes
+    to the channel of its app's room; a stream names pushgate's room in its URL."""
+    pushgate, pusher, sse = (ClientKind(name) for name in ("pushgate", "pusher", "sse"))
+    assert (pushgate.room, pushgate.joins_by_api, pushgate.path("/connect", True)) == (
+        ROOM,
+        True,
+        "/connect",
+    )
+    assert pusher.room == f"bench:{ROOM}"
+    assert not pusher.joins_by_api
+    assert pusher.path("/connect", True) == "/app/bench-key?protocol=7"
+    assert pusher.server_args("s" * 16) == ["--pusher-app", "bench:bench-key:" + "s" * 16]
+    assert (sse.path("/connect", True), sse.path("/connect", False)) == (
+        f"/events?room={ROOM}",
+        "/events",
+    )
+    assert sse.server_args("unused") == ["--namespaces", "=public"]
+    plan = Plan(scenario_named("room"), [0, 1], room=pusher.room, joined_by_api=False)
+    assert plan.joins() == []
+    assert plan.target(0) == pusher.room
+    assert plan.expected({pusher.room: 3}) == {0: 3, 1: 3}
 
 
 def unmask(frame: bytes) -> bytes:

@@ -20,6 +20,13 @@ from typing import Any
 
 from pushgate.bench.chatreport import ChatResult
 from pushgate.bench.children import kill_leftovers
+from pushgate.bench.clientkinds import (
+    CLIENTS,
+    PUSHER_APP_ID,
+    PUSHER_KEY,
+    PUSHGATE,
+    ClientKind,
+)
 from pushgate.bench.options import (
     MAX_DURATION,
     RESUME_ON,
@@ -31,7 +38,7 @@ from pushgate.bench.procstat import raise_fd_limit
 from pushgate.bench.progress import Progress
 from pushgate.bench.report import RunResult
 from pushgate.bench.runner import run_once
-from pushgate.bench.scenarios import ATTACKS, CHAT_NAMESPACES, SCENARIOS, Scenario
+from pushgate.bench.scenarios import ATTACKS, CHAT_NAMESPACES, ROOM, SCENARIOS, Scenario
 from pushgate.bench.table import table
 from pushgate.config import parse_size
 
@@ -123,6 +130,18 @@ Losses are counted by position in each room's stream, presence events included:
 a member is owed every position from its own join on, except its own messages and
 the API's pushes that leave it out.
 
+--client: broadcast, room and idle run their clients over another protocol, to
+compare the server's CPU per delivery (and memory per connection) with pushgate's
+own clients'. Every kind gets the same pushes (POST /push/room or /push/all) and is
+counted the same way: a Pusher client reads the bench's val in its event's data
+string, a stream in the pushgate JSON of its data: line. pusher: the own server gets
+--pusher-app {PUSHER_APP_ID}:{PUSHER_KEY}:<made up>; each client opens
+/app/{PUSHER_KEY}?protocol=7 and, in room, subscribes to channel {ROOM} (the room
+{PUSHER_APP_ID}:{ROOM}, where the pushes go); a push to all reaches it without a
+channel. sse: the own server gets --namespaces =public (the default namespace is
+public) and each client reads GET /events, in room /events?room={ROOM}. Neither
+needs POST /room/join. Only against the bench's own server.
+
 figures: server CPU is utime+stime of the server process(es) over the push phase;
 client CPU is the workers' own; latency is from the push's send time to its
 arrival at a client; RSS per connection is the server's RSS growth over the
@@ -139,6 +158,8 @@ examples:
   pushgate bench reconnect -n 10000
   scripts/bench-cluster resume -n 10000 --resume-on other
   pushgate bench abuse --attacks ping,nonreaders --non-readers 1000
+  pushgate bench room -n 10000 --pushes 30 --senders 1 --client pusher
+  pushgate bench broadcast -n 1000 --rate 20 --pushes 400 --senders 1 --client sse
   pushgate bench chat -n 10000 --room-size 10 --rate 1 --duration 10 --repeat 3
   scripts/bench-cluster chat -n 10000 --room-size 10 --rate 1
   pushgate bench broadcast --ws-url ws://127.0.0.1:8888/connect \\
@@ -304,6 +325,17 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         help="client worker processes (default: one per 15,000 connections, at least 2)",
     )
     clients.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default=PUSHGATE,
+        help="the protocol the clients speak: pushgate (WebSocket, /connect), pusher "
+        "(Pusher Channels over WebSocket, /app/KEY: its own server serves a made-up "
+        "--pusher-app; room: each subscribes to the channel of the room), sse "
+        "(Server-Sent Events, GET /events: its own server makes the default namespace "
+        "public; room: /events?room=bench); broadcast, room and idle only "
+        "(default: pushgate)",
+    )
+    clients.add_argument(
         "--sources",
         type=int,
         default=8,
@@ -426,6 +458,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         server_args += ["--token-secret", token_secret]
     if scenario.name == "chat" and not args.ws_url:
         server_args += ["--namespaces", CHAT_NAMESPACES]
+    if not args.ws_url:  # a made-up app for Pusher clients, a public room for streams
+        server_args += ClientKind(args.client).server_args(secrets.token_hex(16))
     server_args += args.server_arg
     return BenchOptions(
         scenario=scenario,
@@ -451,6 +485,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         resume_on=args.resume_on,
         outage=args.outage,
         token_secret=token_secret,
+        client=args.client,
         ws_urls=tuple(args.ws_url),
         api_url=args.api_url,
         server_pids=tuple(args.server_pid),
@@ -602,9 +637,10 @@ def _title(opts: BenchOptions) -> str:
         return _chat_title(opts, where)
     if opts.scenario.drops:
         return _drop_title(opts, pace, where)
+    clients = "" if opts.client == PUSHGATE else f" {opts.client}"
     return (
-        f"pushgate bench {opts.scenario.name}: {opts.connections:,} connections over "
-        f"{opts.worker_count} workers, {load}, {where}"
+        f"pushgate bench {opts.scenario.name}: {opts.connections:,}{clients} connections "
+        f"over {opts.worker_count} workers, {load}, {where}"
     )
 
 

@@ -8,6 +8,7 @@ and must never aim them at another machine.
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from pushgate.bench.clientkinds import CLIENT_SCENARIOS, CLIENTS, PUSHGATE, SSE, ClientKind
 from pushgate.bench.scenarios import ATTACKS, SCENARIOS, Scenario
 from pushgate.security import is_loopback
 
@@ -76,6 +77,8 @@ class BenchOptions:
     attacks: tuple[str, ...] = ATTACKS
     non_readers: int = 300
     fat_handshakes: int = 300
+    # The wire protocol the clients speak (pushgate.bench.clientkinds)
+    client: str = PUSHGATE
     # The server under test: our own child process unless ws_urls is given
     ws_urls: tuple[str, ...] = ()
     api_url: str | None = None
@@ -102,6 +105,10 @@ class BenchOptions:
         if self.pushes is not None:
             return None
         return self.scenario.default_duration
+
+    @property
+    def client_kind(self) -> ClientKind:
+        return ClientKind(self.client)
 
     @property
     def resume_shift(self) -> int:
@@ -144,6 +151,8 @@ class BenchOptions:
             raise BenchError(f"--resume-on must be one of {', '.join(RESUME_ON)}")
         if self.scenario.drops and self.slow:
             raise BenchError(f"{self.scenario.name} drops every client: --slow does not apply")
+        if self.client != PUSHGATE:
+            self._check_client()
         if self.scenario.name == "abuse":
             self._check_abuse(fd_limit)
         if self.scenario.name == "chat":
@@ -172,6 +181,24 @@ class BenchOptions:
     def chat_resume_rate(self) -> float:
         """Chat: the API's pushes per second per client during the resume phase."""
         return self.rate if self.resume_rate is None else self.resume_rate
+
+    def _check_client(self) -> None:
+        """Clients of another protocol: the scenarios they can run, on our own server,
+        which is the one whose Pusher app and namespaces the bench knows."""
+        if self.client not in CLIENTS:
+            raise BenchError(f"--client must be one of {', '.join(CLIENTS)}, got {self.client!r}")
+        if self.scenario.name not in CLIENT_SCENARIOS:
+            raise BenchError(
+                f"--client {self.client} runs {', '.join(CLIENT_SCENARIOS)}, "
+                f"not {self.scenario.name}"
+            )
+        if self.external:
+            raise BenchError(
+                f"--client {self.client} runs against the bench's own server (it sets up "
+                "the Pusher app and the public namespace), not --ws-url"
+            )
+        if self.client == SSE and self.client_ping:
+            raise BenchError("--client sse sends nothing after its request: no --client-ping")
 
     def _check_chat(self) -> None:
         """The chat scenario: clients publish on a schedule for --duration seconds,

@@ -217,10 +217,10 @@ async def join_all(
     await asyncio.gather(*(joiner() for _ in range(max(1, min(concurrency, len(pairs))))))
 
 
-async def room_page(conn: HttpConnection, query: str) -> dict[str, Any]:
+async def room_page(conn: HttpConnection, query: str, room: str = ROOM) -> dict[str, Any]:
     """One answer of GET /rooms/{id} for the bench's room; BenchError unless 200."""
-    status, body = await conn.get(f"/rooms/{ROOM}{query}")
+    status, body = await conn.get(f"/rooms/{room}{query}")
     if status != 200:
-        raise BenchError(f"GET /rooms/{ROOM} failed: HTTP {status} {body[:200]!r}")
+        raise BenchError(f"GET /rooms/{room} failed: HTTP {status} {body[:200]!r}")
     page: dict[str, Any] = json.loads(body)
     return page

@@ -39,6 +39,7 @@ class RunResult:
 
     scenario: str
     connections: int
+    client: str = "pushgate"  # the protocol the clients spoke (--client)
     connected: int = 0
     connect_failed: int = 0
     workers: int = 0

@@ -65,6 +65,7 @@ async def run_once(opts: BenchOptions, progress: Progress) -> RunResult:
     result = kinds.get(opts.scenario.name, RunResult)(
         scenario=opts.scenario.name,
         connections=opts.connections,
+        client=opts.client,
         workers=opts.worker_count,
         rate=opts.rate,
         size=opts.size,
@@ -115,7 +116,8 @@ class Run:
         await asyncio.sleep(SETTLE)
         report.rss_per_connection(self.result, rss_before, self.server.rss_bytes())
         scenario = self.opts.scenario
-        plan = Plan(scenario, indexes)
+        kind = self.opts.client_kind
+        plan = Plan(scenario, indexes, room=kind.room, joined_by_api=kind.joins_by_api)
         await self.join(plan, ws_ids)
         if scenario.drops:
             await run_drop(self, plan)
@@ -144,13 +146,17 @@ class Run:
                 "first": first,
                 "count": count,
                 "concurrency": opts.connect_concurrency,
-                "need_welcome": opts.scenario.needs_welcome,
+                # Only the clients the bench joins by wsId need it from a welcome.
+                "need_welcome": opts.scenario.needs_welcome and opts.client_kind.joins_by_api,
                 "timeout": opts.connect_timeout,
                 "slow": [i for i in slow if first <= i < first + count],
                 "slow_pause": opts.slow_pause,
                 "ping": opts.client_ping,
                 "resumable": opts.scenario.drops,
                 "chat": self.chat_setup,
+                "client": opts.client,
+                # A Pusher client in the room scenario subscribes to its channel.
+                "channel": opts.client_kind.channel if opts.scenario.name == "room" else None,
             }
             for first, count in ranges
         ]
@@ -187,9 +193,9 @@ class Run:
             lambda done: self.progress.update(f"{done:,}/{len(joins):,} joins"),
         )
         if self.opts.scenario.name == "room":
-            await self.page_members()
+            await self.page_members(plan.room)
 
-    async def page_members(self) -> None:
+    async def page_members(self, room: str) -> None:
         """Time a walk through the room's members, 1,000 a page (GET /rooms/{id})."""
         assert self.server.api_url is not None
         self.progress.phase("paging through the room's members")
@@ -200,7 +206,7 @@ class Run:
         try:
             while True:
                 query = f"?limit=1000&cursor={cursor}" if cursor else "?limit=1000"
-                page = await room_page(conn, query)
+                page = await room_page(conn, query, room)
                 seen.update(member["wsId"] for member in page["members"])
                 cursor = page["nextCursor"]
                 if not cursor:
@@ -343,8 +349,13 @@ class Run:
     # Internals
 
     def targets(self) -> list[list[object]]:
-        """The gateway URLs as workers take them: [host, port, path]."""
-        return [[p.hostname, p.port, p.path or "/"] for p in map(urlsplit, self.server.ws_urls)]
+        """The gateway URLs as workers take them: [host, port, path], the path the
+        clients' protocol connects to (``--client``)."""
+        kind, in_room = self.opts.client_kind, self.opts.scenario.name == "room"
+        return [
+            [p.hostname, p.port, kind.path(p.path or "/", in_room)]
+            for p in map(urlsplit, self.server.ws_urls)
+        ]
 
     def _sources(self) -> list[str]:
         """Loopback source addresses for the clients; 127.0.0.1 is left to the server."""

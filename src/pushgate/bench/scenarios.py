@@ -123,9 +123,21 @@ SCENARIOS: dict[str, Scenario] = {
 class Plan:
     """Rooms and push targets of one run, over the clients that opened."""
 
-    def __init__(self, scenario: Scenario, indexes: Iterable[int]) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        indexes: Iterable[int],
+        *,
+        room: str = ROOM,
+        joined_by_api: bool = True,
+    ) -> None:
+        """``room``: the room of the room scenario and of the drops (a Pusher
+        client's is its app's); ``joined_by_api``: the bench joins the clients to it
+        (False: they are in it from their own subscribe, or their URL)."""
         self.scenario = scenario
         self.indexes = sorted(indexes)
+        self.room = room
+        self.joined_by_api = joined_by_api
         self._own: list[str] = []
         self._groups: list[str] = []
         if scenario.name == "rooms":
@@ -135,8 +147,10 @@ class Plan:
     def joins(self) -> list[tuple[str, int]]:
         """(room, client index) pairs to join before pushing."""
         name = self.scenario.name
+        if not self.joined_by_api:
+            return []
         if name == "room" or self.scenario.drops:
-            return [(ROOM, i) for i in self.indexes]
+            return [(self.room, i) for i in self.indexes]
         if name == "rooms":
             return [(room, i) for i in self.indexes for room in (own_room(i), group_room(i))]
         return []
@@ -145,9 +159,9 @@ class Plan:
         """Where push ``seq`` (from 0) goes: a room id, or ALL."""
         name = self.scenario.name
         if name == "room":
-            return ROOM
+            return self.room
         if self.scenario.drops:
-            return ROOM if seq % 2 == 0 else ALL
+            return self.room if seq % 2 == 0 else ALL
         if name == "rooms":
             half = seq // 2
             if seq % 2 == 0 and self._groups:
@@ -159,9 +173,9 @@ class Plan:
         """The targets whose pushes client ``index`` receives."""
         name = self.scenario.name
         if name == "room":
-            return (ROOM,)
+            return (self.room,)
         if self.scenario.drops:
-            return (ROOM, ALL)
+            return (self.room, ALL)
         if name == "rooms":
             return (own_room(index), group_room(index))
         return (ALL,)

@@ -25,8 +25,10 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from pushgate.bench.clientkinds import CLIENTS, PUSHER, PUSHGATE, SSE
 from pushgate.bench.histogram import Histogram
 from pushgate.bench.procstat import own_cpu_seconds, raise_fd_limit
+from pushgate.bench.pusherclient import PusherClient
 from pushgate.bench.reopen import Drop, Reconnects, Resumes, caught_up
 from pushgate.bench.replies import (
     CaughtUp,
@@ -41,6 +43,7 @@ from pushgate.bench.replies import (
     Status,
 )
 from pushgate.bench.resumeclient import ResumeClient
+from pushgate.bench.sseclient import SseClient
 from pushgate.bench.targets import MAX_ERROR_KINDS, Target, describe, gave_up, open_client
 from pushgate.bench.wsclient import BenchClient, Counters, HandshakeError
 
@@ -88,6 +91,8 @@ class Worker(Commands):
         self.churn_stop = asyncio.Event()
         self.ping_task: asyncio.Task[None] | None = None
         self.resumable = False  # the clients are ResumeClients (resume, reconnect)
+        self.client = PUSHGATE  # the protocol they speak (pushgate.bench.clientkinds)
+        self.channel: str | None = None  # a Pusher client's channel, if it subscribes
         self.drop: Drop | None = None  # the last drop_resume or drop_reconnect
 
     # Commands
@@ -102,9 +107,14 @@ class Worker(Commands):
         that stop reading for ``slow_pause`` seconds once pushes start), ``ping``
         (seconds between application PINGs, 0 for none), ``resumable`` (the clients
         keep their session and count per stream, for ``drop_resume`` and
-        ``drop_reconnect``)."""
+        ``drop_reconnect``), ``client`` (their protocol: pushgate, pusher, sse) and
+        ``channel`` (the one a Pusher client subscribes to, or none)."""
         self.targets = [Target(h, int(p), path) for h, p, path in msg["targets"]]
         self.resumable = bool(msg.get("resumable", False))
+        self.client = str(msg.get("client") or PUSHGATE)
+        if self.client not in CLIENTS:
+            raise ValueError(f"unknown client {self.client!r}")
+        self.channel = msg.get("channel")
         self.sources = list(msg.get("sources") or [None])
         self.slow = set(msg.get("slow", []))
         self.slow_pause = float(msg.get("slow_pause", 1.0))
@@ -260,6 +270,19 @@ class Worker(Commands):
         target = self._target(index)
         if self.resumable and measured:
             return ResumeClient(index, target.host_header, target.path, self.counters)
+        if self.client == PUSHER:
+            return PusherClient(
+                index,
+                target.host_header,
+                target.path,
+                self.counters,
+                channel=self.channel,
+                measured=measured,
+            )
+        if self.client == SSE:
+            return SseClient(
+                index, target.host_header, target.path, self.counters, measured=measured
+            )
         return BenchClient(
             index,
             target.host_header,

@@ -260,8 +260,12 @@ class BenchClient(asyncio.Protocol):
             message = json.loads(payload)
         except ValueError:
             return
-        if not isinstance(message, dict):
-            return
+        if isinstance(message, dict):
+            self._on_json(message, now)
+
+    def _on_json(self, message: dict[str, Any], now: int) -> None:
+        """A message off the fast path, decoded: what this protocol says to a client
+        (a subclass for another protocol reads its own messages here)."""
         data = message.get("data")
         if message.get("type") == TYPE_WELCOME and isinstance(data, dict):
             self._on_type0(data, now)
