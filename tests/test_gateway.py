@@ -232,33 +232,41 @@ async def test_a_connection_that_never_handshakes_is_dropped(server: Running) ->
     await writer.wait_closed()
 
 
-@pytest.mark.parametrize("how", ["close frame", "dropped socket"])
+@pytest.mark.parametrize("how", ["going away", "dropped socket", "goodbye"])
 async def test_disconnecting_leaves_every_room_at_once(
     server: Running, http: aiohttp.ClientSession, how: str
 ) -> None:
-    """However a client goes, its connection leaves all its rooms at once; its session
-    waits for a resume (a join applies to it) and then ends, and its wsId is 404."""
+    """However a client goes, its connection leaves all its rooms at once. Going away
+    (1001) or dropped, its session waits for a resume (a join applies to it) and then
+    ends, and its wsId is 404; after a goodbye (1000) it is 404 at once."""
     raw = RawClient(server.ws_url, answer_pings=True)
-    await raw.connect()
-    ws_id = (await raw.next_message())["data"]["wsId"]
-    for room in ("a", "b", "c"):
-        status, _ = await post(
-            http, server.api_url + "/room/join", data={"id": room, "wsId": ws_id}
-        )
-        assert status == 200
-    if how == "close frame":
-        raw.send_close(1000)
-        assert (await raw.close_frame()).code == 1000
-    else:
-        raw.writer.transport.abort()
-    await asyncio.wait_for(server.server.gateway.wait_empty(), 5 * UNIT)
-    assert server.server.node.room_sizes() == {}
-    status, body = await post(http, server.api_url + "/room/join", data={"id": "d", "wsId": ws_id})
-    assert status == 200, body  # the session, between connections
-    assert server.server.node.room_sizes() == {}  # no live member
-    body = await until_gone(http, server.api_url, ws_id)
-    assert body["field"] == "wsId"
-    await raw.aclose()
+    try:
+        await raw.connect()
+        ws_id = (await raw.next_message())["data"]["wsId"]
+        for room in ("a", "b", "c"):
+            status, _ = await post(
+                http, server.api_url + "/room/join", data={"id": room, "wsId": ws_id}
+            )
+            assert status == 200
+        if how == "dropped socket":
+            raw.writer.transport.abort()
+        else:
+            code = 1000 if how == "goodbye" else 1001
+            raw.send_close(code)
+            assert (await raw.close_frame()).code == code
+        await asyncio.wait_for(server.server.gateway.wait_empty(), 5 * UNIT)
+        assert server.server.node.room_sizes() == {}
+        join = {"id": "d", "wsId": ws_id}
+        if how == "goodbye":  # well before the session's TTL (0.5 s) could end it
+            body = await until_gone(http, server.api_url, ws_id, timeout=0.25)
+        else:
+            status, body = await post(http, server.api_url + "/room/join", data=join)
+            assert status == 200, body  # the session, between connections
+            assert server.server.node.room_sizes() == {}  # no live member
+            body = await until_gone(http, server.api_url, ws_id)
+        assert body["field"] == "wsId"
+    finally:
+        await raw.aclose()
 
 
 async def test_a_client_close_is_echoed(server: Running) -> None:

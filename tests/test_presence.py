@@ -184,7 +184,7 @@ async def test_a_connection_is_connected_then_detached_then_gone(
     assert user["online"] is True
     assert [(c["wsId"], c["rooms"]) for c in user["connections"]] == [(ws_id, ["a", "b"])]
 
-    await ws.close()
+    await ws.close(1001)  # going away: the session waits (a 1000 would end it at once)
     for _ in range(100):
         status, found = await get(http, setup.api + f"/connections/{ws_id}")
         if found["state"] == "detached":
