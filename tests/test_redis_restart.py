@@ -15,9 +15,12 @@ import aiohttp
 
 from pushgate.client import Connection, Push, PushAPI, ServiceUnavailableError, State, connect
 from pushgate.ids import ConnId, RoomId
+from pushgate.presence import Roster
 from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, running_server
 from tests.redis_server import RedisServer
 from tests.tcp_proxy import FreezableProxy
+from tests.test_presence_events import NAMESPACES, SECRET, token
+from tests.test_subscriptions import client
 
 ROOMS = ("r0", "r1", "r2")
 CLIENTS_PER_GATEWAY = 3
@@ -179,3 +182,35 @@ async def test_sessions_survive_a_redis_restarted_empty(redis: RedisServer) -> N
             assert not missing, f"{client.ws_id} {stream}: accepted pushes missing: {missing}"
             # A 503 may come from a push Redis ran before it died: it may arrive.
             assert set(got) <= set(accepted) | set(pusher.refused[stream])
+
+
+async def test_presence_entries_come_back_after_a_redis_restarted_empty(
+    redis: RedisServer,
+) -> None:
+    """Ann on one gateway and Bob on the other are in a presence room; Redis restarts
+    empty (the roster is gone with it); once the gateways are ready, the roster has
+    both of them again."""
+    settings = {**SETTINGS, "namespaces": NAMESPACES, "token_secret": SECRET}
+    async with AsyncExitStack() as stack:
+        gateways = [
+            await stack.enter_async_context(running_server("gateway", **settings, broker=redis.url))
+            for _ in range(2)
+        ]
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        for gateway, user in zip(gateways, ("ann", "bob"), strict=True):
+            member = await stack.enter_async_context(
+                client(f"{gateway.ws_url}?token={token(user)}")
+            )
+            assert (await member.op("subscribe", "chat:1"))["ok"]
+        node = gateways[0].server.node
+        assert users_in(await node.roster(RoomId("chat:1"))) == {"ann", "bob"}
+        redis.kill()
+        await redis.start()  # empty: no persistence
+        for gateway in gateways:
+            await ready(http, gateway)
+        assert users_in(await node.roster(RoomId("chat:1"))) == {"ann", "bob"}
+
+
+def users_in(roster: Roster | None) -> set[str | None]:
+    assert roster is not None
+    return {member.user for member in roster.members}
