@@ -411,6 +411,11 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
         if self._client is not None:
             self._client.member(room, joined, reason)
 
+    def subscription_ends(self) -> dict[RoomId, float]:
+        """sessioncore.TimedRooms: the rooms a token's grant opened, and their ends."""
+        client = self._client
+        return dict(client.expiring) if client is not None and client.expiring else {}
+
     # Closing
 
     def close(self, code: int, reason: str) -> None:

@@ -7,6 +7,7 @@ and ``pushgate.broker.redis_directory.RedisDirectory`` for a cluster.
 """
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from pushgate.ids import ConnId
@@ -60,6 +61,18 @@ class Directory(Protocol):
         """
         ...
 
+    async def verify(self) -> bool:
+        """Whether the store had lost this node's entries (a Redis restarted empty),
+        found out now rather than at the next refresh; they have been written again
+        by the time this returns True. Waits while the store cannot be reached."""
+        ...
+
+    def watch(self, lost: Callable[[], None]) -> None:
+        """Call ``lost`` whenever a refresh finds this node's entries gone from the
+        store (and writes them again), but for those :meth:`verify` reports: what
+        else the node kept there is likely gone too."""
+        ...
+
     async def close(self) -> None:
         """Stop announcing and remove this node's entries: no node finds its
         connections or lists it any more (if the store cannot be reached now, they
@@ -84,6 +97,12 @@ class LocalDirectory:
 
     async def nodes(self) -> list[str]:
         return []
+
+    async def verify(self) -> bool:
+        return False  # nothing is kept anywhere that could lose it
+
+    def watch(self, lost: Callable[[], None]) -> None:
+        pass
 
     async def close(self) -> None:
         pass

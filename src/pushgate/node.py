@@ -42,6 +42,7 @@ from pushgate.nodecalls import Answer, NodeCalls
 from pushgate.presence import PresenceStore, Roster
 from pushgate.presencerooms import PresenceRooms, Reports
 from pushgate.recovery import Action, StreamRecovery
+from pushgate.restore import Restorer
 from pushgate.sessioncore import Opened, Resumed, SessionCore
 from pushgate.sessions import ANY_USER, AnyUser, NoSessions, Sessions
 from pushgate.streams import (
@@ -131,6 +132,10 @@ class Node:
             start_repair=self._start_repair,
         )
         self.calls.handle("evict", self.core.answer_evict, reply=False)
+        # The sessions held here, written back into a Redis that restarted empty.
+        self.restorer = Restorer(core=self.core, directory=self.directory, sessions=self.sessions)
+        if has_gateway and self.sessions.enabled:
+            self.directory.watch(self.restorer.lost)
         self.presence: PresenceRooms | None = None
         if presence is not None and has_presence is not None:
             self.presence = self.core.presence = PresenceRooms(
@@ -176,6 +181,7 @@ class Node:
             self._in_background(self.following.learn_position(TOPIC_ALL))
 
     async def close(self) -> None:
+        await self.restorer.close()
         await self.core.flush()  # detaches: the sessions must stay resumable
         if self.presence is not None:
             await self.presence.close()
@@ -190,8 +196,9 @@ class Node:
 
     @property
     def ready(self) -> bool:
-        """The broker is connected, every subscription confirmed, and not draining."""
-        return self.broker.ready and not self.draining
+        """The broker is connected, every subscription confirmed, not draining, and
+        the sessions held here are in the store (restore.py)."""
+        return self.broker.ready and not self.draining and not self.restorer.holding
 
     # The logic API's side
 
@@ -471,9 +478,13 @@ class Node:
         return self._fan_out(topic, pub)
 
     def on_reconnected(self) -> None:
-        """The broker lost messages while it reconnected: catch every stream up."""
+        """The broker lost messages while it reconnected: catch every stream up. It
+        may have lost its data too (a Redis restarted empty): write back what this
+        node holds."""
         for topic in self.recovery.topics():
             self._start_repair(topic)
+        if self.has_gateway and self.sessions.enabled:
+            self.restorer.reconnected()
 
     def _fan_out(self, topic: str, pub: Publication) -> int:
         self.recovery.fanned_out(topic, pub)

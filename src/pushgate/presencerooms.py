@@ -29,6 +29,7 @@ import logging
 import zlib
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Protocol
 
 from pushgate.errors import BrokerUnavailable
@@ -152,6 +153,16 @@ class PresenceRooms:
         info = json.dumps({"user": self._hub.user_of(conn)})
         identity = Identity(conn, None, info)
         self._report(await self.store.enter(room, identity, self._holder_of(conn)), "expired")
+
+    async def enter_again(self, conns: Iterable[ConnId]) -> None:
+        """The store lost every entry (a Redis restarted empty): enter each of
+        ``conns`` (held here) again in its rooms and as a session, as a resume
+        does; the store then tells of their joins again. Raises BrokerUnavailable."""
+        hub = self._hub
+        conns = iter(conns)
+        while chunk := list(islice(conns, KEEP_SLICE)):
+            held = [conn for conn in chunk if conn in hub]
+            await asyncio.gather(*(self.enter_all(hub.rooms_of(conn), conn) for conn in held))
 
     async def leave(self, room: RoomId, conn: ConnId) -> None:
         """``conn``'s session left ``room``. Raises BrokerUnavailable."""

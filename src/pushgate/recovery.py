@@ -89,6 +89,9 @@ class StreamRecovery:
         self._repairs: dict[str, list[Publication]] = {}
         # Streams some resume captures live pushes of: (how many resumes, pushes).
         self._captures: dict[str, tuple[int, list[Publication]]] = {}
+        # Where each stream was when the node began following it, while nothing has
+        # been handed out on it since (see clean_start).
+        self._noted: dict[str, Position] = {}
 
     # Live pushes
 
@@ -127,10 +130,20 @@ class StreamRecovery:
         arrived meanwhile: gaps are then found from its first push on."""
         if self.guard.last(topic) is None:
             self.guard.delivered(topic, position)
+            self._noted[topic] = position
+
+    def clean_start(self, topic: str) -> Position | None:
+        """Where a session that follows ``topic`` here may be resumed from when its
+        client names no position of it: where the node began following it, if no
+        push and no notice has been handed out on it since (so none can have been
+        missed by a member); None when the node cannot tell."""
+        noted = self._noted.get(topic)
+        return noted if noted is not None and self.guard.last(topic) == noted else None
 
     def forget(self, topic: str) -> None:
         """The node no longer follows ``topic``."""
         self.guard.forget(topic)
+        self._noted.pop(topic, None)
 
     def last(self, topic: str) -> Position | None:
         return self.guard.last(topic)
@@ -179,6 +192,8 @@ class StreamRecovery:
                 outcome.lost += 1
             outcome.steps.append(pub)
             guard.delivered(topic, pub.position)
+        if outcome.lost:  # a notice leaves the position as it was, and is not clean
+            self._noted.pop(topic, None)
         return outcome
 
     def _fill(

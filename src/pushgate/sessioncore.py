@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pushgate.broker.base import Broker
 from pushgate.directory import Directory
@@ -28,7 +28,17 @@ from pushgate.meters import Meters
 from pushgate.nodecalls import Answer, NodeCalls
 from pushgate.presencerooms import PresenceRooms
 from pushgate.recovery import StreamRecovery
-from pushgate.sessions import ANY_USER, AnyUser, Session, Sessions, holder_node, new_token
+from pushgate.sessions import (
+    ANY_USER,
+    UNKNOWN_START,
+    AnyUser,
+    HeldSession,
+    Session,
+    Sessions,
+    holder_node,
+    new_token,
+    token_digest,
+)
 from pushgate.streams import TOPIC_ALL, History, Position, room_of, room_topic, user_topic
 from pushgate.wire import CLOSE_SESSION_TAKEN, StreamReport
 
@@ -63,6 +73,15 @@ class Resumed:
 
 
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+
+
+@runtime_checkable
+class TimedRooms(Protocol):
+    """A sink whose protocol has subscriptions that end (a token's grant)."""
+
+    def subscription_ends(self) -> dict[RoomId, float]:
+        """Each room a subscription token opened for it, and when it ends (Unix s)."""
+        ...
 
 
 class SessionCore:
@@ -101,6 +120,9 @@ class SessionCore:
         self._start_repair = start_repair
         # The holder (<node id>.<nonce>) of each session a local connection holds.
         self._holders: dict[ConnId, str] = {}
+        # And its token's SHA-256 (32 bytes: what a session costs here beyond its
+        # holder), to write it back into a store that lost it (held()).
+        self._digests: dict[ConnId, bytes] = {}
         # Holders evicted before they were known here (holder -> when), for resumes
         # whose claim has not come back yet: see _evict.
         self._evicted: dict[str, float] = {}
@@ -146,6 +168,7 @@ class SessionCore:
         if self.sessions.enabled and resumable:
             token = new_token()
             self._holders[conn] = holder = self._new_holder()
+            self._digests[conn] = token_digest(token)
             settle = self._settle_new(registered, streams, (conn, token, user, holder))
             return Opened(token, self._spawn(settle))
         if len(streams) == 1:
@@ -202,6 +225,7 @@ class SessionCore:
         for topic in topics:
             self._spawn(self._following.sync(topic))
         holder = self._holders.pop(conn, None)
+        self._digests.pop(conn, None)
         if self.presence is not None:
             self.presence.closed(conn, holder or conn, rooms, ended=ended or holder is None)
         if holder is not None:
@@ -284,6 +308,7 @@ class SessionCore:
         self.recovery.capture(topics)
         try:
             self._holders[conn] = holder
+            self._digests[conn] = token_digest(token)
             self.hub.register(conn, sink, session.user)
             for room in session.rooms:
                 with contextlib.suppress(RoomLimitExceeded):
@@ -308,6 +333,7 @@ class SessionCore:
             self.closed(conn, sink)
             if self._holders.get(conn) == holder:  # never registered: nothing else undoes it
                 del self._holders[conn]
+                self._digests.pop(conn, None)
             raise
         finally:
             self.recovery.release(topics)
@@ -373,6 +399,34 @@ class SessionCore:
     def held_sessions(self) -> int:
         """Sessions held by connections of this node."""
         return len(self._holders)
+
+    def holding(self) -> list[ConnId]:
+        """The wsIds of the sessions held here."""
+        return list(self._holders)
+
+    def held(self, conns: Iterable[ConnId]) -> list[HeldSession]:
+        """The sessions of ``conns`` still held here, as this node knows them (for a
+        store that lost them): user, rooms, and for each stream the position to
+        resume from when the client names none, where the node can tell it (no push
+        has been handed out on it since it began to follow it), else UNKNOWN_START
+        (such a resume is then told it was not recovered, never silently short)."""
+        held = []
+        recovery = self.recovery
+        for conn in conns:
+            holder, digest = self._holders.get(conn), self._digests.get(conn)
+            sink = self.hub.sink(conn)
+            if holder is None or digest is None or sink is None:
+                continue  # gone meanwhile, or a resume not registered yet: it writes its own
+            user = self.hub.user_of(conn)
+            topics = [TOPIC_ALL, *map(room_topic, self.hub.rooms_of(conn))]
+            if user is not None:
+                topics.append(user_topic(user))
+            streams = {t: recovery.clean_start(t) or UNKNOWN_START for t in topics}
+            ends = {}
+            if isinstance(sink, TimedRooms):
+                ends = {room_topic(room): end for room, end in sink.subscription_ends().items()}
+            held.append(HeldSession(conn, digest.hex(), user, streams, holder, ends))
+        return held
 
     def holder_of(self, conn: ConnId) -> str:
         """Who holds ``conn``'s session here (without sessions: the wsId itself)."""

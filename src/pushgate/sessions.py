@@ -15,6 +15,10 @@ The :class:`Sessions` Protocol has two implementations: :class:`MemorySessions` 
 process) and ``pushgate.broker.redis_sessions.RedisSessions`` (a cluster: any gateway
 can resume any session). Every method of both is safe against concurrent callers on
 other nodes: a claim, a detach and a join never undo each other.
+
+A store may lose what it keeps (a Redis restarted empty). The node holds every
+live connection's session in memory, all but its token, of which it keeps the
+hash (32 bytes a connection): :meth:`Sessions.restore` writes those sessions back.
 """
 
 import asyncio
@@ -24,7 +28,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -44,15 +48,25 @@ class AnyUser(enum.Enum):
 
 ANY_USER = AnyUser.ANY
 
+# The start of a stream a session was written back with where its node could not
+# tell it: a resume that names no position of the stream gets what history has and
+# is told it was not recovered (an epoch no stream has).
+UNKNOWN_START = Position("", 0)
+
 
 def new_token() -> str:
     """A session's secret: 144 random bits, URL-safe."""
     return secrets.token_urlsafe(18)
 
 
+def token_digest(token: str) -> bytes:
+    """The token's SHA-256: what a node keeps of the sessions it holds."""
+    return hashlib.sha256(token.encode()).digest()
+
+
 def token_hash(token: str) -> str:
-    """What the store keeps instead of the token itself."""
-    return hashlib.sha256(token.encode()).hexdigest()
+    """What the store keeps instead of the token itself (the digest, in hex)."""
+    return token_digest(token).hex()
 
 
 def holder_node(holder: str) -> str:
@@ -85,6 +99,21 @@ class SessionInfo:
     user: str | None
     rooms: list[str]
     held: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HeldSession:
+    """A session as the node that holds it knows it, to write back into a store that
+    lost it: ``token_hash`` as :func:`token_hash` gives it, the position each
+    stream is to be resumed from when the client names none, and the ends of the
+    streams a subscription token opened (Unix seconds)."""
+
+    ws_id: ConnId
+    token_hash: str
+    user: str | None
+    streams: dict[str, Position]
+    holder: str
+    ends: dict[str, float] = field(default_factory=dict)
 
 
 def rooms_of(streams: Iterable[str]) -> list[str]:
@@ -160,6 +189,13 @@ class Sessions(Protocol):
     async def end(self, ws_id: ConnId) -> bool:
         """End the session now: nobody can resume it. False if there was none (never
         was, or it had ended)."""
+        ...
+
+    async def restore(self, held: Sequence[HeldSession]) -> int:
+        """Write back the sessions of ``held`` that the store no longer has (it
+        restarted empty), each as :meth:`create` would have, held by its holder;
+        one the store has is left as it is (whoever holds it now). Returns how many
+        were written. Raises BrokerUnavailable (some may have been written)."""
         ...
 
     async def close(self) -> None: ...
@@ -266,6 +302,22 @@ class MemorySessions:
         del self._entries[ws_id]
         return True
 
+    async def restore(self, held: Sequence[HeldSession]) -> int:
+        written = 0
+        for session in held:
+            if self._live(session.ws_id) is None:
+                rooms = sum(1 for s in session.streams if room_of(s) is not None)
+                self._entries[session.ws_id] = _Entry(
+                    session.token_hash,
+                    session.user,
+                    dict(session.streams),
+                    session.holder,
+                    rooms=rooms,
+                    ends=dict(session.ends),
+                )
+                written += 1
+        return written
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -336,6 +388,9 @@ class NoSessions:
 
     async def end(self, ws_id: ConnId) -> bool:
         return False
+
+    async def restore(self, held: Sequence[HeldSession]) -> int:
+        return 0
 
     async def close(self) -> None:
         pass

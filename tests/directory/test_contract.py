@@ -404,3 +404,45 @@ async def test_a_gateway_announces_itself_again_after_the_store_lost_it(
             await asyncio.sleep(TTL / 20)  # the gateway's own refresh: no event to await
     assert await logic.locate(a) == "gw0"
     assert await logic.nodes() == ["gw0"]
+
+
+async def test_verify_tells_whether_the_store_lost_this_gateway(
+    directory_factory: DirectoryFactory,
+) -> None:
+    """verify is False while the store keeps the gateway's entries; after the store
+    lost them it is True, and they are found again by the time it returns (a
+    LocalDirectory keeps nothing anywhere, and never lost anything)."""
+    conns: set[ConnId] = set()
+    gateway = await directory_factory.gateway("gw0", conns)
+    logic = await directory_factory.logic()
+    a = new_conn_id()
+    await added(gateway, conns, a)
+    async with asyncio.timeout(ADD_TIMEOUT):
+        assert await gateway.verify() is False
+        if not directory_factory.announces:
+            return
+        await directory_factory.lose_everything()
+        assert await gateway.verify() is True
+    assert await logic.locate(a) == "gw0"
+    assert await gateway.verify() is False  # told once
+
+
+async def test_a_refresh_that_finds_the_gateway_lost_tells_its_watcher(
+    shared_factory: DirectoryFactory,
+) -> None:
+    """Without a verify, the refresh that finds the entries gone calls the watcher
+    once, having written them again."""
+    conns: set[ConnId] = set()
+    gateway = await shared_factory.gateway("gw0", conns)
+    logic = await shared_factory.logic()
+    told = asyncio.Event()
+    gateway.watch(told.set)
+    a = new_conn_id()
+    await added(gateway, conns, a)
+    await shared_factory.lose_everything()
+    async with asyncio.timeout(ADD_TIMEOUT):
+        await told.wait()
+    assert await logic.locate(a) == "gw0"
+    told.clear()
+    await asyncio.sleep(TTL)  # a refresh or more, with nothing lost: no event to await
+    assert not told.is_set()

@@ -23,7 +23,16 @@ from pushgate.broker.redis import RedisBroker
 from pushgate.broker.redis_cluster import RedisClusterBroker
 from pushgate.broker.redis_sessions import RedisSessions
 from pushgate.ids import ConnId, new_conn_id
-from pushgate.sessions import ANY_USER, MemorySessions, Session, Sessions, new_token
+from pushgate.sessions import (
+    ANY_USER,
+    HeldSession,
+    MemorySessions,
+    NoSessions,
+    Session,
+    Sessions,
+    new_token,
+    token_hash,
+)
 from pushgate.streams import Position
 from tests.helpers import UNIT
 
@@ -598,3 +607,56 @@ async def test_a_join_racing_a_claim_is_kept(sessions_factory: SessionsFactory) 
     info = await first.describe(ws_id)
     assert info is not None
     assert (info.rooms, info.held) == (["game", "news"], True)
+
+
+# Writing back what a store lost
+
+
+async def test_restore_writes_back_only_the_sessions_the_store_lost(
+    sessions_factory: SessionsFactory,
+) -> None:
+    """A session the store lost (as a Redis restarted empty loses it) is written
+    back as its node holds it: token, user, streams with their ends, holder; one the
+    store still has stays as it is."""
+    store = await sessions_factory.node()
+    kept, kept_token = await created(store, "node0.kept")
+    lost, lost_token = await created(store, "node0.lost")
+    assert await store.end(lost)  # gone from the store
+    end = 2_000_000_000.0
+    streams = {"all": ALL, "room:news": NEWS}
+    held = [
+        HeldSession(
+            lost, token_hash(lost_token), "alice", streams, "node0.lost", {"room:news": end}
+        ),
+        HeldSession(kept, token_hash(kept_token), "bob", {"all": GAME}, "node0.other"),
+    ]
+    assert await store.restore(held) == 1
+    assert await store.claim(lost, new_token(), "node1.thief") is None
+    resumed = await store.claim(lost, lost_token, "node1.next", user="alice")
+    assert resumed == Session(lost, "alice", streams, "node0.lost", {"room:news": end})
+    again = await store.claim(kept, kept_token, "node1.other", user="alice")
+    assert again is not None
+    assert (again.previous_holder, again.streams) == ("node0.kept", STREAMS)
+
+
+async def test_a_restored_session_is_held_until_its_holder_detaches_it(
+    sessions_factory: SessionsFactory,
+) -> None:
+    """Written back, a session is held as a new one is: it outlasts the TTL, and
+    ends a TTL after its holder detaches it."""
+    store = await sessions_factory.node()
+    ws_id, token = await created(store, "node0.first")
+    assert await store.end(ws_id)
+    held = HeldSession(ws_id, token_hash(token), "alice", dict(STREAMS), "node0.first")
+    assert await store.restore([held]) == 1
+    await sessions_factory.elapse(TTL * 1.5)
+    assert await store.describe(ws_id) is not None
+    await store.detach(ws_id, "node0.first")
+    await sessions_factory.elapse(TTL * 1.5)
+    assert await store.describe(ws_id) is None
+
+
+async def test_no_sessions_restore_nothing() -> None:
+    """Sessions off: nothing was kept, nothing is written back."""
+    held = HeldSession(new_conn_id(), token_hash(new_token()), None, {}, "node0.first")
+    assert await NoSessions().restore([held]) == 0

@@ -9,7 +9,9 @@ Keys (all under the configurable prefix)::
 A node refreshes both expiries every third of the TTL, so the keys of a node that
 dies without a word (SIGKILL, power loss) vanish within one TTL and its wsIds stop
 resolving. If Redis lost our keys (a restart without persistence), the next refresh
-notices the alive key was gone and writes the whole local set again.
+notices the alive key was gone and writes the whole local set again, and says so
+(``verify``, ``watch``): the node's sessions were lost with them, and are written
+back too (restore.py).
 """
 
 import asyncio
@@ -91,6 +93,8 @@ class RedisDirectory:
         self._adds: set[ConnId] = set()
         self._removes: set[ConnId] = set()
         self._waiters: list[asyncio.Future[None]] = []
+        self._verifies: list[asyncio.Future[bool]] = []
+        self._on_lost: Callable[[], None] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -126,6 +130,15 @@ class RedisDirectory:
             raise BrokerUnavailable(f"cannot list the cluster's nodes in Redis: {exc}") from None
         return sorted(bytes(node).decode() for node in nodes)
 
+    async def verify(self) -> bool:
+        verified: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._verifies.append(verified)
+        self._wake.set()
+        return await verified
+
+    def watch(self, lost: Callable[[], None]) -> None:
+        self._on_lost = lost
+
     async def close(self) -> None:
         # Cancelled again until it ends: on Python 3.11 a cancel that lands as its
         # wait_for times out can be lost; the loop also looks at _closing.
@@ -143,31 +156,40 @@ class RedisDirectory:
                 await pipe.execute()
         for waiter in self._waiters:
             waiter.cancel()
+        for verified in self._verifies:
+            verified.cancel()
 
     # The writer task
 
     async def _run(self) -> None:
         full_sync = True
+        announced = False  # the first write finds nothing of ours, and lost nothing
+        lost = False  # our keys were found gone, and nobody was told yet
         failing = False
         delay = RETRY_DELAY
         while not self._closing:
             # Cleared before the snapshot, so a change made during the write wakes us.
             self._wake.clear()
             waiters, self._waiters = self._waiters, []
+            verifies, self._verifies = self._verifies, []
             try:
                 if full_sync:
-                    await self._write_all()
+                    found = await self._write_all()
                     full_sync = False
                 else:
-                    full_sync = not await self._write_changes()
+                    found = await self._write_changes()
+                    full_sync = not found
             except Exception as exc:
                 if not failing:  # once per outage, not every retry
                     log.warning("cannot update the directory in Redis: %s; retrying", exc)
                 failing, full_sync = True, True
                 self._waiters[:0] = waiters
+                self._verifies[:0] = verifies
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, MAX_RETRY_DELAY)
                 continue
+            lost = lost or (announced and not found)
+            announced = True
             if failing:
                 log.info("the directory in Redis is up to date again")
             failing, delay = False, RETRY_DELAY
@@ -176,21 +198,35 @@ class RedisDirectory:
                     waiter.set_result(None)
             if full_sync:
                 log.info("node %s was missing from Redis; announcing it again", self._node_id)
+                self._verifies[:0] = verifies  # answered once the set is written again
                 continue
+            self._tell(verifies, lost)
+            lost = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._refresh_every)
 
-    async def _write_all(self) -> None:
-        """Replace this node's entries with every connection it holds now."""
+    def _tell(self, verifies: list["asyncio.Future[bool]"], lost: bool) -> None:
+        """Answer the verifies waiting, or, if none asked, tell the watcher of a loss."""
+        for verified in verifies:
+            if not verified.done():
+                verified.set_result(lost)
+        if lost and not verifies and self._on_lost is not None:
+            self._on_lost()
+
+    async def _write_all(self) -> bool:
+        """Replace this node's entries with every connection it holds now; False if
+        our keys were gone."""
         self._adds.clear()
         self._removes.clear()
         conns = iter(list(self._local_conns()))
         async with self._client.pipeline(transaction=self._transactions) as pipe:
+            pipe.set(self._key("alive"), b"1", px=self._ttl_ms, get=True)
             pipe.delete(self._key("conns"))
             while chunk := list(islice(conns, CHUNK)):
                 pipe.sadd(self._key("conns"), *chunk)
             self._refresh(pipe)
-            await pipe.execute()
+            results = await pipe.execute()
+        return results[0] is not None
 
     async def _write_changes(self) -> bool:
         """Write adds and removes and refresh the expiries; False if our keys were gone."""

@@ -6,6 +6,7 @@ One hash per session, ``<prefix>session:{<wsId>}``::
     u            its user ("" for none)
     h            its holder, <node id>.<nonce>, or "" while detached
     p:<stream>   "<epoch> <seq>": the stream's position when the session began to follow it
+                 (and " <end>", Unix seconds, for a stream a subscription token opened)
 
 A held session's key expires ``ttl + refresh`` after its holder last refreshed it
 (every ``refresh`` seconds, for every session it holds), so the sessions of a node
@@ -19,6 +20,7 @@ holder is one Lua script, so a claim, a detach and a join never undo each other.
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ from pushgate.sessions import (
     ANY_USER,
     AddResult,
     AnyUser,
+    HeldSession,
     RemoveResult,
     Session,
     SessionInfo,
@@ -108,6 +111,16 @@ return 0
 """
 
 
+# Write session KEYS[1] back, with the fields ARGV[2], ARGV[3]... (name, value, ...),
+# kept ARGV[1] ms, unless it exists (then it is someone's since, and stays as it is).
+_RESTORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 class RedisSessions:
     """Sessions in Redis; see the module docstring."""
 
@@ -125,6 +138,7 @@ class RedisSessions:
         self._remove = client.register_script(_REMOVE)
         self._detach = client.register_script(_DETACH)
         self._keep = client.register_script(_REFRESH)
+        self._restore = client.register_script(_RESTORE)
         self._batch = ScriptBatcher(client)
         self._held: dict[ConnId, str] = {}  # the sessions this node keeps alive, by holder
         self._task: asyncio.Task[None] | None = None
@@ -137,9 +151,7 @@ class RedisSessions:
     async def create(
         self, ws_id: ConnId, token: str, user: str | None, streams: dict[str, Position], holder: str
     ) -> None:
-        mapping: dict[str, str] = {"t": token_hash(token), "u": user or "", "h": holder}
-        for stream, position in streams.items():
-            mapping["p:" + stream] = f"{position.epoch} {position.seq}"
+        mapping = _fields(token_hash(token), user, streams, holder)
         # Batched: the sessions created in one turn of the loop go in one pipeline.
         waiter = asyncio.get_running_loop().create_future()
         if not self._creates:
@@ -243,6 +255,23 @@ class RedisSessions:
             raise BrokerUnavailable(f"cannot end session {ws_id} in Redis: {exc}") from None
         return bool(deleted)
 
+    async def restore(self, held: Sequence[HeldSession]) -> int:
+        # A pipeline of script calls per chunk (ScriptBatcher), one chunk after
+        # another: a gateway's whole set must not take every pooled connection at once.
+        written = 0
+        sessions = iter(held)
+        while chunk := list(islice(sessions, CHUNK)):
+            calls = []
+            for s in chunk:
+                fields = _fields(s.token_hash, s.user, s.streams, s.holder, s.ends)
+                args = [self._held_ttl_ms, *(x for pair in fields.items() for x in pair)]
+                calls.append(self._batch.call(self._restore, [self._key(s.ws_id)], args))
+            try:
+                written += sum(await asyncio.gather(*calls))
+            except REDIS_ERRORS as exc:
+                raise BrokerUnavailable(f"cannot write sessions back to Redis: {exc}") from None
+        return written
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -282,6 +311,23 @@ class RedisSessions:
 
     def _key(self, ws_id: ConnId) -> str:
         return f"{self._prefix}session:{{{ws_id}}}"
+
+
+def _fields(
+    hashed: str,
+    user: str | None,
+    streams: dict[str, Position],
+    holder: str,
+    ends: dict[str, float] | None = None,
+) -> dict[str, str]:
+    """A session's hash, as the module docstring draws it."""
+    fields = {"t": hashed, "u": user or "", "h": holder}
+    for stream, position in streams.items():
+        value = f"{position.epoch} {position.seq}"
+        if ends and stream in ends:
+            value += f" {ends[stream]:.0f}"
+        fields["p:" + stream] = value
+    return fields
 
 
 def _text(value: Any) -> str:
