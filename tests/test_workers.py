@@ -217,6 +217,20 @@ async def test_json_logs_of_workers_name_the_worker() -> None:
     assert [line.get("worker") for line in ready] == [None]  # the supervisor's own
 
 
+async def test_the_console_of_workers_connects_to_their_port(
+    http: aiohttp.ClientSession,
+) -> None:
+    """The console page comes from the logic child, which listens on no WebSocket
+    port: the supervisor tells it the workers' (not 8888)."""
+    async with (
+        server_process("--workers", "2") as server,
+        http.get(f"http://127.0.0.1:{server.api_port}/") as response,
+    ):
+        page = await response.text()
+    # No host: the gateway listens where the page was loaded from (127.0.0.1).
+    assert f'<meta name="pushgate-gateway" content=":{server.ws_port}">' in page
+
+
 async def test_workers_without_redis_server_say_how_to_fix_it() -> None:
     """No broker given and no redis-server installed: exit 1 with what to do."""
     process = await asyncio.create_subprocess_exec(

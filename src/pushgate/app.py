@@ -19,7 +19,7 @@ from pushgate.api import build_api, metrics_app
 from pushgate.apisite import ConnectionGuard, GuardedSite, files_needed
 from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
-from pushgate.config import Config
+from pushgate.config import Config, console_gateway_address
 from pushgate.connecthook import ConnectHook, HookSettings
 from pushgate.console import show_gateway
 from pushgate.directory import Directory, LocalDirectory
@@ -436,7 +436,10 @@ class PushServer:
             api_host=config.api_host,
             pusher_apps=config.pusher_apps,
         )
-        if self.role == "serve":  # the console page connects to this process's gateway
+        told = console_gateway_address(config.console_gateway)
+        if told is not None:  # as given (serve --workers gives its logic child its own)
+            show_gateway(api, lambda: told)
+        elif self.role == "serve":  # the console page connects to this process's gateway
             show_gateway(api, lambda: (config.ws_host, self.ws_port))
         self._runner = web.AppRunner(
             api,

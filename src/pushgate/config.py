@@ -204,6 +204,22 @@ def empty_or_host_port(address: str) -> str | None:
     return None
 
 
+def console_gateway_address(address: str) -> tuple[str, int] | None:
+    """``HOST:PORT``, or ``:PORT`` (HOST "": the host the page was loaded from), as
+    (host, port); None when it is neither."""
+    if address.startswith(":"):
+        number = address[1:]
+        return ("", int(number)) if number.isdigit() and int(number) <= 65535 else None
+    return host_port(address)
+
+
+def empty_or_console_gateway(address: str) -> str | None:
+    """Nothing (the default), or HOST:PORT or :PORT."""
+    if address and console_gateway_address(address) is None:
+        return f"must be HOST:PORT or :PORT, got {address!r}"
+    return None
+
+
 def broker_url(url: str) -> str | None:
     """A URL of a broker pushgate has, and for a Redis Cluster one that parses, so
     that a wrong URL is told at start rather than when the broker is made."""
@@ -389,6 +405,16 @@ class Config:
         metavar="PORT",
         group=Group.LISTEN,
         check=port,
+        roles=LOGIC,
+    )
+    console_gateway: str = option(
+        "",
+        "the gateway the console page (GET / on the API) connects to, HOST:PORT (HOST "
+        "empty: the host the page was loaded from); default: serve's own gateway, or "
+        "this host's port 8888 for a logic node alone",
+        metavar="HOST:PORT",
+        group=Group.LISTEN,
+        check=empty_or_console_gateway,
         roles=LOGIC,
     )
     tls_cert: str = option(

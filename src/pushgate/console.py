@@ -21,8 +21,9 @@ The page learns which gateway to connect to from its server: in a process that i
 also a gateway (``serve``), :func:`show_gateway` makes the page say its address in
 ``<meta name="pushgate-gateway" content="HOST:PORT">`` (HOST empty: the host the page
 was loaded from, when the gateway listens on every address or on the API's). A logic
-node alone knows no gateway: its page guesses this host, port 8888 (``?ws=`` says
-otherwise).
+node alone knows no gateway unless ``--console-gateway`` names it (``serve --workers``
+names the workers' port to its logic child): its page guesses this host, port 8888
+(``?ws=`` says otherwise).
 """
 
 import hashlib

@@ -164,7 +164,9 @@ class Supervisor:
             argv = child_argv(self.argv, "gateway", extra)
             self.children.append(Child(f"gateway {index}", argv))
         if self.role == "serve":
-            extra = list(common)
+            # The console page it serves connects to the workers' port, not 8888.
+            gateway = f"{config.ws_host}:{ws_port}"
+            extra = [*common, "--console-gateway", config.console_gateway or gateway]
             if metrics is not None:  # the logic process next: PORT+N+1
                 host, port = metrics
                 logic_port = port + config.worker_count + 1 if port else 0
