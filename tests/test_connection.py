@@ -105,6 +105,38 @@ async def test_handshake_then_welcome_in_that_order() -> None:
     await open_connection()  # asserts the order itself
 
 
+async def test_the_101_and_the_welcome_share_one_write() -> None:
+    """A connection welcomed at once costs one write for its handshake and welcome
+    (a connect's writes are much of what it costs: docs/benchmarks.md, churn)."""
+    _, conn, transport, client = await new_connection()
+    for chunk in client.data_to_send():
+        conn.data_received(chunk)
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 101 ")
+
+
+async def test_a_resuming_clients_101_goes_at_once() -> None:
+    """A client that resumes speaks first: its 101 cannot wait for a welcome."""
+    node = Node(Hub(max_rooms_per_conn=10), MemoryBroker())
+    await node.start()
+    conn = WebSocketConnection(
+        node,
+        Config().connection_settings(),
+        Outbox(asyncio.get_running_loop()),
+        ConnectionRegistry(),
+        GatewayRoutes(node, Gatekeeper()),
+    )
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/connect?resume=1"))
+    client.send_request(client.connect())
+    for chunk in client.data_to_send():
+        conn.data_received(chunk)
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 101 ")
+    assert frames_in(client, transport.writes[0]) == []  # no welcome: it waits
+
+
 async def test_pushes_in_one_loop_turn_leave_in_one_write() -> None:
     """Three pushes handed over in one turn of the loop cost one write, in order."""
     node, _conn, transport, client = await open_connection()

@@ -57,6 +57,7 @@ class ConnectionState:
         "_fragmented_text",
         "_fragments",
         "_handshake_bytes",
+        "_head",
         "_held_bytes",
         "_loop",
         "_node",
@@ -94,6 +95,7 @@ class ConnectionState:
     _node: "Node"
     _outbox: Outbox
     _pending: list[bytes]  # frames queued, written by the next flush
+    _head: int  # how many of them must stay first (the handshake's 101, held a moment)
     _phase: Phase
     _pinged_at: float
     _proto: GatewayProtocol

@@ -81,10 +81,12 @@ class Output(ConnectionState):
         transport = self._transport
         if transport is None or transport.is_closing():
             pending.clear()
+            self._head = 0
             return
         frames = len(pending)
         data = pending[0] if frames == 1 else b"".join(pending)
         pending.clear()
+        self._head = 0
         transport.write(data)
         if self._backlogged:  # it holds more than a little: within its own bound?
             self._check_output_bound()
@@ -98,7 +100,8 @@ class Output(ConnectionState):
 
     def send_first(self, messages: list[bytes]) -> None:
         """Queue messages ahead of anything queued already (the welcome first)."""
-        self._pending[:0] = [text_frame(message) for message in messages]
+        head = self._head  # behind the handshake's 101, if it is waiting (connection.py)
+        self._pending[head:head] = [text_frame(message) for message in messages]
 
     def send_message(self, message: bytes) -> None:
         """Queue a message behind what is queued (a reply); written this turn."""
