@@ -51,6 +51,13 @@ end
 return false
 """
 
+# The freshly written set takes the old one's place at once, with its expiry.
+_SWAP = """
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
 # The live nodes; forget dead ones on the way.
 _NODES = """
 local live = {}
@@ -88,6 +95,7 @@ class RedisDirectory:
         self._refresh_every = ttl / 3
         self._local_conns = local_conns
         self._locate = client.register_script(_LOCATE)
+        self._swap = client.register_script(_SWAP)
         self._nodes = client.register_script(_NODES)
         self._node_id = ""
         self._adds: set[ConnId] = set()
@@ -219,13 +227,26 @@ class RedisDirectory:
         self._adds.clear()
         self._removes.clear()
         conns = iter(list(self._local_conns()))
+        # Written beside, then renamed over the old set: the swap is one command, so a
+        # locate never finds the set emptied and half refilled (a Redis Cluster runs
+        # the pipeline without MULTI; both keys share the prefix's slot).
+        writing = self._key("conns-writing")
         async with self._client.pipeline(transaction=self._transactions) as pipe:
             pipe.set(self._key("alive"), b"1", px=self._ttl_ms, get=True)
-            pipe.delete(self._key("conns"))
+            pipe.delete(writing)
+            filled = False
             while chunk := list(islice(conns, CHUNK)):
-                pipe.sadd(self._key("conns"), *chunk)
+                pipe.sadd(writing, *chunk)
+                filled = True
+            if filled:  # a node that dies before the swap leaves nothing forever
+                pipe.pexpire(writing, self._ttl_ms)
+            else:
+                pipe.delete(self._key("conns"))
             self._refresh(pipe)
             results = await pipe.execute()
+        if filled:  # redis-py refuses RENAME in a cluster pipeline: a script swaps
+            keys = [writing, self._key("conns")]
+            await self._swap(keys=keys, args=[self._ttl_ms])
         return results[0] is not None
 
     async def _write_changes(self) -> bool:
