@@ -287,10 +287,11 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
                 return
             upgrade = None  # refused: answered below as any request
         proto.send_response(response)
-        # The 101 of a connection its protocol welcomes at once waits for the welcome:
-        # one write for both (a connect's writes are a quarter of what it costs). It
-        # stays first (send_first puts the welcome behind it), and goes alone at the
-        # end of this call if the welcome is held (a cluster's registration).
+        # The 101 of a connection its protocol may welcome at once waits for the
+        # welcome: one write for both where it is released at once (a Pusher client's,
+        # one without a session). It stays first (send_first puts the welcome behind
+        # it), and goes alone at the end of this call if the welcome is held (until
+        # the session is written, or a cluster's registration).
         at_once = upgrade is not None and not upgrade.echo and not upgrade.resume
         self._write_protocol_output(hold=at_once)
         if upgrade is None:
@@ -509,6 +510,11 @@ class WebSocketConnection(Input, Output, asyncio.Protocol):
             del pending[:head]
             self._head = 0
             self._transport.write(data)
+            meters = self._outbox.meters
+            if meters is not None:  # counted as flush() counts a write
+                meters.writes += 1
+                meters.frames_written += head
+                meters.bytes_written += len(data)
 
     def _closing(self) -> None:
         """The protocol left OPEN (a close sent or received, or an error): out of the
