@@ -30,13 +30,13 @@ an event sent right after its channel's subscribe is judged once the subscribe h
 been.
 """
 
-import asyncio
 import json
 import logging
-from collections import Counter, deque
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from pushgate import pusherwire as wire
+from pushgate.clientops import Serial, release_when_registered
 from pushgate.commands import Membership
 from pushgate.errors import (
     BrokerUnavailable,
@@ -56,7 +56,7 @@ from pushgate.pusherapps import (
 )
 from pushgate.pushgateproto import Transport
 from pushgate.streams import Position, room_topic
-from pushgate.wire import CLOSE_INTERNAL_ERROR, MIN_PUSH_TAG, TYPE_WELCOME
+from pushgate.wire import MIN_PUSH_TAG, TYPE_WELCOME
 
 if TYPE_CHECKING:
     from pushgate.node import Node
@@ -65,6 +65,7 @@ log = logging.getLogger("pushgate.gateway")
 
 # Subscriptions and client events of one client waiting for their turn; more closes it.
 MAX_PENDING = 32
+OVER_PENDING = f"over {MAX_PENDING} subscriptions and events waiting"
 # channel_data of a presence subscription: at most this many bytes (Pusher: 1 KB of
 # user_info; the id and the JSON around it take some more).
 MAX_CHANNEL_DATA_BYTES = 2048
@@ -77,7 +78,6 @@ SERIAL_EVENTS = ("pusher:subscribe", "pusher:unsubscribe", "pusher:signin")
 # A sign-in the app did not sign: Pusher's "connection is unauthorized" (its clients
 # then do not reconnect).
 CLOSE_UNAUTHORIZED = 4009
-_tasks: set["asyncio.Task[None]"] = set()
 
 
 class PusherProtocol:
@@ -118,7 +118,7 @@ class PusherProtocol:
         # None: refused (an unknown key, a version not served): told, then closed.
         self._app = app if refusal is None else None
         self._refusal = refusal or (wire.CLOSE_APP_UNKNOWN, "App key not in this cluster")
-        self._ops: deque[wire.ClientEvent] | None = None
+        self._ops: Serial[wire.ClientEvent] | None = None
         # The user_id this connection is in each presence channel as.
         self._members: dict[RoomId, str] | None = None
         self._user_id: str | None = None  # once signed in (pusher:signin)
@@ -149,17 +149,8 @@ class PusherProtocol:
         opened = self._node.connection_opened(conn_id, conn, resumable=False)
         activity = max(1, int(self.activity_timeout))
         conn.send_first([wire.connection_established(socket_id_of(conn_id), activity)])
-        registered = opened.ready
-        if registered is None or registered.done():
-            conn.release()
-        else:  # as pushgate's welcome: once other nodes can find it, or at the timeout
-            timer = asyncio.get_running_loop().call_later(self.handshake_timeout, conn.release)
-
-            def on_registered(_: "asyncio.Future[None]") -> None:
-                timer.cancel()
-                conn.release()
-
-            registered.add_done_callback(on_registered)
+        # As pushgate's welcome: once other nodes can find it, or at the timeout.
+        release_when_registered(conn, opened.ready, self.handshake_timeout)
 
     def on_message(self, data: bytes, max_message_bytes: int, *, over_rate: bool = False) -> None:
         try:
@@ -206,36 +197,10 @@ class PusherProtocol:
     def _queue(self, message: wire.ClientEvent) -> None:
         ops = self._ops
         if ops is None:
-            ops = self._ops = deque()
-        if len(ops) >= MAX_PENDING:
-            self._conn.limit_close(
-                "max_pending_operations", f"over {MAX_PENDING} subscriptions and events waiting"
+            ops = self._ops = Serial(
+                self._conn, self._handle, limit=MAX_PENDING, over=OVER_PENDING, what="Pusher event"
             )
-            return
-        ops.append(message)
-        if len(ops) == 1:
-            task = asyncio.get_running_loop().create_task(self._run())
-            _tasks.add(task)
-            task.add_done_callback(_tasks.discard)
-
-    async def _run(self) -> None:
-        ops = self._ops
-        assert ops is not None
-        while ops:
-            message = ops[0]
-            try:
-                answers = await self._handle(message)
-            except Exception:  # a bug must cost this connection only, and say so
-                log.exception("Pusher event of %s failed; closing it", self._conn.peer)
-                self._conn.close(CLOSE_INTERNAL_ERROR, "internal error")
-                return
-            finally:
-                ops.popleft()
-            if not self._conn.alive:
-                ops.clear()
-                return
-            for answer in answers:
-                self._conn.reply(answer)
+        ops.push(message)
 
     async def _handle(self, message: wire.ClientEvent) -> list[bytes]:
         conn_id = self._conn.conn_id

@@ -31,11 +31,10 @@ The transport (connection.py) frames and writes; this module never touches a
 socket or a frame, only messages and the :class:`Transport` it is given.
 """
 
-import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
+from pushgate.clientops import Serial, release_when_registered, spawn
 from pushgate.commands import Membership
 from pushgate.errors import (
     BrokerUnavailable,
@@ -88,8 +87,7 @@ def encode(message: bytes) -> bytes:
 RESUME_MAX_MESSAGE_BYTES = 64 * 1024
 # Operations of one client waiting for their turn; more closes it (1008).
 MAX_PENDING_OPERATIONS = 32
-# The resumes under way (each catches and logs its own failure).
-_resumes: set["asyncio.Task[None]"] = set()
+OVER_PENDING = f"over {MAX_PENDING_OPERATIONS} operations waiting for an answer"
 
 
 class Transport(Sink, Protocol):
@@ -180,7 +178,7 @@ class PushgateProtocol:
         # Its user, once known: its token's, or its resumed session's.
         self._user = admitted.claims.user if admitted.claims else None
         # Operations waiting their turn (None until the first one).
-        self._ops: deque[Operation | OperationError] | None = None
+        self._ops: Serial[Operation | OperationError] | None = None
         # Rooms whose subscription token ends, and when (Unix seconds).
         self.expiring: dict[RoomId, float] | None = None
         self.heartbeat = heartbeat
@@ -251,20 +249,9 @@ class PushgateProtocol:
             conn_id, self.heartbeat, session=opened.token, reason=reason, rooms=rooms
         )
         conn.send_first([welcome])
-        registered = opened.ready
-        if registered is None or registered.done():
-            conn.release()
-        else:
-            # In a cluster: send the welcome once other nodes can find the wsId, or
-            # after the handshake timeout anyway, so a client never waits on a lost broker.
-            loop = asyncio.get_running_loop()
-            timer = loop.call_later(self.handshake_timeout, conn.release)
-
-            def on_registered(_: "asyncio.Future[None]") -> None:
-                timer.cancel()
-                conn.release()
-
-            registered.add_done_callback(on_registered)
+        # In a cluster: once other nodes can find the wsId (or after the handshake
+        # timeout anyway, so that a client never waits on a lost broker).
+        release_when_registered(conn, opened.ready, self.handshake_timeout)
         log.debug("opened %s from %s", conn_id, conn.peer, extra=conn.log_context())
 
     def _start_resume(self, data: bytes) -> None:
@@ -275,9 +262,7 @@ class PushgateProtocol:
             self._refuse(exc)
             return
         self._conn.begin_resume()
-        task = asyncio.get_running_loop().create_task(self._resume(request))
-        _resumes.add(task)  # the loop holds tasks weakly
-        task.add_done_callback(_resumes.discard)
+        spawn(self._resume(request))
 
     def _bound_user(self) -> str | AnyUser | None:
         """Where tokens are verified, a session resumes only for its own user, and a
@@ -366,40 +351,17 @@ class PushgateProtocol:
     # Operations: one after another, each reply in the order sent
 
     def _queue(self, op: Operation | OperationError) -> None:
-        """Queue an operation; start the runner unless one is running (it keeps the
-        operation in hand at the queue's head until its reply is sent)."""
+        """Queue an operation (its runner made at the first one: most clients send none)."""
         ops = self._ops
         if ops is None:
-            ops = self._ops = deque()
-        if len(ops) >= MAX_PENDING_OPERATIONS:
-            self._conn.limit_close(
-                "max_pending_operations",
-                f"over {MAX_PENDING_OPERATIONS} operations waiting for an answer",
+            ops = self._ops = Serial(
+                self._conn,
+                self._answer,
+                limit=MAX_PENDING_OPERATIONS,
+                over=OVER_PENDING,
+                what="operation",
             )
-            return
-        ops.append(op)
-        if len(ops) == 1:
-            task = asyncio.get_running_loop().create_task(self._run_operations())
-            _resumes.add(task)
-            task.add_done_callback(_resumes.discard)
-
-    async def _run_operations(self) -> None:
-        ops = self._ops
-        assert ops is not None
-        while ops:
-            op = ops[0]
-            try:
-                reply = await self._answer(op)
-            except Exception:  # a bug must cost this connection only, and say so
-                log.exception("operation of %s failed; closing it", self._conn.peer)
-                self._conn.close(CLOSE_INTERNAL_ERROR, "internal error")
-                return
-            finally:
-                ops.popleft()
-            if not self._conn.alive:
-                ops.clear()
-                return
-            self._conn.reply(reply)
+        ops.push(op)
 
     async def _answer(self, op: Operation | OperationError) -> bytes:
         if isinstance(op, OperationError):
@@ -529,9 +491,7 @@ class PushgateProtocol:
             return
         for room in [room for room, end in expiring.items() if end <= now]:
             del expiring[room]
-            task = asyncio.get_running_loop().create_task(self._expire(conn_id, room))
-            _resumes.add(task)
-            task.add_done_callback(_resumes.discard)
+            spawn(self._expire(conn_id, room))
         if not expiring:
             self.expiring = None
 

@@ -1,0 +1,113 @@
+"""What every wire protocol does the same way on one connection (pushgateproto.py,
+pusherproto.py): run the client's requests one after another, each answered in the
+order sent, and let a held welcome go once the session core has registered the
+connection.
+
+- :class:`Serial`: a request that needs the node (a subscribe, a publish) is queued;
+  one task runs the queue while it is not empty, so that an event sent right after
+  its subscribe is judged once the subscribe has been. More than ``limit`` waiting
+  closes the connection (1008); a bug in a handler closes this connection only, and
+  is logged.
+- :func:`release_when_registered`: the first message (welcome, connection
+  established) is queued first and held; it goes once other nodes can find the
+  connection, or after the handshake timeout anyway, so a client never waits on a
+  lost broker.
+"""
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from pushgate.wire import CLOSE_INTERNAL_ERROR
+
+if TYPE_CHECKING:
+    from pushgate.pushgateproto import Transport
+
+log = logging.getLogger("pushgate.gateway")
+
+Request = TypeVar("Request")
+# What a request is answered with: one message, several, or none.
+Answer = bytes | list[bytes]
+
+# Tasks the loop would otherwise hold weakly: each queue's runner, each resume.
+running: set["asyncio.Task[None]"] = set()
+
+
+def spawn(work: Awaitable[None]) -> None:
+    """Run ``work`` in a task kept referenced until it ends (it catches and logs its
+    own failure)."""
+    task = asyncio.ensure_future(work)
+    running.add(task)
+    task.add_done_callback(running.discard)
+
+
+class Serial(Generic[Request]):
+    """One connection's requests, run one after another (module docstring)."""
+
+    __slots__ = ("_answer", "_conn", "_items", "_limit", "_over", "_what")
+
+    def __init__(
+        self,
+        conn: "Transport",
+        answer: Callable[[Request], Awaitable[Answer]],
+        *,
+        limit: int,
+        over: str,
+        what: str,
+    ) -> None:
+        self._conn = conn
+        self._answer = answer
+        self._items: deque[Request] = deque()
+        self._limit = limit
+        self._over = over  # the reason of the 1008 past ``limit``
+        self._what = what  # what a request is, in the log line of a bug
+
+    def push(self, item: Request) -> None:
+        """Queue ``item``; start the runner unless one is running (it keeps the item
+        in hand at the queue's head until its answer is sent)."""
+        items = self._items
+        if len(items) >= self._limit:
+            self._conn.limit_close("max_pending_operations", self._over)
+            return
+        items.append(item)
+        if len(items) == 1:
+            spawn(self._run())
+
+    async def _run(self) -> None:
+        items, conn = self._items, self._conn
+        while items:
+            try:
+                answer = await self._answer(items[0])
+            except Exception:  # a bug must cost this connection only, and say so
+                log.exception("%s of %s failed; closing it", self._what, conn.peer)
+                conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+                return
+            finally:
+                items.popleft()
+            if not conn.alive:
+                items.clear()
+                return
+            if isinstance(answer, bytes):
+                conn.reply(answer)
+            else:
+                for message in answer:
+                    conn.reply(message)
+
+
+def release_when_registered(
+    conn: "Transport", registered: "asyncio.Future[None] | None", timeout: float
+) -> None:
+    """Let ``conn``'s held output go once ``registered`` is done (None: at once), or
+    after ``timeout`` seconds anyway."""
+    if registered is None or registered.done():
+        conn.release()
+        return
+    timer = asyncio.get_running_loop().call_later(timeout, conn.release)
+
+    def on_registered(_: "asyncio.Future[None]") -> None:
+        timer.cancel()
+        conn.release()
+
+    registered.add_done_callback(on_registered)
