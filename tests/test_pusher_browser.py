@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,12 +34,16 @@ async def server() -> AsyncIterator[Running]:
         yield running
 
 
-@pytest.fixture
-async def back_end(server: Running) -> AsyncIterator[str]:
-    """The app's back end: its page, pusher-js, and the authorization endpoint."""
-    library = pusher.Pusher(app_id=APP[0], key=APP[1], secret=APP[2])
+@asynccontextmanager
+async def serving(
+    library: pusher.Pusher, server: Running, script: str, use: str
+) -> AsyncIterator[str]:
+    """An app's back end on a free port, as a web app's serves pusher-js: its page
+    (loading ``script``, a pusher-js build, connecting to ``server``'s gateway and
+    running ``use``), the build itself, and the channel authorization endpoint that
+    signs with ``library``; yields the page's URL."""
     ws_port = int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
-    page = f"""<!doctype html><script src="/pusher.min.js"></script><script>
+    page = f"""<!doctype html><script src="/{script}"></script><script>
       window.heard = []; window.states = [];
       const client = new Pusher({json.dumps(APP[1])}, {{
         wsHost: {json.dumps(LOOPBACK)}, wsPort: {ws_port}, forceTLS: false,
@@ -46,11 +51,7 @@ async def back_end(server: Running) -> AsyncIterator[str]:
         channelAuthorization: {{ endpoint: "/pusher/auth" }},
       }});
       client.connection.bind("state_change", (s) => states.push(s.current));
-      for (const name of ["news", "private-orders"]) {{
-        const channel = client.subscribe(name);
-        channel.bind("pusher:subscription_succeeded", () => heard.push([name, "subscribed"]));
-        channel.bind("pushgate:push", (data) => heard.push([name, data]));
-      }}
+      {use}
     </script>"""
 
     async def index(_: web.Request) -> web.Response:
@@ -59,7 +60,10 @@ async def back_end(server: Running) -> AsyncIterator[str]:
     async def auth(request: web.Request) -> web.Response:
         form = await request.post()
         signed = library.authenticate(str(form["channel_name"]), str(form["socket_id"]))
-        return web.json_response(signed)
+        # An encrypted channel's shared secret comes as bytes (base64 text): JSON wants text.
+        return web.json_response(
+            {k: v.decode() if isinstance(v, bytes) else v for k, v in signed.items()}
+        )
 
     app = web.Application()
     app.router.add_get("/", index)
@@ -73,6 +77,19 @@ async def back_end(server: Running) -> AsyncIterator[str]:
         yield f"http://{LOOPBACK}:{runner.addresses[0][1]}/"
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def back_end(server: Running) -> AsyncIterator[str]:
+    """The app's back end: its page subscribes to a public and a private channel."""
+    library = pusher.Pusher(app_id=APP[0], key=APP[1], secret=APP[2])
+    use = """for (const name of ["news", "private-orders"]) {
+        const channel = client.subscribe(name);
+        channel.bind("pusher:subscription_succeeded", () => heard.push([name, "subscribed"]));
+        channel.bind("pushgate:push", (data) => heard.push([name, data]));
+      }"""
+    async with serving(library, server, "pusher.min.js", use) as url:
+        yield url
 
 
 async def test_a_pages_pusher_js_subscribes_through_its_back_end_and_hears_pushes(
@@ -115,42 +132,11 @@ async def encrypted_back_end(server: Running) -> AsyncIterator[tuple[str, pusher
         ssl=False,
         encryption_master_key_base64=MASTER_KEY,
     )
-    ws_port = int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
-    page = f"""<!doctype html><script src="/pusher-with-encryption.min.js"></script><script>
-      window.heard = [];
-      const client = new Pusher({json.dumps(APP[1])}, {{
-        wsHost: {json.dumps(LOOPBACK)}, wsPort: {ws_port}, forceTLS: false,
-        enabledTransports: ["ws"], disableStats: true, cluster: "local",
-        channelAuthorization: {{ endpoint: "/pusher/auth" }},
-      }});
-      const channel = client.subscribe("private-encrypted-orders");
+    use = """const channel = client.subscribe("private-encrypted-orders");
       channel.bind("pusher:subscription_succeeded", () => heard.push("subscribed"));
-      channel.bind("shipped", (data) => heard.push(data));
-    </script>"""
-
-    async def index(_: web.Request) -> web.Response:
-        return web.Response(text=page, content_type="text/html")
-
-    async def auth(request: web.Request) -> web.Response:
-        form = await request.post()
-        signed = library.authenticate(str(form["channel_name"]), str(form["socket_id"]))
-        # The library gives the shared secret as bytes (base64 text): JSON wants text.
-        return web.json_response(
-            {k: v.decode() if isinstance(v, bytes) else v for k, v in signed.items()}
-        )
-
-    app = web.Application()
-    app.router.add_get("/", index)
-    app.router.add_static("/", PUSHER_JS)
-    app.router.add_post("/pusher/auth", auth)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, LOOPBACK, 0)
-    await site.start()
-    try:
-        yield f"http://{LOOPBACK}:{runner.addresses[0][1]}/", library
-    finally:
-        await runner.cleanup()
+      channel.bind("shipped", (data) => heard.push(data));"""
+    async with serving(library, server, "pusher-with-encryption.min.js", use) as url:
+        yield url, library
 
 
 async def test_an_encrypted_channel_is_relayed_as_it_is_and_read_by_the_page(
