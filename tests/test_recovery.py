@@ -14,12 +14,12 @@ from websockets.asyncio.client import connect as ws_connect
 
 from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.client import Connection, PushAPI, State, connect
-from pushgate.connection import PUSHGATE_OVER_WEBSOCKET
 from pushgate.hub import Hub
 from pushgate.ids import ConnId
 from pushgate.node import Node
 from pushgate.sessions import MemorySessions
 from pushgate.streams import TOPIC_ALL
+from pushgate.wshandshake import PUSHGATE_OVER_WEBSOCKET
 from tests.dropping_proxy import DroppingProxy
 from tests.helpers import (
     FAST_TIMERS,

@@ -15,12 +15,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from pushgate.broker.memory import MemoryBroker, MemoryBus
-from pushgate.connection import PUSHGATE_OVER_WEBSOCKET
 from pushgate.errors import BrokerUnavailable
 from pushgate.hub import Hub
 from pushgate.ids import ConnId, RoomId
 from pushgate.node import REPAIR_RETRY_DELAYS, Node
 from pushgate.streams import TOPIC_ALL, History, Position, Publication
+from pushgate.wshandshake import PUSHGATE_OVER_WEBSOCKET
 from tests.helpers import UNIT
 
 # Every read the repair makes: the retries, and the one at the end of them.

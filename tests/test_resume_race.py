@@ -20,12 +20,12 @@ from websockets.asyncio.client import connect as ws_connect
 
 from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.commands import PushAll
-from pushgate.connection import PUSHGATE_OVER_WEBSOCKET
 from pushgate.errors import SessionTaken
 from pushgate.hub import Hub
 from pushgate.ids import ConnId
 from pushgate.node import Node
 from pushgate.sessions import ANY_USER, AnyUser, MemorySessions, Session
+from pushgate.wshandshake import PUSHGATE_OVER_WEBSOCKET
 from tests.helpers import FAST_TIMERS, UNIT, Running, running_server
 from tests.redis_server import RedisServer
 
