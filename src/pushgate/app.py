@@ -19,7 +19,8 @@ from pushgate.api import build_api, metrics_app
 from pushgate.apisite import ConnectionGuard, GuardedSite, files_needed
 from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
-from pushgate.config import Config, console_gateway_address
+from pushgate.config import Config
+from pushgate.configchecks import console_gateway_address
 from pushgate.connecthook import ConnectHook, HookSettings
 from pushgate.console import show_gateway
 from pushgate.directory import Directory, LocalDirectory

@@ -38,13 +38,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pushgate.config import (
-    OPTIONS,
-    Option,
-    default_of,
-    namespace_webhook_specs,
-    pusher_webhook_specs,
-)
+from pushgate.config import OPTIONS, Option, default_of
+from pushgate.configchecks import namespace_webhook_specs, pusher_webhook_specs
 from pushgate.errors import ConfigError
 from pushgate.namespaces import parse_namespace
 from pushgate.pusherapps import parse_app

@@ -40,7 +40,7 @@ from pushgate.bench.report import RunResult
 from pushgate.bench.runner import run_once
 from pushgate.bench.scenarios import ATTACKS, CHAT_NAMESPACES, ROOM, SCENARIOS, Scenario
 from pushgate.bench.table import table
-from pushgate.config import parse_size
+from pushgate.configchecks import parse_size
 
 DESCRIPTION = """\
 Measure a push server on this machine: deliveries per second, server CPU per
