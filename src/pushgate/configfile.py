@@ -119,12 +119,7 @@ def _namespaces(path: str, lines: list[str], tables: object) -> tuple[str, str]:
     specs, hooks = [], []
     for name, table in tables.items():
         where = f"{path}:{_table_line(lines, name)}"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where}: [namespaces.{name}] must be a table")
-        unknown = sorted(set(table) - set(NAMESPACE_KEYS))
-        if unknown:
-            known = ", ".join(NAMESPACE_KEYS)
-            raise ConfigError(f"{where}: [namespaces.{name}] has {unknown[0]!r}; it takes {known}")
+        table = _table(where, f"[namespaces.{name}]", table, NAMESPACE_KEYS)
         policy, secret = table.get("policy", "server"), table.get("secret")
         if not isinstance(policy, str) or (secret is not None and not isinstance(secret, str)):
             raise ConfigError(f"{where}: [namespaces.{name}] policy and secret are strings")
@@ -173,12 +168,7 @@ def _pusher_apps(path: str, lines: list[str], tables: object) -> tuple[str, str]
     specs, hooks = [], []
     for app_id, table in tables.items():
         name = f"[pusher_apps.{app_id}]"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where}: {name} must be a table")
-        unknown = sorted(set(table) - set(PUSHER_APP_KEYS))
-        if unknown:
-            known = ", ".join(PUSHER_APP_KEYS)
-            raise ConfigError(f"{where}: {name} has {unknown[0]!r}; it takes {known}")
+        table = _table(where, name, table, PUSHER_APP_KEYS)
         key, secret = table.get("key"), table.get("secret")
         if not isinstance(key, str) or not isinstance(secret, str):
             raise ConfigError(f"{where}: {name} needs a key and a secret (strings)")
@@ -204,6 +194,16 @@ def _pusher_apps(path: str, lines: list[str], tables: object) -> tuple[str, str]
     if problem is not None:
         raise ConfigError(f"{where}: a Pusher app's webhook {problem.partition(' ')[2]}")
     return ",".join(specs), joined
+
+
+def _table(where: str, name: str, table: object, keys: tuple[str, ...]) -> dict[str, Any]:
+    """``table`` (the one called ``name``), once it is a table of only ``keys``."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: {name} must be a table")
+    unknown = sorted(set(table) - set(keys))
+    if unknown:
+        raise ConfigError(f"{where}: {name} has {unknown[0]!r}; it takes {', '.join(keys)}")
+    return table
 
 
 def _line_of(lines: list[str], key: str) -> int:
