@@ -199,7 +199,8 @@ def webhook_receivers(config: Config) -> list[Receiver]:
     """The --webhook URLs, each wanting the --webhook-events, and client messages
     (which only namespaces with +webhook send); then each --namespace-webhooks URL,
     wanting the room events of --webhook-events and client messages, of its
-    namespaces only."""
+    namespaces only; then each --pusher-webhook URL, wanting its app's room events,
+    client messages and cache misses, in Pusher's format."""
     events = frozenset(name.strip() for name in config.webhook_events.split(",") if name.strip())
     urls = [url.strip() for url in config.webhook.split(",") if url.strip()]
     receivers = [Receiver(url, events | {"client_message"}) for url in urls]
@@ -211,14 +212,11 @@ def webhook_receivers(config: Config) -> list[Receiver]:
     room_events = (events & ROOM_EVENTS) | {"client_message"}
     receivers += [Receiver(url, room_events, frozenset(names)) for url, names in by_url.items()]
     apps = config.pusher_apps
-    for spec in config.pusher_webhook.split(","):
-        app_id, equals, url = spec.partition("=")
-        app = apps.by_id(app_id.strip()) if equals else None
-        if app is not None:
+    for app_id, url in config.pusher_receivers:
+        app = apps.by_id(app_id)
+        if app is not None:  # it is: Config checked every id names an app
             wanted = ROOM_EVENTS | PUSHER_EVENTS
-            receivers.append(
-                Receiver(url.strip(), wanted, frozenset({app.id}), (app.key, app.secret))
-            )
+            receivers.append(Receiver(url, wanted, frozenset({app.id}), (app.key, app.secret)))
     return receivers
 
 

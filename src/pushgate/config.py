@@ -819,8 +819,7 @@ class Config:
                 "handshakes would be dropped before --connect-hook-failure decides"
             )
         app_ids = {app.id for app in self.pusher_apps}
-        for spec in _specs(self.pusher_webhook):
-            app_id = spec.partition("=")[0].strip()
+        for app_id, _ in self.pusher_receivers:
             if app_id not in app_ids:
                 return f"--pusher-webhook names {app_id}, which no --pusher-app is"
         clash = app_ids & {ns.name for ns in self.namespace_list}
@@ -867,6 +866,12 @@ class Config:
     def pusher_apps(self) -> PusherApps:
         """--pusher-app, parsed (checked already, so it parses)."""
         return parse_apps(self.pusher_app)
+
+    @property
+    def pusher_receivers(self) -> list[tuple[str, str]]:
+        """--pusher-webhook as (app id, URL) pairs (checked already, so it parses)."""
+        pairs = (spec.partition("=") for spec in _specs(self.pusher_webhook))
+        return [(app_id.strip(), url.strip()) for app_id, _, url in pairs]
 
     @property
     def namespace_list(self) -> Namespaces:
