@@ -62,6 +62,10 @@ class Running:
     def ws_port(self) -> int:
         return self.server.ws_port
 
+    @property
+    def api_port(self) -> int:
+        return self.server.api_port
+
 
 @asynccontextmanager
 async def running_server(role: str = "serve", **overrides: Any) -> AsyncIterator[Running]:

@@ -57,8 +57,8 @@ async def behind_nginx(
     ca, cert, key = certificates
     public, private = free_port(), free_port()
     async with running_server(pusher_app="1001:key1:s3cret-s3cret-s3cret") as server:
-        gateway = int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
-        api = int(server.api_url.rsplit(":", 1)[1])
+        gateway = server.ws_port
+        api = server.api_port
         (tmp_path / "pushgate.conf").write_text(rendered(gateway, api, public, private, cert, key))
         (tmp_path / "nginx.conf").write_text(
             "events {}\n"

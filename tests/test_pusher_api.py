@@ -37,11 +37,6 @@ async def server() -> AsyncIterator[Running]:
         yield running
 
 
-def ports(server: Running) -> tuple[int, int]:
-    """The gateway's and the logic API's ports."""
-    return server.server.ws_port, server.server.api_port
-
-
 class PythonLib:
     """The `pusher` Python library (blocking, on requests) run in a thread, so that
     the server in this test's event loop answers it."""
@@ -90,7 +85,7 @@ def data_of(lines: list[dict[str, Any]]) -> list[Any]:
 
 
 async def test_an_event_reaches_its_channel(server: Running) -> None:
-    ws_port, api_port = ports(server)
+    ws_port, api_port = server.ws_port, server.api_port
     async with pusher_js(ws_port, APP) as client:
         await subscribed(client, "news")
         with python_lib(api_port) as lib:
@@ -100,7 +95,7 @@ async def test_an_event_reaches_its_channel(server: Running) -> None:
 
 
 async def test_an_event_to_several_channels_reaches_each(server: Running) -> None:
-    ws_port, api_port = ports(server)
+    ws_port, api_port = server.ws_port, server.api_port
     async with pusher_js(ws_port, APP) as ann, pusher_js(ws_port, APP) as bob:
         await asyncio.gather(subscribed(ann, "a", "b"), subscribed(bob, "b", "private-c"))
         with python_lib(api_port) as lib:
@@ -114,7 +109,7 @@ async def test_an_event_to_several_channels_reaches_each(server: Running) -> Non
 async def test_socket_id_leaves_out_that_connection(server: Running) -> None:
     """The sender's own socket_id (a back end relaying its action) does not hear it;
     the others do."""
-    ws_port, api_port = ports(server)
+    ws_port, api_port = server.ws_port, server.api_port
     async with pusher_js(ws_port, APP) as sender, pusher_js(ws_port, APP) as other:
         sender_id, _ = await asyncio.gather(subscribed(sender, "room"), subscribed(other, "room"))
         with python_lib(api_port) as lib:
@@ -126,7 +121,7 @@ async def test_socket_id_leaves_out_that_connection(server: Running) -> None:
 
 
 async def test_a_batch_arrives_in_order(server: Running) -> None:
-    ws_port, api_port = ports(server)
+    ws_port, api_port = server.ws_port, server.api_port
     async with pusher_js(ws_port, APP) as client:
         await subscribed(client, "feed", "other")
         batch = [{"channel": "feed", "name": "item", "data": {"n": n}} for n in range(5)]
@@ -141,7 +136,7 @@ async def test_a_batch_arrives_in_order(server: Running) -> None:
 
 
 async def test_channels_and_their_counts(server: Running) -> None:
-    ws_port, api_port = ports(server)
+    ws_port, api_port = server.ws_port, server.api_port
     async with (
         pusher_js(ws_port, APP) as ann,
         pusher_js(ws_port, APP) as bob,
@@ -169,7 +164,7 @@ async def test_channels_and_their_counts(server: Running) -> None:
 async def test_an_apps_channels_are_its_own(server: Running) -> None:
     """Another app's channel of the same name is another room: listed and triggered
     on its own."""
-    ws_port, api_port = ports(server)
+    ws_port, api_port = server.ws_port, server.api_port
     async with pusher_js(ws_port, APP) as mine, pusher_js(ws_port, OTHER) as other:
         await asyncio.gather(subscribed(mine, "news", "sport"), subscribed(other, "news"))
         with python_lib(api_port) as lib, python_lib(api_port, OTHER) as other_lib:
@@ -183,7 +178,7 @@ async def test_an_apps_channels_are_its_own(server: Running) -> None:
 
 
 async def test_user_count_is_for_presence_channels_only(server: Running) -> None:
-    with python_lib(ports(server)[1]) as lib:
+    with python_lib(server.api_port) as lib:
         with pytest.raises(pusher.errors.PusherBadRequest, match="only for presence"):
             await lib("channel_info", "news", ["user_count"])
         with pytest.raises(pusher.errors.PusherBadRequest, match="presence-"):
@@ -196,7 +191,7 @@ async def test_terminating_a_user_closes_its_connections_only(server: Running) -
     """The Python library's terminate_user_connections (its path has no /apps/ID):
     every connection in the app's presence channels as that user is closed with
     4009, which pusher-js does not reconnect after; the others stay."""
-    ws_port, api_port = ports(server)
+    ws_port, api_port = server.ws_port, server.api_port
     async with (
         pusher_js(ws_port, APP) as ann,
         pusher_js(ws_port, APP) as ann_again,
@@ -219,7 +214,7 @@ async def test_terminating_a_user_closes_its_connections_only(server: Running) -
 
 
 async def test_a_wrong_secret_is_refused_and_sends_nothing(server: Running) -> None:
-    ws_port, api_port = ports(server)
+    ws_port, api_port = server.ws_port, server.api_port
     async with pusher_js(ws_port, APP) as client:
         await subscribed(client, "news")
         wrong = (APP[0], APP[1], "not-the-secret-of-4242")
@@ -237,7 +232,7 @@ async def test_a_wrong_secret_is_refused_and_sends_nothing(server: Running) -> N
 async def test_pushers_limits(server: Running) -> None:
     """10 KB of data, 10 events a batch, 100 channels an event: each refusal says
     which, and nothing of a refused batch is sent."""
-    with python_lib(ports(server)[1]) as lib:
+    with python_lib(server.api_port) as lib:
         big = {"name": "e", "channels": ["news"], "data": "x" * (10 * 1024 + 1)}
         with pytest.raises(pusher.errors.PusherBadStatus, match=r"413.*over this app's limit"):
             await lib.post("/events", big)
@@ -275,7 +270,7 @@ async def test_unsigned_expired_and_unknown_app_requests(
 
 
 async def test_the_node_library_triggers_and_asks_counts_back(server: Running) -> None:
-    ws_port, api_port = ports(server)
+    ws_port, api_port = server.ws_port, server.api_port
     async with pusher_js(ws_port, APP) as ann, pusher_js(ws_port, APP) as bob:
         await asyncio.gather(subscribed(ann, "news"), subscribed(bob, "news"))
         result = await node_server_call(
@@ -300,7 +295,7 @@ async def test_the_node_library_triggers_and_asks_counts_back(server: Running) -
 async def test_the_node_library_terminates_a_user(server: Running) -> None:
     """terminateUserConnections closes the connections signed in as the user (and
     those in a presence channel as it), wherever they are; others stay."""
-    ws_port, api_port = ports(server)
+    ws_port, api_port = server.ws_port, server.api_port
     async with pusher_js(ws_port, APP) as ann, pusher_js(ws_port, APP) as ann_too:
         await subscribed(ann, "presence-chat", user_id="ann")
         await ann_too.connected()
@@ -320,7 +315,7 @@ async def test_the_node_library_terminates_a_user(server: Running) -> None:
 async def test_the_node_library_sends_to_a_signed_in_user(server: Running) -> None:
     """sendToUser reaches every connection signed in as that user of the app, as
     the event it names on the user's own channel; not another user."""
-    ws_port, api_port = ports(server)
+    ws_port, api_port = server.ws_port, server.api_port
     async with pusher_js(ws_port, APP) as ann, pusher_js(ws_port, APP) as bob:
         for client, user in ((ann, "ann"), (bob, "bob")):
             await client.connected()
@@ -344,7 +339,7 @@ async def test_with_api_keys_pushers_routes_need_their_signature_not_a_key(
     """--api-key guards the native routes still; Pusher's are signed instead, and an
     unsigned one is refused, not let through."""
     async with running_server(pusher_app=SPEC, api_key="the-api-key", **TIMERS) as server:
-        ws_port, api_port = ports(server)
+        ws_port, api_port = server.ws_port, server.api_port
         async with pusher_js(ws_port, APP) as client:
             await subscribed(client, "news")
             with python_lib(api_port) as lib:

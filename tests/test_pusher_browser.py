@@ -42,7 +42,7 @@ async def serving(
     (loading ``script``, a pusher-js build, connecting to ``server``'s gateway and
     running ``use``), the build itself, and the channel authorization endpoint that
     signs with ``library``; yields the page's URL."""
-    ws_port = int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
+    ws_port = server.ws_port
     page = f"""<!doctype html><script src="/{script}"></script><script>
       window.heard = []; window.states = [];
       const client = new Pusher({json.dumps(APP[1])}, {{
@@ -128,7 +128,7 @@ async def encrypted_back_end(server: Running) -> AsyncIterator[tuple[str, pusher
         key=APP[1],
         secret=APP[2],
         host=LOOPBACK,
-        port=int(server.api_url.rsplit(":", 1)[1]),
+        port=server.api_port,
         ssl=False,
         encryption_master_key_base64=MASTER_KEY,
     )
@@ -148,7 +148,7 @@ async def test_an_encrypted_channel_is_relayed_as_it_is_and_read_by_the_page(
     page = await browser.new_page()
     await page.goto(url, timeout=WAIT_MS)
     await page.wait_for_function("heard.length === 1", timeout=WAIT_MS)
-    ws_port = int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
+    ws_port = server.ws_port
     async with raw_pusher(ws_port, APP[1]) as raw:  # a member that only sees the wire
         channel = "private-encrypted-orders"
         await raw.subscribe(channel, library.authenticate(channel, raw.socket_id)["auth"])

@@ -28,12 +28,8 @@ async def server() -> AsyncIterator[Running]:
         yield running
 
 
-def ws_port(server: Running) -> int:
-    return int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
-
-
 async def test_a_client_connects_with_a_socket_id_of_pushers_form(server: Running) -> None:
-    async with pusher_js(ws_port(server), APP) as client:
+    async with pusher_js(server.ws_port, APP) as client:
         socket_id = await client.connected()
         left, dot, right = socket_id.partition(".")
         assert dot
@@ -42,7 +38,7 @@ async def test_a_client_connects_with_a_socket_id_of_pushers_form(server: Runnin
 
 
 async def test_a_public_channel_hears_a_push_to_its_room(server: Running) -> None:
-    async with pusher_js(ws_port(server), APP) as client, aiohttp.ClientSession() as http:
+    async with pusher_js(server.ws_port, APP) as client, aiohttp.ClientSession() as http:
         await client.connected()
         await client.subscribed("news")
         fields: dict[str, Any] = {"id": "1001:news", "tag": 2, "val": '{"headline":"hi"}'}
@@ -53,7 +49,7 @@ async def test_a_public_channel_hears_a_push_to_its_room(server: Running) -> Non
 
 
 async def test_a_wrong_signature_is_a_subscription_error(server: Running) -> None:
-    async with pusher_js(ws_port(server), APP) as client:
+    async with pusher_js(server.ws_port, APP) as client:
         await client.connected()
         client.send(op="subscribe", channel="private-room", bad_auth=True)
         errors = await client.hears("private-room", "pusher:subscription_error")
@@ -62,7 +58,7 @@ async def test_a_wrong_signature_is_a_subscription_error(server: Running) -> Non
 
 
 async def test_presence_members_and_client_events(server: Running) -> None:
-    port = ws_port(server)
+    port = server.ws_port
     async with pusher_js(port, APP) as ann, pusher_js(port, APP) as bob:
         await asyncio.gather(ann.connected(), bob.connected())
         joined = await ann.subscribed("presence-room", user_id="ann", user_info={"name": "Ann"})
@@ -88,7 +84,7 @@ async def test_presence_members_and_client_events(server: Running) -> None:
 
 
 async def test_an_unknown_key_is_closed_with_4001(server: Running) -> None:
-    async with pusher_js(ws_port(server), (APP[0], "nokey", APP[2])) as client:
+    async with pusher_js(server.ws_port, (APP[0], "nokey", APP[2])) as client:
         error = await client.until(lambda line: line["kind"] == "error")
         assert error["error"]["code"] == 4001
         # 4000-4099: pusher-js gives up ("refused") rather than reconnecting.
@@ -99,7 +95,7 @@ async def test_an_unknown_key_is_closed_with_4001(server: Running) -> None:
 async def test_metrics_count_connections_by_protocol(server: Running) -> None:
     """Connections and deliveries, by transport and protocol: a pusher-js client and
     a pushgate one, each handed one push to all."""
-    async with pusher_js(ws_port(server), APP) as client, aiohttp.ClientSession() as http:
+    async with pusher_js(server.ws_port, APP) as client, aiohttp.ClientSession() as http:
         await client.connected()
         ws, _ = await open_client(server.ws_url)
         status, body = await post(http, server.api_url + "/push/all", data={"val": 1, "tag": 2})
@@ -120,7 +116,7 @@ async def test_a_signed_in_user_hears_pushes_to_it(server: Running) -> None:
     """pusher-js signs in (user authentication by the `pusher` library), subscribes
     its #server-to-user channel by itself, and hears what is pushed to its user,
     which is the app's user: another app's user of the same id hears nothing."""
-    async with pusher_js(ws_port(server), APP) as client, aiohttp.ClientSession() as http:
+    async with pusher_js(server.ws_port, APP) as client, aiohttp.ClientSession() as http:
         await client.connected()
         client.send(op="signin", user={"id": "alice", "name": "Alice"})
         signed_in = await client.until(lambda line: line["kind"] == "signed_in")
@@ -135,7 +131,7 @@ async def test_a_signed_in_user_hears_pushes_to_it(server: Running) -> None:
 
 
 async def test_a_sign_in_the_app_did_not_sign_is_closed_with_4009(server: Running) -> None:
-    async with pusher_js(ws_port(server), APP) as client:
+    async with pusher_js(server.ws_port, APP) as client:
         await client.connected()
         client.send(op="signin", user={"id": "mallory", "bad_auth": True})
         error = await client.until(lambda line: line["kind"] == "error")
@@ -146,7 +142,7 @@ async def test_a_sign_in_the_app_did_not_sign_is_closed_with_4009(server: Runnin
 async def test_a_cache_channel_gives_a_new_subscriber_its_last_event(server: Running) -> None:
     """The room's history holds the channel's events: a subscriber that comes after
     the last one gets it at once; one of a channel with none gets pusher:cache_miss."""
-    async with pusher_js(ws_port(server), APP) as client, aiohttp.ClientSession() as http:
+    async with pusher_js(server.ws_port, APP) as client, aiohttp.ClientSession() as http:
         await client.connected()
         for val in ("first", "last"):
             fields = {"id": f"{APP[0]}:cache-prices", "tag": 2, "val": val}
@@ -166,7 +162,7 @@ async def test_client_events_are_refused_where_pusher_refuses_them(server: Runni
     library = pusher.Pusher(
         app_id=APP[0], key=APP[1], secret=APP[2], encryption_master_key_base64=MASTER_KEY
     )
-    port = ws_port(server)
+    port = server.ws_port
     async with raw_pusher(port, APP[1]) as sender, raw_pusher(port, APP[1]) as other:
         for member in (sender, other):
             await member.subscribe("news")
@@ -190,7 +186,7 @@ async def test_an_apps_connection_quota_is_kept_on_each_gateway() -> None:
     then does not retry); once the first has gone, a client gets in again."""
     app = ("1002", "capped", APP[2])
     async with running_server(pusher_app=":".join(app) + ":max-connections=1") as server:
-        port = ws_port(server)
+        port = server.ws_port
         async with pusher_js(port, app) as first:
             await first.connected()
             async with pusher_js(port, app) as second:

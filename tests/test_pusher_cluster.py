@@ -43,12 +43,8 @@ async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
         yield Cluster(gateways, logic)
 
 
-def ws_port(server: Running) -> int:
-    return int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
-
-
 async def test_a_presence_channel_spans_two_gateways(cluster: Cluster) -> None:
-    first, second = (ws_port(gateway) for gateway in cluster.gateways)
+    first, second = (gateway.ws_port for gateway in cluster.gateways)
     async with (
         pusher_js(first, APP) as ann,
         pusher_js(second, APP) as bob,

@@ -24,11 +24,6 @@ async def server() -> AsyncIterator[Running]:
         yield running
 
 
-def ports(server: Running) -> tuple[int, int]:
-    ws = int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
-    return ws, int(server.api_url.rsplit(":", 1)[1])
-
-
 async def called(client: PusherJs, channel: str, callback: str, n: int = 1) -> list[Any]:
     """What Echo handed the app's ``callback`` on ``channel``, once it was called n times."""
 
@@ -48,7 +43,7 @@ async def called(client: PusherJs, channel: str, callback: str, n: int = 1) -> l
 async def test_echo_hears_a_laravel_event_and_to_others_leaves_out_the_sender(
     server: Running,
 ) -> None:
-    ws_port, api_port = ports(server)
+    ws_port, api_port = server.ws_port, server.api_port
     async with (
         pusher_js(ws_port, APP, "echo.mjs") as ann,
         pusher_js(ws_port, APP, "echo.mjs") as bob,
@@ -82,7 +77,7 @@ async def test_echo_hears_a_laravel_event_and_to_others_leaves_out_the_sender(
 
 
 async def test_echo_whispers_and_presence(server: Running) -> None:
-    ws_port, _ = ports(server)
+    ws_port = server.ws_port
     async with (
         pusher_js(ws_port, APP, "echo.mjs") as ann,
         pusher_js(ws_port, APP, "echo.mjs") as bob,

@@ -45,7 +45,7 @@ async def server() -> AsyncIterator[Running]:
 async def test_pysher_subscribes_with_its_own_signatures_and_hears_a_push(
     server: Running,
 ) -> None:
-    port = int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
+    port = server.ws_port
     heard = Heard()
     client = pysher.Pusher(
         APP[1],

@@ -82,10 +82,6 @@ async def server(receiver: PusherReceiver) -> AsyncIterator[Running]:
         yield running
 
 
-def ws_port(server: Running) -> int:
-    return int(server.ws_url.rsplit(":", 1)[1].split("/")[0])
-
-
 def named(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [event for event in events if event["name"] == name]
 
@@ -93,7 +89,7 @@ def named(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 async def test_channels_members_client_events_and_cache_misses_are_told(
     server: Running, receiver: PusherReceiver
 ) -> None:
-    port = ws_port(server)
+    port = server.ws_port
     async with pusher_js(port, APP) as ann, pusher_js(port, APP) as bob:
         await asyncio.gather(ann.connected(), bob.connected())
         await ann.subscribed("presence-room", user_id="ann", user_info={"name": "Ann"})
@@ -135,7 +131,7 @@ async def test_channels_members_client_events_and_cache_misses_are_told(
     assert removed == ["bob", "ann"]
     # The Node library's own check (pusher.webhook(...).isValid()) takes them too;
     # it reads the headers as Node's http module gives them, lower-case.
-    api_port = int(server.api_url.rsplit(":", 1)[1])
+    api_port = server.api_port
     for headers, body in receiver.requests:
         names = ("X-Pusher-Key", "X-Pusher-Signature", "Content-Type")
         node = {name.lower(): headers[name] for name in names}
