@@ -251,8 +251,7 @@ class PusherAPI:
         signed_in = Disconnect(
             None, check_user(app, user_id), TERMINATED_CODE, TERMINATED_REASON, end_session=True
         )
-        with contextlib.suppress(UnknownConnection):  # none signed in as it
-            await self.control.disconnect(signed_in)
+        await self.control.disconnect(signed_in)  # a user's: none is no error
         for conn in await self._connections_of(app, user_id):
             order = Disconnect(conn, None, TERMINATED_CODE, TERMINATED_REASON, end_session=True)
             with contextlib.suppress(UnknownConnection):  # closed meanwhile
