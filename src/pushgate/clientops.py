@@ -1,7 +1,8 @@
-"""What every wire protocol does the same way on one connection (pushgateproto.py,
-pusherproto.py): run the client's requests one after another, each answered in the
-order sent, and let a held welcome go once the session core has registered the
-connection.
+"""What every wire protocol needs of its transport, and does the same way on one
+connection (pushgateproto.py, pusherproto.py): :class:`Transport`, what a protocol
+may ask of the connection that carries it; run the client's requests one after
+another, each answered in the order sent; let a held welcome go once the session
+core has registered the connection.
 
 - :class:`Serial`: a request that needs the node (a subscribe, a publish) is queued;
   one task runs the queue while it is not empty, so that an event sent right after
@@ -18,14 +19,65 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
+from pushgate.hub import Sink
+from pushgate.ids import ConnId
 from pushgate.wire import CLOSE_INTERNAL_ERROR
 
-if TYPE_CHECKING:
-    from pushgate.pushgateproto import Transport
-
 log = logging.getLogger("pushgate.gateway")
+
+
+class Transport(Sink, Protocol):
+    """What the protocol needs of the connection that carries it (which is also the
+    sink the session core hands pushes to)."""
+
+    conn_id: ConnId | None
+    peer: str
+
+    @property
+    def alive(self) -> bool:
+        """Open, and not closing."""
+        ...
+
+    def log_context(self, code: int | None = None) -> dict[str, object]: ...
+
+    def send_first(self, messages: list[bytes]) -> None:
+        """Queue messages ahead of anything queued already (the welcome first)."""
+        ...
+
+    def send_message(self, message: bytes) -> None:
+        """Queue a message behind what is queued (a reply); written this turn, from
+        the handling of what the client sent."""
+        ...
+
+    def reply(self, message: bytes) -> None:
+        """Queue a message behind what is queued; the outbox writes it this turn."""
+        ...
+
+    def limit_message_size(self, size: int) -> None: ...
+
+    def begin_resume(self) -> None:
+        """The resume message came: the connection waits for its session."""
+        ...
+
+    def enter_hub(self, *, held: bool) -> None:
+        """The session core holds it now: fan-out may reach it; with ``held``, all
+        output waits for :meth:`release`."""
+        ...
+
+    def release(self) -> None:
+        """Let held output go."""
+        ...
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close it for something it sent (the close frame goes out at once)."""
+        ...
+
+    def limit_close(self, limit: str, reason: str) -> None:
+        """Close it (1008) for passing one of its limits, named for the metrics."""
+        ...
+
 
 Request = TypeVar("Request")
 # What a request is answered with: one message, several, or none.
@@ -50,7 +102,7 @@ class Serial(Generic[Request]):
 
     def __init__(
         self,
-        conn: "Transport",
+        conn: Transport,
         answer: Callable[[Request], Awaitable[Answer]],
         *,
         limit: int,
@@ -97,7 +149,7 @@ class Serial(Generic[Request]):
 
 
 def release_when_registered(
-    conn: "Transport", registered: "asyncio.Future[None] | None", timeout: float
+    conn: Transport, registered: "asyncio.Future[None] | None", timeout: float
 ) -> None:
     """Let ``conn``'s held output go once ``registered`` is done (None: at once), or
     after ``timeout`` seconds anyway."""

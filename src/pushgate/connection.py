@@ -51,9 +51,9 @@ from pushgate.wsoutput import Output
 from pushgate.wsprotocol import GatewayProtocol
 
 if TYPE_CHECKING:
+    from pushgate.clientops import Transport
     from pushgate.hub import Sink
     from pushgate.node import Node
-    from pushgate.pushgateproto import Transport
 
 __all__ = [
     "INPUT_PER_TURN",

@@ -36,7 +36,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from pushgate import pusherwire as wire
-from pushgate.clientops import Serial, release_when_registered
+from pushgate.clientops import Serial, Transport, release_when_registered
 from pushgate.commands import Membership
 from pushgate.errors import (
     BrokerUnavailable,
@@ -54,7 +54,6 @@ from pushgate.pusherapps import (
     channel_problem,
     socket_id_of,
 )
-from pushgate.pushgateproto import Transport
 from pushgate.streams import Position, room_topic
 from pushgate.wire import MIN_PUSH_TAG, TYPE_WELCOME
 

@@ -32,9 +32,9 @@ socket or a frame, only messages and the :class:`Transport` it is given.
 """
 
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from pushgate.clientops import Serial, release_when_registered, spawn
+from pushgate.clientops import Serial, Transport, release_when_registered, spawn
 from pushgate.commands import Membership
 from pushgate.errors import (
     BrokerUnavailable,
@@ -45,7 +45,6 @@ from pushgate.errors import (
     UnknownConnection,
 )
 from pushgate.gatekeeper import Admitted
-from pushgate.hub import Sink
 from pushgate.ids import ConnId, RoomId, new_conn_id
 from pushgate.namespaces import Granted, SubscribePolicy
 from pushgate.security import Refusal
@@ -88,57 +87,6 @@ RESUME_MAX_MESSAGE_BYTES = 64 * 1024
 # Operations of one client waiting for their turn; more closes it (1008).
 MAX_PENDING_OPERATIONS = 32
 OVER_PENDING = f"over {MAX_PENDING_OPERATIONS} operations waiting for an answer"
-
-
-class Transport(Sink, Protocol):
-    """What the protocol needs of the connection that carries it (which is also the
-    sink the session core hands pushes to)."""
-
-    conn_id: ConnId | None
-    peer: str
-
-    @property
-    def alive(self) -> bool:
-        """Open, and not closing."""
-        ...
-
-    def log_context(self, code: int | None = None) -> dict[str, object]: ...
-
-    def send_first(self, messages: list[bytes]) -> None:
-        """Queue messages ahead of anything queued already (the welcome first)."""
-        ...
-
-    def send_message(self, message: bytes) -> None:
-        """Queue a message behind what is queued (a reply); written this turn, from
-        the handling of what the client sent."""
-        ...
-
-    def reply(self, message: bytes) -> None:
-        """Queue a message behind what is queued; the outbox writes it this turn."""
-        ...
-
-    def limit_message_size(self, size: int) -> None: ...
-
-    def begin_resume(self) -> None:
-        """The resume message came: the connection waits for its session."""
-        ...
-
-    def enter_hub(self, *, held: bool) -> None:
-        """The session core holds it now: fan-out may reach it; with ``held``, all
-        output waits for :meth:`release`."""
-        ...
-
-    def release(self) -> None:
-        """Let held output go."""
-        ...
-
-    def fail(self, code: int, reason: str) -> None:
-        """Close it for something it sent (the close frame goes out at once)."""
-        ...
-
-    def limit_close(self, limit: str, reason: str) -> None:
-        """Close it (1008) for passing one of its limits, named for the metrics."""
-        ...
 
 
 class PushgateProtocol:

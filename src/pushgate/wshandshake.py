@@ -33,7 +33,7 @@ from pushgate.ssequery import SseStart
 from pushgate.wire import CLOSE_INTERNAL_ERROR
 
 if TYPE_CHECKING:
-    from pushgate.pushgateproto import Transport
+    from pushgate.clientops import Transport
 
 log = logging.getLogger("pushgate.gateway")
 
