@@ -18,7 +18,8 @@ from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.errors import BrokerUnavailable
 from pushgate.hub import Hub
 from pushgate.ids import ConnId, RoomId
-from pushgate.node import REPAIR_RETRY_DELAYS, Node
+from pushgate.node import Node
+from pushgate.nodedelivery import REPAIR_RETRY_DELAYS
 from pushgate.streams import TOPIC_ALL, History, Position, Publication
 from pushgate.wshandshake import PUSHGATE_OVER_WEBSOCKET
 from tests.helpers import UNIT

@@ -29,19 +29,19 @@ from pushgate.commands import Membership, PushAll, PushRoom, PushUser
 from pushgate.directory import Directory, LocalDirectory
 from pushgate.errors import (
     BrokerUnavailable,
-    RoomLimitExceeded,
     UnknownConnection,
 )
 from pushgate.follow import Following
-from pushgate.hub import Hub, MembershipChange, Outgoing, Sink
+from pushgate.hub import Hub, MembershipChange, Sink
 from pushgate.ids import ConnId, RoomId
 from pushgate.localanswers import answer_calls
-from pushgate.messages import Command, Op
 from pushgate.meters import Meters
-from pushgate.nodecalls import Answer, NodeCalls
+from pushgate.nodecalls import NodeCalls
+from pushgate.nodedelivery import Delivery
+from pushgate.nodeelsewhere import Elsewhere
 from pushgate.presence import PresenceStore, Roster
 from pushgate.presencerooms import PresenceRooms, Reports
-from pushgate.recovery import Action, StreamRecovery
+from pushgate.recovery import StreamRecovery
 from pushgate.restore import Restorer
 from pushgate.sessioncore import Opened, Resumed, SessionCore
 from pushgate.sessions import ANY_USER, AnyUser, NoSessions, Sessions
@@ -49,24 +49,17 @@ from pushgate.streams import (
     TOPIC_ALL,
     History,
     Position,
-    Publication,
-    room_of,
     room_topic,
-    user_of,
     user_topic,
 )
 from pushgate.wire import (
-    StreamReport,
-    encode_notice,
     encode_push,
-    excluded_conn,
 )
 
 log = logging.getLogger(__name__)
 
 # Waits between reads of a stream's history to fill a gap, while the broker is away:
 # about 3 s in all, never more than 0.5 s between two reads.
-REPAIR_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5)
 
 
 class Service(Protocol):
@@ -77,7 +70,7 @@ class Service(Protocol):
     async def close(self) -> None: ...
 
 
-class Node:
+class Node(Delivery, Elsewhere):
     """Owns the hub and the broker; the logic API and the gateway both talk to it."""
 
     def __init__(
@@ -366,36 +359,6 @@ class Node:
         """Where a room's stream is now, as far as pushes delivered here go."""
         return await self._position(room_topic(room))
 
-    async def _elsewhere(self, op: Op, request: Membership) -> MembershipChange:
-        """A join or leave for a wsId not held here: its holder's, or its session's."""
-        holder = await self.directory.locate(request.conn)
-        if holder is not None and holder != self.node_id:
-            return await self._ask(op, request, holder)
-        if not self.sessions.enabled:
-            raise UnknownConnection(request.conn)
-        topic = room_topic(request.room)
-        if op == "join":
-            position = await self._position(topic)
-            # No live node holds the connection: the session is detached, or its holder
-            # died (its entry then outlives it by up to the session TTL), or it is being
-            # resumed right now and not yet findable (the one case a join can miss).
-            added = await self.sessions.add_stream(
-                request.conn,
-                topic,
-                position,
-                max_rooms=self.hub.max_rooms_per_conn,
-            )
-            if added == "limit":
-                raise RoomLimitExceeded(request.conn, self.hub.max_rooms_per_conn)
-            result: str = added
-        else:
-            result = await self.sessions.remove_stream(request.conn, topic)
-            if result == "removed" and self.presence is not None:
-                await self.presence.leave(request.room, request.conn)
-        if result == "unknown":
-            raise UnknownConnection(request.conn)
-        return MembershipChange(result in ("added", "removed"), False)
-
     async def _position(self, topic: str) -> Position:
         """Where a stream is now, as far as pushes delivered here go. Callers that ask
         at the same time share one read (a burst of connections, one query)."""
@@ -456,27 +419,6 @@ class Node:
             log.warning("dropped a message on unexpected topic %r", topic)
         return 0
 
-    def on_publication(self, topic: str, pub: Publication) -> int:
-        if not self.following.follows(topic):
-            # Arrived after this node let go of the topic: nobody here wants it, and it
-            # must not become the position a later subscription is checked against.
-            return 0
-        arrival = self.recovery.arrive(topic, pub)
-        if arrival.action is Action.REPAIR:
-            self._in_background(self._repair(topic))
-        if arrival.action is not Action.DELIVER:
-            return 0
-        if arrival.notice is not None:
-            log.warning(
-                "stream %s: new epoch %s (was %s): its history was lost; telling its clients",
-                topic,
-                pub.epoch,
-                arrival.was,
-            )
-            self.gaps_lost += 1
-            self._notify(topic, arrival.notice)
-        return self._fan_out(topic, pub)
-
     def on_reconnected(self) -> None:
         """The broker lost messages while it reconnected: catch every stream up. It
         may have lost its data too (a Redis restarted empty): write back what this
@@ -485,106 +427,6 @@ class Node:
             self._start_repair(topic)
         if self.has_gateway and self.sessions.enabled:
             self.restorer.reconnected()
-
-    def _fan_out(self, topic: str, pub: Publication) -> int:
-        self.recovery.fanned_out(topic, pub)
-        recipients = self._send(topic, pub.data)
-        if recipients:
-            self.meters.handed(pub.accepted_at, recipients)
-        return recipients
-
-    def _notify(self, topic: str, report: StreamReport) -> None:
-        """Tell the clients on a stream that pushes of it were lost."""
-        self._send(topic, encode_notice({topic: report}))
-
-    def _send(self, topic: str, message: bytes) -> int:
-        """Hand ``message`` to every local recipient of the stream (but the wsId it
-        excludes), each encoding of it made once (hub.Outgoing); return how many."""
-        excluded = excluded_conn(message)
-        skip = None if excluded is None else self.hub.sink(ConnId(excluded))
-        if topic == TOPIC_ALL:
-            return self.hub.broadcast(Outgoing(message), skip)
-        room = room_of(topic)
-        if room is not None:
-            if not self.hub.room_size(room):
-                return 0
-            return self.hub.send_room(room, Outgoing(message), skip)
-        user = user_of(topic)
-        if user is not None:
-            if not self.hub.user_size(user):
-                return 0
-            return self.hub.send_user(user, Outgoing(message), skip)
-        log.warning("dropped a push on unexpected topic %r", topic)
-        return 0
-
-    # Filling gaps
-
-    def _start_repair(self, topic: str) -> None:
-        if self.recovery.start_repair(topic):
-            self._in_background(self._repair(topic))
-
-    async def _repair(self, topic: str) -> None:
-        """Deliver what a stream is missing from history, then what waited meanwhile.
-
-        A broker that cannot answer yet (it is reconnecting; a restarted Redis
-        Cluster master refuses for its first 2 s) is asked again, a few times over
-        about three seconds and once more at the end of them, while the stream's
-        pushes wait."""
-        history: History | None = None
-        error = ""
-        try:
-            for delay in (*REPAIR_RETRY_DELAYS, None):
-                try:
-                    history = await self.broker.history(topic, self.recovery.last(topic))
-                    error = ""
-                    break
-                except BrokerUnavailable as exc:
-                    error = str(exc)
-                    if delay is None:
-                        break
-                    await asyncio.sleep(delay)
-        finally:
-            self._finish_repair(topic, history, error)
-
-    def _finish_repair(self, topic: str, history: History | None, error: str) -> None:
-        outcome = self.recovery.finish_repair(topic, history)
-        for step in outcome.steps:
-            if isinstance(step, Publication):
-                self._fan_out(topic, step)
-            else:
-                self._notify(topic, step)
-        if outcome.lost:
-            self.gaps_lost += 1
-            log.warning(
-                "stream %s: a gap in its positions; %d pushes filled from history, the rest "
-                "could not be%s; its clients were told",
-                topic,
-                outcome.filled,
-                f" ({error})" if error else "",
-            )
-        elif outcome.filled:
-            self.gaps_filled += 1
-            log.warning("stream %s: gap of %d pushes filled from history", topic, outcome.filled)
-
-    # Joins and leaves for connections held by other nodes
-
-    async def _ask(self, op: Op, request: Membership, holder: str) -> MembershipChange:
-        reply = await self.calls.call(
-            holder,
-            op,
-            room=request.room,
-            conn=request.conn,
-            about=f", which holds wsId {request.conn},",
-        )
-        return MembershipChange(reply.changed, False)
-
-    async def _answer_membership(self, command: Command) -> Answer:
-        """Another node's join or leave of a connection held here."""
-        if command.conn not in self.hub:
-            raise UnknownConnection(command.conn)
-        request = Membership(command.room, command.conn)
-        change = await (self.join(request) if command.op == "join" else self.leave(request))
-        return Answer(changed=change.changed)
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> "asyncio.Task[None]":
         """Run ``coro`` as a task that close() cancels and whose failure is logged."""
