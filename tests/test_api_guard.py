@@ -25,10 +25,10 @@ from pushgate.apiguard import (
     rebound_host,
 )
 from pushgate.apisite import REFUSALS_LINGERING, refusal_response
-from pushgate.app import FD_RESERVE, METRICS_CONNECTIONS, fd_reserve
 from pushgate.broker.redis import MAX_CONNECTIONS
 from pushgate.client import PushAPI, SyncPushAPI
 from pushgate.config import Config
+from pushgate.openfiles import FD_RESERVE, METRICS_CONNECTIONS, fd_reserve
 from tests.browser import WAIT_MS
 from tests.helpers import (
     FAST_TIMERS,

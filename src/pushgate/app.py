@@ -5,7 +5,6 @@ logic API), ``gateway`` (WebSocket clients only) or ``logic`` (HTTP API only).
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -16,7 +15,7 @@ from aiohttp import web
 
 from pushgate import __version__
 from pushgate.api import build_api, metrics_app
-from pushgate.apisite import ConnectionGuard, GuardedSite, files_needed
+from pushgate.apisite import ConnectionGuard, GuardedSite
 from pushgate.broker.base import Broker
 from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.config import Config
@@ -35,13 +34,14 @@ from pushgate.meters import Meters
 from pushgate.metrics import LoopWatch, new_registries
 from pushgate.namespaces import namespace_of
 from pushgate.node import Node
+from pushgate.openfiles import METRICS_CONNECTIONS, connection_cap, raise_open_file_limit
 from pushgate.presence import PresenceStore
 from pushgate.presencerooms import Reports
 from pushgate.presencestore import MemoryPresence
 from pushgate.security import ApiKeys, OriginPolicy, TokenChecks, TokenVerifier, is_loopback
 from pushgate.sessions import MemorySessions, NoSessions, Sessions
-from pushgate.webhooks.events import Receiver
 from pushgate.webhooks.queue import WebhookQueue
+from pushgate.webhooks.receivers import ROOM_EVENTS, SESSION_EVENTS, webhook_receivers
 
 if TYPE_CHECKING:
     from pushgate.webhooks.service import Webhooks
@@ -186,93 +186,6 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
         reports=reports,
         webhooks=webhooks,
     )
-
-
-# The events that need the rooms' members, or the sessions, kept in the presence store.
-ROOM_EVENTS = frozenset({"room_occupied", "room_vacated", "member_joined", "member_left"})
-SESSION_EVENTS = frozenset({"session_started", "session_ended"})
-# What a Pusher app's receiver gets besides the room events (webhooks/pusherformat.py).
-PUSHER_EVENTS = frozenset({"client_message", "cache_miss"})
-
-
-def webhook_receivers(config: Config) -> list[Receiver]:
-    """The --webhook URLs, each wanting the --webhook-events, and client messages
-    (which only namespaces with +webhook send); then each --namespace-webhooks URL,
-    wanting the room events of --webhook-events and client messages, of its
-    namespaces only; then each --pusher-webhook URL, wanting its app's room events,
-    client messages and cache misses, in Pusher's format."""
-    events = frozenset(name.strip() for name in config.webhook_events.split(",") if name.strip())
-    urls = [url.strip() for url in config.webhook.split(",") if url.strip()]
-    receivers = [Receiver(url, events | {"client_message"}) for url in urls]
-    by_url: dict[str, set[str]] = {}
-    for spec in config.namespace_webhooks.split(","):
-        name, equals, url = spec.partition("=")
-        if equals:
-            by_url.setdefault(url.strip(), set()).add(name.strip())
-    room_events = (events & ROOM_EVENTS) | {"client_message"}
-    receivers += [Receiver(url, room_events, frozenset(names)) for url, names in by_url.items()]
-    apps = config.pusher_apps
-    for app_id, url in config.pusher_receivers:
-        app = apps.by_id(app_id)
-        if app is not None:  # it is: Config checked every id names an app
-            wanted = ROOM_EVENTS | PUSHER_EVENTS
-            receivers.append(Receiver(url, wanted, frozenset({app.id}), (app.key, app.secret)))
-    return receivers
-
-
-# Open files kept from the WebSocket clients, at least (see fd_reserve).
-FD_RESERVE = 100
-# Of them: standard streams, the event loop's, the listening sockets, the logs.
-BASE_FILES = 20
-# Connections to the --metrics-address endpoint (a scraper or two, and a person).
-METRICS_CONNECTIONS = 8
-
-
-def raise_open_file_limit() -> int:
-    """Raise this process's soft open-file limit to the hard one; return it.
-
-    Each connection is an open file: the default soft limit (often 1,024) would cap
-    the gateway long before memory or CPU do.
-    """
-    try:
-        import resource
-    except ImportError:  # not on this platform
-        return 0
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-    return soft if soft != resource.RLIM_INFINITY else 0
-
-
-def connection_cap(config: Config) -> int:
-    """--max-connections, or by default the open-file limit less a reserve, so that
-    clients can never take the last file the API or the broker needs."""
-    if config.max_connections:
-        return config.max_connections
-    try:
-        import resource
-    except ImportError:
-        return 0
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft == resource.RLIM_INFINITY:
-        return 0
-    return max(1, soft - fd_reserve(config))
-
-
-def fd_reserve(config: Config) -> int:
-    """Open files the WebSocket clients can never take: the logic API's connections
-    (capped at --max-api-connections) and the metrics endpoint's, the broker's pool,
-    and BASE_FILES; FD_RESERVE at least (what the defaults need, with no Redis)."""
-    files = BASE_FILES + files_needed(config.max_api_connections)
-    files += files_needed(METRICS_CONNECTIONS)
-    if config.clustered:
-        from pushgate.broker.redis import MAX_CONNECTIONS
-
-        # A cluster's pool is twice as large, and it adds a subscriber per master.
-        files += 3 * MAX_CONNECTIONS if config.redis_cluster else MAX_CONNECTIONS
-    return max(FD_RESERVE, files)
 
 
 def make_gatekeeper(config: Config) -> Gatekeeper:
