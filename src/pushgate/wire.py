@@ -30,6 +30,8 @@ This module is pure: it knows nothing of sockets or of WebSocket framing.
 """
 
 import json
+import json.encoder
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeGuard
 
@@ -67,11 +69,28 @@ CLOSE_NO_RECONNECT = range(4400, 4500)
 CLOSE_SESSION_ENDED = 4410  # an operator ended the session (endSession, no code given)
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# The same encoder's C core, made once: JSONEncoder.encode makes it anew on every
+# call, which costs more than encoding a small message. No circular check: a server
+# message holds only what it was built from and JSON a client sent.
+_make_encoder: "Callable[..., Callable[[object, int], Sequence[str]]] | None" = getattr(
+    json.encoder,
+    "c_make_encoder",
+    None,  # None: an interpreter without the C module
+)
+_encode_chunks = (
+    None
+    if _make_encoder is None
+    else _make_encoder(
+        None, _encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+)
 
 
 def encode(message: dict[str, object]) -> bytes:
     """Serialize one server message: compact UTF-8 JSON and a newline."""
-    return _encoder.encode(message).encode() + b"\n"
+    if _encode_chunks is None:
+        return _encoder.encode(message).encode() + b"\n"
+    return "".join(_encode_chunks(message, 0)).encode() + b"\n"
 
 
 def encode_push(
