@@ -4,11 +4,15 @@ may ask of the connection that carries it; run the client's requests one after
 another, each answered in the order sent; let a held welcome go once the session
 core has registered the connection.
 
-- :class:`Serial`: a request that needs the node (a subscribe, a publish) is queued;
-  one task runs the queue while it is not empty, so that an event sent right after
-  its subscribe is judged once the subscribe has been. More than ``limit`` waiting
-  closes the connection (1008); a bug in a handler closes this connection only, and
-  is logged.
+- :class:`Serial`: a request that needs the node (a subscribe, a publish) is queued
+  and answered one after another, so that an event sent right after its subscribe
+  is judged once the subscribe has been. On a broker in this process
+  (``Broker.answers_at_once``) a request starts in the turn that read it, finishes
+  without waiting and is answered then: no task is made for it (a task per client
+  message was a tenth of a chat's server CPU). Elsewhere (Redis), and from any
+  request that does wait, a task runs the queue.
+  More than ``limit`` waiting closes the connection (1008); a bug in a handler
+  closes this connection only, and is logged.
 - :func:`release_when_registered`: the first message (welcome, connection
   established) is queued first and held; it goes once other nodes can find the
   connection, or after the handshake timeout anyway, so a client never waits on a
@@ -18,8 +22,8 @@ core has registered the connection.
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from pushgate.hub import Sink
 from pushgate.ids import ConnId
@@ -87,27 +91,29 @@ Answer = bytes | list[bytes]
 running: set["asyncio.Task[None]"] = set()
 
 
-def spawn(work: Awaitable[None]) -> None:
+def spawn(work: Awaitable[None]) -> "asyncio.Future[None]":
     """Run ``work`` in a task kept referenced until it ends (it catches and logs its
     own failure)."""
     task = asyncio.ensure_future(work)
     running.add(task)
     task.add_done_callback(running.discard)
+    return task
 
 
 class Serial(Generic[Request]):
     """One connection's requests, run one after another (module docstring)."""
 
-    __slots__ = ("_answer", "_conn", "_items", "_limit", "_over", "_what")
+    __slots__ = ("_answer", "_at_once", "_conn", "_items", "_limit", "_over", "_what")
 
     def __init__(
         self,
         conn: Transport,
-        answer: Callable[[Request], Awaitable[Answer]],
+        answer: Callable[[Request], Coroutine[Any, Any, Answer]],
         *,
         limit: int,
         over: str,
         what: str,
+        at_once: bool = False,
     ) -> None:
         self._conn = conn
         self._answer = answer
@@ -115,37 +121,124 @@ class Serial(Generic[Request]):
         self._limit = limit
         self._over = over  # the reason of the 1008 past ``limit``
         self._what = what  # what a request is, in the log line of a bug
+        # Start each request in the turn that read it: only where nothing it awaits
+        # needs a task (Broker.answers_at_once); else every request runs in a task.
+        self._at_once = at_once
 
     def push(self, item: Request) -> None:
-        """Queue ``item``; start the runner unless one is running (it keeps the item
-        in hand at the queue's head until its answer is sent)."""
+        """Queue ``item``; unless a request is under way, start it now (module
+        docstring)."""
         items = self._items
         if len(items) >= self._limit:
             self._conn.limit_close("max_pending_operations", self._over)
             return
         items.append(item)
         if len(items) == 1:
-            spawn(self._run())
+            if self._at_once:
+                self._run_now()
+            else:
+                spawn(self._run(None))
 
-    async def _run(self) -> None:
-        items, conn = self._items, self._conn
+    def _run_now(self) -> None:
+        """Answer the queue's requests from its head, each started at once, until one
+        must wait: that one continues in a task (:meth:`_run`), holding its place at
+        the head of the queue until its answer is sent."""
+        items = self._items
+        while items:
+            work = self._answer(items[0])
+            try:
+                waiting_on = work.send(None)
+            except StopIteration as done:
+                items.popleft()
+                if not self._answered(done.value):
+                    return
+                continue
+            except Exception:
+                items.popleft()
+                self._failed()
+                return
+            started = Started(work, waiting_on)
+            # A task cancelled before its first step never awaits ``started``: end
+            # the request with it (a no-op once the request has ended).
+            spawn(self._run(started)).add_done_callback(started.close)
+            return
+
+    async def _run(self, head: "Started[Answer] | None") -> None:
+        """Answer the queue from its head (``head``: its request, already started),
+        one after another, in this task."""
+        items = self._items
+        first = head
         while items:
             try:
-                answer = await self._answer(items[0])
-            except Exception:  # a bug must cost this connection only, and say so
-                log.exception("%s of %s failed; closing it", self._what, conn.peer)
-                conn.close(CLOSE_INTERNAL_ERROR, "internal error")
-                return
-            finally:
+                answer = await (first if first is not None else self._answer(items[0]))
+            except Exception:
                 items.popleft()
-            if not conn.alive:
-                items.clear()
+                self._failed()
                 return
-            if isinstance(answer, bytes):
-                conn.reply(answer)
+            first = None
+            items.popleft()
+            if not self._answered(answer):
+                return
+
+    def _answered(self, answer: Answer) -> bool:
+        """Send ``answer``; False (and the queue cleared) if the connection is gone."""
+        conn = self._conn
+        if not conn.alive:
+            self._items.clear()
+            return False
+        if isinstance(answer, bytes):
+            conn.reply(answer)
+        else:
+            for message in answer:
+                conn.reply(message)
+        return True
+
+    def _failed(self) -> None:
+        """A bug must cost this connection only, and say so."""
+        conn = self._conn
+        log.exception("%s of %s failed; closing it", self._what, conn.peer)
+        self._items.clear()
+        conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+
+
+T = TypeVar("T")
+
+
+class Started(Generic[T]):
+    """A coroutine already run up to its first wait (it gave ``waiting_on``, the
+    future it awaits, on its first step), made awaitable from there: a task awaiting
+    it hands that future to the event loop, then drives the coroutine to its end as
+    ``await`` would (values, exceptions and cancellation passed through)."""
+
+    __slots__ = ("_waiting_on", "_work")
+
+    def __init__(self, work: Coroutine[Any, Any, T], waiting_on: Any) -> None:
+        self._work = work
+        self._waiting_on = waiting_on
+
+    def close(self, _task: object = None) -> None:
+        """End the coroutine where it waits (its ``finally`` blocks run); also a done
+        callback of the task that awaits it."""
+        self._work.close()
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        work, step = self._work, self._waiting_on
+        while True:
+            try:
+                sent = yield step
+            except GeneratorExit:
+                work.close()
+                raise
+            except BaseException as exc:  # thrown into the awaiting task: cancellation
+                try:
+                    step = work.throw(exc)
+                except StopIteration as done:
+                    return cast(T, done.value)
             else:
-                for message in answer:
-                    conn.reply(message)
+                try:
+                    step = work.send(sent)
+                except StopIteration as done:
+                    return cast(T, done.value)
 
 
 def release_when_registered(

@@ -197,7 +197,12 @@ class PusherProtocol:
         ops = self._ops
         if ops is None:
             ops = self._ops = Serial(
-                self._conn, self._handle, limit=MAX_PENDING, over=OVER_PENDING, what="Pusher event"
+                self._conn,
+                self._handle,
+                limit=MAX_PENDING,
+                over=OVER_PENDING,
+                what="Pusher event",
+                at_once=self._node.broker.answers_at_once,
             )
         ops.push(message)
 

@@ -302,6 +302,7 @@ class PushgateProtocol(OperationAnswers):
                 limit=MAX_PENDING_OPERATIONS,
                 over=OVER_PENDING,
                 what="operation",
+                at_once=self._node.broker.answers_at_once,
             )
         ops.push(op)
 

@@ -121,6 +121,13 @@ class Broker(Protocol):
         ...
 
     @property
+    def answers_at_once(self) -> bool:
+        """Every call completes without waiting for anything outside this process
+        (and without a timeout that needs a task): an operation a client sends can
+        be answered in the turn that read it (clientops.Serial)."""
+        ...
+
+    @property
     def keeps_history(self) -> bool:
         """Pushes carry stream positions and are kept in history (``history_size``
         above 0): the node checks positions and recovers. Fixed for its lifetime."""

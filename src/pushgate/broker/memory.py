@@ -137,6 +137,10 @@ class MemoryBroker:
         return self._handler is not None
 
     @property
+    def answers_at_once(self) -> bool:
+        return True
+
+    @property
     def keeps_history(self) -> bool:
         return self._bus.history.enabled
 

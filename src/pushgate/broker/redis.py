@@ -408,6 +408,10 @@ class RedisBroker:
         return any(s.running for s in self._subscribers.values())
 
     @property
+    def answers_at_once(self) -> bool:
+        return False  # a Redis round trip, under redis-py's timeouts (a task's)
+
+    @property
     def keeps_history(self) -> bool:
         return self.history_size > 0
 
