@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from aiohttp import web
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
@@ -35,6 +36,7 @@ from pushgate.bench.clientkinds import ClientKind
 from pushgate.bench.histogram import Histogram, bucket
 from pushgate.bench.losses import account, account_streams
 from pushgate.bench.options import BenchError, BenchOptions, check_url, scenario_named
+from pushgate.bench.progress import Progress
 from pushgate.bench.pusherclient import PusherClient
 from pushgate.bench.rawws import (
     GUID,
@@ -61,10 +63,13 @@ from pushgate.bench.resumeclient import (
     stream_key,
     stream_name,
 )
+from pushgate.bench.runner import Run
 from pushgate.bench.scenarios import ALL, ROOM, Plan, chat_room, chat_slot, stream_of
+from pushgate.bench.server import ServerUnderTest
 from pushgate.bench.serverlatency import LatencyBuckets
 from pushgate.bench.sseclient import SseClient
 from pushgate.bench.table import table
+from pushgate.bench.workers import WorkerPool
 from pushgate.bench.wsclient import BenchClient, Counters, HandshakeError
 from tests.helpers import LOOPBACK, UNIT, free_port, pushgate_command
 
@@ -135,6 +140,45 @@ def test_room_with_one_sender_checks_order(capsys: pytest.CaptureFixture[str]) -
     assert 0 < run["server_p50_ms"] <= run["server_p99_ms"]
     assert run["deliveries"] == 1000
     assert run["lost"] == run["duplicates"] == run["out_of_order"] == 0
+
+
+async def test_the_walk_through_the_members_is_left_out_where_the_server_has_none() -> None:
+    """pushgate before 0.3 answers GET /rooms/{id} with 404 (scripts/bench-versions
+    measures 0.1.0): the room scenario goes on without the walk; any other answer
+    still stops the run."""
+
+    async def room(request: web.Request) -> web.Response:
+        status = 404 if request.match_info["id"] == "old" else 500
+        return web.json_response({"ok": False, "error": "no"}, status=status)
+
+    app = web.Application()
+    app.router.add_get("/rooms/{id}", room)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, LOOPBACK, 0)
+    await site.start()
+    try:
+        [sock] = cast(Any, site._server).sockets
+        api_url = f"http://{LOOPBACK}:{sock.getsockname()[1]}"
+        ws_url = f"ws://{LOOPBACK}:1/connect"
+        parser = argparse.ArgumentParser(prog="pushgate")
+        add_bench_parser(parser.add_subparsers(dest="command"))
+        args = parser.parse_args(["bench", "room", "--ws-url", ws_url, "--api-url", api_url])
+        result = RunResult("room", 1)
+        run = Run(
+            options_from(args),
+            ServerUnderTest([ws_url], api_url, []),
+            cast(WorkerPool, None),  # not used by the walk
+            Progress(enabled=False),
+            result,
+        )
+        await run.page_members("old")
+        assert result.members_paged is None
+        assert result.members_page_s is None
+        with pytest.raises(BenchError, match="HTTP 500"):
+            await run.page_members("broken")
+    finally:
+        await runner.cleanup()
 
 
 def test_rooms_delivers_each_push_to_its_room_only(capsys: pytest.CaptureFixture[str]) -> None:

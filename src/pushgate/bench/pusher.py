@@ -217,9 +217,18 @@ async def join_all(
     await asyncio.gather(*(joiner() for _ in range(max(1, min(concurrency, len(pairs))))))
 
 
+class NoRoomPages(BenchError):
+    """The server answers GET /rooms/{id} with 404: it has no such endpoint (pushgate
+    before 0.3, measured side by side by scripts/bench-versions), for a room it does
+    not hold answers 200 with no members."""
+
+
 async def room_page(conn: HttpConnection, query: str, room: str = ROOM) -> dict[str, Any]:
-    """One answer of GET /rooms/{id} for the bench's room; BenchError unless 200."""
+    """One answer of GET /rooms/{id} for the bench's room; BenchError unless 200
+    (NoRoomPages for a 404)."""
     status, body = await conn.get(f"/rooms/{room}{query}")
+    if status == 404:
+        raise NoRoomPages(f"GET /rooms/{room}: HTTP 404 {body[:200]!r}")
     if status != 200:
         raise BenchError(f"GET /rooms/{room} failed: HTTP {status} {body[:200]!r}")
     page: dict[str, Any] = json.loads(body)

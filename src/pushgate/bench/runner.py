@@ -40,7 +40,7 @@ from pushgate.bench.httpclient import HttpConnection, HttpError
 from pushgate.bench.meter import Meter
 from pushgate.bench.options import BenchError, BenchOptions
 from pushgate.bench.progress import Progress
-from pushgate.bench.pusher import REQUEST_TIMEOUT, Pusher, join_all, room_page
+from pushgate.bench.pusher import REQUEST_TIMEOUT, NoRoomPages, Pusher, join_all, room_page
 from pushgate.bench.replies import (
     ChurnStopped,
     Connected,
@@ -196,7 +196,8 @@ class Run:
             await self.page_members(plan.room)
 
     async def page_members(self, room: str) -> None:
-        """Time a walk through the room's members, 1,000 a page (GET /rooms/{id})."""
+        """Time a walk through the room's members, 1,000 a page (GET /rooms/{id}); none
+        when the server has no such endpoint (an older pushgate): the figures stay None."""
         assert self.server.api_url is not None
         self.progress.phase("paging through the room's members")
         conn = HttpConnection(self.server.api_url)
@@ -206,7 +207,12 @@ class Run:
         try:
             while True:
                 query = f"?limit=1000&cursor={cursor}" if cursor else "?limit=1000"
-                page = await room_page(conn, query, room)
+                try:
+                    page = await room_page(conn, query, room)
+                except NoRoomPages:
+                    if cursor:
+                        raise
+                    return
                 seen.update(member["wsId"] for member in page["members"])
                 cursor = page["nextCursor"]
                 if not cursor:
