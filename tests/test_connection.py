@@ -181,6 +181,44 @@ async def test_an_open_connection_keeps_no_handshake_request() -> None:
     ]
 
 
+def frame_parsers() -> set[int]:
+    """The ids of the gateway's WebSocket parsers alive now (generators: the
+    collector tracks them), not its clients'."""
+    import gc
+    from types import GeneratorType
+
+    from pushgate.wsprotocol import GatewayProtocol
+
+    gc.collect()
+    return {
+        id(o)
+        for o in gc.get_objects()
+        if isinstance(o, GeneratorType)
+        and o.gi_frame is not None
+        and isinstance(o.gi_frame.f_locals.get("self"), GatewayProtocol)
+    }
+
+
+async def test_an_idle_connection_holds_no_parser() -> None:
+    """Between frames a connection keeps no parser (wsprotocol.py): not once its
+    handshake is answered, nor after a sweep of its timers; one read in the middle
+    of a frame keeps it until the frame is whole."""
+    others = frame_parsers()  # other tests' connections
+    _node, conn, transport, client = await open_connection()
+    assert frame_parsers() - others == set()
+    client.send_text(b'{"type":1,"data":"PING"}')
+    data = b"".join(client.data_to_send())
+    conn.data_received(data[:3])
+    conn.check_timers(asyncio.get_running_loop().time())
+    assert len(frame_parsers() - others) == 1  # inside a frame: kept
+    conn.data_received(data[3:])
+    assert [f.data for f in frames_in(client, b"".join(transport.writes))] == [
+        b'{"type":1,"data":"PONG"}\n'
+    ]
+    conn.check_timers(asyncio.get_running_loop().time())
+    assert frame_parsers() - others == set()
+
+
 async def test_a_frame_sent_with_the_handshake_is_not_lost() -> None:
     """A client that sends a message in the same packet as its handshake is answered."""
     _node, conn, transport, client = await new_connection()

@@ -37,7 +37,6 @@ class Asking:
     request: Request
     response: Response  # the 101, if the hook allows
     upgrade: Upgrade
-    at_frame_boundary: bool
     frames: list[Frame] = field(default_factory=list)
     data: bytes = b""
 

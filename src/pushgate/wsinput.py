@@ -56,7 +56,7 @@ class Input(ConnectionState):
 
     __slots__ = ()
 
-    def _on_handshake(self, request: Request, *, at_frame_boundary: bool = False) -> None:
+    def _on_handshake(self, request: Request) -> None:
         raise NotImplementedError
 
     def _write_protocol_output(self) -> None:
@@ -119,9 +119,7 @@ class Input(ConnectionState):
             if isinstance(event, Frame):
                 self._on_frame(event)
             elif isinstance(event, Request):
-                # Nothing came after the request: the parser waits at a frame boundary.
-                boundary = len(events) == 1 and chunk.endswith(b"\r\n\r\n")
-                self._on_handshake(event, at_frame_boundary=boundary)
+                self._on_handshake(event)
                 if self._asking is not None:  # frames sent early wait for the verdict
                     self._asking.frames = [e for e in events[i + 1 :] if isinstance(e, Frame)]
                     return False
