@@ -7,6 +7,8 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from pushgate.wsprotocol import (
+    NO_EXTENSIONS,
+    NO_WRITES,
     PARKED_EVENTS,
     PARKED_READER,
     SHARED_ID,
@@ -138,3 +140,23 @@ def test_not_parked_once_closing() -> None:
 def test_one_id_for_all() -> None:
     """websockets' per-connection UUID, which pushgate never reads, is one shared id."""
     assert opened()[0].id is SHARED_ID
+
+
+def test_nothing_to_send_holds_no_list_of_its_own() -> None:
+    """Its output taken, and no extension negotiated, a protocol holds the shared
+    empty lists; what it sends next is its own (a pong, a close) and goes out."""
+    server, client = opened()
+    assert server.writes is NO_WRITES
+    assert server.extensions is NO_EXTENSIONS
+    client.send_ping(b"x")
+    server.receive_data(sent(client))
+    server.events_received()
+    client.receive_data(b"".join(server.data_to_send()))
+    [pong] = client.events_received()
+    assert isinstance(pong, Frame)
+    assert (pong.opcode, bytes(pong.data)) == (Opcode.PONG, b"x")
+    server.send_close(1000, "bye")
+    client.receive_data(b"".join(server.data_to_send()))
+    assert client.close_rcvd == Close(1000, "bye")
+    assert NO_WRITES == []
+    assert NO_EXTENSIONS == []

@@ -9,6 +9,9 @@ answer is the ordinary closing handshake, echoing the peer's code (Autobahn|Test
 case 7.1.5). The unfinished message is dropped: it never completed, so it was never
 a message.
 
+**Nothing held for nothing.** A protocol with nothing to send, or no extension
+negotiated, holds one shared empty list instead of a list of its own.
+
 **Parked between frames.** Most connections of a gateway are idle most of the time,
 and ``websockets`` keeps, for each, a parser suspended between two frames: two
 generator frames (the handshake's parser and the frame loop under it, or the frame
@@ -27,7 +30,9 @@ from collections.abc import Generator
 from types import GeneratorType
 from typing import Any
 
+from websockets.extensions import Extension
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
 from websockets.protocol import Event, Protocol, State
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
@@ -47,6 +52,11 @@ def _parked() -> Generator[None]:
 PARKED_PARSER = _parked()
 PARKED_READER = StreamReader()
 PARKED_EVENTS: list[Event] = []
+# What a protocol with nothing to send holds instead of a list of its own, and one
+# that negotiated no extension: never appended to (send_frame, send_eof and
+# send_response make a list of its own first). data_to_send returns it too.
+NO_WRITES: list[bytes] = []
+NO_EXTENSIONS: list[Extension] = []
 _FRAME_LOOP = Protocol.parse.__code__
 _AT_EOF = StreamReader.at_eof.__code__
 
@@ -79,6 +89,30 @@ class GatewayProtocol(ServerProtocol):
         if frame.opcode is Opcode.CLOSE and self.current_size is not None:
             self.current_size = None  # the unfinished message is dropped, not an error
         super().recv_frame(frame)
+
+    # Nothing held for nothing
+
+    def data_to_send(self) -> list[bytes]:
+        """What to write (the caller only reads the list)."""
+        writes, self.writes = self.writes, NO_WRITES
+        return writes
+
+    def send_frame(self, frame: Frame) -> None:
+        if self.writes is NO_WRITES:
+            self.writes = []
+        super().send_frame(frame)
+
+    def send_eof(self) -> None:
+        if self.writes is NO_WRITES:
+            self.writes = []
+        super().send_eof()
+
+    def send_response(self, response: Response) -> None:
+        if self.writes is NO_WRITES:
+            self.writes = []
+        super().send_response(response)
+        if not self.extensions:
+            self.extensions = NO_EXTENSIONS
 
     # Parking
 
