@@ -23,6 +23,7 @@ made again by the next read).
 
 import asyncio
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any, cast
 
@@ -117,7 +118,8 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         self._fragments: list[bytes] | None = None  # the frames of a message in progress
         self._fragmented_text = False
         self.conn_id: ConnId | None = None  # set once the session core knows it
-        self.peer = self.ip = "?"
+        self.ip = "?"
+        self._port: int | None = None
         self._held_bytes = 0  # fan-out bytes held while WELCOMING
         # True while this connection holds enough unsent to be in the output budget.
         self._backlogged = False
@@ -139,8 +141,9 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         transport.set_write_buffer_limits(high=min(WATCH_BYTES, self._settings.max_output_bytes))
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
-            self.ip = str(peer[0])
-            self.peer = f"{peer[0]}:{peer[1]}"
+            # One string per address, not per connection (a proxy's are all one).
+            self.ip = sys.intern(str(peer[0]))
+            self._port = int(peer[1])
         self._registry.add(self)
         # Counted from the TCP accept: a handshake in progress holds a file too.
         refusal = self._routes.gatekeeper.admit(self.ip, self.connected_at)

@@ -64,6 +64,7 @@ class ConnectionState:
         "_pending",
         "_phase",
         "_pinged_at",
+        "_port",
         "_proto",
         "_registry",
         "_routes",
@@ -75,7 +76,6 @@ class ConnectionState:
         "encoding",
         "ip",
         "last_seen",
-        "peer",
     )
 
     _abort_at: float | None  # closing: drop the TCP connection then (loop clock)
@@ -97,6 +97,7 @@ class ConnectionState:
     _head: int  # how many of them must stay first (the handshake's 101, held a moment)
     _phase: Phase
     _pinged_at: float
+    _port: int | None  # its source port, once known (``peer`` says both)
     _proto: GatewayProtocol
     _registry: "ConnectionRegistry[Any]"  # of WebSocketConnection
     _routes: GatewayRoutes
@@ -107,4 +108,10 @@ class ConnectionState:
     connected_at: float
     ip: str
     last_seen: float
-    peer: str
+
+    @property
+    def peer(self) -> str:
+        """Its address and port, for the logs ("?" when unknown): made when asked,
+        not kept (a string per connection)."""
+        port = self._port
+        return self.ip if port is None else f"{self.ip}:{port}"

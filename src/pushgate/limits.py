@@ -12,7 +12,7 @@ let it walk around every per-address limit.
 
 import ipaddress
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pushgate.security import Refusal
@@ -166,10 +166,15 @@ class InputLimits:
     frames_per_second: int = 0
     bytes_per_second: int = 0
     max_message_bytes: int = 0
+    # The buckets' capacities: made once, so that every new connection's full
+    # buckets are the same two floats, not two of its own.
+    frame_burst: float = field(init=False, repr=False, compare=False)
+    byte_burst: float = field(init=False, repr=False, compare=False)
 
-    @property
-    def byte_burst(self) -> float:
-        return float(max(self.bytes_per_second, self.max_message_bytes + 16 * 1024))
+    def __post_init__(self) -> None:
+        bytes_ = max(self.bytes_per_second, self.max_message_bytes + 16 * 1024)
+        object.__setattr__(self, "frame_burst", float(self.frames_per_second))
+        object.__setattr__(self, "byte_burst", float(bytes_))
 
 
 class ClientBudget:
@@ -182,7 +187,7 @@ class ClientBudget:
     def __init__(self, limits: InputLimits) -> None:
         self._window_start = 0.0
         self._count = 0
-        self._frames = float(limits.frames_per_second)
+        self._frames = limits.frame_burst
         self._bytes = limits.byte_burst
         self._stamp: float | None = None
 
@@ -212,7 +217,7 @@ class ClientBudget:
             elapsed = now - self._stamp
             if limits.frames_per_second:
                 rate = limits.frames_per_second
-                self._frames = min(float(rate), self._frames + elapsed * rate)
+                self._frames = min(limits.frame_burst, self._frames + elapsed * rate)
             if limits.bytes_per_second:
                 rate = limits.bytes_per_second
                 self._bytes = min(limits.byte_burst, self._bytes + elapsed * rate)

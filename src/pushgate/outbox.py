@@ -23,7 +23,8 @@ C = TypeVar("C")
 class Writable(Protocol):
     """A connection the outbox writes to."""
 
-    peer: str
+    @property
+    def peer(self) -> str: ...
 
     def flush(self) -> None:
         """Write everything queued for it, in one write."""
