@@ -34,6 +34,7 @@ from pushgate.ids import new_conn_id
 from pushgate.namespaces import Namespaces, SubscribePolicy
 from pushgate.pusherapps import PusherApp, PusherApps
 from pushgate.pusherwire import PROTOCOL_VERSION
+from pushgate.pushgateops import PushgateShared
 from pushgate.security import Refusal
 from pushgate.ssequery import QueryError, SseQuery, SseStart, parse_query, resolve
 
@@ -109,6 +110,18 @@ class GatewayRoutes:
         self._pusher_apps = pusher_apps or PusherApps()
         # Open Pusher connections by app on this gateway (their max_connections).
         self.pusher_counts: Counter[str] = Counter()
+        self._pushgate: PushgateShared | None = None
+
+    def pushgate(self, heartbeat: float, handshake_timeout: float) -> PushgateShared:
+        """What the pushgate protocol of every connection here shares (one object)."""
+        shared = self._pushgate
+        if shared is None or (shared.heartbeat, shared.handshake_timeout) != (
+            heartbeat,
+            handshake_timeout,
+        ):
+            shared = PushgateShared(self._node, self.subscriptions, heartbeat, handshake_timeout)
+            self._pushgate = shared
+        return shared
 
     def answer(
         self, proto: ServerProtocol, request: Request, peer: str, now: float

@@ -171,12 +171,9 @@ class Handshake(ConnectionState):
             self._flush_head()
             return
         self._client = PushgateProtocol(
-            self._node,
+            self._routes.pushgate(settings.heartbeat, settings.handshake_timeout),
             cast("Transport", self),
             upgrade.admitted,
-            self._routes.subscriptions,
-            heartbeat=settings.heartbeat,
-            handshake_timeout=settings.handshake_timeout,
             events=upgrade.events,
         )
         if upgrade.resume:
