@@ -24,7 +24,10 @@ What no Python tool sees: the C library's own bookkeeping and free space (shown 
 run 1), the kernel's memory for each socket (its buffers, not part of RSS), and pages
 of an arena that are mapped but never touched (not RSS either).
 
-    PYTHONPATH=src .venv/bin/python scripts/connection-memory.py [-n 10000] [--client pushgate]
+Its clients speak pushgate's own protocol (``/connect``): ``pushgate bench`` runs Pusher
+and SSE clients against its own server only (``--client``), whose RSS it reports.
+
+    PYTHONPATH=src .venv/bin/python scripts/connection-memory.py [-n 10000] [--src DIR]
 """
 
 import argparse
@@ -267,16 +270,13 @@ def serve_main(argv: list[str]) -> None:
 # The measuring side (the parent)
 
 
-def measure(n: int, client: str, frames: int, server_args: list[str], src: str) -> dict[str, Any]:
+def measure(n: int, frames: int, server_args: list[str], src: str) -> dict[str, Any]:
     """One run: a fresh server (pushgate from ``src``), N bench clients, the server's
     report."""
-    from pushgate.bench.clientkinds import ClientKind
-
     env = dict(os.environ, PYTHONPATH=src)
-    kind_args = ClientKind(client).server_args("connection-memory-secret")
     server = [sys.executable, __file__, SERVE, "-n", str(n), "--frames", str(frames)]
     child = subprocess.Popen(
-        [*server, "--", *kind_args, *server_args],
+        [*server, "--", *server_args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
@@ -284,10 +284,10 @@ def measure(n: int, client: str, frames: int, server_args: list[str], src: str) 
     )
     assert child.stdin is not None
     assert child.stdout is not None
-    bench = None
+    bench, report = None, None
     try:
         ports = json.loads(child.stdout.readline())
-        clients = ["-n", str(n), "--duration", "600", "--client", client, "-q", "--json"]
+        clients = ["-n", str(n), "--duration", "600", "-q", "--json"]
         server_under_test = [
             f"--ws-url=ws://127.0.0.1:{ports['ws_port']}/connect",
             f"--api-url=http://127.0.0.1:{ports['api_port']}",
@@ -306,11 +306,14 @@ def measure(n: int, client: str, frames: int, server_args: list[str], src: str) 
         line = child.stdout.readline()
         if not line:
             raise SystemExit("the server ended before it measured")
-        return dict(json.loads(line))
+        report = dict(json.loads(line))
+        return report
     finally:
         if bench is not None:
             bench.send_signal(signal.SIGTERM)  # it stops its workers
             bench.wait()
+        if report is None:  # it waits for connections that will not come
+            child.terminate()
         child.stdin.close()
         child.wait()
 
@@ -368,7 +371,6 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=10_000, help="idle connections (10,000)")
-    parser.add_argument("--client", default="pushgate", choices=("pushgate", "pusher", "sse"))
     parser.add_argument("--frames", type=int, default=12, help="tracemalloc's frames (12)")
     parser.add_argument("--top", type=int, default=40, help="rows per table (40)")
     parser.add_argument("--no-trace", action="store_true", help="run 1 only")
@@ -379,10 +381,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     sys.path.insert(0, args.src)
-    runs = {"rss": measure(args.n, args.client, 0, args.server_arg, args.src)}
+    runs = {"rss": measure(args.n, 0, args.server_arg, args.src)}
     print("\n".join(report_allocators(runs["rss"])), flush=True)
     if not args.no_trace:
-        runs["sites"] = measure(args.n, args.client, args.frames, args.server_arg, args.src)
+        runs["sites"] = measure(args.n, args.frames, args.server_arg, args.src)
         traced = runs["sites"]
         print(f"\ntracemalloc, {args.frames} frames (a run of its own):")
         print(report_allocators(traced)[0])
