@@ -98,7 +98,7 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         self._routes = routes
         self._admitted_ip: str | None = None  # set while counted by the gatekeeper
         self._asking: Asking | None = None  # while the connect hook decides
-        self._budget = ClientBudget(settings.input)
+        ClientBudget.__init__(self, settings.input)  # what it sends (a base, not an object)
         self._settings = settings
         self._outbox = outbox
         self._registry = registry

@@ -41,8 +41,9 @@ class Asking:
     data: bytes = b""
 
 
-class ConnectionState:
-    """The slots of a connection; :class:`~pushgate.connection.WebSocketConnection`
+class ConnectionState(ClientBudget):
+    """The slots of a connection (and, as a :class:`~pushgate.limits.ClientBudget`,
+    the counters of what it sends); :class:`~pushgate.connection.WebSocketConnection`
     sets them all in its ``__init__``."""
 
     __slots__ = (
@@ -50,7 +51,6 @@ class ConnectionState:
         "_admitted_ip",
         "_asking",
         "_backlogged",
-        "_budget",
         "_client",
         "_deflate_bits",
         "_fragmented_text",
@@ -82,7 +82,6 @@ class ConnectionState:
     _admitted_ip: str | None  # set while counted by the gatekeeper
     _asking: Asking | None  # while the connect hook decides on its handshake
     _backlogged: bool  # holds enough unsent to be in the output budget
-    _budget: ClientBudget  # what it has sent: messages, frames, bytes
     _client: "PushgateProtocol | PusherProtocol | None"  # the wire protocol, once upgraded
     _deflate_bits: int  # the window of a negotiated permessage-deflate (0: none)
     encoding: Encoding  # how its protocol over its transport sends a message

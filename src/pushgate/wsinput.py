@@ -111,7 +111,7 @@ class Input(ConnectionState):
         ):
             frames = len(events) - (1 if events and isinstance(events[0], Request) else 0)
             now, limits = self._loop.time(), self._settings.input
-            over = self._budget.received(now, frames, len(chunk), limits)
+            over = self.count_input(now, frames, len(chunk), limits)
             if over is not None:
                 self.limit_close(*over)
                 return False
@@ -177,8 +177,8 @@ class Input(ConnectionState):
         if client is None:
             return
         limits = self._settings.input
-        over = self._phase is not Phase.AWAITING and self._budget.message(self._loop.time(), limits)
-        if over and self._budget.abusing(limits):
+        over = self._phase is not Phase.AWAITING and self.count_message(self._loop.time(), limits)
+        if over and self.abusing(limits):
             self.limit_close(
                 "max_messages_per_second",
                 f"rate limit: over {limits.messages_per_second} messages per second",
