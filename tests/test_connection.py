@@ -255,3 +255,26 @@ async def test_a_connection_parses_a_bounded_slice_of_input_per_turn() -> None:
     answered += len(frames_in(client, b"".join(transport.writes[seen:])))
     assert answered == frames
     await node.close()
+
+
+async def test_a_token_sent_as_the_subprotocol_is_answered_then_not_kept() -> None:
+    """A browser that offers its token alone gets it back as the subprotocol; the
+    upgrade (and so the connection's protocol) keeps its claims, not the token."""
+    import jwt
+    from websockets.typing import Subprotocol
+
+    from pushgate.security import TokenVerifier
+    from pushgate.wsprotocol import GatewayProtocol
+
+    secret = "s3cret-for-tests-only-0123456789abcdef"
+    token = jwt.encode({"sub": "alice"}, secret, algorithm="HS256")
+    node = Node(Hub(max_rooms_per_conn=10), MemoryBroker())
+    routes = GatewayRoutes(node, Gatekeeper(tokens=TokenVerifier(secret=secret)))
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/connect"), subprotocols=[Subprotocol(token)])
+    response, upgrade = routes.answer(GatewayProtocol(), client.connect(), "peer", 0.0)
+    assert response.headers["Sec-WebSocket-Protocol"] == token
+    assert upgrade is not None
+    assert upgrade.admitted is not None
+    assert upgrade.admitted.subprotocol is None
+    assert upgrade.admitted.claims is not None
+    assert upgrade.admitted.claims.user == "alice"

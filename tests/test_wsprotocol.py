@@ -160,3 +160,17 @@ def test_nothing_to_send_holds_no_list_of_its_own() -> None:
     assert client.close_rcvd == Close(1000, "bye")
     assert NO_WRITES == []
     assert NO_EXTENSIONS == []
+
+
+def test_one_origin_string_per_site() -> None:
+    """Browsers' pages of one site: their protocols share one Origin string."""
+    origins = []
+    for _ in range(2):
+        client = ClientProtocol(parse_uri("ws://127.0.0.1/connect"))
+        request = client.connect()
+        request.headers["Origin"] = "".join(["https://app.", "example"])  # a new string
+        server = GatewayProtocol()
+        server.send_response(server.accept(request))
+        origins.append(server.origin)
+    assert origins[0] == "https://app.example"
+    assert origins[0] is origins[1]

@@ -119,14 +119,13 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         self._fragmented_text = False
         self.conn_id: ConnId | None = None  # set once the session core knows it
         self.ip = "?"
-        self._port: int | None = None
         self._held_bytes = 0  # fan-out bytes held while WELCOMING
         # True while this connection holds enough unsent to be in the output budget.
         self._backlogged = False
         self._handshake_bytes = 0  # bytes received before the handshake was answered
         self._unread = b""  # input left for the next turn of the loop (reading paused)
         # Clocks (loop.time())
-        self.connected_at = self.last_seen = self._loop.time()
+        self.connected_at = self.last_seen = routes.now()
         self._pinged_at = 0.0
         self._abort_at: float | None = None  # closing: drop the TCP connection then
 
@@ -143,7 +142,6 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             # One string per address, not per connection (a proxy's are all one).
             self.ip = sys.intern(str(peer[0]))
-            self._port = int(peer[1])
         self._registry.add(self)
         # Counted from the TCP accept: a handshake in progress holds a file too.
         refusal = self._routes.gatekeeper.admit(self.ip, self.connected_at)
@@ -153,7 +151,7 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
             self._refuse_at_accept(refusal)
 
     def data_received(self, data: bytes) -> None:
-        self.last_seen = self._loop.time()
+        self.last_seen = self._routes.now()
         if self._unread:  # read before reading paused: it waits its turn
             self._unread += data
             return

@@ -64,7 +64,6 @@ class ConnectionState(ClientBudget):
         "_pending",
         "_phase",
         "_pinged_at",
-        "_port",
         "_proto",
         "_registry",
         "_routes",
@@ -96,7 +95,6 @@ class ConnectionState(ClientBudget):
     _head: int  # how many of them must stay first (the handshake's 101, held a moment)
     _phase: Phase
     _pinged_at: float
-    _port: int | None  # its source port, once known (``peer`` says both)
     _proto: GatewayProtocol
     _registry: "ConnectionRegistry[Any]"  # of WebSocketConnection
     _routes: GatewayRoutes
@@ -110,7 +108,11 @@ class ConnectionState(ClientBudget):
 
     @property
     def peer(self) -> str:
-        """Its address and port, for the logs ("?" when unknown): made when asked,
-        not kept (a string per connection)."""
-        port = self._port
-        return self.ip if port is None else f"{self.ip}:{port}"
+        """Its address and port, for the logs: made when asked, from its transport
+        (which keeps them in C), not kept (a string per connection); its address
+        alone once the transport is gone, "?" if unknown."""
+        transport = self._transport
+        peer = None if transport is None else transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return f"{peer[0]}:{peer[1]}"
+        return self.ip

@@ -186,6 +186,7 @@ class Handshake(ConnectionState):
         and the events: it takes this connection's place in the registry and its
         count at the gatekeeper. Whatever is still parsed here (the rest of this
         read) is dropped, having no transport."""
+        peer = self.peer  # while it has the transport to tell it
         transport, self._transport = self._transport, None
         assert transport is not None
         ip, self._admitted_ip = self._admitted_ip, None
@@ -196,7 +197,7 @@ class Handshake(ConnectionState):
             self._outbox,
             self._registry,
             self._routes.gatekeeper,
-            peer=self.peer,
+            peer=peer,
             ip=self.ip,
             admitted_ip=ip,
             connected_at=self.connected_at,

@@ -110,7 +110,8 @@ class Input(ConnectionState):
             and self._proto.state is State.OPEN
         ):
             frames = len(events) - (1 if events and isinstance(events[0], Request) else 0)
-            now, limits = self._loop.time(), self._settings.input
+            # The clock read when this input came (data_received): one float kept.
+            now, limits = self.last_seen, self._settings.input
             over = self.count_input(now, frames, len(chunk), limits)
             if over is not None:
                 self.limit_close(*over)
@@ -177,7 +178,8 @@ class Input(ConnectionState):
         if client is None:
             return
         limits = self._settings.input
-        over = self._phase is not Phase.AWAITING and self.count_message(self._loop.time(), limits)
+        now = self.last_seen  # when this message came
+        over = self._phase is not Phase.AWAITING and self.count_message(now, limits)
         if over and self.abusing(limits):
             self.limit_close(
                 "max_messages_per_second",

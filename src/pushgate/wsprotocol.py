@@ -10,7 +10,8 @@ case 7.1.5). The unfinished message is dropped: it never completed, so it was ne
 a message.
 
 **Nothing held for nothing.** A protocol with nothing to send, or no extension
-negotiated, holds one shared empty list instead of a list of its own.
+negotiated, holds one shared empty list instead of a list of its own; the Origin of
+its request is interned.
 
 **Parked between frames.** Most connections of a gateway are idle most of the time,
 and ``websockets`` keeps, for each, a parser suspended between two frames: two
@@ -25,6 +26,7 @@ answered and then on each sweep of its timers (connection.py), never on the path
 a read.
 """
 
+import sys
 import uuid
 from collections.abc import Generator
 from types import GeneratorType
@@ -36,6 +38,7 @@ from websockets.http11 import Response
 from websockets.protocol import Event, Protocol, State
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
+from websockets.typing import Origin
 
 # websockets gives every protocol a UUID (``id``) for the logs of its own connection
 # classes, which the gateway does not use: one shared by all instead (112 bytes each).
@@ -113,6 +116,8 @@ class GatewayProtocol(ServerProtocol):
         super().send_response(response)
         if not self.extensions:
             self.extensions = NO_EXTENSIONS
+        if self.origin is not None:  # a browser's page: one string per site, not per tab
+            self.origin = Origin(sys.intern(self.origin))
 
     # Parking
 
