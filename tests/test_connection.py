@@ -5,7 +5,7 @@ import asyncio
 from typing import Any
 
 from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
@@ -18,6 +18,8 @@ from pushgate.hub import Hub
 from pushgate.node import Node
 from pushgate.outbox import ConnectionRegistry, Outbox
 from pushgate.streams import TOPIC_ALL, Publication
+from pushgate.wire import PONG
+from pushgate.wsinput import at_frame_boundary
 
 
 class FakeTransport:
@@ -217,3 +219,75 @@ async def test_a_connection_parses_a_bounded_slice_of_input_per_turn() -> None:
     answered += len(frames_in(client, b"".join(transport.writes[seen:])))
     assert answered == frames
     await node.close()
+
+
+async def test_small_frames_skip_the_parser_which_stays_at_a_frame_boundary() -> None:
+    """A read of whole small frames is answered without the websockets parser (a
+    PING here); a read it cannot take (a frame cut in two, a control frame) goes
+    through the parser, after which small frames skip it again."""
+    _node, conn, transport, client = await open_connection()
+    proto = conn._proto
+    assert at_frame_boundary(proto)  # this websockets version waits where we look
+    parsed: list[bytes] = []
+    parse = proto.receive_data
+
+    def counting(data: bytes | bytearray) -> None:
+        parsed.append(bytes(data))
+        parse(data)
+
+    proto.receive_data = counting  # type: ignore[method-assign]
+
+    def send(*chunks: bytes) -> list[bytes]:
+        transport.writes.clear()
+        for chunk in chunks:
+            conn.data_received(chunk)
+        return [bytes(f.data) for f in frames_in(client, b"".join(transport.writes))]
+
+    client.send_text(b'{"type":1,"data":"PING"}')
+    ping = b"".join(client.data_to_send())
+    assert send(ping) == [PONG]
+    assert parsed == []
+    assert send(ping[:5], ping[5:]) == [PONG]  # cut: the parser reads both halves
+    assert parsed == [ping[:5], ping[5:]]
+    parsed.clear()
+    client.send_ping(b"")
+    control = b"".join(client.data_to_send())
+    assert [f.opcode for f in frames_in(client, b"")] == []
+    transport.writes.clear()
+    conn.data_received(control + ping)
+    assert parsed == [control + ping]  # a control frame: the whole read is parsed
+    assert at_frame_boundary(proto)
+    parsed.clear()
+    assert send(ping + ping) == [PONG, PONG]
+    assert parsed == []
+
+
+async def test_the_fast_path_counts_frames_against_the_same_budget() -> None:
+    """Frames cut by the fast path count as the parser's do: past the frame rate the
+    connection is closed (1008)."""
+    _node, conn, transport, client = await open_connection(Config(max_client_frames_per_second=5))
+    for _ in range(12):
+        client.send_text(b'{"type":1,"data":"PING"}')
+    conn.data_received(b"".join(client.data_to_send()))
+    frames = frames_in(client, b"".join(transport.writes))
+    assert frames[-1].opcode is Opcode.CLOSE
+    assert Close.parse(frames[-1].data).code == 1008
+
+
+async def test_an_open_connection_is_next_looked_at_when_its_heartbeat_is_due() -> None:
+    """The sweeper's wheel: an open connection heard from just now is due at its
+    ping time, not at every sweep; a close brings it to its close timeout."""
+    config = Config()
+    _node, conn, _transport, _client = await open_connection(config)
+    settings = config.connection_settings()
+    now = asyncio.get_running_loop().time()
+    conn.last_seen = now
+    assert conn.check_timers(now) == now + settings.ping_after
+    wheel = conn._registry.wheel
+    wheel.schedule(conn, now + settings.ping_after)
+    conn.close(1000, "bye")
+    abort_at = conn._abort_at
+    assert abort_at is not None
+    assert abort_at <= now + settings.close_timeout + 1
+    assert conn.check_timers(now) == abort_at
+    assert wheel.take_due(abort_at + wheel.interval) == [conn]  # not at its ping time

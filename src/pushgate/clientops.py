@@ -61,6 +61,11 @@ class Transport(Sink, Protocol):
 
     def limit_message_size(self, size: int) -> None: ...
 
+    def check_timers_by(self, when: float) -> None:
+        """Something of the protocol's is due at ``when`` (loop clock): have the
+        gateway's sweeper look at the connection by then."""
+        ...
+
     def begin_resume(self) -> None:
         """The resume message came: the connection waits for its session."""
         ...

@@ -77,6 +77,7 @@ class ConnectionState:
         "ip",
         "last_seen",
         "peer",
+        "sweep_tick",
     )
 
     _abort_at: float | None  # closing: drop the TCP connection then (loop clock)
@@ -108,4 +109,5 @@ class ConnectionState:
     connected_at: float
     ip: str
     last_seen: float
+    sweep_tick: int | None  # its bucket in the gateway sweeper's wheel (timerwheel.py)
     peer: str

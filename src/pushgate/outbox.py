@@ -14,10 +14,11 @@ from typing import Generic, Protocol, TypeVar
 from pushgate.backlog import OutputBudget
 from pushgate.framing import deflated_text_frame
 from pushgate.meters import CHECKPOINT, Meters
+from pushgate.timerwheel import Swept, TimerWheel
 
 log = logging.getLogger("pushgate.gateway")
 
-C = TypeVar("C")
+C = TypeVar("C", bound=Swept)
 
 
 class Writable(Protocol):
@@ -101,18 +102,29 @@ class Outbox:
 
 
 class ConnectionRegistry(Generic[C]):
-    """Every live TCP connection of a gateway, open or not yet; the sweeper's list."""
+    """Every live TCP connection of a gateway, open or not yet, and when the sweeper
+    next looks at each (timerwheel.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sweep_interval: float = 1.0) -> None:
         self.connections: set[C] = set()
+        self.wheel: TimerWheel[C] = TimerWheel(sweep_interval)
         self.empty = asyncio.Event()
         self.empty.set()
 
-    def add(self, conn: C) -> None:
+    def add(self, conn: C, now: float) -> None:
+        """A new connection: the sweeper looks at it on its next sweep."""
         self.connections.add(conn)
+        self.wheel.schedule(conn, now)
         self.empty.clear()
+
+    def check_by(self, conn: C, when: float) -> None:
+        """Something of ``conn`` is due at ``when`` (loop clock): have the sweeper look
+        at it by then, if it would not have."""
+        if conn in self.connections:
+            self.wheel.schedule(conn, when)
 
     def discard(self, conn: C) -> None:
         self.connections.discard(conn)
+        self.wheel.forget(conn)
         if not self.connections:
             self.empty.set()
