@@ -1,7 +1,18 @@
-"""Where a lost epoch ended (epochends.py): EpochEnds on its own."""
+"""Where a lost epoch ended (epochends.py): EpochEnds on its own, then a node on the
+memory broker whose history is swapped for an empty one, as a Redis restarted
+empty. Through StreamRecovery: tests/test_stream_recovery.py; on a real Redis:
+tests/test_redis_restart.py."""
 
+import json
+
+from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.epochends import EpochEnds, holds_from_start
-from pushgate.streams import History, Position, Publication
+from pushgate.hub import Hub
+from pushgate.ids import ConnId, RoomId
+from pushgate.node import Node
+from pushgate.presencestore import MemoryPresence
+from pushgate.streams import History, MemoryHistory, Position, Publication
+from tests.test_recovery import Collector
 
 S = "room:s"
 OLD_END = Position("e", 3)
@@ -97,3 +108,43 @@ def test_without_linger_a_stream_let_go_of_forgets_its_end_at_once() -> None:
     ends.carry(S, OLD_END, new_epoch(2, range(1, 3)))
     ends.forget(S, 0.0)
     assert ends.start(S, OLD_END, "f") == OLD_END
+
+
+async def test_a_node_tells_a_lost_history_only_where_its_clients_may_have_missed_some() -> None:
+    """A node follows a plain room and a presence room; its subscription is closed
+    under it and the broker comes back without history: the plain room just goes
+    on in its new epoch, while the presence room's clients are told (its store lost
+    its members without a leave), as is every stream after a cut that went silent."""
+    bus = MemoryBus(history_size=100, history_ttl=60)
+    broker = MemoryBroker(bus)
+    presence = MemoryPresence(broker, ttl=60.0, announces=lambda room: room.startswith("chat:"))
+    node = Node(
+        Hub(max_rooms_per_conn=10),
+        broker,
+        presence=presence,
+        has_presence=lambda room: room.startswith("chat:"),
+    )
+    await node.start()
+    sink = Collector()
+    rooms = [RoomId("news"), RoomId("chat:1"), RoomId("other")]
+    opened = node.connection_opened(ConnId("c"), sink, rooms=rooms)
+    if opened.ready is not None:
+        await opened.ready
+    for room in rooms:  # delivered at once: the memory broker calls the node
+        await broker.publish_push(f"room:{room}", b'{"type":2,"data":"%s"}\n' % room.encode())
+    before, old = len(sink.frames), node.recovery.last("room:news")
+
+    node.on_interrupted({"room:news": True, "room:chat:1": True, "room:other": False})
+    bus.history = MemoryHistory(size=100, ttl=60, position_ttl=60)  # back empty
+    node.on_reconnected()
+    await broker.publish_push("room:news", b'{"type":2,"data":"after"}\n')  # held: repairing
+    await sink.wait_for(before + 3)  # two notices, and the push that followed on
+    frames = [json.loads(frame[2:]) for frame in sink.frames[before:]]
+    notices = [frame["data"]["streams"] for frame in frames if frame["type"] == 0]
+    assert sorted(name for streams in notices for name in streams) == ["room:chat:1", "room:other"]
+    assert [frame["data"] for frame in frames if frame["type"] == 2] == ["after"]
+    now = node.recovery.last("room:news")
+    assert old is not None
+    assert now is not None
+    assert (now.epoch != old.epoch, now.seq) == (True, 1)
+    await node.close()

@@ -128,6 +128,15 @@ class Delivery:
                 self._fan_out(topic, step)
             else:
                 self._notify(topic, step)
+        if outcome.carried_from:
+            log.info(
+                "stream %s: its history was lost (epoch %s), but this node had delivered "
+                "all of it, as far as it can tell (epochends.py); %d pushes of the new "
+                "epoch from history",
+                topic,
+                outcome.carried_from,
+                outcome.filled,
+            )
         if outcome.lost:
             self.gaps_lost += 1
             log.warning(
@@ -137,6 +146,6 @@ class Delivery:
                 outcome.filled,
                 f" ({error})" if error else "",
             )
-        elif outcome.filled:
+        elif outcome.filled and not outcome.carried_from:
             self.gaps_filled += 1
             log.warning("stream %s: gap of %d pushes filled from history", topic, outcome.filled)
