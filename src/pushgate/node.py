@@ -438,11 +438,11 @@ class Node(Delivery, Elsewhere):
     def on_reconnected(self) -> None:
         """The broker lost messages while it reconnected: catch every stream up. It
         may have lost its data too (a Redis restarted empty): write back what this
-        node holds."""
-        for topic in self.recovery.topics():
-            self._start_repair(topic)
+        node holds; it is ready again once that is done and its streams are caught up
+        (so that a client cut then is told what this node can tell)."""
+        repairs = [self._start_repair(topic) for topic in self.recovery.topics()]
         if self.has_gateway and self.sessions.enabled:
-            self.restorer.reconnected()
+            self.restorer.reconnected([task for task in repairs if task is not None])
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> "asyncio.Task[None]":
         """Run ``coro`` as a task that close() cancels and whose failure is logged."""

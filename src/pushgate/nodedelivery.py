@@ -94,9 +94,11 @@ class Delivery:
 
     # Filling gaps
 
-    def _start_repair(self, topic: str) -> None:
+    def _start_repair(self, topic: str) -> "asyncio.Task[None] | None":
+        """Repair ``topic``; the repair's task, unless one was under way already."""
         if self.recovery.start_repair(topic):
-            self._in_background(self._repair(topic))
+            return self._in_background(self._repair(topic))
+        return None
 
     async def _repair(self, topic: str) -> None:
         """Deliver what a stream is missing from history, then what waited meanwhile.
