@@ -101,7 +101,7 @@ class SessionCore:
         meters: Meters,
         spawn: Spawn,
         position: Callable[[str], Awaitable[Position]],
-        start_repair: Callable[[str], None],
+        start_repair: Callable[[str], object],
     ) -> None:
         # Presence (set by the node when a namespace keeps it): told of every entry,
         # close and resume of a session in a presence room.
