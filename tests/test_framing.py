@@ -82,7 +82,7 @@ def masked(opcode: Opcode, payload: bytes, *, fin: bool = True) -> bytes:
     return Frame(opcode, payload, fin=fin).serialize(mask=True)
 
 
-@given(st.lists(st.tuples(st.booleans(), st.binary(max_size=SMALL_FRAME_MAX)), max_size=6))
+@given(st.lists(st.tuples(st.booleans(), st.binary(max_size=700)), max_size=5))
 def test_small_client_frames_unmask_what_a_client_sent(
     messages: list[tuple[bool, bytes]],
 ) -> None:
@@ -99,7 +99,8 @@ def test_anything_but_whole_small_data_frames_is_left_to_the_parser() -> None:
         "a close frame": masked(Opcode.CLOSE, b"\x03\xe8"),
         "a fragment": masked(Opcode.TEXT, b"part", fin=False),
         "a continuation": masked(Opcode.CONT, b"rest"),
-        "a 126-byte frame": masked(Opcode.TEXT, b"x" * 126),
+        "a frame over the size": masked(Opcode.TEXT, b"x" * (SMALL_FRAME_MAX + 1)),
+        "a frame with a 64-bit length": masked(Opcode.TEXT, b"x" * 65536),
         "a compressed frame": bytes([0x81 | 0x40]) + masked(Opcode.TEXT, b"x")[1:],  # RSV1
         "an unmasked frame": Frame(Opcode.TEXT, b"x").serialize(mask=False),
         "half a header": ping[:1],
@@ -110,3 +111,7 @@ def test_anything_but_whole_small_data_frames_is_left_to_the_parser() -> None:
         assert small_client_frames(data) is None, what
         assert small_client_frames(ping + data) is None, f"a ping, then {what}"
     assert small_client_frames(ping + ping) == [(True, b'{"type":1,"data":"PING"}')] * 2
+    medium = masked(Opcode.TEXT, b"m" * 300)  # a 16-bit length
+    assert small_client_frames(medium) == [(True, b"m" * 300)]
+    assert small_client_frames(medium, max_size=299) is None  # over the client's limit
+    assert small_client_frames(medium[:3]) is None  # its length cut

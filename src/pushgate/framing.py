@@ -50,34 +50,40 @@ def _frame(first: int, payload: bytes) -> bytes:
 
 
 # A client frame the fast path takes: FIN, no reserved bit, text (1) or binary (2);
-# masked, with a 7-bit length (at most 125 bytes); 6 bytes of header and mask.
+# masked, with a 7-bit length or a 16-bit one (RFC 6455 5.2), then its 4-byte mask.
 _FAST_TEXT, _FAST_BINARY = 0x81, 0x82
-_MASKED_SHORT_MIN, _MASKED_SHORT_MAX = 0x80, 0x80 | 125
-_MASKED_HEADER = 6
-SMALL_FRAME_MAX = 125
+_MASKED_SHORT_MAX = 0x80 | 125  # 0x80: the mask bit
+_MASKED_MEDIUM = 0x80 | 126  # the length in the next two bytes
+SMALL_FRAME_MAX = 4096  # the longest payload it takes (a read is at most 4 KiB too)
 
 
-def small_client_frames(data: bytes) -> list[tuple[bool, bytes]] | None:
+def small_client_frames(
+    data: bytes, max_size: int = SMALL_FRAME_MAX
+) -> list[tuple[bool, bytes]] | None:
     """The messages in ``data`` as (is text, unmasked payload), when ``data`` is
-    nothing but whole, final, masked text or binary frames of at most
-    :data:`SMALL_FRAME_MAX` bytes with no reserved bit set; else None (anything
-    else: a control frame, a fragment, a longer or unmasked frame, a frame cut by
-    the read), and the caller's full parser reads it."""
+    nothing but whole, final, masked text or binary frames of at most ``max_size``
+    (and :data:`SMALL_FRAME_MAX`) bytes with no reserved bit set; else None
+    (anything else: a control frame, a fragment, a longer or unmasked frame, a frame
+    cut by the read), and the caller's full parser reads it."""
+    limit = min(max_size, SMALL_FRAME_MAX)
     frames: list[tuple[bool, bytes]] = []
     at, end = 0, len(data)
     while at < end:
-        if end - at < _MASKED_HEADER:
+        if end - at < 6:
             return None
         first, second = data[at], data[at + 1]
-        if (first != _FAST_TEXT and first != _FAST_BINARY) or not (
-            _MASKED_SHORT_MIN <= second <= _MASKED_SHORT_MAX
-        ):
+        if first != _FAST_TEXT and first != _FAST_BINARY:
             return None
-        start = at + _MASKED_HEADER
-        stop = start + (second & 0x7F)
-        if stop > end:
+        if 0x80 <= second <= _MASKED_SHORT_MAX:
+            length, start = second & 0x7F, at + 6
+        elif second == _MASKED_MEDIUM and end - at >= 8:
+            length, start = (data[at + 2] << 8) | data[at + 3], at + 8
+        else:
             return None
-        frames.append((first == _FAST_TEXT, apply_mask(data[start:stop], data[at + 2 : start])))
+        stop = start + length
+        if length > limit or stop > end:
+            return None
+        frames.append((first == _FAST_TEXT, apply_mask(data[start:stop], data[start - 4 : start])))
         at = stop
     return frames
 

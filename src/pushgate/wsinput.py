@@ -111,7 +111,10 @@ class Input(ConnectionState):
             self._loop.call_soon(self._read_on)
         try:
             if len(data) <= INPUT_SLICE and self._fast_path_open():
-                frames = small_client_frames(data)
+                max_size = self._proto.max_message_size
+                frames = small_client_frames(
+                    data, SMALL_FRAME_MAX if max_size is None else max_size
+                )
                 if frames is not None:
                     self._on_small_frames(frames, len(data))
                     self._write_protocol_output()
@@ -162,13 +165,11 @@ class Input(ConnectionState):
     def _fast_path_open(self) -> bool:
         """Whether a read of small frames may skip the parser (module docstring)."""
         proto = self._proto
-        max_size = proto.max_message_size
         return (
             proto.state is State.OPEN
             and self._abort_at is None
             and self._phase is not Phase.ECHO
             and not proto.extensions  # compressed frames are the parser's to inflate
-            and (max_size is None or max_size >= SMALL_FRAME_MAX)
             and at_frame_boundary(proto)
         )
 
