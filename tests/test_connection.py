@@ -4,6 +4,7 @@ frames queued in one turn of the event loop leave in one write, in order."""
 import asyncio
 from typing import Any
 
+import pytest
 from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
@@ -107,14 +108,19 @@ async def test_handshake_then_welcome_in_that_order() -> None:
     await open_connection()  # asserts the order itself
 
 
-async def test_the_101_and_the_welcome_share_one_write() -> None:
-    """A connection welcomed at once (here without a session, whose writing would
-    hold the welcome) costs one write for its handshake and welcome."""
-    _, conn, transport, client = await new_connection(Config(session_ttl=0))
+@pytest.mark.parametrize("session_ttl", [0.0, 60.0])
+async def test_the_101_and_the_welcome_share_one_write(session_ttl: float) -> None:
+    """A connection welcomed at once costs one write for its handshake and welcome:
+    without a session, and with one on the memory broker (written in the same turn:
+    nothing to wait for)."""
+    _, conn, transport, client = await new_connection(Config(session_ttl=session_ttl))
     for chunk in client.data_to_send():
         conn.data_received(chunk)
     assert len(transport.writes) == 1
     assert transport.writes[0].startswith(b"HTTP/1.1 101 ")
+    assert [bytes(f.data)[:20] for f in frames_in(client, transport.writes[0])] == [
+        b'{"type":0,"data":{"w'
+    ]
 
 
 async def test_a_resuming_clients_101_goes_at_once() -> None:
