@@ -22,6 +22,9 @@ from pushgate.streams import TOPIC_ALL, Publication
 from pushgate.wire import PONG
 from pushgate.wsinput import at_frame_boundary
 
+# Each test runs on both fan-out paths, compiled and pure Python (conftest.py).
+pytestmark = pytest.mark.usefixtures("fanout")
+
 
 class FakeTransport:
     """Records writes; implements the slice of asyncio.Transport a connection uses."""

@@ -29,6 +29,7 @@ from websockets.extensions.permessage_deflate import (
 )
 from websockets.protocol import State
 
+from pushgate import speedups
 from pushgate.backlog import WATCH_BYTES
 from pushgate.connsettings import ConnectionSettings
 from pushgate.connstate import Asking
@@ -406,3 +407,8 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
 if TYPE_CHECKING:
     _: type[Sink] = WebSocketConnection
     __: type[Transport] = WebSocketConnection
+
+# The compiled fan-out (speedups.py) does Output.send and Output.flush for this type
+# in the common case, reading its slots by offset.
+if speedups.BUILT is not None:
+    speedups.BUILT.setup(WebSocketConnection, Outbox, Phase.OPEN)

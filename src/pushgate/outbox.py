@@ -23,6 +23,7 @@ import logging
 import time
 from typing import Generic, Protocol, TypeVar
 
+from pushgate import speedups
 from pushgate.backlog import OutputBudget
 from pushgate.framing import deflated_text_frame
 from pushgate.meters import CHECKPOINT, Meters
@@ -57,6 +58,16 @@ class Writable(Protocol):
 class Outbox:
     """Writes each connection's queued frames once per turn of the event loop; with
     ``meters``, counts the writes and ends each push's delivery-latency clock."""
+
+    __slots__ = (  # _dirty: read by _speedups.c
+        "_big_flush_ended",
+        "_coalesce_delay",
+        "_deflated",
+        "_dirty",
+        "_loop",
+        "budget",
+        "meters",
+    )
 
     def __init__(
         self,
@@ -102,8 +113,7 @@ class Outbox:
         if meters is not None and meters.unwritten:
             self._flush_timed(dirty, meters)
         else:
-            for conn in dirty:
-                self._write(conn)
+            self._write_all(dirty, 0, len(dirty))
         ended = time.monotonic()
         if ended - began >= BIG_FLUSH:
             self._big_flush_ended = ended
@@ -117,21 +127,35 @@ class Outbox:
         stamps = []
         began = time.time()
         for start in range(0, len(dirty), CHECKPOINT):
-            chunk = dirty[start : start + CHECKPOINT]
-            for conn in chunk:
-                self._write(conn)
+            stop = min(start + CHECKPOINT, len(dirty))
+            self._write_all(dirty, start, stop)
             ended = time.time()
-            stamps.append(((began + ended) / 2, len(chunk)))
+            stamps.append(((began + ended) / 2, stop - start))
             began = ended
         meters.written(stamps)
+
+    def _write_all(self, conns: list[Writable], start: int, stop: int) -> None:
+        """Write ``conns[start:stop]``, each with :meth:`_write`: compiled where
+        pushgate._speedups was built (speedups.py), which calls :meth:`_write` for
+        every connection but an open WebSocket one."""
+        compiled = speedups.compiled
+        if compiled is not None:
+            compiled.flush(self, conns, start, stop)
+        else:
+            for conn in conns[start:stop]:
+                self._write(conn)
 
     @staticmethod
     def _write(conn: Writable) -> None:
         try:
             conn.flush()
-        except Exception:  # one connection's failure must not starve the rest
-            log.exception("writing to %s failed; dropping it", conn.peer)
-            conn.abort()
+        except Exception as exc:  # one connection's failure must not starve the rest
+            Outbox._failed(conn, exc)
+
+    @staticmethod
+    def _failed(conn: Writable, exc: Exception) -> None:
+        log.error("writing to %s failed; dropping it", conn.peer, exc_info=exc)
+        conn.abort()
 
 
 class ConnectionRegistry(Generic[C]):
