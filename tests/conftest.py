@@ -1,6 +1,6 @@
 """Shared fixtures: a running server on free loopback ports, an HTTP client, a
 redis-server of its own or one for a whole module, a Redis Cluster for a whole
-module, and headless Chromium."""
+module, headless Chromium, and each fan-out path in turn."""
 
 import asyncio
 import concurrent.futures
@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 import aiohttp
 import pytest
 
+from pushgate import speedups
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, require_browser
-from tests.helpers import FAST_TIMERS, Running, running_server
+from tests.helpers import FAST_TIMERS, Running, require_compiled, running_server
 from tests.redis_cluster import RedisClusterServers, started_in_a_thread
 from tests.redis_server import RedisServer
 
@@ -21,6 +22,18 @@ async def server() -> AsyncIterator[Running]:
     """A pushgate server (gateway and logic API) with short timers."""
     async with running_server(**FAST_TIMERS) as running:
         yield running
+
+
+@pytest.fixture(params=["compiled", "python"])
+def fanout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on each fan-out path (pushgate/speedups.py): the compiled one,
+    where pushgate._speedups was built (see require_compiled), and pure Python.
+    A module takes both with ``pytestmark = pytest.mark.usefixtures("fanout")``."""
+    if request.param == "compiled":
+        monkeypatch.setattr(speedups, "compiled", require_compiled())
+    else:
+        monkeypatch.setattr(speedups, "compiled", None)
+    return str(request.param)
 
 
 @pytest.fixture

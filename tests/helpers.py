@@ -19,12 +19,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
+from pushgate import speedups
 from pushgate.app import PushServer
 from pushgate.config import Config
 
@@ -37,6 +39,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+def require_compiled() -> speedups.Compiled:
+    """pushgate._speedups, or the test is skipped, saying why; it fails instead when
+    ``PUSHGATE_REQUIRE_SPEEDUPS=1`` (scripts/test sets it where it found a C compiler
+    and Python's headers, so the extension should have been built)."""
+    if speedups.BUILT is not None:
+        return speedups.BUILT
+    why = f"{speedups.WHY_NOT} (no C compiler or no Python headers at install?)"
+    if os.environ.get("PUSHGATE_REQUIRE_SPEEDUPS") == "1":
+        pytest.fail(f"{why}, but PUSHGATE_REQUIRE_SPEEDUPS=1: see pip's output")
+    pytest.skip(f"{why}; the pure-Python path is tested")
 
 
 # Short timers so that heartbeat and timeout tests run in about a second.
@@ -151,9 +165,12 @@ class RawClient:
     so it can play a dead or silent peer.
     """
 
-    def __init__(self, url: str, *, answer_pings: bool = False) -> None:
+    def __init__(
+        self, url: str, *, answer_pings: bool = False, receive_buffer: int | None = None
+    ) -> None:
         self.url = url
         self.answer_pings = answer_pings
+        self.receive_buffer = receive_buffer  # SO_RCVBUF, set before connecting
         self.proto = ClientProtocol(parse_uri(url), max_size=None)
         self.reader: asyncio.StreamReader
         self.writer: asyncio.StreamWriter
@@ -162,7 +179,14 @@ class RawClient:
 
     async def connect(self) -> Response:
         uri = parse_uri(self.url)
-        self.reader, self.writer = await asyncio.open_connection(uri.host, uri.port)
+        if self.receive_buffer is None:
+            self.reader, self.writer = await asyncio.open_connection(uri.host, uri.port)
+        else:  # a small one: a client that stops reading is soon seen not to read
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (uri.host, uri.port))
+            self.reader, self.writer = await asyncio.open_connection(sock=sock)
         self.proto.send_request(self.proto.connect())
         self._write()
         while self.response is None:

@@ -310,6 +310,7 @@ async def test_one_address_cannot_take_the_connect_rate(caplog: pytest.LogCaptur
 # Unsent output (issue 25, item 3)
 
 
+@pytest.mark.usefixtures("fanout")  # on both fan-out paths (conftest.py)
 async def test_the_largest_holders_of_unsent_output_go_first(http: aiohttp.ClientSession) -> None:
     """Clients that never read hold output; past --max-output-total-bytes for all of
     them together, the ones holding the most are closed with 1008 until the rest

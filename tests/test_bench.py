@@ -136,8 +136,10 @@ def test_room_with_one_sender_checks_order(capsys: pytest.CaptureFixture[str]) -
     [run] = runs
     assert run["scenario"] == "room"
     assert run["members_paged"] == 50
-    # The server's own latency (GET /metrics) is read beside the clients'.
+    # The server's own latency (GET /metrics) is read beside the clients', and how many
+    # frames its writes carried (one sender, pushes in turn: about one each).
     assert 0 < run["server_p50_ms"] <= run["server_p99_ms"]
+    assert 1 <= run["frames_per_write"] < 2
     assert run["deliveries"] == 1000
     assert run["lost"] == run["duplicates"] == run["out_of_order"] == 0
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from pushgate import clientops
+from pushgate import clientops, eager
 from pushgate.clientops import Answer, Serial
 from pushgate.wire import CLOSE_INTERNAL_ERROR
 
@@ -220,3 +220,25 @@ async def test_no_reply_goes_to_a_connection_that_closed_meanwhile() -> None:
     gate.set_result(None)
     await asyncio.gather(*clientops.running)
     assert conn.replies == []
+
+
+async def test_eager_start_makes_a_task_only_for_work_that_waits() -> None:
+    done: list[str] = []
+
+    async def at_once() -> None:
+        done.append("at once")
+
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def waits() -> None:
+        await gate
+        done.append("after its wait")
+
+    assert eager.start(at_once(), asyncio.ensure_future) is None
+    assert done == ["at once"]
+    task = eager.start(waits(), asyncio.ensure_future)
+    assert task is not None
+    assert done == ["at once"]
+    gate.set_result(None)
+    await task
+    assert done == ["at once", "after its wait"]

@@ -5,6 +5,7 @@ gets them plain; --no-compression declines it."""
 import json
 
 import aiohttp
+import pytest
 from websockets.asyncio.client import connect
 from websockets.frames import Opcode
 
@@ -17,6 +18,9 @@ from tests.helpers import (
     recv_json,
     running_server,
 )
+
+# Each test runs on both fan-out paths, compiled and pure Python (conftest.py).
+pytestmark = pytest.mark.usefixtures("fanout")
 
 BIG = {"items": [{"id": i, "name": f"item number {i}", "price": i + 0.5} for i in range(40)]}
 

@@ -4,8 +4,9 @@ frames queued in one turn of the event loop leave in one write, in order."""
 import asyncio
 from typing import Any
 
+import pytest
 from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
@@ -18,6 +19,11 @@ from pushgate.hub import Hub
 from pushgate.node import Node
 from pushgate.outbox import ConnectionRegistry, Outbox
 from pushgate.streams import TOPIC_ALL, Publication
+from pushgate.wire import PONG
+from pushgate.wsinput import at_frame_boundary
+
+# Each test runs on both fan-out paths, compiled and pure Python (conftest.py).
+pytestmark = pytest.mark.usefixtures("fanout")
 
 
 class FakeTransport:
@@ -105,14 +111,19 @@ async def test_handshake_then_welcome_in_that_order() -> None:
     await open_connection()  # asserts the order itself
 
 
-async def test_the_101_and_the_welcome_share_one_write() -> None:
-    """A connection welcomed at once (here without a session, whose writing would
-    hold the welcome) costs one write for its handshake and welcome."""
-    _, conn, transport, client = await new_connection(Config(session_ttl=0))
+@pytest.mark.parametrize("session_ttl", [0.0, 60.0])
+async def test_the_101_and_the_welcome_share_one_write(session_ttl: float) -> None:
+    """A connection welcomed at once costs one write for its handshake and welcome:
+    without a session, and with one on the memory broker (written in the same turn:
+    nothing to wait for)."""
+    _, conn, transport, client = await new_connection(Config(session_ttl=session_ttl))
     for chunk in client.data_to_send():
         conn.data_received(chunk)
     assert len(transport.writes) == 1
     assert transport.writes[0].startswith(b"HTTP/1.1 101 ")
+    assert [bytes(f.data)[:20] for f in frames_in(client, transport.writes[0])] == [
+        b'{"type":0,"data":{"w'
+    ]
 
 
 async def test_a_resuming_clients_101_goes_at_once() -> None:
@@ -201,8 +212,9 @@ def frame_parsers() -> set[int]:
 
 async def test_an_idle_connection_holds_no_parser() -> None:
     """Between frames a connection keeps no parser (wsprotocol.py): not once its
-    handshake is answered, nor after a sweep of its timers; one read in the middle
-    of a frame keeps it until the frame is whole."""
+    handshake is answered, nor after a sweep of its timers, nor after a read that
+    ends with a pong; one read in the middle of a frame keeps it until the frame is
+    whole, and a read of a data frame until the sweeper looks."""
     others = frame_parsers()  # other tests' connections
     _node, conn, transport, client = await open_connection()
     assert frame_parsers() - others == set()
@@ -216,6 +228,13 @@ async def test_an_idle_connection_holds_no_parser() -> None:
         b'{"type":1,"data":"PONG"}\n'
     ]
     conn.check_timers(asyncio.get_running_loop().time())
+    assert frame_parsers() - others == set()
+    client.send_text(b'{"type":1,', fin=False)  # fragments: parsed, not the fast path's
+    client.send_continuation(b'"data":"PING"}', fin=True)
+    conn.data_received(b"".join(client.data_to_send()))
+    assert len(frame_parsers() - others) == 1
+    client.send_pong(b"")  # as a silent client answers the sweeper's ping
+    conn.data_received(b"".join(client.data_to_send()))
     assert frame_parsers() - others == set()
 
 
@@ -278,3 +297,75 @@ async def test_a_token_sent_as_the_subprotocol_is_answered_then_not_kept() -> No
     assert upgrade.admitted.subprotocol is None
     assert upgrade.admitted.claims is not None
     assert upgrade.admitted.claims.user == "alice"
+
+
+async def test_small_frames_skip_the_parser_which_stays_at_a_frame_boundary() -> None:
+    """A read of whole small frames is answered without the websockets parser (a
+    PING here); a read it cannot take (a frame cut in two, a control frame) goes
+    through the parser, after which small frames skip it again."""
+    _node, conn, transport, client = await open_connection()
+    proto = conn._proto
+    assert at_frame_boundary(proto)  # this websockets version waits where we look
+    parsed: list[bytes] = []
+    parse = proto.receive_data
+
+    def counting(data: bytes | bytearray) -> None:
+        parsed.append(bytes(data))
+        parse(data)
+
+    proto.receive_data = counting  # type: ignore[method-assign]
+
+    def send(*chunks: bytes) -> list[bytes]:
+        transport.writes.clear()
+        for chunk in chunks:
+            conn.data_received(chunk)
+        return [bytes(f.data) for f in frames_in(client, b"".join(transport.writes))]
+
+    client.send_text(b'{"type":1,"data":"PING"}')
+    ping = b"".join(client.data_to_send())
+    assert send(ping) == [PONG]
+    assert parsed == []
+    assert send(ping[:5], ping[5:]) == [PONG]  # cut: the parser reads both halves
+    assert parsed == [ping[:5], ping[5:]]
+    parsed.clear()
+    client.send_ping(b"")
+    control = b"".join(client.data_to_send())
+    assert [f.opcode for f in frames_in(client, b"")] == []
+    transport.writes.clear()
+    conn.data_received(control + ping)
+    assert parsed == [control + ping]  # a control frame: the whole read is parsed
+    assert at_frame_boundary(proto)
+    parsed.clear()
+    assert send(ping + ping) == [PONG, PONG]
+    assert parsed == []
+
+
+async def test_the_fast_path_counts_frames_against_the_same_budget() -> None:
+    """Frames cut by the fast path count as the parser's do: past the frame rate the
+    connection is closed (1008)."""
+    _node, conn, transport, client = await open_connection(Config(max_client_frames_per_second=5))
+    for _ in range(12):
+        client.send_text(b'{"type":1,"data":"PING"}')
+    conn.data_received(b"".join(client.data_to_send()))
+    frames = frames_in(client, b"".join(transport.writes))
+    assert frames[-1].opcode is Opcode.CLOSE
+    assert Close.parse(frames[-1].data).code == 1008
+
+
+async def test_an_open_connection_is_next_looked_at_when_its_heartbeat_is_due() -> None:
+    """The sweeper's wheel: an open connection heard from just now is due at its
+    ping time, not at every sweep; a close brings it to its close timeout."""
+    config = Config()
+    _node, conn, _transport, _client = await open_connection(config)
+    settings = config.connection_settings()
+    now = asyncio.get_running_loop().time()
+    conn.last_seen = now
+    assert conn.check_timers(now) == now + settings.ping_after
+    wheel = conn._registry.wheel
+    wheel.schedule(conn, now + settings.ping_after)
+    conn.close(1000, "bye")
+    abort_at = conn._abort_at
+    assert abort_at is not None
+    assert abort_at <= now + settings.close_timeout + 1
+    assert conn.check_timers(now) == abort_at
+    assert wheel.take_due(abort_at + wheel.interval) == [conn]  # not at its ping time

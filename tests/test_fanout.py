@@ -3,6 +3,7 @@
 import asyncio
 
 import aiohttp
+import pytest
 
 from tests.helpers import (
     FAST_TIMERS,
@@ -13,6 +14,9 @@ from tests.helpers import (
     running_server,
     without_position,
 )
+
+# Each test runs on both fan-out paths, compiled and pure Python (conftest.py).
+pytestmark = pytest.mark.usefixtures("fanout")
 
 
 async def test_a_client_that_does_not_read_is_closed_with_1008_and_stalls_nobody(

@@ -8,7 +8,13 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from pushgate.framing import MIN_DEFLATE_BYTES, deflated_text_frame, text_frame
+from pushgate.framing import (
+    MIN_DEFLATE_BYTES,
+    SMALL_FRAME_MAX,
+    deflated_text_frame,
+    small_client_frames,
+    text_frame,
+)
 
 
 def reference(payload: bytes) -> bytes:
@@ -69,3 +75,43 @@ def parse(frame: bytes) -> Frame:
         result: Frame = done.value
         return result
     raise AssertionError("the frame did not parse")
+
+
+def masked(opcode: Opcode, payload: bytes, *, fin: bool = True) -> bytes:
+    """A client's frame, as the websockets library masks it."""
+    return Frame(opcode, payload, fin=fin).serialize(mask=True)
+
+
+@given(st.lists(st.tuples(st.booleans(), st.binary(max_size=700)), max_size=5))
+def test_small_client_frames_unmask_what_a_client_sent(
+    messages: list[tuple[bool, bytes]],
+) -> None:
+    data = b"".join(
+        masked(Opcode.TEXT if is_text else Opcode.BINARY, payload) for is_text, payload in messages
+    )
+    assert small_client_frames(data) == messages
+
+
+def test_anything_but_whole_small_data_frames_is_left_to_the_parser() -> None:
+    ping = masked(Opcode.TEXT, b'{"type":1,"data":"PING"}')
+    others = {
+        "a control frame": masked(Opcode.PING, b""),
+        "a close frame": masked(Opcode.CLOSE, b"\x03\xe8"),
+        "a fragment": masked(Opcode.TEXT, b"part", fin=False),
+        "a continuation": masked(Opcode.CONT, b"rest"),
+        "a frame over the size": masked(Opcode.TEXT, b"x" * (SMALL_FRAME_MAX + 1)),
+        "a frame with a 64-bit length": masked(Opcode.TEXT, b"x" * 65536),
+        "a compressed frame": bytes([0x81 | 0x40]) + masked(Opcode.TEXT, b"x")[1:],  # RSV1
+        "an unmasked frame": Frame(Opcode.TEXT, b"x").serialize(mask=False),
+        "half a header": ping[:1],
+        "a header and half its mask": ping[:4],
+        "a frame cut short": ping[:-1],
+    }
+    for what, data in others.items():
+        assert small_client_frames(data) is None, what
+        assert small_client_frames(ping + data) is None, f"a ping, then {what}"
+    assert small_client_frames(ping + ping) == [(True, b'{"type":1,"data":"PING"}')] * 2
+    medium = masked(Opcode.TEXT, b"m" * 300)  # a 16-bit length
+    assert small_client_frames(medium) == [(True, b"m" * 300)]
+    assert small_client_frames(medium, max_size=299) is None  # over the client's limit
+    assert small_client_frames(medium[:3]) is None  # its length cut

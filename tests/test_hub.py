@@ -7,6 +7,9 @@ from pushgate.hub import Encoding, Hub, MembershipChange, Outgoing
 from pushgate.ids import ConnId, RoomId
 from pushgate.wire import encode_push
 
+# Each test runs on both fan-out paths, compiled and pure Python (conftest.py).
+pytestmark = pytest.mark.usefixtures("fanout")
+
 A = ConnId("conn-a")
 B = ConnId("conn-b")
 C = ConnId("conn-c")
@@ -281,3 +284,25 @@ def test_a_message_is_made_once_per_encoding_whatever_the_recipients() -> None:
     assert [s.got[0] for s in speakers] == [b"seed:hi", b"other:hi"] * 2 + [b"seed:hi"]
     assert speakers[0].got[0] is speakers[2].got[0] is speakers[4].got[0]
     assert speakers[1].got[0] is speakers[3].got[0]
+
+
+def test_a_push_to_many_encodings_gives_each_its_own_and_counts_them() -> None:
+    """Twelve encodings in one room (more than the compiled path keeps at once), one
+    recipient skipped: each other gets its encoding's bytes, counted by encoding."""
+
+    def encoding(n: int) -> Encoding:
+        return Encoding(f"e{n}", lambda message: b"%d:" % n + message, bytes)
+
+    encodings = [encoding(n) for n in range(12)]
+    hub = Hub(max_rooms_per_conn=8)
+    sinks = []
+    for n in range(24):
+        sink = FakeSink()
+        sink.encoding = encodings[n % 12]
+        sinks.append(sink)
+        hub.register(ConnId(f"c{n}"), sink)
+        hub.join(LOBBY, ConnId(f"c{n}"))
+    assert hub.send_room(LOBBY, Outgoing(b"hi"), skip=sinks[5]) == 23
+    for n, sink in enumerate(sinks):
+        assert sink.frames == ([] if n == 5 else [b"%d:hi" % (n % 12)])
+    assert hub.delivered == {e: 1 if e is encodings[5] else 2 for e in encodings}

@@ -71,6 +71,7 @@ async def test_the_welcome_goes_out_after_the_handshake_timeout_when_redis_canno
         assert await next_json(client) == PONG
 
 
+@pytest.mark.usefixtures("fanout")  # on both fan-out paths (conftest.py)
 async def test_pushes_to_a_held_welcome_count_against_max_output_bytes(
     http: aiohttp.ClientSession,
 ) -> None:

@@ -272,8 +272,8 @@ async def test_a_resume_on_a_node_that_missed_pushes_gets_each_once() -> None:
     first = Collector()
     opened = node.connection_opened(ConnId("c"), first)
     assert opened.token is not None
-    assert opened.ready is not None
-    await opened.ready
+    if opened.ready is not None:  # None: settled at once
+        await opened.ready
     one, two, three, four, five = (
         bus.publish(TOPIC_ALL, b'{"type":2,"data":%d}\n' % i)[0] for i in range(1, 6)
     )

@@ -1,6 +1,8 @@
 """Sessions survive a Redis restarted empty (issue 22, part 1): the gateways write
 back the sessions of their live connections, so that clients cut afterwards resume
-with their wsIds and rooms, on either gateway, and miss no push that was accepted.
+with their wsIds and rooms, on either gateway, and miss no push that was accepted;
+and a client that missed nothing is not told otherwise, where its gateway can tell
+(epochends.py).
 
 On a real redis-server, SIGKILLed and started again empty on the same port."""
 
@@ -16,6 +18,7 @@ import aiohttp
 from pushgate.client import Connection, Push, PushAPI, ServiceUnavailableError, State, connect
 from pushgate.ids import ConnId, RoomId
 from pushgate.presence import Roster
+from tests.dropping_proxy import DroppingProxy
 from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, Running, running_server
 from tests.redis_server import RedisServer
 from tests.tcp_proxy import FreezableProxy
@@ -63,17 +66,19 @@ def stream_of(push: Push) -> str:
 
 @dataclass
 class Pusher:
-    """Pushes to every room and to all, one after another, through the logic API:
-    what was accepted (200), and what was refused (503: Redis away), by stream."""
+    """Pushes to each of ``streams`` in turn (every room and all, unless changed on
+    the way), through the logic API: what was accepted (200), and what was refused
+    (503: Redis away), by stream."""
 
     api: PushAPI
+    streams: list[str] = field(default_factory=lambda: ["all", *(f"room:{r}" for r in ROOMS)])
     accepted: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     refused: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     a_refusal: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
         for value in itertools.count():
-            stream = ("all", *(f"room:{room}" for room in ROOMS))[value % 4]
+            stream = self.streams[value % len(self.streams)]
             try:
                 if stream == "all":
                     await self.api.push_all(value, tag=2)
@@ -181,6 +186,142 @@ async def test_sessions_survive_a_redis_restarted_empty(redis: RedisServer) -> N
             missing = set(accepted) - set(got)
             assert not missing, f"{client.ws_id} {stream}: accepted pushes missing: {missing}"
             # A 503 may come from a push Redis ran before it died: it may arrive.
+            assert set(got) <= set(accepted) | set(pusher.refused[stream])
+
+
+@dataclass
+class Told:
+    """What a client was told: what could not be recovered (each ``on_recovery``
+    report), and its states, in order."""
+
+    reports: list[dict[str, bool]] = field(default_factory=list)
+    states: list[State] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def recovery(self, _: Connection, report: dict[str, bool]) -> None:
+        self.reports.append(report)
+
+    def state(self, _: Connection, state: State) -> None:
+        self.states.append(state)
+        self.changed.set()
+
+    async def until_open_again(self) -> None:
+        """Return once it is open again after a drop."""
+        while State.RECONNECTING not in self.states or self.states[-1] is not State.OPEN:
+            self.changed.clear()
+            await self.changed.wait()
+
+
+async def test_a_client_that_missed_nothing_is_told_so_after_a_redis_restarted_empty(
+    redis: RedisServer,
+) -> None:
+    """Clients of two gateways are in rooms (one, solo, only on the first gateway);
+    Redis is SIGKILLed under pushes and started again empty. Each gateway had all a
+    stream's pushes when Redis closed its connection, so its clients are told of no
+    loss: no notice while connected, and, cut once the gateways are ready, a resume
+    on their own gateway or on the other that is recovered, from the new epoch on the
+    streams that had pushes since and from the old epoch's end on those that had not
+    (r2, solo). Solo's client resumes on the gateway that never followed solo, which
+    cannot tell: only that stream is not recovered. Every accepted push arrives once."""
+    async with AsyncExitStack() as stack:
+        gateways, logic = await stack.enter_async_context(cluster(redis))
+        api = await stack.enter_async_context(PushAPI(logic.api_url))
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        # Closed at the cut (its clients go to the other gateway), or dropped (they stay).
+        moving: list[DroppingProxy] = []
+        staying: list[DroppingProxy] = []
+        for gateway in gateways:
+            for proxies in (moving, staying):
+                proxy = DroppingProxy(LOOPBACK, gateway.ws_port)
+                await proxy.start()
+                stack.push_async_callback(proxy.close)
+                proxies.append(proxy)
+        clients: list[Client] = []
+        told: list[Told] = []
+        # (its gateway, its rooms, whether it resumes there: else on the other one)
+        plan = [(0, ("r0", "r1"), False), (0, ("r2",), True), (0, ("solo",), False)]
+        plan += [(1, ("r0", "r2"), False), (1, ("r1",), True)]
+        for index, rooms, stays in plan:
+            proxy_url = f"ws://{LOOPBACK}:{(staying if stays else moving)[index].port}/connect"
+            urls = [proxy_url] if stays else [proxy_url, gateways[1 - index].ws_url]
+            told.append(Told())
+            conn = connect(
+                urls,
+                api=api,
+                backoff_initial=0.05,
+                backoff_max=0.2,
+                on_recovery=told[-1].recovery,
+                on_state_change=told[-1].state,
+            )
+            client = Client(await stack.enter_async_context(conn), rooms, urls[-1])
+            client.ws_id = client.conn.ws_id
+            for room in rooms:
+                await api.join(room, client.ws_id)
+            clients.append(client)
+        readers = [asyncio.create_task(client.read()) for client in clients]
+        pusher = Pusher(api, ["all", "room:r0", "room:r1", "room:r2", "room:solo"])
+        pushing = asyncio.create_task(pusher.run())
+        try:
+            async with asyncio.timeout(10 * UNIT):  # the old epoch, on every stream
+                for client in clients:
+                    await client.until(lambda _, got: len(got) >= 5)
+            redis.kill()
+            async with asyncio.timeout(5 * UNIT):
+                await pusher.a_refusal.wait()
+            # r2 and solo stay quiet until the cut: their clients resume from the old
+            # epoch's end; the others from the new epoch, which goes on meanwhile.
+            pusher.streams = ["all", "room:r0", "room:r1"]
+            old = len(pusher.accepted["all"])
+            await redis.start()  # empty: no persistence
+            for gateway in gateways:
+                await ready(http, gateway)
+            async with asyncio.timeout(10 * UNIT):  # the new epoch reaches everyone live
+                for client in clients:
+                    await client.until(
+                        lambda s, got: s != "all" or len(set(got) & {*pusher.accepted[s][old:]}) > 0
+                    )
+            for proxy in moving:
+                await proxy.close()  # refused from now on: to the other gateway
+            for proxy in staying:
+                await proxy.drop()  # back through the same proxy: the same gateway
+            async with asyncio.timeout(10 * UNIT):
+                for each in told:
+                    await each.until_open_again()
+            pusher.streams = ["all", "room:r0", "room:r1", "room:r2", "room:solo"]
+            cut = {stream: len(pusher.accepted[stream]) for stream in pusher.streams}
+            async with asyncio.timeout(10 * UNIT):  # every stream flows after the resumes
+                for client in clients:
+                    await client.until(
+                        lambda s, got: len(set(got) & {*pusher.accepted[s][cut[s] :]}) >= 3
+                    )
+        finally:
+            pushing.cancel()
+            await asyncio.gather(pushing, return_exceptions=True)
+        async with asyncio.timeout(10 * UNIT):
+            for client in clients:
+                await client.until(lambda s, got: pusher.accepted[s][-1] in got)
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+
+        assert [gateway.server.node.restorer.restored for gateway in gateways] == [3, 2]
+        for client, each in zip(clients, told, strict=True):
+            assert (client.conn.state, client.conn.url) == (State.OPEN, client.elsewhere)
+            assert (client.conn.ws_id, client.conn.resumed) == (client.ws_id, True)
+            if client.rooms == ("solo",):  # on the gateway that never followed solo
+                assert each.reports == [{"all": True, "room:solo": False}]
+                assert client.conn.recovered is False
+            else:
+                assert each.reports == [], f"{client.rooms}: told of a loss"
+                assert client.conn.recovered is True
+
+    for client in clients:
+        for stream in client.streams:
+            got, accepted = client.got[stream], pusher.accepted[stream]
+            assert len(got) == len(set(got)), f"{stream}: a push twice"
+            assert got == sorted(got), f"{stream}: out of order"
+            missing = set(accepted) - set(got)
+            assert not missing, f"{client.ws_id} {stream}: accepted pushes missing: {missing}"
             assert set(got) <= set(accepted) | set(pusher.refused[stream])
 
 

@@ -98,8 +98,9 @@ async def opened(node: Node) -> tuple[Conn, ConnId, str]:
     sink = Conn(node, conn)
     opening = node.connection_opened(conn, sink)
     assert opening.token is not None
-    assert opening.ready is not None
-    await opening.ready
+    if opening.ready is not None:  # None: settled at once (a broker in this process)
+        await opening.ready
+    assert node.core._holders[conn]  # its session is recorded
     return sink, conn, opening.token
 
 

@@ -240,7 +240,7 @@ def test_a_stream_no_longer_followed_is_judged_afresh() -> None:
     """Once the node lets go of a stream, its old position is forgotten: a later
     subscription's first push is delivered, not taken for a gap."""
     recovery = following(3)
-    recovery.forget(S)
+    recovery.forget(S, 0.0)
     assert recovery.last(S) is None
     assert S not in recovery.topics()
     assert recovery.arrive(S, pub(9)).action is Action.DELIVER
@@ -412,3 +412,115 @@ def test_a_resume_is_not_handed_its_own_messages_back() -> None:
     assert catch_up.reports[S] == StreamReport(True, "e", 6)
     everyone = recovery.catch_up({S: Position("e", 2)}, {S: read}, True)
     assert everyone.frames == [theirs[0].data, mine[0].data, theirs[1].data, mine[1].data]
+
+
+# A new epoch that follows on from the old one's end (epochends.py)
+
+
+def closed_at(at: int) -> StreamRecovery:
+    """A node that delivered ``S`` up to ``at`` in epoch e, then saw its subscription
+    closed under it; the reconnect's repair is under way."""
+    recovery = following(at)
+    recovery.interrupted({S: True})
+    assert recovery.start_repair(S)
+    return recovery
+
+
+def read_after_e(top: int, kept: range) -> History:
+    """History of epoch f as a read after a position of e returns it: all it keeps,
+    and not complete (the epoch changed)."""
+    return history(top, kept, "f", complete=False)
+
+
+def test_a_repair_into_a_new_epoch_after_a_closed_cut_tells_nothing() -> None:
+    """The node had delivered e up to 3 when Redis closed its connection; it comes
+    back without history, and f holds all it has: f's pushes, and no notice."""
+    recovery = closed_at(3)
+    recovery.arrive(S, pub(3, "f"))  # live meanwhile: held
+    outcome = counted(recovery.finish_repair(S, read_after_e(2, range(1, 3))))
+    assert data(outcome.steps) == [b"f-1", b"f-2", b"f-3"]
+    assert (outcome.filled, outcome.lost, outcome.carried_from) == (2, 0, "e")
+    assert recovery.last(S) == Position("f", 3)
+
+
+def test_a_resume_from_the_old_epochs_end_is_recovered() -> None:
+    """After that, a client at (e, 3) is at f's start: it gets all of f, recovered;
+    one at (e, 2) missed e-3, which went with the old history: not recovered."""
+    recovery = closed_at(3)
+    recovery.finish_repair(S, read_after_e(2, range(1, 3)))
+    recovery.capture([S])
+    read = read_after_e(2, range(1, 3))
+    at_end = recovery.catch_up({S: Position("e", 3)}, {S: read}, True)
+    assert at_end.frames == [b"f-1", b"f-2"]
+    assert at_end.reports[S] == StreamReport(True, "f", 2)
+    short = recovery.catch_up({S: Position("e", 2)}, {S: read}, True)
+    assert short.frames == [b"f-1", b"f-2"]
+    assert short.reports[S] == StreamReport(False, "f", 2)
+
+
+def test_a_resume_from_the_old_epochs_end_to_a_quiet_new_one() -> None:
+    """Nothing published in f yet: the client is recovered, at f's start."""
+    recovery = closed_at(3)
+    assert recovery.finish_repair(S, read_after_e(0, range(0))).steps == []
+    recovery.capture([S])
+    catch_up = recovery.catch_up({S: Position("e", 3)}, {S: read_after_e(0, range(0))}, True)
+    assert catch_up.reports[S] == StreamReport(True, "f", 0)
+
+
+def test_a_cut_that_was_not_closed_still_tells() -> None:
+    """The subscription went silent: Redis may have accepted pushes after e-3 that
+    never arrived. A notice, as for any lost history; a resume from (e, 3) is not
+    recovered."""
+    recovery = following(3)
+    recovery.interrupted({S: False})
+    recovery.start_repair(S)
+    outcome = counted(recovery.finish_repair(S, read_after_e(2, range(1, 3))))
+    assert data(outcome.steps) == [StreamReport(False, "f", 0), b"f-1", b"f-2"]
+    recovery.capture([S])
+    catch_up = recovery.catch_up({S: Position("e", 3)}, {S: read_after_e(2, range(1, 3))}, True)
+    assert catch_up.reports[S].recovered is False
+
+
+def test_a_cut_during_a_repair_still_tells() -> None:
+    """The stream was being repaired when the connection closed: its position was
+    not where the epoch stood, whatever the repair would have found."""
+    recovery = following(3)
+    recovery.arrive(S, pub(6))  # a gap: repairing
+    recovery.interrupted({S: True})
+    outcome = counted(recovery.finish_repair(S, read_after_e(2, range(1, 3))))
+    assert outcome.lost >= 1
+    assert outcome.carried_from == ""
+
+
+def test_a_new_epoch_trimmed_already_still_tells() -> None:
+    """f no longer holds its first pushes: the client cannot be given them."""
+    recovery = closed_at(3)
+    outcome = counted(recovery.finish_repair(S, read_after_e(9, range(5, 10))))
+    assert data(outcome.steps)[0] == StreamReport(False, "f", 0)
+    assert outcome.carried_from == ""
+
+
+def test_a_session_written_back_from_a_quiet_stream_keeps_its_clean_start() -> None:
+    """Noted at (e, 0), nothing delivered, a closed cut, f empty: the start a session
+    written back is given is f's start, and one at (e, 0) is recovered."""
+    recovery = StreamRecovery()
+    recovery.noted(S, Position("e", 0))
+    recovery.interrupted({S: True})
+    recovery.start_repair(S)
+    assert recovery.finish_repair(S, read_after_e(0, range(0))).steps == []
+    assert recovery.clean_start(S) == Position("f", 0)
+    recovery.capture([S])
+    catch_up = recovery.catch_up({S: Position("e", 0)}, {S: read_after_e(0, range(0))}, True)
+    assert catch_up.reports[S] == StreamReport(True, "f", 0)
+
+
+def test_a_stream_followed_again_has_no_end_to_carry() -> None:
+    """The node let go of the stream and follows it again: what it saw before is
+    no evidence of anything."""
+    recovery = closed_at(3)
+    recovery.finish_repair(S, read_after_e(2, range(1, 3)))
+    recovery.forget(S, 0.0)
+    recovery.noted(S, Position("f", 2))
+    recovery.capture([S])
+    catch_up = recovery.catch_up({S: Position("e", 3)}, {S: read_after_e(2, range(1, 3))}, True)
+    assert catch_up.reports[S].recovered is False

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pushgate import __version__
+from pushgate import __version__, speedups
 from pushgate.api import build_api, metrics_app
 from pushgate.apisite import ConnectionGuard, GuardedSite
 from pushgate.broker.base import Broker
@@ -428,6 +428,8 @@ class PushServer:
             parts.append(f"metrics http://{host}:{self.metrics_port}/metrics")
         broker = self.config.broker.rsplit("@", 1)[-1]  # never log a password
         parts.append(f"node {self.node.node_id}, broker {broker}")
+        if self.role != "logic":  # which path fan-out takes (speedups.py)
+            parts.append(f"fan-out {speedups.describe()}")
         return ", ".join(parts)
 
 

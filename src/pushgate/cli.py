@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from pushgate import __version__
+from pushgate import __version__, speedups
 from pushgate.bench.cli import add_bench_parser, run_bench
 from pushgate.cliparser import Parser, argument_type, unknown_arguments
 from pushgate.config import OPTIONS, Group, default_of, from_sources
@@ -100,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"pushgate {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"pushgate {__version__} (fan-out: {speedups.describe()})",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for role, (summary, description, epilog) in ROLE_HELP.items():
         sub = commands.add_parser(

@@ -22,9 +22,10 @@ core has registered the connection.
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, Generic, Protocol, TypeVar, cast
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, Protocol, TypeVar
 
+from pushgate.eager import Started
 from pushgate.hub import Sink
 from pushgate.ids import ConnId
 from pushgate.wire import CLOSE_INTERNAL_ERROR
@@ -64,6 +65,11 @@ class Transport(Sink, Protocol):
         ...
 
     def limit_message_size(self, size: int) -> None: ...
+
+    def check_timers_by(self, when: float) -> None:
+        """Something of the protocol's is due at ``when`` (loop clock): have the
+        gateway's sweeper look at the connection by then."""
+        ...
 
     def begin_resume(self) -> None:
         """The resume message came: the connection waits for its session."""
@@ -203,46 +209,6 @@ class Serial(Generic[Request]):
         log.exception("%s of %s failed; closing it", self._what, conn.peer)
         self._items.clear()
         conn.close(CLOSE_INTERNAL_ERROR, "internal error")
-
-
-T = TypeVar("T")
-
-
-class Started(Generic[T]):
-    """A coroutine already run up to its first wait (it gave ``waiting_on``, the
-    future it awaits, on its first step), made awaitable from there: a task awaiting
-    it hands that future to the event loop, then drives the coroutine to its end as
-    ``await`` would (values, exceptions and cancellation passed through)."""
-
-    __slots__ = ("_waiting_on", "_work")
-
-    def __init__(self, work: Coroutine[Any, Any, T], waiting_on: Any) -> None:
-        self._work = work
-        self._waiting_on = waiting_on
-
-    def close(self, _task: object = None) -> None:
-        """End the coroutine where it waits (its ``finally`` blocks run); also a done
-        callback of the task that awaits it."""
-        self._work.close()
-
-    def __await__(self) -> Generator[Any, Any, T]:
-        work, step = self._work, self._waiting_on
-        while True:
-            try:
-                sent = yield step
-            except GeneratorExit:
-                work.close()
-                raise
-            except BaseException as exc:  # thrown into the awaiting task: cancellation
-                try:
-                    step = work.throw(exc)
-                except StopIteration as done:
-                    return cast(T, done.value)
-            else:
-                try:
-                    step = work.send(sent)
-                except StopIteration as done:
-                    return cast(T, done.value)
 
 
 def release_when_registered(

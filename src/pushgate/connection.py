@@ -15,10 +15,11 @@ request for Server-Sent Events (``/events``) is not a WebSocket: the socket is
 handed to the other transport (sseconnection.py), and this object is done.
 
 Nothing ever awaits a client. Timers are not per connection: the gateway's sweeper
-calls :meth:`WebSocketConnection.check_timers` on every connection about four times
-per shortest timeout (at least once a second), which also parks the parser of a
-connection that waits between frames (wsprotocol.py: its state, about 600 bytes, is
-made again by the next read).
+calls :meth:`WebSocketConnection.check_timers` when something of the connection may
+be due (its timer wheel, timerwheel.py), a few times per shortest timeout at most.
+Each check also parks the WebSocket parser of a connection that waits between frames
+(wsprotocol.py: its state, about 600 bytes, is made again by the next read that
+needs it); so does the handshake's answer.
 """
 
 import asyncio
@@ -32,6 +33,7 @@ from websockets.extensions.permessage_deflate import (
 )
 from websockets.protocol import State
 
+from pushgate import speedups
 from pushgate.backlog import WATCH_BYTES
 from pushgate.connsettings import ConnectionSettings
 from pushgate.connstate import Asking
@@ -128,6 +130,7 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         self.connected_at = self.last_seen = routes.now()
         self._pinged_at = 0.0
         self._abort_at: float | None = None  # closing: drop the TCP connection then
+        self.sweep_tick: int | None = None
 
     # asyncio.Protocol
 
@@ -142,7 +145,7 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             # One string per address, not per connection (a proxy's are all one).
             self.ip = sys.intern(str(peer[0]))
-        self._registry.add(self)
+        self._registry.add(self, self.connected_at)
         # Counted from the TCP accept: a handshake in progress holds a file too.
         refusal = self._routes.gatekeeper.admit(self.ip, self.connected_at)
         if refusal is None:
@@ -250,14 +253,20 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         elif self._proto.state is State.CONNECTING and self._transport is not None:
             self._transport.abort()
 
-    def check_timers(self, now: float) -> None:
-        """Called by the gateway's sweeper: heartbeat, and every timeout."""
+    def check_timers(self, now: float) -> float:
+        """Called by the gateway's sweeper: heartbeat, and every timeout. Returns when
+        something may next be due (loop clock; timerwheel.py): only input delays
+        that, and whatever brings a deadline closer tells the sweeper itself
+        (:meth:`_abort_by`, :meth:`check_timers_by`)."""
         settings = self._settings
         state = self._proto.state
-        if self._abort_at is not None:
-            if now >= self._abort_at:
-                self.abort()
-        elif state is State.OPEN:
+        abort_at = self._abort_at
+        if abort_at is not None:
+            if now < abort_at:
+                return abort_at
+            self.abort()
+            return now + settings.close_timeout  # gone by then, unless its transport is not
+        if state is State.OPEN:
             client = self._client
             if client is not None and client.expiring is not None:
                 client.check_expiry(time.time())
@@ -286,7 +295,10 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
                 self._write_protocol_output()
             # Between frames, its parser waits without holding memory (wsprotocol.py).
             self._proto.park()
-        elif state is State.CONNECTING and now - self.connected_at >= settings.handshake_timeout:
+            return self._next_due(now)
+        if state is State.CONNECTING:
+            if now - self.connected_at < settings.handshake_timeout:
+                return self.connected_at + settings.handshake_timeout
             log.info(
                 "dropped %s: %s within %g s",
                 self.peer,
@@ -295,6 +307,32 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
                 extra=self._context(),
             )
             self.abort()
+        return now + settings.close_timeout  # closing: its abort time decides, once set
+
+    def _next_due(self, now: float) -> float:
+        """When an open connection's next timer is due: its close, its resume message,
+        its heartbeat ping, its idle timeout, a subscription's end."""
+        if self._abort_at is not None:
+            return self._abort_at
+        settings, last_seen = self._settings, self.last_seen
+        due = last_seen + settings.idle_timeout
+        if self._pinged_at < last_seen:  # not pinged since it was last heard
+            due = min(due, last_seen + settings.ping_after)
+        if self._phase is Phase.AWAITING:
+            due = min(due, self.connected_at + settings.handshake_timeout)
+        client = self._client
+        if client is not None and client.expiring is not None:
+            due = min(due, now + min(client.expiring.values()) - time.time())
+        return due
+
+    def check_timers_by(self, when: float) -> None:
+        """Something is due at ``when`` (loop clock): the sweeper looks by then."""
+        self._registry.check_by(self, when)
+
+    def _abort_by(self, when: float) -> None:
+        """Drop the TCP connection at ``when`` (loop clock) unless it is gone by then."""
+        self._abort_at = when
+        self._registry.check_by(self, when)
 
     def _write_protocol_output(self, *, hold: bool = False) -> None:
         """Write what the protocol wants sent, behind what is queued, and act on its
@@ -313,7 +351,7 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
             self._closing()  # a closing connection owes nobody a welcome: all goes out
         self.flush()
         if self._abort_at is None and proto.close_expected():
-            self._abort_at = self._loop.time() + self._settings.close_timeout
+            self._abort_by(self._loop.time() + self._settings.close_timeout)
         if end_of_stream and self._transport is not None:
             self._transport.close()  # after the buffered bytes are written
 
@@ -375,3 +413,8 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
 if TYPE_CHECKING:
     _: type[Sink] = WebSocketConnection
     __: type[Transport] = WebSocketConnection
+
+# The compiled fan-out (speedups.py) does Output.send and Output.flush for this type
+# in the common case, reading its slots by offset.
+if speedups.BUILT is not None:
+    speedups.BUILT.setup(WebSocketConnection, Outbox, Phase.OPEN)

@@ -75,6 +75,7 @@ class ConnectionState(ClientBudget):
         "encoding",
         "ip",
         "last_seen",
+        "sweep_tick",
     )
 
     _abort_at: float | None  # closing: drop the TCP connection then (loop clock)
@@ -105,6 +106,7 @@ class ConnectionState(ClientBudget):
     connected_at: float
     ip: str
     last_seen: float
+    sweep_tick: int | None  # its bucket in the gateway sweeper's wheel (timerwheel.py)
 
     @property
     def peer(self) -> str:

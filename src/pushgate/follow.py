@@ -5,6 +5,7 @@ even its first push is checked for a gap: recovery.py).
 """
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -62,7 +63,7 @@ class Following:
                         self._spawn(self.learn_position(topic))
                 elif not wanted and topic in self.subscribed:
                     self.subscribed.discard(topic)
-                    self._recovery.forget(topic)
+                    self._recovery.forget(topic, time.monotonic())
                     await self._broker.unsubscribe(topic)
         finally:
             lock, users = self._topic_locks[topic]

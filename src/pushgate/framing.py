@@ -9,10 +9,20 @@ connection that negotiated compression. A resume frames every push it
 replays, so framing is written out here (RFC 6455 5.2: FIN and the opcode, then the
 payload length in 7, 7+16 or 7+64 bits) rather than built through a ``Frame``
 object; tests/test_framing.py checks it against the ``websockets`` library's.
+
+Reading, the ``websockets`` library's parser reads every client frame, except where
+:func:`small_client_frames` can cut a read into whole, small data frames (a PING, an
+operation, a chat message: most of what clients send): those skip a generator-based
+parse of each frame, which cost a connection's heartbeat more than its JSON.
 """
 
 import struct
 import zlib
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # websockets built without its C extension
+    from websockets.utils import apply_mask
 
 _TEXT_FIN = 0x81  # FIN set, opcode 1 (text)
 _TEXT_FIN_RSV1 = 0xC1  # the same, RSV1 set: the payload is compressed (RFC 7692 6)
@@ -37,6 +47,45 @@ def _frame(first: int, payload: bytes) -> bytes:
     if length < 65536:
         return _MEDIUM.pack(first, 126, length) + payload
     return _LONG.pack(first, 127, length) + payload
+
+
+# A client frame the fast path takes: FIN, no reserved bit, text (1) or binary (2);
+# masked, with a 7-bit length or a 16-bit one (RFC 6455 5.2), then its 4-byte mask.
+_FAST_TEXT, _FAST_BINARY = 0x81, 0x82
+_MASKED_SHORT_MAX = 0x80 | 125  # 0x80: the mask bit
+_MASKED_MEDIUM = 0x80 | 126  # the length in the next two bytes
+SMALL_FRAME_MAX = 4096  # the longest payload it takes (a read is at most 4 KiB too)
+
+
+def small_client_frames(
+    data: bytes, max_size: int = SMALL_FRAME_MAX
+) -> list[tuple[bool, bytes]] | None:
+    """The messages in ``data`` as (is text, unmasked payload), when ``data`` is
+    nothing but whole, final, masked text or binary frames of at most ``max_size``
+    (and :data:`SMALL_FRAME_MAX`) bytes with no reserved bit set; else None
+    (anything else: a control frame, a fragment, a longer or unmasked frame, a frame
+    cut by the read), and the caller's full parser reads it."""
+    limit = min(max_size, SMALL_FRAME_MAX)
+    frames: list[tuple[bool, bytes]] = []
+    at, end = 0, len(data)
+    while at < end:
+        if end - at < 6:
+            return None
+        first, second = data[at], data[at + 1]
+        if first != _FAST_TEXT and first != _FAST_BINARY:
+            return None
+        if 0x80 <= second <= _MASKED_SHORT_MAX:
+            length, start = second & 0x7F, at + 6
+        elif second == _MASKED_MEDIUM and end - at >= 8:
+            length, start = (data[at + 2] << 8) | data[at + 3], at + 8
+        else:
+            return None
+        stop = start + length
+        if length > limit or stop > end:
+            return None
+        frames.append((first == _FAST_TEXT, apply_mask(data[start:stop], data[start - 4 : start])))
+        at = stop
+    return frames
 
 
 def payload_of(frame: bytes) -> bytes:

@@ -30,7 +30,8 @@ from pushgate.wire import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART
 
 log = logging.getLogger("pushgate.gateway")
 
-# The sweeper visits every connection this many times per shortest timeout.
+# The sweeper runs this many times per shortest timeout; each time it checks the
+# connections that have something due (timerwheel.py).
 SWEEPS_PER_TIMEOUT = 4
 MAX_SWEEP_INTERVAL = 1.0
 # Connections checked in one turn of the event loop. A sweep that pings 20,000 silent
@@ -45,11 +46,27 @@ class GatewayConnection(Protocol):
     """What the sweeper and a stop do with each connection, of either transport
     (connection.py's WebSocket, sseconnection.py's event stream)."""
 
-    def check_timers(self, now: float) -> None: ...
+    sweep_tick: int | None  # its bucket in the sweeper's wheel
+
+    def check_timers(self, now: float) -> float:
+        """Act on whatever is due at ``now``; return when it next has something due."""
+        ...
 
     def close(self, code: int, reason: str) -> None: ...
 
     def abort(self) -> None: ...
+
+
+def sweep_interval(settings: ConnectionSettings) -> float:
+    """How often the sweeper runs: a few times per shortest timeout, at most a second
+    apart."""
+    shortest = min(
+        settings.ping_after,
+        settings.idle_timeout,
+        settings.handshake_timeout,
+        settings.close_timeout,
+    )
+    return min(MAX_SWEEP_INTERVAL, shortest / SWEEPS_PER_TIMEOUT)
 
 
 class Gateway:
@@ -69,7 +86,9 @@ class Gateway:
         self._count_writes = count_writes  # writes and delivery latency, for /metrics
         self._settings = settings
         self._gatekeeper = gatekeeper or Gatekeeper()
-        self._registry: ConnectionRegistry[GatewayConnection] = ConnectionRegistry()
+        self._registry: ConnectionRegistry[GatewayConnection] = ConnectionRegistry(
+            sweep_interval(settings)
+        )
         self.output_budget = OutputBudget(settings.max_output_total_bytes)
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -164,24 +183,17 @@ class Gateway:
             await self._server.wait_closed()
 
     async def _sweep(self) -> None:
-        settings = self._settings
-        shortest = min(
-            settings.ping_after,
-            settings.idle_timeout,
-            settings.handshake_timeout,
-            settings.close_timeout,
-        )
-        interval = min(MAX_SWEEP_INTERVAL, shortest / SWEEPS_PER_TIMEOUT)
         loop = asyncio.get_running_loop()
-        live = self._registry.connections
+        registry = self._registry
+        live, wheel = registry.connections, registry.wheel
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(wheel.interval)
             self._gatekeeper.refusals.flush(loop.time())
-            conns = list(live)
-            for start in range(0, len(conns), SWEEP_SLICE):
+            due = wheel.take_due(loop.time())
+            for start in range(0, len(due), SWEEP_SLICE):
                 if start:
                     await asyncio.sleep(0)  # let pushes through between slices
                 now = loop.time()
-                for conn in conns[start : start + SWEEP_SLICE]:
+                for conn in due[start : start + SWEEP_SLICE]:
                     if conn in live:  # not closed since the sweep began
-                        conn.check_timers(now)
+                        wheel.schedule(conn, conn.check_timers(now))

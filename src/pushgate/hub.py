@@ -11,7 +11,8 @@ first time a recipient of that encoding needs them, and every other recipient of
 it gets the same bytes object: encoded once per push per protocol, framed once per
 push per transport, on each node (deflate is then once per gateway, outbox.py).
 While every connection of the hub has one encoding (the common case), the bytes
-are made once before the loop and the loop is what it was with one protocol.
+are made once before the loop and the loop is what it was with one protocol; it is
+then compiled where pushgate._speedups was built (speedups.py).
 
 Pure and synchronous: nothing here awaits.
 """
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from pushgate import speedups
 from pushgate.errors import RoomLimitExceeded, UnknownConnection
 from pushgate.ids import ConnId, RoomId
 from pushgate.rooms import Rooms
@@ -257,35 +259,42 @@ class Hub:
         it, counted by encoding in ``delivered`` (once per push while one encoding is
         here; per connection only while several are)."""
         only = self._only
-        if skip is not None:
-            handed = size - self._hand_but(sinks, message, skip, only)
-        elif only is not None:  # one encoding here: its bytes made once, up front
-            frame = message.bytes_for(only)
+        if only is None:
+            return self._hand_each(sinks, size, message, skip)
+        frame = message.bytes_for(only)  # one encoding here: its bytes made once, up front
+        compiled = speedups.compiled
+        if compiled is not None:  # the same loop, compiled (speedups.py)
+            handed = compiled.hand(sinks, frame, skip)
+        elif skip is None:
             for sink in sinks:
                 sink.send(frame)
             handed = size
         else:
-            delivered = self.delivered
+            handed = size
             for sink in sinks:
-                encoding = sink.encoding
-                sink.send(message.bytes_for(encoding))
-                delivered[encoding] += 1
-            return size
-        if only is not None:
-            self.delivered[only] += handed
+                if sink is skip:
+                    handed -= 1
+                else:
+                    sink.send(frame)
+        self.delivered[only] += handed
         return handed
 
-    def _hand_but(
-        self, sinks: Iterable[Sink], message: Outgoing, skip: Sink, only: Encoding | None
+    def _hand_each(
+        self, sinks: Iterable[Sink], size: int, message: Outgoing, skip: Sink | None
     ) -> int:
-        skipped = 0
+        """:meth:`_hand` while connections of several encodings are here: each
+        recipient's bytes asked of the message, and counted, one by one (compiled,
+        once per encoding)."""
         delivered = self.delivered
+        compiled = speedups.compiled
+        if compiled is not None:
+            return compiled.hand_each(sinks, message, skip, delivered)
+        handed = size
         for sink in sinks:
             if sink is skip:
-                skipped = 1
+                handed -= 1
             else:
                 encoding = sink.encoding
                 sink.send(message.bytes_for(encoding))
-                if only is None:
-                    delivered[encoding] += 1
-        return skipped
+                delivered[encoding] += 1
+        return handed

@@ -32,7 +32,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import generate_latest
 
-from pushgate import __version__
+from pushgate import __version__, speedups
 from pushgate.meters import Histogram, Meters
 from pushgate.webhooks.stats import REASONS, WebhookStats
 
@@ -81,9 +81,11 @@ class NodeCollector:
         node, meters = self.node, self.node.meters
         hub = node.hub
         info = GaugeMetricFamily(
-            "pushgate_info", "this node: its version and id", labels=["version", "node"]
+            "pushgate_info",
+            "this node: its version, id, and fan-out path (compiled or python)",
+            labels=["version", "node", "fanout"],
         )
-        info.add_metric([__version__, node.node_id], 1)
+        info.add_metric([__version__, node.node_id, speedups.label()], 1)
         yield info
         yield GaugeMetricFamily("pushgate_connections", "open connections here", len(hub))
         by_transport = GaugeMetricFamily(

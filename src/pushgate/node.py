@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol
 
 from pushgate.broker.base import Broker
@@ -49,6 +49,7 @@ from pushgate.streams import (
     TOPIC_ALL,
     History,
     Position,
+    room_of,
     room_topic,
     user_topic,
 )
@@ -107,7 +108,9 @@ class Node(Delivery, Elsewhere):
         self._background: set[asyncio.Task[None]] = set()
         self.meters = Meters()
         # Streams: positions, repairs and resume captures (decisions; the I/O is here).
-        self.recovery = StreamRecovery()
+        # Where a lost epoch ended stays known a session's TTL after the node lets go
+        # of the stream: its members, cut at once, resume within it.
+        self.recovery = StreamRecovery(linger=self.sessions.ttl)
         self.following = Following(broker, hub, self.recovery, self._in_background)
         # Opening, closing and resuming connections and their sessions.
         self.core = SessionCore(
@@ -419,14 +422,27 @@ class Node(Delivery, Elsewhere):
             log.warning("dropped a message on unexpected topic %r", topic)
         return 0
 
+    def on_interrupted(self, topics: Mapping[str, bool]) -> None:
+        """A subscription broke: note where its streams stood, which may be where their
+        epochs end if the broker comes back without their history (epochends.py). A
+        presence room's stream never counts as closed: a store that lost its history
+        lost its members too, without a leave, and its clients must ask again."""
+        presence = self.presence
+        if presence is not None:
+            topics = {
+                topic: closed and not _announces(presence, topic)
+                for topic, closed in topics.items()
+            }
+        self.recovery.interrupted(topics)
+
     def on_reconnected(self) -> None:
         """The broker lost messages while it reconnected: catch every stream up. It
         may have lost its data too (a Redis restarted empty): write back what this
-        node holds."""
-        for topic in self.recovery.topics():
-            self._start_repair(topic)
+        node holds; it is ready again once that is done and its streams are caught up
+        (so that a client cut then is told what this node can tell)."""
+        repairs = [self._start_repair(topic) for topic in self.recovery.topics()]
         if self.has_gateway and self.sessions.enabled:
-            self.restorer.reconnected()
+            self.restorer.reconnected([task for task in repairs if task is not None])
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> "asyncio.Task[None]":
         """Run ``coro`` as a task that close() cancels and whose failure is logged."""
@@ -439,3 +455,9 @@ class Node(Delivery, Elsewhere):
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_coro(), exc_info=task.exception())
+
+
+def _announces(presence: PresenceRooms, topic: str) -> bool:
+    """Whether ``topic`` is the stream of a room whose members are told of each other."""
+    room = room_of(topic)
+    return room is not None and presence.announces(room)

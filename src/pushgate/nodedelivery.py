@@ -94,9 +94,11 @@ class Delivery:
 
     # Filling gaps
 
-    def _start_repair(self, topic: str) -> None:
+    def _start_repair(self, topic: str) -> "asyncio.Task[None] | None":
+        """Repair ``topic``; the repair's task, unless one was under way already."""
         if self.recovery.start_repair(topic):
-            self._in_background(self._repair(topic))
+            return self._in_background(self._repair(topic))
+        return None
 
     async def _repair(self, topic: str) -> None:
         """Deliver what a stream is missing from history, then what waited meanwhile.
@@ -128,6 +130,15 @@ class Delivery:
                 self._fan_out(topic, step)
             else:
                 self._notify(topic, step)
+        if outcome.carried_from:
+            log.info(
+                "stream %s: its history was lost (epoch %s), but this node had delivered "
+                "all of it, as far as it can tell (epochends.py); %d pushes of the new "
+                "epoch from history",
+                topic,
+                outcome.carried_from,
+                outcome.filled,
+            )
         if outcome.lost:
             self.gaps_lost += 1
             log.warning(
@@ -137,6 +148,6 @@ class Delivery:
                 outcome.filled,
                 f" ({error})" if error else "",
             )
-        elif outcome.filled:
+        elif outcome.filled and not outcome.carried_from:
             self.gaps_filled += 1
             log.warning("stream %s: gap of %d pushes filled from history", topic, outcome.filled)

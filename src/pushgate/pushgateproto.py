@@ -31,7 +31,9 @@ The transport (connection.py) frames and writes; this module never touches a
 socket or a frame, only messages and the :class:`Transport` it is given.
 """
 
+import asyncio
 import logging
+import time
 
 from pushgate.clientops import Serial, Transport, release_when_registered, spawn
 from pushgate.commands import Membership
@@ -50,6 +52,7 @@ from pushgate.wire import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_SESSION_TAKEN,
     CLOSE_TRY_AGAIN_LATER,
+    PING,
     PONG,
     TYPE_WELCOME,
     Operation,
@@ -128,6 +131,9 @@ class PushgateProtocol(OperationAnswers):
             self._awaiting = False
             self._conn.limit_message_size(max_message_bytes)
             self._start_resume(data)
+            return
+        if data == PING and not over_rate:  # the SDKs' and the seed's heartbeat, as is
+            self._conn.send_message(PONG)
             return
         try:
             message = parse_client_message(data)
@@ -305,9 +311,11 @@ class PushgateProtocol(OperationAnswers):
             self._conn.reply(encode_event("joined" if joined else "left", room, reason))
 
     def _expires(self, room: RoomId, end: float) -> None:
+        """A subscription ends at ``end`` (Unix seconds)."""
         if self.expiring is None:
             self.expiring = {}
         self.expiring[room] = end
+        self._conn.check_timers_by(asyncio.get_running_loop().time() + end - time.time())
 
     def _forget_expiry(self, room: RoomId) -> None:
         if self.expiring is not None:

@@ -13,7 +13,9 @@ already and is dropped. One further on means pushes were lost on the way (a brok
 reconnecting, a Redis Cluster slot moving): the stream is **repaired**, its later
 pushes held until history has filled the gap, and whatever history cannot give is
 told to the clients with a notice, never passed over. A push of a new epoch means
-the stream's history itself was lost: it is delivered, after a notice.
+the stream's history itself was lost: it is delivered, after a notice, unless the
+node can tell that nothing of the old epoch came after what it delivered
+(:mod:`pushgate.epochends`): then the new epoch simply follows on.
 
 A **resume** captures the live pushes of the session's streams from before it
 reads their history until it completes; :meth:`StreamRecovery.catch_up` then
@@ -25,10 +27,12 @@ and the repair gives the rest to every member at once.
 Pure and synchronous: nothing here awaits, reads a clock, or logs.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-from pushgate.streams import History, Position, Publication, StreamGuard, Verdict
+from pushgate.epochends import EpochEnds
+from pushgate.streams import History, Position, Publication, StreamGuard, Verdict, history_after
 from pushgate.wire import StreamReport, excluded_conn
 
 
@@ -68,6 +72,9 @@ class RepairOutcome:
     steps: list[Step] = field(default_factory=list)
     filled: int = 0  # pushes filled from history
     lost: int = 0  # notices that pushes were lost
+    # The epoch the stream had before, when history was lost but nothing that came
+    # after the node's position in it (epochends.py): the new one follows on.
+    carried_from: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +90,9 @@ class CatchUp:
 class StreamRecovery:
     """The positions, repairs and resume captures of one node's streams."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, linger: float = 0.0) -> None:
+        """``linger``: how long, in seconds, the node remembers where a stream's lost
+        epoch ended once it no longer follows the stream (epochends.py)."""
         self.guard = StreamGuard()
         # Streams being repaired, and the pushes that arrived meanwhile, in order.
         self._repairs: dict[str, list[Publication]] = {}
@@ -92,6 +101,8 @@ class StreamRecovery:
         # Where each stream was when the node began following it, while nothing has
         # been handed out on it since (see clean_start).
         self._noted: dict[str, Position] = {}
+        # Where epochs lost with the broker's history ended, where the node can tell.
+        self._ends = EpochEnds(linger)
 
     # Live pushes
 
@@ -140,10 +151,19 @@ class StreamRecovery:
         noted = self._noted.get(topic)
         return noted if noted is not None and self.guard.last(topic) == noted else None
 
-    def forget(self, topic: str) -> None:
-        """The node no longer follows ``topic``."""
+    def forget(self, topic: str, now: float) -> None:
+        """The node no longer follows ``topic``, from ``now`` (monotonic seconds)."""
         self.guard.forget(topic)
         self._noted.pop(topic, None)
+        self._ends.forget(topic, now)
+
+    def interrupted(self, topics: Mapping[str, bool]) -> None:
+        """The broker's subscription to ``topics`` broke, each closed under it or not
+        (``BrokerHandler.on_interrupted``): note where each stream stood, where that
+        may turn out to be the end of its epoch (epochends.py)."""
+        for topic, closed in topics.items():
+            at = None if topic in self._repairs else self.guard.last(topic)
+            self._ends.interrupted(topic, at, closed=closed)
 
     def last(self, topic: str) -> Position | None:
         return self.guard.last(topic)
@@ -172,6 +192,14 @@ class StreamRecovery:
         waiting = self._repairs.pop(topic, [])
         guard = self.guard
         outcome = RepairOutcome()
+        before = guard.last(topic)
+        start = self._ends.carry(topic, before, history)
+        if start is not None and before is not None:
+            # The new epoch follows on from the old one's end: nothing to tell.
+            if self._noted.get(topic) == before:
+                self._noted[topic] = start  # and nothing handed out since the node noted it
+            guard.delivered(topic, start)
+            outcome.carried_from = before.epoch
         last = (
             guard.last(topic)
             if history is None
@@ -280,6 +308,9 @@ class StreamRecovery:
         conn: str | None,
     ) -> tuple[StreamReport, bool]:
         top = history.position
+        carried = self._ends.start(topic, start, top.epoch)
+        if carried != start:  # where this node saw the epoch before end: at this one's start
+            start, history = carried, history_after(top, history.publications, carried)
         last = start if start.epoch == top.epoch else Position("", 0)
         # This node may itself have missed pushes of the stream (lost while it was
         # not subscribed, or on the way): then the connection gets only what the

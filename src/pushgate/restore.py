@@ -12,14 +12,17 @@ presence entries of its connections are entered again. A directory refresh that
 finds its entries gone on its own (``Directory.watch``) does the same.
 
 Meanwhile the node reports not ready (``/readyz`` 503), so that a load balancer or
-an operator waiting for it knows that a client cut then might not resume yet; for at
-most ``RESTORE_WAIT`` seconds, which a store that is still away cannot hold it past.
+an operator waiting for it knows that a client cut then might not resume yet; and
+until the streams the reconnect repairs are caught up, so that a client resuming
+then is told it was recovered wherever the node can tell (epochends.py): for at most
+``RESTORE_WAIT`` seconds in all, which a store that is still away cannot hold it past.
 
 What is not written back, and why, is in docs/cluster.md ("Redis restarted empty").
 """
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from itertools import islice
 
 from pushgate.directory import Directory
@@ -56,6 +59,7 @@ class Restorer:
         self._task: asyncio.Task[None] | None = None
         self._again = False  # another check was asked for while one ran
         self._holding = False  # the node is not ready while this is true
+        self._repairs: set[asyncio.Task[None]] = set()  # catching streams up, waited for
         self.restored = 0  # sessions written back, since the start (for tests and logs)
 
     @property
@@ -63,8 +67,10 @@ class Restorer:
         """A check or a restore is under way: the node is not ready yet."""
         return self._holding
 
-    def reconnected(self) -> None:
-        """The broker rebuilt its subscriptions: the store may have restarted empty."""
+    def reconnected(self, repairs: Iterable["asyncio.Task[None]"] = ()) -> None:
+        """The broker rebuilt its subscriptions: the store may have restarted empty.
+        ``repairs``: the node's, catching its streams up meanwhile."""
+        self._repairs.update(repairs)
         self._start(verify=True)
 
     def lost(self) -> None:
@@ -92,10 +98,11 @@ class Restorer:
                     async with asyncio.timeout(RESTORE_WAIT):
                         if not verify or await self._directory.verify():
                             await self._restore()
+                        await self._caught_up()
                 except TimeoutError:
                     log.warning(
-                        "could not tell within %g s whether Redis lost this node's sessions; "
-                        "reporting ready again",
+                        "could not tell within %g s whether Redis lost this node's sessions "
+                        "(or catch its streams up); reporting ready again",
                         RESTORE_WAIT,
                     )
                 if not self._again:
@@ -103,6 +110,14 @@ class Restorer:
                 verify = True
         finally:
             self._holding = False
+            self._repairs.clear()
+
+    async def _caught_up(self) -> None:
+        """Wait for the repairs of the streams (each ends, filled or given up on)."""
+        while self._repairs:
+            repairs = list(self._repairs)
+            self._repairs.clear()
+            await asyncio.wait(repairs)
 
     async def _restore(self) -> None:
         """Write back every session held here, then enter the presence entries again."""

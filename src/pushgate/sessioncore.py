@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from pushgate import eager
 from pushgate.broker.base import Broker
 from pushgate.directory import Directory
 from pushgate.errors import BrokerUnavailable, RoomLimitExceeded, SessionTaken
@@ -101,7 +102,7 @@ class SessionCore:
         meters: Meters,
         spawn: Spawn,
         position: Callable[[str], Awaitable[Position]],
-        start_repair: Callable[[str], None],
+        start_repair: Callable[[str], object],
     ) -> None:
         # Presence (set by the node when a namespace keeps it): told of every entry,
         # close and resume of a session in a presence room.
@@ -173,11 +174,19 @@ class SessionCore:
             if self._keep_digests:
                 self._digests[conn] = token_digest(token)
             settle = self._settle_new(registered, streams, (conn, token, user, holder))
-            return Opened(token, self._spawn(settle))
+            return Opened(token, self._settle(settle))
         if len(streams) == 1:
             return Opened(None, registered)
         entered = (conn, joined) if presence is not None else None
-        return Opened(None, self._spawn(self._settle_new(registered, streams, None, entered)))
+        return Opened(None, self._settle(self._settle_new(registered, streams, None, entered)))
+
+    def _settle(self, settle: Coroutine[Any, Any, None]) -> "asyncio.Future[None] | None":
+        """Start settling a new connection: on a broker in this process, now (it is
+        done before its welcome would wait: the 101 and the welcome then leave in one
+        write); elsewhere in a task."""
+        if self.broker.answers_at_once:
+            return eager.start(settle, self._spawn)
+        return self._spawn(settle)
 
     async def _settle_new(
         self,
@@ -188,12 +197,23 @@ class SessionCore:
     ) -> None:
         if registered is not None:
             await registered
-        results = await asyncio.gather(
-            *(self._following.sync(t) for t in streams if t != TOPIC_ALL), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                log.warning("could not subscribe a new connection's topics: %s", result)
+        # In this process each call completes at once: one after another, no task each.
+        at_once = self.broker.answers_at_once
+        topics = [topic for topic in streams if topic != TOPIC_ALL]
+        failures: list[BaseException] = []
+        if at_once:
+            for topic in topics:
+                try:
+                    await self._following.sync(topic)
+                except Exception as exc:
+                    failures.append(exc)
+        else:
+            results = await asyncio.gather(
+                *(self._following.sync(t) for t in topics), return_exceptions=True
+            )
+            failures = [result for result in results if isinstance(result, BaseException)]
+        for failure in failures:
+            log.warning("could not subscribe a new connection's topics: %s", failure)
         if session is not None:
             entered = (session[0], [r for r in map(room_of, streams) if r is not None])
         if entered is not None and self.presence is not None:
@@ -206,7 +226,10 @@ class SessionCore:
             return
         conn, token, user, holder = session
         try:
-            positions = await asyncio.gather(*(self._position(t) for t in streams))
+            if at_once:
+                positions = [await self._position(t) for t in streams]
+            else:
+                positions = await asyncio.gather(*(self._position(t) for t in streams))
             await self.sessions.create(
                 conn, token, user, dict(zip(streams, positions, strict=True)), holder
             )

@@ -112,6 +112,7 @@ class SseConnection(asyncio.Protocol):
         "connected_at",
         "ip",
         "peer",
+        "sweep_tick",
     )
 
     encoding = PUSHGATE_OVER_SSE
@@ -147,6 +148,7 @@ class SseConnection(asyncio.Protocol):
         self._expires_at: float | None = None  # a subscription token's end (Unix seconds)
         self._close_code: int | None = None  # the code of its pushgate:close, once sent
         self._abort_at: float | None = None  # closing: drop the TCP connection then
+        self.sweep_tick: int | None = None  # its bucket in the gateway sweeper's wheel
         # Heartbeat: written since the last sweep; nothing written since (loop clock).
         self._wrote = False
         self._quiet_since = connected_at
@@ -159,7 +161,7 @@ class SseConnection(asyncio.Protocol):
         response's ``head`` (status and headers), then open the stream."""
         self._transport = transport
         transport.set_write_buffer_limits(high=min(WATCH_BYTES, self._settings.max_output_bytes))
-        self._registry.add(self)
+        self._registry.add(self, self.connected_at)
         transport.write(head)
         self.conn_id = start.conn_id
         self._expires_at = start.expires_at
@@ -364,15 +366,16 @@ class SseConnection(asyncio.Protocol):
         transport.close()  # once its buffer is written
         self._abort_at = self._loop.time() + self._settings.close_timeout
 
-    def check_timers(self, now: float) -> None:
+    def check_timers(self, now: float) -> float:
         """Called by the gateway's sweeper: the heartbeat, a token's end, a close
-        not completed in time."""
+        not completed in time. A stream is looked at on every sweep (it returns
+        ``now``: the next tick): its heartbeat counts quiet sweeps (``_wrote``)."""
         if self._abort_at is not None:
             if now >= self._abort_at:
                 self.abort()
-            return
+            return now
         if self._phase is not OPEN:
-            return
+            return now
         if self._expires_at is not None and time.time() >= self._expires_at:
             log.info("closing stream %s from %s: its grant expired", self.conn_id, self.peer)
             self.close(CLOSE_POLICY_VIOLATION, "a subscription token expired: open with a new one")
@@ -384,6 +387,7 @@ class SseConnection(asyncio.Protocol):
             if not self._pending:
                 self._outbox.mark(self)
             self._pending.append(PING)
+        return now
 
     def abort(self) -> None:
         """Drop the TCP connection now, discarding anything unsent."""

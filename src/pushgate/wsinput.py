@@ -12,6 +12,15 @@ limits one connection may cost.
   (``--max-client-frames-per-second``, ``--max-client-bytes-per-second``), and a
   message is at most :data:`MAX_FRAGMENTS` frames; whole messages also count
   against ``--max-client-messages-per-second``. Past any: closed (1008, or 1009).
+- **Between frames the library's parser is parked** (wsprotocol.py): once the
+  handshake is answered, after a read that ends with a ping or a pong, and when the
+  sweeper checks the connection; the next read that needs it makes it again.
+- **Small frames skip the library's parser.** A read that holds nothing but whole,
+  small, final data frames (framing.small_client_frames: heartbeats, operations,
+  chat messages) while that parser waits at a frame boundary with nothing buffered
+  is cut into messages here, counted against the same budgets; every other read
+  (control frames, fragments, long frames, compression) goes through the parser,
+  which is left exactly where it was.
 - **Handshakes** are bounded in bytes (431 past ``--max-handshake-bytes``), and a
   refusal made before the request was read is answered, then the connection is
   left to the client to close (closing a socket with input unread resets it, and
@@ -24,8 +33,10 @@ from typing import TYPE_CHECKING
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
+from websockets.streams import StreamReader
 
 from pushgate.connstate import ConnectionState
+from pushgate.framing import SMALL_FRAME_MAX, small_client_frames
 from pushgate.gatewayhttp import SERVER_HEADER
 from pushgate.phase import Phase
 from pushgate.security import Refusal
@@ -35,6 +46,7 @@ from pushgate.wire import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_POLICY_VIOLATION,
 )
+from pushgate.wsprotocol import GatewayProtocol
 
 if TYPE_CHECKING:
     pass
@@ -49,6 +61,24 @@ MAX_FRAGMENTS = 64
 # A client answered with a refusal before its request was read is dropped this
 # soon if it does not close (it normally does at once, once it read the answer).
 REFUSAL_LINGER = 1.0
+# Control frames that end a read of an otherwise quiet connection.
+HEARTBEATS = (Opcode.PING, Opcode.PONG)
+# Where the websockets parser waits between frames (Protocol.parse, first thing in
+# its loop): in StreamReader.at_eof. Another library version may wait elsewhere: then
+# the fast path is never taken, and the parser reads everything.
+_AT_EOF = StreamReader.at_eof.__code__
+
+
+def at_frame_boundary(proto: GatewayProtocol) -> bool:
+    """The parser has nothing buffered and waits for the first byte of a frame that
+    is not part of a fragmented message (or it is parked there, wsprotocol.py): bytes
+    it is not given leave it as it is."""
+    if proto.reader.buffer or proto.current_size is not None:
+        return False
+    if proto.parked:
+        return True
+    waiting_in = getattr(proto.parser, "gi_yieldfrom", None)
+    return getattr(waiting_in, "gi_code", None) is _AT_EOF
 
 
 class Input(ConnectionState):
@@ -63,6 +93,9 @@ class Input(ConnectionState):
         raise NotImplementedError
 
     def _context(self, code: int | None = None) -> dict[str, object]:
+        raise NotImplementedError
+
+    def _abort_by(self, when: float) -> None:
         raise NotImplementedError
 
     # Bytes in
@@ -86,6 +119,15 @@ class Input(ConnectionState):
             self._transport.pause_reading()
             self._loop.call_soon(self._read_on)
         try:
+            if len(data) <= INPUT_SLICE and self._fast_path_open():
+                max_size = self._proto.max_message_size
+                frames = small_client_frames(
+                    data, SMALL_FRAME_MAX if max_size is None else max_size
+                )
+                if frames is not None:
+                    self._on_small_frames(frames, len(data))
+                    self._write_protocol_output()
+                    return
             for start in range(0, len(data), INPUT_SLICE):
                 chunk = data[start : start + INPUT_SLICE]
                 proto.receive_data(chunk)
@@ -126,7 +168,34 @@ class Input(ConnectionState):
                     return False
             if self._proto.state is not State.OPEN and self._proto.state is not State.CONNECTING:
                 return False  # closing: what came after the close (or the error) is moot
+        if events and isinstance(last := events[-1], Frame) and last.opcode in HEARTBEATS:
+            # A ping or a pong (a silent client's answer to the sweeper's ping) read
+            # last: the parser is parked again until the next frame (wsprotocol.py).
+            self._proto.park()
         return True
+
+    def _fast_path_open(self) -> bool:
+        """Whether a read of small frames may skip the parser (module docstring)."""
+        proto = self._proto
+        return (
+            proto.state is State.OPEN
+            and self._abort_at is None
+            and self._phase is not Phase.ECHO
+            and not proto.extensions  # compressed frames are the parser's to inflate
+            and at_frame_boundary(proto)
+        )
+
+    def _on_small_frames(self, frames: list[tuple[bool, bytes]], size: int) -> None:
+        """The messages of a read cut by framing.small_client_frames, counted as
+        _on_events counts the parser's frames."""
+        over = self.count_input(self.last_seen, len(frames), size, self._settings.input)
+        if over is not None:
+            self.limit_close(*over)
+            return
+        for is_text, payload in frames:
+            self._on_message(payload, is_text)
+            if self._proto.state is not State.OPEN:
+                return  # closing: what came after is moot
 
     def _read_on(self) -> None:
         """The next turn: take the next part of what was left, and read again once
@@ -262,4 +331,4 @@ class Input(ConnectionState):
             transport.write_eof()
         transport.pause_reading()
         self._unread = b""
-        self._abort_at = self._loop.time() + min(REFUSAL_LINGER, self._settings.close_timeout)
+        self._abort_by(self._loop.time() + min(REFUSAL_LINGER, self._settings.close_timeout))

@@ -51,6 +51,9 @@ class Output(ConnectionState):
     def _context(self, code: int | None = None) -> dict[str, object]:
         raise NotImplementedError
 
+    def _abort_by(self, when: float) -> None:
+        raise NotImplementedError
+
     # Sink: fan-out
 
     def send(self, frame: bytes) -> None:
@@ -168,7 +171,7 @@ class Output(ConnectionState):
     def _close_with_grace(self, code: int, reason: str, grace: float | None) -> None:
         self.close(code, reason)
         if grace is not None and self._abort_at is not None:
-            self._abort_at = min(self._abort_at, self._loop.time() + grace)
+            self._abort_by(min(self._abort_at, self._loop.time() + grace))
 
     def _leave_budget(self) -> None:
         if self._backlogged:

@@ -16,7 +16,7 @@ broker.
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import pytest
@@ -194,6 +194,7 @@ class Recorder:
         self.received: list[tuple[str, bytes]] = []
         self.publications: list[tuple[str, Publication]] = []
         self.reconnects = 0
+        self.interruptions: list[dict[str, bool]] = []  # on_interrupted's, in order
         self._arrived = asyncio.Event()
 
     def on_message(self, topic: str, payload: bytes) -> int:
@@ -204,6 +205,9 @@ class Recorder:
     def on_publication(self, topic: str, pub: Publication) -> int:
         self.publications.append((topic, pub))
         return self.on_message(topic, pub.data)
+
+    def on_interrupted(self, topics: Mapping[str, bool]) -> None:
+        self.interruptions.append(dict(topics))
 
     def on_reconnected(self) -> None:
         self.reconnects += 1

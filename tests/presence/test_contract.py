@@ -64,6 +64,9 @@ class Recorder:
         self.received.setdefault(topic, []).append(pub)
         return 1
 
+    def on_interrupted(self, topics: Mapping[str, bool]) -> None:
+        raise AssertionError("the watcher's subscriptions broke: events may be lost")
+
     def on_reconnected(self) -> None:
         raise AssertionError("the watcher's subscriptions were rebuilt: events may be lost")
 

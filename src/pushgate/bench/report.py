@@ -74,6 +74,7 @@ class RunResult:
     # from accepting a push to writing it to each socket, without the client's share.
     server_p50_ms: float | None = None
     server_p99_ms: float | None = None
+    frames_per_write: float | None = None  # frames a socket write carried, on average
     push_rtt_p50_ms: float | None = None  # from sending a push to the server's answer
     push_rtt_p99_ms: float | None = None
     # Memory and connecting
@@ -255,6 +256,7 @@ def server_latency_figures(
         buckets = after.since(before)
         result.server_p50_ms = ms_of(buckets.quantile(0.50))
         result.server_p99_ms = ms_of(buckets.quantile(0.99))
+        result.frames_per_write = buckets.frames_per_write
 
 
 def loss_figures(

@@ -31,6 +31,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("latency max ms", "max_ms", ".2f"),
     ("server's latency p50 ms", "server_p50_ms", ".2f"),
     ("server's latency p99 ms", "server_p99_ms", ".2f"),
+    ("frames per write", "frames_per_write", ".2f"),
     ("push answered p50 ms", "push_rtt_p50_ms", ".2f"),
     ("push answered p99 ms", "push_rtt_p99_ms", ".2f"),
     ("room members paged", "members_paged", "n"),

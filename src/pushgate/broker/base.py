@@ -59,6 +59,19 @@ class BrokerHandler(Protocol):
         history ``pub.seq`` is 0 and ``pub.epoch`` empty."""
         ...
 
+    def on_interrupted(self, topics: Mapping[str, bool]) -> None:
+        """A subscription broke, carrying ``topics`` (:meth:`on_reconnected` follows
+        once it is rebuilt); called before anything else is delivered, and only by a
+        broker whose subscriptions can break. Each topic maps to True when the
+        connection was closed under its subscription, confirmed and delivering (an
+        end of file or a reset, as when the server stops): whatever the server had
+        written on it was delivered first. False when the subscription went silent
+        (the server may have gone on publishing, unseen), was not confirmed yet, or
+        failed otherwise. Called again, every topic False, when an attempt to
+        reconnect then fails otherwise than refused (something answers: the server
+        may be up, publishing unseen). Must not await or block."""
+        ...
+
     def on_reconnected(self) -> None:
         """The broker's subscriptions were rebuilt after an outage: anything published
         meanwhile did not arrive, and should be read from history."""

@@ -15,7 +15,10 @@ ordinary connections. When Redis is unreachable, publishing raises
 :class:`BrokerUnavailable` at once (the API answers 503, never a silent 200), and
 :attr:`RedisBroker.ready` is false. After every rebuild of a subscription the
 handler's ``on_reconnected`` is called: what was published meanwhile never arrived,
-and the node reads it from history.
+and the node reads it from history. Before that, as the subscription fails,
+``on_interrupted`` names its topics and whether the connection was closed under
+them (how a Redis that stops looks) or went silent: only the first lets the node
+tell that it saw all Redis published before it went (epochends.py).
 
 Streams and history
 -------------------
@@ -234,6 +237,7 @@ class RedisBroker:
             probe_channel=probe_channel,
             on_message=self._on_channel_message,
             on_rebuilt=self._on_rebuilt,
+            on_cut=self._on_cut,
             probe_interval=self._probe_interval,
             probe_timeout=self._probe_timeout,
             **self._subscriber_options(name),
@@ -431,6 +435,12 @@ class RedisBroker:
     def _on_rebuilt(self) -> None:
         if self._handler is not None:
             self._handler.on_reconnected()
+
+    def _on_cut(self, channels: dict[str, bool]) -> None:
+        if self._handler is not None:
+            self._handler.on_interrupted(
+                {self._topic_of(channel): closed for channel, closed in channels.items()}
+            )
 
     def _on_channel_message(self, channel: str, data: bytes) -> None:
         handler = self._handler

@@ -16,10 +16,16 @@ at most ``MAX_BACKOFF``, subscribe to every wanted channel again):
   a probe on its own probe channel; if none has come back within ``probe_timeout``,
   the subscription is declared deaf and rebuilt.
 
-After every rebuild ``on_rebuilt`` is called: what was published meanwhile never
-arrived, and the node reads it from history. Before each attempt to reconnect,
-``on_failure`` is awaited: the cluster broker uses it to move channels whose slot now
-belongs to another master.
+When the connection fails, ``on_cut`` is told which channels it carried, and for
+each whether it was closed under a confirmed, delivering subscription (an end of
+file or a reset while the probes came back: every message written on it was read
+first) or not (silence, a timeout, anything else); and told again, not closed, if
+an attempt to reconnect then fails otherwise than refused (the server may be up,
+publishing what the node cannot see). After every rebuild
+``on_rebuilt`` is called: what was published meanwhile never arrived, and the node
+reads it from history. Before each attempt to reconnect, ``on_failure`` is awaited:
+the cluster broker uses it to move channels whose slot now belongs to another
+master.
 """
 
 import asyncio
@@ -33,7 +39,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MovedError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pushgate.broker.redis_errors import REDIS_ERRORS
 
@@ -50,9 +58,44 @@ class DeafSubscription(Exception):
     """Our own probes stopped coming back: the subscription is not delivering."""
 
 
+class ConnectionEnded(Exception):
+    """The connection ended under the reader (an end of file or a reset): every
+    message the server had written on it was read before."""
+
+
 # What makes a sync fail, and what makes the reader start over.
 _SYNC_FAILS_ON: tuple[type[Exception], ...] = (*REDIS_ERRORS, TimeoutError)
-_RESUBSCRIBE_ON: tuple[type[Exception], ...] = (*_SYNC_FAILS_ON, DeafSubscription)
+_RESUBSCRIBE_ON: tuple[type[Exception], ...] = (
+    *_SYNC_FAILS_ON,
+    DeafSubscription,
+    ConnectionEnded,
+)
+# What a read raises when the connection ends: redis-py's error, or the socket's.
+_ENDED_ON: tuple[type[Exception], ...] = (RedisConnectionError, ConnectionError)
+
+
+def _ended(exc: BaseException) -> bool:
+    """Whether a read failed because the connection ended, not because it went
+    silent. redis-py tries to reconnect after a failed read and, if that fails too,
+    raises the attempt's error, with the read's own as its context: none of them
+    may be a timeout."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (RedisTimeoutError, TimeoutError)):
+            return False
+        seen = seen.__context__
+    return isinstance(exc, _ENDED_ON)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether an attempt to connect was refused (nothing listens there: the server
+    is down), as its error or one it was raised from says."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def _nothing() -> None:
@@ -78,6 +121,7 @@ class Subscriber:
         probe_channel: str,
         on_message: Callable[[str, bytes], None],
         on_rebuilt: Callable[[], None],
+        on_cut: Callable[[dict[str, bool]], None] = lambda channels: None,
         on_failure: Callable[[], Awaitable[None]] = _nothing,
         on_lost: Callable[[str], None] = lambda channel: None,
         sharded: bool = False,
@@ -90,6 +134,7 @@ class Subscriber:
         self.probe_channel = probe_channel
         self._on_message = on_message
         self._on_rebuilt = on_rebuilt
+        self._on_cut = on_cut
         self._on_failure = on_failure
         self._on_lost = on_lost
         self._sharded = sharded
@@ -229,6 +274,7 @@ class Subscriber:
     async def _run(self) -> None:
         backoff = MIN_BACKOFF
         failing_since: float | None = None
+        closed = False  # the outage began with the connection closed, and nothing since answered
         loop = asyncio.get_running_loop()
         while not self._closing:
             pubsub = self.client.pubsub()
@@ -263,10 +309,20 @@ class Subscriber:
                     log.warning(
                         "Redis at %s: %s; reconnecting", self.where, exc or type(exc).__name__
                     )
+                    closed = isinstance(exc, ConnectionEnded) and not self._deaf()
+                    self._cut(closed=closed)
+                elif closed and not _refused(exc):
+                    # Something answered, or nothing did in time: Redis may be up and
+                    # publishing what this node cannot see. The cut was not its end.
+                    closed = False
+                    self._cut(closed=False)
             except Exception:
                 # A bug must not end the subscriber for good: say so, and start over.
                 log.exception("Redis subscriber for %s failed; reconnecting", self.where)
-                failing_since = failing_since or loop.time()
+                if failing_since is None or closed:
+                    failing_since = failing_since or loop.time()
+                    closed = False
+                    self._cut(closed=False)
             finally:
                 self._pubsub = None
                 self._confirmed.clear()
@@ -300,6 +356,10 @@ class Subscriber:
             except MovedError as moved:  # an SSUBSCRIBE refused: the slot is elsewhere now
                 await self._slot_moved(pubsub, moved)
                 continue
+            except _ENDED_ON as exc:
+                if _ended(exc):  # read up to its end: nothing written on it was lost
+                    raise ConnectionEnded(str(exc) or type(exc).__name__) from exc
+                raise
             if message is not None:
                 self._on_redis_message(message)
 
@@ -350,6 +410,15 @@ class Subscriber:
                 # Not asked for: Redis moved the channel's slot to another master.
                 self.channels.discard(channel)
                 self._on_lost(channel)
+
+    def _cut(self, *, closed: bool) -> None:
+        """Tell ``on_cut`` the channels the failed connection carried, each closed
+        under it only if its subscription was confirmed (a channel whose subscribe
+        Redis never answered may have missed what was published meanwhile)."""
+        if self._closing or not self.channels:
+            return
+        confirmed = self._confirmed
+        self._on_cut({channel: closed and channel in confirmed for channel in self.channels})
 
     def _deaf(self) -> bool:
         return asyncio.get_running_loop().time() - self._probe_seen > self._probe_timeout
