@@ -192,6 +192,52 @@ async def test_an_open_connection_keeps_no_handshake_request() -> None:
     ]
 
 
+def frame_parsers() -> set[int]:
+    """The ids of the gateway's WebSocket parsers alive now (generators: the
+    collector tracks them), not its clients'."""
+    import gc
+    from types import GeneratorType
+
+    from pushgate.wsprotocol import GatewayProtocol
+
+    gc.collect()
+    return {
+        id(o)
+        for o in gc.get_objects()
+        if isinstance(o, GeneratorType)
+        and o.gi_frame is not None
+        and isinstance(o.gi_frame.f_locals.get("self"), GatewayProtocol)
+    }
+
+
+async def test_an_idle_connection_holds_no_parser() -> None:
+    """Between frames a connection keeps no parser (wsprotocol.py): not once its
+    handshake is answered, nor after a sweep of its timers, nor after a read that
+    ends with a pong; one read in the middle of a frame keeps it until the frame is
+    whole, and a read of a data frame until the sweeper looks."""
+    others = frame_parsers()  # other tests' connections
+    _node, conn, transport, client = await open_connection()
+    assert frame_parsers() - others == set()
+    client.send_text(b'{"type":1,"data":"PING"}')
+    data = b"".join(client.data_to_send())
+    conn.data_received(data[:3])
+    conn.check_timers(asyncio.get_running_loop().time())
+    assert len(frame_parsers() - others) == 1  # inside a frame: kept
+    conn.data_received(data[3:])
+    assert [f.data for f in frames_in(client, b"".join(transport.writes))] == [
+        b'{"type":1,"data":"PONG"}\n'
+    ]
+    conn.check_timers(asyncio.get_running_loop().time())
+    assert frame_parsers() - others == set()
+    client.send_text(b'{"type":1,', fin=False)  # fragments: parsed, not the fast path's
+    client.send_continuation(b'"data":"PING"}', fin=True)
+    conn.data_received(b"".join(client.data_to_send()))
+    assert len(frame_parsers() - others) == 1
+    client.send_pong(b"")  # as a silent client answers the sweeper's ping
+    conn.data_received(b"".join(client.data_to_send()))
+    assert frame_parsers() - others == set()
+
+
 async def test_a_frame_sent_with_the_handshake_is_not_lost() -> None:
     """A client that sends a message in the same packet as its handshake is answered."""
     _node, conn, transport, client = await new_connection()
@@ -228,6 +274,29 @@ async def test_a_connection_parses_a_bounded_slice_of_input_per_turn() -> None:
     answered += len(frames_in(client, b"".join(transport.writes[seen:])))
     assert answered == frames
     await node.close()
+
+
+async def test_a_token_sent_as_the_subprotocol_is_answered_then_not_kept() -> None:
+    """A browser that offers its token alone gets it back as the subprotocol; the
+    upgrade (and so the connection's protocol) keeps its claims, not the token."""
+    import jwt
+    from websockets.typing import Subprotocol
+
+    from pushgate.security import TokenVerifier
+    from pushgate.wsprotocol import GatewayProtocol
+
+    secret = "s3cret-for-tests-only-0123456789abcdef"
+    token = jwt.encode({"sub": "alice"}, secret, algorithm="HS256")
+    node = Node(Hub(max_rooms_per_conn=10), MemoryBroker())
+    routes = GatewayRoutes(node, Gatekeeper(tokens=TokenVerifier(secret=secret)))
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/connect"), subprotocols=[Subprotocol(token)])
+    response, upgrade = routes.answer(GatewayProtocol(), client.connect(), "peer", 0.0)
+    assert response.headers["Sec-WebSocket-Protocol"] == token
+    assert upgrade is not None
+    assert upgrade.admitted is not None
+    assert upgrade.admitted.subprotocol is None
+    assert upgrade.admitted.claims is not None
+    assert upgrade.admitted.claims.user == "alice"
 
 
 async def test_small_frames_skip_the_parser_which_stays_at_a_frame_boundary() -> None:

@@ -69,8 +69,8 @@ def test_message_rate_counts_per_second() -> None:
     """Messages are counted in one-second windows."""
     limits = InputLimits(messages_per_second=3)
     budget = ClientBudget(limits)
-    assert [budget.message(10.0, limits) for _ in range(4)] == [False, False, False, True]
-    assert budget.message(11.0, limits) is False
+    assert [budget.count_message(10.0, limits) for _ in range(4)] == [False, False, False, True]
+    assert budget.count_message(11.0, limits) is False
 
 
 def test_frames_of_any_kind_count_against_a_bucket() -> None:
@@ -78,23 +78,23 @@ def test_frames_of_any_kind_count_against_a_bucket() -> None:
     option; a second later there is room again."""
     limits = InputLimits(frames_per_second=100)
     budget = ClientBudget(limits)
-    assert budget.received(0.0, 100, 600, limits) is None
-    over = budget.received(0.0, 1, 6, limits)
+    assert budget.count_input(0.0, 100, 600, limits) is None
+    over = budget.count_input(0.0, 1, 6, limits)
     assert over is not None
     assert over[0] == "max_client_frames_per_second"
     assert "100 frames per second" in over[1]
-    assert ClientBudget(limits).received(0.0, 50, 1, limits) is None
+    assert ClientBudget(limits).count_input(0.0, 50, 1, limits) is None
     again = ClientBudget(limits)
-    again.received(0.0, 100, 1, limits)
-    assert again.received(1.0, 100, 1, limits) is None
+    again.count_input(0.0, 100, 1, limits)
+    assert again.count_input(1.0, 100, 1, limits) is None
 
 
 def test_bytes_count_and_one_whole_message_always_fits() -> None:
     """The byte bucket holds a second's worth, or one largest message if that is more."""
     limits = InputLimits(bytes_per_second=1000, max_message_bytes=64 * 1024)
     budget = ClientBudget(limits)
-    assert budget.received(0.0, 1, 64 * 1024, limits) is None
-    over = budget.received(0.0, 1, 20 * 1024, limits)
+    assert budget.count_input(0.0, 1, 64 * 1024, limits) is None
+    over = budget.count_input(0.0, 1, 20 * 1024, limits)
     assert over is not None
     assert over[0] == "max_client_bytes_per_second"
 
@@ -102,8 +102,8 @@ def test_bytes_count_and_one_whole_message_always_fits() -> None:
 def test_no_limits_count_nothing() -> None:
     limits = InputLimits()
     budget = ClientBudget(limits)
-    assert budget.received(0.0, 10**6, 10**9, limits) is None
-    assert budget.message(0.0, limits) is False
+    assert budget.count_input(0.0, 10**6, 10**9, limits) is None
+    assert budget.count_message(0.0, limits) is False
 
 
 def test_each_refusal_says_which_limit_and_how_much() -> None:
@@ -168,11 +168,11 @@ def test_frames_and_bytes_refill_with_time_whatever_the_clock_reads() -> None:
     """Half a second after a burst, half a second's worth may be sent again."""
     limits = InputLimits(frames_per_second=100, bytes_per_second=100_000)
     budget = ClientBudget(limits)
-    assert budget.received(5000.0, 100, 100_000, limits) is None
-    assert budget.received(5000.5, 50, 50_000, limits) is None
-    over = budget.received(5000.5, 0, 1, limits)
+    assert budget.count_input(5000.0, 100, 100_000, limits) is None
+    assert budget.count_input(5000.5, 50, 50_000, limits) is None
+    over = budget.count_input(5000.5, 0, 1, limits)
     assert over == ("max_client_bytes_per_second", "rate limit: over 100000 bytes per second")
-    assert ClientBudget(limits).received(5000.0, 101, 0, limits) == (
+    assert ClientBudget(limits).count_input(5000.0, 101, 0, limits) == (
         "max_client_frames_per_second",
         "rate limit: over 100 frames per second",
     )
@@ -180,8 +180,8 @@ def test_frames_and_bytes_refill_with_time_whatever_the_clock_reads() -> None:
 
 def test_a_whole_burst_to_the_last_byte_passes() -> None:
     limits = InputLimits(bytes_per_second=100_000)
-    assert ClientBudget(limits).received(0.0, 1, 100_000, limits) is None
-    assert ClientBudget(limits).received(0.0, 1, 100_001, limits) is not None
+    assert ClientBudget(limits).count_input(0.0, 1, 100_000, limits) is None
+    assert ClientBudget(limits).count_input(0.0, 1, 100_001, limits) is not None
 
 
 def test_past_twice_the_message_rate_a_client_is_abusing() -> None:
@@ -189,13 +189,13 @@ def test_past_twice_the_message_rate_a_client_is_abusing() -> None:
     twice, in the same second, it is closed."""
     limits = InputLimits(messages_per_second=3)
     budget = ClientBudget(limits)
-    over = [budget.message(10.0, limits) for _ in range(7)]
+    over = [budget.count_message(10.0, limits) for _ in range(7)]
     assert over == [False, False, False, True, True, True, True]
     assert not ClientBudget(limits).abusing(limits)
     budget = ClientBudget(limits)
     abusing = []
     for _ in range(7):
-        budget.message(10.0, limits)
+        budget.count_message(10.0, limits)
         abusing.append(budget.abusing(limits))
     assert abusing == [False] * 6 + [True]
     assert not budget.abusing(InputLimits())

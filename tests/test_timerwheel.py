@@ -65,3 +65,16 @@ def test_the_first_take_starts_from_the_buckets_not_from_time_zero() -> None:
     a = Conn("a")
     wheel.schedule(a, 1_000_000.0)
     assert wheel.take_due(1_000_000.0) == [a]
+
+
+def test_connections_of_one_bucket_keep_one_tick_object() -> None:
+    """A tick is a large int: the connections in one bucket share its object."""
+    wheel: TimerWheel[Conn] = TimerWheel(0.25)
+    a, b = Conn("a"), Conn("b")
+    wheel.schedule(a, 35_000.1)
+    wheel.schedule(b, 35_000.2)
+    assert a.sweep_tick == b.sweep_tick == 140_001
+    assert a.sweep_tick is b.sweep_tick
+    assert wheel.take_due(35_000.25) == [a, b]
+    wheel.schedule(a, 35_001.0)
+    assert wheel.take_due(35_001.0) == [a]

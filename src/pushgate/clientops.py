@@ -38,7 +38,11 @@ class Transport(Sink, Protocol):
     sink the session core hands pushes to)."""
 
     conn_id: ConnId | None
-    peer: str
+
+    @property
+    def peer(self) -> str:
+        """Its address, for the logs."""
+        ...
 
     @property
     def alive(self) -> bool:

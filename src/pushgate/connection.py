@@ -17,10 +17,14 @@ handed to the other transport (sseconnection.py), and this object is done.
 Nothing ever awaits a client. Timers are not per connection: the gateway's sweeper
 calls :meth:`WebSocketConnection.check_timers` when something of the connection may
 be due (its timer wheel, timerwheel.py), a few times per shortest timeout at most.
+Each check also parks the WebSocket parser of a connection that waits between frames
+(wsprotocol.py: its state, about 600 bytes, is made again by the next read that
+needs it); so does the handshake's answer.
 """
 
 import asyncio
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any, cast
 
@@ -96,7 +100,7 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         self._routes = routes
         self._admitted_ip: str | None = None  # set while counted by the gatekeeper
         self._asking: Asking | None = None  # while the connect hook decides
-        self._budget = ClientBudget(settings.input)
+        ClientBudget.__init__(self, settings.input)  # what it sends (a base, not an object)
         self._settings = settings
         self._outbox = outbox
         self._registry = registry
@@ -116,14 +120,14 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         self._fragments: list[bytes] | None = None  # the frames of a message in progress
         self._fragmented_text = False
         self.conn_id: ConnId | None = None  # set once the session core knows it
-        self.peer = self.ip = "?"
+        self.ip = "?"
         self._held_bytes = 0  # fan-out bytes held while WELCOMING
         # True while this connection holds enough unsent to be in the output budget.
         self._backlogged = False
         self._handshake_bytes = 0  # bytes received before the handshake was answered
         self._unread = b""  # input left for the next turn of the loop (reading paused)
         # Clocks (loop.time())
-        self.connected_at = self.last_seen = self._loop.time()
+        self.connected_at = self.last_seen = routes.now()
         self._pinged_at = 0.0
         self._abort_at: float | None = None  # closing: drop the TCP connection then
         self.sweep_tick: int | None = None
@@ -139,8 +143,8 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         transport.set_write_buffer_limits(high=min(WATCH_BYTES, self._settings.max_output_bytes))
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
-            self.ip = str(peer[0])
-            self.peer = f"{peer[0]}:{peer[1]}"
+            # One string per address, not per connection (a proxy's are all one).
+            self.ip = sys.intern(str(peer[0]))
         self._registry.add(self, self.connected_at)
         # Counted from the TCP accept: a handshake in progress holds a file too.
         refusal = self._routes.gatekeeper.admit(self.ip, self.connected_at)
@@ -150,7 +154,7 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
             self._refuse_at_accept(refusal)
 
     def data_received(self, data: bytes) -> None:
-        self.last_seen = self._loop.time()
+        self.last_seen = self._routes.now()
         if self._unread:  # read before reading paused: it waits its turn
             self._unread += data
             return
@@ -289,6 +293,8 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
                 self._pinged_at = now
                 self._proto.send_ping(b"")
                 self._write_protocol_output()
+            # Between frames, its parser waits without holding memory (wsprotocol.py).
+            self._proto.park()
             return self._next_due(now)
         if state is State.CONNECTING:
             if now - self.connected_at < settings.handshake_timeout:

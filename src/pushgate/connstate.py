@@ -37,13 +37,13 @@ class Asking:
     request: Request
     response: Response  # the 101, if the hook allows
     upgrade: Upgrade
-    at_frame_boundary: bool
     frames: list[Frame] = field(default_factory=list)
     data: bytes = b""
 
 
-class ConnectionState:
-    """The slots of a connection; :class:`~pushgate.connection.WebSocketConnection`
+class ConnectionState(ClientBudget):
+    """The slots of a connection (and, as a :class:`~pushgate.limits.ClientBudget`,
+    the counters of what it sends); :class:`~pushgate.connection.WebSocketConnection`
     sets them all in its ``__init__``."""
 
     __slots__ = (
@@ -51,7 +51,6 @@ class ConnectionState:
         "_admitted_ip",
         "_asking",
         "_backlogged",
-        "_budget",
         "_client",
         "_deflate_bits",
         "_fragmented_text",
@@ -76,7 +75,6 @@ class ConnectionState:
         "encoding",
         "ip",
         "last_seen",
-        "peer",
         "sweep_tick",
     )
 
@@ -84,7 +82,6 @@ class ConnectionState:
     _admitted_ip: str | None  # set while counted by the gatekeeper
     _asking: Asking | None  # while the connect hook decides on its handshake
     _backlogged: bool  # holds enough unsent to be in the output budget
-    _budget: ClientBudget  # what it has sent: messages, frames, bytes
     _client: "PushgateProtocol | PusherProtocol | None"  # the wire protocol, once upgraded
     _deflate_bits: int  # the window of a negotiated permessage-deflate (0: none)
     encoding: Encoding  # how its protocol over its transport sends a message
@@ -110,4 +107,14 @@ class ConnectionState:
     ip: str
     last_seen: float
     sweep_tick: int | None  # its bucket in the gateway sweeper's wheel (timerwheel.py)
-    peer: str
+
+    @property
+    def peer(self) -> str:
+        """Its address and port, for the logs: made when asked, from its transport
+        (which keeps them in C), not kept (a string per connection); its address
+        alone once the transport is gone, "?" if unknown."""
+        transport = self._transport
+        peer = None if transport is None else transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return f"{peer[0]}:{peer[1]}"
+        return self.ip

@@ -42,6 +42,10 @@ class Admitted:
     conn_id: ConnId | None = None
 
 
+# Connections let in with no token and no subprotocol, where tokens are verified or
+# not: all alike, and one object each (a connection's protocol keeps it).
+ADMITTED_WITHOUT_TOKEN = {verified: Admitted(None, None, verified) for verified in (False, True)}
+
 # Refusals of one kind after the first are counted, and logged once per this many
 # seconds with their count.
 REFUSAL_LOG_INTERVAL = 10.0
@@ -155,7 +159,10 @@ class Gatekeeper:
                     claims = self._tokens.verify(token, max_rooms=self._max_rooms)
                 except TokenError as exc:
                     return exc.refusal
-        return Admitted(claims, _subprotocol(offered, token), self._tokens is not None)
+        subprotocol = _subprotocol(offered, token)
+        if claims is None and subprotocol is None:  # the usual: one object for all
+            return ADMITTED_WITHOUT_TOKEN[self._tokens is not None]
+        return Admitted(claims, subprotocol, self._tokens is not None)
 
 
 def _subprotocol(offered: list[str], token: str | None) -> str | None:

@@ -34,6 +34,7 @@ from pushgate.ids import new_conn_id
 from pushgate.namespaces import Namespaces, SubscribePolicy
 from pushgate.pusherapps import PusherApp, PusherApps
 from pushgate.pusherwire import PROTOCOL_VERSION
+from pushgate.pushgateops import PushgateShared
 from pushgate.security import Refusal
 from pushgate.ssequery import QueryError, SseQuery, SseStart, parse_query, resolve
 
@@ -109,6 +110,33 @@ class GatewayRoutes:
         self._pusher_apps = pusher_apps or PusherApps()
         # Open Pusher connections by app on this gateway (their max_connections).
         self.pusher_counts: Counter[str] = Counter()
+        self._pushgate: PushgateShared | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._now = 0.0
+
+    def now(self) -> float:
+        """The event loop's clock, as one float object for every connection that reads
+        it in the same turn of the loop (uvloop's clock moves once a turn, by the
+        millisecond): a connection keeps the time of its last read, and thousands
+        that read in one turn keep one float, not one each."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now != self._now:
+            self._now = now
+        return self._now
+
+    def pushgate(self, heartbeat: float, handshake_timeout: float) -> PushgateShared:
+        """What the pushgate protocol of every connection here shares (one object)."""
+        shared = self._pushgate
+        if shared is None or (shared.heartbeat, shared.handshake_timeout) != (
+            heartbeat,
+            handshake_timeout,
+        ):
+            shared = PushgateShared(self._node, self.subscriptions, heartbeat, handshake_timeout)
+            self._pushgate = shared
+        return shared
 
     def answer(
         self, proto: ServerProtocol, request: Request, peer: str, now: float
@@ -178,6 +206,8 @@ class GatewayRoutes:
             return proto.reject(verdict.status, verdict.reason + "\n"), None
         if verdict.subprotocol is not None:
             response.headers["Sec-WebSocket-Protocol"] = verdict.subprotocol
+            # Answered: the connection need not keep it (a browser's token, at times).
+            verdict = replace(verdict, subprotocol=None)
         query = parse_qs(request.path.partition("?")[2])
         events = query.get("v", [""])[-1] == "2"
         upgrade = Upgrade(admitted=verdict, resume="resume" in query, events=events)

@@ -12,7 +12,7 @@ let it walk around every per-address limit.
 
 import ipaddress
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pushgate.security import Refusal
@@ -166,63 +166,77 @@ class InputLimits:
     frames_per_second: int = 0
     bytes_per_second: int = 0
     max_message_bytes: int = 0
+    # The buckets' capacities: made once, so that every new connection's full
+    # buckets are the same two floats, not two of its own.
+    frame_burst: float = field(init=False, repr=False, compare=False)
+    byte_burst: float = field(init=False, repr=False, compare=False)
 
-    @property
-    def byte_burst(self) -> float:
-        return float(max(self.bytes_per_second, self.max_message_bytes + 16 * 1024))
+    def __post_init__(self) -> None:
+        bytes_ = max(self.bytes_per_second, self.max_message_bytes + 16 * 1024)
+        object.__setattr__(self, "frame_burst", float(self.frames_per_second))
+        object.__setattr__(self, "byte_burst", float(bytes_))
 
 
 class ClientBudget:
     """What one connection has sent: messages in one-second windows, frames and
     bytes in token buckets. Each method counts and answers whether a limit was
-    passed, naming it; the caller closes the connection with 1008."""
+    passed, naming it; the caller closes the connection with 1008.
 
-    __slots__ = ("_bytes", "_count", "_frames", "_stamp", "_window_start")
+    A connection's state derives from it (connstate.py): its counters are slots of
+    the connection, not an object of its own (48 bytes less a connection)."""
+
+    __slots__ = (
+        "_budget_bytes",
+        "_budget_frames",
+        "_budget_messages",
+        "_budget_stamp",
+        "_budget_window",
+    )
 
     def __init__(self, limits: InputLimits) -> None:
-        self._window_start = 0.0
-        self._count = 0
-        self._frames = float(limits.frames_per_second)
-        self._bytes = limits.byte_burst
-        self._stamp: float | None = None
+        self._budget_window = 0.0
+        self._budget_messages = 0
+        self._budget_frames = limits.frame_burst
+        self._budget_bytes = limits.byte_burst
+        self._budget_stamp: float | None = None
 
-    def message(self, now: float, limits: InputLimits) -> bool:
+    def count_message(self, now: float, limits: InputLimits) -> bool:
         """Count a message; True when this second's count passes the limit."""
         limit = limits.messages_per_second
         if not limit:
             return False
-        if now - self._window_start >= 1.0:
-            self._window_start = now
-            self._count = 0
-        self._count += 1
-        return self._count > limit
+        if now - self._budget_window >= 1.0:
+            self._budget_window = now
+            self._budget_messages = 0
+        self._budget_messages += 1
+        return self._budget_messages > limit
 
     def abusing(self, limits: InputLimits) -> bool:
         """Over twice the message rate in this second: not a burst, abuse (close it);
         between once and twice, its messages are refused one by one."""
         limit = limits.messages_per_second
-        return bool(limit) and self._count > 2 * limit
+        return bool(limit) and self._budget_messages > 2 * limit
 
-    def received(
+    def count_input(
         self, now: float, frames: int, size: int, limits: InputLimits
     ) -> tuple[str, str] | None:
         """Count ``frames`` frames and ``size`` bytes; the limit passed, if any: the
         option that sets it, and the reason to close with."""
-        if self._stamp is not None:
-            elapsed = now - self._stamp
+        if self._budget_stamp is not None:
+            elapsed = now - self._budget_stamp
             if limits.frames_per_second:
                 rate = limits.frames_per_second
-                self._frames = min(float(rate), self._frames + elapsed * rate)
+                self._budget_frames = min(limits.frame_burst, self._budget_frames + elapsed * rate)
             if limits.bytes_per_second:
                 rate = limits.bytes_per_second
-                self._bytes = min(limits.byte_burst, self._bytes + elapsed * rate)
-        self._stamp = now
-        self._frames -= frames
-        self._bytes -= size
-        if limits.frames_per_second and self._frames < 0:
+                self._budget_bytes = min(limits.byte_burst, self._budget_bytes + elapsed * rate)
+        self._budget_stamp = now
+        self._budget_frames -= frames
+        self._budget_bytes -= size
+        if limits.frames_per_second and self._budget_frames < 0:
             rate = limits.frames_per_second
             return "max_client_frames_per_second", f"rate limit: over {rate} frames per second"
-        if limits.bytes_per_second and self._bytes < 0:
+        if limits.bytes_per_second and self._budget_bytes < 0:
             rate = limits.bytes_per_second
             return "max_client_bytes_per_second", f"rate limit: over {rate} bytes per second"
         return None

@@ -6,6 +6,7 @@ the room's namespace, the connection's state or the broker says no. A part of
 (clientops.Serial) and keeps the state they read.
 """
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pushgate.clientops import Transport
@@ -27,14 +28,25 @@ if TYPE_CHECKING:
     from pushgate.node import Node
 
 
+@dataclass(frozen=True, slots=True)
+class PushgateShared:
+    """What the pushgate protocol of every connection of one gateway shares (one
+    reference a connection, not four): its node, who may subscribe a connection to a
+    room, the heartbeat a welcome announces, and the longest a welcome is held."""
+
+    node: "Node"
+    policy: SubscribePolicy
+    heartbeat: float
+    handshake_timeout: float
+
+
 class OperationAnswers:
     """The operations' answers, over the protocol's state (pushgateproto.py)."""
 
     __slots__ = ()
 
-    _node: "Node"
+    _shared: PushgateShared
     _conn: Transport
-    _policy: SubscribePolicy
     _user: str | None
     _awaiting: bool
     expiring: dict[RoomId, float] | None
@@ -44,6 +56,14 @@ class OperationAnswers:
         def _expires(self, room: RoomId, end: float) -> None: ...
 
         def _forget_expiry(self, room: RoomId) -> None: ...
+
+    @property
+    def _node(self) -> "Node":
+        return self._shared.node
+
+    @property
+    def _policy(self) -> SubscribePolicy:
+        return self._shared.policy
 
     async def _answer(self, op: Operation | OperationError) -> bytes:
         if isinstance(op, OperationError):

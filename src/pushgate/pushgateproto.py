@@ -34,7 +34,6 @@ socket or a frame, only messages and the :class:`Transport` it is given.
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from pushgate.clientops import Serial, Transport, release_when_registered, spawn
 from pushgate.commands import Membership
@@ -46,8 +45,7 @@ from pushgate.errors import (
 )
 from pushgate.gatekeeper import Admitted
 from pushgate.ids import ConnId, RoomId, new_conn_id
-from pushgate.namespaces import SubscribePolicy
-from pushgate.pushgateops import OperationAnswers, rate_refusal
+from pushgate.pushgateops import OperationAnswers, PushgateShared, rate_refusal
 from pushgate.sessions import ANY_USER, AnyUser
 from pushgate.streams import Position, room_of
 from pushgate.wire import (
@@ -67,9 +65,6 @@ from pushgate.wire import (
     parse_operation,
     parse_resume,
 )
-
-if TYPE_CHECKING:
-    from pushgate.node import Node
 
 log = logging.getLogger("pushgate.gateway")
 
@@ -94,30 +89,23 @@ class PushgateProtocol(OperationAnswers):
         "_awaiting",
         "_conn",
         "_events",
-        "_node",
         "_ops",
-        "_policy",
+        "_shared",
         "_user",
         "expiring",
-        "handshake_timeout",
-        "heartbeat",
     )
 
     def __init__(
         self,
-        node: "Node",
+        shared: PushgateShared,
         conn: Transport,
         admitted: Admitted,
-        policy: SubscribePolicy,
         *,
-        heartbeat: float,
-        handshake_timeout: float,
         events: bool = False,
     ) -> None:
-        self._node = node
+        self._shared = shared  # the node, the subscribe policy, the timeouts
         self._conn = conn
         self._admitted = admitted
-        self._policy = policy
         self._events = events  # ?v=2: told of its rooms and their changes
         self._awaiting = False  # a ?resume=1 client, whose first message is to come
         # Its user, once known: its token's, or its resumed session's.
@@ -126,8 +114,6 @@ class PushgateProtocol(OperationAnswers):
         self._ops: Serial[Operation | OperationError] | None = None
         # Rooms whose subscription token ends, and when (Unix seconds).
         self.expiring: dict[RoomId, float] | None = None
-        self.heartbeat = heartbeat
-        self.handshake_timeout = handshake_timeout
 
     def opened(self, *, resume: bool) -> None:
         """The upgrade was written. A resuming client speaks first: its resume
@@ -194,12 +180,12 @@ class PushgateProtocol(OperationAnswers):
         if self._events:  # a client reading events learns its rooms from the start
             rooms = list(claims.rooms) if claims else []
         welcome = encode_welcome(
-            conn_id, self.heartbeat, session=opened.token, reason=reason, rooms=rooms
+            conn_id, self._shared.heartbeat, session=opened.token, reason=reason, rooms=rooms
         )
         conn.send_first([welcome])
         # In a cluster: once other nodes can find the wsId (or after the handshake
         # timeout anyway, so that a client never waits on a lost broker).
-        release_when_registered(conn, opened.ready, self.handshake_timeout)
+        release_when_registered(conn, opened.ready, self._shared.handshake_timeout)
         log.debug("opened %s from %s", conn_id, conn.peer, extra=conn.log_context())
 
     def _start_resume(self, data: bytes) -> None:
@@ -266,7 +252,7 @@ class PushgateProtocol(OperationAnswers):
                 self._expires(room, end)
         welcome = encode_welcome(
             request.ws_id,
-            self.heartbeat,
+            self._shared.heartbeat,
             session=request.session,
             resumed=True,
             streams=resumed.streams,

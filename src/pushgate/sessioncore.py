@@ -122,8 +122,10 @@ class SessionCore:
         # The holder (<node id>.<nonce>) of each session a local connection holds.
         self._holders: dict[ConnId, str] = {}
         # And its token's SHA-256 (32 bytes: what a session costs here beyond its
-        # holder), to write it back into a store that lost it (held()).
+        # holder), to write it back into a store that lost it (held()): only where the
+        # store can lose it (Sessions.kept_elsewhere).
         self._digests: dict[ConnId, bytes] = {}
+        self._keep_digests = sessions.kept_elsewhere
         # Holders evicted before they were known here (holder -> when), for resumes
         # whose claim has not come back yet: see _evict.
         self._evicted: dict[str, float] = {}
@@ -169,7 +171,8 @@ class SessionCore:
         if self.sessions.enabled and resumable:
             token = new_token()
             self._holders[conn] = holder = self._new_holder()
-            self._digests[conn] = token_digest(token)
+            if self._keep_digests:
+                self._digests[conn] = token_digest(token)
             settle = self._settle_new(registered, streams, (conn, token, user, holder))
             return Opened(token, self._settle(settle))
         if len(streams) == 1:
@@ -331,7 +334,8 @@ class SessionCore:
         self.recovery.capture(topics)
         try:
             self._holders[conn] = holder
-            self._digests[conn] = token_digest(token)
+            if self._keep_digests:
+                self._digests[conn] = token_digest(token)
             self.hub.register(conn, sink, session.user)
             for room in session.rooms:
                 with contextlib.suppress(RoomLimitExceeded):

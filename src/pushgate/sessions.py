@@ -18,7 +18,8 @@ other nodes: a claim, a detach and a join never undo each other.
 
 A store may lose what it keeps (a Redis restarted empty). The node holds every
 live connection's session in memory, all but its token, of which it keeps the
-hash (32 bytes a connection): :meth:`Sessions.restore` writes those sessions back.
+hash (32 bytes a connection) where the store is kept elsewhere
+(``Sessions.kept_elsewhere``): :meth:`Sessions.restore` writes those sessions back.
 """
 
 import asyncio
@@ -27,10 +28,11 @@ import enum
 import hashlib
 import hmac
 import secrets
+import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 from pushgate.ids import ConnId
 from pushgate.streams import Position, room_of
@@ -128,6 +130,10 @@ class Sessions(Protocol):
     # False for NoSessions (--session-ttl 0): nothing is kept, so a connection gets no
     # session token and nobody needs a stream's position to record it.
     enabled: bool
+    # True where the store is outside the process (Redis) and may lose what it keeps
+    # while its nodes run: a node then keeps each held session's token hash, to write
+    # the session back (restore.py). One in this process loses nothing its node holds.
+    kept_elsewhere: bool
 
     async def start(self) -> None: ...
 
@@ -201,21 +207,55 @@ class Sessions(Protocol):
     async def close(self) -> None: ...
 
 
+# A session's streams as the memory store keeps them: each stream's name, epoch and
+# seq, one after another in one flat tuple, the names and epochs interned (a dict and
+# a Position per stream, and a string per room, cost three times as much).
+Packed = tuple[str | int, ...]
+
+
+def _pack(streams: Mapping[str, Position]) -> Packed:
+    packed: list[str | int] = []
+    for stream, position in streams.items():
+        packed += (sys.intern(stream), sys.intern(position.epoch), position.seq)
+    return tuple(packed)
+
+
+def _unpack(packed: Packed) -> dict[str, Position]:
+    return {
+        cast(str, packed[i]): Position(cast(str, packed[i + 1]), cast(int, packed[i + 2]))
+        for i in range(0, len(packed), 3)
+    }
+
+
+def _names(packed: Packed) -> list[str]:
+    return cast(list[str], list(packed[::3]))
+
+
 @dataclass(slots=True)
 class _Entry:
-    token_hash: str
+    """One session in the memory store: its token's SHA-256, its user, its streams
+    (packed), its holder ("" while detached), when it ends while detached, and the
+    ends of the streams a subscription token opened (None: none has one)."""
+
+    digest: bytes
     user: str | None
-    streams: dict[str, Position]
+    streams: Packed
     holder: str
-    expires_at: float = 0.0  # while detached
-    rooms: int = field(default=0)
-    ends: dict[str, float] = field(default_factory=dict)  # streams with an end
+    expires_at: float = 0.0
+    ends: dict[str, float] | None = None
+
+    def without_end(self, stream: str) -> None:
+        if self.ends is not None:
+            self.ends.pop(stream, None)
+            if not self.ends:
+                self.ends = None
 
 
 class MemorySessions:
     """The sessions of one process, in a dict; detached ones end ``ttl`` after."""
 
     enabled = True
+    kept_elsewhere = False
 
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
@@ -234,19 +274,19 @@ class MemorySessions:
     async def create(
         self, ws_id: ConnId, token: str, user: str | None, streams: dict[str, Position], holder: str
     ) -> None:
-        rooms = sum(1 for s in streams if room_of(s) is not None)
-        self._entries[ws_id] = _Entry(token_hash(token), user, dict(streams), holder, rooms=rooms)
+        self._entries[ws_id] = _Entry(token_digest(token), user, _pack(streams), holder)
 
     async def claim(
         self, ws_id: ConnId, token: str, holder: str, *, user: str | AnyUser | None = ANY_USER
     ) -> Session | None:
         entry = self._live(ws_id)
-        if entry is None or not hmac.compare_digest(entry.token_hash, token_hash(token)):
+        if entry is None or not hmac.compare_digest(entry.digest, token_digest(token)):
             return None
         if user is not ANY_USER and entry.user != user:
             return None
         previous, entry.holder = entry.holder, holder
-        return Session(ws_id, entry.user, dict(entry.streams), previous, dict(entry.ends))
+        ends = dict(entry.ends) if entry.ends is not None else {}
+        return Session(ws_id, entry.user, _unpack(entry.streams), previous, ends)
 
     async def add_stream(
         self,
@@ -261,27 +301,31 @@ class MemorySessions:
         if entry is None:
             return "unknown"
         result: AddResult = "already"
-        if stream not in entry.streams:
-            is_room = room_of(stream) is not None
-            if is_room and entry.rooms >= max_rooms:
+        names = _names(entry.streams)
+        if stream not in names:
+            rooms = sum(1 for s in names if room_of(s) is not None)
+            if room_of(stream) is not None and rooms >= max_rooms:
                 return "limit"
-            entry.streams[stream] = position
-            entry.rooms += is_room
+            entry.streams += _pack({stream: position})
             result = "added"
         if expires_at is None:
-            entry.ends.pop(stream, None)
+            entry.without_end(stream)
         else:
-            entry.ends[stream] = expires_at
+            if entry.ends is None:
+                entry.ends = {}
+            entry.ends[sys.intern(stream)] = expires_at
         return result
 
     async def remove_stream(self, ws_id: ConnId, stream: str) -> RemoveResult:
         entry = self._live(ws_id)
         if entry is None:
             return "unknown"
-        if entry.streams.pop(stream, None) is None:
+        names = _names(entry.streams)
+        if stream not in names:
             return "absent"
-        entry.ends.pop(stream, None)
-        entry.rooms -= room_of(stream) is not None
+        at = 3 * names.index(stream)
+        entry.streams = entry.streams[:at] + entry.streams[at + 3 :]
+        entry.without_end(stream)
         return "removed"
 
     async def detach(self, ws_id: ConnId, holder: str) -> None:
@@ -294,7 +338,7 @@ class MemorySessions:
         entry = self._live(ws_id)
         if entry is None:
             return None
-        return SessionInfo(entry.user, rooms_of(entry.streams), bool(entry.holder))
+        return SessionInfo(entry.user, rooms_of(_names(entry.streams)), bool(entry.holder))
 
     async def end(self, ws_id: ConnId) -> bool:
         if self._live(ws_id) is None:  # none, or it ended at its TTL and awaits the sweep
@@ -306,14 +350,12 @@ class MemorySessions:
         written = 0
         for session in held:
             if self._live(session.ws_id) is None:
-                rooms = sum(1 for s in session.streams if room_of(s) is not None)
                 self._entries[session.ws_id] = _Entry(
-                    session.token_hash,
+                    bytes.fromhex(session.token_hash),
                     session.user,
-                    dict(session.streams),
+                    _pack(session.streams),
                     session.holder,
-                    rooms=rooms,
-                    ends=dict(session.ends),
+                    ends=dict(session.ends) or None,
                 )
                 written += 1
         return written
@@ -352,6 +394,7 @@ class NoSessions:
 
     ttl = 0.0
     enabled = False
+    kept_elsewhere = False
 
     async def start(self) -> None:
         pass

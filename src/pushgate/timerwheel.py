@@ -38,6 +38,9 @@ class TimerWheel(Generic[S]):
         self.interval = interval
         # Dicts as ordered sets: a connection leaves its bucket in O(1).
         self._buckets: dict[int, dict[S, None]] = {}
+        # Each bucket's tick, the int object its connections keep (a tick is past 256:
+        # one int per bucket, not one per connection).
+        self._ticks: dict[int, int] = {}
         self._taken: int | None = None  # the last tick whose bucket was taken
 
     def schedule(self, swept: S, at: float) -> None:
@@ -51,12 +54,14 @@ class TimerWheel(Generic[S]):
             if current <= tick:
                 return
             del self._buckets[current][swept]
-        swept.sweep_tick = tick
         bucket = self._buckets.get(tick)
         if bucket is None:
             self._buckets[tick] = {swept: None}
+            self._ticks[tick] = tick
         else:
             bucket[swept] = None
+            tick = self._ticks[tick]
+        swept.sweep_tick = tick
 
     def forget(self, swept: S) -> None:
         """``swept`` is gone: out of its bucket."""
@@ -78,7 +83,8 @@ class TimerWheel(Generic[S]):
         due: list[S] = []
         for tick in ticks:
             bucket = buckets.pop(tick, None)
-            if bucket:
+            if bucket is not None:
+                del self._ticks[tick]
                 due.extend(bucket)
         for swept in due:
             swept.sweep_tick = None

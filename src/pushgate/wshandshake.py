@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame
 from websockets.http11 import Request, Response
-from websockets.protocol import Protocol, State
+from websockets.protocol import State
 
 from pushgate.connstate import Asking, ConnectionState
 from pushgate.framing import text_frame
@@ -68,16 +68,16 @@ class Handshake(ConnectionState):
 
         def _on_events(self, events: list[Request | Response | Frame], chunk: bytes) -> bool: ...
 
-    def _on_handshake(self, request: Request, *, at_frame_boundary: bool = False) -> None:
+    def _on_handshake(self, request: Request) -> None:
         """Answer the one HTTP request a connection makes, then speak its protocol;
         or, when the connect hook decides, wait for its verdict (``_asking``: what
         the client sends meanwhile waits too, within --max-handshake-bytes)."""
         response, upgrade = self._routes.answer(self._proto, request, self.peer, self._loop.time())
         if upgrade is not None and upgrade.deciding is not None:
-            self._asking = Asking(upgrade.deciding, request, response, upgrade, at_frame_boundary)
+            self._asking = Asking(upgrade.deciding, request, response, upgrade)
             upgrade.deciding.add_done_callback(self._decided)
             return
-        self._answer(request, response, upgrade, at_frame_boundary=at_frame_boundary)
+        self._answer(request, response, upgrade)
 
     def _decided(self, task: "asyncio.Task[Admitted | Refusal]") -> None:
         """The connect hook's verdict: answer the handshake with it, then take what
@@ -97,12 +97,7 @@ class Handshake(ConnectionState):
                 self._answer(asking.request, response, None)  # what was held is moot
             else:
                 upgrade = replace(asking.upgrade, admitted=verdict, deciding=None)
-                self._answer(
-                    asking.request,
-                    asking.response,
-                    upgrade,
-                    at_frame_boundary=asking.at_frame_boundary,
-                )
+                self._answer(asking.request, asking.response, upgrade)
                 held: list[Request | Response | Frame] = [*asking.frames]
                 if (not held or self._on_events(held, b"")) and asking.data:
                     self._take_input(asking.data)
@@ -119,8 +114,6 @@ class Handshake(ConnectionState):
         request: Request,
         response: Response,
         upgrade: Upgrade | None,
-        *,
-        at_frame_boundary: bool = False,
     ) -> None:
         """Send the handshake's answer; with an upgrade, speak its protocol from now on."""
         proto = self._proto
@@ -152,8 +145,9 @@ class Handshake(ConnectionState):
         for extension in proto.extensions:
             if isinstance(extension, PerMessageDeflate):
                 self._deflate_bits = extension.local_max_window_bits
-        if at_frame_boundary and not proto.reader.buffer:
-            self._forget_request()
+        # websockets' server parser keeps the request (with its headers, a dozen
+        # objects) in its frame for the life of the connection: parked, it goes.
+        proto.park()
         if upgrade.echo:
             self._phase = Phase.ECHO
             proto.max_message_size = ECHO_MAX_MESSAGE_BYTES
@@ -177,12 +171,9 @@ class Handshake(ConnectionState):
             self._flush_head()
             return
         self._client = PushgateProtocol(
-            self._node,
+            self._routes.pushgate(settings.heartbeat, settings.handshake_timeout),
             cast("Transport", self),
             upgrade.admitted,
-            self._routes.subscriptions,
-            heartbeat=settings.heartbeat,
-            handshake_timeout=settings.handshake_timeout,
             events=upgrade.events,
         )
         if upgrade.resume:
@@ -195,6 +186,7 @@ class Handshake(ConnectionState):
         and the events: it takes this connection's place in the registry and its
         count at the gatekeeper. Whatever is still parsed here (the rest of this
         read) is dropped, having no transport."""
+        peer = self.peer  # while it has the transport to tell it
         transport, self._transport = self._transport, None
         assert transport is not None
         ip, self._admitted_ip = self._admitted_ip, None
@@ -205,7 +197,7 @@ class Handshake(ConnectionState):
             self._outbox,
             self._registry,
             self._routes.gatekeeper,
-            peer=self.peer,
+            peer=peer,
             ip=self.ip,
             admitted_ip=ip,
             connected_at=self.connected_at,
@@ -222,16 +214,6 @@ class Handshake(ConnectionState):
     def _drop_parser(self) -> None:
         self._proto.parser.close()
         self._proto.parser_exc = None
-
-    def _forget_request(self) -> None:
-        """Let the handshake request go: websockets' server parser keeps it (with its
-        headers, a dozen objects) in its frame for the life of the connection. A
-        fresh frame parser, started where the old one waits (between frames, checked
-        by the caller), parses the same stream without it: about 1.5 KB and 14
-        garbage-collected objects less per connection."""
-        proto = self._proto
-        proto.parser = Protocol.parse(proto)
-        next(proto.parser)
 
     def _flush_head(self) -> None:
         """Write the held 101 now if its welcome did not take it along (held)."""

@@ -12,6 +12,9 @@ limits one connection may cost.
   (``--max-client-frames-per-second``, ``--max-client-bytes-per-second``), and a
   message is at most :data:`MAX_FRAGMENTS` frames; whole messages also count
   against ``--max-client-messages-per-second``. Past any: closed (1008, or 1009).
+- **Between frames the library's parser is parked** (wsprotocol.py): once the
+  handshake is answered, after a read that ends with a ping or a pong, and when the
+  sweeper checks the connection; the next read that needs it makes it again.
 - **Small frames skip the library's parser.** A read that holds nothing but whole,
   small, final data frames (framing.small_client_frames: heartbeats, operations,
   chat messages) while that parser waits at a frame boundary with nothing buffered
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Protocol, State
+from websockets.protocol import State
 from websockets.streams import StreamReader
 
 from pushgate.connstate import ConnectionState
@@ -43,6 +46,7 @@ from pushgate.wire import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_POLICY_VIOLATION,
 )
+from pushgate.wsprotocol import GatewayProtocol
 
 if TYPE_CHECKING:
     pass
@@ -57,17 +61,22 @@ MAX_FRAGMENTS = 64
 # A client answered with a refusal before its request was read is dropped this
 # soon if it does not close (it normally does at once, once it read the answer).
 REFUSAL_LINGER = 1.0
+# Control frames that end a read of an otherwise quiet connection.
+HEARTBEATS = (Opcode.PING, Opcode.PONG)
 # Where the websockets parser waits between frames (Protocol.parse, first thing in
 # its loop): in StreamReader.at_eof. Another library version may wait elsewhere: then
 # the fast path is never taken, and the parser reads everything.
 _AT_EOF = StreamReader.at_eof.__code__
 
 
-def at_frame_boundary(proto: Protocol) -> bool:
+def at_frame_boundary(proto: GatewayProtocol) -> bool:
     """The parser has nothing buffered and waits for the first byte of a frame that
-    is not part of a fragmented message: bytes it is not given leave it as it is."""
+    is not part of a fragmented message (or it is parked there, wsprotocol.py): bytes
+    it is not given leave it as it is."""
     if proto.reader.buffer or proto.current_size is not None:
         return False
+    if proto.parked:
+        return True
     waiting_in = getattr(proto.parser, "gi_yieldfrom", None)
     return getattr(waiting_in, "gi_code", None) is _AT_EOF
 
@@ -77,7 +86,7 @@ class Input(ConnectionState):
 
     __slots__ = ()
 
-    def _on_handshake(self, request: Request, *, at_frame_boundary: bool = False) -> None:
+    def _on_handshake(self, request: Request) -> None:
         raise NotImplementedError
 
     def _write_protocol_output(self) -> None:
@@ -143,8 +152,9 @@ class Input(ConnectionState):
             and self._proto.state is State.OPEN
         ):
             frames = len(events) - (1 if events and isinstance(events[0], Request) else 0)
-            now, limits = self._loop.time(), self._settings.input
-            over = self._budget.received(now, frames, len(chunk), limits)
+            # The clock read when this input came (data_received): one float kept.
+            now, limits = self.last_seen, self._settings.input
+            over = self.count_input(now, frames, len(chunk), limits)
             if over is not None:
                 self.limit_close(*over)
                 return False
@@ -152,14 +162,16 @@ class Input(ConnectionState):
             if isinstance(event, Frame):
                 self._on_frame(event)
             elif isinstance(event, Request):
-                # Nothing came after the request: the parser waits at a frame boundary.
-                boundary = len(events) == 1 and chunk.endswith(b"\r\n\r\n")
-                self._on_handshake(event, at_frame_boundary=boundary)
+                self._on_handshake(event)
                 if self._asking is not None:  # frames sent early wait for the verdict
                     self._asking.frames = [e for e in events[i + 1 :] if isinstance(e, Frame)]
                     return False
             if self._proto.state is not State.OPEN and self._proto.state is not State.CONNECTING:
                 return False  # closing: what came after the close (or the error) is moot
+        if events and isinstance(last := events[-1], Frame) and last.opcode in HEARTBEATS:
+            # A ping or a pong (a silent client's answer to the sweeper's ping) read
+            # last: the parser is parked again until the next frame (wsprotocol.py).
+            self._proto.park()
         return True
 
     def _fast_path_open(self) -> bool:
@@ -176,7 +188,7 @@ class Input(ConnectionState):
     def _on_small_frames(self, frames: list[tuple[bool, bytes]], size: int) -> None:
         """The messages of a read cut by framing.small_client_frames, counted as
         _on_events counts the parser's frames."""
-        over = self._budget.received(self._loop.time(), len(frames), size, self._settings.input)
+        over = self.count_input(self.last_seen, len(frames), size, self._settings.input)
         if over is not None:
             self.limit_close(*over)
             return
@@ -235,8 +247,9 @@ class Input(ConnectionState):
         if client is None:
             return
         limits = self._settings.input
-        over = self._phase is not Phase.AWAITING and self._budget.message(self._loop.time(), limits)
-        if over and self._budget.abusing(limits):
+        now = self.last_seen  # when this message came
+        over = self._phase is not Phase.AWAITING and self.count_message(now, limits)
+        if over and self.abusing(limits):
             self.limit_close(
                 "max_messages_per_second",
                 f"rate limit: over {limits.messages_per_second} messages per second",

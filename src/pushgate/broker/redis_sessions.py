@@ -125,6 +125,7 @@ class RedisSessions:
     """Sessions in Redis; see the module docstring."""
 
     enabled = True
+    kept_elsewhere = True
 
     def __init__(self, client: Redis, *, prefix: str, ttl: float) -> None:
         self.ttl = ttl

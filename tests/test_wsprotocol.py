@@ -1,0 +1,176 @@
+"""The gateway's WebSocket protocol parks its parser between frames, and reads the
+same stream after as before (wsprotocol.py)."""
+
+from websockets.client import ClientProtocol
+from websockets.frames import Close, Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from pushgate.wsprotocol import (
+    NO_EXTENSIONS,
+    NO_WRITES,
+    PARKED_EVENTS,
+    PARKED_READER,
+    SHARED_ID,
+    GatewayProtocol,
+)
+
+
+def opened() -> tuple[GatewayProtocol, ClientProtocol]:
+    """A server protocol through its handshake, and its client."""
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/connect"))
+    client.send_request(client.connect())
+    server = GatewayProtocol()
+    for chunk in client.data_to_send():
+        server.receive_data(chunk)
+    [request] = server.events_received()
+    server.send_response(server.accept(request))  # type: ignore[arg-type]
+    for chunk in server.data_to_send():
+        client.receive_data(chunk)
+    client.events_received()
+    assert server.state is State.OPEN
+    return server, client
+
+
+def sent(client: ClientProtocol) -> bytes:
+    return b"".join(client.data_to_send())
+
+
+def frames(server: GatewayProtocol) -> list[tuple[Opcode, bytes]]:
+    return [(e.opcode, bytes(e.data)) for e in server.events_received() if isinstance(e, Frame)]
+
+
+def test_parks_between_frames_and_reads_on() -> None:
+    """Parked after the handshake, it lets its parser, reader and events go; the next
+    bytes make them again, and frames read as before."""
+    server, client = opened()
+    assert server.park()
+    assert server.parked
+    assert server.reader is PARKED_READER
+    assert server.events is PARKED_EVENTS
+    client.send_text(b"one")
+    client.send_text(b"two")
+    server.receive_data(sent(client))
+    assert not server.parked
+    assert frames(server) == [(Opcode.TEXT, b"one"), (Opcode.TEXT, b"two")]
+    assert server.park()
+    client.send_ping(b"p")
+    server.receive_data(sent(client))
+    assert frames(server) == [(Opcode.PING, b"p")]
+    assert PARKED_READER.buffer == bytearray()
+    assert PARKED_EVENTS == []
+
+
+def test_does_not_park_inside_a_frame() -> None:
+    """Half a frame read (or its events not taken): not parked, and the frame still
+    completes."""
+    server, client = opened()
+    client.send_text(b"hello")
+    data = sent(client)
+    server.receive_data(data[:2])  # the header, not the mask nor the payload
+    assert server.reader.buffer == bytearray()  # taken by the parser, which waits on
+    assert not server.park()
+    server.receive_data(data[2:])
+    assert not server.park()  # its event is not taken yet
+    assert frames(server) == [(Opcode.TEXT, b"hello")]
+    assert server.park()
+
+
+def test_a_fragmented_message_survives_a_park() -> None:
+    """Between the fragments of a message it may park: what the message needs is the
+    protocol's, not the parser's."""
+    server, client = opened()
+    client.send_text(b"he", fin=False)
+    server.receive_data(sent(client))
+    assert frames(server) == [(Opcode.TEXT, b"he")]
+    assert server.park()
+    client.send_continuation(b"llo", fin=True)
+    server.receive_data(sent(client))
+    assert frames(server) == [(Opcode.CONT, b"llo")]
+    assert server.current_size is None  # the message ended
+
+
+def test_end_of_stream_while_parked() -> None:
+    """The client's EOF while parked fails the connection as it would have (1006)."""
+    server, _ = opened()
+    assert server.park()
+    server.receive_eof()
+    assert server.state is State.CLOSED
+    assert isinstance(server.parser_exc, EOFError)
+    assert PARKED_READER.eof is False
+
+
+def test_failing_while_parked() -> None:
+    """Failed while parked: what follows is discarded by discard() with a reader of
+    its own, never the shared one."""
+    server, client = opened()
+    assert server.park()
+    server.fail(1008, "policy")
+    assert server.reader is not PARKED_READER
+    client.send_text(b"late")
+    server.receive_data(sent(client))
+    assert frames(server) == []
+    assert PARKED_READER.buffer == bytearray()
+
+
+def test_closing_while_parked() -> None:
+    """A close sent while parked: the client's answer is read."""
+    server, client = opened()
+    assert server.park()
+    server.send_close(1001, "going away")
+    client.receive_data(b"".join(server.data_to_send()))
+    client.events_received()
+    server.receive_data(sent(client))  # the client's close frame, echoed
+    assert server.close_rcvd == Close(1001, "going away")
+    server.receive_eof()
+    assert server.state is State.CLOSED
+    assert server.parser_exc is None  # a clean close
+
+
+def test_not_parked_once_closing() -> None:
+    """A protocol that left OPEN never parks (its parser discards)."""
+    server, client = opened()
+    client.send_close(1000, "bye")
+    server.receive_data(sent(client))
+    server.events_received()
+    assert server.state is not State.OPEN
+    assert not server.park()
+
+
+def test_one_id_for_all() -> None:
+    """websockets' per-connection UUID, which pushgate never reads, is one shared id."""
+    assert opened()[0].id is SHARED_ID
+
+
+def test_nothing_to_send_holds_no_list_of_its_own() -> None:
+    """Its output taken, and no extension negotiated, a protocol holds the shared
+    empty lists; what it sends next is its own (a pong, a close) and goes out."""
+    server, client = opened()
+    assert server.writes is NO_WRITES
+    assert server.extensions is NO_EXTENSIONS
+    client.send_ping(b"x")
+    server.receive_data(sent(client))
+    server.events_received()
+    client.receive_data(b"".join(server.data_to_send()))
+    [pong] = client.events_received()
+    assert isinstance(pong, Frame)
+    assert (pong.opcode, bytes(pong.data)) == (Opcode.PONG, b"x")
+    server.send_close(1000, "bye")
+    client.receive_data(b"".join(server.data_to_send()))
+    assert client.close_rcvd == Close(1000, "bye")
+    assert NO_WRITES == []
+    assert NO_EXTENSIONS == []
+
+
+def test_one_origin_string_per_site() -> None:
+    """Browsers' pages of one site: their protocols share one Origin string."""
+    origins = []
+    for _ in range(2):
+        client = ClientProtocol(parse_uri("ws://127.0.0.1/connect"))
+        request = client.connect()
+        request.headers["Origin"] = "".join(["https://app.", "example"])  # a new string
+        server = GatewayProtocol()
+        server.send_response(server.accept(request))
+        origins.append(server.origin)
+    assert origins[0] == "https://app.example"
+    assert origins[0] is origins[1]
