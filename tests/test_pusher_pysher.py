@@ -77,4 +77,7 @@ async def test_pysher_subscribes_with_its_own_signatures_and_hears_a_push(
         assert body["delivered"] == 1
         assert await heard.next() == ("push", "hello")
     finally:
-        await asyncio.to_thread(client.disconnect)
+        # Bounded: Pysher joins its thread, whose websocket-client loop once took
+        # 100 s to notice its own close on a loaded machine. A thread still there
+        # ends when the server stops (a daemon thread, never reconnecting now).
+        await asyncio.to_thread(client.disconnect, WAIT)
