@@ -38,18 +38,32 @@ connections as --max-api-connections (apisite.py). Every error body is
 ``{"ok":false,"error":"..."}``; every JSON answer is one line, ending with a newline.
 """
 
-import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
-from functools import partial
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from pushgate import __version__
-from pushgate.apiguard import RequestFacts, check_request
+from pushgate.apicontext import (
+    API_HOST_KEY,
+    API_KEYS_KEY,
+    CONTROL_KEY,
+    METRICS_KEY,
+    NODE_KEY,
+    PUSHER_IDS_KEY,
+    STARTED_KEY,
+    _json_line,
+    error,
+    ok,
+)
+from pushgate.apifields import _bad_body, read_fields
+from pushgate.apimiddlewares import (
+    _describe_error,
+    _errors_as_json,
+    _refuse_cross_site,
+    _require_api_key,
+)
 from pushgate.apisite import track_requests
 from pushgate.commands import (
     Disconnect,
@@ -68,44 +82,20 @@ from pushgate.commands import (
 )
 from pushgate.console import add_console_routes
 from pushgate.control import MAX_MEMBERS_PAGE, Control
-from pushgate.errors import BrokerUnavailable, InvalidField, RoomLimitExceeded, UnknownConnection
+from pushgate.errors import BrokerUnavailable, InvalidField, UnknownConnection
 from pushgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pushgate.metrics import Registries, exposition
 from pushgate.node import Node
 from pushgate.openapi import openapi_spec
-from pushgate.pusherapi import add_pusher_routes, is_signed_route
+from pushgate.pusherapi import add_pusher_routes
 from pushgate.pusherapps import PusherApps
 from pushgate.security import ApiKeys
 from pushgate.wire import decode_json
 
 log = logging.getLogger("pushgate.api")
 
-NODE_KEY = web.AppKey("node", Node)
-CONTROL_KEY = web.AppKey("control", Control)
-METRICS_KEY = web.AppKey("metrics", Registries)
-API_KEYS_KEY = web.AppKey("api_keys", ApiKeys)
-API_HOST_KEY = web.AppKey("api_host", str)
-PUSHER_IDS_KEY = web.AppKey("pusher_ids", list[str])
-# Answered without an API key: probes must work, a browser cannot send a key to load
-# a page, and none of these reveals anything.
-PUBLIC_PATHS = frozenset({"/", "/docs", "/healthz", "/readyz", "/openapi.json"})
-PUBLIC_PREFIXES = ("/static/",)
 MAX_ROOMS_LISTED = 1000
 _LIMIT_TEXT = re.compile(r"[0-9]{1,4}")
-STARTED_KEY = web.AppKey("started", float)
-MAX_FORM_FIELDS = 64
-
-_compact = partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
-
-
-def _json_line(value: object) -> str:
-    """An answer's body: compact JSON ending with a newline, so that a terminal
-    prompt after ``curl`` starts on a line of its own, and answers can be read as
-    JSON lines."""
-    return _compact(value) + "\n"
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def build_api(
@@ -170,16 +160,6 @@ async def serve_metrics(request: web.Request) -> web.Response:
     """The node's metrics in the Prometheus text format (docs/operations.md)."""
     body = await exposition(request.app[METRICS_KEY])
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
-
-
-def ok(body: dict[str, object], status: int = 200) -> web.Response:
-    return web.json_response({"ok": True, **body}, status=status, dumps=_json_line)
-
-
-def error(status: int, message: str, **extra: object) -> web.Response:
-    return web.json_response(
-        {"ok": False, "error": message, **extra}, status=status, dumps=_json_line
-    )
 
 
 # Handlers
@@ -345,187 +325,3 @@ def _limit(request: web.Request, *, default: int, most: int) -> int:
 async def openapi(request: web.Request) -> web.Response:
     spec = openapi_spec(__version__, request.app[PUSHER_IDS_KEY])
     return web.json_response(spec, dumps=_json_line)
-
-
-# Request fields
-
-
-async def read_fields(request: web.Request) -> dict[str, object]:
-    """The request's fields: query string, then the body's (form or JSON) over them."""
-    fields: dict[str, object] = {}
-    for name, value in request.query.items():
-        fields.setdefault(name, value)
-    if request.body_exists:
-        body = await request.read()  # raises 413 past client_max_size
-        if body:
-            declared = request.headers.get("Content-Type") is not None
-            fields.update(_parse_body(request.content_type if declared else None, body))
-    return fields
-
-
-def _parse_body(content_type: str | None, body: bytes) -> dict[str, object]:
-    """The fields of a body of ``content_type`` (None: the request named none)."""
-    if content_type == "application/json" or (content_type or "").endswith("+json"):
-        return _parse_json(body)
-    if content_type == "application/x-www-form-urlencoded" and not _looks_like_json(body):
-        return _parse_form(body)
-    if _looks_like_json(body):
-        # `curl -d '{"val":...}'` labels JSON as a form: read as one, its fields would
-        # be missing ("tag is required"), which says nothing of the real mistake.
-        said = "has no Content-Type" if content_type is None else f"says {content_type}"
-        raise web.HTTPUnsupportedMediaType(
-            text=f"the body looks like JSON but the request {said}: send "
-            "Content-Type: application/json (curl: -H 'Content-Type: application/json')"
-        )
-    if content_type is None:
-        raise web.HTTPUnsupportedMediaType(
-            text="the request has a body but no Content-Type: send "
-            "application/x-www-form-urlencoded or application/json"
-        )
-    raise web.HTTPUnsupportedMediaType(
-        text=f"unsupported Content-Type {content_type!r}: send "
-        "application/x-www-form-urlencoded or application/json"
-    )
-
-
-def _looks_like_json(body: bytes) -> bool:
-    """Whether ``body`` starts as a JSON object or array does: a form's first field
-    name never starts with { or [."""
-    return body.lstrip()[:1] in (b"{", b"[")
-
-
-def _parse_form(body: bytes) -> dict[str, object]:
-    try:
-        pairs = parse_qsl(
-            body.decode("utf-8"),
-            keep_blank_values=True,
-            errors="strict",
-            max_num_fields=MAX_FORM_FIELDS,
-        )
-    except UnicodeDecodeError:
-        raise _bad_body("the form body is not valid UTF-8") from None
-    except ValueError:
-        raise _bad_body(f"the form body has more than {MAX_FORM_FIELDS} fields") from None
-    fields: dict[str, object] = {}
-    for name, value in pairs:
-        fields.setdefault(name, value)
-    return fields
-
-
-def _parse_json(body: bytes) -> dict[str, object]:
-    try:
-        value = decode_json(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _bad_body("the body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise _bad_body("the JSON body must be an object of fields")
-    return value
-
-
-def _bad_body(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=message)
-
-
-# Errors
-
-
-@web.middleware
-async def _refuse_cross_site(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """403 for what a page on another site made a browser send, and, without API
-    keys, for a Host name that DNS rebinding could have pointed here (apiguard.py)."""
-    headers = request.headers
-    facts = RequestFacts(
-        method=request.method,
-        path=request.path,
-        host=headers.get("Host"),
-        origin=headers.get("Origin"),
-        fetch_site=headers.get("Sec-Fetch-Site"),
-        fetch_mode=headers.get("Sec-Fetch-Mode"),
-    )
-    app = request.app
-    refusal = check_request(facts, keyed=bool(app[API_KEYS_KEY]), api_host=app[API_HOST_KEY])
-    if refusal is None:
-        return await handler(request)
-    log.info(
-        "%s %s from %s: %d, %s",
-        request.method,
-        request.path,
-        request.remote,
-        refusal.status,
-        refusal.reason,
-    )
-    return error(refusal.status, refusal.reason)
-
-
-@web.middleware
-async def _require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """401 without a key, 403 with a wrong one, when keys are configured. Pusher's
-    routes are signed with their app's secret instead, and check that themselves."""
-    keys = request.app[API_KEYS_KEY]
-    public = request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES)
-    public = public or is_signed_route(request)
-    if keys and not public:
-        refusal = keys.check(request.headers.get("Authorization"))
-        if refusal is not None:
-            log.info(
-                "%s %s from %s: %d", request.method, request.path, request.remote, refusal.status
-            )
-            response = error(refusal.status, refusal.reason)
-            if refusal.status == 401:
-                response.headers["WWW-Authenticate"] = 'Bearer realm="pushgate"'
-            return response
-    return await handler(request)
-
-
-@web.middleware
-async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every error into a JSON body with a status code that means something."""
-    try:
-        return await handler(request)
-    except (InvalidField, UnknownConnection, RoomLimitExceeded, BrokerUnavailable) as exc:
-        status, message, extra = _describe_error(exc)
-        if status == 409:
-            request.app[NODE_KEY].meters.limits["max_rooms_per_conn"] += 1
-            log.info("%s %s: 409, %s", request.method, request.path, exc)
-        elif status == 503:
-            log.warning("%s %s: 503, %s", request.method, request.path, exc)
-        return error(status, message, **extra)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        message = _http_error_message(exc, request)
-        if exc.status == 413:  # a limit tripped: say so in the log too
-            message = f"the body is over --max-body-bytes ({request.client_max_size} bytes)"
-            request.app[NODE_KEY].meters.limits["max_body_bytes"] += 1
-            log.info(
-                "%s %s from %s: 413, %s", request.method, request.path, request.remote, message
-            )
-        response = error(exc.status, message)
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return error(500, "internal error; the server log has the details")
-
-
-def _describe_error(exc: Exception) -> tuple[int, str, dict[str, object]]:
-    """The status, message and extra fields that answer one of our own errors."""
-    if isinstance(exc, InvalidField):
-        return 400, f"{exc.field} {exc.message}", {"field": exc.field}
-    if isinstance(exc, UnknownConnection):
-        return 404, str(exc), {"field": "wsId"}
-    if isinstance(exc, RoomLimitExceeded):
-        return 409, str(exc), {"field": "id"}
-    return 503, str(exc), {}
-
-
-def _http_error_message(exc: web.HTTPException, request: web.Request) -> str:
-    if exc.status == 404:
-        return f"no such endpoint: {request.path}"
-    if exc.status == 405:
-        allowed = exc.headers.get("Allow", "")
-        return f"method {request.method} is not allowed on {request.path}; use {allowed}"
-    if exc.text and not exc.text.startswith(f"{exc.status}:"):
-        return exc.text
-    return exc.reason

@@ -1,5 +1,6 @@
-"""Terminal commands: ``pushgate listen``, ``push all|room|user|conn|batch``, ``join``
-and ``leave`` (here), and the operator's ``stats``, ``rooms``, ``connection``, ``user``
+"""Terminal commands: ``pushgate listen`` (run by :mod:`pushgate.terminal_listen`),
+``push all|room|user|conn|batch``, ``join`` and ``leave`` (:mod:`pushgate.terminal_push`),
+their parsers here, and the operator's ``stats``, ``rooms``, ``connection``, ``user``
 and ``disconnect`` (:mod:`pushgate.terminal_presence`), and ``token``
 (:mod:`pushgate.terminal_token`).
 
@@ -12,26 +13,13 @@ standard output holds pushes only. ``python -m pushgate.terminal`` runs them alo
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
-import signal
 import sys
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
 
-from pushgate.client import (
-    DEFAULT_TAG,
-    ConnectError,
-    Connection,
-    Push,
-    PushAPI,
-    PushAPIError,
-    State,
-    connect,
-)
+from pushgate.client import DEFAULT_TAG
+from pushgate.terminal_listen import TOKEN_ENV, format_push, listen
 from pushgate.terminal_presence import (
     API_ENV,
     API_KEY_ENV,
@@ -39,15 +27,28 @@ from pushgate.terminal_presence import (
     PRESENCE_COMMANDS,
     add_presence_parsers,
     api_options_parser,
-    counted,
     run_presence,
     say,
 )
+from pushgate.terminal_push import call_api
 from pushgate.terminal_token import add_token_parser, run_token
+
+__all__ = [
+    "API_EPILOG",
+    "DEFAULT_WS_URL",
+    "LISTEN_EPILOG",
+    "TERMINAL_COMMANDS",
+    "TOKEN_ENV",
+    "add_terminal_parsers",
+    "call_api",
+    "format_push",
+    "listen",
+    "main",
+    "run_terminal",
+]
 
 TERMINAL_COMMANDS = ("listen", "push", "join", "leave", "token", *PRESENCE_COMMANDS)
 DEFAULT_WS_URL = "ws://127.0.0.1:8888/connect"
-TOKEN_ENV = "PUSHGATE_TOKEN"
 
 LISTEN_EPILOG = f"""\
 Output: one line per push, with the local time, the type, the room (or "all")
@@ -230,228 +231,6 @@ def run_terminal(args: argparse.Namespace) -> int:
             say(sys.stderr, f"cannot read {args.file}: {exc}")
             return 2
     return asyncio.run(call_api(args, sys.stdout, sys.stderr))
-
-
-# listen
-
-
-async def listen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Print pushes from ``args.url`` until SIGINT or SIGTERM (then 0)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)  # only the main thread may
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            api = None
-            if args.join:
-                api = await stack.enter_async_context(PushAPI(args.api, api_key=args.api_key))
-            conn = connect(
-                args.url,
-                reconnect=not args.no_reconnect,
-                api=api,
-                token=args.token,
-                on_state_change=None if args.quiet else _status_printer(err),
-            )
-            await stack.enter_async_context(conn)
-            for room in args.join:
-                await conn.join(room)
-            if not args.quiet and args.join:
-                say(err, f"joined {', '.join(args.join)}")
-            printing = asyncio.create_task(_print_pushes(conn, out, as_json=args.json))
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({printing, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if printing.done():
-                if printing.result() or stop.is_set():
-                    return 0
-                say(err, f"the connection closed (code {conn.close_code})")
-                return 1
-            printing.cancel()
-            return 0
-    except ValueError as exc:
-        say(err, str(exc))
-        return 2
-    except ConnectError as exc:
-        say(err, str(exc) + _token_hint(exc, given=args.token is not None))
-        return 1
-    except PushAPIError as exc:
-        say(err, str(exc))
-        return 1
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-                loop.remove_signal_handler(sig)
-
-
-def _token_hint(exc: ConnectError, *, given: bool) -> str:
-    """What ``listen`` can do about a refused token, when that is the refusal: the
-    gateway's reason says what is wrong, not which option gives a token here."""
-    refusal = exc.refusal
-    if refusal is None or refusal.hint or "token" not in refusal.reason:
-        return ""
-    if refusal.status == 401 and not given:
-        return f" (give one with --token or ${TOKEN_ENV}; `pushgate token` makes one)"
-    if refusal.status == 403:
-        return " (`pushgate token` makes a new one)"
-    return ""
-
-
-async def _print_pushes(conn: Connection, out: TextIO, *, as_json: bool) -> bool:
-    """Print until the connection ends (False) or the reader goes away (True)."""
-    try:
-        async for push in conn:
-            out.write(format_push(push, datetime.now(UTC), as_json=as_json) + "\n")
-            out.flush()
-    except BrokenPipeError:  # `pushgate listen | head`: the reader is gone
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-        return True
-    return False
-
-
-def format_push(push: Push, when: datetime, *, as_json: bool) -> str:
-    """One output line for ``push``, received at ``when`` (an aware datetime): where
-    it was pushed (a room, a user, or all), who published it when a member did, and
-    with ``as_json`` its stream position as well."""
-    if as_json:
-        line: dict[str, Any] = {
-            "time": when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "type": push.type,
-            "data": push.data,
-        }
-        if push.room is not None:
-            line["room"] = push.room
-        if push.user is not None:
-            line["user"] = push.user
-        if push.sender is not None:
-            line["from"] = {"wsId": push.sender.ws_id, "user": push.sender.user}
-        if push.seq:
-            line["seq"], line["epoch"] = push.seq, push.epoch
-        return _compact(line)
-    clock = when.astimezone().strftime("%H:%M:%S.%f")[:-3]
-    if push.room is not None:
-        where = f"room {push.room}"
-    elif push.user is not None:
-        where = f"user {push.user}"
-    else:
-        where = "all"
-    if push.sender is not None:
-        where += f"  from {push.sender.user or push.sender.ws_id}"
-    return f"{clock}  type {push.type}  {where}  {_compact(push.data)}"
-
-
-def _status_printer(err: TextIO) -> Callable[[Connection, State], None]:
-    def on_state_change(conn: Connection, state: State) -> None:
-        if state is State.OPEN:
-            again = "re" if conn.connects > 1 else ""
-            rooms = f"; rejoined {', '.join(conn.rooms)}" if conn.rooms and again else ""
-            say(err, f"{again}connected to {conn.url} as {conn.ws_id}{rooms}")
-        elif state is State.RECONNECTING:
-            say(err, f"connection lost (code {conn.close_code}); reconnecting")
-
-    return on_state_change
-
-
-# push, join, leave
-
-
-async def call_api(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Run ``push``, ``join`` or ``leave``; print what happened (a line per push of
-    a batch)."""
-    command: str = args.terminal_command
-    status = 0
-    try:
-        async with PushAPI(args.api, api_key=args.api_key) as api:
-            if command == "push" and args.target == "batch":
-                lines, status = await _push_batch(api, args.batch)
-            elif command == "push":
-                lines = [await _push(api, args)]
-            else:
-                lines = [await _membership(api, command, args)]
-    except json.JSONDecodeError as exc:
-        say(err, f"not valid JSON: {exc}")
-        return 2
-    except ValueError as exc:
-        say(err, str(exc))
-        return 2
-    except PushAPIError as exc:
-        field = f" (field {exc.field})" if exc.field else ""
-        say(err, f"{exc}{field}")
-        return 1
-    out.write("".join(line + "\n" for line in lines))
-    return status
-
-
-async def _push(api: PushAPI, args: argparse.Namespace) -> str:
-    val: object = args.val
-    if args.json_value:
-        try:
-            val = json.loads(args.val)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"VAL is not valid JSON (--json-value): {exc}") from None
-    if args.target == "all":
-        result = await api.push_all(val, args.tag)
-        return f"pushed to {_count(result.delivered)}"
-    if args.target == "room":
-        result = await api.push_room(args.room, val, args.tag)
-        return f"pushed to {_count(result.delivered)} in room {result.room}"
-    if args.target == "user":
-        result = await api.push_user(args.user, val, args.tag)
-        return f"pushed to {_count(result.delivered)} of user {result.user}"
-    await api.push_conn(args.ws_id, val, args.tag)
-    return f"pushed to {args.ws_id}"
-
-
-async def _push_batch(api: PushAPI, text: str) -> tuple[list[str], int]:
-    """The batch's pushes, one line each; status 1 if any failed."""
-    pushes = json.loads(text)
-    if not isinstance(pushes, list) or not all(isinstance(p, dict) for p in pushes):
-        raise ValueError("the batch must be a JSON array of objects")
-    results = await api.push_batch(pushes)
-    lines = []
-    for n, (push, result) in enumerate(zip(pushes, results, strict=True), 1):
-        target = push.get("target")
-        if result.ok:
-            lines.append(f"{n}: pushed to {_count(result.delivered)} ({target})")
-        else:
-            field = f" (field {result.field})" if result.field else ""
-            lines.append(f"{n}: HTTP {result.status}: {result.error}{field}")
-    failed = sum(1 for r in results if not r.ok)
-    lines.append(f"{len(results) - failed} of {counted(len(results), 'push', 'pushes')} done")
-    return lines, 1 if failed else 0
-
-
-async def _membership(api: PushAPI, command: str, args: argparse.Namespace) -> str:
-    if (args.ws_id is None) == (args.user is None):
-        raise ValueError(f"{command}: give a WSID or --user UID (one of them)")
-    if args.user is not None:
-        if command == "join":
-            moved = await api.join_user(args.room, args.user)
-            verb = "joined"
-        else:
-            moved = await api.leave_user(args.room, args.user)
-            verb = "left"
-        changed = counted(len(moved.changed), "connection")
-        line = f"{changed} of user {args.user} {verb} room {args.room}"
-        if moved.unchanged:
-            line += f"; {len(moved.unchanged)} already {'in' if command == 'join' else 'out'}"
-        return line
-    if command == "join":
-        joined = await api.join(args.room, args.ws_id)
-        line = f"{joined.ws_id} {'was already' if joined.already_member else 'is now'}"
-        return line + f" in room {joined.room}"
-    left = await api.leave(args.room, args.ws_id)
-    return f"{left.ws_id} {'left' if left.was_member else 'was not in'} room {left.room}"
-
-
-def _count(n: int | None) -> str:
-    return "the cluster" if n is None else counted(n, "connection")
-
-
-def _compact(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
