@@ -28,8 +28,9 @@ pushgate's own protocol (sessions, resume, publish, Pusher, SSE) or attack it.
 
 The seed drops an upgrade request that took over 10 ms to arrive (its
 http.Server ReadTimeout is 10 ms) and a connection that sent no application PING
-for 10 s. So both sides are measured with the same client settings, added unless
-given: --connect-concurrency 10 --connect-retries 3, and for idle --client-ping 4.
+for 10 s (a broadcast of 400 pushes at 20/s lasts 20 s). So both sides are measured
+with the same client settings, added unless given: --connect-concurrency 10
+--connect-retries 3 --client-ping 4 (pushgate answers the PING too).
 The seed also drops a push's answer that took over 10 ms to write (WriteTimeout),
 though the push was queued: such a push counts as a push error and its
 deliveries as duplicates (its 3 distribution goroutines also reorder pushes).
@@ -105,8 +106,11 @@ SERVER_OPTIONS = (
     "--log-level",
 )
 # Client settings both sides get unless given (see the docstring).
-CLIENT_DEFAULTS = (("--connect-concurrency", "10"), ("--connect-retries", "3"))
-IDLE_PING = ("--client-ping", "4")
+CLIENT_DEFAULTS = (
+    ("--connect-concurrency", "10"),
+    ("--connect-retries", "3"),
+    ("--client-ping", "4"),
+)
 # What the summary shows, per scenario: bench JSON key, label, decimals. "cpu_pct"
 # is computed (idle_cpu_us_per_conn_s over the connections open).
 ROWS = {
@@ -481,8 +485,7 @@ def with_defaults(bench_args: list[str]) -> list[str]:
     """The bench arguments, with the client settings both sides need (see the docstring)."""
     given = {arg.split("=", 1)[0] for arg in bench_args}
     extra: list[str] = []
-    defaults = CLIENT_DEFAULTS + ((IDLE_PING,) if bench_args[0] == "idle" else ())
-    for flag, value in defaults:
+    for flag, value in CLIENT_DEFAULTS:
         if flag not in given:
             extra += [flag, value]
     return bench_args + extra
