@@ -256,7 +256,10 @@ def build_seed(go: str, gocode: Path, work: Path) -> Path:
 
 
 def port_free(port: int) -> bool:
+    """Whether the seed can listen on ``port``: as Go does, with SO_REUSEADDR (the
+    connections of a previous run in TIME_WAIT do not hold the port)."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("0.0.0.0", port))
         except OSError:
