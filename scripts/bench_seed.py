@@ -31,9 +31,10 @@ http.Server ReadTimeout is 10 ms) and a connection that sent no application PING
 for 10 s (a broadcast of 400 pushes at 20/s lasts 20 s). So both sides are measured
 with the same client settings, added unless given: --connect-concurrency 10
 --connect-retries 3 --client-ping 4 (pushgate answers the PING too).
-The seed also drops a push's answer that took over 10 ms to write (WriteTimeout),
-though the push was queued: such a push counts as a push error and its
-deliveries as duplicates (its 3 distribution goroutines also reorder pushes).
+The seed also closes a push's connection without an answer when reading it or
+answering took over 10 ms (a push it queued is delivered even so): such a push
+counts as a push error, and if it was delivered, its deliveries as duplicates
+(its 3 distribution goroutines may also reorder pushes).
 
 Each run prints its figures; the end is a summary: each side's median (min-max)
 and the ratio of pushgate's median to the seed's, and the ratios of the pairs

@@ -102,5 +102,6 @@ def test_builds_the_seed_and_measures_both_side_by_side() -> None:
     assert seed["server_cpu_us_per_delivery"] is not None
     assert ours["deliveries"] == 100
     assert ours["lost"] == 0
-    assert result["summary"]["server_cpu_us_per_delivery"]["ratio"] is not None
+    # 100 deliveries take a clock tick of CPU or none: a ratio may be undefined.
+    assert result["summary"]["server_cpu_us_per_delivery"]["pushgate"]["median"] is not None
     assert "round 1/1  seed Go" in done.stderr
