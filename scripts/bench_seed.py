@@ -13,10 +13,13 @@ libraries:
     apt-get install -y golang-go golang-github-gorilla-websocket-dev \\
         golang-github-satori-go.uuid-dev
 
-In each round, both servers are started afresh, one after the other: the seed
-(which listens on 0.0.0.0:8888 and 0.0.0.0:9999, hard-coded: both ports must be
-free) and this tree's `python -m pushgate serve` on free loopback ports, with
-nothing else but --server-args. THIS tree's `pushgate bench` measures each through
+The seed's code listens on 0.0.0.0:8888 and 0.0.0.0:9999, hard-coded. The copy
+that is built (never the files in scripts/seed-go/) has those two addresses
+replaced by two free loopback ports, chosen when it is built: nothing else in it
+changes, and a run on a shared machine neither needs 8888 and 9999 free nor
+listens beyond loopback. In each round, both servers are started afresh, one after
+the other: the seed and this tree's `python -m pushgate serve` on free loopback
+ports, with nothing else but --server-args. THIS tree's `pushgate bench` measures each through
 its external-server options (--ws-url, --api-url, --server-pid) and the server is
 stopped. Which one goes first alternates from round to round (the seed first in
 rounds 1, 3, ...), so a drift of the machine weighs on both alike.
@@ -70,9 +73,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED_DIR = ROOT / "scripts" / "seed-go"
 SEED_PACKAGE = "github.com/hwholiday/learning_tools/go_push"
 SEED_COMMIT = "71e1320"  # learning_tools, as scripts/seed-go/README.md says
-SEED_PORTS = (8888, 9999)  # hard-coded in the seed: gateway, logic API
-SEED_WS_URL = "ws://127.0.0.1:8888/connect"
-SEED_API_URL = "http://127.0.0.1:9999"
+# The seed's listening addresses, hard-coded (gateway, logic API), and the files
+# that name them: the copy that is built listens on free loopback ports instead.
+SEED_ADDRESSES = {
+    "gateway/ws_server.go": '"0.0.0.0:8888"',
+    "logic/http_server.go": '"0.0.0.0:9999"',
+}
 GOCODE = Path("/usr/share/gocode/src")
 LIBRARIES = {  # import path -> the Debian package that holds it
     "github.com/gorilla/websocket": "golang-github-gorilla-websocket-dev",
@@ -230,11 +236,38 @@ def check_go(go: str, gocode: Path) -> str:
     return path
 
 
-def build_seed(go: str, gocode: Path, work: Path) -> Path:
-    """Build scripts/seed-go/go_push in GOPATH mode into ``work``; the binary's path."""
+@dataclass(frozen=True)
+class SeedBuild:
+    """The seed's binary, and the loopback ports it was built to listen on."""
+
+    binary: Path
+    ws_port: int
+    api_port: int
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def build_seed(go: str, gocode: Path, work: Path) -> SeedBuild:
+    """Build a copy of scripts/seed-go/go_push in GOPATH mode into ``work``, its two
+    hard-coded listening addresses replaced by free loopback ports (module
+    docstring)."""
     gopath = work / "gopath"
     package_dir = gopath / "src" / SEED_PACKAGE
     shutil.copytree(SEED_DIR / "go_push", package_dir)
+    ports = [free_port(), free_port()]
+    while ports[1] == ports[0]:
+        ports[1] = free_port()
+    for (name, address), port in zip(SEED_ADDRESSES.items(), ports, strict=True):
+        source = package_dir / name
+        text = source.read_text()
+        if text.count(address) != 1:
+            raise Failed(f"{name} no longer says {address} once: update SEED_ADDRESSES")
+        source.write_text(text.replace(address, f'"{LOOPBACK}:{port}"'))
     binary = work / "seed-go-push"
     env = dict(
         os.environ,
@@ -253,7 +286,7 @@ def build_seed(go: str, gocode: Path, work: Path) -> Path:
     )
     if built.returncode:
         raise Failed(f"building the seed failed:\n{built.stderr}{built.stdout}")
-    return binary
+    return SeedBuild(binary, ports[0], ports[1])
 
 
 def port_free(port: int) -> bool:
@@ -262,7 +295,7 @@ def port_free(port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("0.0.0.0", port))
+            probe.bind((LOOPBACK, port))
         except OSError:
             return False
     return True
@@ -275,18 +308,19 @@ def listening(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def seed_server(binary: Path, work: Path) -> Iterator[tuple[int, str, str]]:
+def seed_server(seed: SeedBuild, work: Path) -> Iterator[tuple[int, str, str]]:
     """Start the seed's Go server; yield (pid, ws URL, API URL)."""
-    busy = [port for port in SEED_PORTS if not port_free(port)]
+    ports = (seed.ws_port, seed.api_port)
+    busy = [port for port in ports if not port_free(port)]
     if busy:
         raise Failed(
-            f"port {' and '.join(map(str, busy))} in use: the seed's Go code listens on"
-            " 8888 and 9999, hard-coded"
+            f"port {' and '.join(map(str, busy))} was taken by another program after the"
+            " seed was built to listen on it: run again"
         )
     log_path = work / "seed-server.log"
     with log_path.open("w") as log:  # it prints a line per connection opened and closed
         process = subprocess.Popen(
-            [str(binary)],
+            [str(seed.binary)],
             cwd=work,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -296,7 +330,7 @@ def seed_server(binary: Path, work: Path) -> Iterator[tuple[int, str, str]]:
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT
-        while not all(listening(port) for port in SEED_PORTS):
+        while not all(listening(port) for port in ports):
             if process.poll() is not None or time.monotonic() > deadline:
                 why = (
                     f"exited with status {process.returncode}"
@@ -308,7 +342,11 @@ def seed_server(binary: Path, work: Path) -> Iterator[tuple[int, str, str]]:
                     + log_path.read_text(errors="replace")[-4000:]
                 )
             time.sleep(0.05)
-        yield process.pid, SEED_WS_URL, SEED_API_URL
+        yield (
+            process.pid,
+            f"ws://{LOOPBACK}:{seed.ws_port}/connect",
+            f"http://{LOOPBACK}:{seed.api_port}",
+        )
     finally:
         stop(process)
 
@@ -569,7 +607,7 @@ def main(argv: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
         work = Path(tmp)
         try:
-            binary = build_seed(go, args.gocode, work)
+            built = build_seed(go, args.gocode, work)
             say(f"bench-seed: pushgate bench {shlex.join(bench_args)}")
             say(f"  seed:     {seed.label}, built with {go} from {SEED_DIR.relative_to(ROOT)}")
             say(f"  pushgate: {ours.label} serve {shlex.join(server_args)}".rstrip())
@@ -580,7 +618,7 @@ def main(argv: Sequence[str]) -> int:
                     if side.runs or k:
                         time.sleep(args.pause)
                     start = (
-                        seed_server(binary, work)
+                        seed_server(built, work)
                         if side is seed
                         else pushgate_server(python, server_args, work)
                     )
