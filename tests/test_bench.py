@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -1689,3 +1690,85 @@ def test_chat_worker_module_runs_as_a_script() -> None:
     assert hello["id"] == 1
     assert hello["fd_limit"] > 0
     assert "unknown phase" in refused["error"]
+
+
+# A gateway that drops handshakes, as the seed's Go server does to a slow one
+
+
+@contextlib.contextmanager
+def handshake_dropper(drops: int) -> Iterator[int]:
+    """A WebSocket gateway on a free port that closes its first ``drops``
+    connections before answering (the seed's 10 ms ReadTimeout), then upgrades the
+    others and holds them; yields its port."""
+    port = free_port()
+    seen = 0
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal seen
+        seen += 1
+        if seen <= drops:
+            writer.close()
+            return
+        request = await reader.readuntil(b"\r\n\r\n")
+        [key] = re.findall(rb"(?i)sec-websocket-key: *(\S+)", request)
+        accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(4096):
+                pass
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(serve_one, LOOPBACK, port)
+        ready.set()
+        await stop.wait()
+        server.close()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield port
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.mark.parametrize("retries", [0, 3])
+def test_connect_retries_try_again_a_handshake_the_server_dropped(
+    capsys: pytest.CaptureFixture[str], retries: int
+) -> None:
+    """--connect-retries K opens a connection anew when the server closed it before
+    its 101, K times at most, and counts the retries; without it, each is a failure."""
+    with handshake_dropper(drops=3) as port:
+        status, [run], err = bench(
+            capsys,
+            "idle",
+            "-n",
+            "4",
+            "--duration",
+            "0.2",
+            "--workers",
+            "1",
+            "--connect-concurrency",
+            "1",
+            "--connect-retries",
+            str(retries),
+            "--ws-url",
+            f"ws://{LOOPBACK}:{port}/connect",
+            "--quiet",
+            "--json",
+        )
+    assert status == 0, err
+    if retries:
+        assert (run["connected"], run["connect_failed"], run["connect_retries"]) == (4, 0, 3)
+    else:
+        assert (run["connected"], run["connect_failed"], run["connect_retries"]) == (1, 3, None)
+        assert any("connection lost during the handshake" in e for e in run["errors"])

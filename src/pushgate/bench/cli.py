@@ -357,6 +357,15 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         help="per connection (default: 30)",
     )
     clients.add_argument(
+        "--connect-retries",
+        type=int,
+        default=0,
+        metavar="K",
+        help="try a handshake the server dropped (closed or reset before its 101) up to "
+        "K times more, on a new connection, as a client of the seed's Go server must: "
+        "it drops an upgrade request that took over 10 ms to arrive (default: 0)",
+    )
+    clients.add_argument(
         "--drain-timeout",
         type=float,
         default=5.0,
@@ -476,6 +485,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         sources=args.sources,
         connect_concurrency=max(1, args.connect_concurrency),
         connect_timeout=args.connect_timeout,
+        connect_retries=args.connect_retries,
         drain_timeout=args.drain_timeout,
         client_ping=args.client_ping,
         slow=args.slow,

@@ -60,6 +60,7 @@ class BenchOptions:
     sources: int = 8  # loopback source addresses 127.0.0.2, 127.0.0.3, ...
     connect_concurrency: int = 200  # handshakes in flight per worker
     connect_timeout: float = 30.0  # per connection
+    connect_retries: int = 0  # a handshake the server dropped is tried again this often
     drain_timeout: float = 5.0  # stop waiting once deliveries stall this long
     client_ping: float = 0.0  # seconds between a client's application PINGs; 0: none
     slow: int = 0  # clients that stop reading for slow_pause seconds when pushes start
@@ -138,6 +139,7 @@ class BenchOptions:
         _within("--senders", self.senders, 1, MAX_SENDERS)
         _within("--sources", self.sources, 1, MAX_SOURCES)
         _within("--connect-timeout", self.connect_timeout, 0.1, 600)
+        _within("--connect-retries", self.connect_retries, 0, 10)
         _within("--drain-timeout", self.drain_timeout, 0.1, 600)
         _within("--churn-rate", self.churn_rate, 0.1, 10_000)
         _within("--churn-lifetime", self.churn_lifetime, 0, 60)

@@ -79,6 +79,7 @@ class Connected(Reply):
     connect_us: Pairs
     ws_ids: dict[int, str]  # the wsId of each client whose welcome gave one
     sessions: int  # welcomes that gave a session (the resume scenario)
+    retries: int = 0  # handshakes the server dropped, tried again (--connect-retries)
 
     @property
     def connect_hist(self) -> Histogram:

@@ -42,6 +42,7 @@ class RunResult:
     client: str = "pushgate"  # the protocol the clients spoke (--client)
     connected: int = 0
     connect_failed: int = 0
+    connect_retries: int | None = None  # dropped handshakes tried again, if any
     workers: int = 0
     rate: float = 0.0
     size: int = 0
@@ -191,6 +192,7 @@ def connect_figures(
     result.connect_s = seconds
     result.connect_failed = sum(reply.failed for reply in replies)
     result.connected = sum(len(reply.indexes) for reply in replies)
+    result.connect_retries = sum(reply.retries for reply in replies) or None
     result.connect_p50_ms = ms(hist.percentile(0.5))
     result.connect_p99_ms = ms(hist.percentile(0.99))
     if errors:

@@ -149,6 +149,7 @@ class Run:
                 # Only the clients the bench joins by wsId need it from a welcome.
                 "need_welcome": opts.scenario.needs_welcome and opts.client_kind.joins_by_api,
                 "timeout": opts.connect_timeout,
+                "retries": opts.connect_retries,
                 "slow": [i for i in slow if first <= i < first + count],
                 "slow_pause": opts.slow_pause,
                 "ping": opts.client_ping,

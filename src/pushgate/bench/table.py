@@ -18,6 +18,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("connections open", "connected", "n"),
     ("connect time s", "connect_s", ".2f"),
     ("connect p99 ms", "connect_p99_ms", ".1f"),
+    ("connect retries", "connect_retries", "n"),
     ("pushes accepted", "pushes", "n"),
     ("pushes/s", "pushes_per_s", ".1f"),
     ("deliveries", "deliveries", "n"),

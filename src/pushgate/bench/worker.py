@@ -45,7 +45,7 @@ from pushgate.bench.replies import (
 from pushgate.bench.resumeclient import ResumeClient
 from pushgate.bench.sseclient import SseClient
 from pushgate.bench.targets import MAX_ERROR_KINDS, Target, describe, gave_up, open_client
-from pushgate.bench.wsclient import BenchClient, Counters, HandshakeError
+from pushgate.bench.wsclient import BenchClient, Counters, HandshakeDropped, HandshakeError
 
 STDIN_LIMIT = 64 * 1024 * 1024
 MAX_SAMPLES = 5  # clients that received a push twice, shown in the report
@@ -126,12 +126,15 @@ class Worker(Commands):
         indexes = iter(range(first, first + count))
         started = time.monotonic()
 
-        async def connect_some() -> None:
-            for index in indexes:
-                if gave_up(sum(errors.values()), len(opened)):
-                    return
+        retries = int(msg.get("retries", 0))
+        retried = 0
+
+        async def open_one(index: int) -> BenchClient | None:
+            """Client ``index``, open; None when it failed (the reason is counted).
+            A handshake the server dropped is tried again, ``retries`` times at most."""
+            nonlocal retried
+            for attempt in range(retries + 1):
                 client = self._new_client(index, need_welcome=need_welcome)
-                t0 = time.monotonic()
                 try:
                     await open_client(
                         self._target(index),
@@ -140,21 +143,39 @@ class Worker(Commands):
                         timeout,
                         slow=index in self.slow,
                     )
+                    return client
+                except HandshakeDropped as exc:
+                    if attempt < retries:
+                        retried += 1
+                        continue
+                    errors[describe(exc)] += 1
                 except (OSError, HandshakeError, TimeoutError) as exc:
                     errors[describe(exc)] += 1
+                return None
+            return None  # pragma: no cover - the last attempt returns above
+
+        async def connect_some() -> None:
+            for index in indexes:
+                if gave_up(sum(errors.values()), len(opened)):
+                    return
+                t0 = time.monotonic()
+                client = await open_one(index)
+                if client is None:
                     continue
                 hist.add(int((time.monotonic() - t0) * 1e6))
                 opened.append(client)
                 self.clients.append(client)
 
+        # The PINGs start with the first clients: the seed's Go server closes a
+        # connection that sent none for 10 s, and connecting 10,000 can take longer.
+        ping = float(msg.get("ping", 0))
+        if ping > 0 and self.ping_task is None:
+            self.ping_task = asyncio.create_task(self._ping_forever(ping))
         concurrency = max(1, min(int(msg.get("concurrency", 100)), count))
         await asyncio.gather(*(connect_some() for _ in range(concurrency)))
         skipped = count - len(opened) - sum(errors.values())
         if skipped:
             errors["not tried: too many failures before"] += skipped
-        ping = float(msg.get("ping", 0))
-        if ping > 0 and self.ping_task is None:
-            self.ping_task = asyncio.create_task(self._ping_forever(ping))
         return Connected(
             indexes=[c.index for c in opened],
             failed=sum(errors.values()),
@@ -163,6 +184,7 @@ class Worker(Commands):
             connect_us=hist.to_pairs(),
             ws_ids={c.index: c.ws_id for c in opened if c.ws_id},
             sessions=sum(1 for c in opened if isinstance(c, ResumeClient) and c.session),
+            retries=retried,
         )
 
     async def _cmd_status(self, msg: Json) -> Status:

@@ -47,6 +47,11 @@ class HandshakeError(Exception):
     """The server refused or botched the WebSocket opening handshake."""
 
 
+class HandshakeDropped(HandshakeError):
+    """The server closed (or reset) the connection before its 101: what the seed's Go
+    server does to an upgrade request that took over 10 ms to arrive. Worth a retry."""
+
+
 class Counters:
     """What every measured client of one worker adds to, on each delivery."""
 
@@ -133,7 +138,7 @@ class BenchClient(asyncio.Protocol):
             self.counters.open -= 1
         if not self.opened.done():
             reason = f"connection lost during the handshake: {exc or 'EOF'}"
-            self.opened.set_exception(HandshakeError(reason))
+            self.opened.set_exception(HandshakeDropped(reason))
         if self.close_code is None and not self._closing:
             self.close_code = CLOSE_ABNORMAL
         if not self.closed.done():
