@@ -27,8 +27,18 @@ from tests.test_subscriptions import client
 
 ROOMS = ("r0", "r1", "r2")
 CLIENTS_PER_GATEWAY = 3
-# Sessions must outlive the cut and the resume; the rest as fast as the tests go.
-SETTINGS = {**FAST_TIMERS, "session_ttl": 10.0, "node_ttl": 3.0, "prefix": "restart:"}
+# Sessions must outlive the cut and the resume, and connections the outage: on a
+# loaded machine this one process (gateways, logic node and clients) can stall past
+# FAST_TIMERS' 0.6 s idle timeout while Redis restarts, and a connection closed then
+# resumes into the empty Redis, a new session. The rest as fast as the tests go.
+SETTINGS = {
+    **FAST_TIMERS,
+    "heartbeat": 1.0,
+    "idle_timeout": 10.0 * UNIT,
+    "session_ttl": 10.0,
+    "node_ttl": 3.0,
+    "prefix": "restart:",
+}
 
 
 @dataclass
