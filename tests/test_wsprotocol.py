@@ -1,11 +1,16 @@
 """The gateway's WebSocket protocol parks its parser between frames, and reads the
 same stream after as before (wsprotocol.py)."""
 
+import logging
+from types import GeneratorType
+
 from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
+from websockets.streams import StreamReader
 from websockets.uri import parse_uri
 
+from pushgate.connection import DEFLATE
 from pushgate.wsprotocol import (
     NO_EXTENSIONS,
     NO_WRITES,
@@ -13,6 +18,7 @@ from pushgate.wsprotocol import (
     PARKED_READER,
     SHARED_ID,
     GatewayProtocol,
+    new_protocol,
 )
 
 
@@ -174,3 +180,62 @@ def test_one_origin_string_per_site() -> None:
         origins.append(server.origin)
     assert origins[0] == "https://app.example"
     assert origins[0] is origins[1]
+
+
+def test_a_new_protocol_is_made_parked_and_shares_nothing_it_changes() -> None:
+    """new_protocol copies a template: the same attributes as a protocol made anew,
+    and no mutable value of its own but the shared sentinels (and the extension
+    factories the caller shares anyway): a websockets version that adds one fails
+    here rather than leak state from one connection into another."""
+    logger = logging.getLogger("pushgate.websocket")
+    made = new_protocol(max_size=1000, logger=logger, extensions=DEFLATE)
+    fresh = GatewayProtocol(max_size=1000, logger=logger, extensions=DEFLATE)
+    assert vars(made).keys() == vars(fresh).keys()
+    mutable = {
+        name
+        for name, value in vars(made).items()
+        if isinstance(value, list | dict | set | bytearray | StreamReader | GeneratorType)
+    }
+    assert mutable == {
+        "available_extensions",
+        "events",
+        "extensions",
+        "parser",
+        "reader",
+        "writes",
+    }
+    assert made.parked
+    assert made.state is State.CONNECTING
+    assert (made.reader, made.events, made.writes) == (PARKED_READER, PARKED_EVENTS, NO_WRITES)
+    assert made.available_extensions is DEFLATE
+    assert made.extensions is NO_EXTENSIONS
+    assert (made.max_message_size, made.id) == (1000, SHARED_ID)
+    assert new_protocol(max_size=1000, logger=logger, extensions=DEFLATE) is not made
+
+
+def test_a_new_protocol_reads_its_handshake_as_any() -> None:
+    """Its first bytes make the handshake's parser: a request is read, accepted (with
+    compression negotiated) and the frames after it read; or refused, and the rest
+    discarded."""
+    logger = logging.getLogger("pushgate.websocket")
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/connect"))
+    client.send_request(client.connect())
+    server = new_protocol(max_size=2**20, logger=logger, extensions=DEFLATE)
+    for chunk in client.data_to_send():
+        server.receive_data(chunk)
+    [request] = server.events_received()
+    server.send_response(server.accept(request))  # type: ignore[arg-type]
+    assert server.state is State.OPEN
+    for chunk in server.data_to_send():
+        client.receive_data(chunk)
+    client.events_received()
+    client.send_text(b"after")
+    server.receive_data(sent(client))
+    assert frames(server) == [(Opcode.TEXT, b"after")]
+    refused = new_protocol(max_size=2**20, logger=logger, extensions=None)
+    refused.send_response(refused.reject(429, "too many\n"))
+    assert refused.data_to_send()[0].startswith(b"HTTP/1.1 429 ")
+    refused.receive_data(b"GET / HTTP/1.1\r\n\r\n")
+    assert refused.events_received() == []
+    refused.receive_eof()
+    assert refused.state is State.CLOSED

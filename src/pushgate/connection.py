@@ -53,7 +53,7 @@ from pushgate.wire import (
 from pushgate.wshandshake import PUSHGATE_OVER_WEBSOCKET, Handshake
 from pushgate.wsinput import INPUT_PER_TURN, Input
 from pushgate.wsoutput import Output
-from pushgate.wsprotocol import GatewayProtocol
+from pushgate.wsprotocol import new_protocol
 
 if TYPE_CHECKING:
     from pushgate.clientops import Transport
@@ -105,7 +105,7 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         self._outbox = outbox
         self._registry = registry
         self._loop = asyncio.get_running_loop()
-        self._proto = GatewayProtocol(
+        self._proto = new_protocol(  # parked: its first read makes its parser
             max_size=settings.max_message_bytes,
             logger=_protocol_log,
             extensions=DEFLATE if settings.compression else None,

@@ -21,6 +21,10 @@ limits one connection may cost.
   is cut into messages here, counted against the same budgets; every other read
   (control frames, fragments, long frames, compression) goes through the parser,
   which is left exactly where it was.
+- **A plain upgrade skips the library's parser.** A first read that is one whole,
+  plain upgrade to ``/connect`` the gateway admits at once is answered without it
+  (plainupgrade.py); anything else it is not plainly sure of goes through the
+  parser and the full answer (gatewayhttp.py), as before.
 - **Handshakes** are bounded in bytes (431 past ``--max-handshake-bytes``), and a
   refusal made before the request was read is answered, then the connection is
   left to the client to close (closing a socket with input unread resets it, and
@@ -89,6 +93,9 @@ class Input(ConnectionState):
     def _on_handshake(self, request: Request) -> None:
         raise NotImplementedError
 
+    def _take_plain(self, data: bytes) -> bool:
+        raise NotImplementedError
+
     def _write_protocol_output(self) -> None:
         raise NotImplementedError
 
@@ -119,6 +126,14 @@ class Input(ConnectionState):
             self._transport.pause_reading()
             self._loop.call_soon(self._read_on)
         try:
+            if (
+                self._handshake_bytes == len(data)  # the first read: the request, all of it?
+                and proto.state is State.CONNECTING
+                and not proto.eof_sent
+                and self._take_plain(data)
+            ):
+                self._write_protocol_output()
+                return
             if len(data) <= INPUT_SLICE and self._fast_path_open():
                 max_size = self._proto.max_message_size
                 frames = small_client_frames(

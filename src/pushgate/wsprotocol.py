@@ -26,13 +26,14 @@ answered and then on each sweep of its timers (connection.py), never on the path
 a read.
 """
 
+import logging
 import sys
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from types import GeneratorType
 from typing import Any
 
-from websockets.extensions import Extension
+from websockets.extensions import Extension, ServerExtensionFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import Event, Protocol, State
@@ -141,12 +142,34 @@ class GatewayProtocol(ServerProtocol):
         return True
 
     def _unpark(self) -> None:
-        """Make the parser, reader and event list again, as Protocol.__init__ does (the
-        frame loop: the handshake is over)."""
+        """Make the parser, reader and event list again, as Protocol.__init__ does: the
+        handshake's parser (then the frame loop under it) for a protocol made parked
+        (:func:`new_protocol`), the frame loop alone once the handshake is over."""
         self.reader = StreamReader()
         self.events = []
-        self.parser = Protocol.parse(self)
+        self.parser = self.parse() if self.state is State.CONNECTING else Protocol.parse(self)
         next(self.parser)
+
+    def open_plain(self, response: bytes, origin: str | None) -> None:
+        """Open as :meth:`send_response` does with a 101, for a handshake answered
+        without the websockets parser (plainupgrade.py): ``response`` is queued, the
+        protocol is OPEN and its parser parked (it never read the request). What
+        ``accept`` sets besides is set as it sets it for such a request: its Origin,
+        no extension, no subprotocol."""
+        assert self.state is State.CONNECTING
+        assert not self.reader.buffer
+        if self.parser is not PARKED_PARSER:
+            self.parser.close()
+            self.parser, self.reader, self.events = PARKED_PARSER, PARKED_READER, PARKED_EVENTS
+        self.accept_called = True
+        self.origin = None if origin is None else Origin(sys.intern(origin))
+        self.extensions = NO_EXTENSIONS
+        self.subprotocol = None
+        if self.writes is NO_WRITES:
+            self.writes = []
+        self.writes.append(response)
+        self.state = State.OPEN
+        self.logger.info("connection open")
 
     def receive_data(self, data: bytes | bytearray) -> None:
         if self.parser is PARKED_PARSER:
@@ -164,3 +187,42 @@ class GatewayProtocol(ServerProtocol):
             self.reader = StreamReader()
             self.events = []
         return super().discard()
+
+
+# Templates of new protocols, by what they are made with (new_protocol).
+_TEMPLATES: dict[
+    tuple[int | None, Any, tuple[ServerExtensionFactory, ...] | None], GatewayProtocol
+] = {}
+
+
+def new_protocol(
+    *,
+    max_size: int | None,
+    logger: Any,
+    extensions: "Sequence[ServerExtensionFactory] | None",
+) -> GatewayProtocol:
+    """A new protocol, as ``GatewayProtocol(max_size=..., logger=..., extensions=...)``
+    makes it, but parked from the start: its attributes copied from a template
+    made once with the same arguments, without the UUID, the reader and the
+    handshake's parser each ``Protocol.__init__`` makes (its first read makes
+    them; a plain upgrade never does, plainupgrade.py). Nothing the copy shares
+    with the template is changed in place (tests/test_wsprotocol.py checks that
+    the template holds no other mutable value)."""
+    key = (max_size, logger, None if extensions is None else tuple(extensions))
+    template = _TEMPLATES.get(key)
+    if template is None:
+        template = GatewayProtocol(max_size=max_size, logger=logger, extensions=extensions)
+        template.parser.close()
+        template.parser, template.reader, template.events = (
+            PARKED_PARSER,
+            PARKED_READER,
+            PARKED_EVENTS,
+        )
+        template.writes = NO_WRITES
+        template.extensions = NO_EXTENSIONS
+        _TEMPLATES[key] = template
+    proto = GatewayProtocol.__new__(GatewayProtocol)
+    proto.__dict__.update(template.__dict__)
+    # As Protocol.__init__ reads it: the log level may have changed since.
+    proto.debug = template.logger.isEnabledFor(logging.DEBUG)
+    return proto
