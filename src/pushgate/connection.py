@@ -186,13 +186,14 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         if self.conn_id is not None:
             close = self._proto.close_rcvd or self._proto.close_sent
             self._node.meters.closes[close.code if close is not None else 1006] += 1
-            log.debug(
-                "closed %s from %s (%s)",
-                self.conn_id,
-                self.peer,
-                self._close_summary(),
-                extra=self._context(),
-            )
+            if log.isEnabledFor(logging.DEBUG):  # its arguments are made at once
+                log.debug(
+                    "closed %s from %s (%s)",
+                    self.conn_id,
+                    self.peer,
+                    self._close_summary(),
+                    extra=self._context(),
+                )
         # The protocol's parser is a generator suspended inside a method of the
         # protocol, so the protocol holds a frame that holds the protocol; a connection
         # that ended without a close frame also left the parser's EOFError, whose
