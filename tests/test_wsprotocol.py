@@ -4,6 +4,7 @@ same stream after as before (wsprotocol.py)."""
 import logging
 from types import GeneratorType
 
+import pytest
 from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
@@ -11,6 +12,7 @@ from websockets.streams import StreamReader
 from websockets.uri import parse_uri
 
 from pushgate.connection import DEFLATE
+from pushgate.framing import lone_client_close
 from pushgate.wsprotocol import (
     NO_EXTENSIONS,
     NO_WRITES,
@@ -239,3 +241,75 @@ def test_a_new_protocol_reads_its_handshake_as_any() -> None:
     assert refused.events_received() == []
     refused.receive_eof()
     assert refused.state is State.CLOSED
+
+
+def masked_close(payload: bytes, *, first: int = 0x88) -> bytes:
+    mask = b"\x0f\x1e\x2d\x3c"
+    return (
+        bytes([first, 0x80 | len(payload)])
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
+
+
+GOODBYES = [b"", b"\x03\xe8", b"\x03\xe8bye", b"\x03\xe9going", b"\x0f\xa0" + "é".encode()]
+
+
+@pytest.mark.parametrize("payload", GOODBYES)
+def test_a_lone_close_frame_is_taken_as_the_parser_takes_it(payload: bytes) -> None:
+    """receive_close leaves the protocol as the parser does with the same frame:
+    the close echoed, EOF sent, CLOSING, the frame among the events, the rest
+    discarded."""
+    data = masked_close(payload)
+    assert lone_client_close(data) == payload
+    short, _ = opened()
+    assert short.park()
+    assert short.receive_close(payload)
+    parsed, _ = opened()
+    parsed.receive_data(data)
+    for proto in (short, parsed):
+        assert proto.state is State.CLOSING
+        assert proto.close_rcvd == Close.parse(payload)
+        assert proto.close_rcvd_then_sent
+    assert short.data_to_send() == parsed.data_to_send()
+    assert frames(short) == frames(parsed) == [(Opcode.CLOSE, payload)]
+    for proto in (short, parsed):
+        proto.receive_data(b"after the close: discarded")
+        assert proto.events_received() == []
+        proto.receive_eof()
+        assert proto.state is State.CLOSED
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"\x03", b"\x03\xe7", b"\x03\xed", b"\x03\xe8\xff", b"\x0b\xb8" + b"x" * 123],
+    ids=["one byte", "code 999", "code 1005", "not UTF-8", "too long for max_size"],
+)
+def test_a_close_frame_the_parser_refuses_is_left_to_it(payload: bytes) -> None:
+    server, _ = opened()
+    server.max_message_size = 100
+    assert server.park()
+    assert not server.receive_close(payload)
+    assert server.state is State.OPEN
+    assert server.parked
+    assert server.data_to_send() == []
+
+
+def test_only_a_whole_masked_final_close_is_lone() -> None:
+    data = masked_close(b"\x03\xe8")
+    assert lone_client_close(data + b"\x81") is None  # more after it
+    assert lone_client_close(data[:-1]) is None  # cut
+    assert lone_client_close(masked_close(b"\x03\xe8", first=0x08)) is None  # not final
+    assert lone_client_close(masked_close(b"\x03\xe8", first=0xC8)) is None  # RSV1
+    assert lone_client_close(b"\x88\x02\x03\xe8") is None  # not masked
+    assert lone_client_close(masked_close(b"", first=0x89)) is None  # a ping
+
+
+def test_a_close_is_left_to_the_parser_inside_a_message_or_unparked() -> None:
+    server, client = opened()
+    assert not server.receive_close(b"\x03\xe8")  # not parked
+    client.send_text(b"part", fin=False)
+    server.receive_data(sent(client))
+    server.events_received()
+    assert not server.receive_close(b"\x03\xe8")
+    assert server.state is State.OPEN

@@ -33,8 +33,9 @@ from collections.abc import Generator, Sequence
 from types import GeneratorType
 from typing import Any
 
+from websockets.exceptions import ProtocolError
 from websockets.extensions import Extension, ServerExtensionFactory
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import Event, Protocol, State
 from websockets.server import ServerProtocol
@@ -149,6 +150,33 @@ class GatewayProtocol(ServerProtocol):
         self.events = []
         self.parser = self.parse() if self.state is State.CONNECTING else Protocol.parse(self)
         next(self.parser)
+
+    def receive_close(self, payload: bytes) -> bool:
+        """Take a close frame read whole by the caller (framing.lone_client_close:
+        ``payload``, unmasked) as the parser would, while the protocol is open and
+        parked with no extension and no message in progress: the close echoed, EOF
+        sent, the rest discarded, the frame in :meth:`events_received`. False
+        (nothing done) otherwise, or when the payload is one the parser refuses (a
+        bad code, a reason not UTF-8, too long for ``max_size``): then the parser
+        must read the frame, and fail the connection as it does."""
+        if (
+            self.parser is not PARKED_PARSER
+            or self.state is not State.OPEN
+            or self.extensions
+            or self.current_size is not None
+        ):
+            return False
+        for max_size in (self.max_message_size, self.max_fragment_size):
+            if max_size is not None and len(payload) > max_size:
+                return False
+        try:
+            Close.parse(payload)
+        except (ProtocolError, UnicodeDecodeError):
+            return False
+        # recv_frame parses it again, and does all the rest: the close echoed, its
+        # state, EOF, the discarding parser (discard() makes its own reader).
+        self.recv_frame(Frame(Opcode.CLOSE, payload))
+        return True
 
     def open_plain(self, response: bytes, origin: str | None) -> None:
         """Open as :meth:`send_response` does with a 101, for a handshake answered
