@@ -78,7 +78,7 @@ def request(
             PlainUpgrade("", KEY, None),
         ),
         (
-            request(drop="Upgrade", extra="UPGRADE:  WebSocket \t\r\nUser-Agent: a b/1\r\n"),
+            request(drop="Upgrade", extra="UPGRADE:  WebSocket  \r\nUser-Agent: a b/1\r\n"),
             PlainUpgrade("", KEY, None),
         ),
     ],
@@ -139,6 +139,7 @@ NOT_PLAIN = {
     "the root": request("/"),
     "a path that is not ASCII": request("/connect?x=\xe9"),
     "a tab in a value": request(extra="X-A: b\tc\r\n"),
+    "a tab around a value": request(extra="X-A:\tb\r\n"),
     "obs-text in a value": request(extra="X-A: caf\xe9\r\n"),
     "a control byte in a value": request(extra="X-A: b\x01c\r\n"),
     "a bare LF": request(extra="X-A: b\nX-B: c\r\n"),
@@ -161,14 +162,20 @@ def test_anything_else_is_left_to_the_full_path(data: bytes) -> None:
 
 
 def test_the_limits_are_websockets_own() -> None:
-    """A line as long as websockets takes, and as many headers, are plain; one byte or
-    one header more is not (nor does websockets take them: 431)."""
-    longest = request(extra=f"X-A: {'a' * (MAX_LINE_LENGTH - 7)}\r\n")
+    """As many headers as websockets takes are plain, one more is not (nor does
+    websockets take it: 431); and a request is plain within the length websockets
+    allows each of its lines, not a byte more."""
     most = request(extra="".join(f"X-{i}: a\r\n" for i in range(MAX_NUM_HEADERS - 5)))
-    for data in (longest, most):
+    padding = MAX_LINE_LENGTH - len(request(extra="X-A: \r\n"))
+    longest = request(extra=f"X-A: {'a' * padding}\r\n")
+    assert len(longest) == MAX_LINE_LENGTH
+    for data in (most, longest):
         assert parse_plain_upgrade(data) == full_path(data) == PlainUpgrade("", KEY, None)
-    assert full_path(NOT_PLAIN["a line too long"]) is None
     assert full_path(NOT_PLAIN["too many headers"]) is None
+    longer = request(extra=f"X-A: {'a' * (padding + 1)}\r\n")
+    assert parse_plain_upgrade(longer) is None
+    assert full_path(longer) == PlainUpgrade("", KEY, None)  # taken the long way
+    assert full_path(NOT_PLAIN["a line too long"]) is None
 
 
 LINES = st.sampled_from(

@@ -14,11 +14,12 @@ websockets), which answers it exactly as before (400, 404, 405, 414, 426, 431, 5
 ...). :func:`parse_plain_upgrade` returns None, and the full path reads the same
 bytes, unless the read holds one whole request and nothing after it, and:
 
+- all of it is within websockets' ``MAX_LINE_LENGTH`` (8 KiB: so is each line);
 - its request line is ``GET /connect HTTP/1.1`` or ``GET /connect?<query> HTTP/1.1``
-  (visible ASCII only), within websockets' ``MAX_LINE_LENGTH``;
+  (visible ASCII only);
 - every header line is ``name: value`` with a token for a name and visible ASCII
-  (spaces inside) for a value, within ``MAX_LINE_LENGTH``, at most
-  ``MAX_NUM_HEADERS`` of them, and no name twice;
+  and spaces for a value (no tab), at most ``MAX_NUM_HEADERS`` of them, and no
+  name twice;
 - ``Host`` is there; ``Upgrade`` is ``websocket``; ``Connection`` is a list of tokens,
   ``upgrade`` among them; ``Sec-WebSocket-Key`` is base64 of 16 bytes;
   ``Sec-WebSocket-Version`` is ``13``;
@@ -44,14 +45,21 @@ from websockets.utils import accept_key
 
 from pushgate.gatewayhttp import ENDPOINT, SERVER_HEADER
 
-# The request line, whole: the path /connect with an optional query of visible ASCII.
-_REQUEST_LINE = re.compile(
-    rb"GET " + re.escape(ENDPOINT.encode()) + rb"(\?[\x21-\x7e]*)? HTTP/1\.1"
+# A token (RFC 9110 5.6.2): a header's name, a Connection option.
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+# The request, whole, in one match (a C loop, not one Python step per line): the
+# request line, GET of /connect with an optional query of visible ASCII, then at
+# most MAX_NUM_HEADERS header lines of a token, a colon and visible ASCII and
+# spaces (no tab, no obs-text, no control byte: the lines cannot run into each
+# other), then the blank line, and nothing after it.
+_REQUEST = re.compile(
+    rb"GET "
+    + re.escape(ENDPOINT.encode())
+    + rb"(\?[\x21-\x7e]*)? HTTP/1\.1\r\n((?:"
+    + _TOKEN
+    + rb":[\x20-\x7e]*\r\n){0,%d})\r\n" % MAX_NUM_HEADERS
 )
-# A header's name is a token (RFC 9110 5.6.2); its value, once stripped of spaces
-# and tabs, visible ASCII and inner spaces (no tab, no obs-text, no control byte).
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
-_VALUE = re.compile(rb"[\x20-\x7e]*")
+_OPTION = re.compile(_TOKEN)
 # Headers that only the full path handles.
 _NOT_PLAIN = frozenset(
     (
@@ -61,7 +69,6 @@ _NOT_PLAIN = frozenset(
         b"transfer-encoding",
     )
 )
-_END = b"\r\n\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,35 +84,26 @@ class PlainUpgrade:
 def parse_plain_upgrade(data: bytes) -> PlainUpgrade | None:
     """The upgrade ``data`` is, if it is one whole plain upgrade to /connect and
     nothing more (module docstring); None: the full path reads it."""
-    if not data.endswith(_END) or data.find(_END) != len(data) - len(_END):
+    # Within one line's bound, every line is (websockets bounds each line alone).
+    if len(data) > MAX_LINE_LENGTH:
         return None
-    lines = data[: -len(_END)].split(b"\r\n")
-    if len(lines) - 1 > MAX_NUM_HEADERS:
+    request = _REQUEST.fullmatch(data)
+    if request is None:
         return None
-    # websockets bounds a line with its CRLF; a bare CR or LF inside one is refused
-    # by the patterns (no control byte matches).
-    for line in lines:
-        if len(line) + 2 > MAX_LINE_LENGTH:
-            return None
-    request_line = _REQUEST_LINE.fullmatch(lines[0])
-    if request_line is None:
-        return None
+    lines = request[2].split(b"\r\n")
+    lines.pop()  # after the last CRLF
     headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
-        raw_name, colon, raw_value = line.partition(b":")
-        value = raw_value.strip(b" \t")
-        if not colon or not _TOKEN.fullmatch(raw_name) or not _VALUE.fullmatch(value):
-            return None
-        name = raw_name.lower()
-        if name in headers or name in _NOT_PLAIN:
-            return None
-        headers[name] = value
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.lower()] = value.strip(b" ")
+    if len(headers) != len(lines) or not _NOT_PLAIN.isdisjoint(headers):
+        return None  # a header twice, or one for the full path
     if b"host" not in headers or headers.get(b"upgrade", b"").lower() != b"websocket":
         return None
     if headers.get(b"sec-websocket-version") != b"13":
         return None
-    options = [option.strip(b" \t") for option in headers.get(b"connection", b"").split(b",")]
-    if not all(_TOKEN.fullmatch(option) for option in options):
+    options = [option.strip(b" ") for option in headers.get(b"connection", b"").split(b",")]
+    if not all(_OPTION.fullmatch(option) for option in options):
         return None
     if b"upgrade" not in (option.lower() for option in options):
         return None
@@ -115,7 +113,7 @@ def parse_plain_upgrade(data: bytes) -> PlainUpgrade | None:
             return None
     except binascii.Error:
         return None
-    query = request_line[1]
+    query = request[1]
     origin = headers.get(b"origin")
     return PlainUpgrade(
         query[1:].decode() if query else "",
@@ -144,7 +142,7 @@ class HttpDate:
 
 _HEAD = b"HTTP/1.1 101 Switching Protocols\r\nDate: "
 _UPGRADE = b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
-_TAIL = b"\r\nServer: " + SERVER_HEADER.encode() + _END
+_TAIL = b"\r\nServer: " + SERVER_HEADER.encode() + b"\r\n\r\n"
 
 
 # One per process, as there is one event loop (each worker of --workers has its own).
