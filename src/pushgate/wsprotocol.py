@@ -13,6 +13,13 @@ a message.
 negotiated, holds one shared empty list instead of a list of its own; the Origin of
 its request is interned.
 
+**Made parked, read whole.** :func:`new_protocol` copies a template instead of
+running ``Protocol.__init__`` (a UUID, a reader and the handshake's parser, each
+connection): its first read makes what it needs. A plain upgrade answered without
+the parser (plainupgrade.py) opens it with :meth:`GatewayProtocol.open_plain`, and a
+lone close frame read whole by the connection is handed over with
+:meth:`GatewayProtocol.receive_close`; both leave it as the parser would.
+
 **Parked between frames.** Most connections of a gateway are idle most of the time,
 and ``websockets`` keeps, for each, a parser suspended between two frames: two
 generator frames (the handshake's parser and the frame loop under it, or the frame
