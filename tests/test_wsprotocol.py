@@ -305,9 +305,20 @@ def test_only_a_whole_masked_final_close_is_lone() -> None:
     assert lone_client_close(masked_close(b"", first=0x89)) is None  # a ping
 
 
-def test_a_close_is_left_to_the_parser_inside_a_message_or_unparked() -> None:
+def test_a_close_between_frames_is_taken_parked_or_not() -> None:
+    """An unparked parser waiting between frames is parked for it."""
+    server, _ = opened()
+    assert not server.parked
+    assert server.receive_close(b"\x03\xe8")
+    assert server.state is State.CLOSING
+    assert frames(server) == [(Opcode.CLOSE, b"\x03\xe8")]
+
+
+def test_a_close_is_left_to_the_parser_inside_a_message_or_a_frame() -> None:
     server, client = opened()
-    assert not server.receive_close(b"\x03\xe8")  # not parked
+    server.receive_data(b"\x81")  # a frame begun
+    assert not server.receive_close(b"\x03\xe8")
+    server, client = opened()
     client.send_text(b"part", fin=False)
     server.receive_data(sent(client))
     server.events_received()

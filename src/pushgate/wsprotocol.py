@@ -160,18 +160,14 @@ class GatewayProtocol(ServerProtocol):
 
     def receive_close(self, payload: bytes) -> bool:
         """Take a close frame read whole by the caller (framing.lone_client_close:
-        ``payload``, unmasked) as the parser would, while the protocol is open and
-        parked with no extension and no message in progress: the close echoed, EOF
-        sent, the rest discarded, the frame in :meth:`events_received`. False
+        ``payload``, unmasked) as the parser would, while the protocol is open, its
+        parser parked or parkable (between frames, nothing buffered), with no
+        extension and no message in progress: the close echoed, EOF sent, the rest
+        discarded, the frame in :meth:`events_received`. False
         (nothing done) otherwise, or when the payload is one the parser refuses (a
         bad code, a reason not UTF-8, too long for ``max_size``): then the parser
         must read the frame, and fail the connection as it does."""
-        if (
-            self.parser is not PARKED_PARSER
-            or self.state is not State.OPEN
-            or self.extensions
-            or self.current_size is not None
-        ):
+        if self.extensions or self.current_size is not None:
             return False
         for max_size in (self.max_message_size, self.max_fragment_size):
             if max_size is not None and len(payload) > max_size:
@@ -179,6 +175,8 @@ class GatewayProtocol(ServerProtocol):
         try:
             Close.parse(payload)
         except (ProtocolError, UnicodeDecodeError):
+            return False
+        if not self.park():  # open, nothing buffered, the parser between frames
             return False
         # recv_frame parses it again, and does all the rest: the close echoed, its
         # state, EOF, the discarding parser (discard() makes its own reader).
