@@ -2,6 +2,7 @@
 
 import json
 import re
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pushgate.errors import ClientFrameError, InvalidField
-from pushgate.ids import ConnId, RoomId
+from pushgate.ids import ConnId, RoomId, new_conn_id
 from pushgate.wire import (
     CLOSE_INVALID_DATA,
     CLOSE_UNSUPPORTED_DATA,
@@ -490,3 +491,15 @@ def test_a_push_whose_epoch_is_no_string_has_none() -> None:
     push = parse_server_message(b'{"type":2,"data":1,"seq":4,"epoch":5}')
     assert isinstance(push, Push)
     assert (push.seq, push.epoch) == (4, "")
+
+
+def test_a_wsid_is_a_canonical_random_uuid4() -> None:
+    """new_conn_id makes what str(uuid.uuid4()) makes: version 4, the RFC 4122
+    variant, canonical lower-case text; never the same twice."""
+    made = [new_conn_id() for _ in range(1000)]
+    assert len(set(made)) == 1000
+    for ws_id in made:
+        parsed = uuid.UUID(ws_id)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == ws_id

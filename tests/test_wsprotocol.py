@@ -1,11 +1,18 @@
 """The gateway's WebSocket protocol parks its parser between frames, and reads the
 same stream after as before (wsprotocol.py)."""
 
+import logging
+from types import GeneratorType
+
+import pytest
 from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
+from websockets.streams import StreamReader
 from websockets.uri import parse_uri
 
+from pushgate.connection import DEFLATE
+from pushgate.framing import lone_client_close
 from pushgate.wsprotocol import (
     NO_EXTENSIONS,
     NO_WRITES,
@@ -13,6 +20,7 @@ from pushgate.wsprotocol import (
     PARKED_READER,
     SHARED_ID,
     GatewayProtocol,
+    new_protocol,
 )
 
 
@@ -174,3 +182,145 @@ def test_one_origin_string_per_site() -> None:
         origins.append(server.origin)
     assert origins[0] == "https://app.example"
     assert origins[0] is origins[1]
+
+
+def test_a_new_protocol_is_made_parked_and_shares_nothing_it_changes() -> None:
+    """new_protocol copies a template: the same attributes as a protocol made anew,
+    and no mutable value of its own but the shared sentinels (and the extension
+    factories the caller shares anyway): a websockets version that adds one fails
+    here rather than leak state from one connection into another."""
+    logger = logging.getLogger("pushgate.websocket")
+    made = new_protocol(max_size=1000, logger=logger, extensions=DEFLATE)
+    fresh = GatewayProtocol(max_size=1000, logger=logger, extensions=DEFLATE)
+    assert vars(made).keys() == vars(fresh).keys()
+    mutable = {
+        name
+        for name, value in vars(made).items()
+        if isinstance(value, list | dict | set | bytearray | StreamReader | GeneratorType)
+    }
+    assert mutable == {
+        "available_extensions",
+        "events",
+        "extensions",
+        "parser",
+        "reader",
+        "writes",
+    }
+    assert made.parked
+    assert made.state is State.CONNECTING
+    assert (made.reader, made.events, made.writes) == (PARKED_READER, PARKED_EVENTS, NO_WRITES)
+    assert made.available_extensions is DEFLATE
+    assert made.extensions is NO_EXTENSIONS
+    assert (made.max_message_size, made.id) == (1000, SHARED_ID)
+    assert new_protocol(max_size=1000, logger=logger, extensions=DEFLATE) is not made
+
+
+def test_a_new_protocol_reads_its_handshake_as_any() -> None:
+    """Its first bytes make the handshake's parser: a request is read, accepted (with
+    compression negotiated) and the frames after it read; or refused, and the rest
+    discarded."""
+    logger = logging.getLogger("pushgate.websocket")
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/connect"))
+    client.send_request(client.connect())
+    server = new_protocol(max_size=2**20, logger=logger, extensions=DEFLATE)
+    for chunk in client.data_to_send():
+        server.receive_data(chunk)
+    [request] = server.events_received()
+    server.send_response(server.accept(request))  # type: ignore[arg-type]
+    assert server.state is State.OPEN
+    for chunk in server.data_to_send():
+        client.receive_data(chunk)
+    client.events_received()
+    client.send_text(b"after")
+    server.receive_data(sent(client))
+    assert frames(server) == [(Opcode.TEXT, b"after")]
+    refused = new_protocol(max_size=2**20, logger=logger, extensions=None)
+    refused.send_response(refused.reject(429, "too many\n"))
+    assert refused.data_to_send()[0].startswith(b"HTTP/1.1 429 ")
+    refused.receive_data(b"GET / HTTP/1.1\r\n\r\n")
+    assert refused.events_received() == []
+    refused.receive_eof()
+    assert refused.state is State.CLOSED
+
+
+def masked_close(payload: bytes, *, first: int = 0x88) -> bytes:
+    mask = b"\x0f\x1e\x2d\x3c"
+    return (
+        bytes([first, 0x80 | len(payload)])
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
+
+
+GOODBYES = [b"", b"\x03\xe8", b"\x03\xe8bye", b"\x03\xe9going", b"\x0f\xa0" + "é".encode()]
+
+
+@pytest.mark.parametrize("payload", GOODBYES)
+def test_a_lone_close_frame_is_taken_as_the_parser_takes_it(payload: bytes) -> None:
+    """receive_close leaves the protocol as the parser does with the same frame:
+    the close echoed, EOF sent, CLOSING, the frame among the events, the rest
+    discarded."""
+    data = masked_close(payload)
+    assert lone_client_close(data) == payload
+    short, _ = opened()
+    assert short.park()
+    assert short.receive_close(payload)
+    parsed, _ = opened()
+    parsed.receive_data(data)
+    for proto in (short, parsed):
+        assert proto.state is State.CLOSING
+        assert proto.close_rcvd == Close.parse(payload)
+        assert proto.close_rcvd_then_sent
+    assert short.data_to_send() == parsed.data_to_send()
+    assert frames(short) == frames(parsed) == [(Opcode.CLOSE, payload)]
+    for proto in (short, parsed):
+        proto.receive_data(b"after the close: discarded")
+        assert proto.events_received() == []
+        proto.receive_eof()
+        assert proto.state is State.CLOSED
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"\x03", b"\x03\xe7", b"\x03\xed", b"\x03\xe8\xff", b"\x0b\xb8" + b"x" * 123],
+    ids=["one byte", "code 999", "code 1005", "not UTF-8", "too long for max_size"],
+)
+def test_a_close_frame_the_parser_refuses_is_left_to_it(payload: bytes) -> None:
+    server, _ = opened()
+    server.max_message_size = 100
+    assert server.park()
+    assert not server.receive_close(payload)
+    assert server.state is State.OPEN
+    assert server.parked
+    assert server.data_to_send() == []
+
+
+def test_only_a_whole_masked_final_close_is_lone() -> None:
+    data = masked_close(b"\x03\xe8")
+    assert lone_client_close(data + b"\x81") is None  # more after it
+    assert lone_client_close(data[:-1]) is None  # cut
+    assert lone_client_close(masked_close(b"\x03\xe8", first=0x08)) is None  # not final
+    assert lone_client_close(masked_close(b"\x03\xe8", first=0xC8)) is None  # RSV1
+    assert lone_client_close(b"\x88\x02\x03\xe8") is None  # not masked
+    assert lone_client_close(masked_close(b"", first=0x89)) is None  # a ping
+
+
+def test_a_close_between_frames_is_taken_parked_or_not() -> None:
+    """An unparked parser waiting between frames is parked for it."""
+    server, _ = opened()
+    assert not server.parked
+    assert server.receive_close(b"\x03\xe8")
+    assert server.state is State.CLOSING
+    assert frames(server) == [(Opcode.CLOSE, b"\x03\xe8")]
+
+
+def test_a_close_is_left_to_the_parser_inside_a_message_or_a_frame() -> None:
+    server, client = opened()
+    server.receive_data(b"\x81")  # a frame begun
+    assert not server.receive_close(b"\x03\xe8")
+    server, client = opened()
+    client.send_text(b"part", fin=False)
+    server.receive_data(sent(client))
+    server.events_received()
+    assert not server.receive_close(b"\x03\xe8")
+    assert server.state is State.OPEN

@@ -53,7 +53,7 @@ from pushgate.wire import (
 from pushgate.wshandshake import PUSHGATE_OVER_WEBSOCKET, Handshake
 from pushgate.wsinput import INPUT_PER_TURN, Input
 from pushgate.wsoutput import Output
-from pushgate.wsprotocol import GatewayProtocol
+from pushgate.wsprotocol import new_protocol
 
 if TYPE_CHECKING:
     from pushgate.clientops import Transport
@@ -105,7 +105,7 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         self._outbox = outbox
         self._registry = registry
         self._loop = asyncio.get_running_loop()
-        self._proto = GatewayProtocol(
+        self._proto = new_protocol(  # parked: its first read makes its parser
             max_size=settings.max_message_bytes,
             logger=_protocol_log,
             extensions=DEFLATE if settings.compression else None,
@@ -186,13 +186,14 @@ class WebSocketConnection(Handshake, Input, Output, asyncio.Protocol):
         if self.conn_id is not None:
             close = self._proto.close_rcvd or self._proto.close_sent
             self._node.meters.closes[close.code if close is not None else 1006] += 1
-            log.debug(
-                "closed %s from %s (%s)",
-                self.conn_id,
-                self.peer,
-                self._close_summary(),
-                extra=self._context(),
-            )
+            if log.isEnabledFor(logging.DEBUG):  # its arguments are made at once
+                log.debug(
+                    "closed %s from %s (%s)",
+                    self.conn_id,
+                    self.peer,
+                    self._close_summary(),
+                    extra=self._context(),
+                )
         # The protocol's parser is a generator suspended inside a method of the
         # protocol, so the protocol holds a frame that holds the protocol; a connection
         # that ended without a close frame also left the parser's EOFError, whose

@@ -88,6 +88,20 @@ def small_client_frames(
     return frames
 
 
+_CLOSE = 0x88  # FIN, no reserved bit, close (8)
+
+
+def lone_client_close(data: bytes) -> bytes | None:
+    """The unmasked payload of the close frame ``data`` is, when it is that and
+    nothing more: final, masked, no reserved bit, at most 125 bytes (RFC 6455 5.5);
+    else None (the full parser reads it). The payload itself is not checked."""
+    if len(data) < 6 or data[0] != _CLOSE or not 0x80 <= data[1] <= _MASKED_SHORT_MAX:
+        return None
+    if (data[1] & 0x7F) != len(data) - 6:
+        return None
+    return apply_mask(data[6:], data[2:6])
+
+
 def payload_of(frame: bytes) -> bytes:
     """The payload of an unmasked frame made by :func:`text_frame`."""
     length = frame[1] & 0x7F

@@ -134,19 +134,24 @@ class Gatekeeper:
 
     def check(self, request: Request) -> Admitted | Refusal:
         """Let the handshake open a WebSocket, or say why not."""
-        refusal = self._origins.check(request.headers.get("Origin"))
-        if refusal is not None:
-            return refusal
         offered = [
             value.strip()
             for header in request.headers.get_all("Sec-WebSocket-Protocol")
             for value in header.split(",")
             if value.strip()
         ]
+        return self.decide(request.headers.get("Origin"), request.path.partition("?")[2], offered)
+
+    def decide(self, origin: str | None, query: str, offered: list[str]) -> Admitted | Refusal:
+        """:meth:`check` on what it reads of the request: its ``Origin``, its query and
+        the subprotocols it offers (a plain upgrade, plainupgrade.py, has its own)."""
+        refusal = self._origins.check(origin)
+        if refusal is not None:
+            return refusal
         claims = None
         token = None
         if self._tokens is not None:
-            token = token_from(request.path.partition("?")[2], offered)
+            token = token_from(query, offered)
             if token is None:
                 if self._require_token:
                     return Refusal(

@@ -29,7 +29,7 @@ from websockets.server import ServerProtocol
 
 from pushgate import __version__
 from pushgate.console import static_file
-from pushgate.gatekeeper import Admitted, Gatekeeper
+from pushgate.gatekeeper import ADMITTED_WITHOUT_TOKEN, Admitted, Gatekeeper
 from pushgate.ids import new_conn_id
 from pushgate.namespaces import Namespaces, SubscribePolicy
 from pushgate.pusherapps import PusherApp, PusherApps
@@ -111,6 +111,11 @@ class GatewayRoutes:
         # Open Pusher connections by app on this gateway (their max_connections).
         self.pusher_counts: Counter[str] = Counter()
         self._pushgate: PushgateShared | None = None
+        # A plain upgrade without a query or a token, admitted: all alike.
+        self._plain_upgrades = {
+            verified: Upgrade(admitted=admitted)
+            for verified, admitted in ADMITTED_WITHOUT_TOKEN.items()
+        }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._now = 0.0
 
@@ -170,6 +175,22 @@ class GatewayRoutes:
         if request.method == "HEAD":
             response.body = b""  # its headers, Content-Length included, as for a GET
         return response, upgrade
+
+    def plain_upgrade(self, origin: str | None, query: str) -> Upgrade | None:
+        """The upgrade a plain request to /connect makes (plainupgrade.py: its Origin
+        and query), decided as :meth:`_admit` decides; None when the full path must
+        answer it: a refusal (it says why, and counts it), or a connect hook to ask
+        (it is given the whole request)."""
+        if self._hook is not None:
+            return None
+        verdict = self.gatekeeper.decide(origin, query, [])
+        if isinstance(verdict, Refusal) or verdict.subprotocol is not None:
+            return None  # (no subprotocol is offered: none is answered)
+        if not query and verdict is ADMITTED_WITHOUT_TOKEN[verdict.verified]:
+            return self._plain_upgrades[verdict.verified]
+        parsed = parse_qs(query)
+        events = parsed.get("v", [""])[-1] == "2"
+        return Upgrade(admitted=verdict, resume="resume" in parsed, events=events)
 
     def refused(self, refusal: Refusal, peer: str, now: float) -> None:
         """Count a refusal for the metrics, and log it (once per kind per interval)."""

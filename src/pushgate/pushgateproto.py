@@ -186,7 +186,8 @@ class PushgateProtocol(OperationAnswers):
         # In a cluster: once other nodes can find the wsId (or after the handshake
         # timeout anyway, so that a client never waits on a lost broker).
         release_when_registered(conn, opened.ready, self._shared.handshake_timeout)
-        log.debug("opened %s from %s", conn_id, conn.peer, extra=conn.log_context())
+        if log.isEnabledFor(logging.DEBUG):  # its arguments are made at once
+            log.debug("opened %s from %s", conn_id, conn.peer, extra=conn.log_context())
 
     def _start_resume(self, data: bytes) -> None:
         """The first message of a ?resume=1 connection: resume the session it names."""

@@ -130,7 +130,7 @@ class SessionCore:
         # whose claim has not come back yet: see _evict.
         self._evicted: dict[str, float] = {}
         # Session writes a stop waits for (a detach must reach the store).
-        self._session_writes: set[asyncio.Task[None]] = set()
+        self._session_writes: set[asyncio.Future[None]] = set()
 
     async def flush(self) -> None:
         """Wait (a while) for the detaches under way: the sessions must stay resumable."""
@@ -255,10 +255,23 @@ class SessionCore:
         if self.presence is not None:
             self.presence.closed(conn, holder or conn, rooms, ended=ended or holder is None)
         if holder is not None:
-            ending = self._end(conn) if ended else self._detach(conn, holder)
-            task = self._spawn(ending)
-            self._session_writes.add(task)
-            task.add_done_callback(self._session_writes.discard)
+            self._write_session(self._end(conn) if ended else self._detach(conn, holder))
+
+    def _write_session(self, write: Coroutine[Any, Any, None]) -> None:
+        """Detach or end a session: on a broker in this process, now (eager.py: a
+        client that says goodbye costs no task); elsewhere in a task. What is left
+        waiting is a write a stop waits for (:meth:`flush`)."""
+        if self.broker.answers_at_once:
+            try:
+                pending = eager.start(write, self._spawn)
+            except Exception:  # as a task's failure is: logged, and the close goes on
+                log.exception("a session write failed")
+                return
+        else:
+            pending = self._spawn(write)
+        if pending is not None:
+            self._session_writes.add(pending)
+            pending.add_done_callback(self._session_writes.discard)
 
     async def _detach(self, conn: ConnId, holder: str) -> None:
         try:

@@ -24,6 +24,7 @@ from pushgate.gatekeeper import Admitted
 from pushgate.gatewayhttp import Upgrade
 from pushgate.hub import Encoding
 from pushgate.phase import Phase
+from pushgate.plainupgrade import parse_plain_upgrade, switching_protocols
 from pushgate.pusherproto import PusherProtocol
 from pushgate.pusherwire import encode_push as pusher_encode
 from pushgate.pushgateproto import PushgateProtocol, encode
@@ -142,6 +143,26 @@ class Handshake(ConnectionState):
                 extra=self._context(),
             )
             return
+        self._speak(upgrade)
+
+    def _take_plain(self, data: bytes) -> bool:
+        """Answer ``data`` without the websockets parser if it is a plain upgrade to
+        /connect that the gateway admits at once (plainupgrade.py), as :meth:`_answer`
+        answers it; False (nothing done): the full path reads it."""
+        plain = parse_plain_upgrade(data)
+        if plain is None:
+            return False
+        upgrade = self._routes.plain_upgrade(plain.origin, plain.query)
+        if upgrade is None:
+            return False
+        self._proto.open_plain(switching_protocols(plain.key), plain.origin)
+        self._write_protocol_output(hold=not upgrade.resume)  # as _answer holds it
+        self._speak(upgrade)
+        return True
+
+    def _speak(self, upgrade: Upgrade) -> None:
+        """The 101 is queued: speak the protocol ``upgrade`` names from now on."""
+        proto = self._proto
         for extension in proto.extensions:
             if isinstance(extension, PerMessageDeflate):
                 self._deflate_bits = extension.local_max_window_bits

@@ -21,6 +21,13 @@ limits one connection may cost.
   is cut into messages here, counted against the same budgets; every other read
   (control frames, fragments, long frames, compression) goes through the parser,
   which is left exactly where it was.
+- **A plain upgrade skips the library's parser.** A first read that is one whole,
+  plain upgrade to ``/connect`` the gateway admits at once is answered without it
+  (plainupgrade.py); anything else it is not plainly sure of goes through the
+  parser and the full answer (gatewayhttp.py), as before.
+- **A lone close frame skips it too** (a client saying goodbye): read whole here,
+  checked as the parser checks it, and handed to the protocol as the parser would
+  (wsprotocol.py); one the parser would refuse goes through the parser.
 - **Handshakes** are bounded in bytes (431 past ``--max-handshake-bytes``), and a
   refusal made before the request was read is answered, then the connection is
   left to the client to close (closing a socket with input unread resets it, and
@@ -36,7 +43,7 @@ from websockets.protocol import State
 from websockets.streams import StreamReader
 
 from pushgate.connstate import ConnectionState
-from pushgate.framing import SMALL_FRAME_MAX, small_client_frames
+from pushgate.framing import SMALL_FRAME_MAX, lone_client_close, small_client_frames
 from pushgate.gatewayhttp import SERVER_HEADER
 from pushgate.phase import Phase
 from pushgate.security import Refusal
@@ -89,6 +96,9 @@ class Input(ConnectionState):
     def _on_handshake(self, request: Request) -> None:
         raise NotImplementedError
 
+    def _take_plain(self, data: bytes) -> bool:
+        raise NotImplementedError
+
     def _write_protocol_output(self) -> None:
         raise NotImplementedError
 
@@ -119,7 +129,22 @@ class Input(ConnectionState):
             self._transport.pause_reading()
             self._loop.call_soon(self._read_on)
         try:
+            if (
+                self._handshake_bytes == len(data)  # the first read: the request, all of it?
+                and proto.state is State.CONNECTING
+                and not proto.eof_sent
+                and self._take_plain(data)
+            ):
+                self._write_protocol_output()
+                return
             if len(data) <= INPUT_SLICE and self._fast_path_open():
+                payload = lone_client_close(data)
+                if payload is not None and proto.receive_close(payload):
+                    # A client saying goodbye: as the parser's frame (its own reader
+                    # and parser were not made again for it).
+                    self._on_events(proto.events_received(), data)
+                    self._write_protocol_output()
+                    return
                 max_size = self._proto.max_message_size
                 frames = small_client_frames(
                     data, SMALL_FRAME_MAX if max_size is None else max_size

@@ -13,6 +13,13 @@ a message.
 negotiated, holds one shared empty list instead of a list of its own; the Origin of
 its request is interned.
 
+**Made parked, read whole.** :func:`new_protocol` copies a template instead of
+running ``Protocol.__init__`` (a UUID, a reader and the handshake's parser, each
+connection): its first read makes what it needs. A plain upgrade answered without
+the parser (plainupgrade.py) opens it with :meth:`GatewayProtocol.open_plain`, and a
+lone close frame read whole by the connection is handed over with
+:meth:`GatewayProtocol.receive_close`; both leave it as the parser would.
+
 **Parked between frames.** Most connections of a gateway are idle most of the time,
 and ``websockets`` keeps, for each, a parser suspended between two frames: two
 generator frames (the handshake's parser and the frame loop under it, or the frame
@@ -26,14 +33,16 @@ answered and then on each sweep of its timers (connection.py), never on the path
 a read.
 """
 
+import logging
 import sys
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from types import GeneratorType
 from typing import Any
 
-from websockets.extensions import Extension
-from websockets.frames import Frame, Opcode
+from websockets.exceptions import ProtocolError
+from websockets.extensions import Extension, ServerExtensionFactory
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import Event, Protocol, State
 from websockets.server import ServerProtocol
@@ -141,12 +150,59 @@ class GatewayProtocol(ServerProtocol):
         return True
 
     def _unpark(self) -> None:
-        """Make the parser, reader and event list again, as Protocol.__init__ does (the
-        frame loop: the handshake is over)."""
+        """Make the parser, reader and event list again, as Protocol.__init__ does: the
+        handshake's parser (then the frame loop under it) for a protocol made parked
+        (:func:`new_protocol`), the frame loop alone once the handshake is over."""
         self.reader = StreamReader()
         self.events = []
-        self.parser = Protocol.parse(self)
+        self.parser = self.parse() if self.state is State.CONNECTING else Protocol.parse(self)
         next(self.parser)
+
+    def receive_close(self, payload: bytes) -> bool:
+        """Take a close frame read whole by the caller (framing.lone_client_close:
+        ``payload``, unmasked) as the parser would, while the protocol is open, its
+        parser parked or parkable (between frames, nothing buffered), with no
+        extension and no message in progress: the close echoed, EOF sent, the rest
+        discarded, the frame in :meth:`events_received`. False
+        (nothing done) otherwise, or when the payload is one the parser refuses (a
+        bad code, a reason not UTF-8, too long for ``max_size``): then the parser
+        must read the frame, and fail the connection as it does."""
+        if self.extensions or self.current_size is not None:
+            return False
+        for max_size in (self.max_message_size, self.max_fragment_size):
+            if max_size is not None and len(payload) > max_size:
+                return False
+        try:
+            Close.parse(payload)
+        except (ProtocolError, UnicodeDecodeError):
+            return False
+        if not self.park():  # open, nothing buffered, the parser between frames
+            return False
+        # recv_frame parses it again, and does all the rest: the close echoed, its
+        # state, EOF, the discarding parser (discard() makes its own reader).
+        self.recv_frame(Frame(Opcode.CLOSE, payload))
+        return True
+
+    def open_plain(self, response: bytes, origin: str | None) -> None:
+        """Open as :meth:`send_response` does with a 101, for a handshake answered
+        without the websockets parser (plainupgrade.py): ``response`` is queued, the
+        protocol is OPEN and its parser parked (it never read the request). What
+        ``accept`` sets besides is set as it sets it for such a request: its Origin,
+        no extension, no subprotocol."""
+        assert self.state is State.CONNECTING
+        assert not self.reader.buffer
+        if self.parser is not PARKED_PARSER:
+            self.parser.close()
+            self.parser, self.reader, self.events = PARKED_PARSER, PARKED_READER, PARKED_EVENTS
+        self.accept_called = True
+        self.origin = None if origin is None else Origin(sys.intern(origin))
+        self.extensions = NO_EXTENSIONS
+        self.subprotocol = None
+        if self.writes is NO_WRITES:
+            self.writes = []
+        self.writes.append(response)
+        self.state = State.OPEN
+        self.logger.info("connection open")
 
     def receive_data(self, data: bytes | bytearray) -> None:
         if self.parser is PARKED_PARSER:
@@ -164,3 +220,42 @@ class GatewayProtocol(ServerProtocol):
             self.reader = StreamReader()
             self.events = []
         return super().discard()
+
+
+# Templates of new protocols, by what they are made with (new_protocol).
+_TEMPLATES: dict[
+    tuple[int | None, Any, tuple[ServerExtensionFactory, ...] | None], GatewayProtocol
+] = {}
+
+
+def new_protocol(
+    *,
+    max_size: int | None,
+    logger: Any,
+    extensions: "Sequence[ServerExtensionFactory] | None",
+) -> GatewayProtocol:
+    """A new protocol, as ``GatewayProtocol(max_size=..., logger=..., extensions=...)``
+    makes it, but parked from the start: its attributes copied from a template
+    made once with the same arguments, without the UUID, the reader and the
+    handshake's parser each ``Protocol.__init__`` makes (its first read makes
+    them; a plain upgrade never does, plainupgrade.py). Nothing the copy shares
+    with the template is changed in place (tests/test_wsprotocol.py checks that
+    the template holds no other mutable value)."""
+    key = (max_size, logger, None if extensions is None else tuple(extensions))
+    template = _TEMPLATES.get(key)
+    if template is None:
+        template = GatewayProtocol(max_size=max_size, logger=logger, extensions=extensions)
+        template.parser.close()
+        template.parser, template.reader, template.events = (
+            PARKED_PARSER,
+            PARKED_READER,
+            PARKED_EVENTS,
+        )
+        template.writes = NO_WRITES
+        template.extensions = NO_EXTENSIONS
+        _TEMPLATES[key] = template
+    proto = GatewayProtocol.__new__(GatewayProtocol)
+    proto.__dict__.update(template.__dict__)
+    # As Protocol.__init__ reads it: the log level may have changed since.
+    proto.debug = template.logger.isEnabledFor(logging.DEBUG)
+    return proto
