@@ -51,25 +51,42 @@ bench run lost, duplicated or reordered messages (on the seed, expected: see abo
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+import sidebyside
+from sidebyside import (
+    LOOPBACK,
+    ROOT,
+    START_TIMEOUT,
+    Failed,
+    Interrupted,
+    Row,
+    Side,
+    dies_with_parent,
+    find_python,
+    fmt,
+    on_signal,
+    print_summary,
+    pushgate_server,
+    stop,
+    summary,
+    this_tree,
+    version_of,
+)
+
 SEED_DIR = ROOT / "scripts" / "seed-go"
 SEED_PACKAGE = "github.com/hwholiday/learning_tools/go_push"
 SEED_COMMIT = "71e1320"  # learning_tools, as scripts/seed-go/README.md says
@@ -85,10 +102,6 @@ LIBRARIES = {  # import path -> the Debian package that holds it
     "github.com/satori/go.uuid": "golang-github-satori-go.uuid-dev",
 }
 APT = "apt-get install -y golang-go " + " ".join(LIBRARIES.values())
-LOOPBACK = "127.0.0.1"
-READY = re.compile(
-    r"pushgate (\S+) serve ready: gateway (ws://\S+/connect), logic API (http://[^ ,]+)"
-)
 SCENARIOS = ("idle", "broadcast")
 NOT_AGAINST_THE_SEED = {
     "room": "it joins clients by the wsId of a welcome frame, which the seed never sends",
@@ -99,9 +112,6 @@ NOT_AGAINST_THE_SEED = {
     "churn": "not measured against the seed (its 10 ms handshake window drops churners)",
     "abuse": "it attacks pushgate's limits, which the seed has none of",
 }
-START_TIMEOUT = 30.0
-STOP_GRACE = 20.0
-PR_SET_PDEATHSIG = 1
 # Bench options the script gives itself, or that only apply to the bench's own server.
 OWN_OPTIONS = ("--ws-url", "--api-url", "--server-pid", "--repeat", "--client")
 SERVER_OPTIONS = (
@@ -120,7 +130,7 @@ CLIENT_DEFAULTS = (
 )
 # What the summary shows, per scenario: bench JSON key, label, decimals. "cpu_pct"
 # is computed (idle_cpu_us_per_conn_s over the connections open).
-ROWS = {
+ROWS: dict[str, tuple[Row, ...]] = {
     "idle": (
         ("cpu_pct", "server CPU %", 2),
         ("idle_cpu_us_per_conn_s", "server CPU µs/conn/s", 3),
@@ -156,69 +166,6 @@ NO_RATIO = (
     "duplicates",
     "out_of_order",
 )
-
-
-class Failed(Exception):
-    """A server or a bench run failed, or Go is missing; the message says why."""
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM: stop what runs, clean up, exit 130."""
-
-
-@dataclass
-class Side:
-    """One server under test."""
-
-    name: str  # "seed" or "pushgate"
-    label: str  # for the output
-    runs: list[dict[str, Any]] = field(default_factory=list)
-
-
-def dies_with_parent() -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGTERM when this script dies (Linux; else nothing)."""
-
-    def preexec() -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
-
-    return preexec
-
-
-def stop(process: subprocess.Popen[Any], grace: float = STOP_GRACE) -> None:
-    """SIGTERM (both servers and the bench stop on it), then SIGKILL after grace."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-    process.wait()
-
-
-def git(*args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-def version_of(src: Path) -> str:
-    match = re.search(r'__version__ = "([^"]+)"', (src / "pushgate" / "__init__.py").read_text())
-    return match.group(1) if match else "?"
-
-
-def find_python() -> str:
-    """The .venv of this tree, or of the main tree when this is a git worktree."""
-    candidates = [ROOT / ".venv" / "bin" / "python"]
-    with contextlib.suppress(subprocess.CalledProcessError, OSError):
-        common = Path(git("rev-parse", "--path-format=absolute", "--git-common-dir"))
-        candidates.append(common.parent / ".venv" / "bin" / "python")
-    for candidate in candidates:
-        if candidate.exists():
-            return str(candidate)
-    return sys.executable
 
 
 def check_go(go: str, gocode: Path) -> str:
@@ -351,107 +298,16 @@ def seed_server(seed: SeedBuild, work: Path) -> Iterator[tuple[int, str, str]]:
         stop(process)
 
 
-@contextlib.contextmanager
-def pushgate_server(python: str, args: list[str], work: Path) -> Iterator[tuple[int, str, str]]:
-    """Start this tree's ``pushgate serve``; yield (pid, ws URL, API URL)."""
-    log_path = work / "pushgate-server.log"
-    command = [
-        python,
-        "-m",
-        "pushgate",
-        "serve",
-        "--ws-host",
-        LOOPBACK,
-        "--ws-port",
-        "0",
-        "--api-host",
-        LOOPBACK,
-        "--api-port",
-        "0",
-        *args,
-    ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=work,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C reaches this script, which stops it
-            preexec_fn=dies_with_parent(),
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not (match := READY.search(log_path.read_text(errors="replace"))):
-            if process.poll() is not None or time.monotonic() > deadline:
-                why = (
-                    f"exited with status {process.returncode}"
-                    if process.poll() is not None
-                    else f"was not ready within {START_TIMEOUT:g} s"
-                )
-                raise Failed(
-                    f"pushgate: the server {why}; {shlex.join(command)} logged:\n"
-                    + log_path.read_text(errors="replace")[-4000:]
-                )
-            time.sleep(0.05)
-        _, ws_url, api_url = match.groups()
-        yield process.pid, ws_url, api_url
-    finally:
-        stop(process)
-
-
 def bench(
     python: str, bench_args: Sequence[str], pid: int, ws_url: str, api_url: str, verbose: bool
 ) -> dict[str, Any]:
-    """This tree's ``pushgate bench`` against the server; its JSON object."""
-    command = [
-        python,
-        "-m",
-        "pushgate",
-        "bench",
-        *bench_args,
-        "--ws-url",
-        ws_url,
-        "--api-url",
-        api_url,
-        "--server-pid",
-        str(pid),
-        "--json",
-        "-q",
-    ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    process = subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=dies_with_parent(),
-    )
-    try:
-        out, err = process.communicate()
-    finally:
-        stop(process)
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    if process.returncode not in (0, 3) or not lines:
-        raise Failed(f"the bench exited with status {process.returncode}:\n{err}{out}")
-    if verbose or process.returncode:
-        print(err, file=sys.stderr, end="")
-    result: dict[str, Any] = json.loads(lines[-1])
-    result["exit_status"] = process.returncode
+    """The bench's result (sidebyside.bench), with the idle server's CPU in % of one
+    CPU where it measured idle connections."""
+    result = sidebyside.bench(python, bench_args, pid, ws_url, api_url, verbose)
     if result.get("idle_cpu_us_per_conn_s") is not None:
         # µs per connection per second, times the connections: % of one CPU.
         result["cpu_pct"] = result["idle_cpu_us_per_conn_s"] * result["connected"] / 1e4
     return result
-
-
-def fmt(value: float | None, decimals: int) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{decimals}f}"
 
 
 def run_line(side: Side, scenario: str, result: dict[str, Any]) -> str:
@@ -471,56 +327,6 @@ def run_line(side: Side, scenario: str, result: dict[str, Any]) -> str:
         f" ms  lost {result['lost']}  push errors {result['push_errors']}"
         f"  others' CPU {fmt(result['other_cpu_pct'], 0)} %"
     )
-
-
-def summary(scenario: str, seed: Side, ours: Side) -> dict[str, Any]:
-    """Per row: each side's median, min, max; the ratio of medians; the paired ratios."""
-    rows: dict[str, Any] = {}
-    for key, _, _ in ROWS[scenario]:
-        row: dict[str, Any] = {}
-        for side in (seed, ours):
-            values = [r[key] for r in side.runs if r.get(key) is not None]
-            row[side.name] = {
-                "median": statistics.median(values) if values else None,
-                "min": min(values, default=None),
-                "max": max(values, default=None),
-            }
-        a, b = row["seed"]["median"], row["pushgate"]["median"]
-        row["ratio"] = b / a if a and b is not None and key not in NO_RATIO else None
-        row["paired_ratios"] = [
-            r2[key] / r1[key]
-            for r1, r2 in zip(seed.runs, ours.runs, strict=True)
-            if r1.get(key) and r2.get(key) is not None and key not in NO_RATIO
-        ]
-        rows[key] = row
-    return rows
-
-
-def print_summary(scenario: str, seed: Side, ours: Side, rows: dict[str, Any], rounds: int) -> None:
-    def cell(stats: dict[str, float | None], decimals: int) -> str:
-        text = fmt(stats["median"], decimals)
-        if stats["min"] != stats["max"]:
-            text += f" ({fmt(stats['min'], decimals)}-{fmt(stats['max'], decimals)})"
-        return text
-
-    print(f"\nmedian of {rounds} run{'s' if rounds > 1 else ''} each (min-max)")
-    width = 28
-    print(f"{'':<24} {seed.label:>{width}} {ours.label:>{width}} {'pushgate ÷ seed':>16}")
-    for key, label, decimals in ROWS[scenario]:
-        row = rows[key]
-        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
-        print(
-            f"{label:<24} {cell(row['seed'], decimals):>{width}}"
-            f" {cell(row['pushgate'], decimals):>{width}} {ratio:>16}"
-        )
-    for key, label, _ in ROWS[scenario][:1]:
-        pairs = rows[key]["paired_ratios"]
-        if len(pairs) > 1:
-            each = ", ".join(f"{p:.2f}" for p in pairs)
-            print(
-                f"{label}, pushgate ÷ seed in each round: {each}"
-                f" (median {statistics.median(pairs):.2f})"
-            )
 
 
 def with_defaults(bench_args: list[str]) -> list[str]:
@@ -583,10 +389,6 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, with_defaults(bench_args)
 
 
-def on_signal(signum: int, frame: object) -> None:
-    raise Interrupted
-
-
 def main(argv: Sequence[str]) -> int:
     args, bench_args = parse_args(argv)
     scenario = bench_args[0]
@@ -597,11 +399,9 @@ def main(argv: Sequence[str]) -> int:
     except Failed as exc:
         print(f"scripts/bench-seed: {exc}", file=sys.stderr)
         return 1
-    head = git("rev-parse", "--short", "HEAD")
-    dirty = "+changes" if git("status", "--porcelain", "--", "src") else ""
     server_args = shlex.split(args.server_args)
     seed = Side("seed", f"seed Go ({SEED_COMMIT})")
-    ours = Side("pushgate", f"pushgate {version_of(ROOT / 'src')} ({head}{dirty})")
+    ours = Side("pushgate", f"pushgate {version_of(ROOT / 'src')} ({this_tree()})")
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
@@ -620,7 +420,7 @@ def main(argv: Sequence[str]) -> int:
                     start = (
                         seed_server(built, work)
                         if side is seed
-                        else pushgate_server(python, server_args, work)
+                        else pushgate_server(ours, python, ROOT / "src", server_args, work)
                     )
                     with start as (pid, ws_url, api_url):
                         result = bench(python, bench_args, pid, ws_url, api_url, args.verbose)
@@ -632,7 +432,7 @@ def main(argv: Sequence[str]) -> int:
         except Interrupted:
             print("\nscripts/bench-seed: interrupted; its servers are stopped", file=sys.stderr)
             return 130
-    rows = summary(scenario, seed, ours)
+    rows = summary(ROWS[scenario], NO_RATIO, seed, ours)
     if args.json:
         print(
             json.dumps(
@@ -650,7 +450,16 @@ def main(argv: Sequence[str]) -> int:
             )
         )
     else:
-        print_summary(scenario, seed, ours, rows, args.rounds)
+        print_summary(
+            ROWS[scenario],
+            seed,
+            ours,
+            rows,
+            args.rounds,
+            ratio="pushgate ÷ seed",
+            width=28,
+            paired=[key for key, _, _ in ROWS[scenario][:1]],
+        )
     if any(r["exit_status"] for r in seed.runs + ours.runs):
         say("scripts/bench-seed: a bench run lost, duplicated or reordered messages")
         return 3
