@@ -174,19 +174,20 @@ class SessionCore:
             if self._keep_digests:
                 self._digests[conn] = token_digest(token)
             settle = self._settle_new(registered, streams, (conn, token, user, holder))
-            return Opened(token, self._settle(settle))
+            return Opened(token, self._start(settle))
         if len(streams) == 1:
             return Opened(None, registered)
         entered = (conn, joined) if presence is not None else None
-        return Opened(None, self._settle(self._settle_new(registered, streams, None, entered)))
+        return Opened(None, self._start(self._settle_new(registered, streams, None, entered)))
 
-    def _settle(self, settle: Coroutine[Any, Any, None]) -> "asyncio.Future[None] | None":
-        """Start settling a new connection: on a broker in this process, now (it is
-        done before its welcome would wait: the 101 and the welcome then leave in one
-        write); elsewhere in a task."""
+    def _start(self, work: Coroutine[Any, Any, None]) -> "asyncio.Future[None] | None":
+        """Start ``work``: on a broker in this process, now, up to its end or its first
+        wait (eager.py: a new connection is settled before its welcome would wait, so
+        the 101 and the welcome leave in one write; a client that says goodbye costs
+        no task); elsewhere in a task. What is left to wait for, if anything."""
         if self.broker.answers_at_once:
-            return eager.start(settle, self._spawn)
-        return self._spawn(settle)
+            return eager.start(work, self._spawn)
+        return self._spawn(work)
 
     async def _settle_new(
         self,
@@ -258,17 +259,13 @@ class SessionCore:
             self._write_session(self._end(conn) if ended else self._detach(conn, holder))
 
     def _write_session(self, write: Coroutine[Any, Any, None]) -> None:
-        """Detach or end a session: on a broker in this process, now (eager.py: a
-        client that says goodbye costs no task); elsewhere in a task. What is left
-        waiting is a write a stop waits for (:meth:`flush`)."""
-        if self.broker.answers_at_once:
-            try:
-                pending = eager.start(write, self._spawn)
-            except Exception:  # as a task's failure is: logged, and the close goes on
-                log.exception("a session write failed")
-                return
-        else:
-            pending = self._spawn(write)
+        """Detach or end a session (:meth:`_start`); what is left waiting is a write a
+        stop waits for (:meth:`flush`)."""
+        try:
+            pending = self._start(write)
+        except Exception:  # as a task's failure is: logged, and the close goes on
+            log.exception("a session write failed")
+            return
         if pending is not None:
             self._session_writes.add(pending)
             pending.add_done_callback(self._session_writes.discard)
