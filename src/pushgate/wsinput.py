@@ -177,11 +177,7 @@ class Input(ConnectionState):
             and self._proto.state is State.OPEN
         ):
             frames = len(events) - (1 if events and isinstance(events[0], Request) else 0)
-            # The clock read when this input came (data_received): one float kept.
-            now, limits = self.last_seen, self._settings.input
-            over = self.count_input(now, frames, len(chunk), limits)
-            if over is not None:
-                self.limit_close(*over)
+            if not self._within_budget(frames, len(chunk)):
                 return False
         for i, event in enumerate(events):
             if isinstance(event, Frame):
@@ -213,14 +209,22 @@ class Input(ConnectionState):
     def _on_small_frames(self, frames: list[tuple[bool, bytes]], size: int) -> None:
         """The messages of a read cut by framing.small_client_frames, counted as
         _on_events counts the parser's frames."""
-        over = self.count_input(self.last_seen, len(frames), size, self._settings.input)
-        if over is not None:
-            self.limit_close(*over)
+        if not self._within_budget(len(frames), size):
             return
         for is_text, payload in frames:
             self._on_message(payload, is_text)
             if self._proto.state is not State.OPEN:
                 return  # closing: what came after is moot
+
+    def _within_budget(self, frames: int, size: int) -> bool:
+        """Count a read's frames and bytes against the connection's input budget;
+        over it, the connection is closed (limit_close) and this is False."""
+        # The clock read when this input came (data_received): one float kept.
+        over = self.count_input(self.last_seen, frames, size, self._settings.input)
+        if over is not None:
+            self.limit_close(*over)
+            return False
+        return True
 
     def _read_on(self) -> None:
         """The next turn: take the next part of what was left, and read again once
