@@ -145,9 +145,14 @@ class GatewayProtocol(ServerProtocol):
             return False
         if not _between_frames(parser):
             return False
-        parser.close()
-        self.parser, self.reader, self.events = PARKED_PARSER, PARKED_READER, PARKED_EVENTS
+        self._let_parser_go()
         return True
+
+    def _let_parser_go(self) -> None:
+        """Close the parser; hold the shared parked parser, reader and event list."""
+        if self.parser is not PARKED_PARSER:
+            self.parser.close()
+        self.parser, self.reader, self.events = PARKED_PARSER, PARKED_READER, PARKED_EVENTS
 
     def _unpark(self) -> None:
         """Make the parser, reader and event list again, as Protocol.__init__ does: the
@@ -191,9 +196,7 @@ class GatewayProtocol(ServerProtocol):
         no extension, no subprotocol."""
         assert self.state is State.CONNECTING
         assert not self.reader.buffer
-        if self.parser is not PARKED_PARSER:
-            self.parser.close()
-            self.parser, self.reader, self.events = PARKED_PARSER, PARKED_READER, PARKED_EVENTS
+        self._let_parser_go()
         self.accept_called = True
         self.origin = None if origin is None else Origin(sys.intern(origin))
         self.extensions = NO_EXTENSIONS
@@ -245,12 +248,7 @@ def new_protocol(
     template = _TEMPLATES.get(key)
     if template is None:
         template = GatewayProtocol(max_size=max_size, logger=logger, extensions=extensions)
-        template.parser.close()
-        template.parser, template.reader, template.events = (
-            PARKED_PARSER,
-            PARKED_READER,
-            PARKED_EVENTS,
-        )
+        template._let_parser_go()
         template.writes = NO_WRITES
         template.extensions = NO_EXTENSIONS
         _TEMPLATES[key] = template
