@@ -188,9 +188,7 @@ class GatewayRoutes:
             return None  # (no subprotocol is offered: none is answered)
         if not query and verdict is ADMITTED_WITHOUT_TOKEN[verdict.verified]:
             return self._plain_upgrades[verdict.verified]
-        parsed = parse_qs(query)
-        events = parsed.get("v", [""])[-1] == "2"
-        return Upgrade(admitted=verdict, resume="resume" in parsed, events=events)
+        return _pushgate_upgrade(verdict, query)
 
     def refused(self, refusal: Refusal, peer: str, now: float) -> None:
         """Count a refusal for the metrics, and log it (once per kind per interval)."""
@@ -229,9 +227,7 @@ class GatewayRoutes:
             response.headers["Sec-WebSocket-Protocol"] = verdict.subprotocol
             # Answered: the connection need not keep it (a browser's token, at times).
             verdict = replace(verdict, subprotocol=None)
-        query = parse_qs(request.path.partition("?")[2])
-        events = query.get("v", [""])[-1] == "2"
-        upgrade = Upgrade(admitted=verdict, resume="resume" in query, events=events)
+        upgrade = _pushgate_upgrade(verdict, request.path.partition("?")[2])
         if self._hook is not None and verdict.claims is None:
             asked = self._hook.ask(request, peer, verdict, resume=upgrade.resume)
             if isinstance(asked, Refusal):  # too many calls in flight
@@ -362,3 +358,12 @@ def _stream_response(origin: str | None) -> Response:
 def _allowed_methods(path: str) -> tuple[str, ...]:
     upgrades = path in (ENDPOINT, ECHO_ENDPOINT, EVENTS_PATH) or path.startswith(PUSHER_PREFIX)
     return UPGRADE_METHODS if upgrades else READ_METHODS
+
+
+def _pushgate_upgrade(admitted: Admitted, query: str) -> Upgrade:
+    """The pushgate protocol for an admitted client, as its query asks: ``resume``
+    (it resumes a session first), ``v=2`` (it reads control events)."""
+    parsed = parse_qs(query)
+    return Upgrade(
+        admitted=admitted, resume="resume" in parsed, events=parsed.get("v", [""])[-1] == "2"
+    )
