@@ -20,7 +20,8 @@ from pushgate.client import (
     SubscribeError,
 )
 from pushgate.ids import RoomId
-from pushgate.wire import Operation, encode_push, parse_operation, parse_server_message
+from pushgate.wire import Operation, encode_push, parse_operation
+from pushgate.wireclient import parse_server_message
 from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, running_server
 from tests.test_client import StateLog, next_push
 from tests.test_client_presence import HoldingProxy

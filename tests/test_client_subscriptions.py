@@ -35,14 +35,16 @@ from pushgate.wire import (
     PING,
     PONG,
     Operation,
-    Reply,
-    RoomEvent,
-    Welcome,
     encode_event,
     encode_reply,
     encode_welcome,
-    is_pong,
     parse_operation,
+)
+from pushgate.wireclient import (
+    Reply,
+    RoomEvent,
+    Welcome,
+    is_pong,
     parse_server_message,
     parse_welcome,
 )

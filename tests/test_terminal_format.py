@@ -4,7 +4,7 @@ import json
 from datetime import UTC, datetime
 
 from pushgate.terminal import format_push
-from pushgate.wire import Push, Sender
+from pushgate.wireclient import Push, Sender
 
 WHEN = datetime(2026, 12, 5, 17, 30, 1, 234000, tzinfo=UTC)
 

@@ -17,19 +17,15 @@ from pushgate.wire import (
     PING,
     PONG,
     ClientMessage,
-    Notice,
-    Push,
     ResumeRequest,
     StreamReport,
-    Welcome,
     encode_notice,
     encode_push,
     encode_welcome,
     parse_client_message,
     parse_resume,
-    parse_server_message,
-    parse_welcome,
 )
+from pushgate.wireclient import Notice, Push, Welcome, parse_server_message, parse_welcome
 
 MAX_REASON_BYTES = 123
 WS_ID = ConnId("0b8f8a52-3c3e-4f0e-9d8e-2a3c7f1e5b6d")

@@ -17,19 +17,15 @@ from pushgate.wire import (
     PONG,
     Operation,
     OperationError,
-    Reply,
-    RoomEvent,
     encode_event,
     encode_push,
     encode_reply,
     encode_welcome,
     excluded_conn,
     is_operation,
-    is_pong,
     parse_operation,
-    parse_server_message,
-    parse_welcome,
 )
+from pushgate.wireclient import Reply, RoomEvent, is_pong, parse_server_message, parse_welcome
 
 WS_ID = ConnId("0b8f8a52-3c3e-4f0e-9d8e-2a3c7f1e5b6d")
 

@@ -137,7 +137,7 @@ from pushgate.pushapi import (
 )
 from pushgate.syncpushapi import SyncPushAPI
 from pushgate.tokens import make_token
-from pushgate.wire import PresenceMember, PresenceRoster, Push, Sender
+from pushgate.wireclient import PresenceMember, PresenceRoster, Push, Sender
 
 __all__ = [
     "DEFAULT_TAG",

@@ -24,7 +24,8 @@ from pushgate.clienttypes import (
     Subscribed,
 )
 from pushgate.pushapi import JoinResult, LeaveResult, PushAPI
-from pushgate.wire import Operation, PresenceMember, Push, Reply
+from pushgate.wire import Operation
+from pushgate.wireclient import PresenceMember, Push, Reply
 
 log = logging.getLogger("pushgate.client")  # one logger for the whole SDK
 

@@ -17,15 +17,13 @@ from pushgate.clientoperations import Operations
 from pushgate.clienttypes import ConnectError
 from pushgate.connectrefusal import read_refusal
 from pushgate.ids import ConnId
-from pushgate.wire import (
-    CLOSE_GOING_AWAY,
+from pushgate.wire import CLOSE_GOING_AWAY, ResumeRequest, StreamReport
+from pushgate.wireclient import (
     Notice,
     PresenceEvent,
     Push,
     Reply,
-    ResumeRequest,
     RoomEvent,
-    StreamReport,
     Welcome,
     is_pong,
     parse_server_message,

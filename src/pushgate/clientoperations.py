@@ -12,7 +12,8 @@ from websockets.exceptions import ConnectionClosed
 from pushgate.clientrooms import Rooms, _own_of
 from pushgate.clienttypes import NoReplyError, State, SubscribeError
 from pushgate.ids import RoomId
-from pushgate.wire import PING, Operation, Reply
+from pushgate.wire import PING, Operation
+from pushgate.wireclient import Reply
 
 
 class Operations(Rooms):

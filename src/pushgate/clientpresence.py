@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from pushgate.clientstate import ClientState, _View
 from pushgate.clienttypes import PresenceChange, RoomChange, SubscribeError
 from pushgate.streams import ROOM_TOPIC_PREFIX
-from pushgate.wire import PresenceEvent, PresenceRoster, Reply
+from pushgate.wireclient import PresenceEvent, PresenceRoster, Reply
 
 
 def _namespace(room: str) -> str:

@@ -7,7 +7,7 @@ import enum
 from dataclasses import dataclass
 
 from pushgate.connectrefusal import HandshakeRefusal
-from pushgate.wire import PresenceMember, PresenceRoster
+from pushgate.wireclient import PresenceMember, PresenceRoster
 
 
 class State(enum.Enum):
