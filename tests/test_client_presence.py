@@ -25,8 +25,8 @@ from pushgate.ids import ConnId, RoomId
 from pushgate.namespaces import grant_for
 from pushgate.presence import Change, Identity, Present, Roster
 from pushgate.streams import Position
-from pushgate.wire import encode_presence, encode_reply, encode_roster
 from pushgate.wireclient import PresenceEvent, PresenceRoster, Reply, parse_server_message
+from pushgate.wireops import encode_presence, encode_reply, encode_roster
 from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, running_server, until_gone
 from tests.test_client import StateLog
 from tests.test_client_subscriptions import RecordingProxy, _Tap, client

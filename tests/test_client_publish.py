@@ -20,8 +20,9 @@ from pushgate.client import (
     SubscribeError,
 )
 from pushgate.ids import RoomId
-from pushgate.wire import Operation, encode_push, parse_operation
+from pushgate.wire import encode_push
 from pushgate.wireclient import parse_server_message
+from pushgate.wireops import Operation, parse_operation
 from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, running_server
 from tests.test_client import StateLog, next_push
 from tests.test_client_presence import HoldingProxy

@@ -31,15 +31,7 @@ from pushgate.client import (
 )
 from pushgate.ids import ConnId, RoomId
 from pushgate.namespaces import grant_for
-from pushgate.wire import (
-    PING,
-    PONG,
-    Operation,
-    encode_event,
-    encode_reply,
-    encode_welcome,
-    parse_operation,
-)
+from pushgate.wire import PING, PONG, encode_welcome
 from pushgate.wireclient import (
     Reply,
     RoomEvent,
@@ -48,6 +40,7 @@ from pushgate.wireclient import (
     parse_server_message,
     parse_welcome,
 )
+from pushgate.wireops import Operation, encode_event, encode_reply, parse_operation
 from tests.dropping_proxy import DroppingProxy
 from tests.helpers import FAST_TIMERS, LOOPBACK, UNIT, running_server, until_gone
 from tests.redis_server import RedisServer

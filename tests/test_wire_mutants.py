@@ -11,21 +11,17 @@ import pytest
 
 from pushgate.ids import ConnId, RoomId
 from pushgate.streams import with_position
-from pushgate.wire import (
-    MAX_PUSH_TAG,
+from pushgate.wire import MAX_PUSH_TAG, PONG, encode_push, encode_welcome, excluded_conn
+from pushgate.wireclient import Reply, RoomEvent, is_pong, parse_server_message, parse_welcome
+from pushgate.wireops import (
     OPERATIONS,
-    PONG,
     Operation,
     OperationError,
     encode_event,
-    encode_push,
     encode_reply,
-    encode_welcome,
-    excluded_conn,
     is_operation,
     parse_operation,
 )
-from pushgate.wireclient import Reply, RoomEvent, is_pong, parse_server_message, parse_welcome
 
 WS_ID = ConnId("0b8f8a52-3c3e-4f0e-9d8e-2a3c7f1e5b6d")
 

@@ -24,8 +24,8 @@ from pushgate.clienttypes import (
     Subscribed,
 )
 from pushgate.pushapi import JoinResult, LeaveResult, PushAPI
-from pushgate.wire import Operation
 from pushgate.wireclient import PresenceMember, Push, Reply
+from pushgate.wireops import Operation
 
 log = logging.getLogger("pushgate.client")  # one logger for the whole SDK
 

@@ -12,8 +12,9 @@ from websockets.exceptions import ConnectionClosed
 from pushgate.clientrooms import Rooms, _own_of
 from pushgate.clienttypes import NoReplyError, State, SubscribeError
 from pushgate.ids import RoomId
-from pushgate.wire import PING, Operation
+from pushgate.wire import PING
 from pushgate.wireclient import Reply
+from pushgate.wireops import Operation
 
 
 class Operations(Rooms):

@@ -10,8 +10,8 @@ from pushgate.clientpresence import PresenceViews
 from pushgate.clientstate import _Own
 from pushgate.clienttypes import RoomChange, SubscribeError
 from pushgate.pushapi import PushAPI, PushAPIError
-from pushgate.wire import Operation
 from pushgate.wireclient import Reply, room_stream
+from pushgate.wireops import Operation
 
 log = logging.getLogger("pushgate.client")  # one logger for the whole SDK
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import ClientConnection
 
 from pushgate.clienttypes import State
-from pushgate.wire import Operation
 from pushgate.wireclient import PresenceEvent, PresenceMember, Push, Reply
+from pushgate.wireops import Operation
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
 GrantSource = Callable[[str, str], str | Awaitable[str]]

@@ -14,7 +14,7 @@ from pushgate.broker.base import Broker
 from pushgate.ids import ConnId, RoomId
 from pushgate.presence import KEEP_SLICE, Change, Identity, PresenceTable, Roster
 from pushgate.streams import room_topic
-from pushgate.wire import encode_presence
+from pushgate.wireops import encode_presence
 
 
 class MemoryPresence:
@@ -35,7 +35,7 @@ class MemoryPresence:
         self.table = PresenceTable()
         self._broker = broker
         self._announces = announces
-        self._quiet_to_joiner = quiet_to_joiner  # see wire.encode_presence
+        self._quiet_to_joiner = quiet_to_joiner  # see wireops.encode_presence
         self._ttl = ttl
         self._clock = clock
         # keep() runs this often: a session that ended leaves within it.

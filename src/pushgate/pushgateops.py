@@ -15,7 +15,7 @@ from pushgate.errors import BrokerUnavailable, InvalidField, RoomLimitExceeded, 
 from pushgate.ids import ConnId, RoomId
 from pushgate.namespaces import Granted, SubscribePolicy
 from pushgate.security import Refusal
-from pushgate.wire import (
+from pushgate.wireops import (
     MAX_OPERATION_ID,
     OPERATIONS,
     Operation,

@@ -55,16 +55,12 @@ from pushgate.wire import (
     PING,
     PONG,
     TYPE_WELCOME,
-    Operation,
-    OperationError,
     ResumeRequest,
-    encode_event,
     encode_welcome,
-    is_operation,
     parse_client_message,
-    parse_operation,
     parse_resume,
 )
+from pushgate.wireops import Operation, OperationError, encode_event, is_operation, parse_operation
 
 log = logging.getLogger("pushgate.gateway")
 

@@ -32,7 +32,7 @@ from pushgate.ids import ConnId, RoomId, new_conn_id
 from pushgate.presence import Change, Identity, PresenceStore, Present, Roster, encode_info
 from pushgate.presencestore import MemoryPresence
 from pushgate.streams import History, Position, Publication, room_topic
-from pushgate.wire import encode_presence
+from pushgate.wireops import encode_presence
 from tests.helpers import LOOPBACK, UNIT, free_port
 
 # How long a detached session waits for a resume, in every store made here.

@@ -57,7 +57,7 @@ from pushgate.errors import BrokerUnavailable
 from pushgate.ids import ConnId, RoomId
 from pushgate.presence import Change, Identity, PresenceStore, Present, Roster
 from pushgate.streams import Position, new_epoch, room_topic
-from pushgate.wire import encode_presence
+from pushgate.wireops import encode_presence
 
 log = logging.getLogger("pushgate.presence")
 
@@ -267,7 +267,7 @@ class RedisPresence:
     ) -> None:
         self._broker = broker
         self._announces = announces
-        self._quiet_to_joiner = quiet_to_joiner  # see wire.encode_presence
+        self._quiet_to_joiner = quiet_to_joiner  # see wireops.encode_presence
         self.ttl = ttl
         self.refresh = min(MAX_REFRESH, max(1.0, ttl / 3))
         self._ttl_ms = max(0, int(ttl * 1000))
