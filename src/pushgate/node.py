@@ -59,9 +59,6 @@ from pushgate.wire import (
 
 log = logging.getLogger(__name__)
 
-# Waits between reads of a stream's history to fill a gap, while the broker is away:
-# about 3 s in all, never more than 0.5 s between two reads.
-
 
 class Service(Protocol):
     """Something the node starts with it and closes before its broker: the webhooks."""

@@ -21,7 +21,8 @@ from pushgate.wire import StreamReport, encode_notice, excluded_conn
 
 log = logging.getLogger("pushgate.node")
 
-# A history read for a repair, while the broker cannot answer: retried after these.
+# A history read for a repair, while the broker cannot answer: retried after these
+# (about 3 s in all, never more than 0.5 s between two reads).
 REPAIR_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5)
 
 
