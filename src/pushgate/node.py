@@ -3,7 +3,10 @@
 The node turns the logic API's requests into broker traffic and broker traffic into
 fan-out. A push is encoded to JSON once by the node that accepts it, published on a
 topic (``all`` or ``room:<id>``), framed once by each node that receives it, and the
-same frame bytes are handed to every local recipient.
+same frame bytes are handed to every local recipient. Its parts, each a module over
+its state: pushes published (nodepublish.py), joins and leaves of the connections it
+holds (nodejoins.py) and of those held elsewhere (nodeelsewhere.py), deliveries and
+gap repairs (nodedelivery.py).
 
 Around it (each its own module): :class:`~pushgate.follow.Following` subscribes a
 room's or user's topic while the room or user has local members, and only then;
@@ -17,28 +20,23 @@ node does the I/O: it reads history (retrying while the broker is away,
 """
 
 import asyncio
-import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol
 
 from pushgate.broker.base import Broker
-from pushgate.commands import Membership, PushAll, PushRoom, PushUser
 from pushgate.directory import Directory, LocalDirectory
-from pushgate.errors import (
-    BrokerUnavailable,
-    UnknownConnection,
-)
 from pushgate.follow import Following
-from pushgate.hub import Hub, MembershipChange, Sink
+from pushgate.hub import Hub, Sink
 from pushgate.ids import ConnId, RoomId
 from pushgate.localanswers import answer_calls
 from pushgate.meters import Meters
 from pushgate.nodecalls import NodeCalls
 from pushgate.nodedelivery import Delivery
 from pushgate.nodeelsewhere import Elsewhere
+from pushgate.nodejoins import Joins
+from pushgate.nodepublish import Publishing
 from pushgate.presence import PresenceStore, Roster
 from pushgate.presencerooms import PresenceRooms, Reports
 from pushgate.recovery import StreamRecovery
@@ -53,9 +51,6 @@ from pushgate.streams import (
     room_topic,
     user_topic,
 )
-from pushgate.wire import (
-    encode_push,
-)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +63,7 @@ class Service(Protocol):
     async def close(self) -> None: ...
 
 
-class Node(Delivery, Elsewhere):
+class Node(Publishing, Joins, Delivery, Elsewhere):
     """Owns the hub and the broker; the logic API and the gateway both talk to it."""
 
     def __init__(
@@ -193,58 +188,7 @@ class Node(Delivery, Elsewhere):
         the sessions held here are in the store (restore.py)."""
         return self.broker.ready and not self.draining and not self.restorer.holding
 
-    # The logic API's side
-
-    async def push_all(self, request: PushAll) -> int | None:
-        """Publish a push to every connection in the cluster; see Broker.publish_push."""
-        payload = encode_push(request.tag, request.val, exclude=request.exclude)
-        return await self._publish_push("all", TOPIC_ALL, payload)
-
-    async def push_room(self, request: PushRoom) -> int | None:
-        """Publish a push to every member of a room, wherever it is connected."""
-        payload = encode_push(
-            request.tag, request.val, request.room, exclude=request.exclude, event=request.event
-        )
-        return await self._publish_push("room", room_topic(request.room), payload)
-
-    async def push_user(self, request: PushUser) -> int | None:
-        """Publish a push to every connection of a user, wherever it is connected."""
-        payload = encode_push(
-            request.tag,
-            request.val,
-            user=request.user,
-            exclude=request.exclude,
-            event=request.event,
-        )
-        return await self._publish_push("user", user_topic(request.user), payload)
-
-    async def publish_from(
-        self,
-        conn: ConnId,
-        user: str | None,
-        room: RoomId,
-        tag: int,
-        val: object,
-        *,
-        echo: bool,
-        event: str | None = None,
-    ) -> None:
-        """A member's message to its room: to every other member (and to itself with
-        ``echo``), with its wsId and user, through the broker like any push (ordered,
-        kept in history, recovered). Raises BrokerUnavailable, InvalidField("val")."""
-        sender: dict[str, object] = {"wsId": conn}
-        if user is not None:
-            sender["user"] = user
-        payload = encode_push(
-            tag, val, room, exclude=None if echo else conn, sender=sender, event=event
-        )
-        await self._publish_push("client", room_topic(room), payload)
-        reports = self._reports
-        if reports is not None and reports.messages(room):
-            told = {"room": room, **sender, "tag": tag, "val": val}
-            if event is not None:
-                told["event"] = event
-            reports.emit("client_message", told)
+    # The logic API's side (pushes: nodepublish.py; joins and leaves: nodejoins.py)
 
     async def sign_in(self, conn: ConnId, user: str) -> bool:
         """A connection held here authenticated as ``user`` after it opened; returns
@@ -260,84 +204,6 @@ class Node(Delivery, Elsewhere):
         some receiver may want it."""
         if self._reports is not None:
             self._reports.emit(name, data)
-
-    async def _publish_push(self, kind: str, topic: str, payload: bytes) -> int | None:
-        started = time.perf_counter()
-        delivered = await self.broker.publish_push(topic, payload)
-        meters = self.meters
-        meters.publish_seconds.observe(time.perf_counter() - started)
-        meters.pushes[kind] += 1
-        return delivered
-
-    async def join(
-        self,
-        request: Membership,
-        *,
-        by_client: bool = False,
-        until: float | None = None,
-        info: str | None = None,
-        user: str | None = None,
-    ) -> MembershipChange:
-        """Put a connection, wherever it is held, in a room, or a detached session in
-        it; returns once pushes to the room reach it (or wait in history for it), and
-        in a presence room once its join is published (if it is its user's first).
-
-        ``by_client``: the connection subscribed itself (held here), until ``until``
-        (Unix seconds; None: for as long as its session lasts), which its session
-        then keeps even when it was in the room already, with ``info`` from its grant
-        and, in a presence room, as ``user`` where its protocol names the member per
-        room (Pusher's ``channel_data``; None: the connection's own user); otherwise
-        the back end joined it, and it is told so (``Sink.member``).
-        Raises UnknownConnection, RoomLimitExceeded, BrokerUnavailable."""
-        if request.conn not in self.hub:
-            return await self._elsewhere("join", request)
-        change = self.hub.join(request.room, request.conn)
-        topic = room_topic(request.room)
-        try:
-            await self.following.sync(topic)
-            if (change.changed or by_client) and self.sessions.enabled:
-                position = await self._position(topic)
-                await self.sessions.add_stream(
-                    request.conn,
-                    topic,
-                    position,
-                    max_rooms=self.hub.max_rooms_per_conn,
-                    expires_at=until,
-                )
-            if (change.changed or by_client) and self.presence is not None:
-                await self.presence.enter(request.room, request.conn, info, user)
-        except BrokerUnavailable:
-            if change.changed:  # undo: the caller is told it failed
-                with contextlib.suppress(UnknownConnection):  # it may have gone meanwhile
-                    self.hub.leave(request.room, request.conn)
-                self._in_background(self.following.sync(topic))  # and let go of the topic
-            raise
-        if change.changed and not by_client:
-            self._tell_member(request, joined=True)
-        return change
-
-    async def leave(
-        self, request: Membership, *, by_client: bool = False, reason: str = "server"
-    ) -> MembershipChange:
-        """Take a connection, wherever it is held, or a detached session, out of a
-        room; unless ``by_client``, the connection is told why (``reason``)."""
-        if request.conn not in self.hub:
-            return await self._elsewhere("leave", request)
-        change = self.hub.leave(request.room, request.conn)
-        if change.room_boundary:
-            await self.following.sync(room_topic(request.room))
-        if change.changed:
-            await self.sessions.remove_stream(request.conn, room_topic(request.room))
-            if self.presence is not None:
-                await self.presence.leave(request.room, request.conn)
-            if not by_client:
-                self._tell_member(request, joined=False, reason=reason)
-        return change
-
-    def _tell_member(self, request: Membership, *, joined: bool, reason: str = "server") -> None:
-        sink = self.hub.sink(request.conn)
-        if sink is not None:
-            sink.member(request.room, joined, reason)
 
     async def end_session(self, conn: ConnId) -> bool:
         """End ``conn``'s session now (held here or detached): nobody can resume it,
