@@ -41,7 +41,8 @@ from pushgate.presence import PresenceStore, Roster
 from pushgate.presencerooms import PresenceRooms, Reports
 from pushgate.recovery import StreamRecovery
 from pushgate.restore import Restorer
-from pushgate.sessioncore import Opened, Resumed, SessionCore
+from pushgate.sessioncore import Opened, SessionCore
+from pushgate.sessionresume import Resumed
 from pushgate.sessions import ANY_USER, AnyUser, NoSessions, Sessions
 from pushgate.streams import (
     TOPIC_ALL,

@@ -5,14 +5,13 @@ one live connection holds it (docs/recovery.md).
 
 It is protocol-free: a connection hands it a :class:`~pushgate.hub.Sink` and gets
 back what to send first (a token, the frames a resume missed); the wire protocol
-decides how those are written.
+decides how those are written. Resuming, and evicting the connection that held a
+session before, is sessionresume.py, a part of the core over its state.
 """
 
 import asyncio
-import contextlib
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -20,38 +19,28 @@ from typing import Any, Protocol, runtime_checkable
 from pushgate import eager
 from pushgate.broker.base import Broker
 from pushgate.directory import Directory
-from pushgate.errors import BrokerUnavailable, RoomLimitExceeded, SessionTaken
+from pushgate.errors import BrokerUnavailable
 from pushgate.follow import Following
 from pushgate.hub import Hub, Sink
 from pushgate.ids import ConnId, RoomId
-from pushgate.messages import Command
 from pushgate.meters import Meters
-from pushgate.nodecalls import Answer, NodeCalls
+from pushgate.nodecalls import NodeCalls
 from pushgate.presencerooms import PresenceRooms
 from pushgate.recovery import StreamRecovery
+from pushgate.sessionresume import Resuming
 from pushgate.sessions import (
-    ANY_USER,
     UNKNOWN_START,
-    AnyUser,
     HeldSession,
-    Session,
     Sessions,
-    holder_node,
     new_token,
     token_digest,
 )
-from pushgate.streams import TOPIC_ALL, History, Position, room_of, room_topic, user_topic
-from pushgate.wire import CLOSE_SESSION_TAKEN, StreamReport
+from pushgate.streams import TOPIC_ALL, Position, room_of, room_topic, user_topic
 
 log = logging.getLogger("pushgate.node")
 
 # How long a session write (a detach) may hold up a stop.
 SESSION_FLUSH_TIMEOUT = 2.0
-# An eviction that finds no connection of its holder here is remembered this long
-# (seconds), at most EVICTED_MAX of them: the resume it is meant for may not have
-# learned its holder yet (its claim's answer and the eviction travel apart).
-EVICTED_TTL = 30.0
-EVICTED_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +50,6 @@ class Opened:
 
     token: str | None
     ready: "asyncio.Future[None] | None"
-
-
-@dataclass(frozen=True, slots=True)
-class Resumed:
-    """A resume that succeeded: the session, each stream's report, and the frames
-    the client missed, in order per stream, to send right after the welcome."""
-
-    session: Session
-    streams: dict[str, StreamReport]
-    frames: list[bytes]
 
 
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
@@ -85,7 +64,7 @@ class TimedRooms(Protocol):
         ...
 
 
-class SessionCore:
+class SessionCore(Resuming):
     """Opens, closes and resumes the connections of one node, and their sessions."""
 
     def __init__(
@@ -284,154 +263,6 @@ class SessionCore:
 
     def _new_holder(self) -> str:
         return f"{self.node_id}.{os.urandom(4).hex()}"
-
-    # Resuming a session
-
-    async def resume(
-        self,
-        conn: ConnId,
-        token: str,
-        since: dict[str, Position],
-        sink: Sink,
-        user: str | AnyUser | None = ANY_USER,
-        info: str | None = None,
-    ) -> Resumed | None:
-        """Take session ``conn`` over for ``sink`` if ``token`` is its token and
-        ``user`` its user (None: no user; ANY_USER when this server verifies no
-        tokens); None if it cannot be resumed (``info``: the resuming connection's
-        token's, for a presence room that has forgotten the session). The sink
-        receives nothing until this returns: the caller queues the welcome, then
-        ``Resumed.frames``, then opens it to fan-out. Whatever happens, nothing of
-        the attempt is left behind but the connection it registered, and only when
-        it returns a Resumed.
-
-        Raises BrokerUnavailable when the session or history cannot be read now, and
-        SessionTaken when a later resume of the session (on any node) won.
-        """
-        resumed = await self._resume(conn, token, since, sink, user, info)
-        if resumed is None:
-            self.meters.resumes["failed"] += 1
-        elif all(report.recovered for report in resumed.streams.values()):
-            self.meters.resumes["recovered"] += 1
-        else:
-            self.meters.resumes["not_recovered"] += 1
-        return resumed
-
-    async def _resume(
-        self,
-        conn: ConnId,
-        token: str,
-        since: dict[str, Position],
-        sink: Sink,
-        user: str | AnyUser | None,
-        info: str | None,
-    ) -> Resumed | None:
-        holder = self._new_holder()
-        session = await self.sessions.claim(conn, token, holder, user=user)
-        if session is None:
-            return None
-        # The previous holder goes even if this claim has lost already: it is not
-        # the session's holder any more either way.
-        self._evict(conn, session.previous_holder)
-        if self._evicted.pop(holder, None) is not None:
-            # A later claim evicted this one before its answer got here: it lost.
-            raise SessionTaken(conn)
-        # Our claim is the latest this node knows of (a later one would have evicted
-        # it, above or from now on): a connection still registered here under this
-        # wsId held an earlier claim, whose eviction may still be on its way.
-        self._take_over(conn)
-        topics = list(session.streams)
-        self.recovery.capture(topics)
-        try:
-            self._holders[conn] = holder
-            if self._keep_digests:
-                self._digests[conn] = token_digest(token)
-            self.hub.register(conn, sink, session.user)
-            for room in session.rooms:
-                with contextlib.suppress(RoomLimitExceeded):
-                    self.hub.join(RoomId(room), conn)
-            registered = self.directory.add(conn)
-            if self.presence is not None:  # held here now: no event, unless it was swept
-                self.presence.identify(conn, info)
-                await self.presence.enter_all(map(RoomId, session.rooms), conn)
-            if registered is not None:
-                await registered
-            # A topic already subscribed, with no change under way, needs no call.
-            unsettled = [t for t in topics if not self._following.settled(t)]
-            if unsettled:
-                await asyncio.gather(*map(self._following.sync, unsettled))
-            starts = {t: since.get(t, session.streams[t]) for t in topics}
-            histories = await self.broker.histories(starts)
-            await self.broker.sync(topics)  # every push read above has reached us, or is captured
-            if self.hub.sink(conn) is not sink or self._holders.get(conn) != holder:
-                raise SessionTaken(conn)  # evicted meanwhile by a later claim
-            return self._caught_up(session, starts, histories)
-        except BaseException:
-            self.closed(conn, sink)
-            if self._holders.get(conn) == holder:  # never registered: nothing else undoes it
-                del self._holders[conn]
-                self._digests.pop(conn, None)
-            raise
-        finally:
-            self.recovery.release(topics)
-
-    def _take_over(self, conn: ConnId) -> None:
-        """Close (4001) the connection registered here under ``conn``, if any."""
-        sink = self.hub.sink(conn)
-        if sink is None:
-            return
-        log.info("session %s resumed by another connection; closing the old one", conn)
-        sink.close(CLOSE_SESSION_TAKEN, "session resumed by another connection")
-        if self.hub.sink(conn) is sink:  # still registered: it was resuming
-            self.closed(conn, sink)
-
-    def _caught_up(
-        self, session: Session, starts: dict[str, Position], histories: dict[str, History]
-    ) -> Resumed:
-        """History, then what was captured live, each push once (synchronous, so no
-        push can slip between this and live fan-out); streams this node is behind
-        on are repaired for every member at once."""
-        catch_up = self.recovery.catch_up(
-            starts, histories, self.broker.keeps_history, session.ws_id
-        )
-        for topic in catch_up.repair:
-            self._start_repair(topic)
-        return Resumed(session, catch_up.reports, catch_up.frames)
-
-    def _evict(self, conn: ConnId, previous: str) -> None:
-        """Close the connection that held a session before it was resumed (4001):
-        here, or by a command to the node that holds it.
-
-        A holder not found here may belong to a resume whose claim has not come
-        back yet (the claim's answer and this eviction travel apart): it is
-        remembered for a while, and that resume gives up when it learns its holder.
-        """
-        if not previous:
-            return
-        node = holder_node(previous)
-        if node != self.node_id:
-            self.calls.tell(node, "evict", conn=conn, reply_to=previous)
-            return
-        if self._holders.get(conn) == previous:
-            self._take_over(conn)
-        else:
-            self._remember_evicted(previous)
-
-    def _remember_evicted(self, holder: str) -> None:
-        now = time.monotonic()
-        evicted = self._evicted
-        if len(evicted) >= EVICTED_MAX or (evicted and now - next(iter(evicted.values())) > 1):
-            # Oldest first (insertion order): drop what is too old, then over the cap.
-            for old, when in list(evicted.items()):
-                if now - when < EVICTED_TTL and len(evicted) < EVICTED_MAX:
-                    break
-                del evicted[old]
-        evicted[holder] = now
-
-    async def answer_evict(self, command: Command) -> Answer:
-        """Another node resumed a session held here by ``reply_to`` (a holder)."""
-        self._evict(command.conn, command.reply_to)
-        return Answer()
 
     def held_sessions(self) -> int:
         """Sessions held by connections of this node."""
