@@ -17,11 +17,11 @@ event, encoded when it joined, so that a sweep in Lua can publish it.
 
 Every operation is one Lua script on the room's slot that decides as
 :class:`~pushgate.presence.PresenceTable` does and publishes the events it decides on
-in the room's stream as the broker's publish script does (its ``_ENSURE_META`` and
-``_PUBLISH_FUNCTION``: next seq, position spliced in, kept in history, published on the
-channel), or with history off as a push without history is (``0 - <accepted> <msg>``).
-So two nodes entering one user's sessions at once make one join, and two nodes
-sweeping one room at once publish each leave once.
+in the room's stream as the broker's publish script does (redis_streams.py's
+``ENSURE_META`` and ``PUBLISH_FUNCTION``: next seq, position spliced in, kept in
+history, published on the channel), or with history off as a push without history is
+(``0 - <accepted> <msg>``). So two nodes entering one user's sessions at once make one
+join, and two nodes sweeping one room at once publish each leave once.
 
 A held entry's deadline is ``ttl + 2 * refresh`` ahead (its holder's node pushes it on
 every ``refresh`` seconds: a node that dies without a word leaves its members there
@@ -50,9 +50,10 @@ from collections.abc import Callable, Hashable
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from pushgate.broker.redis import _ENSURE_META, _PUBLISH_FUNCTION, RedisBroker
+from pushgate.broker.redis import RedisBroker
 from pushgate.broker.redis_batch import ScriptBatcher
 from pushgate.broker.redis_errors import REDIS_ERRORS
+from pushgate.broker.redis_streams import ENSURE_META, PUBLISH_FUNCTION
 from pushgate.errors import BrokerUnavailable
 from pushgate.ids import ConnId, RoomId
 from pushgate.presence import Change, Identity, PresenceStore, Present, Roster
@@ -74,15 +75,15 @@ CHUNK = 500
 MAX_REFRESH = 5.0
 
 # Every script's KEYS: the stream's meta and history, then the room's three presence
-# keys. ARGV[1..2] are _ENSURE_META's (a new epoch, the meta's lifetime in ms);
+# keys. ARGV[1..2] are ENSURE_META's (a new epoch, the meta's lifetime in ms);
 # ARGV[3..7] how an event is published: channel, history size, history TTL in ms,
 # when it was accepted, PUBLISH or SPUBLISH; ARGV[8] how long the presence keys
 # outlive their last deadline (ms); ARGV[9] "1" when the room announces its changes
 # (publishes them in its stream: a presence room), else "0" (a room kept for webhooks
 # only). Each operation's own arguments follow; each returns the changes it made.
 _WITH_HISTORY = (
-    _ENSURE_META
-    + _PUBLISH_FUNCTION
+    ENSURE_META
+    + PUBLISH_FUNCTION
     + """
 local history = true
 local function emit(msg)
