@@ -50,7 +50,7 @@ end
 """
 
 # After ENSURE_META, a Lua function for every script that publishes in the stream
-# (PUBLISH, and broker/redis_presence.py's): publish(msg, channel, size, keep,
+# (PUBLISH, and broker/redis_presence_scripts.py's): publish(msg, channel, size, keep,
 # accepted, command) publishes ``msg`` on ``channel`` at the stream's next position,
 # kept in history (``size`` entries at most, for ``keep`` ms); ``accepted`` is when it
 # was accepted (wall clock, for the delivery-latency metric); ``command`` is PUBLISH,
