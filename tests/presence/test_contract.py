@@ -18,6 +18,7 @@ the Redis store's own: the keys' lifetime, an unreachable Redis.
 import asyncio
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Protocol
 
@@ -507,6 +508,7 @@ async def test_a_detached_session_leaves_after_the_ttl_once(cluster: PresenceClu
     await nodes[0].enter(ROOM, alice, "node0.alice")
     await nodes[1].enter(ROOM, bob, "node1.bob")
     assert await told(cluster) == [joined(alice), joined(bob)]
+    detached = time.monotonic()
     await nodes[0].detach(alice.conn, "node0.alice", [ROOM])
 
     def keep_all() -> Awaitable[object]:
@@ -518,8 +520,11 @@ async def test_a_detached_session_leaves_after_the_ttl_once(cluster: PresenceClu
 
     await cluster.elapse(TTL / 2)
     await keep_all()
-    assert await told(cluster) == []
-    assert len((await nodes[2].roster(ROOM)).members) == 2
+    # Redis stores keep real time: where a loaded machine stalled this test past the
+    # TTL already, a sweep now is right, and only the rest can be checked.
+    if time.monotonic() - detached < TTL:
+        assert await told(cluster) == []
+        assert len((await nodes[2].roster(ROOM)).members) == 2
     await cluster.elapse(TTL * 3 / 4)
     assert (await nodes[2].roster(ROOM)).members == [Present("bob", None, (bob.conn,))]
     await keep_all()
