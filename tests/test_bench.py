@@ -1370,12 +1370,27 @@ def test_chat_subscribes_all_at_once_in_uneven_rooms(capsys: pytest.CaptureFixtu
     """All subscribes at once, the last room short of members: the joins of
     concurrent subscribes, counted right; and no push while resuming, so that the
     last positions of a room may be a member's own messages, which it is never sent:
-    it catches up all the same."""
+    it catches up all the same. The API's copies go one POST /push/room each."""
     status, runs, err = bench(
-        capsys, *CHAT, "-n", "25", "--subscribe-rate", "0", "--resume-rate", "0", *SMALL
+        capsys,
+        *CHAT,
+        "-n",
+        "25",
+        "--subscribe-rate",
+        "0",
+        "--resume-rate",
+        "0",
+        "--api-push",
+        "room",
+        *SMALL,
     )
     assert status == 0, err
     [run] = runs
+    assert run["api_push"] == "room"
+    assert run["api_pushes"] == run["api_batches"] == run["publish_ok"]  # a request each
+    assert run["api_push_errors"] == run["api_lost"] == 0
+    assert run["api_deliveries"] == run["api_expected"] == run["msg_deliveries"]
+    assert re.search(r"^API pushes +room$", err, re.MULTILINE)
     assert run["rooms"] == 3
     assert run["joins_wrong"] == run["roster_wrong"] == 0
     assert run["joins_received"] >= expected_joins([10, 10, 5])
@@ -1646,6 +1661,7 @@ def test_chat_reports_read_back_as_sent() -> None:
         (["chat", "--room-size", "1"], "--room-size"),
         (["chat", "--slow", "2"], "--slow"),
         (["room", "--room-size", "5"], "chat only"),
+        (["room", "--api-push", "room"], "chat only"),
         (["chat", "--ws-url", "ws://127.0.0.1:1/", "--api-url", "http://127.0.0.1:2"], "secret"),
     ],
 )

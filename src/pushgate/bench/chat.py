@@ -112,6 +112,7 @@ class ChatRun:
         result.duration = opts.push_duration or 0.0
         result.subscribe_rate = opts.subscribe_rate
         result.resume_rate = opts.chat_resume_rate
+        result.api_push = opts.api_push
         await self.subscribe()
         if not self.slots:
             raise BenchError("no client could subscribe to its room")
@@ -334,6 +335,7 @@ class ChatRun:
             tag=opts.tag,
             senders=opts.senders,
             counts=counts,
+            batch=opts.api_push == "batch",
         )
 
     def deliveries_owed(self, by_room: Mapping[str, int]) -> int:

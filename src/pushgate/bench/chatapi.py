@@ -1,7 +1,9 @@
 """The chat scenario's pushes through the logic API: the same messages the clients
 published, sent by the bench instead, as a back end that relays one client's action
 to the others would (``POST /push/batch``, each item to the sender's room with
-``exclude`` = the sender's wsId; docs/presence.md, docs/protocol.md "Publishing").
+``exclude`` = the sender's wsId; docs/presence.md, docs/protocol.md "Publishing"),
+or with ``batch=False`` one ``POST /push/room`` each, as a back end that relays one
+event at a time would.
 
 Each client has its slot in every period of 1/rate seconds
 (:func:`pushgate.bench.scenarios.chat_slot`), as when it published itself; the
@@ -93,6 +95,7 @@ class ApiPusher:
         counts: Mapping[int, int] | None = None,
         duration: float | None = None,
         exclude: bool = True,
+        batch: bool = True,
     ) -> None:
         if rate <= 0:
             raise ValueError("the API pusher needs a rate")
@@ -105,6 +108,7 @@ class ApiPusher:
         self.counts = counts
         self.duration = duration
         self.exclude = exclude
+        self.batch = batch
         self.log = ApiLog()
         self._stopped = False
         self._seq = 0
@@ -171,6 +175,13 @@ class ApiPusher:
     async def _send(
         self, conn: JsonConnection, batch: list[Slot], free: "asyncio.Queue[JsonConnection]"
     ) -> None:
+        if not self.batch:
+            try:
+                for slot in batch:
+                    await self._send_one(conn, slot)
+            finally:
+                free.put_nowait(conn)
+            return
         log = self.log
         try:
             sent_ns = time.time_ns()
@@ -193,19 +204,46 @@ class ApiPusher:
         finally:
             free.put_nowait(conn)
 
+    async def _send_one(self, conn: JsonConnection, slot: Slot) -> None:
+        """One item as its own ``POST /push/room``, counted as a batch of one."""
+        log = self.log
+        sent_ns = time.time_ns()
+        log.first_ns = log.first_ns or sent_ns
+        body = self._item(slot, sent_ns, b"")
+        log.sent += 1
+        log.batches += 1
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                status, answer = await conn.post_json("/push/room", body)
+        except (HttpError, TimeoutError) as exc:
+            log.errors[str(exc) or "timed out"] += 1
+            return
+        log.rtt.add((time.time_ns() - sent_ns) // 1000)
+        if status != 200:
+            log.errors[f"HTTP {status}: {answer[:MAX_ERROR_TEXT].decode(errors='replace')}"] += 1
+            return
+        self._count([slot], b'{"results":[%s]}' % answer)
+
     def _body(self, batch: list[Slot], sent_ns: int) -> bytes:
-        tag, size = self.tag, self.size
-        items = []
-        for slot in batch:
-            seq = self._seq
-            self._seq += 1
-            pad = b"x" * max(1, size - (21 + len(str(seq))))
-            exclude = b',"exclude":"%s"' % slot.ws_id.encode() if self.exclude else b""
-            items.append(
-                b'{"target":"room","id":"%s","tag":%d%s,"val":"%d %d %s"}'
-                % (slot.room.encode(), tag, exclude, sent_ns, seq, pad)
-            )
+        items = [self._item(slot, sent_ns, b'"target":"room",') for slot in batch]
         return b"[" + b",".join(items) + b"]"
+
+    def _item(self, slot: Slot, sent_ns: int, target: bytes) -> bytes:
+        """One push's JSON: the sender's room, the tag, ``exclude`` and a val of
+        ``"<sent ns> <seq> <pad>"`` padded to the size."""
+        seq = self._seq
+        self._seq += 1
+        pad = b"x" * max(1, self.size - (21 + len(str(seq))))
+        exclude = b',"exclude":"%s"' % slot.ws_id.encode() if self.exclude else b""
+        return b'{%s"id":"%s","tag":%d%s,"val":"%d %d %s"}' % (
+            target,
+            slot.room.encode(),
+            self.tag,
+            exclude,
+            sent_ns,
+            seq,
+            pad,
+        )
 
     def _count(self, batch: list[Slot], answer: bytes) -> None:
         log = self.log

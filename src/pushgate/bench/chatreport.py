@@ -165,6 +165,7 @@ class ChatResult(RunResult):
     duration: float = 0.0  # seconds of publishing
     subscribe_rate: float = 0.0
     resume_rate: float = 0.0
+    api_push: str = "batch"  # how the API phase sent its copies (options.API_PUSHES)
     # Subscribe
     subscribed: int = 0  # subscribe replies ok
     subscribe_refused: int = 0
@@ -201,10 +202,11 @@ class ChatResult(RunResult):
     msg_server_cpu_us_per_delivery: float | None = None
     msg_client_cpu_us_per_delivery: float | None = None
     msg_other_cpu_pct: float | None = None
-    # API: the same messages through POST /push/batch, excluding their sender
+    # API: the same messages through POST /push/batch (or /push/room, one each: api_push),
+    # excluding their sender
     api_pushes: int = 0  # items accepted
     api_push_errors: int = 0
-    api_batches: int = 0
+    api_batches: int = 0  # requests
     api_late_ms: float | None = None
     api_batch_p50_ms: float | None = None
     api_batch_p99_ms: float | None = None
@@ -251,7 +253,7 @@ class ChatResult(RunResult):
         return CHAT_ROWS
 
     def text_rows(self) -> list[tuple[str, str]]:
-        return [("goals", goals_text(self))]
+        return [("API pushes", self.api_push), ("goals", goals_text(self))]
 
 
 CHAT_ROWS: tuple[tuple[str, str, str], ...] = (
@@ -292,10 +294,10 @@ CHAT_ROWS: tuple[tuple[str, str, str], ...] = (
     ("messages: others' CPU %", "msg_other_cpu_pct", ".0f"),
     ("API: pushes accepted", "api_pushes", "n"),
     ("API: push errors", "api_push_errors", "n"),
-    ("API: batches", "api_batches", "n"),
+    ("API: requests", "api_batches", "n"),
     ("API: sent late, max ms", "api_late_ms", ".1f"),
-    ("API: batch answered p50 ms", "api_batch_p50_ms", ".2f"),
-    ("API: batch answered p99 ms", "api_batch_p99_ms", ".2f"),
+    ("API: request answered p50 ms", "api_batch_p50_ms", ".2f"),
+    ("API: request answered p99 ms", "api_batch_p99_ms", ".2f"),
     ("API: bench CPU µs/push", "api_bench_cpu_us_per_push", ".1f"),
     ("API: deliveries", "api_deliveries", "n"),
     ("API: deliveries/s", "api_deliveries_per_s", "n"),

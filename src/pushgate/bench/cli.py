@@ -28,6 +28,7 @@ from pushgate.bench.clientkinds import (
     ClientKind,
 )
 from pushgate.bench.options import (
+    API_PUSHES,
     MAX_DURATION,
     RESUME_ON,
     BenchError,
@@ -118,7 +119,8 @@ chat:<index // --room-size>. Four phases, each metered on its own:
     publishes' replies (refused ones by code, e.g. 429 over
     --max-client-messages-per-second, 50 by default);
   api: the same messages, as many per client as the server took from it, on the
-    same schedule, sent by the bench with POST /push/batch to the same rooms with
+    same schedule, sent by the bench with POST /push/batch (--api-push room: one
+    POST /push/room each) to the same rooms with
     exclude=<the sender's wsId>: the same deliveries, so the line
     "CPU/delivery, messages / API" compares the two (the goal is at most 1.2);
   resume: the API's pushes go on at --resume-rate per client (default --rate);
@@ -170,6 +172,10 @@ Only loopback URLs are accepted. Ctrl-C stops the run and every process it start
 )
 
 # Flags passed through to our own `pushgate serve` as they are.
+API_TITLES = {
+    "batch": "copies in batches (POST /push/batch)",
+    "room": "copies one POST /push/room each",
+}
 SERVER_FLAGS = (
     ("--max-output-bytes", parse_size, "BYTES", "slow-client limit of the server"),
     ("--heartbeat", float, "SECONDS", "PING interval the server announces"),
@@ -296,6 +302,13 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         metavar="R",
         help="the API's pushes per second per client while everyone resumes; 0: none "
         "(default: --rate)",
+    )
+    chat.add_argument(
+        "--api-push",
+        choices=API_PUSHES,
+        help="how the API phase sends the same messages: batch, the items due within "
+        "5 ms in one POST /push/batch; room, one POST /push/room each, as a back end "
+        "that relays one event at a time (default: batch)",
     )
 
     abuse = parser.add_argument_group("abuse (issue 25)")
@@ -537,18 +550,21 @@ def _abuse_options(args: argparse.Namespace, scenario: Scenario) -> dict[str, An
 
 
 def _chat_options(args: argparse.Namespace, scenario: Scenario) -> dict[str, Any]:
-    """--room-size, --subscribe-rate and --resume-rate, for the chat scenario only."""
+    """--room-size, --subscribe-rate, --resume-rate and --api-push, for chat only."""
     given = {
         name: value
         for name, value in (
             ("room_size", args.room_size),
             ("subscribe_rate", args.subscribe_rate),
             ("resume_rate", args.resume_rate),
+            ("api_push", args.api_push),
         )
         if value is not None
     }
     if given and scenario.name != "chat":
-        raise BenchError("--room-size, --subscribe-rate and --resume-rate apply to chat only")
+        raise BenchError(
+            "--room-size, --subscribe-rate, --resume-rate and --api-push apply to chat only"
+        )
     return given
 
 
@@ -679,7 +695,8 @@ def _chat_title(opts: BenchOptions, where: str) -> str:
         f"pushgate bench chat: {opts.connections:,} connections over {opts.worker_count} "
         f"workers in rooms of {opts.room_size}; subscribes {subscribes}; each client "
         f"publishes {opts.rate:g}/s for {opts.push_duration:g} s, data {opts.size} B; "
-        f"API pushes while resuming: {resume}; {where}"
+        f"the API's {API_TITLES[opts.api_push]}; API pushes while resuming: {resume}; "
+        f"{where}"
     )
 
 

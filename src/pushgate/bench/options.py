@@ -23,6 +23,9 @@ MAX_REPEAT = 20
 MAX_WORKERS = 64
 MAX_SENDERS = 64
 MAX_SOURCES = 250
+# How chat's API phase sends the clients' messages again: as batches of the items due
+# within a few milliseconds (POST /push/batch), or each on its own (POST /push/room).
+API_PUSHES = ("batch", "room")
 # A worker keeps this many descriptors for itself (pipes, epoll, the Python runtime).
 WORKER_FD_RESERVE = 64
 CONNECTIONS_PER_WORKER = 15_000  # default share, under this machine's 20,000 fd cap
@@ -74,6 +77,7 @@ class BenchOptions:
     room_size: int = 10  # members of each room
     subscribe_rate: float = 2000.0  # subscribes per second over every client; 0: all at once
     resume_rate: float | None = None  # per client, during the resume phase; None: --rate
+    api_push: str = "batch"  # the API phase: "batch" (POST /push/batch) or "room" (one each)
     # The abuse scenario's attackers (pushgate.bench.abusers)
     attacks: tuple[str, ...] = ATTACKS
     non_readers: int = 300
@@ -212,6 +216,8 @@ class BenchOptions:
         _within("--room-size", self.room_size, 2, MAX_ROOM_SIZE)
         _within("--subscribe-rate", self.subscribe_rate, 0, MAX_RATE)
         _within("--resume-rate", self.chat_resume_rate, 0, MAX_RATE)
+        if self.api_push not in API_PUSHES:
+            raise BenchError(f"--api-push is one of {', '.join(API_PUSHES)}")
         if self.slow:
             raise BenchError("chat drops every client: --slow does not apply")
         if self.external and self.token_secret is None:
