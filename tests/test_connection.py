@@ -16,8 +16,10 @@ from pushgate.connection import INPUT_PER_TURN, WebSocketConnection
 from pushgate.gatekeeper import Gatekeeper
 from pushgate.gatewayhttp import GatewayRoutes
 from pushgate.hub import Hub
+from pushgate.namespaces import Namespaces, parse_namespace
 from pushgate.node import Node
 from pushgate.outbox import ConnectionRegistry, Outbox
+from pushgate.sessions import MemorySessions
 from pushgate.streams import TOPIC_ALL, Publication
 from pushgate.wire import PONG
 from pushgate.wsinput import at_frame_boundary
@@ -104,6 +106,40 @@ async def open_connection(
 def frames_in(client: ClientProtocol, data: bytes) -> list[Frame]:
     client.receive_data(data)
     return [event for event in client.events_received() if isinstance(event, Frame)]
+
+
+async def test_a_subscribe_to_a_room_without_pushes_is_answered_in_the_turn_that_read_it() -> None:
+    """On the memory broker, with sessions: a client's subscribe to a room no push
+    has reached yet (its stream's position is read for the session and the reply)
+    is answered in the same turn, without a task to wait for."""
+    node = Node(Hub(max_rooms_per_conn=10), MemoryBroker(), sessions=MemorySessions(ttl=60.0))
+    await node.start()
+    routes = GatewayRoutes(node, Gatekeeper(), namespaces=Namespaces([parse_namespace("=public")]))
+    config = Config(session_ttl=60.0)
+    conn = WebSocketConnection(
+        node,
+        config.connection_settings(),
+        Outbox(asyncio.get_running_loop()),
+        ConnectionRegistry(),
+        routes,
+    )
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/connect"))
+    client.send_request(client.connect())
+    for chunk in client.data_to_send():
+        conn.data_received(chunk)
+    await asyncio.sleep(0)  # the session is written: the welcome goes
+    client.receive_data(b"".join(transport.writes))
+    client.events_received()
+    transport.writes.clear()
+    client.send_text(b'{"type":0,"data":{"op":"subscribe","room":"lobby","id":1}}')
+    for chunk in client.data_to_send():
+        conn.data_received(chunk)
+    [reply] = frames_in(client, b"".join(transport.writes))
+    assert bytes(reply.data).startswith(b'{"type":0,"data":{"op":"subscribe","id":1,"ok":true')
+    assert b'"position":' in bytes(reply.data)
+    await node.close()
 
 
 async def test_handshake_then_welcome_in_that_order() -> None:
