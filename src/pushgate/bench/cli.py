@@ -257,6 +257,13 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         help="churn: seconds each churning connection stays open (default: 1)",
     )
     load.add_argument(
+        "--churn-workers",
+        type=int,
+        metavar="W",
+        help="churn: worker processes that open and close the churning connections, "
+        "apart from the measured clients' workers (default: as many as --workers)",
+    )
+    load.add_argument(
         "--resume-on",
         choices=RESUME_ON,
         default="same",
@@ -492,6 +499,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         slow_pause=args.slow_pause,
         churn_rate=args.churn_rate,
         churn_lifetime=args.churn_lifetime,
+        churn_workers=args.churn_workers,
         resume_on=args.resume_on,
         outage=args.outage,
         token_secret=token_secret,
@@ -648,9 +656,15 @@ def _title(opts: BenchOptions) -> str:
     if opts.scenario.drops:
         return _drop_title(opts, pace, where)
     clients = "" if opts.client == PUSHGATE else f" {opts.client}"
+    churn = ""
+    if opts.scenario.name == "churn":
+        churn = (
+            f", {opts.churn_rate:g} connects/s living {opts.churn_lifetime:g} s "
+            f"from {opts.churn_worker_count} workers of their own"
+        )
     return (
         f"pushgate bench {opts.scenario.name}: {opts.connections:,}{clients} connections "
-        f"over {opts.worker_count} workers, {load}, {where}"
+        f"over {opts.worker_count} workers{churn}, {load}, {where}"
     )
 
 

@@ -44,6 +44,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("churn closed", "churn_closed", "n"),
     ("churn failed", "churn_failed", "n"),
     ("churn connect p99 ms", "churn_connect_p99_ms", ".1f"),
+    ("churn workers' CPU s", "churn_cpu_s", ".2f"),
     ("other processes' CPU %", "other_cpu_pct", ".0f"),
     ("steal %", "steal_pct", ".0f"),
     ("lost", "lost", "n"),
