@@ -220,6 +220,9 @@ def test_churn_opens_and_closes_alongside_pushes(capsys: pytest.CaptureFixture[s
     # The churn came from a worker of its own, whose CPU is told apart.
     assert run["churn_workers"] == 1
     assert run["churn_cpu_s"] >= 0
+    # How long the server and the clients waited for a CPU is told (Linux keeps it).
+    assert 0 <= run["server_waiting_pct"] <= 100
+    assert 0 <= run["client_waiting_pct"] <= 100
     assert run["churn_opened"] > 0
     assert run["churn_closed"] == run["churn_opened"]
     assert run["churn_failed"] == 0

@@ -66,6 +66,12 @@ class RunResult:
     # percent of one core.
     other_cpu_pct: float | None = None
     steal_pct: float | None = None
+    # Of the measured phase, the share the server's event loop (on average over its
+    # processes) and each measured clients' worker (on average) spent ready to run
+    # but waiting for a CPU (/proc/<pid>/schedstat), in percent: latency that is the
+    # machine's, not the server's work.
+    server_waiting_pct: float | None = None
+    client_waiting_pct: float | None = None
     # Latency, ms
     p50_ms: float | None = None
     p95_ms: float | None = None
@@ -324,6 +330,8 @@ def cpu_figures(
         result.server_cpu_s = use.server_s
         result.other_cpu_pct = use.other_pct
     result.steal_pct = use.steal_pct
+    if before.server_waiting is not None and after.server_waiting is not None and use.wall > 0:
+        result.server_waiting_pct = 100 * (after.server_waiting - before.server_waiting) / use.wall
 
 
 def idle_figures(result: RunResult, before: "Meter", after: "Meter") -> None:

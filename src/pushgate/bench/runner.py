@@ -39,6 +39,7 @@ from pushgate.bench.drops import run_drop
 from pushgate.bench.httpclient import HttpConnection, HttpError
 from pushgate.bench.meter import Meter
 from pushgate.bench.options import BenchError, BenchOptions
+from pushgate.bench.procstat import mean_waiting_seconds
 from pushgate.bench.progress import Progress
 from pushgate.bench.pusher import REQUEST_TIMEOUT, NoRoomPages, Pusher, join_all, room_page
 from pushgate.bench.replies import (
@@ -267,6 +268,7 @@ class Run:
         await self.pool.call_all("mark")
         latency_before = await self._server_latency()
         before = Meter.read(server)
+        clients_waiting = mean_waiting_seconds(self.pool.pids)
         if churners is not None:
             await self._start_churn(churners)
         self.progress.phase("pushing")
@@ -283,6 +285,12 @@ class Run:
         expected = plan.expected(log.accepted)
         await self.drain(sum(expected.values()))
         after = Meter.read(server)
+        if clients_waiting is not None:
+            waited = mean_waiting_seconds(self.pool.pids)
+            if waited is not None:
+                result.client_waiting_pct = (
+                    100 * (waited - clients_waiting) / (after.wall - before.wall)
+                )
         report.server_latency_figures(result, latency_before, await self._server_latency())
         reports = await self.reports()
         report.loss_figures(result, expected, reports, ordered=opts.senders == 1)

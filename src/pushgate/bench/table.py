@@ -46,6 +46,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("churn connect p99 ms", "churn_connect_p99_ms", ".1f"),
     ("churn workers' CPU s", "churn_cpu_s", ".2f"),
     ("other processes' CPU %", "other_cpu_pct", ".0f"),
+    ("server waiting for a CPU %", "server_waiting_pct", ".0f"),
+    ("a client worker waiting for a CPU %", "client_waiting_pct", ".0f"),
     ("steal %", "steal_pct", ".0f"),
     ("lost", "lost", "n"),
     ("lost on closed clients", "lost_on_closed", "n"),
