@@ -143,8 +143,10 @@ public) and each client reads GET /events, in room /events?room={ROOM}. Neither
 needs POST /room/join. Only against the bench's own server.
 
 figures: server CPU is utime+stime of the server process(es) over the push phase;
-client CPU is the workers' own; latency is from the push's send time to its
-arrival at a client; RSS per connection is the server's RSS growth over the
+client CPU is the measured clients' workers' own (churn's own workers are counted
+apart); waiting for a CPU is the share of the phase the server's loop, or a client
+worker, was ready to run but had no core; latency is from the push's send time to
+its arrival at a client; RSS per connection is the server's RSS growth over the
 connect phase divided by the connections; lost counts pushes a client should have
 received but did not (those on clients the server closed are shown apart, with
 the close codes).
