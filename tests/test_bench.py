@@ -196,7 +196,8 @@ def test_rooms_delivers_each_push_to_its_room_only(capsys: pytest.CaptureFixture
 
 
 def test_churn_opens_and_closes_alongside_pushes(capsys: pytest.CaptureFixture[str]) -> None:
-    """churn: the steady clients lose nothing while others come and go."""
+    """churn: the steady clients lose nothing while others come and go, from workers
+    of their own."""
     status, runs, err = bench(
         capsys,
         "churn",
@@ -210,10 +211,18 @@ def test_churn_opens_and_closes_alongside_pushes(capsys: pytest.CaptureFixture[s
         "20",
         "--churn-lifetime",
         "0.2",
+        "--churn-workers",
+        "1",
         *SMALL,
     )
     assert status == 0, err
     [run] = runs
+    # The churn came from a worker of its own, whose CPU is told apart.
+    assert run["churn_workers"] == 1
+    assert run["churn_cpu_s"] >= 0
+    # How long the server and the clients waited for a CPU is told (Linux keeps it).
+    assert 0 <= run["server_waiting_pct"] <= 100
+    assert 0 <= run["client_waiting_pct"] <= 100
     assert run["churn_opened"] > 0
     assert run["churn_closed"] == run["churn_opened"]
     assert run["churn_failed"] == 0

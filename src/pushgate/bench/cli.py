@@ -145,8 +145,10 @@ public) and each client reads GET /events, in room /events?room={ROOM}. Neither
 needs POST /room/join. Only against the bench's own server.
 
 figures: server CPU is utime+stime of the server process(es) over the push phase;
-client CPU is the workers' own; latency is from the push's send time to its
-arrival at a client; RSS per connection is the server's RSS growth over the
+client CPU is the measured clients' workers' own (churn's own workers are counted
+apart); waiting for a CPU is the share of the phase the server's loop, or a client
+worker, was ready to run but had no core; latency is from the push's send time to
+its arrival at a client; RSS per connection is the server's RSS growth over the
 connect phase divided by the connections; lost counts pushes a client should have
 received but did not (those on clients the server closed are shown apart, with
 the close codes).
@@ -261,6 +263,13 @@ def add_bench_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         default=1.0,
         metavar="S",
         help="churn: seconds each churning connection stays open (default: 1)",
+    )
+    load.add_argument(
+        "--churn-workers",
+        type=int,
+        metavar="W",
+        help="churn: worker processes that open and close the churning connections, "
+        "apart from the measured clients' workers (default: as many as --workers)",
     )
     load.add_argument(
         "--resume-on",
@@ -505,6 +514,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         slow_pause=args.slow_pause,
         churn_rate=args.churn_rate,
         churn_lifetime=args.churn_lifetime,
+        churn_workers=args.churn_workers,
         resume_on=args.resume_on,
         outage=args.outage,
         token_secret=token_secret,
@@ -664,9 +674,15 @@ def _title(opts: BenchOptions) -> str:
     if opts.scenario.drops:
         return _drop_title(opts, pace, where)
     clients = "" if opts.client == PUSHGATE else f" {opts.client}"
+    churn = ""
+    if opts.scenario.name == "churn":
+        churn = (
+            f", {opts.churn_rate:g} connects/s living {opts.churn_lifetime:g} s "
+            f"from {opts.churn_worker_count} workers of their own"
+        )
     return (
         f"pushgate bench {opts.scenario.name}: {opts.connections:,}{clients} connections "
-        f"over {opts.worker_count} workers, {load}, {where}"
+        f"over {opts.worker_count} workers{churn}, {load}, {where}"
     )
 
 

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pushgate.bench.procstat import machine_cpu_seconds, own_cpu_seconds
+from pushgate.bench.procstat import machine_cpu_seconds, mean_waiting_seconds, own_cpu_seconds
 
 if TYPE_CHECKING:
     from pushgate.bench.server import ServerUnderTest
@@ -21,8 +21,13 @@ class Meter:
     own: float  # the bench process's own CPU seconds (the pusher)
     busy: float  # CPU seconds of every process on the machine
     steal: float  # CPU seconds the hypervisor took
+    # Seconds a server process's event loop was ready to run but waited for a CPU
+    # (on average over its pids; None if unknown): on a shared machine, what other
+    # processes cost the server's latency.
+    server_waiting: float | None = None
 
     @classmethod
     def read(cls, server: "ServerUnderTest") -> "Meter":
         busy, steal = machine_cpu_seconds()
-        return cls(time.monotonic(), server.cpu_seconds(), own_cpu_seconds(), busy, steal)
+        waiting = mean_waiting_seconds(server.pids) if server.pids else None
+        return cls(time.monotonic(), server.cpu_seconds(), own_cpu_seconds(), busy, steal, waiting)

@@ -70,6 +70,9 @@ class BenchOptions:
     slow_pause: float = 1.0
     churn_rate: float = 100.0  # churn: connections opened (and later closed) per second
     churn_lifetime: float = 1.0
+    # churn: worker processes of their own open and close the churning connections,
+    # so that their work does not delay the measured clients' reads (None: --workers)
+    churn_workers: int | None = None
     resume_on: str = "same"  # resume, reconnect: the gateway a client comes back on
     outage: float = 0.0  # resume, reconnect: seconds between the drop and the comeback
     token_secret: str | None = None  # the server's: reconnects get a token naming ROOM
@@ -126,6 +129,10 @@ class BenchOptions:
             return self.workers
         return max(2, -(-self.connections // CONNECTIONS_PER_WORKER))
 
+    @property
+    def churn_worker_count(self) -> int:
+        return self.worker_count if self.churn_workers is None else self.churn_workers
+
     def check(self, fd_limit: int) -> None:
         """Raise BenchError when an option is out of bounds or a URL is not loopback."""
         _within("--connections", self.connections, 1, MAX_CONNECTIONS)
@@ -152,6 +159,8 @@ class BenchOptions:
         _within("--client-ping", self.client_ping, 0, 3600)
         if self.workers is not None:
             _within("--workers", self.workers, 1, MAX_WORKERS)
+        if self.churn_workers is not None:
+            _within("--churn-workers", self.churn_workers, 1, MAX_WORKERS)
         _within("--outage", self.outage, 0, 60)
         if self.resume_on not in RESUME_ON:
             raise BenchError(f"--resume-on must be one of {', '.join(RESUME_ON)}")

@@ -7,7 +7,7 @@ only meaningful over runs that use at least a few hundred milliseconds of CPU.
 
 import os
 import resource
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -57,6 +57,24 @@ def machine_cpu_seconds() -> tuple[float, float]:
     busy = sum(int(fields[i]) for i in (1, 2, 3, 6, 7))
     steal = int(fields[8]) if len(fields) > 8 else 0
     return busy / CLOCK_TICKS, steal / CLOCK_TICKS
+
+
+def waiting_seconds(pid: int) -> float | None:
+    """Seconds the process's main thread (a server's event loop, a worker's) was ready
+    to run but waited for a CPU, so far: the second field of ``/proc/<pid>/schedstat``.
+    None where the kernel keeps no such count, or the process is gone."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def mean_waiting_seconds(pids: Sequence[int]) -> float | None:
+    """:func:`waiting_seconds` of each process, on average (None if any is unknown)."""
+    waits = [waiting_seconds(pid) for pid in pids]
+    known = [w for w in waits if w is not None]
+    return sum(known) / len(known) if known and len(known) == len(waits) else None
 
 
 def total_cpu_seconds(pids: Iterable[int]) -> float:

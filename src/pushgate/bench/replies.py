@@ -103,6 +103,7 @@ class ChurnStopped(Reply):
     failed: int
     errors: dict[str, int]
     connect_us: Pairs
+    cpu_s: float  # the worker's CPU from churn to churn_stop
 
     @property
     def connect_hist(self) -> Histogram:

@@ -66,6 +66,12 @@ class RunResult:
     # percent of one core.
     other_cpu_pct: float | None = None
     steal_pct: float | None = None
+    # Of the measured phase, the share the server's event loop (on average over its
+    # processes) and each measured clients' worker (on average) spent ready to run
+    # but waiting for a CPU (/proc/<pid>/schedstat), in percent: latency that is the
+    # machine's, not the server's work.
+    server_waiting_pct: float | None = None
+    client_waiting_pct: float | None = None
     # Latency, ms
     p50_ms: float | None = None
     p95_ms: float | None = None
@@ -99,6 +105,8 @@ class RunResult:
     churn_closed: int | None = None
     churn_failed: int | None = None
     churn_connect_p99_ms: float | None = None
+    churn_workers: int | None = None  # worker processes of their own that churned
+    churn_cpu_s: float | None = None  # their CPU while churning
     # Resume (docs/recovery.md): times from the moment every client dropped its
     # connection; connect_s above is the same clients' fresh connections, to compare.
     resumed: int | None = None  # clients whose session was resumed
@@ -308,15 +316,22 @@ def cpu_use(before: "Meter", after: "Meter", *ours: float) -> CpuUse:
 
 
 def cpu_figures(
-    result: RunResult, before: "Meter", after: "Meter", replies: Sequence[Metered]
+    result: RunResult,
+    before: "Meter",
+    after: "Meter",
+    replies: Sequence[Metered],
+    churn_cpu_s: float = 0.0,
 ) -> None:
-    """CPU of the server, of the workers (as ``replies`` say), and of everything else."""
+    """CPU of the server, of the workers (as ``replies`` say), and of everything else;
+    ``churn_cpu_s`` is the churn workers' (theirs, not the measured clients')."""
     result.client_cpu_s = sum(reply.cpu_s for reply in replies)
-    use = cpu_use(before, after, result.client_cpu_s)
+    use = cpu_use(before, after, result.client_cpu_s, churn_cpu_s)
     if use.server_s is not None:
         result.server_cpu_s = use.server_s
         result.other_cpu_pct = use.other_pct
     result.steal_pct = use.steal_pct
+    if before.server_waiting is not None and after.server_waiting is not None and use.wall > 0:
+        result.server_waiting_pct = 100 * (after.server_waiting - before.server_waiting) / use.wall
 
 
 def idle_figures(result: RunResult, before: "Meter", after: "Meter") -> None:
@@ -336,6 +351,8 @@ def churn_figures(result: RunResult, replies: Sequence[ChurnStopped]) -> None:
     result.churn_closed = sum(reply.closed for reply in replies)
     result.churn_failed = sum(reply.failed for reply in replies)
     result.churn_connect_p99_ms = ms(hist.percentile(0.99))
+    result.churn_workers = len(replies)
+    result.churn_cpu_s = sum(reply.cpu_s for reply in replies)
     if errors:
         result.errors.append(f"churn: {top(errors)}")
 

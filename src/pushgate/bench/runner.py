@@ -39,6 +39,7 @@ from pushgate.bench.drops import run_drop
 from pushgate.bench.httpclient import HttpConnection, HttpError
 from pushgate.bench.meter import Meter
 from pushgate.bench.options import BenchError, BenchOptions
+from pushgate.bench.procstat import mean_waiting_seconds
 from pushgate.bench.progress import Progress
 from pushgate.bench.pusher import REQUEST_TIMEOUT, NoRoomPages, Pusher, join_all, room_page
 from pushgate.bench.replies import (
@@ -246,31 +247,54 @@ class Run:
         )
 
     async def push(self, plan: Plan) -> None:
+        if self.opts.scenario.name != "churn":
+            await self._push(plan, None)
+            return
+        # The churning connections come from worker processes of their own: in the
+        # measured clients' workers their connects and closes would take turns with
+        # the reads in one event loop, and the clients' latency would measure the
+        # bench as much as the server.
+        churners = WorkerPool()
+        try:
+            self.progress.phase("starting churn workers", f"{self.opts.churn_worker_count}")
+            await churners.start(self.opts.churn_worker_count)
+            await self._push(plan, churners)
+        finally:
+            await churners.stop()
+
+    async def _push(self, plan: Plan, churners: WorkerPool | None) -> None:
         opts, result, server = self.opts, self.result, self.server
         pusher = self.make_pusher(plan, count=opts.push_count, duration=opts.push_duration)
         await self.pool.call_all("mark")
         latency_before = await self._server_latency()
         before = Meter.read(server)
-        churning = opts.scenario.name == "churn"
-        if churning:
-            await self._start_churn()
+        clients_waiting = mean_waiting_seconds(self.pool.pids)
+        if churners is not None:
+            await self._start_churn(churners)
         self.progress.phase("pushing")
         log = pusher.log
+        churn_cpu_s = 0.0
         try:
             await self.watch(
                 pusher.run(),
                 lambda t: f"{log.sent:,} pushes sent, {t.deliveries:,} deliveries, {t.open:,} open",
             )
         finally:
-            if churning:
-                await self._stop_churn()
+            if churners is not None:
+                churn_cpu_s = await self._stop_churn(churners)
         expected = plan.expected(log.accepted)
         await self.drain(sum(expected.values()))
         after = Meter.read(server)
+        if clients_waiting is not None:
+            waited = mean_waiting_seconds(self.pool.pids)
+            if waited is not None:
+                result.client_waiting_pct = (
+                    100 * (waited - clients_waiting) / (after.wall - before.wall)
+                )
         report.server_latency_figures(result, latency_before, await self._server_latency())
         reports = await self.reports()
         report.loss_figures(result, expected, reports, ordered=opts.senders == 1)
-        report.cpu_figures(result, before, after, reports)
+        report.cpu_figures(result, before, after, reports, churn_cpu_s)
         report.push_figures(result, log)
         report.delivery_figures(result, log, reports, before, after)
 
@@ -329,29 +353,32 @@ class Run:
 
     # Churn
 
-    async def _start_churn(self) -> None:
+    async def _start_churn(self, churners: WorkerPool) -> None:
         opts = self.opts
-        rate = opts.churn_rate / opts.worker_count
-        await self.pool.call_each(
+        count = len(churners.workers)
+        await churners.call_each(
             "churn",
             [
                 {
                     "targets": self.targets(),
                     "sources": self._sources(),
-                    "rate": rate,
+                    "client": opts.client,
+                    "rate": opts.churn_rate / count,
                     "lifetime": opts.churn_lifetime,
                     # Churn clients are numbered after the measured ones, per worker.
                     "first": opts.connections + n * 10_000_000,
                     "timeout": opts.connect_timeout,
                 }
-                for n in range(opts.worker_count)
+                for n in range(count)
             ],
         )
 
-    async def _stop_churn(self) -> None:
+    async def _stop_churn(self, churners: WorkerPool) -> float:
+        """Stop the churn; return the churn workers' CPU seconds meanwhile."""
         timeout = self.opts.churn_lifetime + 3 * self.opts.connect_timeout + 10
-        replies = await self.pool.call_all("churn_stop", within=timeout)
-        report.churn_figures(self.result, ChurnStopped.from_each(replies))
+        replies = ChurnStopped.from_each(await churners.call_all("churn_stop", within=timeout))
+        report.churn_figures(self.result, replies)
+        return sum(reply.cpu_s for reply in replies)
 
     # Internals
 

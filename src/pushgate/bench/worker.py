@@ -23,6 +23,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from pushgate.bench.clientkinds import CLIENTS, PUSHER, PUSHGATE, SSE
@@ -89,6 +90,7 @@ class Worker(Commands):
         self.slow_pause = 1.0
         self.churn_task: asyncio.Task[ChurnStopped] | None = None
         self.churn_stop = asyncio.Event()
+        self.churn_cpu_mark = 0.0
         self.ping_task: asyncio.Task[None] | None = None
         self.resumable = False  # the clients are ResumeClients (resume, reconnect)
         self.client = PUSHGATE  # the protocol they speak (pushgate.bench.clientkinds)
@@ -230,12 +232,19 @@ class Worker(Commands):
 
     async def _cmd_churn(self, msg: Json) -> Json:
         """Start opening ``rate`` clients per second, numbered from ``first``, each
-        closed after ``lifetime`` seconds; they are not counted as measured."""
+        closed after ``lifetime`` seconds; they are not counted as measured. Fields:
+        ``targets``, ``sources``, ``client`` (as for ``connect``), ``rate``,
+        ``lifetime``, ``first``, ``timeout`` (per connect and per close)."""
         if self.churn_task is not None:
             raise RuntimeError("churn is already running")
         self.targets = [Target(h, int(p), path) for h, p, path in msg["targets"]]
         self.sources = list(msg.get("sources") or [None])
+        # A worker of its own churns (no connect before): it learns the protocol here.
+        self.client = str(msg.get("client") or self.client)
+        if self.client not in CLIENTS:
+            raise ValueError(f"unknown client {self.client!r}")
         self.churn_stop.clear()
+        self.churn_cpu_mark = own_cpu_seconds()
         self.churn_task = asyncio.create_task(
             self._churn(
                 float(msg["rate"]),
@@ -249,11 +258,11 @@ class Worker(Commands):
 
     async def _cmd_churn_stop(self, msg: Json) -> ChurnStopped:
         if self.churn_task is None:
-            return ChurnStopped(opened=0, closed=0, failed=0, errors={}, connect_us=[])
+            return ChurnStopped(opened=0, closed=0, failed=0, errors={}, connect_us=[], cpu_s=0.0)
         self.churn_stop.set()
         result = await self.churn_task
         self.churn_task = None
-        return result
+        return replace(result, cpu_s=own_cpu_seconds() - self.churn_cpu_mark)
 
     async def _cmd_drop_resume(self, msg: Json) -> Resumed:
         """Drop every client's TCP connection at once, then resume each one's session
@@ -400,6 +409,7 @@ class Worker(Commands):
             failed=sum(v for k, v in errors.items() if not k.startswith("skipped")),
             errors=dict(errors.most_common(MAX_ERROR_KINDS)),
             connect_us=hist.to_pairs(),
+            cpu_s=0.0,  # churn_stop tells
         )
 
     def drop_all(self) -> None:
