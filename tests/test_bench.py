@@ -32,11 +32,13 @@ from websockets.streams import StreamReader
 from pushgate.bench.chatclient import ChatClient, ChatState, Member
 from pushgate.bench.chatreplies import ChatReport, ChatRow
 from pushgate.bench.chatreport import account_chat, check_joins, expected_joins
-from pushgate.bench.cli import add_bench_parser, options_from, run_bench
+from pushgate.bench.cli import run_bench
 from pushgate.bench.clientkinds import ClientKind
+from pushgate.bench.fromargs import options_from
 from pushgate.bench.histogram import Histogram, bucket
 from pushgate.bench.losses import account, account_streams
 from pushgate.bench.options import BenchError, BenchOptions, check_url, scenario_named
+from pushgate.bench.parser import add_bench_parser
 from pushgate.bench.progress import Progress
 from pushgate.bench.pusherclient import PusherClient
 from pushgate.bench.rawws import (

@@ -13,7 +13,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from pushgate import __version__, speedups
-from pushgate.bench.cli import add_bench_parser, run_bench
+from pushgate.bench.cli import run_bench
+from pushgate.bench.parser import add_bench_parser
 from pushgate.cliparser import Parser, argument_type, unknown_arguments
 from pushgate.config import OPTIONS, Group, default_of, from_sources
 from pushgate.configfile import read_config_file

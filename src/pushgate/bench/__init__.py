@@ -26,6 +26,6 @@ The abuse scenario (issue 25, :mod:`pushgate.bench.abuse`) measures step 4 twice
 quiet, then while attacker processes (:mod:`pushgate.bench.abusers`) flood and
 hold connections, and samples ``/healthz`` and the server's RSS meanwhile.
 
-The CLI entry points are :func:`pushgate.bench.cli.add_bench_parser` and
+The CLI entry points are :func:`pushgate.bench.parser.add_bench_parser` and
 :func:`pushgate.bench.cli.run_bench`.
 """

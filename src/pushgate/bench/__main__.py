@@ -3,7 +3,8 @@
 import argparse
 import sys
 
-from pushgate.bench.cli import add_bench_parser, run_bench
+from pushgate.bench.cli import run_bench
+from pushgate.bench.parser import add_bench_parser
 
 
 def main(argv: list[str] | None = None) -> int:
