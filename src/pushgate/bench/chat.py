@@ -43,7 +43,6 @@ from pushgate.bench.chatapi import ApiLog, ApiPusher, Slot
 from pushgate.bench.chatreplies import ChatReport, ChatStatus, Published, Subscribed
 from pushgate.bench.chatreport import (
     ChatLosses,
-    ChatResult,
     account_chat,
     api_figures,
     expected_joins,
@@ -52,6 +51,7 @@ from pushgate.bench.chatreport import (
     run_figures,
     subscribe_figures,
 )
+from pushgate.bench.chatresult import ChatResult
 from pushgate.bench.meter import Meter
 from pushgate.bench.options import MAX_DURATION, BenchError, BenchOptions
 from pushgate.bench.replies import CaughtUp, Json, Resumed

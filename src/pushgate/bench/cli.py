@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from pushgate.bench.chatreport import ChatResult
+from pushgate.bench.chatresult import ChatResult
 from pushgate.bench.children import kill_leftovers
 from pushgate.bench.fromargs import options_from
 from pushgate.bench.options import BenchError, BenchOptions

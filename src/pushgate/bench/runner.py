@@ -34,7 +34,7 @@ from pushgate.bench.abuse import run_abuse
 from pushgate.bench.abusereport import AbuseResult
 from pushgate.bench.chat import WORKER_MODULE as CHAT_WORKER_MODULE
 from pushgate.bench.chat import chat_setup, run_chat
-from pushgate.bench.chatreport import ChatResult
+from pushgate.bench.chatresult import ChatResult
 from pushgate.bench.drops import run_drop
 from pushgate.bench.httpclient import HttpConnection, HttpError
 from pushgate.bench.meter import Meter
