@@ -175,58 +175,41 @@ class ApiPusher:
     async def _send(
         self, conn: JsonConnection, batch: list[Slot], free: "asyncio.Queue[JsonConnection]"
     ) -> None:
-        if not self.batch:
-            try:
-                for slot in batch:
-                    await self._send_one(conn, slot)
-            finally:
-                free.put_nowait(conn)
-            return
-        log = self.log
         try:
-            sent_ns = time.time_ns()
-            log.first_ns = log.first_ns or sent_ns
-            body = self._body(batch, sent_ns)
-            log.sent += len(batch)
-            log.batches += 1
-            try:
-                async with asyncio.timeout(REQUEST_TIMEOUT):
-                    status, answer = await conn.post_json("/push/batch", body)
-            except (HttpError, TimeoutError) as exc:
-                log.errors[str(exc) or "timed out"] += len(batch)
-                return
-            log.rtt.add((time.time_ns() - sent_ns) // 1000)
-            if status != 200:
-                text = answer[:MAX_ERROR_TEXT].decode(errors="replace")
-                log.errors[f"HTTP {status}: {text}"] += len(batch)
-                return
-            self._count(batch, answer)
+            if self.batch:
+                await self._post(conn, batch)
+            else:
+                for slot in batch:
+                    await self._post(conn, [slot])
         finally:
             free.put_nowait(conn)
 
-    async def _send_one(self, conn: JsonConnection, slot: Slot) -> None:
-        """One item as its own ``POST /push/room``, counted as a batch of one."""
+    async def _post(self, conn: JsonConnection, slots: list[Slot]) -> None:
+        """One request: ``slots`` as one ``POST /push/batch``, or (``batch`` off) the one
+        slot as its own ``POST /push/room``, its answer counted as a batch's of one."""
         log = self.log
         sent_ns = time.time_ns()
         log.first_ns = log.first_ns or sent_ns
-        body = self._item(slot, sent_ns, b"")
-        log.sent += 1
+        if self.batch:
+            path = "/push/batch"
+            items = [self._item(slot, sent_ns, b'"target":"room",') for slot in slots]
+            body = b"[" + b",".join(items) + b"]"
+        else:
+            path, body = "/push/room", self._item(slots[0], sent_ns, b"")
+        log.sent += len(slots)
         log.batches += 1
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT):
-                status, answer = await conn.post_json("/push/room", body)
+                status, answer = await conn.post_json(path, body)
         except (HttpError, TimeoutError) as exc:
-            log.errors[str(exc) or "timed out"] += 1
+            log.errors[str(exc) or "timed out"] += len(slots)
             return
         log.rtt.add((time.time_ns() - sent_ns) // 1000)
         if status != 200:
-            log.errors[f"HTTP {status}: {answer[:MAX_ERROR_TEXT].decode(errors='replace')}"] += 1
+            text = answer[:MAX_ERROR_TEXT].decode(errors="replace")
+            log.errors[f"HTTP {status}: {text}"] += len(slots)
             return
-        self._count([slot], b'{"results":[%s]}' % answer)
-
-    def _body(self, batch: list[Slot], sent_ns: int) -> bytes:
-        items = [self._item(slot, sent_ns, b'"target":"room",') for slot in batch]
-        return b"[" + b",".join(items) + b"]"
+        self._count(slots, answer if self.batch else b'{"results":[%s]}' % answer)
 
     def _item(self, slot: Slot, sent_ns: int, target: bytes) -> bytes:
         """One push's JSON: the sender's room, the tag, ``exclude`` and a val of
