@@ -229,9 +229,6 @@ class GatewayProtocol(ServerProtocol):
 _TEMPLATES: dict[
     tuple[int | None, Any, tuple[ServerExtensionFactory, ...] | None], GatewayProtocol
 ] = {}
-_ATTRIBUTES: dict[
-    tuple[int | None, Any, tuple[ServerExtensionFactory, ...] | None], tuple[tuple[str, Any], ...]
-] = {}
 
 
 def new_protocol(
@@ -255,12 +252,11 @@ def new_protocol(
         template.writes = NO_WRITES
         template.extensions = NO_EXTENSIONS
         _TEMPLATES[key] = template
-        _ATTRIBUTES[key] = tuple(template.__dict__.items())
     proto = GatewayProtocol.__new__(GatewayProtocol)
     # One attribute at a time, in the template's order: the instance keeps its
     # values inline beside the class's shared keys (64 bytes less per connection
     # than the dict that touching ``proto.__dict__`` would make it).
-    for name, value in _ATTRIBUTES[key]:
+    for name, value in template.__dict__.items():
         object.__setattr__(proto, name, value)
     # As Protocol.__init__ reads it: the log level may have changed since.
     proto.debug = template.logger.isEnabledFor(logging.DEBUG)
