@@ -69,16 +69,21 @@ class FakeTransport:
 
 async def new_connection(
     config: Config | None = None,
+    *,
+    node: Node | None = None,
+    namespaces: Namespaces | None = None,
 ) -> tuple[Node, WebSocketConnection, FakeTransport, ClientProtocol]:
-    """A TCP connection made, and a client whose handshake request is ready to send."""
-    node = Node(Hub(max_rooms_per_conn=10), MemoryBroker())
+    """A TCP connection made (to ``node``, by default one on the memory broker without
+    sessions), and a client whose handshake request is ready to send."""
+    if node is None:
+        node = Node(Hub(max_rooms_per_conn=10), MemoryBroker())
     await node.start()
     conn = WebSocketConnection(
         node,
         (config or Config()).connection_settings(),
         Outbox(asyncio.get_running_loop()),
         ConnectionRegistry(),
-        GatewayRoutes(node, Gatekeeper()),
+        GatewayRoutes(node, Gatekeeper(), namespaces=namespaces),
     )
     transport = FakeTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
@@ -112,21 +117,11 @@ async def test_a_subscribe_to_a_room_without_pushes_is_answered_in_the_turn_that
     """On the memory broker, with sessions: a client's subscribe to a room no push
     has reached yet (its stream's position is read for the session and the reply)
     is answered in the same turn, without a task to wait for."""
-    node = Node(Hub(max_rooms_per_conn=10), MemoryBroker(), sessions=MemorySessions(ttl=60.0))
-    await node.start()
-    routes = GatewayRoutes(node, Gatekeeper(), namespaces=Namespaces([parse_namespace("=public")]))
-    config = Config(session_ttl=60.0)
-    conn = WebSocketConnection(
-        node,
-        config.connection_settings(),
-        Outbox(asyncio.get_running_loop()),
-        ConnectionRegistry(),
-        routes,
+    node, conn, transport, client = await new_connection(
+        Config(session_ttl=60.0),
+        node=Node(Hub(max_rooms_per_conn=10), MemoryBroker(), sessions=MemorySessions(ttl=60.0)),
+        namespaces=Namespaces([parse_namespace("=public")]),
     )
-    transport = FakeTransport()
-    conn.connection_made(transport)  # type: ignore[arg-type]
-    client = ClientProtocol(parse_uri("ws://127.0.0.1/connect"))
-    client.send_request(client.connect())
     for chunk in client.data_to_send():
         conn.data_received(chunk)
     await asyncio.sleep(0)  # the session is written: the welcome goes
