@@ -31,6 +31,12 @@ def say(err: TextIO, message: str) -> None:
     err.flush()
 
 
+def say_refused(err: TextIO, exc: PushAPIError) -> None:
+    """What the logic API refused, and the field it named."""
+    field = f" (field {exc.field})" if exc.field else ""
+    say(err, f"{exc}{field}")
+
+
 def _env_api_key() -> str | None:
     """The client's key from the environment: the server reads the same variable,
     where it may list several keys, comma-separated; any one of them will do."""
@@ -132,8 +138,7 @@ async def run_presence(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         say(err, str(exc))
         return 2
     except PushAPIError as exc:
-        field = f" (field {exc.field})" if exc.field else ""
-        say(err, f"{exc}{field}")
+        say_refused(err, exc)
         return 1
     if args.json:
         out.write(json.dumps(answer, ensure_ascii=False) + "\n")

@@ -7,7 +7,7 @@ import json
 from typing import TextIO
 
 from pushgate.client import PushAPI, PushAPIError
-from pushgate.terminal_presence import counted, say
+from pushgate.terminal_presence import counted, say, say_refused
 
 
 async def call_api(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -30,8 +30,7 @@ async def call_api(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         say(err, str(exc))
         return 2
     except PushAPIError as exc:
-        field = f" (field {exc.field})" if exc.field else ""
-        say(err, f"{exc}{field}")
+        say_refused(err, exc)
         return 1
     out.write("".join(line + "\n" for line in lines))
     return status
