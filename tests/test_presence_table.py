@@ -2,6 +2,7 @@
 joins and leaves. Pure: no event loop, a clock the test sets."""
 
 import math
+import tracemalloc
 
 import pytest
 
@@ -103,6 +104,51 @@ def test_keep_pushes_only_the_entries_their_holder_still_holds() -> None:
     assert table.sweep(29) == []
     table.keep(ROOM, [(A1, "h")], 5)  # never earlier than it was
     assert table.sweep(29) == []
+
+
+def test_a_sweep_finds_each_deadline_however_keeps_and_detaches_moved_it() -> None:
+    """A sweep looks only at rooms that may have an entry due: a deadline a keep
+    pushed on, or a detach brought nearer, is still found exactly when it passes."""
+    table = PresenceTable()
+    other = RoomId("chat:2")
+    table.enter(ROOM, ANN, "h", 10, 0)
+    table.enter(other, BOB, "h2", 10, 0)
+    table.keep(ROOM, [(A1, "h")], 30)
+    assert table.sweep(10) == [Change(other, False, BOB, edge=True)]
+    assert table.sweep(20) == []
+    table.detach(A1, "h", [ROOM], 25)  # nearer than its held deadline (30)
+    assert table.sweep(24.9) == []
+    assert table.sweep(25) == [Change(ROOM, False, ANN, edge=True)]
+    # A resume before the detached deadline: no leave at it, nor later.
+    table.enter(ROOM, BOB, "h2", 40, 30)
+    table.detach(B1, "h2", [ROOM], 35)
+    table.enter(ROOM, BOB, "h3", NEVER, 34)
+    assert table.sweep(1000) == []
+    assert [p.user for p in table.roster(ROOM, 1000)] == ["bob"]
+
+
+def test_rooms_that_came_and_went_leave_nothing_behind() -> None:
+    """One connection subscribing to room after room and leaving each (an attack on
+    memory): what the table keeps for the sweeps does not grow with them."""
+    table = PresenceTable()
+    table.enter(ROOM, ANN, "h", 100, 0)
+
+    def churn(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            room = RoomId(f"chat:churn{n}")
+            table.enter(room, BOB, "h2", 100 + n, 0)
+            table.leave(room, B1)
+
+    churn(0, 1000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        churn(1000, 50_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 50_000  # bytes; a mark kept for each room gone was 7 MB
+    assert table.sweep(100) == [Change(ROOM, False, ANN, edge=True)]
 
 
 def test_rooms_are_apart() -> None:

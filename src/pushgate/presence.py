@@ -23,6 +23,7 @@ broker/redis_presence.py) publish the events it decides on, in the room's stream
 (ordered with its pushes, kept in history, recovered by a resume).
 """
 
+import heapq
 import json
 import math
 from collections.abc import Iterable
@@ -146,10 +147,18 @@ class PresenceTable:
     """The members of every presence room of one process, and when each entry ends.
 
     Every method returns the changes it made, in order; the caller publishes them.
-    Clocks are the caller's (``now`` and deadlines on one clock)."""
+    Clocks are the caller's (``now`` and deadlines on one clock).
+
+    A sweep looks only at the rooms one of whose entries may be past its deadline: each
+    room is marked, in a heap, with the earliest deadline it may have (a bound: a keep
+    pushes deadlines on without moving the mark, and the sweep that finds the room
+    early marks it again with its true earliest). A sweep of every room each second
+    was 40 % of the work that held up a 10,000-member gateway's other turns."""
 
     def __init__(self) -> None:
         self._rooms: dict[RoomId, _Room] = {}
+        self._marks: list[tuple[float, RoomId]] = []  # a heap of (deadline, room)
+        self._marked: dict[RoomId, float] = {}  # each room's earliest mark in the heap
 
     def enter(
         self, room: RoomId, identity: Identity, holder: str, deadline: float, now: float
@@ -159,6 +168,7 @@ class PresenceTable:
         identity and takes the holder and deadline (a resume)."""
         changes = self.sweep_room(room, now)
         state = self._rooms.setdefault(room, _Room())
+        self._mark(room, deadline)
         entry = state.entries.get(identity.conn)
         if entry is not None:
             entry.holder, entry.deadline = holder, deadline
@@ -190,6 +200,7 @@ class PresenceTable:
             changes.append(Change(room, False, state.first.pop(key), edge=not state.counts))
         if not state.entries:
             del self._rooms[room]
+            self._marked.pop(room, None)  # its marks in the heap are stale now
         return changes
 
     def detach(self, conn: ConnId, holder: str, rooms: Iterable[RoomId], deadline: float) -> None:
@@ -200,6 +211,7 @@ class PresenceTable:
             entry = state.entries.get(conn) if state is not None else None
             if entry is not None and entry.holder == holder:
                 entry.deadline = deadline
+                self._mark(room, deadline)
 
     def keep(self, room: RoomId, held: Iterable[tuple[ConnId, str]], deadline: float) -> None:
         """Push the deadline of each entry its holder still holds to ``deadline``."""
@@ -223,11 +235,30 @@ class PresenceTable:
         return changes
 
     def sweep(self, now: float) -> list[Change]:
-        """:meth:`sweep_room` for every room."""
+        """:meth:`sweep_room` for every room that may have an entry past its deadline
+        (the rooms of marks due by ``now``), in the order of their marks."""
         changes = []
-        for room in list(self._rooms):
+        marks, marked = self._marks, self._marked
+        while marks and marks[0][0] <= now:
+            when, room = heapq.heappop(marks)
+            if marked.get(room) != when:
+                continue  # stale: an earlier mark replaced it, or the room is gone
+            del marked[room]
             changes += self.sweep_room(room, now)
+            state = self._rooms.get(room)
+            if state is not None:
+                self._mark(room, min(entry.deadline for entry in state.entries.values()))
         return changes
+
+    def _mark(self, room: RoomId, deadline: float) -> None:
+        """An entry of ``room`` may end at ``deadline``: sweep it by then."""
+        if deadline >= self._marked.get(room, NEVER):
+            return  # an earlier mark (or a deadline that never comes) covers it
+        self._marked[room] = deadline
+        heapq.heappush(self._marks, (deadline, room))
+        if len(self._marks) > 4 * len(self._marked) + 64:  # mostly stale: rebuild it
+            self._marks[:] = [(when, marked) for marked, when in self._marked.items()]
+            heapq.heapify(self._marks)  # in place: a sweep may be popping from it
 
     def roster(self, room: RoomId, now: float) -> list[Present]:
         """The users in ``room`` (entries past their time left out), in the order they
@@ -285,9 +316,11 @@ class PresenceStore(Protocol):
 
     async def keep(self, held: dict[RoomId, list[tuple[ConnId, str]]]) -> list[Change]:
         """Every ``refresh`` seconds: the entries this node's connections hold are
-        alive; entries past their time in these rooms go (their users' leaves, which
-        it returns). Raises BrokerUnavailable."""
+        alive (``held``: every ``keep_every`` seconds, else empty); entries past their
+        time go (their users' leaves, which it returns). Raises BrokerUnavailable."""
         ...
 
     # How often keep() must be called (0: never; entries held here do not expire).
     refresh: float
+    # How often it must be handed every entry held here (a multiple of ``refresh``).
+    keep_every: float

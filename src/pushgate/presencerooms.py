@@ -4,9 +4,10 @@ the room's members hear of each user's join and leave exactly once.
 
 The session core and the node call it where membership changes; it decides nothing
 about events (the store does, atomically, wherever it is asked). Every
-``PresenceStore.refresh`` seconds it tells the store that the entries its connections
-hold are alive, and lets it sweep the rooms it has members in (a session that ended
-unresumed leaves then).
+``PresenceStore.refresh`` seconds it lets the store sweep (a session that ended
+unresumed leaves then), and every ``PresenceStore.keep_every`` seconds (as often with
+Redis, where they are the node's liveness) it tells the store that the entries its
+connections hold are alive.
 
 The webhooks hear from it too (:class:`Reports`): each change the store returns to
 this node is reported once, cluster-wide, as member_joined and member_left (with
@@ -228,9 +229,16 @@ class PresenceRooms:
 
     async def _keep(self) -> None:
         failing = False
+        loop = asyncio.get_running_loop()
+        held_at = float("-inf")
         while True:
-            await asyncio.sleep(self.store.refresh)
-            held = await self.held()
+            store = self.store
+            await asyncio.sleep(store.refresh)
+            held: dict[RoomId, list[tuple[ConnId, str]]] = {}
+            # Half a refresh early: a timer's late wake-up must not skip a keep.
+            if loop.time() - held_at >= store.keep_every - store.refresh / 2:
+                held_at = loop.time()
+                held = await self.held()
             try:
                 self._report(await self.store.keep(held), "expired")
             except BrokerUnavailable as exc:

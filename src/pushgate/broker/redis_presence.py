@@ -100,6 +100,8 @@ class RedisPresence:
         self._quiet_to_joiner = quiet_to_joiner  # see wireops.encode_presence
         self.ttl = ttl
         self.refresh = min(MAX_REFRESH, max(1.0, ttl / 3))
+        # A node's held entries are its liveness here: handed over at every keep.
+        self.keep_every = self.refresh
         self._ttl_ms = max(0, int(ttl * 1000))
         self._held_ms = int((ttl + 2 * self.refresh) * 1000)
         self._margin_ms = int(2 * self.refresh * 1000)
