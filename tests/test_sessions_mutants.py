@@ -62,6 +62,31 @@ async def test_a_detached_session_ends_at_its_ttl_to_the_second() -> None:
     assert await store.claim(held_id, held_token, "node0.i") is not None
 
 
+async def test_a_resumed_session_ends_at_its_last_detach_and_others_on_time() -> None:
+    """A session resumed and detached again ends one TTL after its last detach, not
+    its first; one detached between the two still ends at its own time."""
+    clock = Clock()
+    store = MemorySessions(10.0, clock=clock)
+    again, token = new_conn_id(), new_token()
+    await store.create(again, token, None, {"all": P}, "node0.a")
+    await store.detach(again, "node0.a")  # t=0: would end at 10
+    clock.now += 1
+    assert await store.claim(again, token, "node0.b") is not None  # resumed
+    clock.now += 1
+    between = await detached_session(store)  # t=2: ends at 12
+    clock.now += 3
+    await store.detach(again, "node0.b")  # t=5: ends at 15
+    clock.now += 5  # t=10: the first detach's time
+    assert store.expire() == 0
+    clock.now += 2  # t=12
+    assert store.expire() == 1
+    assert await store.describe(between) is None
+    assert await store.describe(again) is not None
+    clock.now += 3  # t=15
+    assert store.expire() == 1
+    assert len(store) == 0
+
+
 async def test_the_sweeper_ends_detached_sessions_by_itself() -> None:
     """Started, the store ends detached sessions whose TTL passed with nobody asking
     (every TTL/4, at most a second apart), and stops when closed."""

@@ -30,6 +30,7 @@ import hmac
 import secrets
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, cast
@@ -261,6 +262,12 @@ class MemorySessions:
         self.ttl = ttl
         self._clock = clock
         self._entries: dict[ConnId, _Entry] = {}
+        # The sessions detached, in the order of their detaches, and when each ends:
+        # one TTL after it, so the ends come in the same order and a sweep stops at the
+        # first not due (a walk of every session each second held up the loop 1-2 ms
+        # at 10,000). A session resumed or detached again leaves its old pair stale.
+        self._ends: deque[float] = deque()
+        self._ending: deque[ConnId] = deque()
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -332,7 +339,9 @@ class MemorySessions:
         entry = self._entries.get(ws_id)
         if entry is not None and entry.holder == holder:
             entry.holder = ""
-            entry.expires_at = self._clock() + self.ttl
+            entry.expires_at = ends = self._clock() + self.ttl
+            self._ends.append(ends)  # the same float: 16 bytes a detached session
+            self._ending.append(ws_id)
 
     async def describe(self, ws_id: ConnId) -> SessionInfo | None:
         entry = self._live(ws_id)
@@ -369,10 +378,15 @@ class MemorySessions:
     def expire(self) -> int:
         """End the detached sessions whose time is up; return how many."""
         now = self._clock()
-        ended = [w for w, e in self._entries.items() if not e.holder and e.expires_at <= now]
-        for ws_id in ended:
-            del self._entries[ws_id]
-        return len(ended)
+        ends, ending, entries = self._ends, self._ending, self._entries
+        ended = 0
+        while ends and ends[0] <= now:
+            when, ws_id = ends.popleft(), ending.popleft()
+            entry = entries.get(ws_id)
+            if entry is not None and not entry.holder and entry.expires_at == when:
+                del entries[ws_id]
+                ended += 1
+        return ended
 
     def __len__(self) -> int:
         return len(self._entries)
