@@ -58,7 +58,7 @@ from pushgate.bench.replies import (
     Report,
     StreamCount,
 )
-from pushgate.bench.report import RunResult
+from pushgate.bench.result import RunResult
 from pushgate.bench.resumeclient import (
     ResumeClient,
     Tally,

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from pushgate.bench.histogram import Histogram
 from pushgate.bench.losses import account
 from pushgate.bench.replies import ClientCount, Report
-from pushgate.bench.report import RunResult, cpu_use, ms
+from pushgate.bench.report import cpu_use
+from pushgate.bench.result import RunResult, ms
 
 if TYPE_CHECKING:
     from pushgate.bench.meter import Meter

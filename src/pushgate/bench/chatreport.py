@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING
 from pushgate.bench.chatreplies import ChatReport, ChatRow, Published, Subscribed
 from pushgate.bench.chatresult import ChatResult, goals
 from pushgate.bench.histogram import Histogram
-from pushgate.bench.report import cpu_use, merged_counts, ms, top
+from pushgate.bench.report import cpu_use, merged_counts, top
+from pushgate.bench.result import ms
 
 if TYPE_CHECKING:
     from pushgate.bench.chatapi import ApiLog

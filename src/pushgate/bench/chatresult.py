@@ -6,7 +6,7 @@ in by :mod:`pushgate.bench.chatreport`.
 
 from dataclasses import dataclass, field
 
-from pushgate.bench.report import RunResult
+from pushgate.bench.result import RunResult
 
 # The goals
 SUBSCRIBE_P99_GOAL_MS = 5.0

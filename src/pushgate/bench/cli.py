@@ -22,7 +22,7 @@ from pushgate.bench.fromargs import options_from
 from pushgate.bench.options import BenchError, BenchOptions
 from pushgate.bench.procstat import raise_fd_limit
 from pushgate.bench.progress import Progress
-from pushgate.bench.report import RunResult
+from pushgate.bench.result import RunResult
 from pushgate.bench.runner import run_once
 from pushgate.bench.table import table
 from pushgate.bench.titles import run_title

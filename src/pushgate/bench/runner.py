@@ -48,7 +48,8 @@ from pushgate.bench.replies import (
     Report,
     Status,
 )
-from pushgate.bench.report import RunResult, top
+from pushgate.bench.report import top
+from pushgate.bench.result import RunResult
 from pushgate.bench.scenarios import Plan
 from pushgate.bench.server import ServerUnderTest, external_server, start_own_server
 from pushgate.bench.serverlatency import LatencyBuckets

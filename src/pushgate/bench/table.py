@@ -2,8 +2,8 @@
 spread over the runs, and the lines told in words under it.
 
 Each row is ``(label, field, format)``: a field of
-:class:`~pushgate.bench.report.RunResult` (or of a subclass that has a table of its
-own, :meth:`~pushgate.bench.report.RunResult.table_rows`), and a format: ``n`` for
+:class:`~pushgate.bench.result.RunResult` (or of a subclass that has a table of its
+own, :meth:`~pushgate.bench.result.RunResult.table_rows`), and a format: ``n`` for
 a count with separators, otherwise a precision. A row no run has a value for is
 left out, so one table serves every scenario.
 """
@@ -11,7 +11,7 @@ left out, so one table serves every scenario.
 import statistics
 from collections.abc import Mapping, Sequence
 
-from pushgate.bench.report import RunResult
+from pushgate.bench.result import RunResult
 
 # (label, field, format); format "n" is a count with separators, otherwise a precision.
 ROWS: tuple[tuple[str, str, str], ...] = (
