@@ -52,10 +52,11 @@ from pushgate.bench.chatreport import (
     subscribe_figures,
 )
 from pushgate.bench.chatresult import ChatResult
+from pushgate.bench.dropreport import resume_figures
 from pushgate.bench.meter import Meter
 from pushgate.bench.options import MAX_DURATION, BenchError, BenchOptions
 from pushgate.bench.replies import CaughtUp, Json, Resumed
-from pushgate.bench.report import resume_figures, top
+from pushgate.bench.report import top
 from pushgate.bench.scenarios import chat_room, chat_slot
 
 if TYPE_CHECKING:

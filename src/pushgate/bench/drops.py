@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from pushgate.bench import report
+from pushgate.bench import dropreport, report
 from pushgate.bench.httpclient import HttpConnection
 from pushgate.bench.meter import Meter
 from pushgate.bench.options import MAX_DURATION, BenchError
@@ -105,7 +105,7 @@ class DropRun:
         before = Meter.read(server)
         raw = await self._drop_all("drop_reconnect", "reconnecting afresh")
         replies = Reconnected.from_each(raw)
-        report.reconnect_figures(self.result, replies, before, Meter.read(server))
+        dropreport.reconnect_figures(self.result, replies, before, Meter.read(server))
         self.result.in_room = await self._room_size()
 
     async def _resume(self, log: PushLog) -> tuple[Meter, Meter, list[Resumed], list[CaughtUp]]:
@@ -142,10 +142,10 @@ class DropRun:
         expected = plan.expected(log.accepted)
         await self.run_.drain(sum(expected.values()))
         reports = await self.run_.reports()
-        report.resume_figures(
+        dropreport.resume_figures(
             self.result, replies, caught, before, after, stall=self.opts.drain_timeout
         )
-        report.stream_loss_figures(self.result, accepted, plan.indexes, reports)
+        dropreport.stream_loss_figures(self.result, accepted, plan.indexes, reports)
 
     async def _drop_all(self, cmd: str, how: str) -> list[Json]:
         """Tell every worker to drop its clients and bring them back (``cmd``)."""
