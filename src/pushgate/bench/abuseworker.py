@@ -1,7 +1,7 @@
 """An attacker process of ``pushgate bench abuse``: runs one attack
 (:mod:`pushgate.bench.abusers`) for the coordinator. Run as
 ``python -m pushgate.bench.abuseworker``; it speaks the workers' protocol (JSON
-lines, see :mod:`pushgate.bench.worker`) and, like them, drops every connection
+lines, see :mod:`pushgate.bench.commands`) and, like them, drops every connection
 and exits when its stdin ends.
 
 Why a process of its own per attack: a flood keeps its event loop busy writing,
@@ -20,10 +20,10 @@ import os
 from typing import Any
 
 from pushgate.bench.abusers import Attack, make_attack
+from pushgate.bench.commands import Commands, main
 from pushgate.bench.procstat import raise_fd_limit
 from pushgate.bench.replies import Hello
 from pushgate.bench.targets import Target
-from pushgate.bench.worker import Commands, main
 
 Json = dict[str, Any]
 

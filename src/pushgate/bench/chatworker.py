@@ -33,13 +33,14 @@ import jwt
 
 from pushgate.bench.chatclient import PHASES, ChatClient, ChatState, Member
 from pushgate.bench.chatreplies import ChatReport, ChatRow, ChatStatus, Published, Subscribed
+from pushgate.bench.commands import Json, main
 from pushgate.bench.histogram import Histogram
 from pushgate.bench.procstat import own_cpu_seconds
 from pushgate.bench.reopen import Resumes
 from pushgate.bench.replies import CaughtUp, Connected, Resumed
 from pushgate.bench.resumeclient import ResumeClient, Tally, fresh_path, resume_path
 from pushgate.bench.scenarios import chat_room, chat_slot, chat_user
-from pushgate.bench.worker import Json, Worker, main
+from pushgate.bench.worker import Worker
 from pushgate.bench.wsclient import BenchClient
 
 POLL = 0.05  # seconds between looks while waiting for replies

@@ -1,12 +1,8 @@
 """A bench worker process: holds a share of the client connections and counts what
 they receive. Run as ``python -m pushgate.bench.worker``; the coordinator
-(:mod:`pushgate.bench.workers`) drives it.
-
-Protocol: one JSON object per line on stdin, each ``{"id": N, "cmd": NAME, ...}``;
-one reply per command on stdout, ``{"id": N, ...}`` or ``{"id": N, "error": TEXT}``.
-Commands run concurrently (``status`` answers while ``connect`` is still running).
-End of stdin means the coordinator is gone: the worker drops every connection and
-exits, so no worker outlives a bench that was killed.
+(:mod:`pushgate.bench.workers`) drives it over the workers' protocol
+(:mod:`pushgate.bench.commands`), and when its stdin ends it drops every connection
+and exits.
 
 Commands: ``hello``, ``connect``, ``status``, ``mark``, ``report``, ``churn``,
 ``churn_stop``, ``drop_resume``, ``drop_reconnect``, ``caught_up``, ``quit``; see the
@@ -17,16 +13,13 @@ each answers.
 import asyncio
 import contextlib
 import gc
-import json
 import os
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any
 
 from pushgate.bench.clientkinds import CLIENTS, PUSHER, PUSHGATE, SSE
+from pushgate.bench.commands import Commands, Json, main
 from pushgate.bench.histogram import Histogram
 from pushgate.bench.procstat import own_cpu_seconds, raise_fd_limit
 from pushgate.bench.pusherclient import PusherClient
@@ -38,7 +31,6 @@ from pushgate.bench.replies import (
     Connected,
     Hello,
     Reconnected,
-    Reply,
     Report,
     Resumed,
     Status,
@@ -48,32 +40,7 @@ from pushgate.bench.sseclient import SseClient
 from pushgate.bench.targets import MAX_ERROR_KINDS, Target, describe, gave_up, open_client
 from pushgate.bench.wsclient import BenchClient, Counters, HandshakeDropped, HandshakeError
 
-STDIN_LIMIT = 64 * 1024 * 1024
 MAX_SAMPLES = 5  # clients that received a push twice, shown in the report
-
-Json = dict[str, Any]
-
-
-class Commands:
-    """A process driven by JSON lines: each command is answered by the method
-    ``_cmd_<name>`` (an ``async`` method taking the message, returning the reply)."""
-
-    async def handle(self, msg: Json, reply: Callable[[Json], None]) -> None:
-        method: Callable[[Json], Coroutine[Any, Any, Json | Reply]] | None = getattr(
-            self, f"_cmd_{msg.get('cmd')}", None
-        )
-        try:
-            if method is None:
-                raise ValueError(f"unknown command {msg.get('cmd')!r}")
-            result = await method(msg)
-        except Exception as exc:
-            reply({"id": msg.get("id"), "error": describe(exc)})
-            return
-        body = result.to_json() if isinstance(result, Reply) else result
-        reply({"id": msg.get("id"), **body})
-
-    def drop_all(self) -> None:
-        """The coordinator is gone or said quit: drop every connection at once."""
 
 
 class Worker(Commands):
@@ -424,45 +391,6 @@ def _resume(client: BenchClient) -> None:
         client.transport.resume_reading()
 
 
-def _write_line(obj: Json) -> None:
-    sys.stdout.buffer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
-    sys.stdout.buffer.flush()
-
-
-async def serve_stdin(make: Callable[[], Commands] = Worker) -> None:
-    """Answer commands from stdin until it ends or ``quit`` arrives."""
-    worker = make()
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=STDIN_LIMIT)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    tasks: set[asyncio.Task[None]] = set()
-    try:
-        while True:
-            raw = await reader.readline()
-            if not raw:
-                break
-            msg = json.loads(raw)
-            task = asyncio.create_task(worker.handle(msg, _write_line))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            if msg.get("cmd") == "quit":
-                await task
-                break
-    finally:
-        worker.drop_all()
-        for task in tasks:
-            task.cancel()
-
-
-def main(make: Callable[[], Commands] = Worker) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(serve_stdin(make))
-    else:
-        uvloop.run(serve_stdin(make))
-
-
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
-        main()
+        main(Worker)

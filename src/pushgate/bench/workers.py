@@ -3,9 +3,9 @@ stop them.
 
 Each worker is ``python -m pushgate.bench.worker`` (or another module that speaks
 the same protocol: the attackers of :mod:`pushgate.bench.abuseworker`) with JSON
-lines on its stdin and stdout (see :mod:`pushgate.bench.worker` for the commands).
-Every call has a timeout; a worker that exits or answers with an error raises
-:class:`BenchError`.
+lines on its stdin and stdout (:mod:`pushgate.bench.commands`; the commands are
+:mod:`pushgate.bench.worker`'s). Every call has a timeout; a worker that exits or
+answers with an error raises :class:`BenchError`.
 """
 
 import asyncio
