@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 
+from pushgate.bench.churn import churn
 from pushgate.bench.clientkinds import CLIENTS, PUSHER, PUSHGATE, SSE
 from pushgate.bench.commands import Commands, Json, main
 from pushgate.bench.histogram import Histogram
@@ -213,7 +214,11 @@ class Worker(Commands):
         self.churn_stop.clear()
         self.churn_cpu_mark = own_cpu_seconds()
         self.churn_task = asyncio.create_task(
-            self._churn(
+            churn(
+                lambda index: self._new_client(index, need_welcome=False, measured=False),
+                self._target,
+                self._source,
+                self.churn_stop,
                 float(msg["rate"]),
                 float(msg["lifetime"]),
                 int(msg["first"]),
@@ -318,66 +323,6 @@ class Worker(Commands):
             concurrency=int(msg.get("concurrency", 100)),
         )
         return self.drop
-
-    async def _churn(
-        self, rate: float, lifetime: float, first: int, within: float, max_open: int
-    ) -> ChurnStopped:
-        errors: Counter[str] = Counter()
-        hist = Histogram()
-        stats = {"opened": 0, "closed": 0}
-        live: set[asyncio.Task[None]] = set()
-
-        async def one(index: int) -> None:
-            client = self._new_client(index, need_welcome=False, measured=False)
-            t0 = time.monotonic()
-            try:
-                await open_client(self._target(index), self._source(index), client, within)
-            except (OSError, HandshakeError, TimeoutError) as exc:
-                errors[describe(exc)] += 1
-                return
-            hist.add(int((time.monotonic() - t0) * 1e6))
-            stats["opened"] += 1
-            await asyncio.sleep(lifetime)
-            client.close()
-            try:
-                async with asyncio.timeout(within):
-                    await client.closed
-                stats["closed"] += 1
-            except TimeoutError:
-                errors["close timed out"] += 1
-                client.abort()
-
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        n = 0
-        while not self.churn_stop.is_set():
-            # Open-loop pacing: the n-th connection is due at start + n / rate.
-            delay = start + n / rate - loop.time()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self.churn_stop.wait()
-                continue
-            if len(live) < max_open:
-                task = asyncio.create_task(one(first + n))
-                live.add(task)
-                task.add_done_callback(live.discard)
-            else:
-                errors["skipped: too many churn connections open"] += 1
-            n += 1
-        # Let the last ones finish their life and close, within bounds.
-        if live:
-            _, pending = await asyncio.wait(live, timeout=lifetime + 2 * within)
-            for task in pending:
-                task.cancel()
-        return ChurnStopped(
-            opened=stats["opened"],
-            closed=stats["closed"],
-            failed=sum(v for k, v in errors.items() if not k.startswith("skipped")),
-            errors=dict(errors.most_common(MAX_ERROR_KINDS)),
-            connect_us=hist.to_pairs(),
-            cpu_s=0.0,  # churn_stop tells
-        )
 
     def drop_all(self) -> None:
         for client in self.clients:
