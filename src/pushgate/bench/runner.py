@@ -13,7 +13,8 @@ What is measured when:
   ``rss_kb_per_conn`` is the difference over the clients that opened;
 - server CPU (``/proc``), the workers' own CPU and the pusher's from the moment
   the workers are told to start counting until the last expected delivery arrived
-  (or deliveries stalled); the idle scenario over ``--duration`` instead;
+  (or deliveries stalled); the idle scenario over ``--duration`` instead (see
+  :mod:`pushgate.bench.fanout`);
 - deliveries per second over first push sent to last delivery received;
 - resume: server CPU, the workers' CPU and the times from the moment the clients
   dropped their connections until every one of them caught up, and reconnect: the
@@ -36,23 +37,16 @@ from pushgate.bench.chat import WORKER_MODULE as CHAT_WORKER_MODULE
 from pushgate.bench.chat import chat_setup, run_chat
 from pushgate.bench.chatresult import ChatResult
 from pushgate.bench.drops import run_drop
-from pushgate.bench.httpclient import HttpConnection, HttpError
-from pushgate.bench.meter import Meter
+from pushgate.bench.fanout import run_idle, run_push
+from pushgate.bench.httpclient import HttpConnection
 from pushgate.bench.options import BenchError, BenchOptions
-from pushgate.bench.procstat import mean_waiting_seconds
 from pushgate.bench.progress import Progress
 from pushgate.bench.pusher import REQUEST_TIMEOUT, NoRoomPages, Pusher, join_all, room_page
-from pushgate.bench.replies import (
-    ChurnStopped,
-    Connected,
-    Report,
-    Status,
-)
+from pushgate.bench.replies import Connected, Report, Status
 from pushgate.bench.report import top
 from pushgate.bench.result import RunResult
 from pushgate.bench.scenarios import Plan
 from pushgate.bench.server import ServerUnderTest, external_server, start_own_server
-from pushgate.bench.serverlatency import LatencyBuckets
 from pushgate.bench.workers import WorkerPool, split
 
 SETTLE = 1.0  # seconds between connecting and reading RSS: let the server go quiet
@@ -128,9 +122,9 @@ class Run:
         elif scenario.name == "abuse":
             await run_abuse(self, plan)
         elif scenario.pushes:
-            await self.push(plan)
+            await run_push(self, plan)
         else:
-            await self.idle(plan)
+            await run_idle(self, plan)
         report.rss_at_end(self.result, self.server.rss_bytes())
 
     # Phases
@@ -144,7 +138,7 @@ class Run:
         fields = [
             {
                 "targets": self.targets(),
-                "sources": self._sources(),
+                "sources": self.sources(),
                 "first": first,
                 "count": count,
                 "concurrency": opts.connect_concurrency,
@@ -247,94 +241,6 @@ class Run:
             request_timeout=request_timeout,
         )
 
-    async def push(self, plan: Plan) -> None:
-        if self.opts.scenario.name != "churn":
-            await self._push(plan, None)
-            return
-        # The churning connections come from worker processes of their own: in the
-        # measured clients' workers their connects and closes would take turns with
-        # the reads in one event loop, and the clients' latency would measure the
-        # bench as much as the server.
-        churners = WorkerPool()
-        try:
-            self.progress.phase("starting churn workers", f"{self.opts.churn_worker_count}")
-            await churners.start(self.opts.churn_worker_count)
-            await self._push(plan, churners)
-        finally:
-            await churners.stop()
-
-    async def _push(self, plan: Plan, churners: WorkerPool | None) -> None:
-        opts, result, server = self.opts, self.result, self.server
-        pusher = self.make_pusher(plan, count=opts.push_count, duration=opts.push_duration)
-        await self.pool.call_all("mark")
-        latency_before = await self._server_latency()
-        before = Meter.read(server)
-        clients_waiting = mean_waiting_seconds(self.pool.pids)
-        if churners is not None:
-            await self._start_churn(churners)
-        self.progress.phase("pushing")
-        log = pusher.log
-        churn_cpu_s = 0.0
-        try:
-            await self.watch(
-                pusher.run(),
-                lambda t: f"{log.sent:,} pushes sent, {t.deliveries:,} deliveries, {t.open:,} open",
-            )
-        finally:
-            if churners is not None:
-                churn_cpu_s = await self._stop_churn(churners)
-        expected = plan.expected(log.accepted)
-        await self.drain(sum(expected.values()))
-        after = Meter.read(server)
-        if clients_waiting is not None:
-            waited = mean_waiting_seconds(self.pool.pids)
-            if waited is not None:
-                result.client_waiting_pct = (
-                    100 * (waited - clients_waiting) / (after.wall - before.wall)
-                )
-        report.server_latency_figures(result, latency_before, await self._server_latency())
-        reports = await self.reports()
-        report.loss_figures(result, expected, reports, ordered=opts.senders == 1)
-        report.cpu_figures(result, before, after, reports, churn_cpu_s)
-        report.push_figures(result, log)
-        report.delivery_figures(result, log, reports, before, after)
-
-    async def _server_latency(self) -> "LatencyBuckets | None":
-        """The server's delivery-latency histogram from GET /metrics (None when it
-        serves none: metrics off, an API key, or not pushgate)."""
-        if self.server.api_url is None:
-            return None
-        conn = HttpConnection(self.server.api_url)
-        try:
-            status, body = await conn.get("/metrics")
-        except HttpError:
-            return None
-        finally:
-            await conn.close()
-        return LatencyBuckets.parse(body.decode()) if status == 200 else None
-
-    async def idle(self, plan: Plan) -> None:
-        """Hold the connections for ``--duration`` and meter the server meanwhile."""
-        opts, result, server = self.opts, self.result, self.server
-        duration = opts.push_duration or 10.0
-        await self.pool.call_all("mark")
-        before = Meter.read(server)
-        t0 = before.wall
-        self.progress.phase("idle")
-
-        async def wait() -> None:
-            await asyncio.sleep(duration)
-
-        await self.watch(
-            wait(),
-            lambda t: f"{t.open:,} open, {duration - (time.monotonic() - t0):.0f} s left",
-        )
-        after = Meter.read(server)
-        reports = await self.reports()
-        report.loss_figures(result, plan.expected({}), reports, ordered=opts.senders == 1)
-        report.cpu_figures(result, before, after, reports)
-        report.idle_figures(result, before, after)
-
     async def drain(self, expected: int) -> None:
         """Wait until every expected delivery arrived, or none arrived for
         ``--drain-timeout`` seconds."""
@@ -352,35 +258,6 @@ class Run:
             self.progress.update(f"{totals.deliveries:,}/{expected:,} deliveries")
             await asyncio.sleep(POLL)
 
-    # Churn
-
-    async def _start_churn(self, churners: WorkerPool) -> None:
-        opts = self.opts
-        count = len(churners.workers)
-        await churners.call_each(
-            "churn",
-            [
-                {
-                    "targets": self.targets(),
-                    "sources": self._sources(),
-                    "client": opts.client,
-                    "rate": opts.churn_rate / count,
-                    "lifetime": opts.churn_lifetime,
-                    # Churn clients are numbered after the measured ones, per worker.
-                    "first": opts.connections + n * 10_000_000,
-                    "timeout": opts.connect_timeout,
-                }
-                for n in range(count)
-            ],
-        )
-
-    async def _stop_churn(self, churners: WorkerPool) -> float:
-        """Stop the churn; return the churn workers' CPU seconds meanwhile."""
-        timeout = self.opts.churn_lifetime + 3 * self.opts.connect_timeout + 10
-        replies = ChurnStopped.from_each(await churners.call_all("churn_stop", within=timeout))
-        report.churn_figures(self.result, replies)
-        return sum(reply.cpu_s for reply in replies)
-
     # Internals
 
     def targets(self) -> list[list[object]]:
@@ -392,7 +269,7 @@ class Run:
             for p in map(urlsplit, self.server.ws_urls)
         ]
 
-    def _sources(self) -> list[str]:
+    def sources(self) -> list[str]:
         """Loopback source addresses for the clients; 127.0.0.1 is left to the server."""
         return [f"127.0.0.{2 + k}" for k in range(self.opts.sources)]
 
