@@ -127,3 +127,25 @@ async def test_the_logic_node_lists_the_users(
         [ann_user] = body["presence"]["users"]
         assert ann_user["user"] == "ann"
         assert sorted(ann_user["wsIds"]) == sorted([ann.ws_id, tab.ws_id])
+
+
+async def test_members_still_connected_on_two_gateways_stay_however_long(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    """Each gateway renews, in Redis, the entries its live connections hold: Ann on
+    one gateway and Bob on the other, connected past the deadline an unrenewed entry
+    has (the session TTL and two refreshes) and a sweep more, are still listed, and
+    nobody heard a leave."""
+    gw0, gw1 = cluster.gateways
+    async with client(url_of(gw0, "ann")) as ann, client(url_of(gw1, "bob")) as bob:
+        await ann.op("subscribe", "chat:4")
+        await bob.op("subscribe", "chat:4")
+        await until(ann, join("chat:4", "bob"))
+        presence = gw0.server.node.presence
+        assert presence is not None
+        refresh = presence.store.refresh
+        await asyncio.sleep(FAST_TIMERS["session_ttl"] + 3 * refresh)  # nothing to await
+        mark = await marker(http, cluster.logic.api_url, "chat:4", "still here")
+        assert await until(ann, mark) == []
+        listed = (await bob.op("presence", "chat:4"))["presence"]["members"]
+        assert sorted(member["user"] for member in listed) == ["ann", "bob"]

@@ -3,6 +3,7 @@ room's members hear of each user's first session entering and last one leaving,
 never of a second tab or a resume; a session leaves when it leaves the room or ends.
 Real servers on loopback, plain WebSocket clients reading raw JSON."""
 
+import asyncio
 import json
 from typing import Any
 
@@ -107,6 +108,23 @@ async def test_a_resume_makes_no_event_and_an_unresumed_session_leaves(
             assert await bob.next() == leave("chat:1", "ann")
             mark = await marker(http, server.api_url, "chat:1", "once")
             assert await until(bob, mark) == []
+
+
+async def test_members_still_connected_stay_however_long(http: aiohttp.ClientSession) -> None:
+    """Their node renews the entries its live connections hold: Ann and Bob, connected
+    and silent for over twice an entry's deadline unrenewed (the session TTL and two
+    renewals: 0.75 s here), are still listed, and nobody heard a leave."""
+    async with running_server(**SETTINGS) as server:
+        url = server.ws_url + "?token="
+        async with client(url + token("ann")) as ann, client(url + token("bob")) as bob:
+            await ann.op("subscribe", "chat:1")
+            await bob.op("subscribe", "chat:1")
+            await until(ann, join("chat:1", "bob"))
+            await asyncio.sleep(4 * FAST_TIMERS["session_ttl"])  # nothing to await: time
+            mark = await marker(http, server.api_url, "chat:1", "still here")
+            assert await until(ann, mark) == []
+            listed = (await bob.op("presence", "chat:1"))["presence"]["members"]
+            assert [member["user"] for member in listed] == ["ann", "bob"]
 
 
 async def test_an_unsubscribe_and_an_ended_session_leave_at_once(
