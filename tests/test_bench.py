@@ -1374,6 +1374,10 @@ def test_chat_accounts_for_every_position_join_and_resume(
     ):
         assert re.search(rf"^{re.escape(label)}  +\S", err, re.MULTILINE), label
     assert re.search(r"^goals +subscribe p99 .* presence events on resume 0 = 0: met$", err, re.M)
+    # The ratio's goal line says what the messages were weighed against.
+    assert re.search(
+        r"message/API CPU per delivery .*\(API pushes ~10 to a POST /push/batch\)", err
+    )
     assert "pushgate bench chat: 40 connections over 2 workers in rooms of 10" in err
 
 
@@ -1402,6 +1406,7 @@ def test_chat_subscribes_all_at_once_in_uneven_rooms(capsys: pytest.CaptureFixtu
     assert run["api_push_errors"] == run["api_lost"] == 0
     assert run["api_deliveries"] == run["api_expected"] == run["msg_deliveries"]
     assert re.search(r"^API pushes +room$", err, re.MULTILINE)
+    assert "(API pushes one POST /push/room each)" in err
     assert run["rooms"] == 3
     assert run["joins_wrong"] == run["roster_wrong"] == 0
     assert run["joins_received"] >= expected_joins([10, 10, 5])
