@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 
 from pushgate.broker.redis_sessions import RedisSessions
 from pushgate.ids import new_conn_id
-from pushgate.sessions import MemorySessions, Sessions, new_token
+from pushgate.memorysessions import MemorySessions
+from pushgate.sessions import Sessions, new_token
 from pushgate.streams import Position, new_epoch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

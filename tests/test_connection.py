@@ -16,10 +16,10 @@ from pushgate.connection import INPUT_PER_TURN, WebSocketConnection
 from pushgate.gatekeeper import Gatekeeper
 from pushgate.gatewayhttp import GatewayRoutes
 from pushgate.hub import Hub
+from pushgate.memorysessions import MemorySessions
 from pushgate.namespaces import Namespaces, parse_namespace
 from pushgate.node import Node
 from pushgate.outbox import ConnectionRegistry, Outbox
-from pushgate.sessions import MemorySessions
 from pushgate.streams import TOPIC_ALL, Publication
 from pushgate.wire import PONG
 from pushgate.wsinput import at_frame_boundary

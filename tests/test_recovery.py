@@ -16,8 +16,8 @@ from pushgate.broker.memory import MemoryBroker, MemoryBus
 from pushgate.client import Connection, PushAPI, State, connect
 from pushgate.hub import Hub
 from pushgate.ids import ConnId
+from pushgate.memorysessions import MemorySessions
 from pushgate.node import Node
-from pushgate.sessions import MemorySessions
 from pushgate.streams import TOPIC_ALL
 from pushgate.wshandshake import PUSHGATE_OVER_WEBSOCKET
 from tests.dropping_proxy import DroppingProxy

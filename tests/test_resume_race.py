@@ -23,8 +23,9 @@ from pushgate.commands import PushAll
 from pushgate.errors import SessionTaken
 from pushgate.hub import Hub
 from pushgate.ids import ConnId
+from pushgate.memorysessions import MemorySessions
 from pushgate.node import Node
-from pushgate.sessions import ANY_USER, AnyUser, MemorySessions, Session
+from pushgate.sessions import ANY_USER, AnyUser, Session
 from pushgate.wshandshake import PUSHGATE_OVER_WEBSOCKET
 from tests.helpers import FAST_TIMERS, UNIT, Running, running_server
 from tests.redis_server import RedisServer

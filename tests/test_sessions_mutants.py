@@ -7,7 +7,8 @@ import asyncio
 import base64
 
 from pushgate.ids import ConnId, new_conn_id
-from pushgate.sessions import MemorySessions, NoSessions, holder_node, new_token
+from pushgate.memorysessions import MemorySessions
+from pushgate.sessions import NoSessions, holder_node, new_token
 from pushgate.streams import Position
 from tests.helpers import UNIT
 

@@ -11,12 +11,13 @@ from pushgate.config import Config
 from pushgate.directory import Directory, LocalDirectory
 from pushgate.hub import Hub
 from pushgate.ids import RoomId
+from pushgate.memorysessions import MemorySessions
 from pushgate.namespaces import namespace_of
 from pushgate.node import Node
 from pushgate.presence import PresenceStore
 from pushgate.presencerooms import Reports
 from pushgate.presencestore import MemoryPresence
-from pushgate.sessions import MemorySessions, NoSessions, Sessions
+from pushgate.sessions import NoSessions, Sessions
 from pushgate.webhooks.queue import WebhookQueue
 from pushgate.webhooks.receivers import ROOM_EVENTS, SESSION_EVENTS, webhook_receivers
 

@@ -23,10 +23,10 @@ from pushgate.broker.redis import RedisBroker
 from pushgate.broker.redis_cluster import RedisClusterBroker
 from pushgate.broker.redis_sessions import RedisSessions
 from pushgate.ids import ConnId, new_conn_id
+from pushgate.memorysessions import MemorySessions
 from pushgate.sessions import (
     ANY_USER,
     HeldSession,
-    MemorySessions,
     NoSessions,
     Session,
     Sessions,
