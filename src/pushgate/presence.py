@@ -37,9 +37,13 @@ from pushgate.streams import Position
 NEVER = math.inf
 # A member's info, encoded: what a token's or a grant's "info" may hold.
 MAX_INFO_BYTES = 1024
-# Rooms a node's keeper reads or keeps per turn of its event loop: 10,000 members
-# at once would hold up every push and subscribe for milliseconds.
+# Connections whose entries a node writes back per turn of its event loop, after its
+# store lost them (PresenceRooms.enter_again).
 KEEP_SLICE = 200
+# Entries a node's keeper reads or keeps per turn of its event loop, counted by member
+# (a room counts one more), not by room: 10,000 members at once held up every push and
+# subscribe for milliseconds, and a few rooms of thousands each would all be one turn.
+KEEP_SLICE_ENTRIES = 1000
 
 
 def encode_info(value: object) -> str:

@@ -36,7 +36,14 @@ from typing import Any, Protocol
 from pushgate.errors import BrokerUnavailable
 from pushgate.hub import Hub
 from pushgate.ids import ConnId, RoomId
-from pushgate.presence import KEEP_SLICE, Change, Identity, PresenceStore, Roster
+from pushgate.presence import (
+    KEEP_SLICE,
+    KEEP_SLICE_ENTRIES,
+    Change,
+    Identity,
+    PresenceStore,
+    Roster,
+)
 
 log = logging.getLogger("pushgate.presence")
 
@@ -250,21 +257,25 @@ class PresenceRooms:
 
     async def held(self) -> dict[RoomId, list[tuple[ConnId, str]]]:
         """The entries this node's connections hold, by room (rooms it has no member
-        in any more are forgotten), KEEP_SLICE rooms per turn of the loop."""
+        in any more are forgotten), about KEEP_SLICE_ENTRIES per turn of the loop."""
         hub, holder_of = self._hub, self._holder_of
-        held = {}
-        for count, room in enumerate(list(self._rooms), 1):
-            if count % KEEP_SLICE == 0:
-                await asyncio.sleep(0)
-            if not hub.room_size(room):
+        held: dict[RoomId, list[tuple[ConnId, str]]] = {}
+        rooms = [(room, list(hub.members_of(room))) for room in self._rooms]
+        if self._sessions is not None:
+            rooms += [(room, list(conns)) for room, conns in self._sessions.items()]
+        walked = 0
+        for room, conns in rooms:
+            if not conns:
                 self._rooms.discard(room)
                 continue
-            held[room] = [(conn, holder_of(conn)) for conn in hub.members_of(room)]
-        if self._sessions is not None:
-            for count, (room, conns) in enumerate(list(self._sessions.items()), 1):
-                if count % KEEP_SLICE == 0:
+            entries = held[room] = []
+            for start in range(0, len(conns), KEEP_SLICE_ENTRIES):
+                if walked >= KEEP_SLICE_ENTRIES:
+                    walked = 0
                     await asyncio.sleep(0)
-                held[room] = [(conn, holder_of(conn)) for conn in conns]
+                chunk = conns[start : start + KEEP_SLICE_ENTRIES]
+                entries += [(conn, holder_of(conn)) for conn in chunk]
+                walked += 1 + len(chunk)
         return held
 
     # Webhooks

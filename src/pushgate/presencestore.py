@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from pushgate.broker.base import Broker
 from pushgate.ids import ConnId, RoomId
-from pushgate.presence import KEEP_SLICE, Change, Identity, PresenceTable, Roster
+from pushgate.presence import KEEP_SLICE_ENTRIES, Change, Identity, PresenceTable, Roster
 from pushgate.streams import room_topic
 from pushgate.wireops import encode_presence
 
@@ -69,12 +69,17 @@ class MemoryPresence:
         self.table.detach(conn, holder, rooms, self._clock() + self._ttl)
 
     async def keep(self, held: dict[RoomId, list[tuple[ConnId, str]]]) -> list[Change]:
-        # KEEP_SLICE rooms per turn of the loop, the others' work going on between.
-        now = self._clock()
-        for count, (room, entries) in enumerate(held.items(), 1):
-            if count % KEEP_SLICE == 0:
-                await asyncio.sleep(0)
-            self.table.keep(room, entries, now + self._held_ttl)
+        # About KEEP_SLICE_ENTRIES per turn of the loop, the others' work going on between.
+        deadline = self._clock() + self._held_ttl
+        walked = 0
+        for room, entries in held.items():
+            for start in range(0, max(1, len(entries)), KEEP_SLICE_ENTRIES):
+                if walked >= KEEP_SLICE_ENTRIES:
+                    walked = 0
+                    await asyncio.sleep(0)
+                chunk = entries[start : start + KEEP_SLICE_ENTRIES]
+                self.table.keep(room, chunk, deadline)
+                walked += 1 + len(chunk)
         return await self._publish(self.table.sweep(self._clock()))
 
     async def _publish(self, changes: list[Change]) -> list[Change]:
