@@ -44,6 +44,7 @@ from pushgate.presence import (
     PresenceStore,
     Roster,
 )
+from pushgate.slices import in_slices
 
 log = logging.getLogger("pushgate.presence")
 
@@ -247,7 +248,7 @@ class PresenceRooms:
                 held_at = loop.time()
                 held = await self.held()
             try:
-                self._report(await self.store.keep(held), "expired")
+                self._report(await store.keep(held), "expired")
             except BrokerUnavailable as exc:
                 if not failing:
                     log.warning("cannot keep this node's presence entries alive: %s", exc)
@@ -261,21 +262,11 @@ class PresenceRooms:
         hub, holder_of = self._hub, self._holder_of
         held: dict[RoomId, list[tuple[ConnId, str]]] = {}
         rooms = [(room, list(hub.members_of(room))) for room in self._rooms]
+        self._rooms.difference_update(room for room, conns in rooms if not conns)
         if self._sessions is not None:
             rooms += [(room, list(conns)) for room, conns in self._sessions.items()]
-        walked = 0
-        for room, conns in rooms:
-            if not conns:
-                self._rooms.discard(room)
-                continue
-            entries = held[room] = []
-            for start in range(0, len(conns), KEEP_SLICE_ENTRIES):
-                if walked >= KEEP_SLICE_ENTRIES:
-                    walked = 0
-                    await asyncio.sleep(0)
-                chunk = conns[start : start + KEEP_SLICE_ENTRIES]
-                entries += [(conn, holder_of(conn)) for conn in chunk]
-                walked += 1 + len(chunk)
+        async for room, conns in in_slices(rooms, KEEP_SLICE_ENTRIES):
+            held.setdefault(room, []).extend((conn, holder_of(conn)) for conn in conns)
         return held
 
     # Webhooks

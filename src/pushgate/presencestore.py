@@ -6,13 +6,13 @@ decides on it, before anything else can change the room (the memory broker assig
 its position synchronously), so the events of a room are in the order of its changes.
 """
 
-import asyncio
 import time
 from collections.abc import Callable
 
 from pushgate.broker.base import Broker
 from pushgate.ids import ConnId, RoomId
 from pushgate.presence import KEEP_SLICE_ENTRIES, Change, Identity, PresenceTable, Roster
+from pushgate.slices import in_slices
 from pushgate.streams import room_topic
 from pushgate.wireops import encode_presence
 
@@ -71,15 +71,8 @@ class MemoryPresence:
     async def keep(self, held: dict[RoomId, list[tuple[ConnId, str]]]) -> list[Change]:
         # About KEEP_SLICE_ENTRIES per turn of the loop, the others' work going on between.
         deadline = self._clock() + self._held_ttl
-        walked = 0
-        for room, entries in held.items():
-            for start in range(0, max(1, len(entries)), KEEP_SLICE_ENTRIES):
-                if walked >= KEEP_SLICE_ENTRIES:
-                    walked = 0
-                    await asyncio.sleep(0)
-                chunk = entries[start : start + KEEP_SLICE_ENTRIES]
-                self.table.keep(room, chunk, deadline)
-                walked += 1 + len(chunk)
+        async for room, entries in in_slices(held.items(), KEEP_SLICE_ENTRIES):
+            self.table.keep(room, entries, deadline)
         return await self._publish(self.table.sweep(self._clock()))
 
     async def _publish(self, changes: list[Change]) -> list[Change]:
