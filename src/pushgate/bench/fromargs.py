@@ -82,17 +82,7 @@ def _scenario_name(args: argparse.Namespace) -> str:
 
 def _abuse_options(args: argparse.Namespace, scenario: Scenario) -> dict[str, Any]:
     """--attacks, --non-readers and --fat-handshakes, for the abuse scenario only."""
-    given = {
-        name: value
-        for name, value in (
-            ("attacks", args.attacks),
-            ("non_readers", args.non_readers),
-            ("fat_handshakes", args.fat_handshakes),
-        )
-        if value is not None
-    }
-    if given and scenario.name != "abuse":
-        raise BenchError("--attacks, --non-readers and --fat-handshakes apply to abuse only")
+    given = _given_for(args, scenario, "abuse", ("attacks", "non_readers", "fat_handshakes"))
     if "attacks" in given:
         given["attacks"] = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
     return given
@@ -100,18 +90,17 @@ def _abuse_options(args: argparse.Namespace, scenario: Scenario) -> dict[str, An
 
 def _chat_options(args: argparse.Namespace, scenario: Scenario) -> dict[str, Any]:
     """--room-size, --subscribe-rate, --resume-rate and --api-push, for chat only."""
-    given = {
-        name: value
-        for name, value in (
-            ("room_size", args.room_size),
-            ("subscribe_rate", args.subscribe_rate),
-            ("resume_rate", args.resume_rate),
-            ("api_push", args.api_push),
-        )
-        if value is not None
-    }
-    if given and scenario.name != "chat":
-        raise BenchError(
-            "--room-size, --subscribe-rate, --resume-rate and --api-push apply to chat only"
-        )
+    names = ("room_size", "subscribe_rate", "resume_rate", "api_push")
+    return _given_for(args, scenario, "chat", names)
+
+
+def _given_for(
+    args: argparse.Namespace, scenario: Scenario, only: str, names: tuple[str, ...]
+) -> dict[str, Any]:
+    """The options of ``names`` given on the command line, by name; a BenchError
+    naming them all when one was given to a scenario other than ``only``."""
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if given and scenario.name != only:
+        flags = [f"--{name.replace('_', '-')}" for name in names]
+        raise BenchError(f"{', '.join(flags[:-1])} and {flags[-1]} apply to {only} only")
     return given
