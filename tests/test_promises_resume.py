@@ -294,7 +294,9 @@ async def test_a_resume_whose_history_cannot_be_read_is_closed_with_1013(
 ) -> None:
     """The session is claimed, then its redis-server goes just before the history
     read: the resume is closed with 1013 and leaves nothing behind (no capture, no
-    registered connection, no holder)."""
+    registered connection, no holder). (The client names a position of an epoch the
+    gateway never saw: it cannot be caught up from the gateway's memory, and
+    history must be read.)"""
     async with (
         running_server(**TIMERS, broker=redis.url, prefix="gone:") as server,
         raw_clients() as raw,
@@ -315,7 +317,7 @@ async def test_a_resume_whose_history_cannot_be_read_is_closed_with_1013(
             return await real(since)
 
         broker.histories = histories_after_redis_went  # type: ignore[method-assign]
-        new = await resume_raw(server.ws_url, welcome, {}, raw)
+        new = await resume_raw(server.ws_url, welcome, {"all": ["0badcafe", 1]}, raw)
         close = await new.close_frame(5 * UNIT)
         assert (close.code, close.reason) == (1013, "cannot resume now; retry")
         assert reads == [1]

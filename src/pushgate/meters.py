@@ -117,6 +117,9 @@ class Meters:
         self.resumes: Counter[str] = Counter(
             dict.fromkeys(("recovered", "not_recovered", "failed"), 0)
         )
+        # Each resumed stream's catch-up, by where it came from: what the node had
+        # fanned out itself (recent.py), or a read of the broker's history.
+        self.resume_histories: Counter[str] = Counter(dict.fromkeys(("node", "broker"), 0))
         # The connect hook (pushgate.connecthook): calls by outcome, failures by
         # cause, and how long each call took (failures included)
         self.hook_calls: Counter[str] = Counter(dict.fromkeys(("allow", "deny", "failure"), 0))

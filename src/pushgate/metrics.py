@@ -192,6 +192,13 @@ class NodeCollector:
             meters.resumes,
         )
         yield _labelled(
+            "pushgate_resume_histories",
+            "streams of resumes caught up, by source: node (what it fanned out "
+            "itself, no read), broker (a history read)",
+            "source",
+            meters.resume_histories,
+        )
+        yield _labelled(
             "pushgate_connect_hook_calls",
             "connect hook calls, by outcome: allow, deny, failure",
             "outcome",

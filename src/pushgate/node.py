@@ -39,6 +39,7 @@ from pushgate.nodejoins import Joins
 from pushgate.nodepublish import Publishing
 from pushgate.presence import PresenceStore, Roster
 from pushgate.presencerooms import PresenceRooms, Reports
+from pushgate.recent import BUDGET, PER_STREAM, Recent
 from pushgate.recovery import StreamRecovery
 from pushgate.restore import Restorer
 from pushgate.sessioncore import Opened, SessionCore
@@ -103,7 +104,13 @@ class Node(Publishing, Joins, Delivery, Elsewhere):
         # Streams: positions, repairs and resume captures (decisions; the I/O is here).
         # Where a lost epoch ended stays known a session's TTL after the node lets go
         # of the stream: its members, cut at once, resume within it.
-        self.recovery = StreamRecovery(linger=self.sessions.ttl)
+        # A broker whose history is a round trip away: resumes are caught up from
+        # what the node fanned out last, where that reaches back far enough.
+        remote_history = broker.keeps_history and not broker.answers_at_once
+        self.recovery = StreamRecovery(
+            linger=self.sessions.ttl,
+            recent=Recent(PER_STREAM, BUDGET) if remote_history else None,
+        )
         self.following = Following(broker, hub, self.recovery, self._in_background)
         # Opening, closing and resuming connections and their sessions.
         self.core = SessionCore(

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from pushgate.epochends import EpochEnds
+from pushgate.recent import Recent
 from pushgate.streams import History, Position, Publication, StreamGuard, Verdict, history_after
 from pushgate.wire import StreamReport, excluded_conn
 
@@ -90,9 +91,11 @@ class CatchUp:
 class StreamRecovery:
     """The positions, repairs and resume captures of one node's streams."""
 
-    def __init__(self, *, linger: float = 0.0) -> None:
+    def __init__(self, *, linger: float = 0.0, recent: Recent | None = None) -> None:
         """``linger``: how long, in seconds, the node remembers where a stream's lost
-        epoch ended once it no longer follows the stream (epochends.py)."""
+        epoch ended once it no longer follows the stream (epochends.py); ``recent``:
+        where the node keeps the last pushes it fanned out, to catch resumes up from
+        (recent.py; None: every resume reads history)."""
         self.guard = StreamGuard()
         # Streams being repaired, and the pushes that arrived meanwhile, in order.
         self._repairs: dict[str, list[Publication]] = {}
@@ -103,6 +106,7 @@ class StreamRecovery:
         self._noted: dict[str, Position] = {}
         # Where epochs lost with the broker's history ended, where the node can tell.
         self._ends = EpochEnds(linger)
+        self._recent = recent
 
     # Live pushes
 
@@ -135,6 +139,8 @@ class StreamRecovery:
         capture = self._captures.get(topic)
         if capture is not None:
             capture[1].append(pub)
+        if self._recent is not None and pub.seq:
+            self._recent.add(topic, pub)
 
     def noted(self, topic: str, position: Position) -> None:
         """Where a stream was when the node began to follow it, unless a push
@@ -156,6 +162,8 @@ class StreamRecovery:
         self.guard.forget(topic)
         self._noted.pop(topic, None)
         self._ends.forget(topic, now)
+        if self._recent is not None:
+            self._recent.forget(topic)
 
     def interrupted(self, topics: Mapping[str, bool]) -> None:
         """The broker's subscription to ``topics`` broke, each closed under it or not
@@ -268,6 +276,25 @@ class StreamRecovery:
                 del self._captures[topic]
             else:
                 self._captures[topic] = (count - 1, captured)
+
+    def recent_histories(self, starts: Mapping[str, Position]) -> dict[str, History]:
+        """What each stream holds after its start, for the streams whose every push
+        since then this node has fanned out and still keeps (recent.py): what a read
+        of history would give at the moment the stream stood where the node is. The
+        others must be read. Call it once the streams are captured: a push fanned
+        out after it is in the capture."""
+        recent = self._recent
+        if recent is None:
+            return {}
+        histories: dict[str, History] = {}
+        for topic, start in starts.items():
+            top = self.guard.last(topic)
+            if top is None or topic in self._repairs:
+                continue
+            history = recent.after(topic, start, top)
+            if history is not None:
+                histories[topic] = history
+        return histories
 
     def capturing(self) -> list[str]:
         """The streams some resume captures (empty when no resume is under way)."""
