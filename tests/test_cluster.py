@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
@@ -37,8 +38,10 @@ class Cluster:
         return self.logic.api_url
 
 
-async def start_cluster(stack: AsyncExitStack, redis: RedisServer, prefix: str) -> Cluster:
-    settings = {**FAST_TIMERS, "broker": redis.url, "prefix": prefix, "node_ttl": 2.0}
+async def start_cluster(
+    stack: AsyncExitStack, redis: RedisServer, prefix: str, **more: Any
+) -> Cluster:
+    settings = {**FAST_TIMERS, "broker": redis.url, "prefix": prefix, "node_ttl": 2.0, **more}
     gateways = [
         await stack.enter_async_context(running_server("gateway", **settings)) for _ in range(2)
     ]
@@ -131,28 +134,46 @@ async def test_room_order_from_one_logic_node_is_kept(
     await ws.close()
 
 
+@pytest.mark.parametrize("unfollow_after", [0.0, 0.5])
 async def test_a_gateway_subscribes_to_a_room_only_while_it_has_members_there(
-    cluster: Cluster, http: aiohttp.ClientSession
+    redis: RedisServer, http: aiohttp.ClientSession, unfollow_after: float
 ) -> None:
-    """Redis sends a gateway a room's pushes only while a local member is in the room."""
-    redis = Redis.from_url(cluster.redis.url)
-    channel = cluster.prefix + "room:watched"
+    """Redis sends a gateway a room's pushes only while a local member is in the room,
+    and --unfollow-after seconds more: a member back within them finds the room
+    still followed (and leaving again starts the grace over)."""
+    async with AsyncExitStack() as stack:
+        cluster = await start_cluster(stack, redis, "watch:", unfollow_after=unfollow_after)
+        client = Redis.from_url(cluster.redis.url)
+        stack.push_async_callback(client.aclose)
+        channel = cluster.prefix + "room:watched"
+        gateway = cluster.gateways[0].server.node.following
 
-    async def subscribers() -> int:
-        counts = await redis.pubsub_numsub(channel)
-        return int(counts[0][1])
+        async def subscribers() -> int:
+            counts = await client.pubsub_numsub(channel)
+            return int(counts[0][1])
 
-    ws, ws_id = await open_client(cluster.gateways[0].ws_url)
-    assert await subscribers() == 0
-    await post(http, cluster.api + "/room/join", data={"id": "watched", "wsId": ws_id})
-    assert await subscribers() == 1  # the join answered only once it was subscribed
-    await post(http, cluster.api + "/room/leave", data={"id": "watched", "wsId": ws_id})
-    # Redis confirms an unsubscribe to the gateway, not to us: ask until it is done.
-    async with asyncio.timeout(5 * UNIT):
-        while await subscribers():  # noqa: ASYNC110 - no event to await in another process
-            await asyncio.sleep(0.01)
-    await ws.close()
-    await redis.aclose()
+        async def room(action: str) -> None:
+            status, _ = await post(
+                http, cluster.api + f"/room/{action}", data={"id": "watched", "wsId": ws_id}
+            )
+            assert status == 200
+
+        ws, ws_id = await open_client(cluster.gateways[0].ws_url)
+        assert await subscribers() == 0
+        await room("join")
+        assert await subscribers() == 1  # the join answered only once it was subscribed
+        await room("leave")
+        if unfollow_after:
+            assert gateway.follows("room:watched")
+            await room("join")  # back within the grace: nothing to subscribe again
+            await room("leave")
+            assert gateway.follows("room:watched")
+        # Redis confirms an unsubscribe to the gateway, not to us: ask until it is done.
+        async with asyncio.timeout(5 * UNIT + unfollow_after):
+            while await subscribers():  # noqa: ASYNC110 - no event to await in another process
+                await asyncio.sleep(0.01)
+        assert not gateway.follows("room:watched")
+        await ws.close()
 
 
 async def test_two_clusters_share_one_redis_by_prefix(

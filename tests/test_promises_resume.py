@@ -20,7 +20,7 @@ import pytest
 from websockets.frames import Close, Opcode
 
 from pushgate.broker.base import Broker
-from pushgate.ids import ConnId
+from pushgate.ids import ConnId, RoomId
 from pushgate.streams import History, Position
 from tests.helpers import FAST_TIMERS, UNIT, RawClient, Running, post, running_server
 from tests.redis_server import RedisServer
@@ -228,6 +228,65 @@ async def test_a_resume_gives_each_missed_push_once_in_order_then_live_ones(
             assert got[stream] == expected, stream
         assert set(got) == set(before)
         assert answer["data"]["recovered"] is True, answer
+
+
+@pytest.mark.parametrize("when", ["before", "after"], ids=lambda w: f"live-push-{w}-the-sync")
+async def test_a_resume_where_the_rooms_are_still_followed_reads_no_history(
+    http: aiohttp.ClientSession, module_redis: RedisServer, when: str
+) -> None:
+    """A client cut from a gateway of a cluster resumes there within the seconds the
+    gateway keeps following its rooms (--unfollow-after): what it missed comes from
+    the pushes the gateway fanned out itself (recent.py), with no history read; a
+    push made while the resume waits on Redis (before its sync: it is captured; or
+    after it: live) is given once too. On the wire, the same as after a read:
+    every missed push of each stream once, in order, then live ones."""
+    settings = {**TIMERS, "broker": module_redis.url, "prefix": os.urandom(4).hex() + ":"}
+    async with running_server(**settings) as server, raw_clients() as raw:
+        node = server.server.node
+        pusher = Pusher(http, server.api_url)
+        client, welcome = await open_raw(server.ws_url, raw)
+        status, _ = await post(
+            http, server.api_url + "/room/join", data={"id": "a", "wsId": welcome["wsId"]}
+        )
+        assert status == 200
+        await pusher.push_both()
+        before = await read_pushes(client, 2)
+        since = {stream: [epoch, seq] for stream, [(epoch, seq, _)] in before.items()}
+        await client.aclose()
+        await server.server.gateway.wait_empty()
+        assert node.hub.room_size(RoomId("a")) == 0
+        for _ in range(3):
+            await pusher.push_both()
+        # Every push made so far has reached the gateway: it is in what it keeps.
+        await node.broker.sync()
+        reads = wrap_history_reads(node.broker, pusher, "before")
+        real_sync = node.broker.sync
+
+        async def sync_meeting_a_push(topics: Any = None) -> None:
+            if when == "before":
+                await pusher.push_both()
+            await real_sync(topics)
+            if when == "after":
+                await pusher.push_both()
+
+        node.broker.sync = sync_meeting_a_push  # type: ignore[method-assign]
+        counted = dict(node.meters.resume_histories)
+        new = await resume_raw(server.ws_url, welcome, since, raw)
+        answer = await next_json(new)
+        node.broker.sync = real_sync  # type: ignore[method-assign]
+        assert (answer["data"]["wsId"], answer["data"]["resumed"]) == (welcome["wsId"], True)
+        assert answer["data"]["recovered"] is True, answer
+        assert reads == []
+        assert node.meters.resume_histories["node"] - counted["node"] == 2
+        assert node.meters.resume_histories["broker"] == counted["broker"]
+        await pusher.push_both()  # live, after the welcome
+        got = await read_pushes(new, 2 * 5)
+        for stream, [(epoch, seq, _)] in before.items():
+            expected = [
+                (epoch, seq + n, val) for n, val in enumerate(pusher.sent[stream][1:], start=1)
+            ]
+            assert got[stream] == expected, stream
+        assert set(got) == set(before)
 
 
 # 4001 to a half-open old connection on another gateway

@@ -157,4 +157,5 @@ def make_node(config: Config, *, has_gateway: bool) -> Node:
         has_presence=has_presence,
         reports=reports,
         webhooks=webhooks,
+        unfollow_after=config.unfollow_after,
     )

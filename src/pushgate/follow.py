@@ -1,7 +1,14 @@
 """Which topics a node subscribes to: a room's or a user's while it has local
-members there, and only then, kept in step with membership even when joins, leaves
-and disconnects interleave; and, once subscribed, where the stream stood (so that
-even its first push is checked for a gap: recovery.py).
+members there (and ``unfollow_after`` seconds more), kept in step with membership
+even when joins, leaves and disconnects interleave; and, once subscribed, where the
+stream stood (so that even its first push is checked for a gap: recovery.py).
+
+Why the grace after the last member left: a client whose connection was cut comes
+back within seconds, most often to the same gateway; if the gateway still follows
+its rooms, its resume is caught up from the pushes the gateway fanned out itself
+(recent.py) instead of a history read, and its room needs no new subscription. A
+gateway that loses every client at once (a network blip) would otherwise let go of
+every room and follow it again a moment later.
 """
 
 import asyncio
@@ -21,13 +28,26 @@ Spawn = Callable[[Coroutine[Any, Any, None]], Any]
 class Following:
     """The room and user topics this node subscribes to, by its hub's membership."""
 
-    def __init__(self, broker: Broker, hub: Hub, recovery: StreamRecovery, spawn: Spawn) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        hub: Hub,
+        recovery: StreamRecovery,
+        spawn: Spawn,
+        *,
+        unfollow_after: float = 0.0,
+    ) -> None:
+        """``unfollow_after``: seconds a topic stays subscribed after its last local
+        member left (0: unsubscribed at once)."""
         self._broker = broker
         self._hub = hub
         self._recovery = recovery
         self._spawn = spawn
+        self.unfollow_after = unfollow_after
         self.subscribed: set[str] = set()
         self._topic_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        # Subscribed topics with no local member, each with the timer that lets go.
+        self._lingering: dict[str, asyncio.TimerHandle] = {}
 
     def settled(self, topic: str) -> bool:
         """Subscribed, with no change under way: nothing to wait for."""
@@ -41,8 +61,11 @@ class Following:
         user = user_of(topic)
         return user is not None and self._hub.user_size(user) > 0
 
-    async def sync(self, topic: str) -> None:
-        """Subscribe to a room's or user's topic if it has local members, else unsubscribe.
+    async def sync(self, topic: str, *, now: bool = False) -> None:
+        """Subscribe to a room's or user's topic if it has local members, else
+        unsubscribe: at once if ``now`` (its grace is over, or the member never got
+        in: a join undone) or there is no grace, else when ``unfollow_after`` has
+        passed with no member back.
 
         Each call reads the wanted state under the topic's lock, so whatever order
         concurrent calls run in, the last one leaves the subscription matching the
@@ -54,6 +77,10 @@ class Following:
         try:
             async with lock:
                 wanted = self.wanted(topic)
+                if wanted:
+                    timer = self._lingering.pop(topic, None)
+                    if timer is not None:
+                        timer.cancel()
                 if wanted and topic not in self.subscribed:
                     # Recorded first: a broker that could not confirm still wants the
                     # topic, so a later call must be able to unsubscribe it.
@@ -62,6 +89,12 @@ class Following:
                     if self._broker.keeps_history:
                         self._spawn(self.learn_position(topic))
                 elif not wanted and topic in self.subscribed:
+                    if self.unfollow_after > 0 and not now:
+                        self._linger(topic)
+                        return
+                    timer = self._lingering.pop(topic, None)
+                    if timer is not None:
+                        timer.cancel()
                     self.subscribed.discard(topic)
                     self._recovery.forget(topic, time.monotonic())
                     await self._broker.unsubscribe(topic)
@@ -71,6 +104,23 @@ class Following:
                 del self._topic_locks[topic]
             else:
                 self._topic_locks[topic] = (lock, users - 1)
+
+    def _linger(self, topic: str) -> None:
+        """Let go of ``topic`` ``unfollow_after`` seconds after its last member left,
+        unless one comes back before (then the grace starts again when it leaves)."""
+        if topic not in self._lingering:
+            loop = asyncio.get_running_loop()
+            self._lingering[topic] = loop.call_later(self.unfollow_after, self._expire, topic)
+
+    def _expire(self, topic: str) -> None:
+        if self._lingering.pop(topic, None) is not None:
+            self._spawn(self.sync(topic, now=True))
+
+    def close(self) -> None:
+        """No more letting go: the node is closing (its broker unsubscribes all)."""
+        for timer in self._lingering.values():
+            timer.cancel()
+        self._lingering.clear()
 
     async def learn_position(self, topic: str) -> None:
         """Note where a stream is when this node starts following it, so that pushes

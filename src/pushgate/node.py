@@ -82,11 +82,14 @@ class Node(Publishing, Joins, Delivery, Elsewhere):
         has_presence: Callable[[RoomId], bool] | None = None,
         reports: Reports | None = None,
         webhooks: "Service | None" = None,
+        unfollow_after: float = 0.0,
     ) -> None:
         """``presence``: where the presence of the rooms ``has_presence`` names is kept
         (presence.py), and the sessions and rooms ``reports`` wants told to the
         webhooks; without it no room keeps presence and nothing is reported but
-        client messages."""
+        client messages. ``unfollow_after``: seconds a room stays followed after its
+        last local member left, with a broker whose history is a round trip away
+        (follow.py)."""
         self.hub = hub
         self.broker = broker
         self.sessions: Sessions = sessions if sessions is not None else NoSessions()
@@ -111,7 +114,13 @@ class Node(Publishing, Joins, Delivery, Elsewhere):
             linger=self.sessions.ttl,
             recent=Recent(PER_STREAM, BUDGET) if remote_history else None,
         )
-        self.following = Following(broker, hub, self.recovery, self._in_background)
+        self.following = Following(
+            broker,
+            hub,
+            self.recovery,
+            self._in_background,
+            unfollow_after=unfollow_after if remote_history else 0.0,
+        )
         # Opening, closing and resuming connections and their sessions.
         self.core = SessionCore(
             node_id=self.node_id,
@@ -177,6 +186,7 @@ class Node(Publishing, Joins, Delivery, Elsewhere):
             self._in_background(self.following.learn_position(TOPIC_ALL))
 
     async def close(self) -> None:
+        self.following.close()
         await self.restorer.close()
         await self.core.flush()  # detaches: the sessions must stay resumable
         if self.presence is not None:

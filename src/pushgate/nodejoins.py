@@ -76,7 +76,7 @@ class Joins:
             if change.changed:  # undo: the caller is told it failed
                 with contextlib.suppress(UnknownConnection):  # it may have gone meanwhile
                     self.hub.leave(request.room, request.conn)
-                self._in_background(self.following.sync(topic))  # and let go of the topic
+                self._in_background(self.following.sync(topic, now=True))  # and let go of the topic
             raise
         if change.changed and not by_client:
             self._tell_member(request, joined=True)
