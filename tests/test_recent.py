@@ -178,3 +178,12 @@ def test_no_memory_across_pushes_the_node_was_told_were_lost() -> None:
             recovery.fanned_out(S, step)
     assert recovery.recent_histories({S: Position("e", 3)}) == {}
     assert seqs(recovery.recent_histories({S: Position("e", 8)})[S]) == [9]
+
+
+def test_a_stream_with_no_start_is_given_where_the_node_is() -> None:
+    """A new stream (SSE without Last-Event-ID) asks only where the stream stands:
+    the node's own position, unless it is filling a gap of it."""
+    recovery = node(5)
+    assert recovery.recent_histories({S: None}) == {S: History(Position("e", 5))}
+    assert recovery.arrive(S, pub(8)).action is Action.REPAIR
+    assert recovery.recent_histories({S: None}) == {}

@@ -457,6 +457,50 @@ async def test_a_stream_resumes_on_another_gateway_of_a_redis_cluster(
         assert first.server.node.hub.sink(ConnId(opened["wsId"])) is None
 
 
+async def test_a_stream_resumes_from_its_gateways_memory_on_a_cluster(
+    http: aiohttp.ClientSession, module_redis: RedisServer
+) -> None:
+    """A stream cut from a gateway of a cluster and back within the seconds the
+    gateway keeps following its rooms (--unfollow-after) resumes with its
+    Last-Event-ID without a history read in Redis: what it missed comes from what
+    the gateway fanned out itself (recent.py), each push once, then live ones."""
+    settings = {
+        **FAST_TIMERS,
+        "broker": module_redis.url,
+        "prefix": "sse-recent:",
+        "namespaces": NAMESPACES,
+    }
+    async with running_server(**settings) as server:
+        node = server.server.node
+        async with open_events(http, events_url(server, room="lobby:1")) as (stream, _):
+            await push(http, server, "/push/room", id="lobby:1", val="r-1")
+            last = await stream.next_event()
+        await server.server.gateway.wait_empty()
+        for i in (2, 3):
+            await push(http, server, "/push/room", id="lobby:1", val=f"r-{i}")
+            await push(http, server, "/push/all", val=f"a-{i}")
+        await node.broker.sync()  # every push made so far has reached the gateway
+        reads: list[dict[str, Any]] = []
+        real = node.broker.histories
+
+        async def counted(since: Any) -> Any:
+            reads.append(dict(since))
+            return await real(since)
+
+        node.broker.histories = counted  # type: ignore[method-assign]
+        url = events_url(server, room="lobby:1")
+        async with open_events(http, url, headers={"Last-Event-ID": last.id or ""}) as (
+            stream,
+            opened,
+        ):
+            assert (opened["resumed"], opened["recovered"]) == (True, True)
+            assert sorted(await stream.pushes(4)) == ["a-2", "a-3", "r-2", "r-3"]
+            await push(http, server, "/push/room", id="lobby:1", val="live")
+            assert await stream.pushes(1) == ["live"]
+        assert reads == []
+        assert node.meters.resume_histories["node"] == 2
+
+
 async def test_a_stream_without_a_token_is_decided_by_the_connect_hook(
     http: aiohttp.ClientSession,
 ) -> None:

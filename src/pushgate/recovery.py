@@ -277,12 +277,12 @@ class StreamRecovery:
             else:
                 self._captures[topic] = (count - 1, captured)
 
-    def recent_histories(self, starts: Mapping[str, Position]) -> dict[str, History]:
+    def recent_histories(self, starts: Mapping[str, Position | None]) -> dict[str, History]:
         """What each stream holds after its start, for the streams whose every push
         since then this node has fanned out and still keeps (recent.py): what a read
-        of history would give at the moment the stream stood where the node is. The
-        others must be read. Call it once the streams are captured: a push fanned
-        out after it is in the capture."""
+        of history would give at the moment the stream stood where the node is (a
+        start of None: only that position). The others must be read. Call it once
+        the streams are captured: a push fanned out after it is in the capture."""
         recent = self._recent
         if recent is None:
             return {}
@@ -291,7 +291,7 @@ class StreamRecovery:
             top = self.guard.last(topic)
             if top is None or topic in self._repairs:
                 continue
-            history = recent.after(topic, start, top)
+            history = History(top) if start is None else recent.after(topic, start, top)
             if history is not None:
                 histories[topic] = history
         return histories
