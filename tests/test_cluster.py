@@ -158,6 +158,15 @@ async def test_a_gateway_subscribes_to_a_room_only_while_it_has_members_there(
             )
             assert status == 200
 
+        broker = cluster.gateways[0].server.node.broker
+        subscribes: list[str] = []
+        real_subscribe = broker.subscribe
+
+        async def counted_subscribe(topic: str) -> None:
+            subscribes.append(topic)
+            await real_subscribe(topic)
+
+        broker.subscribe = counted_subscribe  # type: ignore[method-assign]
         ws, ws_id = await open_client(cluster.gateways[0].ws_url)
         assert await subscribers() == 0
         await room("join")
@@ -168,6 +177,7 @@ async def test_a_gateway_subscribes_to_a_room_only_while_it_has_members_there(
             await room("join")  # back within the grace: nothing to subscribe again
             await room("leave")
             assert gateway.follows("room:watched")
+            assert subscribes == ["room:watched"]
         # Redis confirms an unsubscribe to the gateway, not to us: ask until it is done.
         async with asyncio.timeout(5 * UNIT + unfollow_after):
             while await subscribers():  # noqa: ASYNC110 - no event to await in another process

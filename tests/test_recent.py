@@ -4,11 +4,12 @@ an event loop. The live path is in tests/test_promises_resume.py."""
 
 import pytest
 
-from pushgate.recent import Recent
+from pushgate.recent import OVERHEAD, Recent
 from pushgate.recovery import Action, StreamRecovery
 from pushgate.streams import History, Position, Publication
 
 S, T = "room:s", "room:t"
+BIG = 1 << 20
 
 
 def pub(seq: int, epoch: str = "e") -> Publication:
@@ -34,7 +35,7 @@ def kept(recent: Recent, topic: str, upto: int, epoch: str = "e") -> list[int] |
 
 
 def test_what_was_missed_since_a_position_it_reaches() -> None:
-    recent = Recent(per_stream=8, budget=100)
+    recent = Recent(per_stream=8, budget=BIG)
     for seq in range(1, 6):
         recent.add(S, pub(seq))
     top = Position("e", 5)
@@ -49,7 +50,7 @@ def test_no_answer_where_it_cannot_vouch_for_every_push() -> None:
     """Another epoch, a position beyond the top, a top that is not its last push (the
     node moved on without one: a notice), or a stream it keeps nothing of: the
     caller reads history instead."""
-    recent = Recent(per_stream=8, budget=100)
+    recent = Recent(per_stream=8, budget=BIG)
     for seq in range(3, 6):
         recent.add(S, pub(seq))
     top = Position("e", 5)
@@ -63,39 +64,53 @@ def test_no_answer_where_it_cannot_vouch_for_every_push() -> None:
 
 
 def test_a_gap_or_a_new_epoch_starts_the_stream_over() -> None:
-    recent = Recent(per_stream=8, budget=100)
+    recent = Recent(per_stream=8, budget=BIG)
     for seq in (1, 2, 3, 5, 6):
         recent.add(S, pub(seq))
     assert kept(recent, S, 6) == [5, 6]  # 4 never came: nothing before 5 is vouched for
     recent.add(S, pub(1, "f"))
     assert kept(recent, S, 1, "f") == [1]
     assert recent.after(S, Position("e", 5), Position("e", 6)) is None
-    assert len(recent) == 1
+    assert recent.held == len(b"f-1") + OVERHEAD
 
 
 def test_each_stream_keeps_at_least_its_last_per_stream_pushes() -> None:
-    recent = Recent(per_stream=4, budget=100)
+    recent = Recent(per_stream=4, budget=BIG)
     for seq in range(1, 30):
         recent.add(S, pub(seq))
         reach = kept(recent, S, seq)
         assert reach is not None
         assert len(reach) >= 4 or reach == list(range(1, seq + 1))
         assert len(reach) < 8
-    assert len(recent) < 8
+    assert recent.held < 8 * (len(b"e-29") + OVERHEAD)
 
 
 def test_the_budget_drops_the_streams_published_to_least_recently() -> None:
-    recent = Recent(per_stream=4, budget=10)
+    """Counted in bytes (each push's data and OVERHEAD): ten of these pushes fit."""
+    recent = Recent(per_stream=4, budget=10 * (3 + OVERHEAD))
     for seq in range(1, 5):
         recent.add(S, pub(seq))
         recent.add(T, pub(seq))
     recent.add(S, pub(5))  # S is the latest now: T goes when the budget is passed
     recent.add("room:u", pub(1))
     recent.add("room:u", pub(2))
-    assert len(recent) <= 10
+    assert recent.held <= recent.budget
     assert kept(recent, T, 4) is None
     assert kept(recent, S, 5) == [1, 2, 3, 4, 5]
     assert kept(recent, "room:u", 2) == [1, 2]
+
+
+def test_a_stream_over_the_budget_on_its_own_keeps_what_fits_and_its_last() -> None:
+    recent = Recent(per_stream=64, budget=3 * (3 + OVERHEAD))
+    for seq in range(1, 10):
+        recent.add(S, pub(seq))
+    assert kept(recent, S, 9) == [7, 8, 9]
+    big = Publication(10, "e", b"x" * 10_000)
+    recent.add(S, big)
+    assert recent.after(S, Position("e", 9), Position("e", 10)) == History(
+        Position("e", 10), (big,)
+    )
+    assert recent.after(S, Position("e", 8), Position("e", 10)) is None
 
 
 def test_forget_drops_what_a_stream_kept() -> None:
@@ -104,7 +119,7 @@ def test_forget_drops_what_a_stream_kept() -> None:
     recent.add(S, pub(2))
     recent.forget(S)
     recent.forget(S)
-    assert len(recent) == 0
+    assert recent.held == 0
     assert recent.after(S, Position("e", 1), Position("e", 2)) is None
 
 
@@ -112,7 +127,7 @@ def test_bounds_must_make_sense() -> None:
     with pytest.raises(ValueError, match="per_stream"):
         Recent(per_stream=0, budget=10)
     with pytest.raises(ValueError, match="per_stream"):
-        Recent(per_stream=8, budget=4)
+        Recent(per_stream=8, budget=0)
 
 
 # Through StreamRecovery, as the node drives it
@@ -120,7 +135,7 @@ def test_bounds_must_make_sense() -> None:
 
 def node(at: int, *, keep: bool = True) -> StreamRecovery:
     """A node that followed ``S`` from seq 0 and fanned out its pushes up to ``at``."""
-    recovery = StreamRecovery(recent=Recent(per_stream=16, budget=100) if keep else None)
+    recovery = StreamRecovery(recent=Recent(per_stream=16, budget=BIG) if keep else None)
     recovery.noted(S, Position("e", 0))
     for seq in range(1, at + 1):
         deliver(recovery, pub(seq))
@@ -187,3 +202,29 @@ def test_a_stream_with_no_start_is_given_where_the_node_is() -> None:
     assert recovery.recent_histories({S: None}) == {S: History(Position("e", 5))}
     assert recovery.arrive(S, pub(8)).action is Action.REPAIR
     assert recovery.recent_histories({S: None}) == {}
+
+
+def test_no_memory_for_a_position_the_node_only_noted() -> None:
+    """Where the stream stood when the node began following it, read then: the node
+    has fanned nothing out since, and a read (which also finds whether it is behind)
+    answers instead."""
+    recovery = node(0)
+    assert recovery.last(S) == Position("e", 0)
+    assert recovery.recent_histories({S: Position("e", 0), T: None}) == {}
+    assert recovery.recent_histories({S: None}) == {}
+
+
+def test_no_memory_after_a_repair_that_could_not_read_history() -> None:
+    """The broker came back and the repair could not read history: the members were
+    told pushes may be lost, and the node, still where it was, may be behind without
+    knowing it. A resume then reads history (which finds that out and repairs),
+    until the node fans out its next push."""
+    recovery = node(4)
+    assert recovery.start_repair(S)
+    outcome = recovery.finish_repair(S, None)
+    assert outcome.lost == 1
+    assert recovery.last(S) == Position("e", 4)
+    assert recovery.recent_histories({S: Position("e", 2)}) == {}
+    assert recovery.recent_histories({S: Position("e", 4)}) == {}
+    deliver(recovery, pub(5))
+    assert seqs(recovery.recent_histories({S: Position("e", 4)})[S]) == [5]

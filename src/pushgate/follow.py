@@ -48,6 +48,7 @@ class Following:
         self._topic_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         # Subscribed topics with no local member, each with the timer that lets go.
         self._lingering: dict[str, asyncio.TimerHandle] = {}
+        self._closed = False
 
     def settled(self, topic: str) -> bool:
         """Subscribed, with no change under way: nothing to wait for."""
@@ -89,7 +90,9 @@ class Following:
                     if self._broker.keeps_history:
                         self._spawn(self.learn_position(topic))
                 elif not wanted and topic in self.subscribed:
-                    if self.unfollow_after > 0 and not now:
+                    # A grace armed since this call was made (a member came and went
+                    # again) governs, even over a grace that ended.
+                    if self.unfollow_after > 0 and (not now or topic in self._lingering):
                         self._linger(topic)
                         return
                     timer = self._lingering.pop(topic, None)
@@ -106,11 +109,15 @@ class Following:
                 self._topic_locks[topic] = (lock, users - 1)
 
     def _linger(self, topic: str) -> None:
-        """Let go of ``topic`` ``unfollow_after`` seconds after its last member left,
-        unless one comes back before (then the grace starts again when it leaves)."""
-        if topic not in self._lingering:
-            loop = asyncio.get_running_loop()
-            self._lingering[topic] = loop.call_later(self.unfollow_after, self._expire, topic)
+        """Let go of ``topic`` ``unfollow_after`` seconds after its last member left
+        (the latest leave counts), unless one comes back before."""
+        if self._closed:
+            return  # the broker unsubscribes everything as it closes
+        timer = self._lingering.get(topic)
+        if timer is not None:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._lingering[topic] = loop.call_later(self.unfollow_after, self._expire, topic)
 
     def _expire(self, topic: str) -> None:
         if self._lingering.pop(topic, None) is not None:
@@ -118,6 +125,7 @@ class Following:
 
     def close(self) -> None:
         """No more letting go: the node is closing (its broker unsubscribes all)."""
+        self._closed = True
         for timer in self._lingering.values():
             timer.cancel()
         self._lingering.clear()

@@ -230,6 +230,10 @@ class StreamRecovery:
             guard.delivered(topic, pub.position)
         if outcome.lost:  # a notice leaves the position as it was, and is not clean
             self._noted.pop(topic, None)
+            if self._recent is not None:
+                # Nor can the node vouch for it: told lost without history read, it
+                # may be behind (recent.py); from the next push it fans out on, it can.
+                self._recent.forget(topic)
         return outcome
 
     def _fill(
@@ -291,7 +295,7 @@ class StreamRecovery:
             top = self.guard.last(topic)
             if top is None or topic in self._repairs:
                 continue
-            history = History(top) if start is None else recent.after(topic, start, top)
+            history = recent.after(topic, start, top)
             if history is not None:
                 histories[topic] = history
         return histories
