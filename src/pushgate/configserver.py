@@ -133,10 +133,10 @@ class ServerSettings:
     )
     unfollow_after: float = option(
         10.0,
-        "a gateway keeps receiving a room's (or user's) pushes this long after its last "
-        "member there left, so that a client that comes back (a reconnect, a resume) "
-        "finds the room followed and is caught up from the gateway's memory instead "
-        "of a history read; 0 lets go at once",
+        "on a cluster (a Redis broker), a gateway keeps receiving a room's (or user's) "
+        "pushes this long after its last member there left, so that a client that "
+        "comes back (a reconnect, a resume) finds the room followed and is caught up "
+        "from the gateway's memory instead of a history read; 0 lets go at once",
         metavar="SECONDS",
         group=Group.CLUSTER,
         check=zero_or_more("at once"),
