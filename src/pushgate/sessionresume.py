@@ -154,11 +154,11 @@ class Resuming:
             unread = {t: start for t, start in starts.items() if t not in histories}
             if unread:
                 histories.update(await self.broker.histories(unread))
-            self.meters.resume_histories["node"] += len(starts) - len(unread)
-            self.meters.resume_histories["broker"] += len(unread)
             await self.broker.sync(topics)  # every push read above has reached us, or is captured
             if self.hub.sink(conn) is not sink or self._holders.get(conn) != holder:
                 raise SessionTaken(conn)  # evicted meanwhile by a later claim
+            self.meters.resume_histories["node"] += len(starts) - len(unread)
+            self.meters.resume_histories["broker"] += len(unread)
             return self._caught_up(session, starts, histories)
         except BaseException:
             self.closed(conn, sink)

@@ -71,12 +71,12 @@ async def open_stream(node: "Node", start: SseStart, sink: Sink) -> Caught:
         unread = {topic: at for topic, at in asked.items() if topic not in histories}
         if unread:
             histories.update(await node.broker.histories(unread))
-        if start.since is not None:  # a resume (Last-Event-ID)
-            node.meters.resume_histories["node"] += len(asked) - len(unread)
-            node.meters.resume_histories["broker"] += len(unread)
         await node.broker.sync(topics)  # every push read above has reached us, or is captured
         if node.hub.sink(start.conn_id) is not sink:
             raise StreamGone(start.conn_id)
+        if start.since is not None:  # a resume (Last-Event-ID) that is caught up now
+            node.meters.resume_histories["node"] += len(asked) - len(unread)
+            node.meters.resume_histories["broker"] += len(unread)
         starts = {topic: since.get(topic) or histories[topic].position for topic in topics}
         caught = recovery.catch_up(starts, histories, True)
         return Caught(starts, caught.frames, caught.reports)
