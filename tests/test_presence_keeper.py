@@ -4,13 +4,40 @@ however they are spread over rooms (a few rooms of thousands each were one turn)
 No sockets: a MemoryPresence on a MemoryBroker, and a task counting the loop's turns."""
 
 import asyncio
+import contextlib
 import itertools
+from typing import Any
 
 from pushgate.broker.memory import MemoryBroker
 from pushgate.ids import ConnId, RoomId
 from pushgate.presence import KEEP_SLICE_ENTRIES, Identity
 from pushgate.presencestore import MemoryPresence
 from pushgate.slices import in_slices
+
+
+class Turns:
+    """While entered, counts the turns of the event loop: a task that adds one and
+    yields, over and over."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> "Turns":
+        self._task = asyncio.create_task(self._count())
+        await asyncio.sleep(0)  # it has started
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _count(self) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(0)
 
 
 async def test_renewing_big_rooms_lets_the_loop_turn_between_slices() -> None:
@@ -23,22 +50,10 @@ async def test_renewing_big_rooms_lets_the_loop_turn_between_slices() -> None:
             conn = ConnId(f"{r}-{n}")
             await store.enter(room, Identity(conn, f"user{n}"), f"h{conn}")
             held[room].append((conn, f"h{conn}"))
-    turns = 0
-    keeping = True
-
-    async def count_turns() -> None:
-        nonlocal turns
-        while keeping:
-            turns += 1
-            await asyncio.sleep(0)
-
-    counter = asyncio.create_task(count_turns())
-    await asyncio.sleep(0)
-    before = turns
-    assert await store.keep(held) == []
-    keeping = False
-    await counter
-    assert turns - before >= 9  # 10,005 entries: a turn for others every ~1,000
+    async with Turns() as turns:
+        before = turns.count
+        assert await store.keep(held) == []
+        assert turns.count - before >= 9  # 10,005 entries: a turn for others every ~1,000
     assert len(store.table) == 5 * 2 * KEEP_SLICE_ENTRIES
 
 
@@ -47,20 +62,10 @@ async def test_slices_hand_out_every_item_in_order_a_big_group_in_chunks() -> No
     a slice in several chunks; an empty group nothing; a turn for others once a
     slice's worth (a group counting one more) went out."""
     groups = [("a", list(range(5))), ("empty", []), ("b", list(range(3))), ("c", [9])]
-    turns = 0
     out: list[tuple[str, list[int], int]] = []
-
-    async def count_turns() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    counter = asyncio.create_task(count_turns())
-    await asyncio.sleep(0)
-    async for key, chunk in in_slices(groups, 2):
-        out.append((key, list(chunk), turns))
-    counter.cancel()
+    async with Turns() as turns:
+        async for key, chunk in in_slices(groups, 2):
+            out.append((key, list(chunk), turns.count))
     assert [(key, chunk) for key, chunk, _ in out] == [
         ("a", [0, 1]),
         ("a", [2, 3]),

@@ -161,6 +161,32 @@ def is_a_resume(since: Mapping[str, Position | None]) -> bool:
     return all(start is not None for start in since.values())
 
 
+async def cut_after_one_push_of_each(
+    http: aiohttp.ClientSession, server: Running, pusher: Pusher, clients: list[RawClient]
+) -> tuple[dict[str, Any], Pushes]:
+    """A client at ``server``, in room a, receives one push of each stream, then loses
+    its TCP connection (its session waits): its welcome and what it received."""
+    client, welcome = await open_raw(server.ws_url, clients)
+    status, _ = await post(
+        http, server.api_url + "/room/join", data={"id": "a", "wsId": welcome["wsId"]}
+    )
+    assert status == 200
+    await pusher.push_both()
+    before = await read_pushes(client, 2)
+    await client.aclose()
+    await server.server.gateway.wait_empty()
+    return welcome, before
+
+
+def assert_every_push_after(before: Pushes, got: Pushes, pusher: Pusher) -> None:
+    """``got`` holds, on each stream of ``before`` and no other, every push sent after
+    the one ``before`` ended with, once each, in order, with consecutive seqs."""
+    for stream, [(epoch, seq, _)] in before.items():
+        expected = [(epoch, seq + n, val) for n, val in enumerate(pusher.sent[stream][1:], start=1)]
+        assert got[stream] == expected, stream
+    assert set(got) == set(before)
+
+
 def wrap_history_reads(broker: Broker, pusher: Pusher, when: str) -> list[int]:
     """Make the next resume's history read meet a live push to each stream: sent
     just before the read (so it is in history and arrives live too), or just
@@ -199,16 +225,8 @@ async def test_a_resume_gives_each_missed_push_once_in_order_then_live_ones(
     consecutive seqs in its epoch, and nothing else."""
     async with two_places(broker, module_redis) as (first, second), raw_clients() as raw:
         pusher = Pusher(http, first.api_url)
-        client, welcome = await open_raw(first.ws_url, raw)
-        status, _ = await post(
-            http, first.api_url + "/room/join", data={"id": "a", "wsId": welcome["wsId"]}
-        )
-        assert status == 200
-        await pusher.push_both()
-        before = await read_pushes(client, 2)
+        welcome, before = await cut_after_one_push_of_each(http, first, pusher, raw)
         since = {stream: [epoch, seq] for stream, [(epoch, seq, _)] in before.items()}
-        await client.aclose()  # the TCP connection is gone; the session waits
-        await first.server.gateway.wait_empty()
         for _ in range(3):
             await pusher.push_both()
         reads = wrap_history_reads(second.server.node.broker, pusher, when)
@@ -219,14 +237,7 @@ async def test_a_resume_gives_each_missed_push_once_in_order_then_live_ones(
         assert (answer["data"]["wsId"], answer["data"]["resumed"]) == (welcome["wsId"], True)
         assert reads == [1]
         await pusher.push_both()  # live, after the welcome
-        got = await read_pushes(new, 2 * 5)
-
-        for stream, [(epoch, seq, _)] in before.items():
-            expected = [
-                (epoch, seq + n, val) for n, val in enumerate(pusher.sent[stream][1:], start=1)
-            ]
-            assert got[stream] == expected, stream
-        assert set(got) == set(before)
+        assert_every_push_after(before, await read_pushes(new, 2 * 5), pusher)
         assert answer["data"]["recovered"] is True, answer
 
 
@@ -244,16 +255,8 @@ async def test_a_resume_where_the_rooms_are_still_followed_reads_no_history(
     async with running_server(**settings) as server, raw_clients() as raw:
         node = server.server.node
         pusher = Pusher(http, server.api_url)
-        client, welcome = await open_raw(server.ws_url, raw)
-        status, _ = await post(
-            http, server.api_url + "/room/join", data={"id": "a", "wsId": welcome["wsId"]}
-        )
-        assert status == 200
-        await pusher.push_both()
-        before = await read_pushes(client, 2)
+        welcome, before = await cut_after_one_push_of_each(http, server, pusher, raw)
         since = {stream: [epoch, seq] for stream, [(epoch, seq, _)] in before.items()}
-        await client.aclose()
-        await server.server.gateway.wait_empty()
         assert node.hub.room_size(RoomId("a")) == 0
         for _ in range(3):
             await pusher.push_both()
@@ -280,13 +283,7 @@ async def test_a_resume_where_the_rooms_are_still_followed_reads_no_history(
         assert node.meters.resume_histories["node"] - counted["node"] == 2
         assert node.meters.resume_histories["broker"] == counted["broker"]
         await pusher.push_both()  # live, after the welcome
-        got = await read_pushes(new, 2 * 5)
-        for stream, [(epoch, seq, _)] in before.items():
-            expected = [
-                (epoch, seq + n, val) for n, val in enumerate(pusher.sent[stream][1:], start=1)
-            ]
-            assert got[stream] == expected, stream
-        assert set(got) == set(before)
+        assert_every_push_after(before, await read_pushes(new, 2 * 5), pusher)
 
 
 # 4001 to a half-open old connection on another gateway

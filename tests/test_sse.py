@@ -422,6 +422,36 @@ async def test_metrics_count_streams_by_transport(http: aiohttp.ClientSession) -
 # A cluster
 
 
+async def cut_while_pushes_go_on(http: aiohttp.ClientSession, at: Running, via: Running) -> str:
+    """A stream at ``at`` in room lobby:1 gets a push made at ``via``, r-1; cut, it
+    misses r-2 and r-3 to the room and a-2 and a-3 to all. Its Last-Event-ID."""
+    async with open_events(http, events_url(at, room="lobby:1")) as (stream, _):
+        await push(http, via, "/push/room", id="lobby:1", val="r-1")
+        last = await stream.next_event()
+        assert last.json()["data"] == "r-1"
+    await at.server.gateway.wait_empty()
+    for i in (2, 3):
+        await push(http, at, "/push/room", id="lobby:1", val=f"r-{i}")
+        await push(http, at, "/push/all", val=f"a-{i}")
+    return last.id or ""
+
+
+async def resume_and_catch_up(
+    http: aiohttp.ClientSession, at: Running, last_id: str, via: Running
+) -> dict[str, Any]:
+    """That stream resumes at ``at``: recovered, the four pushes it missed once each,
+    in order per stream, then a live one made at ``via``. What it was opened with."""
+    url = events_url(at, room="lobby:1")
+    async with open_events(http, url, headers={"Last-Event-ID": last_id}) as (stream, opened):
+        assert (opened["resumed"], opened["recovered"]) == (True, True)
+        got = await stream.pushes(4)
+        assert [p for p in got if p.startswith("r-")] == ["r-2", "r-3"]  # in order
+        assert [p for p in got if p.startswith("a-")] == ["a-2", "a-3"]
+        await push(http, via, "/push/room", id="lobby:1", val="live")
+        assert await stream.pushes(1) == ["live"]
+    return opened
+
+
 async def test_a_stream_resumes_on_another_gateway_of_a_redis_cluster(
     http: aiohttp.ClientSession, module_redis: RedisServer
 ) -> None:
@@ -436,24 +466,8 @@ async def test_a_stream_resumes_on_another_gateway_of_a_redis_cluster(
         "namespaces": NAMESPACES,
     }
     async with running_server(**settings) as first, running_server(**settings) as second:
-        async with open_events(http, events_url(first, room="lobby:1")) as (stream, _):
-            await push(http, second, "/push/room", id="lobby:1", val="r-1")
-            last = await stream.next_event()
-            assert last.json()["data"] == "r-1"
-        await first.server.gateway.wait_empty()
-        for i in (2, 3):
-            await push(http, first, "/push/room", id="lobby:1", val=f"r-{i}")
-            await push(http, first, "/push/all", val=f"a-{i}")
-        url = events_url(second, room="lobby:1")
-        async with open_events(http, url, headers={"Last-Event-ID": last.id or ""}) as (
-            stream,
-            opened,
-        ):
-            assert (opened["resumed"], opened["recovered"]) == (True, True)
-            got = await stream.pushes(4)
-            assert sorted(got) == ["a-2", "a-3", "r-2", "r-3"]
-            await push(http, first, "/push/room", id="lobby:1", val="live")
-            assert await stream.pushes(1) == ["live"]
+        last_id = await cut_while_pushes_go_on(http, first, second)
+        opened = await resume_and_catch_up(http, second, last_id, first)
         assert first.server.node.hub.sink(ConnId(opened["wsId"])) is None
 
 
@@ -472,13 +486,7 @@ async def test_a_stream_resumes_from_its_gateways_memory_on_a_cluster(
     }
     async with running_server(**settings) as server:
         node = server.server.node
-        async with open_events(http, events_url(server, room="lobby:1")) as (stream, _):
-            await push(http, server, "/push/room", id="lobby:1", val="r-1")
-            last = await stream.next_event()
-        await server.server.gateway.wait_empty()
-        for i in (2, 3):
-            await push(http, server, "/push/room", id="lobby:1", val=f"r-{i}")
-            await push(http, server, "/push/all", val=f"a-{i}")
+        last_id = await cut_while_pushes_go_on(http, server, server)
         await node.broker.sync()  # every push made so far has reached the gateway
         reads: list[dict[str, Any]] = []
         real = node.broker.histories
@@ -488,17 +496,7 @@ async def test_a_stream_resumes_from_its_gateways_memory_on_a_cluster(
             return await real(since)
 
         node.broker.histories = counted  # type: ignore[method-assign]
-        url = events_url(server, room="lobby:1")
-        async with open_events(http, url, headers={"Last-Event-ID": last.id or ""}) as (
-            stream,
-            opened,
-        ):
-            assert (opened["resumed"], opened["recovered"]) == (True, True)
-            got = await stream.pushes(4)
-            assert [p for p in got if p.startswith("r-")] == ["r-2", "r-3"]  # in order
-            assert [p for p in got if p.startswith("a-")] == ["a-2", "a-3"]
-            await push(http, server, "/push/room", id="lobby:1", val="live")
-            assert await stream.pushes(1) == ["live"]
+        await resume_and_catch_up(http, server, last_id, server)
         assert reads == []
         assert node.meters.resume_histories["node"] == 2
 
