@@ -79,9 +79,7 @@ class Following:
             async with lock:
                 wanted = self.wanted(topic)
                 if wanted:
-                    timer = self._lingering.pop(topic, None)
-                    if timer is not None:
-                        timer.cancel()
+                    self._stop_lingering(topic)
                 if wanted and topic not in self.subscribed:
                     # Recorded first: a broker that could not confirm still wants the
                     # topic, so a later call must be able to unsubscribe it.
@@ -95,9 +93,7 @@ class Following:
                     if self.unfollow_after > 0 and (not now or topic in self._lingering):
                         self._linger(topic)
                         return
-                    timer = self._lingering.pop(topic, None)
-                    if timer is not None:
-                        timer.cancel()
+                    self._stop_lingering(topic)
                     self.subscribed.discard(topic)
                     self._recovery.forget(topic, time.monotonic())
                     await self._broker.unsubscribe(topic)
@@ -113,11 +109,14 @@ class Following:
         (the latest leave counts), unless one comes back before."""
         if self._closed:
             return  # the broker unsubscribes everything as it closes
-        timer = self._lingering.get(topic)
-        if timer is not None:
-            timer.cancel()
+        self._stop_lingering(topic)
         loop = asyncio.get_running_loop()
         self._lingering[topic] = loop.call_later(self.unfollow_after, self._expire, topic)
+
+    def _stop_lingering(self, topic: str) -> None:
+        timer = self._lingering.pop(topic, None)
+        if timer is not None:
+            timer.cancel()
 
     def _expire(self, topic: str) -> None:
         if self._lingering.pop(topic, None) is not None:

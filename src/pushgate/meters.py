@@ -129,6 +129,12 @@ class Meters:
         self.loop_lag = Histogram(PAUSE_BUCKETS)
         self.gc_pauses = Histogram(PAUSE_BUCKETS)
 
+    def caught_up(self, streams: int, read: int) -> None:
+        """A resume was caught up on ``streams``, ``read`` of them from a history read,
+        the others from what the node fanned out itself."""
+        self.resume_histories["node"] += streams - read
+        self.resume_histories["broker"] += read
+
     def handed(self, accepted_at: float, recipients: int) -> None:
         """A push accepted at ``accepted_at`` (wall clock) went to ``recipients``
         local connections; its latency is observed once they are written."""

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,6 +46,19 @@ class Resumed:
     session: Session
     streams: dict[str, StreamReport]
     frames: list[bytes]
+
+
+async def missed_histories(
+    recovery: StreamRecovery, broker: Broker, starts: Mapping[str, Position | None]
+) -> tuple[dict[str, History], int]:
+    """Each stream's history after its start (None: only its position): from what
+    this node fanned out itself where it can vouch for it (recent.py), the others
+    read in one batch; and how many were read. The streams must be captured."""
+    histories = recovery.recent_histories(starts)
+    unread = {topic: start for topic, start in starts.items() if topic not in histories}
+    if unread:
+        histories.update(await broker.histories(unread))
+    return histories, len(unread)
 
 
 class Resuming:
@@ -149,16 +162,11 @@ class Resuming:
             if unsettled:
                 await asyncio.gather(*map(self._following.sync, unsettled))
             starts = {t: since.get(t, session.streams[t]) for t in topics}
-            # What this node fanned out itself needs no read (recent.py).
-            histories = self.recovery.recent_histories(starts)
-            unread = {t: start for t, start in starts.items() if t not in histories}
-            if unread:
-                histories.update(await self.broker.histories(unread))
+            histories, read = await missed_histories(self.recovery, self.broker, starts)
             await self.broker.sync(topics)  # every push read above has reached us, or is captured
             if self.hub.sink(conn) is not sink or self._holders.get(conn) != holder:
                 raise SessionTaken(conn)  # evicted meanwhile by a later claim
-            self.meters.resume_histories["node"] += len(starts) - len(unread)
-            self.meters.resume_histories["broker"] += len(unread)
+            self.meters.caught_up(len(starts), read)
             return self._caught_up(session, starts, histories)
         except BaseException:
             self.closed(conn, sink)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pushgate.hub import Sink
+from pushgate.sessionresume import missed_histories
 from pushgate.ssequery import SseStart
 from pushgate.streams import Position
 from pushgate.wire import StreamReport
@@ -66,17 +67,12 @@ async def open_stream(node: "Node", start: SseStart, sink: Sink) -> Caught:
             return Caught({}, [], {})
         since = start.since or {}
         asked = {topic: since.get(topic) for topic in topics}
-        # What this node fanned out itself needs no read (recent.py, on a cluster).
-        histories = recovery.recent_histories(asked)
-        unread = {topic: at for topic, at in asked.items() if topic not in histories}
-        if unread:
-            histories.update(await node.broker.histories(unread))
+        histories, read = await missed_histories(recovery, node.broker, asked)
         await node.broker.sync(topics)  # every push read above has reached us, or is captured
         if node.hub.sink(start.conn_id) is not sink:
             raise StreamGone(start.conn_id)
         if start.since is not None:  # a resume (Last-Event-ID) that is caught up now
-            node.meters.resume_histories["node"] += len(asked) - len(unread)
-            node.meters.resume_histories["broker"] += len(unread)
+            node.meters.caught_up(len(asked), read)
         starts = {topic: since.get(topic) or histories[topic].position for topic in topics}
         caught = recovery.catch_up(starts, histories, True)
         return Caught(starts, caught.frames, caught.reports)
